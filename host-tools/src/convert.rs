@@ -1,0 +1,139 @@
+//! The conversion pipeline: canonical tensors in forward order → codec → archive writer,
+//! one tensor in memory at a time, with progress and a closing summary.
+
+use std::path::Path;
+
+use anyhow::{Context, Result};
+use indicatif::{ProgressBar, ProgressStyle};
+use qins_runtime::codec::{encode, Codec, ErrorStats};
+use qins_runtime::format::Manifest;
+use qins_runtime::model::{canonical_tensors, TensorRole};
+
+use crate::import::Imported;
+use crate::writer::ArchiveWriter;
+
+pub struct ConvertOptions {
+    /// Codec of the matrices (linear weights, embedding, output head).
+    pub codec: Codec,
+    pub zstd_level: i32,
+    /// Raw chunk size (defaults to the format's 16 MiB maximum).
+    pub chunk_limit: Option<usize>,
+    pub progress: bool,
+}
+
+/// Figures of one conversion, for the closing table and for tests.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Summary {
+    pub codec: String,
+    pub parameters: u64,
+    pub matrix_parameters: u64,
+    /// Stored bytes of the quantized matrices (codes + scales + codebooks + alignment).
+    pub matrix_bytes: u64,
+    pub bits_per_weight: f64,
+    pub raw_bytes: u64,
+    pub archive_bytes: u64,
+    /// Archive size relative to the same parameters stored as f16.
+    pub ratio_vs_f16: f64,
+    /// Error over all matrices together (energy-weighted).
+    pub matrix_error: ErrorStats,
+    pub worst_tensor: Option<(String, f64)>,
+}
+
+pub fn convert(imp: Imported, opts: &ConvertOptions, out: &Path) -> Result<Summary> {
+    let specs = canonical_tensors(&imp.config);
+    let total: u64 = specs.iter().map(|s| s.shape.iter().product::<usize>() as u64).sum();
+    let bar = if opts.progress { ProgressBar::new(total) } else { ProgressBar::hidden() };
+    bar.set_style(
+        ProgressStyle::with_template("{spinner} [{elapsed_precise}] {wide_bar} {percent}% {msg}")
+            .expect("valid template"),
+    );
+    let mut writer = ArchiveWriter::create(out, opts.zstd_level)?;
+    if let Some(limit) = opts.chunk_limit {
+        writer = writer.with_chunk_limit(limit);
+    }
+    let (mut params, mut mparams, mut mbytes) = (0u64, 0u64, 0u64);
+    let (mut signal, mut noise) = (0f64, 0f64);
+    let mut worst: Option<(String, f64)> = None;
+    for spec in &specs {
+        bar.set_message(spec.name.clone());
+        let data = imp.weights.load(spec)?;
+        let (rows, cols) = match spec.shape.as_slice() {
+            [r, c] => (*r, *c),
+            s => (1, s.iter().product()),
+        };
+        let codec = match spec.role {
+            TensorRole::Matrix => opts.codec,
+            TensorRole::Vector => Codec::F32,
+        };
+        let (bytes, err) = encode(codec, &data, rows, cols).with_context(|| format!("encoding {}", spec.name))?;
+        let n = data.len() as u64;
+        params += n;
+        if spec.role == TensorRole::Matrix {
+            mparams += n;
+            mbytes += bytes.len() as u64;
+            let sig: f64 = data.iter().map(|&v| (v as f64) * (v as f64)).sum();
+            signal += sig;
+            noise += err.rel_fro * err.rel_fro * sig;
+            if worst.as_ref().is_none_or(|w| err.sqnr_db < w.1) {
+                worst = Some((spec.name.clone(), err.sqnr_db));
+            }
+        }
+        tracing::debug!(tensor = %spec.name, codec = %codec.name(), sqnr_db = err.sqnr_db, "encoded");
+        writer.add_tensor(&spec.name, &spec.shape, codec, &bytes, Some(err))?;
+        bar.inc(n);
+    }
+    let base = Manifest {
+        format_version: 0,
+        converter: format!("qins-convert {}", env!("CARGO_PKG_VERSION")),
+        config: imp.config,
+        tokenizer: imp.tokenizer,
+        chat_template: imp.chat_template,
+        bos_token: imp.bos_token,
+        eos_token: imp.eos_token,
+        add_bos_token: imp.add_bos_token,
+        generation: imp.generation,
+        source: imp.source,
+        tensors: vec![],
+        chunks: vec![],
+        total_raw_bytes: 0,
+    };
+    bar.set_message("writing archive");
+    let manifest = writer.finish(base)?;
+    bar.finish_and_clear();
+    let archive_bytes = std::fs::metadata(out)?.len();
+    Ok(Summary {
+        codec: opts.codec.name(),
+        parameters: params,
+        matrix_parameters: mparams,
+        matrix_bytes: mbytes,
+        bits_per_weight: mbytes as f64 * 8.0 / mparams.max(1) as f64,
+        raw_bytes: manifest.total_raw_bytes,
+        archive_bytes,
+        ratio_vs_f16: archive_bytes as f64 / (params as f64 * 2.0),
+        matrix_error: ErrorStats::from_sums(signal, noise),
+        worst_tensor: worst,
+    })
+}
+
+impl Summary {
+    pub fn table(&self) -> String {
+        let mib = |b: u64| b as f64 / (1 << 20) as f64;
+        let mut s = String::new();
+        let mut row = |k: &str, v: String| s.push_str(&format!("  {k:<34} {v}\n"));
+        row("codec (matrices)", self.codec.clone());
+        row("parameters", format!("{} ({} in quantized matrices)", self.parameters, self.matrix_parameters));
+        row("matrix bytes (codes+scales+codebooks)", format!("{:.2} MiB", mib(self.matrix_bytes)));
+        row("bits per weight (matrices)", format!("{:.3}", self.bits_per_weight));
+        row("decompressed stream", format!("{:.2} MiB", mib(self.raw_bytes)));
+        row("archive size", format!("{:.2} MiB", mib(self.archive_bytes)));
+        row("ratio vs f16", format!("{:.3}", self.ratio_vs_f16));
+        row(
+            "matrix error",
+            format!("rel. Frobenius {:.5}, SQNR {:.2} dB", self.matrix_error.rel_fro, self.matrix_error.sqnr_db),
+        );
+        if let Some((name, db)) = &self.worst_tensor {
+            row("worst tensor", format!("{name} ({db:.2} dB)"));
+        }
+        s
+    }
+}

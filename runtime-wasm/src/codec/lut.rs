@@ -1,0 +1,138 @@
+//! Learned codebooks (lut8, lut4) and the one decode path for every LUT codec.
+
+use half::f16;
+
+use super::kmeans::{fit, Histogram, Nearest};
+use super::{read_f32s, write_f32s, Codec, Layout};
+use crate::{QinsError, Result};
+
+/// Histogram resolution: fine enough that bin rounding is far below the level spacing.
+const LUT8_BINS: usize = 1 << 16;
+const LUT4_BINS: usize = 1 << 13;
+const LLOYD_ITERS: usize = 100;
+
+pub fn absmax(v: &[f32]) -> f32 {
+    v.iter().fold(0f32, |m, x| m.max(x.abs()))
+}
+
+/// Runs `f(row_index, row_codes)` over every row of codes, in parallel with `parallel`.
+pub fn for_each_row<F>(codes: &mut [u8], stride: usize, rows: usize, f: F)
+where
+    F: Fn(usize, &mut [u8]) + Sync + Send,
+{
+    let codes = &mut codes[..rows * stride];
+    #[cfg(feature = "parallel")]
+    {
+        use rayon::prelude::*;
+        codes.par_chunks_mut(stride).enumerate().for_each(|(r, row)| f(r, row));
+    }
+    #[cfg(not(feature = "parallel"))]
+    codes.chunks_mut(stride).enumerate().for_each(|(r, row)| f(r, row));
+}
+
+/// Per-row absmax scale, one 256-entry codebook for the tensor learned on w/scale with
+/// weight scale² (the squared error each code contributes in the original units).
+pub fn encode_lut8(data: &[f32], rows: usize, cols: usize, layout: &Layout, out: &mut [u8]) {
+    let scales: Vec<f32> = data.chunks_exact(cols).map(absmax).collect();
+    let mut hist = Histogram::new(LUT8_BINS);
+    for (row, &s) in data.chunks_exact(cols).zip(&scales) {
+        if s > 0.0 {
+            let w = (s as f64) * (s as f64);
+            row.iter().for_each(|&x| hist.add(x / s, w));
+        }
+    }
+    let codebook = fit(&hist, 256, LLOYD_ITERS);
+    let nearest = Nearest::new(&codebook);
+    write_f32s(&codebook, &mut out[layout.codebook.offset..]);
+    write_f32s(&scales, &mut out[layout.scales.offset..]);
+    let codes = &mut out[layout.codes.offset..layout.codes.offset + layout.codes.len];
+    for_each_row(codes, layout.code_stride, rows, |r, row| {
+        let s = scales[r];
+        for (c, &x) in data[r * cols..(r + 1) * cols].iter().enumerate() {
+            row[c] = nearest.index(if s > 0.0 { x / s } else { 0.0 }) as u8;
+        }
+    });
+}
+
+/// f16 absmax scale per group of `group` columns, one 16-entry codebook for the tensor;
+/// two codes per byte, the even column in the low nibble.
+pub fn encode_lut4(
+    data: &[f32],
+    rows: usize,
+    cols: usize,
+    group: usize,
+    layout: &Layout,
+    out: &mut [u8],
+) -> Result<()> {
+    let groups = cols.div_ceil(group);
+    let mut scales = Vec::with_capacity(rows * groups);
+    for row in data.chunks_exact(cols) {
+        for g in row.chunks(group) {
+            let s = f16::from_f32(absmax(g));
+            if !s.is_finite() {
+                return Err(QinsError::Codec(format!(
+                    "a group's largest weight {} overflows the f16 scale",
+                    absmax(g)
+                )));
+            }
+            scales.push(s);
+        }
+    }
+    let scale_at = |r: usize, c: usize| scales[r * groups + c / group].to_f32();
+    let mut hist = Histogram::new(LUT4_BINS);
+    for r in 0..rows {
+        for (c, &x) in data[r * cols..(r + 1) * cols].iter().enumerate() {
+            let s = scale_at(r, c);
+            if s > 0.0 {
+                hist.add(x / s, (s as f64) * (s as f64));
+            }
+        }
+    }
+    let codebook = fit(&hist, 16, LLOYD_ITERS);
+    let nearest = Nearest::new(&codebook);
+    write_f32s(&codebook, &mut out[layout.codebook.offset..]);
+    for (s, o) in scales.iter().zip(out[layout.scales.offset..].chunks_exact_mut(2)) {
+        o.copy_from_slice(&s.to_le_bytes());
+    }
+    let codes = &mut out[layout.codes.offset..layout.codes.offset + layout.codes.len];
+    for_each_row(codes, layout.code_stride, rows, |r, row| {
+        for (c, &x) in data[r * cols..(r + 1) * cols].iter().enumerate() {
+            let s = scale_at(r, c);
+            let q = nearest.index(if s > 0.0 { x / s } else { 0.0 }) as u8;
+            row[c / 2] |= if c % 2 == 0 { q } else { q << 4 };
+        }
+    });
+    Ok(())
+}
+
+/// `w[r][c] = scale(r, c) * codebook[code(r, c)]` for qins8, lut8 and lut4 alike.
+pub fn decode(codec: Codec, bytes: &[u8], rows: usize, cols: usize, layout: &Layout) -> Vec<f32> {
+    let section = |s: super::Section| &bytes[s.offset..s.offset + s.len];
+    let codebook = read_f32s(section(layout.codebook));
+    let codes = section(layout.codes);
+    let mut out = Vec::with_capacity(rows * cols);
+    match codec {
+        Codec::Lut4 { group } => {
+            let groups = cols.div_ceil(group);
+            let scales: Vec<f32> = section(layout.scales)
+                .chunks_exact(2)
+                .map(|b| f16::from_le_bytes([b[0], b[1]]).to_f32())
+                .collect();
+            for r in 0..rows {
+                let row = &codes[r * layout.code_stride..];
+                for c in 0..cols {
+                    let q = (row[c / 2] >> ((c % 2) * 4)) & 0x0f;
+                    out.push(scales[r * groups + c / group] * codebook[q as usize]);
+                }
+            }
+        }
+        _ => {
+            let scales = read_f32s(section(layout.scales));
+            for r in 0..rows {
+                let row = &codes[r * layout.code_stride..r * layout.code_stride + cols];
+                out.extend(row.iter().map(|&q| scales[r] * codebook[q as usize]));
+            }
+        }
+    }
+    out
+}

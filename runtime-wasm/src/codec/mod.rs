@@ -1,0 +1,217 @@
+//! Weight codecs. Every quantized matrix is `w[r][c] = scale[r, group(c)] * codebook[code[r][c]]`,
+//! so one LUT kernel decodes them all; a codebook is data, not code.
+//!
+//! Byte layout of one stored tensor (all little-endian, each section starting at a multiple of
+//! [`SECTION_ALIGN`] bytes from the tensor's start so a GPU can bind it in place):
+//! `codebook` (n × f32) · `scales` (f32 per row for qins8/lut8, f16 per group for lut4) ·
+//! `codes` (rows × stride bytes, stride = row bytes rounded up to 4).
+//! Float codecs hold only the values (`codes` section).
+
+mod float;
+mod kmeans;
+mod lut;
+mod qins;
+mod stats;
+
+use serde::{Deserialize, Serialize};
+
+use crate::{QinsError, Result};
+pub use stats::ErrorStats;
+
+/// Alignment of sections inside a tensor and of tensors in the archive's byte stream:
+/// WebGPU's minStorageBufferOffsetAlignment is at most 256.
+pub const SECTION_ALIGN: usize = 256;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum Codec {
+    F32,
+    F16,
+    /// The original QINS projective codebook: sign bit + magnitude index k, value ±1/k
+    /// (k = 1..128), per-row absmax scale.
+    Qins8,
+    /// 256-entry codebook learned per tensor, per-row absmax scale.
+    Lut8,
+    /// 16-entry codebook learned per tensor, f16 absmax scale per group of `group` columns.
+    Lut4 { group: usize },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Section {
+    pub offset: usize,
+    pub len: usize,
+}
+
+/// Where each part of an encoded tensor lies, relative to the tensor's first byte.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Layout {
+    pub codebook: Section,
+    pub scales: Section,
+    pub codes: Section,
+    /// Bytes of one row of codes (a multiple of 4).
+    pub code_stride: usize,
+    pub total: usize,
+}
+
+pub fn align_up(n: usize, a: usize) -> usize {
+    n.div_ceil(a) * a
+}
+
+impl Codec {
+    /// Parses a command-line name such as `lut8` or `lut4`; `group` applies to lut4.
+    pub fn from_name(name: &str, group: usize) -> Result<Self> {
+        Ok(match name {
+            "f32" => Codec::F32,
+            "f16" => Codec::F16,
+            "qins8" => Codec::Qins8,
+            "lut8" => Codec::Lut8,
+            "lut4" => {
+                if group == 0 || group % 2 != 0 {
+                    return Err(QinsError::Codec(format!(
+                        "lut4 group size must be a positive even number, got {group}"
+                    )));
+                }
+                Codec::Lut4 { group }
+            }
+            other => {
+                return Err(QinsError::Codec(format!(
+                    "unknown codec '{other}' (expected qins8, lut8, lut4, f16 or f32)"
+                )))
+            }
+        })
+    }
+
+    pub fn name(&self) -> String {
+        match self {
+            Codec::F32 => "f32".into(),
+            Codec::F16 => "f16".into(),
+            Codec::Qins8 => "qins8".into(),
+            Codec::Lut8 => "lut8".into(),
+            Codec::Lut4 { group } => format!("lut4-g{group}"),
+        }
+    }
+
+    pub fn codebook_len(&self) -> usize {
+        match self {
+            Codec::Qins8 | Codec::Lut8 => 256,
+            Codec::Lut4 { .. } => 16,
+            Codec::F32 | Codec::F16 => 0,
+        }
+    }
+
+    pub fn is_lut(&self) -> bool {
+        self.codebook_len() > 0
+    }
+
+    /// The byte layout of a `rows × cols` tensor; checked arithmetic because shapes come from
+    /// files.
+    pub fn layout(&self, rows: usize, cols: usize) -> Result<Layout> {
+        let overflow = || QinsError::Codec(format!("tensor shape {rows}x{cols} is too large"));
+        let n = rows.checked_mul(cols).ok_or_else(overflow)?;
+        let (codebook_bytes, scale_bytes, row_bytes) = match self {
+            Codec::F32 => (0, 0, cols.checked_mul(4).ok_or_else(overflow)?),
+            Codec::F16 => (0, 0, cols.checked_mul(2).ok_or_else(overflow)?),
+            Codec::Qins8 | Codec::Lut8 => (256 * 4, rows.checked_mul(4).ok_or_else(overflow)?, cols),
+            Codec::Lut4 { group } => {
+                let groups = cols.div_ceil(*group);
+                let scales = rows.checked_mul(groups).and_then(|g| g.checked_mul(2));
+                (16 * 4, scales.ok_or_else(overflow)?, cols.div_ceil(2))
+            }
+        };
+        // Float tensors are one contiguous array (no per-row padding) so vectors read as-is.
+        let (code_stride, codes_len) = if self.is_lut() {
+            let stride = align_up(row_bytes, 4);
+            (stride, rows.checked_mul(stride).ok_or_else(overflow)?)
+        } else {
+            let elem = if *self == Codec::F32 { 4 } else { 2 };
+            (row_bytes, align_up(n.checked_mul(elem).ok_or_else(overflow)?, 4))
+        };
+        let codebook = Section {
+            offset: 0,
+            len: codebook_bytes,
+        };
+        let scales = Section {
+            offset: align_up(codebook.len, SECTION_ALIGN),
+            len: scale_bytes,
+        };
+        let codes_offset = if self.is_lut() {
+            align_up(scales.offset + scales.len, SECTION_ALIGN)
+        } else {
+            0
+        };
+        let codes = Section {
+            offset: codes_offset,
+            len: codes_len,
+        };
+        Ok(Layout {
+            codebook,
+            scales,
+            codes,
+            code_stride,
+            total: codes.offset + codes.len,
+        })
+    }
+}
+
+/// Encodes a row-major `rows × cols` matrix (a vector is one row). Returns the stored bytes and
+/// the reconstruction error measured on the decoded values.
+pub fn encode(codec: Codec, data: &[f32], rows: usize, cols: usize) -> Result<(Vec<u8>, ErrorStats)> {
+    if rows.checked_mul(cols) != Some(data.len()) {
+        return Err(QinsError::Codec(format!(
+            "{} values given for a {rows}x{cols} tensor",
+            data.len()
+        )));
+    }
+    if let Some(i) = data.iter().position(|v| !v.is_finite()) {
+        return Err(QinsError::Codec(format!(
+            "non-finite weight {} at row {}, column {}",
+            data[i],
+            i / cols.max(1),
+            i % cols.max(1)
+        )));
+    }
+    let layout = codec.layout(rows, cols)?;
+    let mut out = vec![0u8; layout.total];
+    match codec {
+        Codec::F32 => float::encode_f32(data, &mut out),
+        Codec::F16 => float::encode_f16(data, &mut out),
+        Codec::Qins8 => qins::encode(data, rows, cols, &layout, &mut out),
+        Codec::Lut8 => lut::encode_lut8(data, rows, cols, &layout, &mut out),
+        Codec::Lut4 { group } => lut::encode_lut4(data, rows, cols, group, &layout, &mut out)?,
+    }
+    let decoded = decode(codec, &out, rows, cols)?;
+    Ok((out, ErrorStats::measure(data, &decoded)))
+}
+
+/// Decodes stored bytes back to f32 (the CPU reference of every GPU dequant kernel).
+pub fn decode(codec: Codec, bytes: &[u8], rows: usize, cols: usize) -> Result<Vec<f32>> {
+    let layout = codec.layout(rows, cols)?;
+    if bytes.len() < layout.total {
+        return Err(QinsError::Codec(format!(
+            "{} bytes given, a {rows}x{cols} {} tensor needs {}",
+            bytes.len(),
+            codec.name(),
+            layout.total
+        )));
+    }
+    let n = rows * cols;
+    Ok(match codec {
+        Codec::F32 => float::decode_f32(&bytes[..n * 4]),
+        Codec::F16 => float::decode_f16(&bytes[..n * 2]),
+        Codec::Qins8 | Codec::Lut8 | Codec::Lut4 { .. } => lut::decode(codec, bytes, rows, cols, &layout),
+    })
+}
+
+/// Bytes to little-endian f32s (the archive's byte order on every target).
+pub(crate) fn read_f32s(bytes: &[u8]) -> Vec<f32> {
+    bytes
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .collect()
+}
+
+pub(crate) fn write_f32s(values: &[f32], out: &mut [u8]) {
+    for (v, o) in values.iter().zip(out.chunks_exact_mut(4)) {
+        o.copy_from_slice(&v.to_le_bytes());
+    }
+}

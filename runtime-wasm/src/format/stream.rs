@@ -1,0 +1,266 @@
+//! Streaming archive reader: feed bytes as they arrive (a fetch body, a file), get verified
+//! tensor bytes out. Buffering is bounded by one stored chunk plus one decompressed chunk
+//! (≤ 16 MiB each) or the manifest, never the archive.
+
+use std::io::Read;
+
+use super::{ChunkEncoding, ChunkEntry, Header, Manifest, TensorEntry, HEADER_LEN};
+use crate::{QinsError, Result};
+
+pub enum Event<'a> {
+    /// The manifest was read and validated; tensors follow in its order.
+    Manifest(&'a Manifest),
+    /// Verified bytes of tensor `index`, starting `offset` bytes into the tensor.
+    TensorPiece {
+        index: usize,
+        offset: u64,
+        bytes: &'a [u8],
+        /// This piece ends the tensor.
+        complete: bool,
+    },
+}
+
+enum Stage {
+    Header,
+    Manifest(Header),
+    Chunks(usize),
+    Done,
+}
+
+pub struct StreamReader {
+    stage: Stage,
+    buf: Vec<u8>,
+    manifest: Option<Manifest>,
+    /// Total archive length when known (file size, Content-Length): checked against the manifest.
+    expected_len: Option<u64>,
+    consumed: u64,
+    next_tensor: usize,
+}
+
+impl Default for StreamReader {
+    fn default() -> Self {
+        Self::new(None)
+    }
+}
+
+impl StreamReader {
+    pub fn new(expected_len: Option<u64>) -> Self {
+        Self {
+            stage: Stage::Header,
+            buf: Vec::new(),
+            manifest: None,
+            expected_len,
+            consumed: 0,
+            next_tensor: 0,
+        }
+    }
+
+    pub fn manifest(&self) -> Option<&Manifest> {
+        self.manifest.as_ref()
+    }
+
+    /// Archive bytes accepted so far.
+    pub fn consumed(&self) -> u64 {
+        self.consumed
+    }
+
+    pub fn is_done(&self) -> bool {
+        matches!(self.stage, Stage::Done)
+    }
+
+    /// Bytes the current stage needs in one piece.
+    fn need(&self) -> u64 {
+        match &self.stage {
+            Stage::Header => HEADER_LEN as u64,
+            Stage::Manifest(h) => h.manifest_len,
+            Stage::Chunks(i) => self.manifest.as_ref().map_or(0, |m| m.chunks[*i].stored_len),
+            Stage::Done => 0,
+        }
+    }
+
+    pub fn feed(&mut self, mut data: &[u8], on: &mut dyn FnMut(Event<'_>) -> Result<()>) -> Result<()> {
+        while !data.is_empty() {
+            if self.is_done() {
+                return Err(QinsError::Corrupt(format!(
+                    "{} unexpected bytes after the last chunk",
+                    data.len()
+                )));
+            }
+            let need = self.need() as usize;
+            if self.buf.is_empty() && data.len() >= need {
+                // Whole unit present: no copy.
+                let (unit, rest) = data.split_at(need);
+                self.process(unit, on)?;
+                data = rest;
+            } else {
+                let take = (need - self.buf.len()).min(data.len());
+                self.buf.extend_from_slice(&data[..take]);
+                data = &data[take..];
+                if self.buf.len() == need {
+                    let unit = std::mem::take(&mut self.buf);
+                    self.process(&unit, on)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Call at end of input: an archive that stopped early is an error, never a partial model.
+    pub fn finish(&self) -> Result<()> {
+        if self.is_done() {
+            return Ok(());
+        }
+        let what = match &self.stage {
+            Stage::Header => "header".to_string(),
+            Stage::Manifest(_) => "manifest".to_string(),
+            Stage::Chunks(i) => format!("chunk {i}"),
+            Stage::Done => unreachable!(),
+        };
+        Err(QinsError::Truncated {
+            what,
+            need: self.need(),
+            have: self.buf.len() as u64,
+        })
+    }
+
+    fn process(&mut self, unit: &[u8], on: &mut dyn FnMut(Event<'_>) -> Result<()>) -> Result<()> {
+        self.consumed += unit.len() as u64;
+        match std::mem::replace(&mut self.stage, Stage::Done) {
+            Stage::Header => {
+                let h = Header::parse(unit)?;
+                if let Some(len) = self.expected_len {
+                    if HEADER_LEN as u64 + h.manifest_len > len {
+                        return Err(QinsError::Truncated {
+                            what: "manifest".into(),
+                            need: h.manifest_len,
+                            have: len.saturating_sub(HEADER_LEN as u64),
+                        });
+                    }
+                }
+                self.stage = Stage::Manifest(h);
+            }
+            Stage::Manifest(h) => {
+                check_crc("manifest", h.manifest_crc32, unit)?;
+                let m = Manifest::from_json(unit)?;
+                if let Some(len) = self.expected_len {
+                    let want = HEADER_LEN as u64 + h.manifest_len + m.stored_bytes();
+                    if len < want {
+                        return Err(QinsError::Truncated { what: "archive".into(), need: want, have: len });
+                    }
+                    if len > want {
+                        return Err(QinsError::Corrupt(format!(
+                            "{} unexpected bytes after the last chunk",
+                            len - want
+                        )));
+                    }
+                }
+                on(Event::Manifest(&m))?;
+                self.stage = if m.chunks.is_empty() { Stage::Done } else { Stage::Chunks(0) };
+                self.manifest = Some(m);
+            }
+            Stage::Chunks(i) => {
+                let m = self.manifest.as_ref().expect("manifest precedes chunks");
+                let chunk = &m.chunks[i];
+                let raw = decode_chunk(i, chunk, unit)?;
+                let chunk_end = chunk.raw_offset + chunk.raw_len;
+                while let Some(t) = m.tensors.get(self.next_tensor) {
+                    let t_end = t.offset + t.bytes;
+                    if t.offset >= chunk_end {
+                        break;
+                    }
+                    let start = t.offset.max(chunk.raw_offset);
+                    let end = t_end.min(chunk_end);
+                    if start < end {
+                        let lo = (start - chunk.raw_offset) as usize;
+                        let hi = (end - chunk.raw_offset) as usize;
+                        on(Event::TensorPiece {
+                            index: self.next_tensor,
+                            offset: start - t.offset,
+                            bytes: &raw[lo..hi],
+                            complete: t_end <= chunk_end,
+                        })?;
+                    }
+                    if t_end > chunk_end {
+                        break;
+                    }
+                    self.next_tensor += 1;
+                }
+                self.stage = if i + 1 < m.chunks.len() { Stage::Chunks(i + 1) } else { Stage::Done };
+            }
+            Stage::Done => unreachable!("feed checks for Done"),
+        }
+        Ok(())
+    }
+}
+
+fn check_crc(what: &str, expected: u32, bytes: &[u8]) -> Result<()> {
+    let found = crc32fast::hash(bytes);
+    if found != expected {
+        return Err(QinsError::Checksum { what: what.into(), expected, found });
+    }
+    Ok(())
+}
+
+/// Verifies a stored chunk, decompresses it, and verifies the result.
+fn decode_chunk<'a>(index: usize, c: &ChunkEntry, stored: &'a [u8]) -> Result<std::borrow::Cow<'a, [u8]>> {
+    check_crc(&format!("chunk {index} (stored bytes)"), c.crc32_stored, stored)?;
+    let raw: std::borrow::Cow<'a, [u8]> = match c.encoding {
+        ChunkEncoding::Raw => stored.into(),
+        ChunkEncoding::Zstd => {
+            let err = |msg: String| QinsError::Decompress { chunk: index, msg };
+            let dec = ruzstd::decoding::StreamingDecoder::new(stored).map_err(|e| err(e.to_string()))?;
+            // Read one byte past the promised length to catch a frame that inflates further.
+            let mut out = Vec::with_capacity(c.raw_len as usize);
+            dec.take(c.raw_len + 1).read_to_end(&mut out).map_err(|e| err(e.to_string()))?;
+            out.into()
+        }
+    };
+    if raw.len() as u64 != c.raw_len {
+        return Err(QinsError::Corrupt(format!(
+            "chunk {index} decodes to {} bytes, manifest says {}",
+            raw.len(),
+            c.raw_len
+        )));
+    }
+    check_crc(&format!("chunk {index} (decoded bytes)"), c.crc32_raw, &raw)?;
+    Ok(raw)
+}
+
+/// Reads a whole archive from `r`, handing each tensor to `on_tensor` as soon as it is complete.
+/// Holds at most one tensor plus one chunk in memory.
+pub fn read_archive<R: Read>(
+    mut r: R,
+    len: Option<u64>,
+    mut on_tensor: impl FnMut(&TensorEntry, Vec<u8>) -> Result<()>,
+) -> Result<Manifest> {
+    let mut reader = StreamReader::new(len);
+    let mut manifest: Option<Manifest> = None;
+    let mut current: Vec<u8> = Vec::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = match r.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(QinsError::Corrupt(format!("read failed: {e}"))),
+        };
+        reader.feed(&buf[..n], &mut |ev| {
+            match ev {
+                Event::Manifest(m) => manifest = Some(m.clone()),
+                Event::TensorPiece { index, bytes, complete, .. } => {
+                    let m = manifest.as_ref().expect("manifest first");
+                    if current.is_empty() {
+                        current.reserve_exact(m.tensors[index].bytes as usize);
+                    }
+                    current.extend_from_slice(bytes);
+                    if complete {
+                        on_tensor(&m.tensors[index], std::mem::take(&mut current))?;
+                    }
+                }
+            }
+            Ok(())
+        })?;
+    }
+    reader.finish()?;
+    Ok(manifest.expect("a finished reader has read its manifest"))
+}

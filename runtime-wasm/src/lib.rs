@@ -1,0 +1,12 @@
+//! QINS runtime engine, target-independent (native and wasm32).
+//!
+//! - [`format`]: the `.qins` archive: header, manifest, streaming chunk reader.
+//! - [`codec`]: LUT codebooks (qins8, lut8, lut4) and plain floats, CPU encode and decode.
+//! - [`model`]: the canonical decoder description shared by every architecture.
+
+pub mod codec;
+pub mod error;
+pub mod format;
+pub mod model;
+
+pub use error::{QinsError, Result};

@@ -1,0 +1,7 @@
+//! The canonical decoder: one description and one tensor layout for every supported family.
+
+mod config;
+mod names;
+
+pub use config::{ModelConfig, RopeScaling};
+pub use names::{canonical_tensors, TensorRole, TensorSpec};

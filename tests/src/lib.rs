@@ -1,0 +1,1 @@
+//! Fixtures live in tests/fixtures; the tests are in tests/tests.
