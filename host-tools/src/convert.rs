@@ -41,8 +41,15 @@ pub struct Summary {
 
 pub fn convert(imp: Imported, opts: &ConvertOptions, out: &Path) -> Result<Summary> {
     let specs = canonical_tensors(&imp.config);
-    let total: u64 = specs.iter().map(|s| s.shape.iter().product::<usize>() as u64).sum();
-    let bar = if opts.progress { ProgressBar::new(total) } else { ProgressBar::hidden() };
+    let total: u64 = specs
+        .iter()
+        .map(|s| s.shape.iter().product::<usize>() as u64)
+        .sum();
+    let bar = if opts.progress {
+        ProgressBar::new(total)
+    } else {
+        ProgressBar::hidden()
+    };
     bar.set_style(
         ProgressStyle::with_template("{spinner} [{elapsed_precise}] {wide_bar} {percent}% {msg}")
             .expect("valid template"),
@@ -65,7 +72,8 @@ pub fn convert(imp: Imported, opts: &ConvertOptions, out: &Path) -> Result<Summa
             TensorRole::Matrix => opts.codec,
             TensorRole::Vector => Codec::F32,
         };
-        let (bytes, err) = encode(codec, &data, rows, cols).with_context(|| format!("encoding {}", spec.name))?;
+        let (bytes, err) =
+            encode(codec, &data, rows, cols).with_context(|| format!("encoding {}", spec.name))?;
         let n = data.len() as u64;
         params += n;
         if spec.role == TensorRole::Matrix {
@@ -121,15 +129,36 @@ impl Summary {
         let mut s = String::new();
         let mut row = |k: &str, v: String| s.push_str(&format!("  {k:<34} {v}\n"));
         row("codec (matrices)", self.codec.clone());
-        row("parameters", format!("{} ({} in quantized matrices)", self.parameters, self.matrix_parameters));
-        row("matrix bytes (codes+scales+codebooks)", format!("{:.2} MiB", mib(self.matrix_bytes)));
-        row("bits per weight (matrices)", format!("{:.3}", self.bits_per_weight));
-        row("decompressed stream", format!("{:.2} MiB", mib(self.raw_bytes)));
-        row("archive size", format!("{:.2} MiB", mib(self.archive_bytes)));
+        row(
+            "parameters",
+            format!(
+                "{} ({} in quantized matrices)",
+                self.parameters, self.matrix_parameters
+            ),
+        );
+        row(
+            "matrix bytes (codes+scales+codebooks)",
+            format!("{:.2} MiB", mib(self.matrix_bytes)),
+        );
+        row(
+            "bits per weight (matrices)",
+            format!("{:.3}", self.bits_per_weight),
+        );
+        row(
+            "decompressed stream",
+            format!("{:.2} MiB", mib(self.raw_bytes)),
+        );
+        row(
+            "archive size",
+            format!("{:.2} MiB", mib(self.archive_bytes)),
+        );
         row("ratio vs f16", format!("{:.3}", self.ratio_vs_f16));
         row(
             "matrix error",
-            format!("rel. Frobenius {:.5}, SQNR {:.2} dB", self.matrix_error.rel_fro, self.matrix_error.sqnr_db),
+            format!(
+                "rel. Frobenius {:.5}, SQNR {:.2} dB",
+                self.matrix_error.rel_fro, self.matrix_error.sqnr_db
+            ),
         );
         if let Some((name, db)) = &self.worst_tensor {
             row("worst tensor", format!("{name} ({db:.2} dB)"));

@@ -8,7 +8,9 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use qins_runtime::codec::{align_up, Codec, ErrorStats, SECTION_ALIGN};
-use qins_runtime::format::{ChunkEncoding, ChunkEntry, Header, Manifest, TensorEntry, FORMAT_VERSION, MAX_CHUNK_RAW};
+use qins_runtime::format::{
+    ChunkEncoding, ChunkEntry, Header, Manifest, TensorEntry, FORMAT_VERSION, MAX_CHUNK_RAW,
+};
 
 /// A chunk is stored raw unless zstd saves at least this fraction of it: decoding in wasm runs
 /// at ~100 MB/s, so a few percent of size is not worth the load time.
@@ -31,7 +33,8 @@ pub struct ArchiveWriter {
 impl ArchiveWriter {
     pub fn create(out: &Path, level: i32) -> Result<Self> {
         let spool_path = sibling(out, "spool");
-        let spool = File::create(&spool_path).with_context(|| format!("{}: cannot create", spool_path.display()))?;
+        let spool = File::create(&spool_path)
+            .with_context(|| format!("{}: cannot create", spool_path.display()))?;
         Ok(Self {
             out: out.to_path_buf(),
             spool_path,
@@ -53,11 +56,21 @@ impl ArchiveWriter {
         self
     }
 
-    pub fn add_tensor(&mut self, name: &str, shape: &[usize], codec: Codec, bytes: &[u8], error: Option<ErrorStats>) -> Result<()> {
+    pub fn add_tensor(
+        &mut self,
+        name: &str,
+        shape: &[usize],
+        codec: Codec,
+        bytes: &[u8],
+        error: Option<ErrorStats>,
+    ) -> Result<()> {
         // A tensor that would straddle a chunk but fits in a fresh one starts a fresh one, so
         // most tensors arrive whole with their chunk.
         let pad = (align_up(self.raw_pos as usize, SECTION_ALIGN) as u64 - self.raw_pos) as usize;
-        if !self.chunk.is_empty() && self.chunk.len() + pad + bytes.len() > self.chunk_limit && bytes.len() <= self.chunk_limit {
+        if !self.chunk.is_empty()
+            && self.chunk.len() + pad + bytes.len() > self.chunk_limit
+            && bytes.len() <= self.chunk_limit
+        {
             self.flush_chunk()?;
         }
         let pad = (align_up(self.raw_pos as usize, SECTION_ALIGN) as u64 - self.raw_pos) as usize;
@@ -93,7 +106,11 @@ impl ArchiveWriter {
         let raw = std::mem::take(&mut self.chunk);
         let compressed = compress(&raw, self.level, self.threads)?;
         let use_zstd = (compressed.len() as f64) < raw.len() as f64 * (1.0 - MIN_ZSTD_GAIN);
-        let (stored, encoding) = if use_zstd { (&compressed, ChunkEncoding::Zstd) } else { (&raw, ChunkEncoding::Raw) };
+        let (stored, encoding) = if use_zstd {
+            (&compressed, ChunkEncoding::Zstd)
+        } else {
+            (&raw, ChunkEncoding::Raw)
+        };
         self.spool.write_all(stored)?;
         self.chunks.push(ChunkEntry {
             raw_offset: self.raw_pos - raw.len() as u64,
@@ -119,7 +136,8 @@ impl ArchiveWriter {
         base.tensors = std::mem::take(&mut self.tensors);
         base.chunks = std::mem::take(&mut self.chunks);
         base.total_raw_bytes = self.raw_pos;
-        base.validate().context("internal error: the written manifest does not validate")?;
+        base.validate()
+            .context("internal error: the written manifest does not validate")?;
         let manifest = base.to_json();
         let header = Header {
             version: FORMAT_VERSION,
@@ -130,13 +148,17 @@ impl ArchiveWriter {
         self.spool.flush()?;
         let partial = sibling(&self.out, "partial");
         {
-            let mut f = BufWriter::new(File::create(&partial).with_context(|| format!("{}: cannot create", partial.display()))?);
+            let mut f = BufWriter::new(
+                File::create(&partial)
+                    .with_context(|| format!("{}: cannot create", partial.display()))?,
+            );
             f.write_all(&header.to_bytes())?;
             f.write_all(&manifest)?;
             std::io::copy(&mut File::open(&self.spool_path)?, &mut f)?;
             f.into_inner().map_err(|e| e.into_error())?.sync_all()?;
         }
-        std::fs::rename(&partial, &self.out).with_context(|| format!("{}: cannot rename into place", self.out.display()))?;
+        std::fs::rename(&partial, &self.out)
+            .with_context(|| format!("{}: cannot rename into place", self.out.display()))?;
         Ok(base)
     }
 }
@@ -148,7 +170,10 @@ impl Drop for ArchiveWriter {
 }
 
 fn sibling(out: &Path, suffix: &str) -> PathBuf {
-    let mut name = out.file_name().map(|n| n.to_os_string()).unwrap_or_default();
+    let mut name = out
+        .file_name()
+        .map(|n| n.to_os_string())
+        .unwrap_or_default();
     name.push(format!(".{suffix}"));
     out.with_file_name(name)
 }

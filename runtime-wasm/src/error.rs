@@ -12,7 +12,11 @@ pub enum QinsError {
     #[error("archive truncated: {what} needs {need} bytes, only {have} present")]
     Truncated { what: String, need: u64, have: u64 },
     #[error("checksum mismatch in {what}: expected {expected:08x}, found {found:08x}")]
-    Checksum { what: String, expected: u32, found: u32 },
+    Checksum {
+        what: String,
+        expected: u32,
+        found: u32,
+    },
     #[error("corrupt archive: {0}")]
     Corrupt(String),
     #[error("invalid manifest: {0}")]

@@ -44,14 +44,26 @@ fn run() -> Result<()> {
         (Some(name), None) => import::synthetic::open(name, args.synthetic_layers)?,
         (None, Some(input)) => import::open(input)?,
         (Some(_), Some(_)) => bail!("give either INPUT or --synthetic, not both"),
-        (None, None) => bail!("no input: give a checkpoint folder, a .gguf file, or --synthetic NAME"),
+        (None, None) => {
+            bail!("no input: give a checkpoint folder, a .gguf file, or --synthetic NAME")
+        }
     };
     let cfg = &imported.config;
     eprintln!(
         "{}: {} layers, hidden {}, {} heads ({} kv), vocab {}",
-        imported.source, cfg.num_layers, cfg.hidden_size, cfg.num_heads, cfg.num_kv_heads, cfg.vocab_size
+        imported.source,
+        cfg.num_layers,
+        cfg.hidden_size,
+        cfg.num_heads,
+        cfg.num_kv_heads,
+        cfg.vocab_size
     );
-    let opts = ConvertOptions { codec, zstd_level: args.zstd_level, chunk_limit: None, progress: !args.json };
+    let opts = ConvertOptions {
+        codec,
+        zstd_level: args.zstd_level,
+        chunk_limit: None,
+        progress: !args.json,
+    };
     let summary = convert(imported, &opts, &args.output)?;
     if args.json {
         println!("{}", serde_json::to_string(&summary)?);

@@ -1,7 +1,7 @@
 //! qins-inspect: manifest summary and a full checksum pass over a `.qins` archive.
 
-use std::fs::File;
 use std::fmt::Write as _;
+use std::fs::File;
 use std::io::{BufReader, Write as _};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -35,7 +35,10 @@ fn main() -> ExitCode {
         Ok(v) => v,
         Err(e) => {
             if args.json {
-                println!("{}", json!({"checksums_ok": false, "error": format!("{e:#}")}));
+                println!(
+                    "{}",
+                    json!({"checksums_ok": false, "error": format!("{e:#}")})
+                );
             }
             eprintln!("qins-inspect: {}: {e:#}", args.archive.display());
             return ExitCode::FAILURE;
@@ -68,16 +71,49 @@ fn main() -> ExitCode {
         text = format!("{out}\n");
     } else {
         let c = &m.config;
-        let _ = writeln!(text, "{}  (format v{}, {})", args.archive.display(), m.format_version, m.converter);
+        let _ = writeln!(
+            text,
+            "{}  (format v{}, {})",
+            args.archive.display(),
+            m.format_version,
+            m.converter
+        );
         let _ = writeln!(text, "  source        {}", m.source);
         let _ = writeln!(text, "  architecture  {} · {} layers · hidden {} · heads {}/{} · head_dim {} · ffn {} · vocab {}",
             c.architecture, c.num_layers, c.hidden_size, c.num_heads, c.num_kv_heads, c.head_dim, c.intermediate_size, c.vocab_size);
-        let _ = writeln!(text, "  rope          theta {} · rotary_dim {} · scaling {}", c.rope_theta, c.rotary_dim,
-            c.rope_scaling.as_ref().map_or("none".to_string(), |s| format!("{s:?}").split_whitespace().next().unwrap_or("").to_string()));
-        let _ = writeln!(text, "  tokens        bos {:?} · eos {:?} · chat template {}", m.bos_token, m.eos_token,
-            if m.chat_template.is_some() { "yes" } else { "no" });
-        let _ = writeln!(text, "  size          {} bytes on disk, {} decompressed, {} chunks", len, m.total_raw_bytes, m.chunks.len());
-        let mut by_codec: std::collections::BTreeMap<String, (usize, u64, u64)> = Default::default();
+        let _ = writeln!(
+            text,
+            "  rope          theta {} · rotary_dim {} · scaling {}",
+            c.rope_theta,
+            c.rotary_dim,
+            c.rope_scaling
+                .as_ref()
+                .map_or("none".to_string(), |s| format!("{s:?}")
+                    .split_whitespace()
+                    .next()
+                    .unwrap_or("")
+                    .to_string())
+        );
+        let _ = writeln!(
+            text,
+            "  tokens        bos {:?} · eos {:?} · chat template {}",
+            m.bos_token,
+            m.eos_token,
+            if m.chat_template.is_some() {
+                "yes"
+            } else {
+                "no"
+            }
+        );
+        let _ = writeln!(
+            text,
+            "  size          {} bytes on disk, {} decompressed, {} chunks",
+            len,
+            m.total_raw_bytes,
+            m.chunks.len()
+        );
+        let mut by_codec: std::collections::BTreeMap<String, (usize, u64, u64)> =
+            Default::default();
         for t in &m.tensors {
             let e = by_codec.entry(t.codec.name()).or_default();
             e.0 += 1;
@@ -85,9 +121,17 @@ fn main() -> ExitCode {
             e.2 += t.bytes;
         }
         for (codec, (n, elems, bytes)) in by_codec {
-            let _ = writeln!(text, "  {codec:<13} {n} tensors · {elems} values · {:.3} bits/value", bytes as f64 * 8.0 / elems as f64);
+            let _ = writeln!(
+                text,
+                "  {codec:<13} {n} tensors · {elems} values · {:.3} bits/value",
+                bytes as f64 * 8.0 / elems as f64
+            );
         }
-        let _ = writeln!(text, "  checksums     ok (all {} chunks verified)", m.chunks.len());
+        let _ = writeln!(
+            text,
+            "  checksums     ok (all {} chunks verified)",
+            m.chunks.len()
+        );
     }
     // A closed pipe (| head) is not an error worth a panic.
     let _ = std::io::stdout().write_all(text.as_bytes());

@@ -17,24 +17,46 @@ use super::{check_len, gguf_tokenizer, Imported, WeightSource};
 pub fn open(path: &Path) -> Result<Imported> {
     let file = File::open(path).with_context(|| format!("{}: cannot open", path.display()))?;
     // SAFETY: read-only map; every offset read from it is bounds-checked by the parser.
-    let mmap = unsafe { Mmap::map(&file) }.with_context(|| format!("{}: cannot map", path.display()))?;
+    let mmap =
+        unsafe { Mmap::map(&file) }.with_context(|| format!("{}: cannot map", path.display()))?;
     let gguf = GgufFile::parse(&mmap).with_context(|| format!("{}", path.display()))?;
     let kv = &gguf.kv;
-    let arch = kv.get("general.architecture").and_then(Value::as_str).unwrap_or("(none)");
+    let arch = kv
+        .get("general.architecture")
+        .and_then(Value::as_str)
+        .unwrap_or("(none)");
     if arch != "llama" {
-        bail!("{}: unsupported GGUF architecture \"{arch}\" (supported: llama)", path.display());
+        bail!(
+            "{}: unsupported GGUF architecture \"{arch}\" (supported: llama)",
+            path.display()
+        );
     }
-    let tensors: HashMap<String, TensorInfo> = gguf.tensors.iter().map(|t| (t.name.clone(), t.clone())).collect();
-    let config = config_from_metadata(kv, &tensors).with_context(|| format!("{}", path.display()))?;
-    let tok = gguf_tokenizer::build(kv).with_context(|| format!("{}: tokenizer", path.display()))?;
+    let tensors: HashMap<String, TensorInfo> = gguf
+        .tensors
+        .iter()
+        .map(|t| (t.name.clone(), t.clone()))
+        .collect();
+    let config =
+        config_from_metadata(kv, &tensors).with_context(|| format!("{}", path.display()))?;
+    let tok =
+        gguf_tokenizer::build(kv).with_context(|| format!("{}: tokenizer", path.display()))?;
     Ok(Imported {
         tokenizer: tok.json,
-        chat_template: kv.get("tokenizer.chat_template").and_then(Value::as_str).map(String::from),
+        chat_template: kv
+            .get("tokenizer.chat_template")
+            .and_then(Value::as_str)
+            .map(String::from),
         bos_token: tok.bos_token,
         eos_token: tok.eos_token,
-        add_bos_token: matches!(kv.get("tokenizer.ggml.add_bos_token"), Some(Value::Bool(true))),
+        add_bos_token: matches!(
+            kv.get("tokenizer.ggml.add_bos_token"),
+            Some(Value::Bool(true))
+        ),
         generation: GenerationDefaults::default(),
-        source: format!("gguf:{}", path.file_name().map_or("".into(), |n| n.to_string_lossy())),
+        source: format!(
+            "gguf:{}",
+            path.file_name().map_or("".into(), |n| n.to_string_lossy())
+        ),
         weights: Box::new(GgufWeights {
             path: path.display().to_string(),
             mmap,
@@ -46,7 +68,10 @@ pub fn open(path: &Path) -> Result<Imported> {
     })
 }
 
-fn config_from_metadata(kv: &HashMap<String, Value>, tensors: &HashMap<String, TensorInfo>) -> Result<ModelConfig> {
+fn config_from_metadata(
+    kv: &HashMap<String, Value>,
+    tensors: &HashMap<String, TensorInfo>,
+) -> Result<ModelConfig> {
     let get = |k: &str| kv.get(&format!("llama.{k}"));
     let req = |k: &str| {
         get(k)
@@ -56,8 +81,12 @@ fn config_from_metadata(kv: &HashMap<String, Value>, tensors: &HashMap<String, T
     };
     let hidden = req("embedding_length")?;
     let heads = req("attention.head_count")?;
-    let head_dim = get("attention.key_length").and_then(Value::as_u64).map_or(hidden / heads.max(1), |v| v as usize);
-    let embd = tensors.get("token_embd.weight").ok_or_else(|| anyhow!("tensor token_embd.weight missing"))?;
+    let head_dim = get("attention.key_length")
+        .and_then(Value::as_u64)
+        .map_or(hidden / heads.max(1), |v| v as usize);
+    let embd = tensors
+        .get("token_embd.weight")
+        .ok_or_else(|| anyhow!("tensor token_embd.weight missing"))?;
     let vocab = embd.dims.get(1).copied().unwrap_or(0) as usize;
     let token_id = |k: &str| kv.get(k).and_then(Value::as_u64).map(|v| v as u32);
     let mut eos: Vec<u32> = ["tokenizer.ggml.eos_token_id", "tokenizer.ggml.eot_token_id"]
@@ -72,11 +101,19 @@ fn config_from_metadata(kv: &HashMap<String, Value>, tensors: &HashMap<String, T
         intermediate_size: req("feed_forward_length")?,
         num_layers: req("block_count")?,
         num_heads: heads,
-        num_kv_heads: get("attention.head_count_kv").and_then(Value::as_u64).map_or(heads, |v| v as usize),
+        num_kv_heads: get("attention.head_count_kv")
+            .and_then(Value::as_u64)
+            .map_or(heads, |v| v as usize),
         head_dim,
-        rotary_dim: get("rope.dimension_count").and_then(Value::as_u64).map_or(head_dim, |v| v as usize),
-        rms_norm_eps: get("attention.layer_norm_rms_epsilon").and_then(Value::as_f64).unwrap_or(1e-5) as f32,
-        rope_theta: get("rope.freq_base").and_then(Value::as_f64).unwrap_or(10000.0) as f32,
+        rotary_dim: get("rope.dimension_count")
+            .and_then(Value::as_u64)
+            .map_or(head_dim, |v| v as usize),
+        rms_norm_eps: get("attention.layer_norm_rms_epsilon")
+            .and_then(Value::as_f64)
+            .unwrap_or(1e-5) as f32,
+        rope_theta: get("rope.freq_base")
+            .and_then(Value::as_f64)
+            .unwrap_or(10000.0) as f32,
         rope_scaling: None,
         max_position_embeddings: req("context_length")?,
         tie_word_embeddings: !tensors.contains_key("output.weight"),
@@ -103,7 +140,10 @@ impl GgufWeights {
         // GGML lists the contiguous dimension first.
         let got: Vec<usize> = t.dims.iter().rev().map(|&d| d as usize).collect();
         if got != shape {
-            bail!("{}: tensor {name} has shape {got:?}, the metadata implies {shape:?}", self.path);
+            bail!(
+                "{}: tensor {name} has shape {got:?}, the metadata implies {shape:?}",
+                self.path
+            );
         }
         let n = shape.iter().product();
         dequantize(t.ggml_type, &self.mmap[t.start..t.start + t.len], n)
@@ -116,7 +156,9 @@ impl WeightSource for GgufWeights {
         let name = spec.name.as_str();
         let shape = spec.shape.as_slice();
         let data = if let Some(rest) = name.strip_prefix("layers.") {
-            let (i, what) = rest.split_once('.').ok_or_else(|| anyhow!("bad canonical name {name}"))?;
+            let (i, what) = rest
+                .split_once('.')
+                .ok_or_else(|| anyhow!("bad canonical name {name}"))?;
             let p = format!("blk.{i}");
             let cols = shape.last().copied().unwrap_or(0);
             match what {
@@ -178,9 +220,18 @@ pub fn unpermute(w: &[f32], cols: usize, n_head: usize) -> Vec<f32> {
 /// Dequantizes `n` values of GGML type `ty` to f32.
 pub fn dequantize(ty: u32, bytes: &[u8], n: usize) -> Result<Vec<f32>> {
     Ok(match ty {
-        0 => bytes.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect(),
-        1 => bytes.chunks_exact(2).map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32()).collect(),
-        30 => bytes.chunks_exact(2).map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32()).collect(),
+        0 => bytes
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect(),
+        1 => bytes
+            .chunks_exact(2)
+            .map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32())
+            .collect(),
+        30 => bytes
+            .chunks_exact(2)
+            .map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32())
+            .collect(),
         2 => blocks::<Q4_0, 32>(bytes, n)?,
         3 => blocks::<Q4_1, 32>(bytes, n)?,
         6 => blocks::<Q5_0, 32>(bytes, n)?,
@@ -199,7 +250,10 @@ where
 {
     let size = std::mem::size_of::<B>();
     if n % N != 0 || bytes.len() != n / N * size {
-        bail!("{} bytes do not hold {n} values in {N}-value blocks of {size} bytes", bytes.len());
+        bail!(
+            "{} bytes do not hold {n} values in {N}-value blocks of {size} bytes",
+            bytes.len()
+        );
     }
     let nb = n / N;
     let mut blk: Vec<B> = Vec::with_capacity(nb);

@@ -86,9 +86,21 @@ pub fn block_size(ggml_type: u32) -> Option<(usize, usize)> {
 
 pub fn type_name(ggml_type: u32) -> String {
     let known = [
-        (0, "F32"), (1, "F16"), (2, "Q4_0"), (3, "Q4_1"), (6, "Q5_0"), (7, "Q5_1"), (8, "Q8_0"),
-        (9, "Q8_1"), (10, "Q2_K"), (11, "Q3_K"), (12, "Q4_K"), (13, "Q5_K"), (14, "Q6_K"),
-        (15, "Q8_K"), (30, "BF16"),
+        (0, "F32"),
+        (1, "F16"),
+        (2, "Q4_0"),
+        (3, "Q4_1"),
+        (6, "Q5_0"),
+        (7, "Q5_1"),
+        (8, "Q8_0"),
+        (9, "Q8_1"),
+        (10, "Q2_K"),
+        (11, "Q3_K"),
+        (12, "Q4_K"),
+        (13, "Q5_K"),
+        (14, "Q6_K"),
+        (15, "Q8_K"),
+        (30, "BF16"),
     ];
     known
         .iter()
@@ -105,7 +117,10 @@ impl<'a> Cursor<'a> {
     fn take(&mut self, n: u64, what: &str) -> Result<&'a [u8]> {
         let remaining = (self.b.len() - self.pos) as u64;
         if n > remaining {
-            bail!("truncated while reading {what} at byte {} ({n} bytes needed, {remaining} left)", self.pos);
+            bail!(
+                "truncated while reading {what} at byte {} ({n} bytes needed, {remaining} left)",
+                self.pos
+            );
         }
         let s = &self.b[self.pos..self.pos + n as usize];
         self.pos += n as usize;
@@ -177,7 +192,10 @@ impl GgufFile {
             let v = c.value(ty, 0)?;
             kv.insert(key, v);
         }
-        let alignment = kv.get("general.alignment").and_then(Value::as_u64).unwrap_or(32);
+        let alignment = kv
+            .get("general.alignment")
+            .and_then(Value::as_u64)
+            .unwrap_or(32);
         if alignment == 0 || alignment > 1 << 20 {
             bail!("implausible general.alignment {alignment}");
         }
@@ -199,10 +217,12 @@ impl GgufFile {
         let data_start = (c.pos as u64).div_ceil(alignment) * alignment;
         let mut tensors = Vec::with_capacity(raw.len());
         for (name, dims, ty, off) in raw {
-            let (block_elems, block_bytes) = block_size(ty)
-                .ok_or_else(|| anyhow::anyhow!("tensor {name}: unsupported GGML type {}", type_name(ty)))?;
+            let (block_elems, block_bytes) = block_size(ty).ok_or_else(|| {
+                anyhow::anyhow!("tensor {name}: unsupported GGML type {}", type_name(ty))
+            })?;
             let elems = dims.iter().try_fold(1u64, |a, &d| a.checked_mul(d));
-            let elems = elems.ok_or_else(|| anyhow::anyhow!("tensor {name}: shape {dims:?} overflows"))?;
+            let elems =
+                elems.ok_or_else(|| anyhow::anyhow!("tensor {name}: shape {dims:?} overflows"))?;
             if dims[0] % block_elems as u64 != 0 {
                 bail!("tensor {name}: row of {} is not a whole number of {block_elems}-element blocks", dims[0]);
             }

@@ -21,7 +21,10 @@ const TOKEN_USER_DEFINED: u64 = 4;
 const LLAMA3_PATTERN: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
 
 pub fn build(kv: &HashMap<String, Value>) -> Result<Rebuilt> {
-    let model = kv.get("tokenizer.ggml.model").and_then(Value::as_str).unwrap_or("(none)");
+    let model = kv
+        .get("tokenizer.ggml.model")
+        .and_then(Value::as_str)
+        .unwrap_or("(none)");
     if model != "gpt2" {
         bail!("tokenizer model \"{model}\" is not supported (byte-level BPE \"gpt2\" only)");
     }
@@ -30,7 +33,11 @@ pub fn build(kv: &HashMap<String, Value>) -> Result<Rebuilt> {
             .and_then(Value::as_array)
             .ok_or_else(|| anyhow!("{key} missing"))?
             .iter()
-            .map(|v| v.as_str().map(String::from).ok_or_else(|| anyhow!("{key} holds a non-string")))
+            .map(|v| {
+                v.as_str()
+                    .map(String::from)
+                    .ok_or_else(|| anyhow!("{key} holds a non-string"))
+            })
             .collect()
     };
     let tokens = strings("tokenizer.ggml.tokens")?;
@@ -53,10 +60,11 @@ pub fn build(kv: &HashMap<String, Value>) -> Result<Rebuilt> {
             }));
         }
     }
-    let pre = kv.get("tokenizer.ggml.pre").and_then(Value::as_str).unwrap_or("default");
-    let byte_level = |use_regex: bool| {
-        json!({"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": use_regex})
-    };
+    let pre = kv
+        .get("tokenizer.ggml.pre")
+        .and_then(Value::as_str)
+        .unwrap_or("default");
+    let byte_level = |use_regex: bool| json!({"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": use_regex});
     // Each llama.cpp pre-tokenizer name maps to the HF pre-tokenizer it was made from.
     let (pre_tokenizer, ignore_merges) = match pre {
         "default" | "gpt2" => (byte_level(true), false),
@@ -71,7 +79,9 @@ pub fn build(kv: &HashMap<String, Value>) -> Result<Rebuilt> {
                 byte_level(false)]}),
             true,
         ),
-        other => bail!("pre-tokenizer \"{other}\" is not supported (gpt2, smollm, starcoder, llama-bpe)"),
+        other => {
+            bail!("pre-tokenizer \"{other}\" is not supported (gpt2, smollm, starcoder, llama-bpe)")
+        }
     };
     let json = json!({
         "version": "1.0",

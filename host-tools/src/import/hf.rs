@@ -30,20 +30,37 @@ pub fn open(dir: &Path) -> Result<Imported> {
             SUPPORTED.join(", ")
         );
     }
-    let family = if arch == "Phi3ForCausalLM" { "phi3" } else { "llama" };
-    if cfg_json["attention_bias"].as_bool() == Some(true) || cfg_json["mlp_bias"].as_bool() == Some(true) {
-        bail!("{}: attention/MLP biases are not supported", config_path.display());
+    let family = if arch == "Phi3ForCausalLM" {
+        "phi3"
+    } else {
+        "llama"
+    };
+    if cfg_json["attention_bias"].as_bool() == Some(true)
+        || cfg_json["mlp_bias"].as_bool() == Some(true)
+    {
+        bail!(
+            "{}: attention/MLP biases are not supported",
+            config_path.display()
+        );
     }
 
     let gen_path = dir.join("generation_config.json");
-    let gen_json = if gen_path.exists() { read_json(&gen_path)? } else { Value::Null };
+    let gen_json = if gen_path.exists() {
+        read_json(&gen_path)?
+    } else {
+        Value::Null
+    };
     let mut config = parse_config(&cfg_json, &gen_json, family)
         .with_context(|| format!("{}", config_path.display()))?;
 
     let tok_path = dir.join("tokenizer.json");
     let tokenizer = read_json(&tok_path)?;
     let tc_path = dir.join("tokenizer_config.json");
-    let tc = if tc_path.exists() { read_json(&tc_path)? } else { Value::Null };
+    let tc = if tc_path.exists() {
+        read_json(&tc_path)?
+    } else {
+        Value::Null
+    };
     let jinja = dir.join("chat_template.jinja");
     let chat_template = if jinja.exists() {
         Some(std::fs::read_to_string(&jinja).with_context(|| format!("{}", jinja.display()))?)
@@ -57,7 +74,9 @@ pub fn open(dir: &Path) -> Result<Imported> {
         tracing::warn!("no lm_head.weight: tying the output projection to the embedding");
         config.tie_word_embeddings = true;
     }
-    config.validate().map_err(|e| anyhow!("{}: {e}", config_path.display()))?;
+    config
+        .validate()
+        .map_err(|e| anyhow!("{}: {e}", config_path.display()))?;
 
     Ok(Imported {
         generation: GenerationDefaults {
@@ -71,7 +90,10 @@ pub fn open(dir: &Path) -> Result<Imported> {
         add_bos_token: tc["add_bos_token"].as_bool().unwrap_or(false),
         chat_template,
         tokenizer,
-        source: format!("huggingface:{}", dir.file_name().map_or("".into(), |n| n.to_string_lossy())),
+        source: format!(
+            "huggingface:{}",
+            dir.file_name().map_or("".into(), |n| n.to_string_lossy())
+        ),
         weights: Box::new(HfWeights {
             st: weights,
             family: family.into(),
@@ -83,7 +105,8 @@ pub fn open(dir: &Path) -> Result<Imported> {
 }
 
 fn read_json(path: &Path) -> Result<Value> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("{}: cannot read", path.display()))?;
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("{}: cannot read", path.display()))?;
     serde_json::from_str(&text).with_context(|| format!("{}: invalid JSON", path.display()))
 }
 
@@ -102,32 +125,51 @@ fn template_from_config(v: &Value) -> Option<String> {
 
 /// A special token is given as a string or as an AddedToken object `{content, ...}`.
 fn token_text(v: &Value) -> Option<String> {
-    v.as_str().or_else(|| v["content"].as_str()).map(String::from)
+    v.as_str()
+        .or_else(|| v["content"].as_str())
+        .map(String::from)
 }
 
 fn ids(v: &Value) -> Vec<u32> {
     match v {
         Value::Number(n) => n.as_u64().map(|i| vec![i as u32]).unwrap_or_default(),
-        Value::Array(a) => a.iter().filter_map(Value::as_u64).map(|i| i as u32).collect(),
+        Value::Array(a) => a
+            .iter()
+            .filter_map(Value::as_u64)
+            .map(|i| i as u32)
+            .collect(),
         _ => vec![],
     }
 }
 
 fn parse_config(c: &Value, gen: &Value, family: &str) -> Result<ModelConfig> {
-    let req = |k: &str| c[k].as_u64().map(|v| v as usize).ok_or_else(|| anyhow!("missing integer \"{k}\""));
+    let req = |k: &str| {
+        c[k].as_u64()
+            .map(|v| v as usize)
+            .ok_or_else(|| anyhow!("missing integer \"{k}\""))
+    };
     let hidden = req("hidden_size")?;
     let heads = req("num_attention_heads")?;
-    let head_dim = c["head_dim"].as_u64().map_or(hidden / heads.max(1), |v| v as usize);
+    let head_dim = c["head_dim"]
+        .as_u64()
+        .map_or(hidden / heads.max(1), |v| v as usize);
     // transformers 5 writes rope_parameters; checkpoints on the Hub use rope_theta/rope_scaling.
     let params = &c["rope_parameters"];
-    let rope_theta = c["rope_theta"].as_f64().or(params["rope_theta"].as_f64()).unwrap_or(10000.0);
+    let rope_theta = c["rope_theta"]
+        .as_f64()
+        .or(params["rope_theta"].as_f64())
+        .unwrap_or(10000.0);
     let partial = c["partial_rotary_factor"]
         .as_f64()
         .or(params["partial_rotary_factor"].as_f64())
         .unwrap_or(1.0);
     let rotary_dim = ((head_dim as f64 * partial) as usize) & !1;
     let max_pos = req("max_position_embeddings")?;
-    let scaling = if c["rope_scaling"].is_object() { &c["rope_scaling"] } else { params };
+    let scaling = if c["rope_scaling"].is_object() {
+        &c["rope_scaling"]
+    } else {
+        params
+    };
     let rope_scaling = parse_rope_scaling(scaling, c, max_pos)?;
     let mut eos = ids(&gen["eos_token_id"]);
     if eos.is_empty() {
@@ -140,7 +182,9 @@ fn parse_config(c: &Value, gen: &Value, family: &str) -> Result<ModelConfig> {
         intermediate_size: req("intermediate_size")?,
         num_layers: req("num_hidden_layers")?,
         num_heads: heads,
-        num_kv_heads: c["num_key_value_heads"].as_u64().map_or(heads, |v| v as usize),
+        num_kv_heads: c["num_key_value_heads"]
+            .as_u64()
+            .map_or(heads, |v| v as usize),
         head_dim,
         rotary_dim,
         rms_norm_eps: c["rms_norm_eps"].as_f64().unwrap_or(1e-6) as f32,
@@ -154,12 +198,19 @@ fn parse_config(c: &Value, gen: &Value, family: &str) -> Result<ModelConfig> {
 }
 
 fn parse_rope_scaling(s: &Value, c: &Value, max_pos: usize) -> Result<Option<RopeScaling>> {
-    let kind = s["rope_type"].as_str().or(s["type"].as_str()).unwrap_or("default");
+    let kind = s["rope_type"]
+        .as_str()
+        .or(s["type"].as_str())
+        .unwrap_or("default");
     let floats = |k: &str| -> Result<Vec<f32>> {
         s[k].as_array()
             .ok_or_else(|| anyhow!("rope scaling \"{k}\" missing"))?
             .iter()
-            .map(|v| v.as_f64().map(|f| f as f32).ok_or_else(|| anyhow!("rope scaling \"{k}\" not numeric")))
+            .map(|v| {
+                v.as_f64()
+                    .map(|f| f as f32)
+                    .ok_or_else(|| anyhow!("rope scaling \"{k}\" not numeric"))
+            })
             .collect()
     };
     let orig = || {
@@ -199,7 +250,10 @@ fn parse_rope_scaling(s: &Value, c: &Value, max_pos: usize) -> Result<Option<Rop
             original_max_position_embeddings: orig()?,
         }),
         "linear" => Some(RopeScaling::Linear {
-            factor: s["factor"].as_f64().ok_or_else(|| anyhow!("linear rope scaling needs a factor"))? as f32,
+            factor: s["factor"]
+                .as_f64()
+                .ok_or_else(|| anyhow!("linear rope scaling needs a factor"))?
+                as f32,
         }),
         other => bail!("unsupported rope scaling type \"{other}\""),
     })
@@ -222,7 +276,9 @@ impl Safetensors {
                 .as_object()
                 .ok_or_else(|| anyhow!("{}: no weight_map", index_path.display()))?;
             for (tensor, file) in wm {
-                let file = file.as_str().ok_or_else(|| anyhow!("{}: bad weight_map", index_path.display()))?;
+                let file = file
+                    .as_str()
+                    .ok_or_else(|| anyhow!("{}: bad weight_map", index_path.display()))?;
                 if !names.iter().any(|n| n == file) {
                     names.push(file.to_string());
                 }
@@ -231,17 +287,23 @@ impl Safetensors {
         } else if dir.join("model.safetensors").exists() {
             names.push("model.safetensors".into());
         } else {
-            bail!("{}: no model.safetensors or model.safetensors.index.json", dir.display());
+            bail!(
+                "{}: no model.safetensors or model.safetensors.index.json",
+                dir.display()
+            );
         }
         let mut files = Vec::new();
         let mut index = HashMap::new();
         for (i, name) in names.iter().enumerate() {
             let path = dir.join(name);
-            let file = File::open(&path).with_context(|| format!("{}: cannot open", path.display()))?;
+            let file =
+                File::open(&path).with_context(|| format!("{}: cannot open", path.display()))?;
             // SAFETY: the file is only read; a concurrent writer could change the bytes we read,
             // which safetensors' bounds checks keep memory-safe.
-            let mmap = unsafe { Mmap::map(&file) }.with_context(|| format!("{}: cannot map", path.display()))?;
-            let st = SafeTensors::deserialize(&mmap).map_err(|e| anyhow!("{}: {e}", path.display()))?;
+            let mmap = unsafe { Mmap::map(&file) }
+                .with_context(|| format!("{}: cannot map", path.display()))?;
+            let st =
+                SafeTensors::deserialize(&mmap).map_err(|e| anyhow!("{}: {e}", path.display()))?;
             for (tname, _) in st.tensors() {
                 if map.get(&tname).is_none_or(|f| f == name) {
                     index.insert(tname, i);
@@ -251,7 +313,10 @@ impl Safetensors {
         }
         for (tensor, file) in &map {
             if !index.contains_key(tensor) {
-                bail!("{}: index lists {tensor} but {file} does not hold it", index_path.display());
+                bail!(
+                    "{}: index lists {tensor} but {file} does not hold it",
+                    index_path.display()
+                );
             }
         }
         Ok(Self { files, index })
@@ -259,15 +324,29 @@ impl Safetensors {
 
     /// One tensor as f32 with its shape.
     fn get(&self, name: &str) -> Result<(Vec<f32>, Vec<usize>)> {
-        let &i = self.index.get(name).ok_or_else(|| anyhow!("tensor {name} not found in the checkpoint"))?;
+        let &i = self
+            .index
+            .get(name)
+            .ok_or_else(|| anyhow!("tensor {name} not found in the checkpoint"))?;
         let (path, mmap) = &self.files[i];
         let st = SafeTensors::deserialize(mmap).map_err(|e| anyhow!("{}: {e}", path.display()))?;
-        let t = st.tensor(name).map_err(|e| anyhow!("{}: {name}: {e}", path.display()))?;
+        let t = st
+            .tensor(name)
+            .map_err(|e| anyhow!("{}: {name}: {e}", path.display()))?;
         let b = t.data();
         let data = match t.dtype() {
-            Dtype::F32 => b.chunks_exact(4).map(|x| f32::from_le_bytes([x[0], x[1], x[2], x[3]])).collect(),
-            Dtype::F16 => b.chunks_exact(2).map(|x| half::f16::from_le_bytes([x[0], x[1]]).to_f32()).collect(),
-            Dtype::BF16 => b.chunks_exact(2).map(|x| half::bf16::from_le_bytes([x[0], x[1]]).to_f32()).collect(),
+            Dtype::F32 => b
+                .chunks_exact(4)
+                .map(|x| f32::from_le_bytes([x[0], x[1], x[2], x[3]]))
+                .collect(),
+            Dtype::F16 => b
+                .chunks_exact(2)
+                .map(|x| half::f16::from_le_bytes([x[0], x[1]]).to_f32())
+                .collect(),
+            Dtype::BF16 => b
+                .chunks_exact(2)
+                .map(|x| half::bf16::from_le_bytes([x[0], x[1]]).to_f32())
+                .collect(),
             other => bail!("{}: {name}: unsupported dtype {other:?}", path.display()),
         };
         Ok((data, t.shape().to_vec()))
@@ -278,7 +357,10 @@ impl Safetensors {
         let (data, got) = self.get(name)?;
         if got != shape {
             let (path, _) = &self.files[self.index[name]];
-            bail!("{}: {name} has shape {got:?}, the config implies {shape:?}", path.display());
+            bail!(
+                "{}: {name} has shape {got:?}, the config implies {shape:?}",
+                path.display()
+            );
         }
         Ok(data)
     }
@@ -307,30 +389,45 @@ impl WeightSource for HfWeights {
         let name = spec.name.as_str();
         let shape = spec.shape.as_slice();
         let data = if let Some(rest) = name.strip_prefix("layers.") {
-            let (i, what) = rest.split_once('.').ok_or_else(|| anyhow!("bad canonical name {name}"))?;
+            let (i, what) = rest
+                .split_once('.')
+                .ok_or_else(|| anyhow!("bad canonical name {name}"))?;
             let p = format!("model.layers.{i}");
             let phi3 = self.family == "phi3";
             match what {
-                "attn_norm" => self.st.get_shaped(&format!("{p}.input_layernorm.weight"), shape)?,
-                "ffn_norm" => self.st.get_shaped(&format!("{p}.post_attention_layernorm.weight"), shape)?,
-                "attn_output" => self.st.get_shaped(&format!("{p}.self_attn.o_proj.weight"), shape)?,
-                "ffn_down" => self.st.get_shaped(&format!("{p}.mlp.down_proj.weight"), shape)?,
-                "attn_qkv" if phi3 => self.st.get_shaped(&format!("{p}.self_attn.qkv_proj.weight"), shape)?,
-                "ffn_gate_up" if phi3 => self.st.get_shaped(&format!("{p}.mlp.gate_up_proj.weight"), shape)?,
-                "attn_qkv" => {
-                    self.concat(
-                        &[
-                            (format!("{p}.self_attn.q_proj.weight"), self.q_dim),
-                            (format!("{p}.self_attn.k_proj.weight"), self.kv_dim),
-                            (format!("{p}.self_attn.v_proj.weight"), self.kv_dim),
-                        ],
-                        shape[1],
-                    )?
-                }
+                "attn_norm" => self
+                    .st
+                    .get_shaped(&format!("{p}.input_layernorm.weight"), shape)?,
+                "ffn_norm" => self
+                    .st
+                    .get_shaped(&format!("{p}.post_attention_layernorm.weight"), shape)?,
+                "attn_output" => self
+                    .st
+                    .get_shaped(&format!("{p}.self_attn.o_proj.weight"), shape)?,
+                "ffn_down" => self
+                    .st
+                    .get_shaped(&format!("{p}.mlp.down_proj.weight"), shape)?,
+                "attn_qkv" if phi3 => self
+                    .st
+                    .get_shaped(&format!("{p}.self_attn.qkv_proj.weight"), shape)?,
+                "ffn_gate_up" if phi3 => self
+                    .st
+                    .get_shaped(&format!("{p}.mlp.gate_up_proj.weight"), shape)?,
+                "attn_qkv" => self.concat(
+                    &[
+                        (format!("{p}.self_attn.q_proj.weight"), self.q_dim),
+                        (format!("{p}.self_attn.k_proj.weight"), self.kv_dim),
+                        (format!("{p}.self_attn.v_proj.weight"), self.kv_dim),
+                    ],
+                    shape[1],
+                )?,
                 "ffn_gate_up" => {
                     let ff = shape[0] / 2;
                     self.concat(
-                        &[(format!("{p}.mlp.gate_proj.weight"), ff), (format!("{p}.mlp.up_proj.weight"), ff)],
+                        &[
+                            (format!("{p}.mlp.gate_proj.weight"), ff),
+                            (format!("{p}.mlp.up_proj.weight"), ff),
+                        ],
                         shape[1],
                     )?
                 }

@@ -37,7 +37,10 @@ pub trait WeightSource: Send + Sync {
 pub fn open(input: &Path) -> Result<Imported> {
     if input.is_dir() {
         hf::open(input)
-    } else if input.extension().is_some_and(|e| e.eq_ignore_ascii_case("gguf")) {
+    } else if input
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("gguf"))
+    {
         gguf::open(input)
     } else if !input.exists() {
         bail!("{}: no such file or directory", input.display())

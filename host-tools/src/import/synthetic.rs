@@ -15,7 +15,10 @@ const PHI3_TEMPLATE: &str = "{% for message in messages %}{% if message['role'] 
 /// `layers` overrides the layer count (a cut-down model for quick checks).
 pub fn open(name: &str, layers: Option<usize>) -> Result<Imported> {
     if name != "phi-3.5-mini" {
-        bail!("unknown synthetic model \"{name}\" (known: {})", MODELS.join(", "));
+        bail!(
+            "unknown synthetic model \"{name}\" (known: {})",
+            MODELS.join(", ")
+        );
     }
     let (orig, max) = (4096usize, 131072usize);
     let half = 48;
@@ -43,7 +46,15 @@ pub fn open(name: &str, layers: Option<usize>) -> Result<Imported> {
         eos_token_ids: vec![32007, 32001, 32000],
     };
     Ok(Imported {
-        tokenizer: byte_tokenizer(&["<unk>", "<s>", "</s>", "<|end|>", "<|user|>", "<|assistant|>", "<|system|>"]),
+        tokenizer: byte_tokenizer(&[
+            "<unk>",
+            "<s>",
+            "</s>",
+            "<|end|>",
+            "<|user|>",
+            "<|assistant|>",
+            "<|system|>",
+        ]),
         chat_template: Some(PHI3_TEMPLATE.into()),
         bos_token: Some("<s>".into()),
         eos_token: Some("<|end|>".into()),
@@ -62,8 +73,10 @@ fn byte_tokenizer(specials: &[&str]) -> serde_json::Value {
     let mut added = Vec::new();
     for (i, s) in specials.iter().enumerate() {
         vocab.insert(s.to_string(), json!(i));
-        added.push(json!({"id": i, "content": s, "single_word": false, "lstrip": false,
-            "rstrip": false, "normalized": false, "special": true}));
+        added.push(
+            json!({"id": i, "content": s, "single_word": false, "lstrip": false,
+            "rstrip": false, "normalized": false, "special": true}),
+        );
     }
     for (b, ch) in byte_level_chars().into_iter().enumerate() {
         vocab.insert(ch.to_string(), json!(specials.len() + b));
@@ -82,7 +95,8 @@ fn byte_tokenizer(specials: &[&str]) -> serde_json::Value {
 
 /// GPT-2's byte → printable character map.
 fn byte_level_chars() -> Vec<char> {
-    let printable = |b: u32| (33..=126).contains(&b) || (161..=172).contains(&b) || (174..=255).contains(&b);
+    let printable =
+        |b: u32| (33..=126).contains(&b) || (161..=172).contains(&b) || (174..=255).contains(&b);
     let mut extra = 0;
     (0..256u32)
         .map(|b| {
@@ -106,7 +120,9 @@ impl WeightSource for Random {
         }
         // SplitMix64 seeded by the tensor name: deterministic and independent per tensor,
         // which a general RNG crate would add a dependency for without gaining anything here.
-        let mut state = spec.name.bytes().fold(0x9e37_79b9_7f4a_7c15u64, |h, b| (h ^ b as u64).wrapping_mul(0x100_0000_01b3));
+        let mut state = spec.name.bytes().fold(0x9e37_79b9_7f4a_7c15u64, |h, b| {
+            (h ^ b as u64).wrapping_mul(0x100_0000_01b3)
+        });
         let mut next = move || {
             state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
             let mut z = state;
@@ -115,6 +131,8 @@ impl WeightSource for Random {
             ((z ^ (z >> 31)) >> 40) as f32 / (1u64 << 24) as f32
         };
         // Sum of four uniforms: bell-shaped like trained weights, std 0.02.
-        Ok((0..n).map(|_| (next() + next() + next() + next() - 2.0) * 0.02 * 3f32.sqrt()).collect())
+        Ok((0..n)
+            .map(|_| (next() + next() + next() + next() - 2.0) * 0.02 * 3f32.sqrt())
+            .collect())
     }
 }

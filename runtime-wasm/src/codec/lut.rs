@@ -9,7 +9,7 @@ use crate::{QinsError, Result};
 /// Histogram resolution: fine enough that bin rounding is far below the level spacing.
 const LUT8_BINS: usize = 1 << 16;
 const LUT4_BINS: usize = 1 << 13;
-const LLOYD_ITERS: usize = 100;
+const LLOYD_ITERS: usize = 200;
 
 pub fn absmax(v: &[f32]) -> f32 {
     v.iter().fold(0f32, |m, x| m.max(x.abs()))
@@ -24,10 +24,16 @@ where
     #[cfg(feature = "parallel")]
     {
         use rayon::prelude::*;
-        codes.par_chunks_mut(stride).enumerate().for_each(|(r, row)| f(r, row));
+        codes
+            .par_chunks_mut(stride)
+            .enumerate()
+            .for_each(|(r, row)| f(r, row));
     }
     #[cfg(not(feature = "parallel"))]
-    codes.chunks_mut(stride).enumerate().for_each(|(r, row)| f(r, row));
+    codes
+        .chunks_mut(stride)
+        .enumerate()
+        .for_each(|(r, row)| f(r, row));
 }
 
 /// Per-row absmax scale, one 256-entry codebook for the tensor learned on w/scale with
@@ -91,7 +97,10 @@ pub fn encode_lut4(
     let codebook = fit(&hist, 16, LLOYD_ITERS);
     let nearest = Nearest::new(&codebook);
     write_f32s(&codebook, &mut out[layout.codebook.offset..]);
-    for (s, o) in scales.iter().zip(out[layout.scales.offset..].chunks_exact_mut(2)) {
+    for (s, o) in scales
+        .iter()
+        .zip(out[layout.scales.offset..].chunks_exact_mut(2))
+    {
         o.copy_from_slice(&s.to_le_bytes());
     }
     let codes = &mut out[layout.codes.offset..layout.codes.offset + layout.codes.len];

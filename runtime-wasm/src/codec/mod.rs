@@ -33,7 +33,9 @@ pub enum Codec {
     /// 256-entry codebook learned per tensor, per-row absmax scale.
     Lut8,
     /// 16-entry codebook learned per tensor, f16 absmax scale per group of `group` columns.
-    Lut4 { group: usize },
+    Lut4 {
+        group: usize,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -111,7 +113,9 @@ impl Codec {
         let (codebook_bytes, scale_bytes, row_bytes) = match self {
             Codec::F32 => (0, 0, cols.checked_mul(4).ok_or_else(overflow)?),
             Codec::F16 => (0, 0, cols.checked_mul(2).ok_or_else(overflow)?),
-            Codec::Qins8 | Codec::Lut8 => (256 * 4, rows.checked_mul(4).ok_or_else(overflow)?, cols),
+            Codec::Qins8 | Codec::Lut8 => {
+                (256 * 4, rows.checked_mul(4).ok_or_else(overflow)?, cols)
+            }
             Codec::Lut4 { group } => {
                 let groups = cols.div_ceil(*group);
                 let scales = rows.checked_mul(groups).and_then(|g| g.checked_mul(2));
@@ -124,7 +128,10 @@ impl Codec {
             (stride, rows.checked_mul(stride).ok_or_else(overflow)?)
         } else {
             let elem = if *self == Codec::F32 { 4 } else { 2 };
-            (row_bytes, align_up(n.checked_mul(elem).ok_or_else(overflow)?, 4))
+            (
+                row_bytes,
+                align_up(n.checked_mul(elem).ok_or_else(overflow)?, 4),
+            )
         };
         let codebook = Section {
             offset: 0,
@@ -155,7 +162,12 @@ impl Codec {
 
 /// Encodes a row-major `rows × cols` matrix (a vector is one row). Returns the stored bytes and
 /// the reconstruction error measured on the decoded values.
-pub fn encode(codec: Codec, data: &[f32], rows: usize, cols: usize) -> Result<(Vec<u8>, ErrorStats)> {
+pub fn encode(
+    codec: Codec,
+    data: &[f32],
+    rows: usize,
+    cols: usize,
+) -> Result<(Vec<u8>, ErrorStats)> {
     if rows.checked_mul(cols) != Some(data.len()) {
         return Err(QinsError::Codec(format!(
             "{} values given for a {rows}x{cols} tensor",
@@ -198,7 +210,9 @@ pub fn decode(codec: Codec, bytes: &[u8], rows: usize, cols: usize) -> Result<Ve
     Ok(match codec {
         Codec::F32 => float::decode_f32(&bytes[..n * 4]),
         Codec::F16 => float::decode_f16(&bytes[..n * 2]),
-        Codec::Qins8 | Codec::Lut8 | Codec::Lut4 { .. } => lut::decode(codec, bytes, rows, cols, &layout),
+        Codec::Qins8 | Codec::Lut8 | Codec::Lut4 { .. } => {
+            lut::decode(codec, bytes, rows, cols, &layout)
+        }
     })
 }
 
@@ -215,3 +229,6 @@ pub(crate) fn write_f32s(values: &[f32], out: &mut [u8]) {
         o.copy_from_slice(&v.to_le_bytes());
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -22,7 +22,11 @@ impl ErrorStats {
 
     /// From summed signal and error energies (lets callers aggregate many tensors).
     pub fn from_sums(signal: f64, error: f64) -> Self {
-        let rel_fro = if signal > 0.0 { (error / signal).sqrt() } else { error.sqrt() };
+        let rel_fro = if signal > 0.0 {
+            (error / signal).sqrt()
+        } else {
+            error.sqrt()
+        };
         let sqnr_db = if error <= 0.0 || signal <= 0.0 {
             200.0
         } else {

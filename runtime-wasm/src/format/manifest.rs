@@ -100,7 +100,9 @@ impl Manifest {
 
     /// Bytes of the data section (all stored chunks).
     pub fn stored_bytes(&self) -> u64 {
-        self.chunks.last().map_or(0, |c| c.stored_offset + c.stored_len)
+        self.chunks
+            .last()
+            .map_or(0, |c| c.stored_offset + c.stored_len)
     }
 
     /// Checks every size and offset against the others before anything is allocated from them.
@@ -121,9 +123,13 @@ impl Manifest {
                 return bad(format!("chunk {i} is not contiguous with the one before"));
             }
             if c.raw_len == 0 || c.raw_len > MAX_CHUNK_RAW {
-                return bad(format!("chunk {i} has raw length {} (1..={MAX_CHUNK_RAW})", c.raw_len));
+                return bad(format!(
+                    "chunk {i} has raw length {} (1..={MAX_CHUNK_RAW})",
+                    c.raw_len
+                ));
             }
-            if c.stored_len == 0 || (c.encoding == ChunkEncoding::Raw && c.stored_len != c.raw_len) {
+            if c.stored_len == 0 || (c.encoding == ChunkEncoding::Raw && c.stored_len != c.raw_len)
+            {
                 return bad(format!("chunk {i} has stored length {}", c.stored_len));
             }
             raw += c.raw_len;
@@ -132,7 +138,10 @@ impl Manifest {
                 .ok_or_else(|| QinsError::Manifest("stored sizes overflow".into()))?;
         }
         if raw != self.total_raw_bytes {
-            return bad(format!("chunks cover {raw} bytes, manifest says {}", self.total_raw_bytes));
+            return bad(format!(
+                "chunks cover {raw} bytes, manifest says {}",
+                self.total_raw_bytes
+            ));
         }
         let mut end = 0u64;
         for t in &self.tensors {
@@ -151,11 +160,17 @@ impl Manifest {
                 ));
             }
             if t.offset % SECTION_ALIGN as u64 != 0 || t.offset < end {
-                return bad(format!("tensor {} at offset {} is misaligned or overlaps", t.name, t.offset));
+                return bad(format!(
+                    "tensor {} at offset {} is misaligned or overlaps",
+                    t.name, t.offset
+                ));
             }
             end = t.offset + t.bytes;
             if end > self.total_raw_bytes {
-                return bad(format!("tensor {} ends past the data ({end} > {})", t.name, self.total_raw_bytes));
+                return bad(format!(
+                    "tensor {} ends past the data ({end} > {})",
+                    t.name, self.total_raw_bytes
+                ));
             }
         }
         Ok(())

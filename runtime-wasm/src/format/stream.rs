@@ -73,12 +73,19 @@ impl StreamReader {
         match &self.stage {
             Stage::Header => HEADER_LEN as u64,
             Stage::Manifest(h) => h.manifest_len,
-            Stage::Chunks(i) => self.manifest.as_ref().map_or(0, |m| m.chunks[*i].stored_len),
+            Stage::Chunks(i) => self
+                .manifest
+                .as_ref()
+                .map_or(0, |m| m.chunks[*i].stored_len),
             Stage::Done => 0,
         }
     }
 
-    pub fn feed(&mut self, mut data: &[u8], on: &mut dyn FnMut(Event<'_>) -> Result<()>) -> Result<()> {
+    pub fn feed(
+        &mut self,
+        mut data: &[u8],
+        on: &mut dyn FnMut(Event<'_>) -> Result<()>,
+    ) -> Result<()> {
         while !data.is_empty() {
             if self.is_done() {
                 return Err(QinsError::Corrupt(format!(
@@ -145,7 +152,11 @@ impl StreamReader {
                 if let Some(len) = self.expected_len {
                     let want = HEADER_LEN as u64 + h.manifest_len + m.stored_bytes();
                     if len < want {
-                        return Err(QinsError::Truncated { what: "archive".into(), need: want, have: len });
+                        return Err(QinsError::Truncated {
+                            what: "archive".into(),
+                            need: want,
+                            have: len,
+                        });
                     }
                     if len > want {
                         return Err(QinsError::Corrupt(format!(
@@ -155,7 +166,11 @@ impl StreamReader {
                     }
                 }
                 on(Event::Manifest(&m))?;
-                self.stage = if m.chunks.is_empty() { Stage::Done } else { Stage::Chunks(0) };
+                self.stage = if m.chunks.is_empty() {
+                    Stage::Done
+                } else {
+                    Stage::Chunks(0)
+                };
                 self.manifest = Some(m);
             }
             Stage::Chunks(i) => {
@@ -185,7 +200,11 @@ impl StreamReader {
                     }
                     self.next_tensor += 1;
                 }
-                self.stage = if i + 1 < m.chunks.len() { Stage::Chunks(i + 1) } else { Stage::Done };
+                self.stage = if i + 1 < m.chunks.len() {
+                    Stage::Chunks(i + 1)
+                } else {
+                    Stage::Done
+                };
             }
             Stage::Done => unreachable!("feed checks for Done"),
         }
@@ -196,22 +215,37 @@ impl StreamReader {
 fn check_crc(what: &str, expected: u32, bytes: &[u8]) -> Result<()> {
     let found = crc32fast::hash(bytes);
     if found != expected {
-        return Err(QinsError::Checksum { what: what.into(), expected, found });
+        return Err(QinsError::Checksum {
+            what: what.into(),
+            expected,
+            found,
+        });
     }
     Ok(())
 }
 
 /// Verifies a stored chunk, decompresses it, and verifies the result.
-fn decode_chunk<'a>(index: usize, c: &ChunkEntry, stored: &'a [u8]) -> Result<std::borrow::Cow<'a, [u8]>> {
-    check_crc(&format!("chunk {index} (stored bytes)"), c.crc32_stored, stored)?;
+fn decode_chunk<'a>(
+    index: usize,
+    c: &ChunkEntry,
+    stored: &'a [u8],
+) -> Result<std::borrow::Cow<'a, [u8]>> {
+    check_crc(
+        &format!("chunk {index} (stored bytes)"),
+        c.crc32_stored,
+        stored,
+    )?;
     let raw: std::borrow::Cow<'a, [u8]> = match c.encoding {
         ChunkEncoding::Raw => stored.into(),
         ChunkEncoding::Zstd => {
             let err = |msg: String| QinsError::Decompress { chunk: index, msg };
-            let dec = ruzstd::decoding::StreamingDecoder::new(stored).map_err(|e| err(e.to_string()))?;
+            let dec =
+                ruzstd::decoding::StreamingDecoder::new(stored).map_err(|e| err(e.to_string()))?;
             // Read one byte past the promised length to catch a frame that inflates further.
             let mut out = Vec::with_capacity(c.raw_len as usize);
-            dec.take(c.raw_len + 1).read_to_end(&mut out).map_err(|e| err(e.to_string()))?;
+            dec.take(c.raw_len + 1)
+                .read_to_end(&mut out)
+                .map_err(|e| err(e.to_string()))?;
             out.into()
         }
     };
@@ -247,7 +281,12 @@ pub fn read_archive<R: Read>(
         reader.feed(&buf[..n], &mut |ev| {
             match ev {
                 Event::Manifest(m) => manifest = Some(m.clone()),
-                Event::TensorPiece { index, bytes, complete, .. } => {
+                Event::TensorPiece {
+                    index,
+                    bytes,
+                    complete,
+                    ..
+                } => {
                     let m = manifest.as_ref().expect("manifest first");
                     if current.is_empty() {
                         current.reserve_exact(m.tensors[index].bytes as usize);

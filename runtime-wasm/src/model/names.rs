@@ -37,7 +37,11 @@ pub fn canonical_tensors(cfg: &ModelConfig) -> Vec<TensorSpec> {
     for i in 0..cfg.num_layers {
         let p = format!("layers.{i}");
         out.push(v(format!("{p}.attn_norm"), h));
-        out.push(m(format!("{p}.attn_qkv"), cfg.q_dim() + 2 * cfg.kv_dim(), h));
+        out.push(m(
+            format!("{p}.attn_qkv"),
+            cfg.q_dim() + 2 * cfg.kv_dim(),
+            h,
+        ));
         out.push(m(format!("{p}.attn_output"), h, cfg.q_dim()));
         out.push(v(format!("{p}.ffn_norm"), h));
         out.push(m(format!("{p}.ffn_gate_up"), 2 * cfg.intermediate_size, h));

@@ -1,0 +1,185 @@
+//! Codec properties on odd shapes: exact layouts, round trips, error bounds and ordering.
+
+use super::*;
+
+/// Deterministic bell-shaped test data with a few outliers, like trained weights.
+fn weights(n: usize, seed: u64) -> Vec<f32> {
+    let mut s = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+    let mut u = move || {
+        s ^= s << 13;
+        s ^= s >> 7;
+        s ^= s << 17;
+        (s >> 40) as f32 / (1u64 << 24) as f32
+    };
+    (0..n)
+        .map(|i| {
+            let g = (u() + u() + u() + u() - 2.0) * 0.05;
+            if i % 97 == 13 {
+                g * 8.0
+            } else {
+                g
+            }
+        })
+        .collect()
+}
+
+const SHAPES: &[(usize, usize)] = &[
+    (1, 1),
+    (1, 7),
+    (3, 5),
+    (5, 1),
+    (17, 33),
+    (64, 31),
+    (7, 130),
+    (128, 96),
+];
+
+fn all_codecs() -> Vec<Codec> {
+    vec![
+        Codec::F32,
+        Codec::F16,
+        Codec::Qins8,
+        Codec::Lut8,
+        Codec::Lut4 { group: 32 },
+        Codec::Lut4 { group: 6 },
+        Codec::Lut4 { group: 128 },
+    ]
+}
+
+#[test]
+fn every_codec_round_trips_on_odd_shapes() {
+    for codec in all_codecs() {
+        for &(r, c) in SHAPES {
+            let w = weights(r * c, (r * 31 + c) as u64);
+            let (bytes, err) = encode(codec, &w, r, c).unwrap();
+            let layout = codec.layout(r, c).unwrap();
+            assert_eq!(bytes.len(), layout.total, "{codec:?} {r}x{c}");
+            assert_eq!(layout.code_stride % if codec.is_lut() { 4 } else { 1 }, 0);
+            let back = decode(codec, &bytes, r, c).unwrap();
+            assert_eq!(back.len(), r * c);
+            let measured = ErrorStats::measure(&w, &back);
+            assert!(
+                (measured.rel_fro - err.rel_fro).abs() < 1e-12,
+                "reported error is the decoded error"
+            );
+            let bound = match codec {
+                Codec::F32 => 0.0,
+                Codec::F16 => 1e-3,
+                Codec::Lut8 => 0.03,
+                Codec::Qins8 => 0.35,
+                Codec::Lut4 { .. } => 0.2,
+            };
+            assert!(
+                err.rel_fro <= bound,
+                "{codec:?} {r}x{c}: rel error {} > {bound}",
+                err.rel_fro
+            );
+        }
+    }
+}
+
+#[test]
+fn sections_are_aligned_and_disjoint() {
+    for codec in all_codecs().into_iter().filter(Codec::is_lut) {
+        for &(r, c) in SHAPES {
+            let l = codec.layout(r, c).unwrap();
+            for s in [l.codebook, l.scales, l.codes] {
+                assert_eq!(s.offset % SECTION_ALIGN, 0);
+            }
+            assert!(l.codebook.offset + l.codebook.len <= l.scales.offset);
+            assert!(l.scales.offset + l.scales.len <= l.codes.offset);
+            assert_eq!(l.codebook.len, codec.codebook_len() * 4);
+        }
+    }
+}
+
+#[test]
+fn learned_codebooks_beat_the_projective_one() {
+    let (r, c) = (96, 200);
+    let w = weights(r * c, 11);
+    let sqnr = |codec| encode(codec, &w, r, c).unwrap().1.sqnr_db;
+    let (qins8, lut8, lut4) = (
+        sqnr(Codec::Qins8),
+        sqnr(Codec::Lut8),
+        sqnr(Codec::Lut4 { group: 32 }),
+    );
+    assert!(
+        lut8 > qins8 + 10.0,
+        "lut8 {lut8:.1} dB vs qins8 {qins8:.1} dB"
+    );
+    assert!(lut8 > 33.0, "lut8 {lut8:.1} dB");
+    assert!(lut4 > 17.0, "lut4 {lut4:.1} dB");
+}
+
+/// SQNR of round-to-nearest uniform int8 with a per-row absmax scale.
+fn uniform_int8_sqnr(w: &[f32], cols: usize) -> f64 {
+    let (mut sig, mut err) = (0f64, 0f64);
+    for row in w.chunks(cols) {
+        let s = row.iter().fold(0f32, |m, x| m.max(x.abs())) / 127.0;
+        for &x in row {
+            let q = if s > 0.0 { (x / s).round() * s } else { 0.0 };
+            sig += (x as f64).powi(2);
+            err += ((x - q) as f64).powi(2);
+        }
+    }
+    10.0 * (sig / err).log10()
+}
+
+#[test]
+fn lut8_is_never_worse_than_uniform_int8() {
+    for &(r, c) in &[(7, 130), (96, 200), (64, 31), (200, 96)] {
+        let w = weights(r * c, (r + c) as u64);
+        let lut8 = encode(Codec::Lut8, &w, r, c).unwrap().1.sqnr_db;
+        let int8 = uniform_int8_sqnr(&w, c);
+        assert!(
+            lut8 >= int8 - 0.05,
+            "{r}x{c}: lut8 {lut8:.2} dB < uniform int8 {int8:.2} dB"
+        );
+    }
+}
+
+#[test]
+fn zero_rows_and_constant_rows_decode_exactly() {
+    for codec in all_codecs() {
+        let mut w = vec![0f32; 4 * 9];
+        w[18..27].iter_mut().for_each(|v| *v = 0.25);
+        let (bytes, _) = encode(codec, &w, 4, 9).unwrap();
+        let back = decode(codec, &bytes, 4, 9).unwrap();
+        assert!(
+            back[..18].iter().all(|&v| v == 0.0),
+            "{codec:?}: zero rows stay zero"
+        );
+        assert!(
+            back[18..27].iter().all(|&v| (v - 0.25).abs() < 1e-3),
+            "{codec:?}: {back:?}"
+        );
+    }
+}
+
+#[test]
+fn qins8_codebook_is_the_projective_one() {
+    let (bytes, _) = encode(Codec::Qins8, &[1.0, -0.5, 0.25, 0.0], 1, 4).unwrap();
+    let l = Codec::Qins8.layout(1, 4).unwrap();
+    let codebook = read_f32s(&bytes[l.codebook.offset..l.codebook.offset + l.codebook.len]);
+    for b in 0..256usize {
+        let k = (b & 0x7f) + 1;
+        let sign = if b & 0x80 != 0 { -1.0 } else { 1.0 };
+        assert_eq!(codebook[b], sign / k as f32);
+    }
+    let codes = &bytes[l.codes.offset..l.codes.offset + 4];
+    assert_eq!(codes, &[0x00, 0x81, 0x03, 0x7f]);
+}
+
+#[test]
+fn bad_input_is_an_error_not_a_panic() {
+    assert!(encode(Codec::Lut8, &[1.0, f32::NAN], 1, 2).is_err());
+    assert!(encode(Codec::Lut8, &[1.0, 2.0, 3.0], 2, 2).is_err());
+    assert!(
+        encode(Codec::Lut4 { group: 32 }, &[1e6, 0.0], 1, 2).is_err(),
+        "f16 scale overflow"
+    );
+    assert!(decode(Codec::Lut8, &[0u8; 10], 4, 4).is_err());
+    assert!(Codec::Lut8.layout(usize::MAX, 3).is_err());
+    assert!(Codec::from_name("lut4", 0).is_err());
+    assert!(Codec::from_name("int3", 32).is_err());
+}
