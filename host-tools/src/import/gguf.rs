@@ -6,13 +6,13 @@ use std::fs::File;
 use std::path::Path;
 
 use anyhow::{anyhow, bail, Context, Result};
-use ggml_quants::{QuantExt, Q4K, Q4_0, Q4_1, Q5K, Q5_0, Q5_1, Q6K, Q8_0};
+use ggml_quants::{QuantExt, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0};
 use memmap2::Mmap;
 use qins_runtime::format::GenerationDefaults;
 use qins_runtime::model::{ModelConfig, TensorSpec};
 
 use super::gguf_file::{type_name, GgufFile, TensorInfo, Value};
-use super::{check_len, gguf_tokenizer, Imported, WeightSource};
+use super::{check_len, gguf_tokenizer, kquants, Imported, WeightSource};
 
 pub fn open(path: &Path) -> Result<Imported> {
     let file = File::open(path).with_context(|| format!("{}: cannot open", path.display()))?;
@@ -237,11 +237,22 @@ pub fn dequantize(ty: u32, bytes: &[u8], n: usize) -> Result<Vec<f32>> {
         6 => blocks::<Q5_0, 32>(bytes, n)?,
         7 => blocks::<Q5_1, 32>(bytes, n)?,
         8 => blocks::<Q8_0, 32>(bytes, n)?,
-        12 => blocks::<Q4K, 256>(bytes, n)?,
-        13 => blocks::<Q5K, 256>(bytes, n)?,
-        14 => blocks::<Q6K, 256>(bytes, n)?,
+        12 => super_blocks(bytes, n, 144, kquants::q4_k)?,
+        13 => super_blocks(bytes, n, 176, kquants::q5_k)?,
+        14 => super_blocks(bytes, n, 210, kquants::q6_k)?,
         other => bail!("unsupported GGML type {}", type_name(other)),
     })
+}
+
+fn super_blocks(bytes: &[u8], n: usize, size: usize, f: fn(&[u8], &mut [f32])) -> Result<Vec<f32>> {
+    if n % 256 != 0 || bytes.len() != n / 256 * size {
+        bail!("{} bytes do not hold {n} values in 256-value blocks of {size} bytes", bytes.len());
+    }
+    let mut out = vec![0f32; n];
+    for (b, y) in bytes.chunks_exact(size).zip(out.chunks_exact_mut(256)) {
+        f(b, y);
+    }
+    Ok(out)
 }
 
 fn blocks<B, const N: usize>(bytes: &[u8], n: usize) -> Result<Vec<f32>>
@@ -281,9 +292,6 @@ mod tests {
         assert_eq!(std::mem::size_of::<Q5_0>(), block_size(6).unwrap().1);
         assert_eq!(std::mem::size_of::<Q5_1>(), block_size(7).unwrap().1);
         assert_eq!(std::mem::size_of::<Q8_0>(), block_size(8).unwrap().1);
-        assert_eq!(std::mem::size_of::<Q4K>(), block_size(12).unwrap().1);
-        assert_eq!(std::mem::size_of::<Q5K>(), block_size(13).unwrap().1);
-        assert_eq!(std::mem::size_of::<Q6K>(), block_size(14).unwrap().1);
     }
 
     #[test]

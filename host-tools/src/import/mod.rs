@@ -5,6 +5,7 @@ pub mod gguf;
 mod gguf_file;
 mod gguf_tokenizer;
 pub mod hf;
+mod kquants;
 pub mod synthetic;
 
 use std::path::Path;
