@@ -3,8 +3,12 @@
 //! - [`format`]: the `.qins` archive: header, manifest, streaming chunk reader.
 //! - [`codec`]: LUT codebooks (qins8, lut8, lut4) and plain floats, CPU encode and decode.
 //! - [`model`]: the canonical decoder description shared by every architecture.
+//! - [`cpu`]: the f32 reference forward pass.
+//! - [`chat`]: tokenizer, chat template, sampler, generation loop.
 
+pub mod chat;
 pub mod codec;
+pub mod cpu;
 pub mod error;
 pub mod format;
 pub mod model;

@@ -4,14 +4,22 @@
 use std::path::{Path, PathBuf};
 
 pub fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures").join(name)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("fixtures")
+        .join(name)
 }
 
 /// The SmolLM2 GGUF fetched by `scripts/dev.sh fetch` (or named by QINS_SMOLLM2_GGUF).
 pub fn smollm2_gguf() -> PathBuf {
-    let p = std::env::var_os("QINS_SMOLLM2_GGUF").map(PathBuf::from).unwrap_or_else(|| {
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/SmolLM2-135M-Instruct.Q4_1.gguf")
-    });
-    assert!(p.exists(), "{} missing: run ./scripts/dev.sh fetch", p.display());
+    let p = std::env::var_os("QINS_SMOLLM2_GGUF")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/SmolLM2-135M-Instruct.Q4_1.gguf")
+        });
+    assert!(
+        p.exists(),
+        "{} missing: run ./scripts/dev.sh fetch",
+        p.display()
+    );
     p
 }

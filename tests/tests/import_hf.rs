@@ -29,7 +29,10 @@ fn raw(dir: &str, name: &str) -> Vec<f32> {
 }
 
 fn load(imp: &Imported, name: &str) -> Vec<f32> {
-    let spec: TensorSpec = canonical_tensors(&imp.config).into_iter().find(|s| s.name == name).unwrap();
+    let spec: TensorSpec = canonical_tensors(&imp.config)
+        .into_iter()
+        .find(|s| s.name == name)
+        .unwrap();
     imp.weights.load(&spec).unwrap()
 }
 
@@ -38,10 +41,28 @@ fn phi3_config_and_fused_tensors() {
     let imp = import::open(&fixture("tiny-phi3")).unwrap();
     let c = &imp.config;
     assert_eq!(c.architecture, "phi3");
-    assert_eq!((c.num_layers, c.hidden_size, c.num_heads, c.head_dim, c.rotary_dim), (2, 64, 4, 16, 16));
-    assert_eq!(c.eos_token_ids, vec![3, 2], "generation_config.json wins over config.json");
+    assert_eq!(
+        (
+            c.num_layers,
+            c.hidden_size,
+            c.num_heads,
+            c.head_dim,
+            c.rotary_dim
+        ),
+        (2, 64, 4, 16, 16)
+    );
+    assert_eq!(
+        c.eos_token_ids,
+        vec![3, 2],
+        "generation_config.json wins over config.json"
+    );
     match c.rope_scaling.as_ref().unwrap() {
-        RopeScaling::Longrope { short_factor, long_factor, original_max_position_embeddings, attention_factor } => {
+        RopeScaling::Longrope {
+            short_factor,
+            long_factor,
+            original_max_position_embeddings,
+            attention_factor,
+        } => {
             assert_eq!(*original_max_position_embeddings, 32);
             assert_eq!(short_factor[1], 1.05);
             assert_eq!(long_factor[7], 5.2);
@@ -51,8 +72,14 @@ fn phi3_config_and_fused_tensors() {
         other => panic!("expected longrope, got {other:?}"),
     }
     // Phi-3 is fused already: canonical tensors are the checkpoint's own.
-    assert_eq!(load(&imp, "layers.1.attn_qkv"), raw("tiny-phi3", "model.layers.1.self_attn.qkv_proj.weight"));
-    assert_eq!(load(&imp, "layers.0.ffn_gate_up"), raw("tiny-phi3", "model.layers.0.mlp.gate_up_proj.weight"));
+    assert_eq!(
+        load(&imp, "layers.1.attn_qkv"),
+        raw("tiny-phi3", "model.layers.1.self_attn.qkv_proj.weight")
+    );
+    assert_eq!(
+        load(&imp, "layers.0.ffn_gate_up"),
+        raw("tiny-phi3", "model.layers.0.mlp.gate_up_proj.weight")
+    );
     assert_eq!(load(&imp, "output"), raw("tiny-phi3", "lm_head.weight"));
     assert!(imp.chat_template.as_deref().unwrap().contains("<|user|>"));
     assert_eq!(imp.eos_token.as_deref(), Some("<|end|>"));
@@ -76,15 +103,24 @@ fn llama_gqa_tied_and_transformers5_keys() {
     let mut gate_up = raw("tiny-llama", &format!("{p}.mlp.gate_proj.weight"));
     gate_up.extend(raw("tiny-llama", &format!("{p}.mlp.up_proj.weight")));
     assert_eq!(load(&imp, "layers.0.ffn_gate_up"), gate_up);
-    assert!(imp.chat_template.as_deref().unwrap().contains("<|im_start|>"), "from chat_template.jinja");
+    assert!(
+        imp.chat_template
+            .as_deref()
+            .unwrap()
+            .contains("<|im_start|>"),
+        "from chat_template.jinja"
+    );
 }
 
 #[test]
 fn embedded_tokenizer_reproduces_the_reference_ids() {
     for dir in ["tiny-phi3", "tiny-llama"] {
         let imp = import::open(&fixture(dir)).unwrap();
-        let tok = tokenizers::Tokenizer::from_bytes(serde_json::to_vec(&imp.tokenizer).unwrap()).unwrap();
-        let reference: Value = serde_json::from_slice(&std::fs::read(fixture(dir).join("reference.json")).unwrap()).unwrap();
+        let tok =
+            tokenizers::Tokenizer::from_bytes(serde_json::to_vec(&imp.tokenizer).unwrap()).unwrap();
+        let reference: Value =
+            serde_json::from_slice(&std::fs::read(fixture(dir).join("reference.json")).unwrap())
+                .unwrap();
         let ids: Vec<u32> = reference["logits"]["long"]["ids"]
             .as_array()
             .unwrap()
@@ -93,6 +129,10 @@ fn embedded_tokenizer_reproduces_the_reference_ids() {
             .collect();
         let text = tok.decode(&ids, false).unwrap();
         let again = tok.encode(text.as_str(), false).unwrap();
-        assert_eq!(&again.get_ids()[..ids.len() - 1], &ids[..ids.len() - 1], "{dir}");
+        assert_eq!(
+            &again.get_ids()[..ids.len() - 1],
+            &ids[..ids.len() - 1],
+            "{dir}"
+        );
     }
 }

@@ -246,7 +246,10 @@ pub fn dequantize(ty: u32, bytes: &[u8], n: usize) -> Result<Vec<f32>> {
 
 fn super_blocks(bytes: &[u8], n: usize, size: usize, f: fn(&[u8], &mut [f32])) -> Result<Vec<f32>> {
     if n % 256 != 0 || bytes.len() != n / 256 * size {
-        bail!("{} bytes do not hold {n} values in 256-value blocks of {size} bytes", bytes.len());
+        bail!(
+            "{} bytes do not hold {n} values in 256-value blocks of {size} bytes",
+            bytes.len()
+        );
     }
     let mut out = vec![0f32; n];
     for (b, y) in bytes.chunks_exact(size).zip(out.chunks_exact_mut(256)) {

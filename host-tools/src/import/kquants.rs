@@ -15,7 +15,10 @@ fn scale_min(j: usize, s: &[u8]) -> (f32, f32) {
     let (sc, m) = if j < 4 {
         (s[j] & 63, s[j + 4] & 63)
     } else {
-        ((s[j + 4] & 0x0f) | ((s[j - 4] >> 6) << 4), (s[j + 4] >> 4) | ((s[j] >> 6) << 4))
+        (
+            (s[j + 4] & 0x0f) | ((s[j - 4] >> 6) << 4),
+            (s[j + 4] >> 4) | ((s[j] >> 6) << 4),
+        )
     };
     (sc as f32, m as f32)
 }
@@ -24,7 +27,11 @@ fn scale_min(j: usize, s: &[u8]) -> (f32, f32) {
 pub fn q4_k(block: &[u8], out: &mut [f32]) {
     let (d, dmin) = (f16_at(block, 0), f16_at(block, 2));
     let (scales, qs) = (&block[4..16], &block[16..144]);
-    for (chunk, (q, y)) in qs.chunks_exact(32).zip(out.chunks_exact_mut(64)).enumerate() {
+    for (chunk, (q, y)) in qs
+        .chunks_exact(32)
+        .zip(out.chunks_exact_mut(64))
+        .enumerate()
+    {
         let (sc1, m1) = scale_min(2 * chunk, scales);
         let (sc2, m2) = scale_min(2 * chunk + 1, scales);
         let (d1, m1, d2, m2) = (d * sc1, dmin * m1, d * sc2, dmin * m2);
@@ -39,7 +46,11 @@ pub fn q4_k(block: &[u8], out: &mut [f32]) {
 pub fn q5_k(block: &[u8], out: &mut [f32]) {
     let (d, dmin) = (f16_at(block, 0), f16_at(block, 2));
     let (scales, qh, qs) = (&block[4..16], &block[16..48], &block[48..176]);
-    for (chunk, (q, y)) in qs.chunks_exact(32).zip(out.chunks_exact_mut(64)).enumerate() {
+    for (chunk, (q, y)) in qs
+        .chunks_exact(32)
+        .zip(out.chunks_exact_mut(64))
+        .enumerate()
+    {
         let (sc1, m1) = scale_min(2 * chunk, scales);
         let (sc2, m2) = scale_min(2 * chunk + 1, scales);
         let (d1, m1, d2, m2) = (d * sc1, dmin * m1, d * sc2, dmin * m2);

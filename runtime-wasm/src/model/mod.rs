@@ -2,6 +2,10 @@
 
 mod config;
 mod names;
+mod rope;
+mod weights;
 
 pub use config::{ModelConfig, RopeScaling};
 pub use names::{canonical_tensors, TensorRole, TensorSpec};
+pub use rope::Rope;
+pub use weights::{LayerWeights, Weights};

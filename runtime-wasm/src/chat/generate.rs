@@ -1,0 +1,219 @@
+use serde::{Deserialize, Serialize};
+use web_time::Instant;
+
+use super::{ChatTemplate, Engine, Message, Sampler, SamplingParams, TextStream, Tokenizer};
+use crate::format::Manifest;
+use crate::{QinsError, Result};
+
+/// Conventional end-of-turn markers: generation also stops on whichever of these the
+/// vocabulary has, since templates end turns with them while `eos_token_id` may name another.
+const END_OF_TURN: &[&str] = &[
+    "<|im_end|>",
+    "<|end|>",
+    "<|eot_id|>",
+    "<|endoftext|>",
+    "</s>",
+];
+
+/// A model ready to chat: engine, tokenizer, template and stop tokens.
+pub struct Generator<E: Engine> {
+    pub engine: E,
+    pub tokenizer: Tokenizer,
+    template: Option<ChatTemplate>,
+    bos: String,
+    eos: String,
+    stop: Vec<u32>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct GenerationStats {
+    pub prompt_tokens: usize,
+    pub generated_tokens: usize,
+    /// Prompt submitted → first token chosen.
+    pub ttft_ms: f64,
+    pub prefill_tok_s: f64,
+    /// Tokens after the first, per second of decoding.
+    pub decode_tok_s: f64,
+    pub total_ms: f64,
+    /// "eos", "max_tokens" or "" while running.
+    pub stop_reason: String,
+}
+
+/// One generated token and the text it completed (None while a character is incomplete).
+#[derive(Debug, Clone, PartialEq)]
+pub struct StepEvent {
+    pub id: u32,
+    pub text: Option<String>,
+}
+
+impl<E: Engine> Generator<E> {
+    pub fn new(engine: E, manifest: &Manifest) -> Result<Self> {
+        let tokenizer = Tokenizer::from_manifest(manifest)?;
+        let template = manifest
+            .chat_template
+            .as_deref()
+            .map(ChatTemplate::new)
+            .transpose()?;
+        let mut stop = manifest.config.eos_token_ids.clone();
+        let named = manifest
+            .eos_token
+            .iter()
+            .map(String::as_str)
+            .chain(END_OF_TURN.iter().copied());
+        stop.extend(named.filter_map(|t| tokenizer.token_id(t)));
+        stop.sort_unstable();
+        stop.dedup();
+        Ok(Self {
+            engine,
+            tokenizer,
+            template,
+            bos: manifest.bos_token.clone().unwrap_or_default(),
+            eos: manifest.eos_token.clone().unwrap_or_default(),
+            stop,
+        })
+    }
+
+    pub fn stop_tokens(&self) -> &[u32] {
+        &self.stop
+    }
+
+    /// The conversation as the model's template writes it, ending with the assistant's cue.
+    pub fn chat_prompt(&self, messages: &[Message]) -> Result<String> {
+        match &self.template {
+            Some(t) => t.render(messages, true, &self.bos, &self.eos),
+            None => Err(QinsError::Manifest(
+                "the archive has no chat template".into(),
+            )),
+        }
+    }
+
+    pub fn chat_prompt_ids(&self, messages: &[Message]) -> Result<Vec<u32>> {
+        self.tokenizer.encode(&self.chat_prompt(messages)?, false)
+    }
+
+    /// Starts generating after `prompt` from an empty sequence. Tokens come from the returned
+    /// iterator; stop it early by dropping it.
+    pub fn generate(
+        &mut self,
+        prompt: &[u32],
+        params: SamplingParams,
+        max_tokens: usize,
+        ignore_eos: bool,
+    ) -> Result<Generation<'_, E>> {
+        if prompt.is_empty() {
+            return Err(QinsError::Codec("the prompt is empty".into()));
+        }
+        self.engine.reset();
+        Ok(Generation {
+            sampler: Sampler::new(params),
+            history: prompt.to_vec(),
+            prompt_len: prompt.len(),
+            pending: None,
+            stream: TextStream::new(),
+            max_tokens,
+            ignore_eos,
+            started: Instant::now(),
+            first_token: None,
+            stats: GenerationStats {
+                prompt_tokens: prompt.len(),
+                ..Default::default()
+            },
+            done: false,
+            gen: self,
+        })
+    }
+}
+
+pub struct Generation<'a, E: Engine> {
+    gen: &'a mut Generator<E>,
+    sampler: Sampler,
+    history: Vec<u32>,
+    prompt_len: usize,
+    pending: Option<Vec<f32>>,
+    stream: TextStream,
+    max_tokens: usize,
+    ignore_eos: bool,
+    started: Instant,
+    first_token: Option<Instant>,
+    stats: GenerationStats,
+    done: bool,
+}
+
+impl<E: Engine> Generation<'_, E> {
+    pub fn generated(&self) -> &[u32] {
+        &self.history[self.prompt_len..]
+    }
+
+    pub fn stats(&self) -> &GenerationStats {
+        &self.stats
+    }
+
+    fn finish(&mut self, reason: &str) {
+        self.done = true;
+        self.stats.stop_reason = reason.into();
+        let now = Instant::now();
+        self.stats.total_ms = (now - self.started).as_secs_f64() * 1e3;
+        if let Some(first) = self.first_token {
+            let decoded = self.stats.generated_tokens.saturating_sub(1);
+            let secs = (now - first).as_secs_f64();
+            self.stats.decode_tok_s = if decoded > 0 && secs > 0.0 {
+                decoded as f64 / secs
+            } else {
+                0.0
+            };
+        }
+    }
+
+    fn step(&mut self) -> Result<Option<StepEvent>> {
+        if self.generated().len() >= self.max_tokens {
+            self.finish("max_tokens");
+            return Ok(None);
+        }
+        let logits = match self.pending.take() {
+            Some(l) => l,
+            None if self.history.len() == self.prompt_len => {
+                let t = Instant::now();
+                let l = self.gen.engine.extend(&self.history, false)?;
+                let secs = t.elapsed().as_secs_f64();
+                self.stats.prefill_tok_s = self.prompt_len as f64 / secs.max(1e-9);
+                l
+            }
+            None => {
+                let last = *self.history.last().expect("non-empty");
+                self.gen.engine.extend(&[last], false)?
+            }
+        };
+        let id = self.sampler.sample(&logits, &self.history);
+        if self.first_token.is_none() {
+            let now = Instant::now();
+            self.first_token = Some(now);
+            self.stats.ttft_ms = (now - self.started).as_secs_f64() * 1e3;
+        }
+        if !self.ignore_eos && self.gen.stop.contains(&id) {
+            self.finish("eos");
+            return Ok(None);
+        }
+        self.history.push(id);
+        self.stats.generated_tokens += 1;
+        let text = self.stream.push(&self.gen.tokenizer, id)?;
+        Ok(Some(StepEvent { id, text }))
+    }
+}
+
+impl<E: Engine> Iterator for Generation<'_, E> {
+    type Item = Result<StepEvent>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.done {
+            return None;
+        }
+        match self.step() {
+            Ok(Some(ev)) => Some(Ok(ev)),
+            Ok(None) => None,
+            Err(e) => {
+                self.done = true;
+                Some(Err(e))
+            }
+        }
+    }
+}

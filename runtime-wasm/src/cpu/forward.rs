@@ -1,0 +1,158 @@
+//! The decoder forward pass, written as one readable pass over the canonical tensors.
+
+use super::ops::{matmul_t, rms_norm, silu_mul, softmax_in_place};
+use crate::model::{ModelConfig, Rope, Weights};
+use crate::{QinsError, Result};
+
+/// Keys and values of every layer for the positions computed so far ([len, kv_dim] each).
+#[derive(Default)]
+pub struct KvCache {
+    k: Vec<Vec<f32>>,
+    v: Vec<Vec<f32>>,
+    len: usize,
+}
+
+impl KvCache {
+    pub fn new(layers: usize) -> Self {
+        Self {
+            k: vec![Vec::new(); layers],
+            v: vec![Vec::new(); layers],
+            len: 0,
+        }
+    }
+    pub fn len(&self) -> usize {
+        self.len
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+    pub fn clear(&mut self) {
+        self.k
+            .iter_mut()
+            .chain(self.v.iter_mut())
+            .for_each(Vec::clear);
+        self.len = 0;
+    }
+}
+
+pub struct CpuModel {
+    pub cfg: ModelConfig,
+    pub w: Weights,
+}
+
+impl CpuModel {
+    pub fn new(cfg: ModelConfig, w: Weights) -> Self {
+        Self { cfg, w }
+    }
+
+    /// Runs `tokens` at positions `cache.len()..` and returns logits ([n, vocab] when `all`,
+    /// else the last position's [vocab]).
+    pub fn forward(
+        &self,
+        tokens: &[u32],
+        cache: &mut KvCache,
+        rope: &Rope,
+        all: bool,
+    ) -> Result<Vec<f32>> {
+        let cfg = &self.cfg;
+        let (n, h) = (tokens.len(), cfg.hidden_size);
+        let (hd, nh, nkv) = (cfg.head_dim, cfg.num_heads, cfg.num_kv_heads);
+        let (q_dim, kv_dim) = (cfg.q_dim(), cfg.kv_dim());
+        let start = cache.len;
+
+        // Embedding.
+        let mut x = Vec::with_capacity(n * h);
+        for &t in tokens {
+            let t = t as usize;
+            if t >= cfg.vocab_size {
+                return Err(QinsError::Tensor {
+                    name: "token_embd".into(),
+                    msg: format!(
+                        "token id {t} is outside the vocabulary of {}",
+                        cfg.vocab_size
+                    ),
+                });
+            }
+            x.extend_from_slice(&self.w.token_embd[t * h..(t + 1) * h]);
+        }
+
+        for (l, lw) in self.w.layers.iter().enumerate() {
+            // Attention block.
+            let mut a = x.clone();
+            rms_norm(&mut a, &lw.attn_norm, cfg.rms_norm_eps);
+            let qkv = matmul_t(&a, &lw.attn_qkv, n, h, q_dim + 2 * kv_dim);
+            let mut q = Vec::with_capacity(n * q_dim);
+            for (t, row) in qkv.chunks_exact(q_dim + 2 * kv_dim).enumerate() {
+                let pos = start + t;
+                let (qs, kv) = row.split_at(q_dim);
+                let (ks, vs) = kv.split_at(kv_dim);
+                let mut qs = qs.to_vec();
+                let mut ks = ks.to_vec();
+                qs.chunks_exact_mut(hd)
+                    .for_each(|head| rope.apply(head, pos));
+                ks.chunks_exact_mut(hd)
+                    .for_each(|head| rope.apply(head, pos));
+                q.extend_from_slice(&qs);
+                cache.k[l].extend_from_slice(&ks);
+                cache.v[l].extend_from_slice(vs);
+            }
+            let attn = attention(&q, &cache.k[l], &cache.v[l], start, n, nh, nkv, hd);
+            let o = matmul_t(&attn, &lw.attn_output, n, q_dim, h);
+            x.iter_mut().zip(&o).for_each(|(x, o)| *x += o);
+
+            // MLP block.
+            let mut m = x.clone();
+            rms_norm(&mut m, &lw.ffn_norm, cfg.rms_norm_eps);
+            let ff = cfg.intermediate_size;
+            let gu = matmul_t(&m, &lw.ffn_gate_up, n, h, 2 * ff);
+            let act = silu_mul(&gu, ff);
+            let down = matmul_t(&act, &lw.ffn_down, n, ff, h);
+            x.iter_mut().zip(&down).for_each(|(x, d)| *x += d);
+        }
+        cache.len += n;
+
+        // Final norm and output head, only where logits are wanted.
+        let rows = if all { n } else { 1 };
+        let mut last = x[(n - rows) * h..].to_vec();
+        rms_norm(&mut last, &self.w.output_norm, cfg.rms_norm_eps);
+        Ok(matmul_t(&last, self.w.lm_head(), rows, h, cfg.vocab_size))
+    }
+}
+
+/// Causal grouped-query attention of `n` new queries (positions start..start+n) over the cache.
+#[allow(clippy::too_many_arguments)]
+fn attention(
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    start: usize,
+    n: usize,
+    nh: usize,
+    nkv: usize,
+    hd: usize,
+) -> Vec<f32> {
+    let (q_dim, kv_dim) = (nh * hd, nkv * hd);
+    let group = nh / nkv;
+    let scale = 1.0 / (hd as f32).sqrt();
+    let mut out = vec![0f32; n * q_dim];
+    let mut scores = Vec::new();
+    for t in 0..n {
+        let visible = start + t + 1;
+        for head in 0..nh {
+            let g = head / group;
+            let qh = &q[t * q_dim + head * hd..t * q_dim + (head + 1) * hd];
+            scores.clear();
+            scores.extend((0..visible).map(|j| {
+                let kj = &k[j * kv_dim + g * hd..j * kv_dim + (g + 1) * hd];
+                qh.iter().zip(kj).map(|(a, b)| a * b).sum::<f32>() * scale
+            }));
+            softmax_in_place(&mut scores);
+            let o = &mut out[t * q_dim + head * hd..t * q_dim + (head + 1) * hd];
+            for (j, p) in scores.iter().enumerate() {
+                let vj = &v[j * kv_dim + g * hd..j * kv_dim + (g + 1) * hd];
+                o.iter_mut().zip(vj).for_each(|(o, v)| *o += p * v);
+            }
+        }
+    }
+    out
+}

@@ -1,0 +1,9 @@
+//! The f32 reference engine on the CPU: the oracle every GPU and browser result is held to.
+
+mod engine;
+mod forward;
+mod ops;
+
+pub use engine::CpuEngine;
+pub use forward::{CpuModel, KvCache};
+pub use ops::{matmul_t, rms_norm, silu_mul, softmax_in_place};
