@@ -1,0 +1,71 @@
+//! SmolLM2-135M-Instruct against llama.cpp (reference outputs made by
+//! fixtures/make_llamacpp_ref.py from the same GGUF, requantized to F32 by llama.cpp):
+//! identical token ids, first-step logits, and identical greedy answers from the f32 archive.
+
+use qins_host::convert::{convert, ConvertOptions};
+use qins_host::import;
+use qins_runtime::chat::{Generator, Message, SamplingParams, Tokenizer};
+use qins_runtime::codec::Codec;
+use qins_runtime::cpu::{CpuEngine, CpuModel};
+use qins_runtime::format::read_archive;
+use qins_runtime::model::Weights;
+use qins_tests::{fixture, smollm2_gguf};
+use serde_json::Value;
+
+fn reference() -> Value {
+    serde_json::from_slice(&std::fs::read(fixture("smollm2-llamacpp.json")).unwrap()).unwrap()
+}
+
+fn ids(v: &Value) -> Vec<u32> {
+    v.as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as u32).collect()
+}
+
+fn archive(dir: &std::path::Path, codec: Codec) -> std::path::PathBuf {
+    let out = dir.join("smollm2.qins");
+    let opts = ConvertOptions { codec, zstd_level: 3, chunk_limit: None, progress: false };
+    convert(import::open(&smollm2_gguf()).unwrap(), &opts, &out).unwrap();
+    out
+}
+
+#[test]
+fn tokenization_is_identical_to_llama_cpp() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = archive(dir.path(), Codec::Lut4 { group: 32 });
+    let manifest = read_archive(std::fs::File::open(path).unwrap(), None, |_, _| Ok(())).unwrap();
+    let tok = Tokenizer::from_manifest(&manifest).unwrap();
+    let r = reference();
+    let cases = r["tokenize"].as_array().unwrap();
+    assert!(cases.len() >= 12);
+    for c in cases {
+        let text = c["text"].as_str().unwrap();
+        assert_eq!(tok.encode(text, false).unwrap(), ids(&c["ids"]), "{text:?}");
+    }
+}
+
+#[test]
+fn greedy_answers_are_identical_to_llama_cpp() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = archive(dir.path(), Codec::F32);
+    let (manifest, weights) = Weights::read(std::fs::File::open(path).unwrap(), None).unwrap();
+    let engine = CpuEngine::new(CpuModel::new(manifest.config.clone(), weights));
+    let mut gen = Generator::new(engine, &manifest).unwrap();
+    for case in reference()["greedy"].as_array().unwrap() {
+        let q = case["question"].as_str().unwrap();
+        // The archive's own template renders the same prompt llama.cpp was given.
+        let prompt = gen.chat_prompt(&[Message::new("user", q)]).unwrap();
+        assert_eq!(prompt, case["prompt"].as_str().unwrap());
+        let prompt_ids = gen.tokenizer.encode(&prompt, false).unwrap();
+        assert_eq!(prompt_ids, ids(&case["prompt_ids"]));
+        // First-step logits of llama.cpp's top 20 tokens.
+        use qins_runtime::chat::Engine;
+        gen.engine.reset();
+        let logits = gen.engine.extend(&prompt_ids, false).unwrap();
+        for pair in case["first_top"].as_array().unwrap() {
+            let (id, want) = (pair[0].as_u64().unwrap() as usize, pair[1].as_f64().unwrap() as f32);
+            assert!((logits[id] - want).abs() < 2e-3 * want.abs().max(1.0), "{q}: logit[{id}] {} vs {want}", logits[id]);
+        }
+        let run = gen.generate(&prompt_ids, SamplingParams::default(), 40, false).unwrap();
+        let out: Vec<u32> = run.map(|e| e.unwrap().id).collect();
+        assert_eq!(out, ids(&case["generated"]), "{q}: {:?}", gen.tokenizer.decode(&out, false));
+    }
+}
