@@ -3,6 +3,7 @@
 
 pub mod convert;
 pub mod import;
+pub mod load;
 pub mod writer;
 
 /// Logs go to stderr through `tracing`; RUST_LOG overrides the default level.

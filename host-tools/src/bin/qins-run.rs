@@ -1,0 +1,221 @@
+//! qins-run: chat with a `.qins` archive in the terminal, or query it (tokens, logits, bench).
+
+use std::io::{BufRead, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{bail, Result};
+use clap::Parser;
+use qins_host::load::{open, Backend};
+use qins_runtime::chat::{Engine, Generator, GenerationStats, Message, SamplingParams};
+use qins_runtime::cpu::CpuEngine;
+use qins_runtime::format::Manifest;
+use serde_json::json;
+
+#[derive(Parser)]
+#[command(version, about = "Run a .qins model: one prompt, an interactive chat, or a query")]
+struct Args {
+    model: PathBuf,
+    /// Engine (the GPU engine arrives with the WGSL kernels).
+    #[arg(long, value_enum, default_value = "cpu")]
+    backend: Backend,
+    /// One user message; the reply streams to stdout.
+    #[arg(long)]
+    prompt: Option<String>,
+    /// Interactive multi-turn chat (/reset clears the history, Ctrl-D quits).
+    #[arg(long)]
+    chat: bool,
+    /// System message for --prompt and --chat.
+    #[arg(long)]
+    system: Option<String>,
+    #[arg(long, default_value_t = 256)]
+    max_tokens: usize,
+    /// 0 is greedy. Default: the archive's generation config, else 0.2 (SmolLM2's recommended
+    /// setting; small models ramble when sampled hotter).
+    #[arg(long)]
+    temperature: Option<f32>,
+    #[arg(long)]
+    top_p: Option<f32>,
+    #[arg(long)]
+    top_k: Option<usize>,
+    #[arg(long, default_value_t = 0.0)]
+    min_p: f32,
+    /// Default: the archive's generation config, else 1.1 (keeps small models out of loops).
+    #[arg(long)]
+    repeat_penalty: Option<f32>,
+    /// Default: a fresh seed each run.
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Keep generating past end-of-turn tokens.
+    #[arg(long)]
+    ignore_eos: bool,
+    /// With --prompt: print {"ids", "text", "stats"} instead of streaming.
+    #[arg(long)]
+    json: bool,
+    /// Print {"logits": [...]} of the last position after feeding these token ids (e.g. 1,2,3).
+    #[arg(long, value_delimiter = ',')]
+    logits_for: Option<Vec<u32>>,
+    /// With --logits-for: logits of every position, as a list of lists.
+    #[arg(long)]
+    all_positions: bool,
+    /// Print {"ids": [...]} for this text (special-token text included, no BOS).
+    #[arg(long)]
+    tokenize: Option<String>,
+    /// Print one JSON object with load_s, ttft_ms, prefill_tok_s, decode_tok_s.
+    #[arg(long)]
+    bench: bool,
+    /// Model and timing details on stderr.
+    #[arg(long, short)]
+    verbose: bool,
+}
+
+fn sampling(args: &Args, m: &Manifest) -> SamplingParams {
+    let g = &m.generation;
+    SamplingParams {
+        temperature: args.temperature.or(g.temperature).unwrap_or(0.2),
+        top_k: args.top_k.or(g.top_k.map(|k| k as usize)).unwrap_or(0),
+        top_p: args.top_p.or(g.top_p).unwrap_or(0.9),
+        min_p: args.min_p,
+        repetition_penalty: args.repeat_penalty.or(g.repetition_penalty).unwrap_or(1.1),
+        seed: args.seed.unwrap_or_else(|| web_time::SystemTime::now().duration_since(web_time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64)),
+    }
+}
+
+/// Streams one reply to stdout; returns its ids, text and stats.
+fn reply(
+    gen: &mut Generator<CpuEngine>,
+    messages: &[Message],
+    params: &SamplingParams,
+    args: &Args,
+    stream: bool,
+) -> Result<(Vec<u32>, String, GenerationStats)> {
+    let prompt = gen.chat_prompt_ids(messages)?;
+    let mut run = gen.generate(&prompt, params.clone(), args.max_tokens, args.ignore_eos)?;
+    let mut text = String::new();
+    let mut out = std::io::stdout().lock();
+    for ev in run.by_ref() {
+        if let Some(t) = ev?.text {
+            if stream {
+                let _ = out.write_all(t.as_bytes());
+                let _ = out.flush();
+            }
+            text.push_str(&t);
+        }
+    }
+    if stream {
+        let _ = out.write_all(b"\n");
+    }
+    Ok((run.generated().to_vec(), text, run.stats().clone()))
+}
+
+fn base_messages(args: &Args) -> Vec<Message> {
+    args.system.iter().map(|s| Message::new("system", s)).collect()
+}
+
+fn run() -> Result<()> {
+    let args = Args::parse();
+    let (manifest, mut gen, load_s) = open(&args.model, args.backend)?;
+    let c = &manifest.config;
+    if args.verbose {
+        eprintln!(
+            "{} ({}): {} layers, hidden {}, vocab {}; backend {:?}; loaded in {load_s:.2} s",
+            args.model.display(), manifest.source, c.num_layers, c.hidden_size, c.vocab_size, args.backend
+        );
+    }
+    let params = sampling(&args, &manifest);
+    // A closed pipe (| head) ends the output quietly instead of panicking.
+    let print = |v: serde_json::Value| {
+        let _ = writeln!(std::io::stdout(), "{v}");
+    };
+
+    if let Some(text) = &args.tokenize {
+        print(json!({"ids": gen.tokenizer.encode(text, false)?}));
+    } else if let Some(ids) = &args.logits_for {
+        if ids.is_empty() {
+            bail!("--logits-for needs at least one token id");
+        }
+        gen.engine.reset();
+        let logits = gen.engine.extend(ids, args.all_positions)?;
+        if args.all_positions {
+            let rows: Vec<&[f32]> = logits.chunks(c.vocab_size).collect();
+            print(json!({"logits": rows}));
+        } else {
+            print(json!({"logits": logits}));
+        }
+    } else if args.bench {
+        let messages = [Message::new("user", "Write a short story about a robot who learns to paint.")];
+        let greedy = SamplingParams { temperature: 0.0, ..params };
+        let max = if args.max_tokens == 256 { 64 } else { args.max_tokens };
+        let prompt = gen.chat_prompt_ids(&messages)?;
+        let mut run = gen.generate(&prompt, greedy, max, true)?;
+        for ev in run.by_ref() {
+            ev?;
+        }
+        let s = run.stats().clone();
+        print(json!({
+            "backend": format!("{:?}", args.backend).to_lowercase(),
+            "model": args.model.display().to_string(),
+            "load_s": load_s,
+            "ttft_ms": s.ttft_ms,
+            "prefill_tok_s": s.prefill_tok_s,
+            "decode_tok_s": s.decode_tok_s,
+            "prompt_tokens": s.prompt_tokens,
+            "generated_tokens": s.generated_tokens,
+        }));
+    } else if let Some(p) = &args.prompt {
+        let mut messages = base_messages(&args);
+        messages.push(Message::new("user", p));
+        let (ids, text, stats) = reply(&mut gen, &messages, &params, &args, !args.json)?;
+        if args.json {
+            print(json!({"ids": ids, "text": text, "stats": stats}));
+        } else if args.verbose {
+            eprintln!("[{} prompt tokens, {} generated, ttft {:.0} ms, {:.1} tok/s, stop: {}]",
+                stats.prompt_tokens, stats.generated_tokens, stats.ttft_ms, stats.decode_tok_s, stats.stop_reason);
+        }
+    } else if args.chat {
+        chat(&args, &mut gen, &params)?;
+    } else {
+        bail!("nothing to do: give --prompt, --chat, --tokenize, --logits-for or --bench");
+    }
+    Ok(())
+}
+
+fn chat(args: &Args, gen: &mut Generator<CpuEngine>, params: &SamplingParams) -> Result<()> {
+    let mut messages = base_messages(args);
+    eprintln!("chat: /reset clears the conversation, Ctrl-D quits");
+    let stdin = std::io::stdin();
+    let mut lines = stdin.lock().lines();
+    loop {
+        eprint!("> ");
+        let Some(line) = lines.next() else { break };
+        let line = line?;
+        match line.trim() {
+            "" => continue,
+            "/reset" => {
+                messages = base_messages(args);
+                eprintln!("(conversation cleared)");
+                continue;
+            }
+            _ => {}
+        }
+        messages.push(Message::new("user", line.trim()));
+        let (_, text, stats) = reply(gen, &messages, params, args, true)?;
+        if args.verbose {
+            eprintln!("[{} tokens, {:.1} tok/s]", stats.generated_tokens, stats.decode_tok_s);
+        }
+        messages.push(Message::new("assistant", &text));
+    }
+    eprintln!();
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    qins_host::init_logging();
+    match run() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("qins-run: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,163 @@
+//! qins-run and qins-eval as a user runs them.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+use serde_json::Value;
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+fn bin(name: &str) -> Command {
+    let exe = match name {
+        "convert" => env!("CARGO_BIN_EXE_qins-convert"),
+        "run" => env!("CARGO_BIN_EXE_qins-run"),
+        "eval" => env!("CARGO_BIN_EXE_qins-eval"),
+        _ => unreachable!(),
+    };
+    let mut c = Command::new(exe);
+    c.env_remove("RUST_BACKTRACE");
+    c
+}
+
+fn ok_json(out: Output) -> Value {
+    assert!(out.status.success(), "failed: {}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stdout)))
+}
+
+fn convert(input: &Path, out: &Path, codec: &str) {
+    let o = bin("convert").args([input.to_str().unwrap(), "-o", out.to_str().unwrap(), "--codec", codec, "--json"]).output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+}
+
+fn ids(v: &Value) -> Vec<u64> {
+    v.as_array().unwrap().iter().map(|x| x.as_u64().unwrap()).collect()
+}
+
+#[test]
+fn logits_and_tokens_through_the_cli_match_transformers() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("tiny.qins");
+    convert(&root().join("tests/fixtures/tiny-llama"), &model, "f32");
+    let m = model.to_str().unwrap();
+    let reference: Value =
+        serde_json::from_slice(&std::fs::read(root().join("tests/fixtures/tiny-llama/reference.json")).unwrap()).unwrap();
+    let short = &reference["logits"]["short"];
+    let list: Vec<String> = ids(&short["ids"]).iter().map(u64::to_string).collect();
+    let all = ok_json(bin("run").args([m, "--logits-for", &list.join(","), "--all-positions"]).output().unwrap());
+    let want = short["all_positions"].as_array().unwrap();
+    let got = all["logits"].as_array().unwrap();
+    assert_eq!(got.len(), want.len());
+    for (g, w) in got.iter().zip(want) {
+        for (a, b) in g.as_array().unwrap().iter().zip(w.as_array().unwrap()) {
+            assert!((a.as_f64().unwrap() - b.as_f64().unwrap()).abs() < 1e-4);
+        }
+    }
+    let last = ok_json(bin("run").args([m, "--logits-for", &list.join(",")]).output().unwrap());
+    assert_eq!(last["logits"], *got.last().unwrap());
+    let tok = ok_json(bin("run").args([m, "--tokenize", "<|im_start|>user"]).output().unwrap());
+    assert_eq!(ids(&tok["ids"])[0], 1, "special token text is one id");
+}
+
+#[test]
+fn smollm2_answers_like_llama_cpp_and_benches() {
+    let dir = tempfile::tempdir().unwrap();
+    let gguf = std::env::var_os("QINS_SMOLLM2_GGUF")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root().join("models/SmolLM2-135M-Instruct.Q4_1.gguf"));
+    let model = dir.path().join("smollm2.f32.qins");
+    convert(&gguf, &model, "f32");
+    let m = model.to_str().unwrap();
+    let out = ok_json(
+        bin("run").args([m, "--prompt", "What is the capital of France?", "--temperature", "0", "--repeat-penalty", "1", "--json"]).output().unwrap(),
+    );
+    let reference: Value =
+        serde_json::from_slice(&std::fs::read(root().join("tests/fixtures/smollm2-llamacpp.json")).unwrap()).unwrap();
+    assert_eq!(ids(&out["ids"]), ids(&reference["greedy"][0]["generated"]));
+    assert!(out["text"].as_str().unwrap().contains("Paris"), "{}", out["text"]);
+    assert_eq!(out["stats"]["stop_reason"], "eos");
+    let bench = ok_json(bin("run").args([m, "--bench", "--max-tokens", "8"]).output().unwrap());
+    for key in ["load_s", "ttft_ms", "prefill_tok_s", "decode_tok_s"] {
+        assert!(bench[key].as_f64().unwrap() > 0.0, "{key}: {bench}");
+    }
+    assert_eq!(bench["generated_tokens"], 8);
+}
+
+#[test]
+fn interactive_chat_keeps_history_and_resets() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("tiny.qins");
+    convert(&root().join("tests/fixtures/tiny-llama"), &model, "lut8");
+    let mut child = bin("run")
+        .args([model.to_str().unwrap(), "--chat", "--max-tokens", "5", "--temperature", "0", "--ignore-eos", "-v"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(b"hello there\nand again\n/reset\nhello there\n").unwrap();
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert_eq!(err.matches("[5 tokens").count(), 3, "three replies: {err}");
+    assert!(err.contains("(conversation cleared)"));
+    // The first and the post-reset reply equal a one-shot reply to the same message; the one
+    // in between answered with the history in its prompt.
+    let one = ok_json(
+        bin("run")
+            .args([model.to_str().unwrap(), "--prompt", "hello there", "--max-tokens", "5", "--temperature", "0", "--ignore-eos", "--json"])
+            .output()
+            .unwrap(),
+    );
+    let first = format!("{}\n", one["text"].as_str().unwrap());
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    assert!(stdout.starts_with(&first) && stdout.ends_with(&first), "{stdout:?} vs {first:?}");
+    assert!(stdout.len() > 2 * first.len());
+}
+
+#[test]
+fn eval_scores_perplexity_and_divergence() {
+    let dir = tempfile::tempdir().unwrap();
+    let (f32m, lut4m) = (dir.path().join("f32.qins"), dir.path().join("lut4.qins"));
+    convert(&root().join("tests/fixtures/tiny-llama"), &f32m, "f32");
+    convert(&root().join("tests/fixtures/tiny-llama"), &lut4m, "lut4");
+    let text = root().join("../shared/data/corpus/dev.txt");
+    let text = text.to_str().unwrap();
+    let eval = |model: &Path, reference: &Path| {
+        ok_json(
+            bin("eval")
+                .args([model.to_str().unwrap(), "--text", text, "--ctx", "64", "--max-chunks", "3", "--ref", reference.to_str().unwrap(), "--json"])
+                .output()
+                .unwrap(),
+        )
+    };
+    let same = eval(&f32m, &f32m);
+    assert_eq!(same["tokens"], 3 * 31);
+    assert!(same["kld_mean"].as_f64().unwrap().abs() < 1e-9);
+    assert_eq!(same["top1_agree"], 1.0);
+    let ppl = same["ppl"].as_f64().unwrap();
+    // A random model is close to uniform over its 320 tokens.
+    assert!(ppl > 100.0 && ppl < 1000.0, "{ppl}");
+    let q = eval(&lut4m, &f32m);
+    assert!(q["kld_mean"].as_f64().unwrap() > 0.0);
+    assert_ne!(q["ppl"], same["ppl"]);
+}
+
+#[test]
+fn bad_archives_and_requests_fail_cleanly() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.qins");
+    std::fs::write(&bad, b"QINSARC\x1a\x01\x00\x00\x00garbage").unwrap();
+    let out = bin("run").args([bad.to_str().unwrap(), "--prompt", "hi"]).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("truncated") && !err.contains("panicked"), "{err}");
+    let model = dir.path().join("tiny.qins");
+    convert(&root().join("tests/fixtures/tiny-llama"), &model, "lut8");
+    let out = bin("run").args([model.to_str().unwrap(), "--logits-for", "99999"]).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("outside the vocabulary"), "{err}");
+    let out = bin("run").arg(model.to_str().unwrap()).output().unwrap();
+    assert!(String::from_utf8_lossy(&out.stderr).contains("nothing to do"));
+}
