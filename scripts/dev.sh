@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # One entry point for a fresh machine.
-#   ./scripts/dev.sh demo    install what is missing, fetch SmolLM2-135M-Instruct, convert it (lut8), inspect it
+#   ./scripts/dev.sh demo    install what is missing, fetch SmolLM2-135M-Instruct, convert it (lut8), chat in the terminal
 #   ./scripts/dev.sh test    install what is missing, fetch the model, run every test
 #   ./scripts/dev.sh fetch   only fetch the default model into models/
 set -euo pipefail
@@ -52,6 +52,12 @@ case "${1:-}" in
     log "converting SmolLM2-135M-Instruct with the lut8 codebook"
     ./target/release/qins-convert "models/$GGUF_NAME" -o models/smollm2.lut8.qins --codec lut8
     ./target/release/qins-inspect models/smollm2.lut8.qins
+    if [ -t 0 ]; then
+      log "chatting with SmolLM2 on the CPU reference engine (/reset clears, Ctrl-D quits)"
+      ./target/release/qins-run models/smollm2.lut8.qins --chat --verbose
+    else
+      ./target/release/qins-run models/smollm2.lut8.qins --prompt "What is the capital of France?" --verbose
+    fi
     ;;
   test)
     setup; fetch

@@ -135,9 +135,9 @@ fn attention(
     let group = nh / nkv;
     let scale = 1.0 / (hd as f32).sqrt();
     let mut out = vec![0f32; n * q_dim];
-    let mut scores = Vec::new();
-    for t in 0..n {
+    let row = |t: usize, o_row: &mut [f32]| {
         let visible = start + t + 1;
+        let mut scores = Vec::with_capacity(visible);
         for head in 0..nh {
             let g = head / group;
             let qh = &q[t * q_dim + head * hd..t * q_dim + (head + 1) * hd];
@@ -147,12 +147,20 @@ fn attention(
                 qh.iter().zip(kj).map(|(a, b)| a * b).sum::<f32>() * scale
             }));
             softmax_in_place(&mut scores);
-            let o = &mut out[t * q_dim + head * hd..t * q_dim + (head + 1) * hd];
+            let o = &mut o_row[head * hd..(head + 1) * hd];
             for (j, p) in scores.iter().enumerate() {
                 let vj = &v[j * kv_dim + g * hd..j * kv_dim + (g + 1) * hd];
                 o.iter_mut().zip(vj).for_each(|(o, v)| *o += p * v);
             }
         }
+    };
+    // Query rows are independent: spread them over cores on native targets.
+    #[cfg(feature = "parallel")]
+    {
+        use rayon::prelude::*;
+        out.par_chunks_mut(q_dim).enumerate().for_each(|(t, o)| row(t, o));
     }
+    #[cfg(not(feature = "parallel"))]
+    out.chunks_mut(q_dim).enumerate().for_each(|(t, o)| row(t, o));
     out
 }
