@@ -15,3 +15,16 @@ pub fn init_logging() {
         .with_writer(std::io::stderr)
         .try_init();
 }
+
+/// The shared `main` of the tools: logging, then `run`; an error is one line on stderr and a
+/// failing exit status, never a panic or a backtrace.
+pub fn main_with(tool: &str, run: impl FnOnce() -> anyhow::Result<()>) -> std::process::ExitCode {
+    init_logging();
+    match run() {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("{tool}: error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

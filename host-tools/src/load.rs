@@ -23,8 +23,8 @@ pub fn open(path: &Path, backend: Backend) -> Result<(Manifest, Generator<CpuEng
     let t = Instant::now();
     let file = File::open(path).with_context(|| format!("{}: cannot open", path.display()))?;
     let len = file.metadata()?.len();
-    let (manifest, weights) =
-        Weights::read(BufReader::with_capacity(1 << 20, file), Some(len)).with_context(|| format!("{}", path.display()))?;
+    let (manifest, weights) = Weights::read(BufReader::with_capacity(1 << 20, file), Some(len))
+        .with_context(|| format!("{}", path.display()))?;
     let engine = match backend {
         Backend::Cpu => CpuEngine::new(CpuModel::new(manifest.config.clone(), weights)),
     };

@@ -23,17 +23,36 @@ fn bin(name: &str) -> Command {
 }
 
 fn ok_json(out: Output) -> Value {
-    assert!(out.status.success(), "failed: {}", String::from_utf8_lossy(&out.stderr));
-    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stdout)))
+    assert!(
+        out.status.success(),
+        "failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stdout)))
 }
 
 fn convert(input: &Path, out: &Path, codec: &str) {
-    let o = bin("convert").args([input.to_str().unwrap(), "-o", out.to_str().unwrap(), "--codec", codec, "--json"]).output().unwrap();
+    let o = bin("convert")
+        .args([
+            input.to_str().unwrap(),
+            "-o",
+            out.to_str().unwrap(),
+            "--codec",
+            codec,
+            "--json",
+        ])
+        .output()
+        .unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
 }
 
 fn ids(v: &Value) -> Vec<u64> {
-    v.as_array().unwrap().iter().map(|x| x.as_u64().unwrap()).collect()
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_u64().unwrap())
+        .collect()
 }
 
 #[test]
@@ -42,11 +61,18 @@ fn logits_and_tokens_through_the_cli_match_transformers() {
     let model = dir.path().join("tiny.qins");
     convert(&root().join("tests/fixtures/tiny-llama"), &model, "f32");
     let m = model.to_str().unwrap();
-    let reference: Value =
-        serde_json::from_slice(&std::fs::read(root().join("tests/fixtures/tiny-llama/reference.json")).unwrap()).unwrap();
+    let reference: Value = serde_json::from_slice(
+        &std::fs::read(root().join("tests/fixtures/tiny-llama/reference.json")).unwrap(),
+    )
+    .unwrap();
     let short = &reference["logits"]["short"];
     let list: Vec<String> = ids(&short["ids"]).iter().map(u64::to_string).collect();
-    let all = ok_json(bin("run").args([m, "--logits-for", &list.join(","), "--all-positions"]).output().unwrap());
+    let all = ok_json(
+        bin("run")
+            .args([m, "--logits-for", &list.join(","), "--all-positions"])
+            .output()
+            .unwrap(),
+    );
     let want = short["all_positions"].as_array().unwrap();
     let got = all["logits"].as_array().unwrap();
     assert_eq!(got.len(), want.len());
@@ -55,9 +81,19 @@ fn logits_and_tokens_through_the_cli_match_transformers() {
             assert!((a.as_f64().unwrap() - b.as_f64().unwrap()).abs() < 1e-4);
         }
     }
-    let last = ok_json(bin("run").args([m, "--logits-for", &list.join(",")]).output().unwrap());
+    let last = ok_json(
+        bin("run")
+            .args([m, "--logits-for", &list.join(",")])
+            .output()
+            .unwrap(),
+    );
     assert_eq!(last["logits"], *got.last().unwrap());
-    let tok = ok_json(bin("run").args([m, "--tokenize", "<|im_start|>user"]).output().unwrap());
+    let tok = ok_json(
+        bin("run")
+            .args([m, "--tokenize", "<|im_start|>user"])
+            .output()
+            .unwrap(),
+    );
     assert_eq!(ids(&tok["ids"])[0], 1, "special token text is one id");
 }
 
@@ -71,14 +107,37 @@ fn smollm2_answers_like_llama_cpp_and_benches() {
     convert(&gguf, &model, "f32");
     let m = model.to_str().unwrap();
     let out = ok_json(
-        bin("run").args([m, "--prompt", "What is the capital of France?", "--temperature", "0", "--repeat-penalty", "1", "--json"]).output().unwrap(),
+        bin("run")
+            .args([
+                m,
+                "--prompt",
+                "What is the capital of France?",
+                "--temperature",
+                "0",
+                "--repeat-penalty",
+                "1",
+                "--json",
+            ])
+            .output()
+            .unwrap(),
     );
-    let reference: Value =
-        serde_json::from_slice(&std::fs::read(root().join("tests/fixtures/smollm2-llamacpp.json")).unwrap()).unwrap();
+    let reference: Value = serde_json::from_slice(
+        &std::fs::read(root().join("tests/fixtures/smollm2-llamacpp.json")).unwrap(),
+    )
+    .unwrap();
     assert_eq!(ids(&out["ids"]), ids(&reference["greedy"][0]["generated"]));
-    assert!(out["text"].as_str().unwrap().contains("Paris"), "{}", out["text"]);
+    assert!(
+        out["text"].as_str().unwrap().contains("Paris"),
+        "{}",
+        out["text"]
+    );
     assert_eq!(out["stats"]["stop_reason"], "eos");
-    let bench = ok_json(bin("run").args([m, "--bench", "--max-tokens", "8"]).output().unwrap());
+    let bench = ok_json(
+        bin("run")
+            .args([m, "--bench", "--max-tokens", "8"])
+            .output()
+            .unwrap(),
+    );
     for key in ["load_s", "ttft_ms", "prefill_tok_s", "decode_tok_s"] {
         assert!(bench[key].as_f64().unwrap() > 0.0, "{key}: {bench}");
     }
@@ -91,13 +150,27 @@ fn interactive_chat_keeps_history_and_resets() {
     let model = dir.path().join("tiny.qins");
     convert(&root().join("tests/fixtures/tiny-llama"), &model, "lut8");
     let mut child = bin("run")
-        .args([model.to_str().unwrap(), "--chat", "--max-tokens", "5", "--temperature", "0", "--ignore-eos", "-v"])
+        .args([
+            model.to_str().unwrap(),
+            "--chat",
+            "--max-tokens",
+            "5",
+            "--temperature",
+            "0",
+            "--ignore-eos",
+            "-v",
+        ])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    child.stdin.take().unwrap().write_all(b"hello there\nand again\n/reset\nhello there\n").unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"hello there\nand again\n/reset\nhello there\n")
+        .unwrap();
     let out = child.wait_with_output().unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{err}");
@@ -107,13 +180,26 @@ fn interactive_chat_keeps_history_and_resets() {
     // in between answered with the history in its prompt.
     let one = ok_json(
         bin("run")
-            .args([model.to_str().unwrap(), "--prompt", "hello there", "--max-tokens", "5", "--temperature", "0", "--ignore-eos", "--json"])
+            .args([
+                model.to_str().unwrap(),
+                "--prompt",
+                "hello there",
+                "--max-tokens",
+                "5",
+                "--temperature",
+                "0",
+                "--ignore-eos",
+                "--json",
+            ])
             .output()
             .unwrap(),
     );
     let first = format!("{}\n", one["text"].as_str().unwrap());
     let stdout = String::from_utf8(out.stdout).unwrap();
-    assert!(stdout.starts_with(&first) && stdout.ends_with(&first), "{stdout:?} vs {first:?}");
+    assert!(
+        stdout.starts_with(&first) && stdout.ends_with(&first),
+        "{stdout:?} vs {first:?}"
+    );
     assert!(stdout.len() > 2 * first.len());
 }
 
@@ -128,7 +214,18 @@ fn eval_scores_perplexity_and_divergence() {
     let eval = |model: &Path, reference: &Path| {
         ok_json(
             bin("eval")
-                .args([model.to_str().unwrap(), "--text", text, "--ctx", "64", "--max-chunks", "3", "--ref", reference.to_str().unwrap(), "--json"])
+                .args([
+                    model.to_str().unwrap(),
+                    "--text",
+                    text,
+                    "--ctx",
+                    "64",
+                    "--max-chunks",
+                    "3",
+                    "--ref",
+                    reference.to_str().unwrap(),
+                    "--json",
+                ])
                 .output()
                 .unwrap(),
         )
@@ -150,14 +247,26 @@ fn bad_archives_and_requests_fail_cleanly() {
     let dir = tempfile::tempdir().unwrap();
     let bad = dir.path().join("bad.qins");
     std::fs::write(&bad, b"QINSARC\x1a\x01\x00\x00\x00garbage").unwrap();
-    let out = bin("run").args([bad.to_str().unwrap(), "--prompt", "hi"]).output().unwrap();
+    let out = bin("run")
+        .args([bad.to_str().unwrap(), "--prompt", "hi"])
+        .output()
+        .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success() && err.contains("truncated") && !err.contains("panicked"), "{err}");
+    assert!(
+        !out.status.success() && err.contains("truncated") && !err.contains("panicked"),
+        "{err}"
+    );
     let model = dir.path().join("tiny.qins");
     convert(&root().join("tests/fixtures/tiny-llama"), &model, "lut8");
-    let out = bin("run").args([model.to_str().unwrap(), "--logits-for", "99999"]).output().unwrap();
+    let out = bin("run")
+        .args([model.to_str().unwrap(), "--logits-for", "99999"])
+        .output()
+        .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success() && err.contains("outside the vocabulary"), "{err}");
+    assert!(
+        !out.status.success() && err.contains("outside the vocabulary"),
+        "{err}"
+    );
     let out = bin("run").arg(model.to_str().unwrap()).output().unwrap();
     assert!(String::from_utf8_lossy(&out.stderr).contains("nothing to do"));
 }

@@ -17,12 +17,21 @@ fn reference() -> Value {
 }
 
 fn ids(v: &Value) -> Vec<u32> {
-    v.as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as u32).collect()
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_u64().unwrap() as u32)
+        .collect()
 }
 
 fn archive(dir: &std::path::Path, codec: Codec) -> std::path::PathBuf {
     let out = dir.join("smollm2.qins");
-    let opts = ConvertOptions { codec, zstd_level: 3, chunk_limit: None, progress: false };
+    let opts = ConvertOptions {
+        codec,
+        zstd_level: 3,
+        chunk_limit: None,
+        progress: false,
+    };
     convert(import::open(&smollm2_gguf()).unwrap(), &opts, &out).unwrap();
     out
 }
@@ -61,11 +70,25 @@ fn greedy_answers_are_identical_to_llama_cpp() {
         gen.engine.reset();
         let logits = gen.engine.extend(&prompt_ids, false).unwrap();
         for pair in case["first_top"].as_array().unwrap() {
-            let (id, want) = (pair[0].as_u64().unwrap() as usize, pair[1].as_f64().unwrap() as f32);
-            assert!((logits[id] - want).abs() < 2e-3 * want.abs().max(1.0), "{q}: logit[{id}] {} vs {want}", logits[id]);
+            let (id, want) = (
+                pair[0].as_u64().unwrap() as usize,
+                pair[1].as_f64().unwrap() as f32,
+            );
+            assert!(
+                (logits[id] - want).abs() < 2e-3 * want.abs().max(1.0),
+                "{q}: logit[{id}] {} vs {want}",
+                logits[id]
+            );
         }
-        let run = gen.generate(&prompt_ids, SamplingParams::default(), 40, false).unwrap();
+        let run = gen
+            .generate(&prompt_ids, SamplingParams::default(), 40, false)
+            .unwrap();
         let out: Vec<u32> = run.map(|e| e.unwrap().id).collect();
-        assert_eq!(out, ids(&case["generated"]), "{q}: {:?}", gen.tokenizer.decode(&out, false));
+        assert_eq!(
+            out,
+            ids(&case["generated"]),
+            "{q}: {:?}",
+            gen.tokenizer.decode(&out, false)
+        );
     }
 }

@@ -74,12 +74,5 @@ fn run() -> Result<()> {
 }
 
 fn main() -> ExitCode {
-    qins_host::init_logging();
-    match run() {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("qins-convert: error: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
+    qins_host::main_with("qins-convert", run)
 }

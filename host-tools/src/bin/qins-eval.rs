@@ -12,7 +12,10 @@ use qins_runtime::chat::Engine;
 use serde_json::json;
 
 #[derive(Parser)]
-#[command(version, about = "Perplexity (and KL divergence against a reference) of a .qins model")]
+#[command(
+    version,
+    about = "Perplexity (and KL divergence against a reference) of a .qins model"
+)]
 struct Args {
     model: PathBuf,
     /// UTF-8 text to score.
@@ -36,7 +39,12 @@ struct Args {
 /// log-softmax of one row of logits, in f64 for summing many small terms.
 fn log_softmax(row: &[f32]) -> Vec<f64> {
     let max = row.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v)) as f64;
-    let lse = row.iter().map(|&v| (v as f64 - max).exp()).sum::<f64>().ln() + max;
+    let lse = row
+        .iter()
+        .map(|&v| (v as f64 - max).exp())
+        .sum::<f64>()
+        .ln()
+        + max;
     row.iter().map(|&v| v as f64 - lse).collect()
 }
 
@@ -49,31 +57,54 @@ fn run() -> Result<()> {
     if args.ctx < 4 {
         bail!("--ctx must be at least 4");
     }
-    let text = std::fs::read_to_string(&args.text).with_context(|| format!("{}: cannot read", args.text.display()))?;
+    let text = std::fs::read_to_string(&args.text)
+        .with_context(|| format!("{}: cannot read", args.text.display()))?;
     let (manifest, mut gen, _) = open(&args.model, args.backend)?;
     let mut reference = match &args.reference {
         Some(p) => {
             let (m, g, _) = open(p, args.backend)?;
-            if m.config.vocab_size != manifest.config.vocab_size || m.tokenizer != manifest.tokenizer {
-                bail!("{}: a reference must share the model's tokenizer", p.display());
+            if m.config.vocab_size != manifest.config.vocab_size
+                || m.tokenizer != manifest.tokenizer
+            {
+                bail!(
+                    "{}: a reference must share the model's tokenizer",
+                    p.display()
+                );
             }
             Some(g)
         }
         None => None,
     };
     let tokens = gen.tokenizer.encode(&text, false)?;
-    let bos = if manifest.add_bos_token { manifest.config.bos_token_id } else { None };
+    let bos = if manifest.add_bos_token {
+        manifest.config.bos_token_id
+    } else {
+        None
+    };
     let mut chunks = tokens.len() / args.ctx;
     if let Some(m) = args.max_chunks {
         chunks = chunks.min(m);
     }
     if chunks == 0 {
-        bail!("the text has {} tokens, fewer than one window of {}", tokens.len(), args.ctx);
+        bail!(
+            "the text has {} tokens, fewer than one window of {}",
+            tokens.len(),
+            args.ctx
+        );
     }
     let vocab = manifest.config.vocab_size;
     let first = args.ctx / 2;
-    let bar = if args.json { ProgressBar::hidden() } else { ProgressBar::new(chunks as u64) };
-    bar.set_style(ProgressStyle::with_template("{spinner} [{elapsed_precise}] {wide_bar} {pos}/{len} windows {msg}").expect("template"));
+    let bar = if args.json {
+        ProgressBar::hidden()
+    } else {
+        ProgressBar::new(chunks as u64)
+    };
+    bar.set_style(
+        ProgressStyle::with_template(
+            "{spinner} [{elapsed_precise}] {wide_bar} {pos}/{len} windows {msg}",
+        )
+        .expect("template"),
+    );
     let (mut nll, mut count, mut kl, mut agree) = (0f64, 0usize, 0f64, 0usize);
     for c in 0..chunks {
         let mut window = tokens[c * args.ctx..(c + 1) * args.ctx].to_vec();
@@ -95,7 +126,11 @@ fn run() -> Result<()> {
             count += 1;
             if let Some(rl) = &ref_logits {
                 let rp = log_softmax(&rl[j * vocab..(j + 1) * vocab]);
-                kl += rp.iter().zip(&lp).map(|(r, m)| r.exp() * (r - m)).sum::<f64>();
+                kl += rp
+                    .iter()
+                    .zip(&lp)
+                    .map(|(r, m)| r.exp() * (r - m))
+                    .sum::<f64>();
                 agree += (argmax(&rp) == argmax(&lp)) as usize;
             }
         }
@@ -112,21 +147,21 @@ fn run() -> Result<()> {
     if args.json {
         println!("{out}");
     } else {
-        println!("perplexity {ppl:.4} over {count} scored tokens ({chunks} windows of {})", args.ctx);
+        println!(
+            "perplexity {ppl:.4} over {count} scored tokens ({chunks} windows of {})",
+            args.ctx
+        );
         if reference.is_some() {
-            println!("KL divergence vs reference {:.6} nats/token, top-1 agreement {:.2} %", kl / count as f64, 100.0 * agree as f64 / count as f64);
+            println!(
+                "KL divergence vs reference {:.6} nats/token, top-1 agreement {:.2} %",
+                kl / count as f64,
+                100.0 * agree as f64 / count as f64
+            );
         }
     }
     Ok(())
 }
 
 fn main() -> ExitCode {
-    qins_host::init_logging();
-    match run() {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("qins-eval: error: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
+    qins_host::main_with("qins-eval", run)
 }

@@ -7,13 +7,16 @@ use std::process::ExitCode;
 use anyhow::{bail, Result};
 use clap::Parser;
 use qins_host::load::{open, Backend};
-use qins_runtime::chat::{Engine, Generator, GenerationStats, Message, SamplingParams};
+use qins_runtime::chat::{Engine, GenerationStats, Generator, Message, SamplingParams};
 use qins_runtime::cpu::CpuEngine;
 use qins_runtime::format::Manifest;
 use serde_json::json;
 
 #[derive(Parser)]
-#[command(version, about = "Run a .qins model: one prompt, an interactive chat, or a query")]
+#[command(
+    version,
+    about = "Run a .qins model: one prompt, an interactive chat, or a query"
+)]
 struct Args {
     model: PathBuf,
     /// Engine (the GPU engine arrives with the WGSL kernels).
@@ -77,7 +80,11 @@ fn sampling(args: &Args, m: &Manifest) -> SamplingParams {
         top_p: args.top_p.or(g.top_p).unwrap_or(0.9),
         min_p: args.min_p,
         repetition_penalty: args.repeat_penalty.or(g.repetition_penalty).unwrap_or(1.1),
-        seed: args.seed.unwrap_or_else(|| web_time::SystemTime::now().duration_since(web_time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64)),
+        seed: args.seed.unwrap_or_else(|| {
+            web_time::SystemTime::now()
+                .duration_since(web_time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos() as u64)
+        }),
     }
 }
 
@@ -109,7 +116,10 @@ fn reply(
 }
 
 fn base_messages(args: &Args) -> Vec<Message> {
-    args.system.iter().map(|s| Message::new("system", s)).collect()
+    args.system
+        .iter()
+        .map(|s| Message::new("system", s))
+        .collect()
 }
 
 fn run() -> Result<()> {
@@ -119,7 +129,12 @@ fn run() -> Result<()> {
     if args.verbose {
         eprintln!(
             "{} ({}): {} layers, hidden {}, vocab {}; backend {:?}; loaded in {load_s:.2} s",
-            args.model.display(), manifest.source, c.num_layers, c.hidden_size, c.vocab_size, args.backend
+            args.model.display(),
+            manifest.source,
+            c.num_layers,
+            c.hidden_size,
+            c.vocab_size,
+            args.backend
         );
     }
     let params = sampling(&args, &manifest);
@@ -143,9 +158,19 @@ fn run() -> Result<()> {
             print(json!({"logits": logits}));
         }
     } else if args.bench {
-        let messages = [Message::new("user", "Write a short story about a robot who learns to paint.")];
-        let greedy = SamplingParams { temperature: 0.0, ..params };
-        let max = if args.max_tokens == 256 { 64 } else { args.max_tokens };
+        let messages = [Message::new(
+            "user",
+            "Write a short story about a robot who learns to paint.",
+        )];
+        let greedy = SamplingParams {
+            temperature: 0.0,
+            ..params
+        };
+        let max = if args.max_tokens == 256 {
+            64
+        } else {
+            args.max_tokens
+        };
         let prompt = gen.chat_prompt_ids(&messages)?;
         let mut run = gen.generate(&prompt, greedy, max, true)?;
         for ev in run.by_ref() {
@@ -169,8 +194,14 @@ fn run() -> Result<()> {
         if args.json {
             print(json!({"ids": ids, "text": text, "stats": stats}));
         } else if args.verbose {
-            eprintln!("[{} prompt tokens, {} generated, ttft {:.0} ms, {:.1} tok/s, stop: {}]",
-                stats.prompt_tokens, stats.generated_tokens, stats.ttft_ms, stats.decode_tok_s, stats.stop_reason);
+            eprintln!(
+                "[{} prompt tokens, {} generated, ttft {:.0} ms, {:.1} tok/s, stop: {}]",
+                stats.prompt_tokens,
+                stats.generated_tokens,
+                stats.ttft_ms,
+                stats.decode_tok_s,
+                stats.stop_reason
+            );
         }
     } else if args.chat {
         chat(&args, &mut gen, &params)?;
@@ -201,7 +232,10 @@ fn chat(args: &Args, gen: &mut Generator<CpuEngine>, params: &SamplingParams) ->
         messages.push(Message::new("user", line.trim()));
         let (_, text, stats) = reply(gen, &messages, params, args, true)?;
         if args.verbose {
-            eprintln!("[{} tokens, {:.1} tok/s]", stats.generated_tokens, stats.decode_tok_s);
+            eprintln!(
+                "[{} tokens, {:.1} tok/s]",
+                stats.generated_tokens, stats.decode_tok_s
+            );
         }
         messages.push(Message::new("assistant", &text));
     }
@@ -210,12 +244,5 @@ fn chat(args: &Args, gen: &mut Generator<CpuEngine>, params: &SamplingParams) ->
 }
 
 fn main() -> ExitCode {
-    qins_host::init_logging();
-    match run() {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("qins-run: error: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
+    qins_host::main_with("qins-run", run)
 }

@@ -9,7 +9,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use ggml_quants::{QuantExt, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0};
 use memmap2::Mmap;
 use qins_runtime::format::GenerationDefaults;
-use qins_runtime::model::{ModelConfig, TensorSpec};
+use qins_runtime::model::{split_name, ModelConfig, TensorSpec};
 
 use super::gguf_file::{type_name, GgufFile, TensorInfo, Value};
 use super::{check_len, gguf_tokenizer, kquants, Imported, WeightSource};
@@ -155,42 +155,38 @@ impl WeightSource for GgufWeights {
     fn load(&self, spec: &TensorSpec) -> Result<Vec<f32>> {
         let name = spec.name.as_str();
         let shape = spec.shape.as_slice();
-        let data = if let Some(rest) = name.strip_prefix("layers.") {
-            let (i, what) = rest
-                .split_once('.')
-                .ok_or_else(|| anyhow!("bad canonical name {name}"))?;
-            let p = format!("blk.{i}");
-            let cols = shape.last().copied().unwrap_or(0);
-            match what {
-                "attn_norm" => self.get(&format!("{p}.attn_norm.weight"), shape)?,
-                "ffn_norm" => self.get(&format!("{p}.ffn_norm.weight"), shape)?,
-                "attn_output" => self.get(&format!("{p}.attn_output.weight"), shape)?,
-                "ffn_down" => self.get(&format!("{p}.ffn_down.weight"), shape)?,
-                "attn_qkv" => {
-                    let hd = (shape[0]) / (self.heads + 2 * self.kv_heads);
-                    let q = self.get(&format!("{p}.attn_q.weight"), &[self.heads * hd, cols])?;
-                    let k = self.get(&format!("{p}.attn_k.weight"), &[self.kv_heads * hd, cols])?;
-                    let v = self.get(&format!("{p}.attn_v.weight"), &[self.kv_heads * hd, cols])?;
-                    let mut out = unpermute(&q, cols, self.heads);
-                    out.extend(unpermute(&k, cols, self.kv_heads));
-                    out.extend(v);
-                    out
-                }
-                "ffn_gate_up" => {
-                    let ff = shape[0] / 2;
-                    let mut out = self.get(&format!("{p}.ffn_gate.weight"), &[ff, cols])?;
-                    out.extend(self.get(&format!("{p}.ffn_up.weight"), &[ff, cols])?);
-                    out
-                }
-                _ => bail!("unknown canonical tensor {name}"),
+        let cols = shape.last().copied().unwrap_or(0);
+        let data = match split_name(name) {
+            (Some(i), "attn_norm") => self.get(&format!("blk.{i}.attn_norm.weight"), shape)?,
+            (Some(i), "ffn_norm") => self.get(&format!("blk.{i}.ffn_norm.weight"), shape)?,
+            (Some(i), "attn_output") => self.get(&format!("blk.{i}.attn_output.weight"), shape)?,
+            (Some(i), "ffn_down") => self.get(&format!("blk.{i}.ffn_down.weight"), shape)?,
+            (Some(i), "attn_qkv") => {
+                let hd = shape[0] / (self.heads + 2 * self.kv_heads);
+                let q = self.get(&format!("blk.{i}.attn_q.weight"), &[self.heads * hd, cols])?;
+                let k = self.get(
+                    &format!("blk.{i}.attn_k.weight"),
+                    &[self.kv_heads * hd, cols],
+                )?;
+                let v = self.get(
+                    &format!("blk.{i}.attn_v.weight"),
+                    &[self.kv_heads * hd, cols],
+                )?;
+                let mut out = unpermute(&q, cols, self.heads);
+                out.extend(unpermute(&k, cols, self.kv_heads));
+                out.extend(v);
+                out
             }
-        } else {
-            match name {
-                "token_embd" => self.get("token_embd.weight", shape)?,
-                "output_norm" => self.get("output_norm.weight", shape)?,
-                "output" => self.get("output.weight", shape)?,
-                _ => bail!("unknown canonical tensor {name}"),
+            (Some(i), "ffn_gate_up") => {
+                let ff = shape[0] / 2;
+                let mut out = self.get(&format!("blk.{i}.ffn_gate.weight"), &[ff, cols])?;
+                out.extend(self.get(&format!("blk.{i}.ffn_up.weight"), &[ff, cols])?);
+                out
             }
+            (None, "token_embd") => self.get("token_embd.weight", shape)?,
+            (None, "output_norm") => self.get("output_norm.weight", shape)?,
+            (None, "output") => self.get("output.weight", shape)?,
+            _ => bail!("unknown canonical tensor {name}"),
         };
         check_len(spec, &data, &self.path)?;
         Ok(data)

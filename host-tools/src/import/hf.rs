@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{anyhow, bail, Context, Result};
 use memmap2::Mmap;
 use qins_runtime::format::GenerationDefaults;
-use qins_runtime::model::{ModelConfig, RopeScaling, TensorSpec};
+use qins_runtime::model::{split_name, ModelConfig, RopeScaling, TensorSpec};
 use safetensors::{Dtype, SafeTensors};
 use serde_json::Value;
 
@@ -96,7 +96,7 @@ pub fn open(dir: &Path) -> Result<Imported> {
         ),
         weights: Box::new(HfWeights {
             st: weights,
-            family: family.into(),
+            phi3: family == "phi3",
             q_dim: config.q_dim(),
             kv_dim: config.kv_dim(),
         }),
@@ -368,7 +368,7 @@ impl Safetensors {
 
 struct HfWeights {
     st: Safetensors,
-    family: String,
+    phi3: bool,
     q_dim: usize,
     kv_dim: usize,
 }
@@ -388,58 +388,50 @@ impl WeightSource for HfWeights {
     fn load(&self, spec: &TensorSpec) -> Result<Vec<f32>> {
         let name = spec.name.as_str();
         let shape = spec.shape.as_slice();
-        let data = if let Some(rest) = name.strip_prefix("layers.") {
-            let (i, what) = rest
-                .split_once('.')
-                .ok_or_else(|| anyhow!("bad canonical name {name}"))?;
-            let p = format!("model.layers.{i}");
-            let phi3 = self.family == "phi3";
-            match what {
-                "attn_norm" => self
-                    .st
-                    .get_shaped(&format!("{p}.input_layernorm.weight"), shape)?,
-                "ffn_norm" => self
-                    .st
-                    .get_shaped(&format!("{p}.post_attention_layernorm.weight"), shape)?,
-                "attn_output" => self
-                    .st
-                    .get_shaped(&format!("{p}.self_attn.o_proj.weight"), shape)?,
-                "ffn_down" => self
-                    .st
-                    .get_shaped(&format!("{p}.mlp.down_proj.weight"), shape)?,
-                "attn_qkv" if phi3 => self
-                    .st
-                    .get_shaped(&format!("{p}.self_attn.qkv_proj.weight"), shape)?,
-                "ffn_gate_up" if phi3 => self
-                    .st
-                    .get_shaped(&format!("{p}.mlp.gate_up_proj.weight"), shape)?,
-                "attn_qkv" => self.concat(
+        let cols = shape.last().copied().unwrap_or(0);
+        let layer = |i: usize, rest: &str| format!("model.layers.{i}.{rest}");
+        let data = match split_name(name) {
+            (Some(i), "attn_norm") => self
+                .st
+                .get_shaped(&layer(i, "input_layernorm.weight"), shape)?,
+            (Some(i), "ffn_norm") => self
+                .st
+                .get_shaped(&layer(i, "post_attention_layernorm.weight"), shape)?,
+            (Some(i), "attn_output") => self
+                .st
+                .get_shaped(&layer(i, "self_attn.o_proj.weight"), shape)?,
+            (Some(i), "ffn_down") => self
+                .st
+                .get_shaped(&layer(i, "mlp.down_proj.weight"), shape)?,
+            // Phi-3 stores the fused tensors itself; Llama's parts are stacked row-wise.
+            (Some(i), "attn_qkv") if self.phi3 => self
+                .st
+                .get_shaped(&layer(i, "self_attn.qkv_proj.weight"), shape)?,
+            (Some(i), "ffn_gate_up") if self.phi3 => self
+                .st
+                .get_shaped(&layer(i, "mlp.gate_up_proj.weight"), shape)?,
+            (Some(i), "attn_qkv") => self.concat(
+                &[
+                    (layer(i, "self_attn.q_proj.weight"), self.q_dim),
+                    (layer(i, "self_attn.k_proj.weight"), self.kv_dim),
+                    (layer(i, "self_attn.v_proj.weight"), self.kv_dim),
+                ],
+                cols,
+            )?,
+            (Some(i), "ffn_gate_up") => {
+                let ff = shape[0] / 2;
+                self.concat(
                     &[
-                        (format!("{p}.self_attn.q_proj.weight"), self.q_dim),
-                        (format!("{p}.self_attn.k_proj.weight"), self.kv_dim),
-                        (format!("{p}.self_attn.v_proj.weight"), self.kv_dim),
+                        (layer(i, "mlp.gate_proj.weight"), ff),
+                        (layer(i, "mlp.up_proj.weight"), ff),
                     ],
-                    shape[1],
-                )?,
-                "ffn_gate_up" => {
-                    let ff = shape[0] / 2;
-                    self.concat(
-                        &[
-                            (format!("{p}.mlp.gate_proj.weight"), ff),
-                            (format!("{p}.mlp.up_proj.weight"), ff),
-                        ],
-                        shape[1],
-                    )?
-                }
-                _ => bail!("unknown canonical tensor {name}"),
+                    cols,
+                )?
             }
-        } else {
-            match name {
-                "token_embd" => self.st.get_shaped("model.embed_tokens.weight", shape)?,
-                "output_norm" => self.st.get_shaped("model.norm.weight", shape)?,
-                "output" => self.st.get_shaped("lm_head.weight", shape)?,
-                _ => bail!("unknown canonical tensor {name}"),
-            }
+            (None, "token_embd") => self.st.get_shaped("model.embed_tokens.weight", shape)?,
+            (None, "output_norm") => self.st.get_shaped("model.norm.weight", shape)?,
+            (None, "output") => self.st.get_shaped("lm_head.weight", shape)?,
+            _ => bail!("unknown canonical tensor {name}"),
         };
         check_len(spec, &data, "safetensors")?;
         Ok(data)

@@ -158,9 +158,13 @@ fn attention(
     #[cfg(feature = "parallel")]
     {
         use rayon::prelude::*;
-        out.par_chunks_mut(q_dim).enumerate().for_each(|(t, o)| row(t, o));
+        out.par_chunks_mut(q_dim)
+            .enumerate()
+            .for_each(|(t, o)| row(t, o));
     }
     #[cfg(not(feature = "parallel"))]
-    out.chunks_mut(q_dim).enumerate().for_each(|(t, o)| row(t, o));
+    out.chunks_mut(q_dim)
+        .enumerate()
+        .for_each(|(t, o)| row(t, o));
     out
 }

@@ -6,6 +6,6 @@ mod rope;
 mod weights;
 
 pub use config::{ModelConfig, RopeScaling};
-pub use names::{canonical_tensors, TensorRole, TensorSpec};
+pub use names::{canonical_tensors, split_name, TensorRole, TensorSpec};
 pub use rope::Rope;
 pub use weights::{LayerWeights, Weights};

@@ -53,3 +53,14 @@ pub fn canonical_tensors(cfg: &ModelConfig) -> Vec<TensorSpec> {
     }
     out
 }
+
+/// A canonical name split into its layer index (None for model-level tensors) and the tensor's
+/// role: `layers.3.attn_qkv` → (Some(3), "attn_qkv"), `token_embd` → (None, "token_embd").
+pub fn split_name(name: &str) -> (Option<usize>, &str) {
+    if let Some((i, what)) = name.strip_prefix("layers.").and_then(|r| r.split_once('.')) {
+        if let Ok(i) = i.parse() {
+            return (Some(i), what);
+        }
+    }
+    (None, name)
+}
