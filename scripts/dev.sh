@@ -9,6 +9,8 @@ cd "$(dirname "$0")/.."
 CACHE="${XDG_CACHE_HOME:-$HOME/.cache}/qins"
 GGUF_NAME="SmolLM2-135M-Instruct.Q4_1.gguf"
 export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
+# lavapipe warns without it; the GPU tests run headless.
+export XDG_RUNTIME_DIR="${XDG_RUNTIME_DIR:-/tmp}"
 
 log() { printf '\n== %s\n' "$*" >&2; }
 

@@ -27,4 +27,6 @@ pub enum QinsError {
     Tensor { name: String, msg: String },
     #[error("codec: {0}")]
     Codec(String),
+    #[error("GPU: {0}")]
+    Gpu(String),
 }

@@ -4,6 +4,7 @@
 //! - [`codec`]: LUT codebooks (qins8, lut8, lut4) and plain floats, CPU encode and decode.
 //! - [`model`]: the canonical decoder description shared by every architecture.
 //! - [`cpu`]: the f32 reference forward pass.
+//! - [`gpu`]: the same forward pass in WGSL kernels on wgpu.
 //! - [`chat`]: tokenizer, chat template, sampler, generation loop.
 
 pub mod chat;
@@ -11,6 +12,7 @@ pub mod codec;
 pub mod cpu;
 pub mod error;
 pub mod format;
+pub mod gpu;
 pub mod model;
 
 pub use error::{QinsError, Result};

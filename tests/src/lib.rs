@@ -23,3 +23,13 @@ pub fn smollm2_gguf() -> PathBuf {
     );
     p
 }
+
+/// The GPU every GPU test runs on: lavapipe (Vulkan on the CPU) in CI. QINS_ADAPTER picks
+/// another by name.
+pub fn gpu() -> qins_runtime::gpu::GpuContext {
+    let opts = qins_runtime::gpu::GpuOptions {
+        adapter: std::env::var("QINS_ADAPTER").ok(),
+    };
+    pollster::block_on(qins_runtime::gpu::GpuContext::new(&opts))
+        .unwrap_or_else(|e| panic!("{e} — install mesa-vulkan-drivers for lavapipe"))
+}

@@ -1,0 +1,188 @@
+//! The compute pipelines, one per WGSL file in shaders/, built once per device.
+
+use super::GpuContext;
+
+/// A kernel bound to its buffers, ready to record into a compute pass.
+pub struct Dispatch {
+    pub pipeline: wgpu::ComputePipeline,
+    pub bind_group: wgpu::BindGroup,
+    pub groups: [u32; 3],
+}
+
+impl Dispatch {
+    pub fn record(&self, pass: &mut wgpu::ComputePass<'_>) {
+        pass.set_pipeline(&self.pipeline);
+        pass.set_bind_group(0, &self.bind_group, &[]);
+        pass.dispatch_workgroups(self.groups[0], self.groups[1], self.groups[2]);
+    }
+}
+
+pub struct Kernels {
+    pub matvec_lut8: wgpu::ComputePipeline,
+    pub matvec_lut4: wgpu::ComputePipeline,
+    pub matvec_f32: wgpu::ComputePipeline,
+    pub matvec_f16: wgpu::ComputePipeline,
+    pub rmsnorm: wgpu::ComputePipeline,
+    pub rope_store: wgpu::ComputePipeline,
+    pub attention: wgpu::ComputePipeline,
+    pub silu_mul: wgpu::ComputePipeline,
+    pub embed: wgpu::ComputePipeline,
+    pub argmax: wgpu::ComputePipeline,
+}
+
+/// The explicit preprocessing step: `{{NAME}}` placeholders replaced by values.
+fn preprocess(src: &str, defs: &[(&str, &str)]) -> String {
+    defs.iter().fold(src.to_string(), |s, (k, v)| {
+        s.replace(&format!("{{{{{k}}}}}"), v)
+    })
+}
+
+fn pipeline(ctx: &GpuContext, name: &str, src: &str) -> wgpu::ComputePipeline {
+    let module = ctx
+        .device
+        .create_shader_module(wgpu::ShaderModuleDescriptor {
+            label: Some(name),
+            source: wgpu::ShaderSource::Wgsl(src.into()),
+        });
+    ctx.device
+        .create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+            label: Some(name),
+            layout: None,
+            module: &module,
+            entry_point: Some("main"),
+            compilation_options: Default::default(),
+            cache: None,
+        })
+}
+
+impl Kernels {
+    pub fn new(ctx: &GpuContext) -> Self {
+        let float = include_str!("../../../shaders/matvec_float.wgsl");
+        Self {
+            matvec_lut8: pipeline(
+                ctx,
+                "matvec_lut8",
+                include_str!("../../../shaders/matvec_lut8.wgsl"),
+            ),
+            matvec_lut4: pipeline(
+                ctx,
+                "matvec_lut4",
+                include_str!("../../../shaders/matvec_lut4.wgsl"),
+            ),
+            matvec_f32: pipeline(ctx, "matvec_f32", &preprocess(float, &[("ELEM_F16", "0")])),
+            matvec_f16: pipeline(ctx, "matvec_f16", &preprocess(float, &[("ELEM_F16", "1")])),
+            rmsnorm: pipeline(
+                ctx,
+                "rmsnorm",
+                include_str!("../../../shaders/rmsnorm.wgsl"),
+            ),
+            rope_store: pipeline(
+                ctx,
+                "rope_store",
+                include_str!("../../../shaders/rope_store.wgsl"),
+            ),
+            attention: pipeline(
+                ctx,
+                "attention_decode",
+                include_str!("../../../shaders/attention_decode.wgsl"),
+            ),
+            silu_mul: pipeline(
+                ctx,
+                "silu_mul",
+                include_str!("../../../shaders/silu_mul.wgsl"),
+            ),
+            embed: pipeline(ctx, "embed", include_str!("../../../shaders/embed.wgsl")),
+            argmax: pipeline(ctx, "argmax", include_str!("../../../shaders/argmax.wgsl")),
+        }
+    }
+
+    /// Binds `buffers` to bindings 0, 1, … in order.
+    pub fn bind(
+        ctx: &GpuContext,
+        pipeline: &wgpu::ComputePipeline,
+        buffers: &[&wgpu::Buffer],
+        groups: [u32; 3],
+    ) -> Dispatch {
+        let entries: Vec<wgpu::BindGroupEntry<'_>> = buffers
+            .iter()
+            .enumerate()
+            .map(|(i, b)| wgpu::BindGroupEntry {
+                binding: i as u32,
+                resource: b.as_entire_binding(),
+            })
+            .collect();
+        let bind_group = ctx.device.create_bind_group(&wgpu::BindGroupDescriptor {
+            label: None,
+            layout: &pipeline.get_bind_group_layout(0),
+            entries: &entries,
+        });
+        Dispatch {
+            pipeline: pipeline.clone(),
+            bind_group,
+            groups,
+        }
+    }
+
+    /// Workgroups for `n` independent items of `per` items each, as a 2-D grid when the
+    /// count passes the 65535 per-dimension limit.
+    pub fn grid(n: u32) -> [u32; 3] {
+        const MAX: u32 = 65535;
+        if n <= MAX {
+            [n.max(1), 1, 1]
+        } else {
+            [MAX, n.div_ceil(MAX), 1]
+        }
+    }
+
+    pub fn rmsnorm(
+        &self,
+        ctx: &GpuContext,
+        x: &wgpu::Buffer,
+        weight: &wgpu::Buffer,
+        out: &wgpu::Buffer,
+        n: usize,
+        eps: f32,
+    ) -> Dispatch {
+        let p = ctx.uniform("rmsnorm", &[n as u32, eps.to_bits()]);
+        Self::bind(ctx, &self.rmsnorm, &[x, weight, out, &p], [1, 1, 1])
+    }
+
+    pub fn silu_mul(
+        &self,
+        ctx: &GpuContext,
+        gu: &wgpu::Buffer,
+        act: &wgpu::Buffer,
+        ff: usize,
+    ) -> Dispatch {
+        let p = ctx.uniform("silu_mul", &[ff as u32]);
+        Self::bind(
+            ctx,
+            &self.silu_mul,
+            &[gu, act, &p],
+            [(ff as u32).div_ceil(64), 1, 1],
+        )
+    }
+
+    pub fn argmax(
+        &self,
+        ctx: &GpuContext,
+        x: &wgpu::Buffer,
+        result: &wgpu::Buffer,
+        n: usize,
+    ) -> Dispatch {
+        let p = ctx.uniform("argmax", &[n as u32]);
+        Self::bind(ctx, &self.argmax, &[x, result, &p], [1, 1, 1])
+    }
+
+    /// Records `dispatches` in one compute pass and submits them.
+    pub fn run(ctx: &GpuContext, dispatches: &[&Dispatch]) {
+        let mut enc = ctx.device.create_command_encoder(&Default::default());
+        {
+            let mut pass = enc.begin_compute_pass(&Default::default());
+            for d in dispatches {
+                d.record(&mut pass);
+            }
+        }
+        ctx.queue.submit([enc.finish()]);
+    }
+}

@@ -1,0 +1,12 @@
+//! The GPU engine on wgpu: the same WGSL kernels (shaders/) natively (Vulkan, Metal) and in the
+//! browser (WebGPU). Every kernel has a CPU reference it is tested against (tests/tests/gpu_*.rs).
+
+mod context;
+mod engine;
+mod kernels;
+mod tensor;
+
+pub use context::{GpuContext, GpuOptions};
+pub use engine::{GpuEngine, GpuModel};
+pub use kernels::{Dispatch, Kernels};
+pub use tensor::GpuTensor;

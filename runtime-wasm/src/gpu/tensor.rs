@@ -1,0 +1,129 @@
+use super::kernels::{Dispatch, Kernels};
+use super::GpuContext;
+use crate::codec::{Codec, Layout};
+use crate::format::TensorEntry;
+use crate::{QinsError, Result};
+
+/// An archive tensor uploaded as-is: the kernels decode the stored layout in place.
+pub struct GpuTensor {
+    pub name: String,
+    pub buffer: wgpu::Buffer,
+    pub codec: Codec,
+    pub rows: usize,
+    pub cols: usize,
+    pub layout: Layout,
+}
+
+impl GpuTensor {
+    pub fn upload(ctx: &GpuContext, entry: &TensorEntry, bytes: &[u8]) -> Result<Self> {
+        let (rows, cols) = entry.rows_cols();
+        let layout = entry.codec.layout(rows, cols)?;
+        let max = ctx.limits.max_storage_buffer_binding_size;
+        if bytes.len() as u64 > max {
+            return Err(QinsError::Gpu(format!(
+                "tensor {} needs a {} MiB storage binding, the adapter allows {} MiB (maxStorageBufferBindingSize)",
+                entry.name,
+                bytes.len() >> 20,
+                max >> 20
+            )));
+        }
+        Ok(Self {
+            name: entry.name.clone(),
+            buffer: ctx.storage(&entry.name, bytes),
+            codec: entry.codec,
+            rows,
+            cols,
+            layout,
+        })
+    }
+
+    /// Words (u32) offsets of the sections, as the kernels take them.
+    fn words(&self) -> (u32, u32, u32) {
+        (
+            (self.layout.code_stride / 4) as u32,
+            (self.layout.scales.offset / 4) as u32,
+            (self.layout.codes.offset / 4) as u32,
+        )
+    }
+
+    /// `y[y_off..] (+)= W · x[x_off..]` with the kernel for this tensor's codec.
+    #[allow(clippy::too_many_arguments)]
+    pub fn matvec(
+        &self,
+        ctx: &GpuContext,
+        k: &Kernels,
+        x: &wgpu::Buffer,
+        x_off: usize,
+        y: &wgpu::Buffer,
+        y_off: usize,
+        accumulate: bool,
+    ) -> Dispatch {
+        let (stride, scales, codes) = self.words();
+        let mut params = vec![
+            self.rows as u32,
+            self.cols as u32,
+            stride,
+            scales,
+            codes,
+            x_off as u32,
+            y_off as u32,
+            accumulate as u32,
+        ];
+        let pipeline = match self.codec {
+            Codec::Qins8 | Codec::Lut8 => &k.matvec_lut8,
+            Codec::Lut4 { group } => {
+                params.extend([group as u32, self.cols.div_ceil(group) as u32]);
+                &k.matvec_lut4
+            }
+            Codec::F32 => &k.matvec_f32,
+            Codec::F16 => &k.matvec_f16,
+        };
+        let p = ctx.uniform(&self.name, &params);
+        Kernels::bind(
+            ctx,
+            pipeline,
+            &[&self.buffer, x, y, &p],
+            Kernels::grid(self.rows as u32),
+        )
+    }
+
+    /// Row `step.token` of this table into `x` (the embedding lookup).
+    pub fn embed(
+        &self,
+        ctx: &GpuContext,
+        k: &Kernels,
+        x: &wgpu::Buffer,
+        step: &wgpu::Buffer,
+    ) -> Dispatch {
+        let (stride, scales, codes) = self.words();
+        let (kind, group) = match self.codec {
+            Codec::Qins8 | Codec::Lut8 => (0, 0),
+            Codec::Lut4 { group } => (1, group),
+            Codec::F32 => (2, 0),
+            Codec::F16 => (3, 0),
+        };
+        let groups = if group > 0 {
+            self.cols.div_ceil(group)
+        } else {
+            0
+        };
+        let p = ctx.uniform(
+            "embed",
+            &[
+                kind,
+                self.cols as u32,
+                stride,
+                scales,
+                codes,
+                group as u32,
+                groups as u32,
+            ],
+        );
+        Kernels::bind(
+            ctx,
+            &k.embed,
+            &[&self.buffer, x, &p, step],
+            [(self.cols as u32).div_ceil(64), 1, 1],
+        )
+    }
+}

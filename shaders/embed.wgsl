@@ -1,0 +1,37 @@
+// x = row `step.token` of the embedding table, dequantized from any codec:
+// kind 0 = 8-bit LUT codes (qins8/lut8), 1 = lut4, 2 = f32, 3 = f16 (docs/FORMAT.md layouts).
+struct Params {
+    kind: u32, cols: u32, stride_words: u32, scales_off: u32,
+    codes_off: u32, group: u32, groups: u32, _pad: u32,
+}
+struct Step { pos: u32, len: u32, token: u32, _pad: u32 }
+@group(0) @binding(0) var<storage, read> w: array<u32>;
+@group(0) @binding(1) var<storage, read_write> x: array<f32>;
+@group(0) @binding(2) var<uniform> p: Params;
+@group(0) @binding(3) var<uniform> step: Step;
+
+fn half_at(word_off: u32, i: u32) -> f32 {
+    let pair = unpack2x16float(w[word_off + i / 2u]);
+    return select(pair.x, pair.y, (i & 1u) == 1u);
+}
+
+@compute @workgroup_size(64)
+fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let c = gid.x;
+    if (c >= p.cols) { return; }
+    let r = step.token;
+    var v = 0.0;
+    switch p.kind {
+        case 0u: {
+            let q = (w[p.codes_off + r * p.stride_words + c / 4u] >> (8u * (c % 4u))) & 0xffu;
+            v = bitcast<f32>(w[q]) * bitcast<f32>(w[p.scales_off + r]);
+        }
+        case 1u: {
+            let q = (w[p.codes_off + r * p.stride_words + c / 8u] >> (4u * (c % 8u))) & 0xfu;
+            v = bitcast<f32>(w[q]) * half_at(p.scales_off, r * p.groups + c / p.group);
+        }
+        case 2u: { v = bitcast<f32>(w[p.codes_off + r * p.cols + c]); }
+        default: { v = half_at(p.codes_off, r * p.cols + c); }
+    }
+    x[c] = v;
+}
