@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use anyhow::{bail, Context, Result};
 use clap::Parser;
 use indicatif::{ProgressBar, ProgressStyle};
-use qins_host::load::{open, Backend};
+use qins_host::load::{open, Backend, LoadOptions};
 use qins_runtime::chat::Engine;
 use serde_json::json;
 
@@ -30,6 +30,7 @@ struct Args {
     /// Reference archive (e.g. the f32 conversion) for KL divergence and top-1 agreement.
     #[arg(long = "ref")]
     reference: Option<PathBuf>,
+    /// The CPU reference by default: it evaluates whole windows at once.
     #[arg(long, value_enum, default_value = "cpu")]
     backend: Backend,
     #[arg(long)]
@@ -59,10 +60,17 @@ fn run() -> Result<()> {
     }
     let text = std::fs::read_to_string(&args.text)
         .with_context(|| format!("{}: cannot read", args.text.display()))?;
-    let (manifest, mut gen, _) = open(&args.model, args.backend)?;
+    let opts = LoadOptions {
+        backend: args.backend,
+        adapter: None,
+        max_ctx: args.ctx,
+    };
+    let loaded = open(&args.model, &opts)?;
+    let (manifest, mut gen) = (loaded.manifest, loaded.generator);
     let mut reference = match &args.reference {
         Some(p) => {
-            let (m, g, _) = open(p, args.backend)?;
+            let r = open(p, &opts)?;
+            let (m, g) = (r.manifest, r.generator);
             if m.config.vocab_size != manifest.config.vocab_size
                 || m.tokenizer != manifest.tokenizer
             {

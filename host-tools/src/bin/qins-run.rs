@@ -6,9 +6,8 @@ use std::process::ExitCode;
 
 use anyhow::{bail, Result};
 use clap::Parser;
-use qins_host::load::{open, Backend};
+use qins_host::load::{open, Backend, LoadOptions};
 use qins_runtime::chat::{Engine, GenerationStats, Generator, Message, SamplingParams};
-use qins_runtime::cpu::CpuEngine;
 use qins_runtime::format::Manifest;
 use serde_json::json;
 
@@ -19,9 +18,15 @@ use serde_json::json;
 )]
 struct Args {
     model: PathBuf,
-    /// Engine (the GPU engine arrives with the WGSL kernels).
-    #[arg(long, value_enum, default_value = "cpu")]
+    /// Engine: WGSL kernels on the GPU, or the f32 CPU reference.
+    #[arg(long, value_enum, default_value = "gpu")]
     backend: Backend,
+    /// GPU adapter to use (a part of its name); default: the high-performance one.
+    #[arg(long)]
+    adapter: Option<String>,
+    /// Context length (KV-cache positions) on the GPU.
+    #[arg(long, default_value_t = 4096)]
+    ctx: usize,
     /// One user message; the reply streams to stdout.
     #[arg(long)]
     prompt: Option<String>,
@@ -90,7 +95,7 @@ fn sampling(args: &Args, m: &Manifest) -> SamplingParams {
 
 /// Streams one reply to stdout; returns its ids, text and stats.
 fn reply(
-    gen: &mut Generator<CpuEngine>,
+    gen: &mut Generator<Box<dyn Engine>>,
     messages: &[Message],
     params: &SamplingParams,
     args: &Args,
@@ -124,17 +129,28 @@ fn base_messages(args: &Args) -> Vec<Message> {
 
 fn run() -> Result<()> {
     let args = Args::parse();
-    let (manifest, mut gen, load_s) = open(&args.model, args.backend)?;
+    let loaded = open(
+        &args.model,
+        &LoadOptions {
+            backend: args.backend,
+            adapter: args.adapter.clone(),
+            max_ctx: args.ctx,
+        },
+    )?;
+    let (manifest, mut gen, load_s) = (loaded.manifest, loaded.generator, loaded.load_s);
     let c = &manifest.config;
     if args.verbose {
         eprintln!(
-            "{} ({}): {} layers, hidden {}, vocab {}; backend {:?}; loaded in {load_s:.2} s",
+            "{} ({}): {} layers, hidden {}, vocab {}; loaded in {load_s:.2} s on {}",
             args.model.display(),
             manifest.source,
             c.num_layers,
             c.hidden_size,
             c.vocab_size,
-            args.backend
+            loaded
+                .adapter
+                .as_deref()
+                .unwrap_or("the CPU (f32 reference)")
         );
     }
     let params = sampling(&args, &manifest);
@@ -186,6 +202,8 @@ fn run() -> Result<()> {
             "decode_tok_s": s.decode_tok_s,
             "prompt_tokens": s.prompt_tokens,
             "generated_tokens": s.generated_tokens,
+            "adapter": loaded.adapter,
+            "gpu_bytes": loaded.gpu_bytes,
         }));
     } else if let Some(p) = &args.prompt {
         let mut messages = base_messages(&args);
@@ -211,7 +229,7 @@ fn run() -> Result<()> {
     Ok(())
 }
 
-fn chat(args: &Args, gen: &mut Generator<CpuEngine>, params: &SamplingParams) -> Result<()> {
+fn chat(args: &Args, gen: &mut Generator<Box<dyn Engine>>, params: &SamplingParams) -> Result<()> {
     let mut messages = base_messages(args);
     eprintln!("chat: /reset clears the conversation, Ctrl-D quits");
     let stdin = std::io::stdin();

@@ -27,3 +27,19 @@ pub trait Engine {
     /// `all`, else of the last one.
     fn extend(&mut self, tokens: &[u32], all: bool) -> Result<Vec<f32>>;
 }
+
+/// Lets tools choose the engine at run time (`Generator<Box<dyn Engine>>`).
+impl<E: Engine + ?Sized> Engine for Box<E> {
+    fn config(&self) -> &ModelConfig {
+        (**self).config()
+    }
+    fn len(&self) -> usize {
+        (**self).len()
+    }
+    fn reset(&mut self) {
+        (**self).reset()
+    }
+    fn extend(&mut self, tokens: &[u32], all: bool) -> Result<Vec<f32>> {
+        (**self).extend(tokens, all)
+    }
+}
