@@ -28,6 +28,7 @@ pub struct Kernels {
     pub silu_mul: wgpu::ComputePipeline,
     pub embed: wgpu::ComputePipeline,
     pub argmax: wgpu::ComputePipeline,
+    pub copy: wgpu::ComputePipeline,
 }
 
 /// The explicit preprocessing step: `{{NAME}}` placeholders replaced by values.
@@ -93,6 +94,7 @@ impl Kernels {
             ),
             embed: pipeline(ctx, "embed", include_str!("../../../shaders/embed.wgsl")),
             argmax: pipeline(ctx, "argmax", include_str!("../../../shaders/argmax.wgsl")),
+            copy: pipeline(ctx, "copy", include_str!("../../../shaders/copy.wgsl")),
         }
     }
 
@@ -172,6 +174,26 @@ impl Kernels {
     ) -> Dispatch {
         let p = ctx.uniform("argmax", &[n as u32]);
         Self::bind(ctx, &self.argmax, &[x, result, &p], [1, 1, 1])
+    }
+
+    /// `dst = src` for buffers of `bytes` (a multiple of 16).
+    pub fn copy(
+        &self,
+        ctx: &GpuContext,
+        src: &wgpu::Buffer,
+        dst: &wgpu::Buffer,
+        bytes: u64,
+    ) -> Dispatch {
+        let groups = (bytes / 16).div_ceil(256) as u32;
+        Self::bind(ctx, &self.copy, &[src, dst], Self::grid(groups))
+    }
+
+    /// Blocks until the queue is idle (native targets).
+    pub fn wait(ctx: &GpuContext) -> crate::Result<()> {
+        ctx.device
+            .poll(wgpu::PollType::wait_indefinitely())
+            .map(|_| ())
+            .map_err(|e| crate::QinsError::Gpu(format!("GPU wait failed: {e}")))
     }
 
     /// Records `dispatches` in one compute pass and submits them.
