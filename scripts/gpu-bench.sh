@@ -26,13 +26,11 @@ WORK=${WORK:-$(mktemp -d)}
 export XDG_RUNTIME_DIR="${XDG_RUNTIME_DIR:-/tmp}"
 [ -f "$BIN/libvulkan.so.1" ] && export LD_LIBRARY_PATH="$BIN${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 
-# Containers often carry the NVIDIA driver without its Vulkan ICD manifest: write one.
-if ! ls /usr/share/vulkan/icd.d/nvidia_icd*.json /etc/vulkan/icd.d/nvidia_icd*.json >/dev/null 2>&1; then
-  glx=$(ldconfig -p | awk '/libGLX_nvidia.so.0/{print $NF; exit}')
-  if [ -n "$glx" ]; then
-    printf '{"file_format_version":"1.0.0","ICD":{"library_path":"%s","api_version":"1.3.0"}}\n' "$glx" > "$WORK/nvidia_icd.json"
-    export VK_ICD_FILENAMES="$WORK/nvidia_icd.json" VK_DRIVER_FILES="$WORK/nvidia_icd.json"
-  fi
+# Headless containers: NVIDIA's stock manifest names libGLX_nvidia, which needs an X server
+# ("Could not get vkCreateInstance"); the same driver's libEGL_nvidia works without one.
+if ldconfig -p | grep -q 'libEGL_nvidia.so.0 '; then
+  printf '{"file_format_version":"1.0.0","ICD":{"library_path":"libEGL_nvidia.so.0","api_version":"1.3.0"}}\n' > "$WORK/nvidia_icd.json"
+  export VK_ICD_FILENAMES="$WORK/nvidia_icd.json" VK_DRIVER_FILES="$WORK/nvidia_icd.json"
 fi
 {
   date -u; uname -a; nvidia-smi -L 2>&1
