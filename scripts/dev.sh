@@ -63,7 +63,7 @@ case "${1:-}" in
     ./target/release/qins-convert "models/$GGUF_NAME" -o models/smollm2.lut8.qins --codec lut8
     ./target/release/qins-inspect models/smollm2.lut8.qins
     if [ -t 0 ]; then
-      log "chatting with SmolLM2 on the CPU reference engine (/reset clears, Ctrl-D quits)"
+      log "chatting with SmolLM2 (GPU if there is one, else the CPU engine; /reset clears, Ctrl-D quits)"
       ./target/release/qins-run models/smollm2.lut8.qins --chat --verbose
     else
       ./target/release/qins-run models/smollm2.lut8.qins --prompt "What is the capital of France?" --verbose

@@ -15,7 +15,10 @@ use web_time::Instant;
 /// Which engine runs the model.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Backend {
-    /// WGSL kernels on wgpu (Vulkan, Metal, DX12).
+    /// The GPU when there is a real one, else the CPU reference (a software Vulkan such as
+    /// lavapipe is slower than the CPU engine).
+    Auto,
+    /// WGSL kernels on wgpu (Vulkan, Metal, DX12), whatever the adapter.
     Gpu,
     /// The f32 reference engine.
     Cpu,
@@ -45,29 +48,48 @@ pub fn open(path: &Path, opts: &LoadOptions) -> Result<Loaded> {
     let len = file.metadata()?.len();
     let reader = BufReader::with_capacity(1 << 20, file);
     let ctx_err = || format!("{}", path.display());
-    let (manifest, engine, adapter, gpu_bytes): (Manifest, Box<dyn Engine>, _, _) =
-        match opts.backend {
-            Backend::Cpu => {
-                let (manifest, weights) = Weights::read(reader, Some(len)).with_context(ctx_err)?;
-                let engine = CpuEngine::new(CpuModel::new(manifest.config.clone(), weights));
-                (manifest, Box::new(engine), None, None)
+    let open_gpu = || {
+        pollster::block_on(GpuContext::new(&GpuOptions {
+            adapter: opts.adapter.clone(),
+        }))
+    };
+    let gpu = match opts.backend {
+        Backend::Cpu => None,
+        Backend::Gpu => Some(open_gpu()?),
+        Backend::Auto => match open_gpu() {
+            Ok(ctx) if ctx.info.device_type != wgpu::DeviceType::Cpu => Some(ctx),
+            Ok(ctx) => {
+                tracing::info!(
+                    "{} is a software adapter: using the CPU engine",
+                    ctx.describe()
+                );
+                None
             }
-            Backend::Gpu => {
-                let ctx = pollster::block_on(GpuContext::new(&GpuOptions {
-                    adapter: opts.adapter.clone(),
-                }))?;
-                let adapter = ctx.describe();
-                let (manifest, model) =
-                    GpuModel::load(ctx, reader, Some(len), opts.max_ctx).with_context(ctx_err)?;
-                let bytes = model.gpu_bytes;
-                (
-                    manifest,
-                    Box::new(GpuEngine::new(model)),
-                    Some(adapter),
-                    Some(bytes),
-                )
+            Err(e) => {
+                tracing::info!("no GPU ({e}): using the CPU engine");
+                None
             }
-        };
+        },
+    };
+    let (manifest, engine, adapter, gpu_bytes): (Manifest, Box<dyn Engine>, _, _) = match gpu {
+        None => {
+            let (manifest, weights) = Weights::read(reader, Some(len)).with_context(ctx_err)?;
+            let engine = CpuEngine::new(CpuModel::new(manifest.config.clone(), weights));
+            (manifest, Box::new(engine), None, None)
+        }
+        Some(ctx) => {
+            let adapter = ctx.describe();
+            let (manifest, model) =
+                GpuModel::load(ctx, reader, Some(len), opts.max_ctx).with_context(ctx_err)?;
+            let bytes = model.gpu_bytes;
+            (
+                manifest,
+                Box::new(GpuEngine::new(model)),
+                Some(adapter),
+                Some(bytes),
+            )
+        }
+    };
     let generator = Generator::new(engine, &manifest)?;
     if generator.tokenizer.vocab_size() > manifest.config.vocab_size {
         bail!(

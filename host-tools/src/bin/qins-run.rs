@@ -18,8 +18,9 @@ use serde_json::json;
 )]
 struct Args {
     model: PathBuf,
-    /// Engine: WGSL kernels on the GPU, or the f32 CPU reference.
-    #[arg(long, value_enum, default_value = "gpu")]
+    /// Engine: auto (a real GPU if there is one, else the CPU), gpu (any adapter, lavapipe
+    /// included) or cpu (the f32 reference).
+    #[arg(long, value_enum, default_value = "auto")]
     backend: Backend,
     /// GPU adapter to use (a part of its name); default: the high-performance one.
     #[arg(long)]
