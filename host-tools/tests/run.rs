@@ -209,7 +209,7 @@ fn eval_scores_perplexity_and_divergence() {
     let (f32m, lut4m) = (dir.path().join("f32.qins"), dir.path().join("lut4.qins"));
     convert(&root().join("tests/fixtures/tiny-llama"), &f32m, "f32");
     convert(&root().join("tests/fixtures/tiny-llama"), &lut4m, "lut4");
-    let text = root().join("../shared/data/corpus/dev.txt");
+    let text = root().join("data/corpus/dev.txt");
     let text = text.to_str().unwrap();
     let eval = |model: &Path, reference: &Path| {
         ok_json(
