@@ -15,10 +15,26 @@ use crate::writer::ArchiveWriter;
 pub struct ConvertOptions {
     /// Codec of the matrices (linear weights, embedding, output head).
     pub codec: Codec,
+    /// Codec of the embedding table and output head, when they should differ from the body's
+    /// (they are the most sensitive matrices: llama.cpp keeps them at 6–8 bits in Q4_K_M).
+    pub embed_codec: Option<Codec>,
     pub zstd_level: i32,
     /// Raw chunk size (defaults to the format's 16 MiB maximum).
     pub chunk_limit: Option<usize>,
     pub progress: bool,
+}
+
+impl ConvertOptions {
+    /// `codec` for every matrix, zstd level 3, 16 MiB chunks, no progress bar.
+    pub fn new(codec: Codec) -> Self {
+        Self {
+            codec,
+            embed_codec: None,
+            zstd_level: 3,
+            chunk_limit: None,
+            progress: false,
+        }
+    }
 }
 
 /// Figures of one conversion, for the closing table and for tests.
@@ -69,6 +85,9 @@ pub fn convert(imp: Imported, opts: &ConvertOptions, out: &Path) -> Result<Summa
             s => (1, s.iter().product()),
         };
         let codec = match spec.role {
+            TensorRole::Matrix if matches!(spec.name.as_str(), "token_embd" | "output") => {
+                opts.embed_codec.unwrap_or(opts.codec)
+            }
             TensorRole::Matrix => opts.codec,
             TensorRole::Vector => Codec::F32,
         };
@@ -110,7 +129,12 @@ pub fn convert(imp: Imported, opts: &ConvertOptions, out: &Path) -> Result<Summa
     bar.finish_and_clear();
     let archive_bytes = std::fs::metadata(out)?.len();
     Ok(Summary {
-        codec: opts.codec.name(),
+        codec: match opts.embed_codec {
+            Some(e) if e != opts.codec => {
+                format!("{} (embedding/output {})", opts.codec.name(), e.name())
+            }
+            _ => opts.codec.name(),
+        },
         parameters: params,
         matrix_parameters: mparams,
         matrix_bytes: mbytes,

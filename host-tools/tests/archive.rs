@@ -22,10 +22,8 @@ fn fixture(name: &str) -> PathBuf {
 fn tiny_archive(dir: &Path, codec: Codec, chunk: usize) -> PathBuf {
     let out = dir.join(format!("tiny-{}.qins", codec.name()));
     let opts = ConvertOptions {
-        codec,
-        zstd_level: 3,
         chunk_limit: Some(chunk),
-        progress: false,
+        ..ConvertOptions::new(codec)
     };
     convert(import::open(&fixture("tiny-llama")).unwrap(), &opts, &out).unwrap();
     out

@@ -14,12 +14,7 @@ use serde_json::Value;
 
 fn archive(input: &std::path::Path, codec: Codec, dir: &std::path::Path) -> std::path::PathBuf {
     let out = dir.join(format!("{}.qins", codec.name()));
-    let opts = ConvertOptions {
-        codec,
-        zstd_level: 3,
-        chunk_limit: None,
-        progress: false,
-    };
+    let opts = ConvertOptions::new(codec);
     convert(import::open(input).unwrap(), &opts, &out).unwrap();
     out
 }

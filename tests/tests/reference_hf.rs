@@ -13,12 +13,7 @@ use serde_json::Value;
 
 fn f32_archive(name: &str, dir: &std::path::Path) -> std::path::PathBuf {
     let out = dir.join(format!("{name}.qins"));
-    let opts = ConvertOptions {
-        codec: Codec::F32,
-        zstd_level: 3,
-        chunk_limit: None,
-        progress: false,
-    };
+    let opts = ConvertOptions::new(Codec::F32);
     convert(import::open(&fixture(name)).unwrap(), &opts, &out).unwrap();
     out
 }

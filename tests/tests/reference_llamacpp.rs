@@ -26,12 +26,7 @@ fn ids(v: &Value) -> Vec<u32> {
 
 fn archive(dir: &std::path::Path, codec: Codec) -> std::path::PathBuf {
     let out = dir.join("smollm2.qins");
-    let opts = ConvertOptions {
-        codec,
-        zstd_level: 3,
-        chunk_limit: None,
-        progress: false,
-    };
+    let opts = ConvertOptions::new(codec);
     convert(import::open(&smollm2_gguf()).unwrap(), &opts, &out).unwrap();
     out
 }

@@ -20,6 +20,9 @@ struct Args {
     /// Codec for the matrices: qins8, lut8, lut4, f16 or f32 (norms stay f32).
     #[arg(long, default_value = "lut8")]
     codec: String,
+    /// Codec of the embedding table and output head (default: --codec).
+    #[arg(long)]
+    embed_codec: Option<String>,
     /// lut4 group size (columns per scale).
     #[arg(long, default_value_t = 32)]
     group: usize,
@@ -58,8 +61,14 @@ fn run() -> Result<()> {
         cfg.num_kv_heads,
         cfg.vocab_size
     );
+    let embed_codec = args
+        .embed_codec
+        .as_deref()
+        .map(|c| Codec::from_name(c, args.group))
+        .transpose()?;
     let opts = ConvertOptions {
         codec,
+        embed_codec,
         zstd_level: args.zstd_level,
         chunk_limit: None,
         progress: !args.json,

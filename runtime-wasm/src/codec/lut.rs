@@ -86,10 +86,12 @@ fn fit_group_scale(g: &[f32], codebook: &[f32], nearest: &Nearest) -> f32 {
         return 0.0;
     }
     let error = |s: f32| -> f64 {
-        g.iter().map(|&w| {
-            let d = (w - s * codebook[nearest.index(w / s)]) as f64;
-            d * d
-        }).sum()
+        g.iter()
+            .map(|&w| {
+                let d = (w - s * codebook[nearest.index(w / s)]) as f64;
+                d * d
+            })
+            .sum()
     };
     let mut best = (amax, error(amax));
     for start in [amax / edge, 0.9 * amax / edge, 0.8 * amax / edge] {
@@ -149,7 +151,8 @@ pub fn encode_lut4(
             for (gi, g) in row.chunks(group).enumerate() {
                 let s = scales[r * groups + gi];
                 if s > 0.0 {
-                    g.iter().for_each(|&x| hist.add(x / s, (s as f64) * (s as f64)));
+                    g.iter()
+                        .for_each(|&x| hist.add(x / s, (s as f64) * (s as f64)));
                 }
             }
         }
@@ -157,13 +160,19 @@ pub fn encode_lut4(
         if round + 1 < LUT4_ROUNDS {
             let nearest = Nearest::new(&codebook);
             scales = map_rows(rows, |r| {
-                data[r * cols..(r + 1) * cols].chunks(group).map(|g| fit_group_scale(g, &codebook, &nearest)).collect()
+                data[r * cols..(r + 1) * cols]
+                    .chunks(group)
+                    .map(|g| fit_group_scale(g, &codebook, &nearest))
+                    .collect()
             });
         }
     }
     let nearest = Nearest::new(&codebook);
     write_f32s(&codebook, &mut out[layout.codebook.offset..]);
-    for (s, o) in scales.iter().zip(out[layout.scales.offset..].chunks_exact_mut(2)) {
+    for (s, o) in scales
+        .iter()
+        .zip(out[layout.scales.offset..].chunks_exact_mut(2))
+    {
         o.copy_from_slice(&f16::from_f32(*s).to_le_bytes());
     }
     let codes = &mut out[layout.codes.offset..layout.codes.offset + layout.codes.len];
