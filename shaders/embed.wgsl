@@ -1,14 +1,15 @@
-// x = row `step.token` of the embedding table, dequantized from any codec:
+// x[t] = row tokens[t] of the embedding table, dequantized from any codec:
 // kind 0 = 8-bit LUT codes (qins8/lut8), 1 = lut4, 2 = f32, 3 = f16 (docs/FORMAT.md layouts).
 struct Params {
     kind: u32, cols: u32, stride_words: u32, scales_off: u32,
     codes_off: u32, group: u32, groups: u32, _pad: u32,
 }
-struct Step { pos: u32, len: u32, token: u32, _pad: u32 }
+struct Step { pos: u32, n: u32, _pad0: u32, _pad1: u32 }
 @group(0) @binding(0) var<storage, read> w: array<u32>;
-@group(0) @binding(1) var<storage, read_write> x: array<f32>;
-@group(0) @binding(2) var<uniform> p: Params;
-@group(0) @binding(3) var<uniform> step: Step;
+@group(0) @binding(1) var<storage, read> tokens: array<u32>;
+@group(0) @binding(2) var<storage, read_write> x: array<f32>;
+@group(0) @binding(3) var<uniform> p: Params;
+@group(0) @binding(4) var<uniform> step: Step;
 
 fn half_at(word_off: u32, i: u32) -> f32 {
     let pair = unpack2x16float(w[word_off + i / 2u]);
@@ -18,8 +19,9 @@ fn half_at(word_off: u32, i: u32) -> f32 {
 @compute @workgroup_size(64)
 fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
     let c = gid.x;
-    if (c >= p.cols) { return; }
-    let r = step.token;
+    let t = gid.y;
+    if (c >= p.cols || t >= step.n) { return; }
+    let r = tokens[t];
     var v = 0.0;
     switch p.kind {
         case 0u: {
@@ -33,5 +35,5 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
         case 2u: { v = bitcast<f32>(w[p.codes_off + r * p.cols + c]); }
         default: { v = half_at(p.codes_off, r * p.cols + c); }
     }
-    x[c] = v;
+    x[t * p.cols + c] = v;
 }

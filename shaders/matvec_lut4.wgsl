@@ -1,19 +1,22 @@
-// y[row] (+)= Σ_c scale[row][c / group] * codebook[code[row][c]] * x[c]   — lut4.
-// 8 codes per u32 word (column 2k in the low nibble of its byte), f16 group scales packed two
-// per word, 16-entry f32 codebook at word 0 (docs/FORMAT.md).
+// Y[t][row] (+)= Σ_c scale[row][c / group] * codebook[code[row][c]] * X[t][c]   — lut4.
+// One row and up to 8 tokens per workgroup (see matvec_lut8.wgsl). 8 codes per u32 word
+// (column 2k in the low nibble of its byte), f16 group scales two per word, 16-entry codebook.
 struct Params {
     rows: u32, cols: u32, stride_words: u32, scales_off: u32,
-    codes_off: u32, x_off: u32, y_off: u32, accumulate: u32,
-    group: u32, groups: u32, _pad0: u32, _pad1: u32,
+    codes_off: u32, x_stride: u32, y_stride: u32, accumulate: u32,
+    last_only: u32, group: u32, groups: u32, _pad0: u32,
 }
+struct Step { pos: u32, n: u32, _pad0: u32, _pad1: u32 }
 @group(0) @binding(0) var<storage, read> w: array<u32>;
 @group(0) @binding(1) var<storage, read> x: array<f32>;
 @group(0) @binding(2) var<storage, read_write> y: array<f32>;
 @group(0) @binding(3) var<uniform> p: Params;
+@group(0) @binding(4) var<uniform> step: Step;
 
 const WG: u32 = 64u;
+const TB: u32 = 8u;
 var<workgroup> lut: array<f32, 16>;
-var<workgroup> partial: array<f32, WG>;
+var<workgroup> partial: array<f32, 512>;
 
 fn scale_at(row: u32, c: u32) -> f32 {
     let s = row * p.groups + c / p.group;
@@ -24,37 +27,57 @@ fn scale_at(row: u32, c: u32) -> f32 {
 @compute @workgroup_size(64)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
         @builtin(local_invocation_index) lid: u32) {
+    let n = select(step.n, 1u, p.last_only == 1u);
+    let t0 = wid.z * TB;
+    let row_id = wid.x + wid.y * nwg.x;
+    if (t0 >= n || row_id >= p.rows) { return; }
+    let tb = min(TB, n - t0);
     if (lid < 16u) { lut[lid] = bitcast<f32>(w[lid]); }
     workgroupBarrier();
-    let row = min(wid.x + wid.y * nwg.x, p.rows - 1u);
-    let base = p.codes_off + row * p.stride_words;
+    let base = p.codes_off + row_id * p.stride_words;
     let words = (p.cols + 7u) / 8u;
-    var acc = 0.0;
+    var acc: array<f32, 8>;
+    if (tb == 1u && (p.group & 7u) == 0u) {
+        // Decode with groups of whole words: one scale per word, one token.
+        let xo = t0 * p.x_stride;
+        var a = 0.0;
+        for (var wi = lid; wi < words; wi += WG) {
+            let q = w[base + wi];
+            let c = wi * 8u;
+            let k = min(8u, p.cols - c);
+            var dot = 0.0;
+            for (var j = 0u; j < k; j++) { dot += lut[(q >> (4u * j)) & 0xfu] * x[xo + c + j]; }
+            a += dot * scale_at(row_id, c);
+        }
+        acc[0] = a;
+    } else {
     for (var wi = lid; wi < words; wi += WG) {
         let q = w[base + wi];
         let c = wi * 8u;
-        // A word lies within one group when groups are multiples of 8 (the usual case).
-        if (c + 7u < p.cols && (p.group & 7u) == 0u) {
-            var dot = 0.0;
-            for (var j = 0u; j < 8u; j++) {
-                dot += lut[(q >> (4u * j)) & 0xfu] * x[p.x_off + c + j];
-            }
-            acc += dot * scale_at(row, c);
-        } else {
-            for (var j = 0u; j < 8u && c + j < p.cols; j++) {
-                acc += scale_at(row, c + j) * lut[(q >> (4u * j)) & 0xfu] * x[p.x_off + c + j];
+        let k = min(8u, p.cols - c);
+        // Within a word the scale changes only where a group boundary falls.
+        var s = scale_at(row_id, c);
+        for (var j = 0u; j < k; j++) {
+            if (j > 0u && (c + j) % p.group == 0u) { s = scale_at(row_id, c + j); }
+            let v = s * lut[(q >> (4u * j)) & 0xfu];
+            for (var t = 0u; t < tb; t++) {
+                acc[t] += v * x[(t0 + t) * p.x_stride + c + j];
             }
         }
     }
-    partial[lid] = acc;
+    }
+    for (var t = 0u; t < tb; t++) { partial[t * WG + lid] = acc[t]; }
     workgroupBarrier();
     for (var s = WG / 2u; s > 0u; s >>= 1u) {
-        if (lid < s) { partial[lid] += partial[lid + s]; }
+        if (lid < s) {
+            for (var t = 0u; t < tb; t++) { partial[t * WG + lid] += partial[t * WG + lid + s]; }
+        }
         workgroupBarrier();
     }
-    if (lid == 0u && wid.x + wid.y * nwg.x < p.rows) {
-        var r = partial[0];
-        if (p.accumulate != 0u) { r += y[p.y_off + row]; }
-        y[p.y_off + row] = r;
+    if (lid < tb) {
+        let at = (t0 + lid) * p.y_stride + row_id;
+        var r = partial[lid * WG];
+        if (p.accumulate != 0u) { r += y[at]; }
+        y[at] = r;
     }
 }

@@ -1,50 +1,77 @@
-// y[row] (+)= scale[row] * Σ_c codebook[code[row][c]] * x[c]   — qins8 and lut8 (8-bit codes).
-// One workgroup per row; the tensor is one buffer laid out as docs/FORMAT.md says
-// (codebook at word 0, per-row f32 scales, code rows of stride_words u32 words, 4 codes each).
+// Y[t][row] (+)= scale[row] * Σ_c codebook[code[row][c]] * X[t][c]   — qins8 and lut8.
+// Decode (one token) and prefill (many) alike: a workgroup takes one row and up to 8 tokens,
+// decoding each weight once for all of them. The tensor is one buffer in its stored layout
+// (docs/FORMAT.md): codebook at word 0, per-row f32 scales, code rows of stride_words words.
 struct Params {
     rows: u32, cols: u32, stride_words: u32, scales_off: u32,
-    codes_off: u32, x_off: u32, y_off: u32, accumulate: u32,
+    codes_off: u32, x_stride: u32, y_stride: u32, accumulate: u32,
+    last_only: u32, _pad0: u32, _pad1: u32, _pad2: u32,
 }
+struct Step { pos: u32, n: u32, _pad0: u32, _pad1: u32 }
 @group(0) @binding(0) var<storage, read> w: array<u32>;
 @group(0) @binding(1) var<storage, read> x: array<f32>;
 @group(0) @binding(2) var<storage, read_write> y: array<f32>;
 @group(0) @binding(3) var<uniform> p: Params;
+@group(0) @binding(4) var<uniform> step: Step;
 
 const WG: u32 = 64u;
+const TB: u32 = 8u;
 var<workgroup> lut: array<f32, 256>;
-var<workgroup> partial: array<f32, WG>;
+var<workgroup> partial: array<f32, 512>;
 
 @compute @workgroup_size(64)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
         @builtin(local_invocation_index) lid: u32) {
+    let n = select(step.n, 1u, p.last_only == 1u);
+    let t0 = wid.z * TB;
+    let row_id = wid.x + wid.y * nwg.x;
+    if (t0 >= n || row_id >= p.rows) { return; }
+    let tb = min(TB, n - t0);
     for (var i = lid; i < 256u; i += WG) { lut[i] = bitcast<f32>(w[i]); }
     workgroupBarrier();
-    let row = min(wid.x + wid.y * nwg.x, p.rows - 1u);
-    let base = p.codes_off + row * p.stride_words;
+    let base = p.codes_off + row_id * p.stride_words;
     let words = (p.cols + 3u) / 4u;
-    var acc = 0.0;
-    for (var wi = lid; wi < words; wi += WG) {
-        let q = w[base + wi];
-        let c = wi * 4u;
-        if (c + 3u < p.cols) {
-            acc += lut[q & 0xffu] * x[p.x_off + c] + lut[(q >> 8u) & 0xffu] * x[p.x_off + c + 1u]
-                 + lut[(q >> 16u) & 0xffu] * x[p.x_off + c + 2u] + lut[q >> 24u] * x[p.x_off + c + 3u];
-        } else {
-            for (var j = 0u; c + j < p.cols; j++) {
-                acc += lut[(q >> (8u * j)) & 0xffu] * x[p.x_off + c + j];
+    var acc: array<f32, 8>;
+    if (tb == 1u) {
+        // Decode: one token, four codes per word unrolled.
+        let xo = t0 * p.x_stride;
+        var a = 0.0;
+        for (var wi = lid; wi < words; wi += WG) {
+            let q = w[base + wi];
+            let c = xo + wi * 4u;
+            if (wi * 4u + 3u < p.cols) {
+                a += lut[q & 0xffu] * x[c] + lut[(q >> 8u) & 0xffu] * x[c + 1u]
+                   + lut[(q >> 16u) & 0xffu] * x[c + 2u] + lut[q >> 24u] * x[c + 3u];
+            } else {
+                for (var j = 0u; wi * 4u + j < p.cols; j++) { a += lut[(q >> (8u * j)) & 0xffu] * x[c + j]; }
+            }
+        }
+        acc[0] = a;
+    } else {
+        for (var wi = lid; wi < words; wi += WG) {
+            let q = w[base + wi];
+            let c = wi * 4u;
+            let k = min(4u, p.cols - c);
+            for (var j = 0u; j < k; j++) {
+                let v = lut[(q >> (8u * j)) & 0xffu];
+                for (var t = 0u; t < tb; t++) {
+                    acc[t] += v * x[(t0 + t) * p.x_stride + c + j];
+                }
             }
         }
     }
-    partial[lid] = acc;
+    for (var t = 0u; t < tb; t++) { partial[t * WG + lid] = acc[t]; }
     workgroupBarrier();
     for (var s = WG / 2u; s > 0u; s >>= 1u) {
-        if (lid < s) { partial[lid] += partial[lid + s]; }
+        if (lid < s) {
+            for (var t = 0u; t < tb; t++) { partial[t * WG + lid] += partial[t * WG + lid + s]; }
+        }
         workgroupBarrier();
     }
-    // Surplus workgroups of a 2-D grid (row clamped above) must not write.
-    if (lid == 0u && wid.x + wid.y * nwg.x < p.rows) {
-        var r = partial[0] * bitcast<f32>(w[p.scales_off + row]);
-        if (p.accumulate != 0u) { r += y[p.y_off + row]; }
-        y[p.y_off + row] = r;
+    if (lid < tb) {
+        let at = (t0 + lid) * p.y_stride + row_id;
+        var r = partial[lid * WG] * bitcast<f32>(w[p.scales_off + row_id]);
+        if (p.accumulate != 0u) { r += y[at]; }
+        y[at] = r;
     }
 }

@@ -62,34 +62,59 @@ const CODECS: [Codec; 6] = [
 ];
 const SHAPES: [(usize, usize); 6] = [(1, 1), (1, 7), (3, 5), (17, 33), (65, 130), (300, 9)];
 
+/// The batch uniform every per-token kernel reads: first position, token count.
+fn step(ctx: &GpuContext, pos: u32, n: u32) -> wgpu::Buffer {
+    ctx.uniform("step", &[pos, n, 0, 0])
+}
+
 #[test]
-fn matvec_matches_cpu_for_every_codec() {
+fn matvec_matches_cpu_for_every_codec_and_batch() {
     let ctx = gpu();
     let k = Kernels::new(&ctx);
     for codec in CODECS {
         for (rows, cols) in SHAPES {
             let w = values(rows * cols, (rows * 7 + cols) as u32);
             let (t, dense) = upload(&ctx, codec, &w, rows, cols);
-            // x at an offset, y at an offset and accumulated onto existing values.
-            let x = values(cols + 3, 99);
-            let y0 = values(rows + 2, 5);
-            let xb = ctx.storage("x", bytemuck::cast_slice(&x));
-            let yb = ctx.storage("y", bytemuck::cast_slice(&y0));
-            let d = t.matvec(&ctx, &k, &xb, 3, &yb, 2, true);
-            Kernels::run(&ctx, &[&d]);
-            let got = ctx.read_f32(&yb, 0, rows + 2).unwrap();
-            let mut want = y0.clone();
-            for r in 0..rows {
-                want[2 + r] += (0..cols)
-                    .map(|c| dense[r * cols + c] * x[3 + c])
-                    .sum::<f32>();
+            // Token rows padded apart (strides cols+3 and rows+2), accumulated onto existing values;
+            // 9 tokens cross the 8-token block of a workgroup.
+            for n in [1usize, 3, 9] {
+                let (xs, ys) = (cols + 3, rows + 2);
+                let x = values(n * xs, 99 + n as u32);
+                let y0 = values(n * ys, 5);
+                let xb = ctx.storage("x", bytemuck::cast_slice(&x));
+                let yb = ctx.storage("y", bytemuck::cast_slice(&y0));
+                let st = step(&ctx, 0, n as u32);
+                let d = t.matvec(&ctx, &k, &xb, xs, &yb, ys, true, false, &st);
+                Kernels::run(&ctx, &[&d], n as u32);
+                let got = ctx.read_f32(&yb, 0, n * ys).unwrap();
+                let mut want = y0.clone();
+                for tok in 0..n {
+                    for r in 0..rows {
+                        want[tok * ys + r] += (0..cols)
+                            .map(|c| dense[r * cols + c] * x[tok * xs + c])
+                            .sum::<f32>();
+                    }
+                }
+                close(
+                    &got,
+                    &want,
+                    1e-5,
+                    &format!("{} {rows}x{cols} n={n}", codec.name()),
+                );
+                // last_only: row 0 of x alone, whatever the batch size.
+                let yb = ctx.scratch("y", rows);
+                let d = t.matvec(&ctx, &k, &xb, xs, &yb, rows, false, true, &st);
+                Kernels::run(&ctx, &[&d], n as u32);
+                let want: Vec<f32> = (0..rows)
+                    .map(|r| (0..cols).map(|c| dense[r * cols + c] * x[c]).sum())
+                    .collect();
+                close(
+                    &ctx.read_f32(&yb, 0, rows).unwrap(),
+                    &want,
+                    1e-5,
+                    &format!("{} last-only", codec.name()),
+                );
             }
-            close(
-                &got,
-                &want,
-                1e-5,
-                &format!("{} {rows}x{cols}", codec.name()),
-            );
         }
     }
 }
@@ -102,19 +127,21 @@ fn embedding_lookup_matches_cpu_for_every_codec() {
         let (rows, cols) = (37, 45);
         let w = values(rows * cols, 3);
         let (t, dense) = upload(&ctx, codec, &w, rows, cols);
-        let x = ctx.scratch("x", cols);
-        for token in [0u32, 17, 36] {
-            let step = ctx.uniform("step", &[0, 1, token, 0]);
-            Kernels::run(&ctx, &[&t.embed(&ctx, &k, &x, &step)]);
-            let got = ctx.read_f32(&x, 0, cols).unwrap();
-            let row = token as usize;
-            close(
-                &got,
-                &dense[row * cols..(row + 1) * cols],
-                1e-6,
-                &format!("{} row {token}", codec.name()),
-            );
-        }
+        let ids = [0u32, 17, 36, 17];
+        let tokens = ctx.storage("tokens", bytemuck::cast_slice(&ids));
+        let x = ctx.scratch("x", ids.len() * cols);
+        let st = step(&ctx, 0, ids.len() as u32);
+        Kernels::run(
+            &ctx,
+            &[&t.embed(&ctx, &k, &tokens, &x, &st)],
+            ids.len() as u32,
+        );
+        let got = ctx.read_f32(&x, 0, ids.len() * cols).unwrap();
+        let want: Vec<f32> = ids
+            .iter()
+            .flat_map(|&r| dense[r as usize * cols..(r as usize + 1) * cols].to_vec())
+            .collect();
+        close(&got, &want, 1e-6, &format!("{} rows {ids:?}", codec.name()));
     }
 }
 
@@ -123,38 +150,56 @@ fn rmsnorm_silu_and_argmax_match_cpu() {
     let ctx = gpu();
     let k = Kernels::new(&ctx);
     for n in [1usize, 7, 255, 257, 1000] {
-        let x = values(n, n as u32);
+        let rows = 3;
+        let x = values(rows * n, n as u32);
         let w = values(n, 1).iter().map(|v| 1.0 + v).collect::<Vec<_>>();
         let (xb, wb, out) = (
             ctx.storage("x", bytemuck::cast_slice(&x)),
             ctx.storage("w", bytemuck::cast_slice(&w)),
-            ctx.scratch("o", n),
+            ctx.scratch("o", rows * n),
         );
-        Kernels::run(&ctx, &[&k.rmsnorm(&ctx, &xb, &wb, &out, n, 1e-5)]);
+        let st = step(&ctx, 0, rows as u32);
+        Kernels::run(
+            &ctx,
+            &[&k.rmsnorm(&ctx, &xb, &wb, &out, n, 1e-5, false, &st)],
+            rows as u32,
+        );
         let mut want = x.clone();
         rms_norm(&mut want, &w, 1e-5);
         close(
-            &ctx.read_f32(&out, 0, n).unwrap(),
+            &ctx.read_f32(&out, 0, rows * n).unwrap(),
             &want,
             1e-5,
             &format!("rmsnorm {n}"),
         );
+        let last = ctx.scratch("o", n);
+        Kernels::run(
+            &ctx,
+            &[&k.rmsnorm(&ctx, &xb, &wb, &last, n, 1e-5, true, &st)],
+            rows as u32,
+        );
+        close(
+            &ctx.read_f32(&last, 0, n).unwrap(),
+            &want[(rows - 1) * n..],
+            1e-5,
+            &format!("rmsnorm last {n}"),
+        );
 
-        let gu = values(2 * n, 7);
+        let gu = values(rows * 2 * n, 7);
         let (gb, ab) = (
             ctx.storage("gu", bytemuck::cast_slice(&gu)),
-            ctx.scratch("act", n),
+            ctx.scratch("act", rows * n),
         );
-        Kernels::run(&ctx, &[&k.silu_mul(&ctx, &gb, &ab, n)]);
+        Kernels::run(&ctx, &[&k.silu_mul(&ctx, &gb, &ab, n, &st)], rows as u32);
         close(
-            &ctx.read_f32(&ab, 0, n).unwrap(),
+            &ctx.read_f32(&ab, 0, rows * n).unwrap(),
             &qins_runtime::cpu::silu_mul(&gu, n),
             1e-6,
             &format!("silu {n}"),
         );
 
         // argmax, with the maximum repeated: the lowest index wins, as on the CPU.
-        let mut v = x.clone();
+        let mut v = x[..n].to_vec();
         let top = n / 2;
         v[top] = 10.0;
         if n > 3 {
@@ -164,7 +209,7 @@ fn rmsnorm_silu_and_argmax_match_cpu() {
             ctx.storage("v", bytemuck::cast_slice(&v)),
             ctx.scratch("r", 1),
         );
-        Kernels::run(&ctx, &[&k.argmax(&ctx, &vb, &rb, n)]);
+        Kernels::run(&ctx, &[&k.argmax(&ctx, &vb, &rb, n)], 1);
         let got = ctx.read_back(&rb, 0, 4).unwrap();
         assert_eq!(
             u32::from_le_bytes(got.try_into().unwrap()),

@@ -98,7 +98,7 @@ fn run() -> Result<()> {
         ctx.scratch("copy dst", (copy_bytes / 4) as usize),
     );
     let copy = k.copy(&ctx, &src, &dst, copy_bytes);
-    let secs = time(&ctx, args.iters, &|| Kernels::run(&ctx, &[&copy]))?;
+    let secs = time(&ctx, args.iters, &|| Kernels::run(&ctx, &[&copy], 1))?;
     let copy_gbs = 2.0 * copy_bytes as f64 / secs / 1e9;
     rows_out
         .push(json!({"kernel": "copy", "bytes": copy_bytes, "us": secs * 1e6, "gb_s": copy_gbs}));
@@ -123,8 +123,9 @@ fn run() -> Result<()> {
             };
             let t = GpuTensor::upload(&ctx, &entry, &bytes)?;
             let (x, y) = (ctx.scratch("x", cols), ctx.scratch("y", rows));
-            let mv = t.matvec(&ctx, &k, &x, 0, &y, 0, false);
-            let secs = time(&ctx, args.iters, &|| Kernels::run(&ctx, &[&mv]))?;
+            let step = ctx.uniform("step", &[0, 1, 0, 0]);
+            let mv = t.matvec(&ctx, &k, &x, cols, &y, rows, false, false, &step);
+            let secs = time(&ctx, args.iters, &|| Kernels::run(&ctx, &[&mv], 1))?;
             // Weights dominate the traffic; activations are counted too.
             let moved = bytes.len() as f64 + 4.0 * (rows + cols) as f64;
             let gbs = moved / secs / 1e9;

@@ -1,5 +1,6 @@
-//! The forward pass on the GPU, op for op the CPU reference's, recorded once at load as a list
-//! of bound dispatches and replayed for every token in one submission.
+//! The forward pass on the GPU, op for op the CPU reference's, bound once at load as a list of
+//! dispatches and replayed per batch of up to [`BATCH`] tokens: prefill runs the prompt through
+//! the batched kernels, decode is the one-token case.
 
 use std::collections::HashMap;
 use std::io::Read;
@@ -11,16 +12,24 @@ use crate::format::{read_archive, Manifest};
 use crate::model::{ModelConfig, Rope};
 use crate::{QinsError, Result};
 
+/// Tokens per prefill batch: each weight is read once per batch instead of once per token.
+pub const BATCH: usize = 32;
+
 pub struct GpuModel {
     pub ctx: GpuContext,
     pub cfg: ModelConfig,
     kernels: Kernels,
     step: wgpu::Buffer,
+    tokens: wgpu::Buffer,
     inv_freq: wgpu::Buffer,
     rope_params: wgpu::Buffer,
     logits: wgpu::Buffer,
     argmax: wgpu::Buffer,
-    forward: Vec<Dispatch>,
+    /// Embedding and every layer, for a batch.
+    body: Vec<Dispatch>,
+    /// Final norm and output head for the batch's last token only, or for all of them.
+    head_last: Vec<Dispatch>,
+    head_all: Vec<Dispatch>,
     pick: Dispatch,
     /// Positions the KV cache holds.
     pub max_ctx: usize,
@@ -62,21 +71,28 @@ impl GpuModel {
                 msg: "missing from the archive".into(),
             })
         };
-        let (h, ff, vocab) = (cfg.hidden_size, cfg.intermediate_size, cfg.vocab_size);
+        let (h, ff, vocab, b) = (
+            cfg.hidden_size,
+            cfg.intermediate_size,
+            cfg.vocab_size,
+            BATCH,
+        );
         let (q_dim, kv_dim) = (cfg.q_dim(), cfg.kv_dim());
+        let qkv_dim = q_dim + 2 * kv_dim;
         let mut scratch = |label: &str, n: usize| {
             gpu_bytes += (n * 4) as u64;
             ctx.scratch(label, n)
         };
-        let x = scratch("x", h);
-        let xn = scratch("xn", h);
-        let qkv = scratch("qkv", q_dim + 2 * kv_dim);
-        let attn = scratch("attn", q_dim);
-        let gu = scratch("gate_up", 2 * ff);
-        let act = scratch("act", ff);
-        let logits = scratch("logits", vocab);
-        let scores = scratch("scores", cfg.num_heads * max_ctx);
+        let x = scratch("x", b * h);
+        let xn = scratch("xn", b * h);
+        let qkv = scratch("qkv", b * qkv_dim);
+        let attn = scratch("attn", b * q_dim);
+        let gu = scratch("gate_up", b * 2 * ff);
+        let act = scratch("act", b * ff);
+        let logits = scratch("logits", b * vocab);
+        let scores = scratch("scores", b * cfg.num_heads * max_ctx);
         let argmax = scratch("argmax", 1);
+        let tokens = scratch("tokens", b);
         let caches: Vec<(wgpu::Buffer, wgpu::Buffer)> = (0..cfg.num_layers)
             .map(|_| {
                 (
@@ -88,6 +104,7 @@ impl GpuModel {
         let step = ctx.uniform("step", &[0, 0, 0, 0]);
         let rope = Rope::for_len(&cfg, 1);
         let inv_freq = ctx.storage("inv_freq", bytemuck::cast_slice(&rope.inv_freq));
+        let heads = cfg.num_heads + 2 * cfg.num_kv_heads;
         let rope_params = ctx.uniform(
             "rope",
             &[
@@ -108,9 +125,10 @@ impl GpuModel {
                 (1.0 / (cfg.head_dim as f32).sqrt()).to_bits(),
             ],
         );
+        let eps = cfg.rms_norm_eps;
 
         let embd = take("token_embd")?;
-        let mut forward = vec![embd.embed(&ctx, &k, &x, &step)];
+        let mut body = vec![embd.embed(&ctx, &k, &tokens, &x, &step)];
         for (l, (kc, vc)) in caches.iter().enumerate() {
             let p = |n: &str| format!("layers.{l}.{n}");
             let (attn_norm, w_qkv, w_o) = (
@@ -123,46 +141,61 @@ impl GpuModel {
                 take(&p("ffn_gate_up"))?,
                 take(&p("ffn_down"))?,
             );
-            forward.push(k.rmsnorm(&ctx, &x, &attn_norm.buffer, &xn, h, cfg.rms_norm_eps));
-            forward.push(w_qkv.matvec(&ctx, &k, &xn, 0, &qkv, 0, false));
-            let heads = (cfg.num_heads + 2 * cfg.num_kv_heads) * cfg.head_dim;
-            forward.push(Kernels::bind(
-                &ctx,
-                &k.rope_store,
-                &[&qkv, &inv_freq, kc, vc, &rope_params, &step],
-                [(heads as u32).div_ceil(64), 1, 1],
-            ));
-            forward.push(Kernels::bind(
-                &ctx,
-                &k.attention,
-                &[&qkv, kc, vc, &scores, &attn, &attn_params, &step],
-                [cfg.num_heads as u32, 1, 1],
-            ));
-            forward.push(w_o.matvec(&ctx, &k, &attn, 0, &x, 0, true));
-            forward.push(k.rmsnorm(&ctx, &x, &ffn_norm.buffer, &xn, h, cfg.rms_norm_eps));
-            forward.push(w_gu.matvec(&ctx, &k, &xn, 0, &gu, 0, false));
-            forward.push(k.silu_mul(&ctx, &gu, &act, ff));
-            forward.push(w_down.matvec(&ctx, &k, &act, 0, &x, 0, true));
+            body.push(k.rmsnorm(&ctx, &x, &attn_norm.buffer, &xn, h, eps, false, &step));
+            body.push(w_qkv.matvec(&ctx, &k, &xn, h, &qkv, qkv_dim, false, false, &step));
+            body.push(
+                Kernels::bind(
+                    &ctx,
+                    &k.rope_store,
+                    &[&qkv, &inv_freq, kc, vc, &rope_params, &step],
+                    [((heads * cfg.head_dim) as u32).div_ceil(64), 1, 1],
+                )
+                .per_tokens(1, 1),
+            );
+            body.push(
+                Kernels::bind(
+                    &ctx,
+                    &k.attention,
+                    &[&qkv, kc, vc, &scores, &attn, &attn_params, &step],
+                    [cfg.num_heads as u32, 1, 1],
+                )
+                .per_tokens(1, 1),
+            );
+            // Residual adds are fused: the output and down projections accumulate onto x.
+            body.push(w_o.matvec(&ctx, &k, &attn, q_dim, &x, h, true, false, &step));
+            body.push(k.rmsnorm(&ctx, &x, &ffn_norm.buffer, &xn, h, eps, false, &step));
+            body.push(w_gu.matvec(&ctx, &k, &xn, h, &gu, 2 * ff, false, false, &step));
+            body.push(k.silu_mul(&ctx, &gu, &act, ff, &step));
+            body.push(w_down.matvec(&ctx, &k, &act, ff, &x, h, true, false, &step));
         }
         let out_norm = take("output_norm")?;
-        forward.push(k.rmsnorm(&ctx, &x, &out_norm.buffer, &xn, h, cfg.rms_norm_eps));
-        let head = if cfg.tie_word_embeddings {
-            &embd
+        let output = if cfg.tie_word_embeddings {
+            None
         } else {
-            &take("output")?
+            Some(take("output")?)
         };
-        forward.push(head.matvec(&ctx, &k, &xn, 0, &logits, 0, false));
+        let lm_head = output.as_ref().unwrap_or(&embd);
+        let head = |last: bool| {
+            vec![
+                k.rmsnorm(&ctx, &x, &out_norm.buffer, &xn, h, eps, last, &step),
+                lm_head.matvec(&ctx, &k, &xn, h, &logits, vocab, false, last, &step),
+            ]
+        };
+        let (head_last, head_all) = (head(true), head(false));
         let pick = k.argmax(&ctx, &logits, &argmax, vocab);
         Ok(Self {
             ctx,
             cfg,
             kernels: k,
             step,
+            tokens,
             inv_freq,
             rope_params,
             logits,
             argmax,
-            forward,
+            body,
+            head_last,
+            head_all,
             pick,
             max_ctx,
             gpu_bytes,
@@ -181,23 +214,33 @@ impl GpuModel {
         );
     }
 
-    /// Runs one token at `pos` (queued; nothing is read back).
-    fn step(&self, token: u32, pos: usize) {
-        let words = [pos as u32, pos as u32 + 1, token, 0];
+    /// Queues one batch (≤ BATCH tokens) at position `pos`; `head` picks which logits to compute
+    /// (None: none, Some(false): the last token's into row 0, Some(true): every token's).
+    fn batch(&self, tokens: &[u32], pos: usize, head: Option<bool>) {
+        let n = tokens.len() as u32;
         self.ctx
             .queue
-            .write_buffer(&self.step, 0, bytemuck::cast_slice(&words));
-        let all: Vec<&Dispatch> = self.forward.iter().collect();
-        Kernels::run(&self.ctx, &all);
+            .write_buffer(&self.step, 0, bytemuck::cast_slice(&[pos as u32, n, 0, 0]));
+        self.ctx
+            .queue
+            .write_buffer(&self.tokens, 0, bytemuck::cast_slice(tokens));
+        let mut all: Vec<&Dispatch> = self.body.iter().collect();
+        match head {
+            Some(true) => all.extend(&self.head_all),
+            Some(false) => all.extend(&self.head_last),
+            None => {}
+        }
+        Kernels::run(&self.ctx, &all, n);
     }
 
-    fn read_logits(&self) -> Result<Vec<f32>> {
-        self.ctx.read_f32(&self.logits, 0, self.cfg.vocab_size)
+    fn read_logits(&self, rows: usize) -> Result<Vec<f32>> {
+        self.ctx
+            .read_f32(&self.logits, 0, rows * self.cfg.vocab_size)
     }
 
-    /// Greedy choice made on the GPU: only 4 bytes come back.
+    /// Greedy choice made on the GPU from the last computed logits row 0: 4 bytes come back.
     pub fn argmax(&self) -> Result<u32> {
-        Kernels::run(&self.ctx, &[&self.pick]);
+        Kernels::run(&self.ctx, &[&self.pick], 1);
         let b = self.ctx.read_back(&self.argmax, 0, 4)?;
         Ok(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
     }
@@ -223,22 +266,32 @@ impl GpuEngine {
         }
     }
 
-    /// Runs `tokens` from position `start`, reading logits back for every one (`all`) or the last.
+    /// Runs `tokens` from position `start` in batches, reading back logits for every token
+    /// (`all`) or the last.
     fn run(&mut self, tokens: &[u32], start: usize, all: bool) -> Result<Vec<f32>> {
+        let vocab = self.model.cfg.vocab_size;
+        if let Some(&t) = tokens.iter().find(|&&t| t as usize >= vocab) {
+            return Err(QinsError::Tensor {
+                name: "token_embd".into(),
+                msg: format!("token id {t} is outside the vocabulary of {vocab}"),
+            });
+        }
         let mut out = Vec::new();
-        for (i, &t) in tokens.iter().enumerate() {
-            if t as usize >= self.model.cfg.vocab_size {
-                return Err(QinsError::Tensor {
-                    name: "token_embd".into(),
-                    msg: format!(
-                        "token id {t} is outside the vocabulary of {}",
-                        self.model.cfg.vocab_size
-                    ),
-                });
-            }
-            self.model.step(t, start + i);
-            if all || i + 1 == tokens.len() {
-                out.extend(self.model.read_logits()?);
+        let batches = tokens.len().div_ceil(BATCH);
+        for (i, chunk) in tokens.chunks(BATCH).enumerate() {
+            let last = i + 1 == batches;
+            let head = if all {
+                Some(true)
+            } else if last {
+                Some(false)
+            } else {
+                None
+            };
+            self.model.batch(chunk, start + i * BATCH, head);
+            if all {
+                out.extend(self.model.read_logits(chunk.len())?);
+            } else if last {
+                out = self.model.read_logits(1)?;
             }
         }
         Ok(out)

@@ -1,4 +1,8 @@
 //! The compute pipelines, one per WGSL file in shaders/, built once per device.
+//!
+//! Every per-token kernel takes a batch: a `Step` uniform (first position, token count) shared
+//! by all dispatches says how many token rows to process, so decode is the one-token case of
+//! prefill and one list of bound dispatches serves both.
 
 use super::GpuContext;
 
@@ -7,13 +11,26 @@ pub struct Dispatch {
     pub pipeline: wgpu::ComputePipeline,
     pub bind_group: wgpu::BindGroup,
     pub groups: [u32; 3],
+    /// The grid axis that scales with the batch's token count, and tokens per workgroup on it.
+    pub tokens: Option<(usize, u32)>,
 }
 
 impl Dispatch {
-    pub fn record(&self, pass: &mut wgpu::ComputePass<'_>) {
+    /// Scales the grid along `axis` with the number of tokens, `per` tokens per workgroup.
+    pub fn per_tokens(mut self, axis: usize, per: u32) -> Self {
+        self.tokens = Some((axis, per));
+        self
+    }
+
+    /// Records the dispatch for a batch of `n` tokens.
+    pub fn record(&self, pass: &mut wgpu::ComputePass<'_>, n: u32) {
+        let mut g = self.groups;
+        if let Some((axis, per)) = self.tokens {
+            g[axis] = n.div_ceil(per).max(1);
+        }
         pass.set_pipeline(&self.pipeline);
         pass.set_bind_group(0, &self.bind_group, &[]);
-        pass.dispatch_workgroups(self.groups[0], self.groups[1], self.groups[2]);
+        pass.dispatch_workgroups(g[0], g[1], g[2]);
     }
 }
 
@@ -84,8 +101,8 @@ impl Kernels {
             ),
             attention: pipeline(
                 ctx,
-                "attention_decode",
-                include_str!("../../../shaders/attention_decode.wgsl"),
+                "attention",
+                include_str!("../../../shaders/attention.wgsl"),
             ),
             silu_mul: pipeline(
                 ctx,
@@ -122,11 +139,11 @@ impl Kernels {
             pipeline: pipeline.clone(),
             bind_group,
             groups,
+            tokens: None,
         }
     }
 
-    /// Workgroups for `n` independent items of `per` items each, as a 2-D grid when the
-    /// count passes the 65535 per-dimension limit.
+    /// Workgroups for `n` independent items, as a 2-D grid past the 65535 per-dimension limit.
     pub fn grid(n: u32) -> [u32; 3] {
         const MAX: u32 = 65535;
         if n <= MAX {
@@ -136,6 +153,9 @@ impl Kernels {
         }
     }
 
+    /// RMSNorm of each token row of `x` into `out`; with `last_only`, the batch's last row
+    /// into row 0.
+    #[allow(clippy::too_many_arguments)]
     pub fn rmsnorm(
         &self,
         ctx: &GpuContext,
@@ -144,9 +164,16 @@ impl Kernels {
         out: &wgpu::Buffer,
         n: usize,
         eps: f32,
+        last_only: bool,
+        step: &wgpu::Buffer,
     ) -> Dispatch {
-        let p = ctx.uniform("rmsnorm", &[n as u32, eps.to_bits()]);
-        Self::bind(ctx, &self.rmsnorm, &[x, weight, out, &p], [1, 1, 1])
+        let p = ctx.uniform("rmsnorm", &[n as u32, eps.to_bits(), last_only as u32]);
+        let d = Self::bind(ctx, &self.rmsnorm, &[x, weight, out, &p, step], [1, 1, 1]);
+        if last_only {
+            d
+        } else {
+            d.per_tokens(0, 1)
+        }
     }
 
     pub fn silu_mul(
@@ -155,14 +182,16 @@ impl Kernels {
         gu: &wgpu::Buffer,
         act: &wgpu::Buffer,
         ff: usize,
+        step: &wgpu::Buffer,
     ) -> Dispatch {
         let p = ctx.uniform("silu_mul", &[ff as u32]);
         Self::bind(
             ctx,
             &self.silu_mul,
-            &[gu, act, &p],
+            &[gu, act, &p, step],
             [(ff as u32).div_ceil(64), 1, 1],
         )
+        .per_tokens(1, 1)
     }
 
     pub fn argmax(
@@ -196,13 +225,13 @@ impl Kernels {
             .map_err(|e| crate::QinsError::Gpu(format!("GPU wait failed: {e}")))
     }
 
-    /// Records `dispatches` in one compute pass and submits them.
-    pub fn run(ctx: &GpuContext, dispatches: &[&Dispatch]) {
+    /// Records `dispatches` for a batch of `n` tokens in one compute pass and submits them.
+    pub fn run(ctx: &GpuContext, dispatches: &[&Dispatch], n: u32) {
         let mut enc = ctx.device.create_command_encoder(&Default::default());
         {
             let mut pass = enc.begin_compute_pass(&Default::default());
             for d in dispatches {
-                d.record(&mut pass);
+                d.record(&mut pass, n);
             }
         }
         ctx.queue.submit([enc.finish()]);

@@ -46,17 +46,20 @@ impl GpuTensor {
         )
     }
 
-    /// `y[y_off..] (+)= W · x[x_off..]` with the kernel for this tensor's codec.
+    /// `Y[t] (+)= W · X[t]` for each token row of the batch (`x_stride`, `y_stride` apart), with
+    /// the kernel for this tensor's codec; `last_only` computes row 0 alone.
     #[allow(clippy::too_many_arguments)]
     pub fn matvec(
         &self,
         ctx: &GpuContext,
         k: &Kernels,
         x: &wgpu::Buffer,
-        x_off: usize,
+        x_stride: usize,
         y: &wgpu::Buffer,
-        y_off: usize,
+        y_stride: usize,
         accumulate: bool,
+        last_only: bool,
+        step: &wgpu::Buffer,
     ) -> Dispatch {
         let (stride, scales, codes) = self.words();
         let mut params = vec![
@@ -65,9 +68,10 @@ impl GpuTensor {
             stride,
             scales,
             codes,
-            x_off as u32,
-            y_off as u32,
+            x_stride as u32,
+            y_stride as u32,
             accumulate as u32,
+            last_only as u32,
         ];
         let pipeline = match self.codec {
             Codec::Qins8 | Codec::Lut8 => &k.matvec_lut8,
@@ -79,19 +83,25 @@ impl GpuTensor {
             Codec::F16 => &k.matvec_f16,
         };
         let p = ctx.uniform(&self.name, &params);
-        Kernels::bind(
+        let d = Kernels::bind(
             ctx,
             pipeline,
-            &[&self.buffer, x, y, &p],
+            &[&self.buffer, x, y, &p, step],
             Kernels::grid(self.rows as u32),
-        )
+        );
+        if last_only {
+            d
+        } else {
+            d.per_tokens(2, 8)
+        }
     }
 
-    /// Row `step.token` of this table into `x` (the embedding lookup).
+    /// Rows `tokens[t]` of this table into `x` (the embedding lookup of a batch).
     pub fn embed(
         &self,
         ctx: &GpuContext,
         k: &Kernels,
+        tokens: &wgpu::Buffer,
         x: &wgpu::Buffer,
         step: &wgpu::Buffer,
     ) -> Dispatch {
@@ -122,8 +132,9 @@ impl GpuTensor {
         Kernels::bind(
             ctx,
             &k.embed,
-            &[&self.buffer, x, &p, step],
+            &[&self.buffer, tokens, x, &p, step],
             [(self.cols as u32).div_ceil(64), 1, 1],
         )
+        .per_tokens(1, 1)
     }
 }

@@ -1,7 +1,8 @@
-// Attention of the new token's query heads over the cache (positions 0..len), grouped-query:
-// head h reads KV head h / (nh / nkv). One workgroup per query head.
+// Causal grouped-query attention of each new token over the cache: token t (position
+// step.pos + t) sees positions 0..=step.pos + t; query head h reads KV head h / (nh / nkv).
+// One workgroup per (head, token): decode is the one-token case.
 struct Params { nh: u32, nkv: u32, hd: u32, max_ctx: u32, scale: f32, _pad0: u32, _pad1: u32, _pad2: u32 }
-struct Step { pos: u32, len: u32, token: u32, _pad: u32 }
+struct Step { pos: u32, n: u32, _pad0: u32, _pad1: u32 }
 @group(0) @binding(0) var<storage, read> qkv: array<f32>;
 @group(0) @binding(1) var<storage, read> k_cache: array<f32>;
 @group(0) @binding(2) var<storage, read> v_cache: array<f32>;
@@ -16,14 +17,18 @@ var<workgroup> red: array<f32, WG>;
 @compute @workgroup_size(256)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
     let h = wid.x;
+    let t = wid.y;
+    if (t >= step.n) { return; }
+    let len = step.pos + t + 1u;
     let g = h / (p.nh / p.nkv);
     let kv_dim = p.nkv * p.hd;
-    let sbase = h * p.max_ctx;
+    let q_at = t * (p.nh + 2u * p.nkv) * p.hd + h * p.hd;
+    let sbase = (t * p.nh + h) * p.max_ctx;
     var mx = -3.0e38;
-    for (var j = lid; j < step.len; j += WG) {
+    for (var j = lid; j < len; j += WG) {
         var d = 0.0;
-        for (var t = 0u; t < p.hd; t++) {
-            d += qkv[h * p.hd + t] * k_cache[j * kv_dim + g * p.hd + t];
+        for (var i = 0u; i < p.hd; i++) {
+            d += qkv[q_at + i] * k_cache[j * kv_dim + g * p.hd + i];
         }
         d *= p.scale;
         scores[sbase + j] = d;
@@ -38,7 +43,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     let m = red[0];
     workgroupBarrier();
     var sum = 0.0;
-    for (var j = lid; j < step.len; j += WG) {
+    for (var j = lid; j < len; j += WG) {
         let e = exp(scores[sbase + j] - m);
         scores[sbase + j] = e;
         sum += e;
@@ -51,11 +56,11 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
         workgroupBarrier();
     }
     let total = red[0];
-    for (var t = lid; t < p.hd; t += WG) {
+    for (var i = lid; i < p.hd; i += WG) {
         var acc = 0.0;
-        for (var j = 0u; j < step.len; j++) {
-            acc += scores[sbase + j] * v_cache[j * kv_dim + g * p.hd + t];
+        for (var j = 0u; j < len; j++) {
+            acc += scores[sbase + j] * v_cache[j * kv_dim + g * p.hd + i];
         }
-        out[h * p.hd + t] = acc / total;
+        out[t * p.nh * p.hd + h * p.hd + i] = acc / total;
     }
 }
