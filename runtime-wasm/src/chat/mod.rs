@@ -3,11 +3,13 @@
 
 mod generate;
 mod sampler;
+mod sequence;
 mod template;
 mod tokenizer;
 
 pub use generate::{Generation, GenerationStats, Generator, StepEvent};
 pub use sampler::{Sampler, SamplingParams};
+pub use sequence::{Forward, Sequence};
 pub use template::{ChatTemplate, Message};
 pub use tokenizer::{TextStream, Tokenizer};
 

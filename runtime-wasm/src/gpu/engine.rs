@@ -7,7 +7,7 @@ use std::io::Read;
 
 use super::kernels::{Dispatch, Kernels};
 use super::{GpuContext, GpuTensor};
-use crate::chat::Engine;
+use crate::chat::{Forward, Sequence};
 use crate::format::{read_archive, Manifest};
 use crate::model::{ModelConfig, Rope};
 use crate::{QinsError, Result};
@@ -35,6 +35,8 @@ pub struct GpuModel {
     pub max_ctx: usize,
     /// Bytes of GPU buffers allocated for weights, caches and activations.
     pub gpu_bytes: u64,
+    /// The rotary table in `inv_freq` and `rope_params`.
+    rope: Option<Rope>,
 }
 
 impl GpuModel {
@@ -199,6 +201,7 @@ impl GpuModel {
             pick,
             max_ctx,
             gpu_bytes,
+            rope: Some(rope),
         })
     }
 
@@ -250,31 +253,28 @@ impl GpuModel {
     }
 }
 
-/// The GPU model with its sequence state, mirroring [`crate::cpu::CpuEngine`].
-pub struct GpuEngine {
-    pub model: GpuModel,
-    history: Vec<u32>,
-    rope: Option<Rope>,
-}
-
-impl GpuEngine {
-    pub fn new(model: GpuModel) -> Self {
-        Self {
-            model,
-            history: Vec::new(),
-            rope: None,
-        }
+impl Forward for GpuModel {
+    fn config(&self) -> &ModelConfig {
+        &self.cfg
     }
+    fn max_len(&self) -> usize {
+        self.max_ctx
+    }
+    /// The cache needs no clearing: positions are overwritten before they are read.
+    fn clear(&mut self) {}
 
     /// Runs `tokens` from position `start` in batches, reading back logits for every token
     /// (`all`) or the last.
-    fn run(&mut self, tokens: &[u32], start: usize, all: bool) -> Result<Vec<f32>> {
-        let vocab = self.model.cfg.vocab_size;
-        if let Some(&t) = tokens.iter().find(|&&t| t as usize >= vocab) {
-            return Err(QinsError::Tensor {
-                name: "token_embd".into(),
-                msg: format!("token id {t} is outside the vocabulary of {vocab}"),
-            });
+    fn forward(
+        &mut self,
+        tokens: &[u32],
+        start: usize,
+        rope: &Rope,
+        all: bool,
+    ) -> Result<Vec<f32>> {
+        if self.rope.as_ref() != Some(rope) {
+            self.set_rope(rope);
+            self.rope = Some(rope.clone());
         }
         let mut out = Vec::new();
         let batches = tokens.len().div_ceil(BATCH);
@@ -287,61 +287,22 @@ impl GpuEngine {
             } else {
                 None
             };
-            self.model.batch(chunk, start + i * BATCH, head);
+            self.batch(chunk, start + i * BATCH, head);
             if all {
-                out.extend(self.model.read_logits(chunk.len())?);
+                out.extend(self.read_logits(chunk.len())?);
             } else if last {
-                out = self.model.read_logits(1)?;
+                out = self.read_logits(1)?;
             }
         }
         Ok(out)
     }
 }
 
-impl Engine for GpuEngine {
-    fn config(&self) -> &ModelConfig {
-        &self.model.cfg
-    }
+/// The GPU engine: model, KV cache and sequence state.
+pub type GpuEngine = Sequence<GpuModel>;
 
-    fn len(&self) -> usize {
-        self.history.len()
-    }
-
-    fn reset(&mut self) {
-        self.history.clear();
-        self.rope = None;
-    }
-
-    fn extend(&mut self, tokens: &[u32], all: bool) -> Result<Vec<f32>> {
-        if tokens.is_empty() {
-            return Err(QinsError::Codec("extend needs at least one token".into()));
-        }
-        let total = self.history.len() + tokens.len();
-        if total > self.model.max_ctx {
-            return Err(QinsError::Gpu(format!(
-                "context full: {total} tokens exceed the {} cache positions",
-                self.model.max_ctx
-            )));
-        }
-        let rope = Rope::for_len(&self.model.cfg, total);
-        let start = self.history.len();
-        self.history.extend_from_slice(tokens);
-        if self.rope.as_ref() != Some(&rope) {
-            self.model.set_rope(&rope);
-        }
-        if self.rope.as_ref().is_some_and(|r| *r != rope) {
-            // Longrope switched factor sets: re-encode the whole sequence (see CpuEngine).
-            self.rope = Some(rope);
-            let history = self.history.clone();
-            let logits = self.run(&history, 0, all)?;
-            let vocab = self.model.cfg.vocab_size;
-            return Ok(if all {
-                logits[logits.len() - tokens.len() * vocab..].to_vec()
-            } else {
-                logits
-            });
-        }
-        self.rope = Some(rope);
-        self.run(tokens, start, all)
+impl GpuEngine {
+    pub fn new(model: GpuModel) -> Self {
+        Sequence::with(model)
     }
 }

@@ -1,0 +1,90 @@
+//! The sequence state every engine shares: token history, context limit, and the rotary table
+//! the cache was built with, including longrope's re-encode when a sequence crosses
+//! original_max_position_embeddings.
+
+use super::Engine;
+use crate::model::{ModelConfig, Rope};
+use crate::{QinsError, Result};
+
+/// What a backend provides: the forward pass over a KV cache it owns.
+pub trait Forward {
+    fn config(&self) -> &ModelConfig;
+    /// Positions the cache can hold.
+    fn max_len(&self) -> usize;
+    /// Drops the cached keys and values.
+    fn clear(&mut self);
+    /// Runs `tokens` at positions `start..` with `rope`; logits of every token (`all`) or of
+    /// the last.
+    fn forward(&mut self, tokens: &[u32], start: usize, rope: &Rope, all: bool)
+        -> Result<Vec<f32>>;
+}
+
+pub struct Sequence<F: Forward> {
+    pub model: F,
+    history: Vec<u32>,
+    rope: Option<Rope>,
+}
+
+impl<F: Forward> Sequence<F> {
+    pub fn with(model: F) -> Self {
+        Self {
+            model,
+            history: Vec::new(),
+            rope: None,
+        }
+    }
+}
+
+impl<F: Forward> Engine for Sequence<F> {
+    fn config(&self) -> &ModelConfig {
+        self.model.config()
+    }
+
+    fn len(&self) -> usize {
+        self.history.len()
+    }
+
+    fn reset(&mut self) {
+        self.model.clear();
+        self.history.clear();
+        self.rope = None;
+    }
+
+    fn extend(&mut self, tokens: &[u32], all: bool) -> Result<Vec<f32>> {
+        if tokens.is_empty() {
+            return Err(QinsError::Codec("extend needs at least one token".into()));
+        }
+        let total = self.history.len() + tokens.len();
+        if total > self.model.max_len() {
+            return Err(QinsError::Codec(format!(
+                "context full: {total} tokens exceed the {} positions available",
+                self.model.max_len()
+            )));
+        }
+        let vocab = self.config().vocab_size;
+        if let Some(&t) = tokens.iter().find(|&&t| t as usize >= vocab) {
+            return Err(QinsError::Tensor {
+                name: "token_embd".into(),
+                msg: format!("token id {t} is outside the vocabulary of {vocab}"),
+            });
+        }
+        let rope = Rope::for_len(self.config(), total);
+        let start = self.history.len();
+        self.history.extend_from_slice(tokens);
+        let switched = self.rope.as_ref().is_some_and(|r| *r != rope);
+        self.rope = Some(rope);
+        let rope = self.rope.as_ref().expect("just set");
+        if switched {
+            // Longrope changed factor sets: the cached keys were rotated with the old ones, so
+            // the whole sequence is encoded again, as transformers' Phi-3 does.
+            self.model.clear();
+            let logits = self.model.forward(&self.history, 0, rope, all)?;
+            return Ok(if all {
+                logits[logits.len() - tokens.len() * vocab..].to_vec()
+            } else {
+                logits
+            });
+        }
+        self.model.forward(tokens, start, rope, all)
+    }
+}
