@@ -1,6 +1,6 @@
 //! Dequantization of llama.cpp's K-quant super-blocks (256 values each).
 //!
-//! Written by hand because `ggml-quants` 0.1 leaves Q4_K, Q5_K and Q6_K as `todo!()`. The
+//! Written by hand because `ggml-quants` 0.1 leaves Q4_K, Q5_K and Q6_K unimplemented (a todo macro that panics). The
 //! layouts follow ggml's block_q4_K / block_q5_K / block_q6_K; tests/fixtures/quants.json holds
 //! gguf-py's output for random blocks of each, and the import tests compare against it.
 
