@@ -33,6 +33,8 @@ CODECS = [
     ("lut4-g64", ["--codec", "lut4", "--group", "64"]),
     ("lut4-g128", ["--codec", "lut4", "--group", "128"]),
     ("lut4-g32 + lut8 embedding", ["--codec", "lut4", "--group", "32", "--embed-codec", "lut8"]),
+    ("int8 (uniform baseline)", ["--codec", "int8"]),
+    ("int4-g32 (uniform baseline)", ["--codec", "int4", "--group", "32"]),
 ]
 
 
@@ -84,7 +86,7 @@ def main():
     rows = []
     ref = os.path.join(WORK, "f32.qins")
     for name, args in CODECS:
-        out = os.path.join(WORK, name.replace(" ", "").replace("+", "_") + ".qins")
+        out = os.path.join(WORK, name.split(" (")[0].replace(" ", "").replace("+", "_") + ".qins")
         s = json.loads(run([os.path.join(BIN, "qins-convert"), GGUF, "-o", out, "--json"] + args))
         n_params = s["parameters"]
         e = json.loads(run([os.path.join(BIN, "qins-eval"), out, "--text", TEXT, "--ctx", "512",

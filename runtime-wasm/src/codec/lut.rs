@@ -130,6 +130,50 @@ pub fn encode_lut4(
     layout: &Layout,
     out: &mut [u8],
 ) -> Result<()> {
+    encode_grouped(data, rows, cols, group, None, layout, out)
+}
+
+/// The int4 baseline: uniform levels k/7 on absmax group scales, i.e. round-to-nearest int4.
+pub fn encode_int4(
+    data: &[f32],
+    rows: usize,
+    cols: usize,
+    group: usize,
+    layout: &Layout,
+    out: &mut [u8],
+) -> Result<()> {
+    let levels: Vec<f32> = (0..16).map(|k| (k as f32 - 8.0).max(-7.0) / 7.0).collect();
+    encode_grouped(data, rows, cols, group, Some(levels), layout, out)
+}
+
+/// The int8 baseline: uniform levels k/127 on the per-row absmax scale (round-to-nearest int8).
+pub fn encode_int8(data: &[f32], rows: usize, cols: usize, layout: &Layout, out: &mut [u8]) {
+    let codebook: Vec<f32> = (0..256)
+        .map(|k| (k as f32 - 128.0).max(-127.0) / 127.0)
+        .collect();
+    let scales: Vec<f32> = data.chunks_exact(cols).map(absmax).collect();
+    let nearest = Nearest::new(&codebook);
+    write_f32s(&codebook, &mut out[layout.codebook.offset..]);
+    write_f32s(&scales, &mut out[layout.scales.offset..]);
+    let codes = &mut out[layout.codes.offset..layout.codes.offset + layout.codes.len];
+    for_each_row(codes, layout.code_stride, rows, |r, row| {
+        let s = scales[r];
+        for (c, &x) in data[r * cols..(r + 1) * cols].iter().enumerate() {
+            row[c] = nearest.index(if s > 0.0 { x / s } else { 0.0 }) as u8;
+        }
+    });
+}
+
+/// Group-scaled 4-bit codes with a learned codebook (`fixed` None) or a given one.
+fn encode_grouped(
+    data: &[f32],
+    rows: usize,
+    cols: usize,
+    group: usize,
+    fixed: Option<Vec<f32>>,
+    layout: &Layout,
+    out: &mut [u8],
+) -> Result<()> {
     let groups = cols.div_ceil(group);
     let mut scales: Vec<f32> = Vec::with_capacity(rows * groups);
     for row in data.chunks_exact(cols) {
@@ -144,8 +188,9 @@ pub fn encode_lut4(
             scales.push(s.to_f32());
         }
     }
-    let mut codebook = Vec::new();
-    for round in 0..LUT4_ROUNDS {
+    let rounds = if fixed.is_some() { 0 } else { LUT4_ROUNDS };
+    let mut codebook = fixed.unwrap_or_default();
+    for round in 0..rounds {
         let mut hist = Histogram::new(LUT4_BINS);
         for (r, row) in data.chunks_exact(cols).enumerate() {
             for (gi, g) in row.chunks(group).enumerate() {
@@ -193,7 +238,7 @@ pub fn decode(codec: Codec, bytes: &[u8], rows: usize, cols: usize, layout: &Lay
     let codes = section(layout.codes);
     let mut out = Vec::with_capacity(rows * cols);
     match codec {
-        Codec::Lut4 { group } => {
+        Codec::Lut4 { group } | Codec::Int4 { group } => {
             let groups = cols.div_ceil(group);
             let scales: Vec<f32> = section(layout.scales)
                 .chunks_exact(2)

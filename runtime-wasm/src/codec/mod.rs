@@ -36,6 +36,12 @@ pub enum Codec {
     Lut4 {
         group: usize,
     },
+    /// Baseline: uniform 8-bit levels k/127, per-row absmax scale (the lut8 layout).
+    Int8,
+    /// Baseline: uniform 4-bit levels k/7 (k = −7..7), f16 absmax group scales (the lut4 layout).
+    Int4 {
+        group: usize,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -67,17 +73,22 @@ impl Codec {
             "f16" => Codec::F16,
             "qins8" => Codec::Qins8,
             "lut8" => Codec::Lut8,
-            "lut4" => {
+            "int8" => Codec::Int8,
+            "lut4" | "int4" => {
                 if group == 0 || group % 2 != 0 {
                     return Err(QinsError::Codec(format!(
-                        "lut4 group size must be a positive even number, got {group}"
+                        "{name} group size must be a positive even number, got {group}"
                     )));
                 }
-                Codec::Lut4 { group }
+                if name == "lut4" {
+                    Codec::Lut4 { group }
+                } else {
+                    Codec::Int4 { group }
+                }
             }
             other => {
                 return Err(QinsError::Codec(format!(
-                    "unknown codec '{other}' (expected qins8, lut8, lut4, f16 or f32)"
+                    "unknown codec '{other}' (expected qins8, lut8, lut4, int8, int4, f16 or f32)"
                 )))
             }
         })
@@ -90,14 +101,24 @@ impl Codec {
             Codec::Qins8 => "qins8".into(),
             Codec::Lut8 => "lut8".into(),
             Codec::Lut4 { group } => format!("lut4-g{group}"),
+            Codec::Int8 => "int8".into(),
+            Codec::Int4 { group } => format!("int4-g{group}"),
         }
     }
 
     pub fn codebook_len(&self) -> usize {
         match self {
-            Codec::Qins8 | Codec::Lut8 => 256,
-            Codec::Lut4 { .. } => 16,
+            Codec::Qins8 | Codec::Lut8 | Codec::Int8 => 256,
+            Codec::Lut4 { .. } | Codec::Int4 { .. } => 16,
             Codec::F32 | Codec::F16 => 0,
+        }
+    }
+
+    /// Columns per scale for the 4-bit layouts (lut4, int4); None for the others.
+    pub fn nibble_group(&self) -> Option<usize> {
+        match self {
+            Codec::Lut4 { group } | Codec::Int4 { group } => Some(*group),
+            _ => None,
         }
     }
 
@@ -113,10 +134,10 @@ impl Codec {
         let (codebook_bytes, scale_bytes, row_bytes) = match self {
             Codec::F32 => (0, 0, cols.checked_mul(4).ok_or_else(overflow)?),
             Codec::F16 => (0, 0, cols.checked_mul(2).ok_or_else(overflow)?),
-            Codec::Qins8 | Codec::Lut8 => {
+            Codec::Qins8 | Codec::Lut8 | Codec::Int8 => {
                 (256 * 4, rows.checked_mul(4).ok_or_else(overflow)?, cols)
             }
-            Codec::Lut4 { group } => {
+            Codec::Lut4 { group } | Codec::Int4 { group } => {
                 let groups = cols.div_ceil(*group);
                 let scales = rows.checked_mul(groups).and_then(|g| g.checked_mul(2));
                 (16 * 4, scales.ok_or_else(overflow)?, cols.div_ceil(2))
@@ -190,6 +211,8 @@ pub fn encode(
         Codec::Qins8 => qins::encode(data, rows, cols, &layout, &mut out),
         Codec::Lut8 => lut::encode_lut8(data, rows, cols, &layout, &mut out),
         Codec::Lut4 { group } => lut::encode_lut4(data, rows, cols, group, &layout, &mut out)?,
+        Codec::Int8 => lut::encode_int8(data, rows, cols, &layout, &mut out),
+        Codec::Int4 { group } => lut::encode_int4(data, rows, cols, group, &layout, &mut out)?,
     }
     let decoded = decode(codec, &out, rows, cols)?;
     Ok((out, ErrorStats::measure(data, &decoded)))
@@ -210,7 +233,7 @@ pub fn decode(codec: Codec, bytes: &[u8], rows: usize, cols: usize) -> Result<Ve
     Ok(match codec {
         Codec::F32 => float::decode_f32(&bytes[..n * 4]),
         Codec::F16 => float::decode_f16(&bytes[..n * 2]),
-        Codec::Qins8 | Codec::Lut8 | Codec::Lut4 { .. } => {
+        Codec::Qins8 | Codec::Lut8 | Codec::Lut4 { .. } | Codec::Int8 | Codec::Int4 { .. } => {
             lut::decode(codec, bytes, rows, cols, &layout)
         }
     })

@@ -43,6 +43,8 @@ fn all_codecs() -> Vec<Codec> {
         Codec::Lut4 { group: 32 },
         Codec::Lut4 { group: 6 },
         Codec::Lut4 { group: 128 },
+        Codec::Int8,
+        Codec::Int4 { group: 32 },
     ]
 }
 
@@ -67,7 +69,8 @@ fn every_codec_round_trips_on_odd_shapes() {
                 Codec::F16 => 1e-3,
                 Codec::Lut8 => 0.03,
                 Codec::Qins8 => 0.35,
-                Codec::Lut4 { .. } => 0.2,
+                Codec::Lut4 { .. } | Codec::Int4 { .. } => 0.2,
+                Codec::Int8 => 0.03,
             };
             assert!(
                 err.rel_fro <= bound,

@@ -74,8 +74,8 @@ impl GpuTensor {
             last_only as u32,
         ];
         let pipeline = match self.codec {
-            Codec::Qins8 | Codec::Lut8 => &k.matvec_lut8,
-            Codec::Lut4 { group } => {
+            Codec::Qins8 | Codec::Lut8 | Codec::Int8 => &k.matvec_lut8,
+            Codec::Lut4 { group } | Codec::Int4 { group } => {
                 params.extend([group as u32, self.cols.div_ceil(group) as u32]);
                 &k.matvec_lut4
             }
@@ -107,8 +107,8 @@ impl GpuTensor {
     ) -> Dispatch {
         let (stride, scales, codes) = self.words();
         let (kind, group) = match self.codec {
-            Codec::Qins8 | Codec::Lut8 => (0, 0),
-            Codec::Lut4 { group } => (1, group),
+            Codec::Qins8 | Codec::Lut8 | Codec::Int8 => (0, 0),
+            Codec::Lut4 { group } | Codec::Int4 { group } => (1, group),
             Codec::F32 => (2, 0),
             Codec::F16 => (3, 0),
         };
