@@ -52,13 +52,15 @@ fn close(got: &[f32], want: &[f32], tol: f32, what: &str) {
     }
 }
 
-const CODECS: [Codec; 6] = [
+const CODECS: [Codec; 8] = [
     Codec::F32,
     Codec::F16,
     Codec::Qins8,
     Codec::Lut8,
     Codec::Lut4 { group: 32 },
     Codec::Lut4 { group: 6 },
+    Codec::Int8,
+    Codec::Int4 { group: 32 },
 ];
 const SHAPES: [(usize, usize); 6] = [(1, 1), (1, 7), (3, 5), (17, 33), (65, 130), (300, 9)];
 
