@@ -267,6 +267,22 @@ fn bad_archives_and_requests_fail_cleanly() {
         !out.status.success() && err.contains("outside the vocabulary"),
         "{err}"
     );
+    let many = vec!["5"; 300].join(",");
+    let out = bin("run")
+        .args([
+            model.to_str().unwrap(),
+            "--backend",
+            "cpu",
+            "--logits-for",
+            &many,
+        ])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("context full: 300 tokens exceed the 256"),
+        "{err}"
+    );
     let out = bin("run").arg(model.to_str().unwrap()).output().unwrap();
     assert!(String::from_utf8_lossy(&out.stderr).contains("nothing to do"));
 }

@@ -29,4 +29,6 @@ pub enum QinsError {
     Codec(String),
     #[error("GPU: {0}")]
     Gpu(String),
+    #[error("context full: {needed} tokens exceed the {available} positions available")]
+    ContextFull { needed: usize, available: usize },
 }

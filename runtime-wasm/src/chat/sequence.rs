@@ -56,10 +56,10 @@ impl<F: Forward> Engine for Sequence<F> {
         }
         let total = self.history.len() + tokens.len();
         if total > self.model.max_len() {
-            return Err(QinsError::Codec(format!(
-                "context full: {total} tokens exceed the {} positions available",
-                self.model.max_len()
-            )));
+            return Err(QinsError::ContextFull {
+                needed: total,
+                available: self.model.max_len(),
+            });
         }
         let vocab = self.config().vocab_size;
         if let Some(&t) = tokens.iter().find(|&&t| t as usize >= vocab) {
