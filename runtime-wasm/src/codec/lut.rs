@@ -48,9 +48,22 @@ pub fn encode_lut8(data: &[f32], rows: usize, cols: usize, layout: &Layout, out:
         }
     }
     let codebook = fit(&hist, 256, LLOYD_ITERS);
-    let nearest = Nearest::new(&codebook);
-    write_f32s(&codebook, &mut out[layout.codebook.offset..]);
-    write_f32s(&scales, &mut out[layout.scales.offset..]);
+    write_rows8(data, rows, cols, &codebook, &scales, layout, out);
+}
+
+/// Writes an 8-bit LUT tensor: the codebook, per-row scales, and each weight's nearest level.
+fn write_rows8(
+    data: &[f32],
+    rows: usize,
+    cols: usize,
+    codebook: &[f32],
+    scales: &[f32],
+    layout: &Layout,
+    out: &mut [u8],
+) {
+    let nearest = Nearest::new(codebook);
+    write_f32s(codebook, &mut out[layout.codebook.offset..]);
+    write_f32s(scales, &mut out[layout.scales.offset..]);
     let codes = &mut out[layout.codes.offset..layout.codes.offset + layout.codes.len];
     for_each_row(codes, layout.code_stride, rows, |r, row| {
         let s = scales[r];
@@ -152,16 +165,7 @@ pub fn encode_int8(data: &[f32], rows: usize, cols: usize, layout: &Layout, out:
         .map(|k| (k as f32 - 128.0).max(-127.0) / 127.0)
         .collect();
     let scales: Vec<f32> = data.chunks_exact(cols).map(absmax).collect();
-    let nearest = Nearest::new(&codebook);
-    write_f32s(&codebook, &mut out[layout.codebook.offset..]);
-    write_f32s(&scales, &mut out[layout.scales.offset..]);
-    let codes = &mut out[layout.codes.offset..layout.codes.offset + layout.codes.len];
-    for_each_row(codes, layout.code_stride, rows, |r, row| {
-        let s = scales[r];
-        for (c, &x) in data[r * cols..(r + 1) * cols].iter().enumerate() {
-            row[c] = nearest.index(if s > 0.0 { x / s } else { 0.0 }) as u8;
-        }
-    });
+    write_rows8(data, rows, cols, &codebook, &scales, layout, out);
 }
 
 /// Group-scaled 4-bit codes with a learned codebook (`fixed` None) or a given one.
