@@ -7,6 +7,19 @@ pub fn matmul_t(x: &[f32], w: &[f32], n: usize, k: usize, m: usize) -> Vec<f32> 
     assert_eq!(x.len(), n * k, "activation shape");
     assert_eq!(w.len(), m * k, "weight shape");
     let mut out = vec![0f32; n * m];
+    // One token (decode): a plain dot product per row, rows spread over cores. sgemm's packing
+    // buys nothing for a single column and its threading does not split this shape.
+    #[cfg(feature = "parallel")]
+    if n == 1 {
+        use rayon::prelude::*;
+        out.par_chunks_mut(256).enumerate().for_each(|(b, chunk)| {
+            for (i, o) in chunk.iter_mut().enumerate() {
+                let row = &w[(b * 256 + i) * k..(b * 256 + i + 1) * k];
+                *o = row.iter().zip(x).map(|(a, b)| a * b).sum();
+            }
+        });
+        return out;
+    }
     // SAFETY: the asserts above bound every index sgemm derives from these strides.
     unsafe {
         matrixmultiply::sgemm(
@@ -67,7 +80,7 @@ mod tests {
 
     #[test]
     fn matmul_matches_naive_on_odd_shapes() {
-        for &(n, k, m) in &[(1, 1, 1), (3, 5, 7), (17, 33, 9), (2, 130, 65)] {
+        for &(n, k, m) in &[(1, 1, 1), (1, 130, 300), (3, 5, 7), (17, 33, 9), (2, 130, 65)] {
             let x: Vec<f32> = (0..n * k)
                 .map(|i| ((i * 7 % 13) as f32 - 6.0) * 0.1)
                 .collect();
