@@ -80,7 +80,13 @@ mod tests {
 
     #[test]
     fn matmul_matches_naive_on_odd_shapes() {
-        for &(n, k, m) in &[(1, 1, 1), (1, 130, 300), (3, 5, 7), (17, 33, 9), (2, 130, 65)] {
+        for &(n, k, m) in &[
+            (1, 1, 1),
+            (1, 130, 300),
+            (3, 5, 7),
+            (17, 33, 9),
+            (2, 130, 65),
+        ] {
             let x: Vec<f32> = (0..n * k)
                 .map(|i| ((i * 7 % 13) as f32 - 6.0) * 0.1)
                 .collect();
