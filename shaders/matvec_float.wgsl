@@ -1,21 +1,7 @@
 // Y[t][row] (+)= Σ_c W[row][c] * X[t][c] for f32 or f16 weights (rows contiguous), one row and
 // up to 8 tokens per workgroup. ELEM_F16 (preprocessed) is 1 for f16, 0 for f32.
-struct Params {
-    rows: u32, cols: u32, stride_words: u32, scales_off: u32,
-    codes_off: u32, x_stride: u32, y_stride: u32, accumulate: u32,
-    last_only: u32, _pad0: u32, _pad1: u32, _pad2: u32,
-}
-struct Step { pos: u32, n: u32, _pad0: u32, _pad1: u32 }
-@group(0) @binding(0) var<storage, read> w: array<u32>;
-@group(0) @binding(1) var<storage, read> x: array<f32>;
-@group(0) @binding(2) var<storage, read_write> y: array<f32>;
-@group(0) @binding(3) var<uniform> p: Params;
-@group(0) @binding(4) var<uniform> step: Step;
-
-const WG: u32 = 64u;
-const TB: u32 = 8u;
+{{MATVEC_COMMON}}
 const ELEM_F16: u32 = {{ELEM_F16}}u;
-var<workgroup> partial: array<f32, 512>;
 
 fn weight(i: u32) -> f32 {
     if (ELEM_F16 == 1u) {
@@ -40,18 +26,5 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
             acc[t] += v * x[(t0 + t) * p.x_stride + c];
         }
     }
-    for (var t = 0u; t < tb; t++) { partial[t * WG + lid] = acc[t]; }
-    workgroupBarrier();
-    for (var s = WG / 2u; s > 0u; s >>= 1u) {
-        if (lid < s) {
-            for (var t = 0u; t < tb; t++) { partial[t * WG + lid] += partial[t * WG + lid + s]; }
-        }
-        workgroupBarrier();
-    }
-    if (lid < tb) {
-        let at = (t0 + lid) * p.y_stride + row_id;
-        var r = partial[lid * WG];
-        if (p.accumulate != 0u) { r += y[at]; }
-        y[at] = r;
-    }
+    reduce_and_store(acc, lid, tb, t0, row_id, 1.0);
 }

@@ -1,22 +1,8 @@
 // Y[t][row] (+)= Σ_c scale[row][c / group] * codebook[code[row][c]] * X[t][c]   — lut4.
 // One row and up to 8 tokens per workgroup (see matvec_lut8.wgsl). 8 codes per u32 word
 // (column 2k in the low nibble of its byte), f16 group scales two per word, 16-entry codebook.
-struct Params {
-    rows: u32, cols: u32, stride_words: u32, scales_off: u32,
-    codes_off: u32, x_stride: u32, y_stride: u32, accumulate: u32,
-    last_only: u32, group: u32, groups: u32, _pad0: u32,
-}
-struct Step { pos: u32, n: u32, _pad0: u32, _pad1: u32 }
-@group(0) @binding(0) var<storage, read> w: array<u32>;
-@group(0) @binding(1) var<storage, read> x: array<f32>;
-@group(0) @binding(2) var<storage, read_write> y: array<f32>;
-@group(0) @binding(3) var<uniform> p: Params;
-@group(0) @binding(4) var<uniform> step: Step;
-
-const WG: u32 = 64u;
-const TB: u32 = 8u;
+{{MATVEC_COMMON}}
 var<workgroup> lut: array<f32, 16>;
-var<workgroup> partial: array<f32, 512>;
 
 fn scale_at(row: u32, c: u32) -> f32 {
     let s = row * p.groups + c / p.group;
@@ -66,18 +52,5 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         }
     }
     }
-    for (var t = 0u; t < tb; t++) { partial[t * WG + lid] = acc[t]; }
-    workgroupBarrier();
-    for (var s = WG / 2u; s > 0u; s >>= 1u) {
-        if (lid < s) {
-            for (var t = 0u; t < tb; t++) { partial[t * WG + lid] += partial[t * WG + lid + s]; }
-        }
-        workgroupBarrier();
-    }
-    if (lid < tb) {
-        let at = (t0 + lid) * p.y_stride + row_id;
-        var r = partial[lid * WG];
-        if (p.accumulate != 0u) { r += y[at]; }
-        y[at] = r;
-    }
+    reduce_and_store(acc, lid, tb, t0, row_id, 1.0);
 }

@@ -75,20 +75,28 @@ fn pipeline(ctx: &GpuContext, name: &str, src: &str) -> wgpu::ComputePipeline {
 
 impl Kernels {
     pub fn new(ctx: &GpuContext) -> Self {
+        let common = include_str!("../../../shaders/matvec_common.wgsl");
+        let matvec = |name: &str, src: &str, f16: &str| {
+            pipeline(
+                ctx,
+                name,
+                &preprocess(src, &[("MATVEC_COMMON", common), ("ELEM_F16", f16)]),
+            )
+        };
         let float = include_str!("../../../shaders/matvec_float.wgsl");
         Self {
-            matvec_lut8: pipeline(
-                ctx,
+            matvec_lut8: matvec(
                 "matvec_lut8",
                 include_str!("../../../shaders/matvec_lut8.wgsl"),
+                "0",
             ),
-            matvec_lut4: pipeline(
-                ctx,
+            matvec_lut4: matvec(
                 "matvec_lut4",
                 include_str!("../../../shaders/matvec_lut4.wgsl"),
+                "0",
             ),
-            matvec_f32: pipeline(ctx, "matvec_f32", &preprocess(float, &[("ELEM_F16", "0")])),
-            matvec_f16: pipeline(ctx, "matvec_f16", &preprocess(float, &[("ELEM_F16", "1")])),
+            matvec_f32: matvec("matvec_f32", float, "0"),
+            matvec_f16: matvec("matvec_f16", float, "1"),
             rmsnorm: pipeline(
                 ctx,
                 "rmsnorm",

@@ -1,0 +1,35 @@
+// Shared by the mat-vec kernels (spliced in where they say {{MATVEC_COMMON}}): parameters,
+// bindings, and the cross-thread reduction that writes each token's result.
+struct Params {
+    rows: u32, cols: u32, stride_words: u32, scales_off: u32,
+    codes_off: u32, x_stride: u32, y_stride: u32, accumulate: u32,
+    last_only: u32, group: u32, groups: u32, _pad0: u32,
+}
+struct Step { pos: u32, n: u32, _pad0: u32, _pad1: u32 }
+@group(0) @binding(0) var<storage, read> w: array<u32>;
+@group(0) @binding(1) var<storage, read> x: array<f32>;
+@group(0) @binding(2) var<storage, read_write> y: array<f32>;
+@group(0) @binding(3) var<uniform> p: Params;
+@group(0) @binding(4) var<uniform> step: Step;
+
+const WG: u32 = 64u;
+const TB: u32 = 8u;
+var<workgroup> partial: array<f32, 512>;
+
+// Sums each token's 64 partial dot products and stores scale × sum (+ y when accumulating).
+fn reduce_and_store(acc: array<f32, 8>, lid: u32, tb: u32, t0: u32, row: u32, scale: f32) {
+    for (var t = 0u; t < tb; t++) { partial[t * WG + lid] = acc[t]; }
+    workgroupBarrier();
+    for (var s = WG / 2u; s > 0u; s >>= 1u) {
+        if (lid < s) {
+            for (var t = 0u; t < tb; t++) { partial[t * WG + lid] += partial[t * WG + lid + s]; }
+        }
+        workgroupBarrier();
+    }
+    if (lid < tb) {
+        let at = (t0 + lid) * p.y_stride + row;
+        var r = partial[lid * WG] * scale;
+        if (p.accumulate != 0u) { r += y[at]; }
+        y[at] = r;
+    }
+}
