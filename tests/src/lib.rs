@@ -3,6 +3,10 @@
 
 use std::path::{Path, PathBuf};
 
+use qins_host::convert::{convert, ConvertOptions};
+use qins_runtime::codec::Codec;
+use serde_json::Value;
+
 pub fn fixture(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("fixtures")
@@ -32,4 +36,36 @@ pub fn gpu() -> qins_runtime::gpu::GpuContext {
     };
     pollster::block_on(qins_runtime::gpu::GpuContext::new(&opts))
         .unwrap_or_else(|e| panic!("{e} — install mesa-vulkan-drivers for lavapipe"))
+}
+
+/// Converts `input` (a checkpoint folder or GGUF) with `codec` into `dir`; returns the archive.
+pub fn convert_to(input: &Path, codec: Codec, dir: &Path) -> PathBuf {
+    let out = dir.join(format!("{}.qins", codec.name()));
+    convert(
+        qins_host::import::open(input).unwrap(),
+        &ConvertOptions::new(codec),
+        &out,
+    )
+    .unwrap();
+    out
+}
+
+/// A committed JSON fixture (a file, or `reference.json` inside a checkpoint folder).
+pub fn reference(name: &str) -> Value {
+    let p = fixture(name);
+    let p = if p.is_dir() {
+        p.join("reference.json")
+    } else {
+        p
+    };
+    serde_json::from_slice(&std::fs::read(p).unwrap()).unwrap()
+}
+
+/// A JSON array of token ids.
+pub fn ids(v: &Value) -> Vec<u32> {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_u64().unwrap() as u32)
+        .collect()
 }

@@ -2,22 +2,12 @@
 //! Phi-3 (longrope, crossing original_max_position_embeddings) and Llama (GQA, tied), for a
 //! float and a quantized codec; and greedy decoding of SmolLM2 lut8 equal on both engines.
 
-use qins_host::convert::{convert, ConvertOptions};
-use qins_host::import;
 use qins_runtime::chat::{Engine, Generator, Message, SamplingParams};
 use qins_runtime::codec::Codec;
 use qins_runtime::cpu::{CpuEngine, CpuModel};
 use qins_runtime::gpu::{GpuEngine, GpuModel};
 use qins_runtime::model::Weights;
-use qins_tests::{fixture, gpu, smollm2_gguf};
-use serde_json::Value;
-
-fn archive(input: &std::path::Path, codec: Codec, dir: &std::path::Path) -> std::path::PathBuf {
-    let out = dir.join(format!("{}.qins", codec.name()));
-    let opts = ConvertOptions::new(codec);
-    convert(import::open(input).unwrap(), &opts, &out).unwrap();
-    out
-}
+use qins_tests::{convert_to, fixture, gpu, ids, reference, smollm2_gguf};
 
 fn engines(path: &std::path::Path) -> (qins_runtime::format::Manifest, CpuEngine, GpuEngine) {
     let (manifest, w) = Weights::read(std::fs::File::open(path).unwrap(), None).unwrap();
@@ -37,17 +27,9 @@ fn max_diff(a: &[f32], b: &[f32]) -> f32 {
 fn tiny_models_match_the_cpu_token_by_token() {
     let dir = tempfile::tempdir().unwrap();
     for name in ["tiny-phi3", "tiny-llama"] {
-        let reference: Value =
-            serde_json::from_slice(&std::fs::read(fixture(name).join("reference.json")).unwrap())
-                .unwrap();
-        let ids: Vec<u32> = reference["logits"]["long"]["ids"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|v| v.as_u64().unwrap() as u32)
-            .collect();
+        let ids = ids(&reference(name)["logits"]["long"]["ids"]);
         for codec in [Codec::F32, Codec::Lut4 { group: 32 }] {
-            let path = archive(&fixture(name), codec, dir.path());
+            let path = convert_to(&fixture(name), codec, dir.path());
             let (_, mut cpu, mut gpu) = engines(&path);
             // A prompt, then single tokens past the longrope switch at 32 positions.
             let (prompt, rest) = ids.split_at(20);
@@ -71,7 +53,7 @@ fn tiny_models_match_the_cpu_token_by_token() {
 #[test]
 fn smollm2_lut8_greedy_is_identical_on_gpu_and_cpu() {
     let dir = tempfile::tempdir().unwrap();
-    let path = archive(&smollm2_gguf(), Codec::Lut8, dir.path());
+    let path = convert_to(&smollm2_gguf(), Codec::Lut8, dir.path());
     let (manifest, cpu, gpu) = engines(&path);
     let mut on_cpu = Generator::new(cpu, &manifest).unwrap();
     let mut on_gpu = Generator::new(gpu, &manifest).unwrap();

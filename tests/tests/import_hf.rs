@@ -3,7 +3,7 @@
 
 use qins_host::import::{self, Imported};
 use qins_runtime::model::{canonical_tensors, RopeScaling, TensorSpec};
-use qins_tests::fixture;
+use qins_tests::{fixture, ids, reference};
 use safetensors::SafeTensors;
 use serde_json::Value;
 
@@ -118,15 +118,7 @@ fn embedded_tokenizer_reproduces_the_reference_ids() {
         let imp = import::open(&fixture(dir)).unwrap();
         let tok =
             tokenizers::Tokenizer::from_bytes(serde_json::to_vec(&imp.tokenizer).unwrap()).unwrap();
-        let reference: Value =
-            serde_json::from_slice(&std::fs::read(fixture(dir).join("reference.json")).unwrap())
-                .unwrap();
-        let ids: Vec<u32> = reference["logits"]["long"]["ids"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|v| v.as_u64().unwrap() as u32)
-            .collect();
+        let ids = ids(&reference(dir)["logits"]["long"]["ids"]);
         let text = tok.decode(&ids, false).unwrap();
         let again = tok.encode(text.as_str(), false).unwrap();
         assert_eq!(

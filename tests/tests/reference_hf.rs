@@ -2,37 +2,17 @@
 //! at every position within 1e-4 for prompts shorter and longer than Phi-3's
 //! original_max_position_embeddings, and the greedy generation that crosses it.
 
-use qins_host::convert::{convert, ConvertOptions};
-use qins_host::import;
 use qins_runtime::chat::{Engine, Generator, SamplingParams};
 use qins_runtime::codec::Codec;
 use qins_runtime::cpu::{CpuEngine, CpuModel};
 use qins_runtime::model::Weights;
-use qins_tests::fixture;
-use serde_json::Value;
-
-fn f32_archive(name: &str, dir: &std::path::Path) -> std::path::PathBuf {
-    let out = dir.join(format!("{name}.qins"));
-    let opts = ConvertOptions::new(Codec::F32);
-    convert(import::open(&fixture(name)).unwrap(), &opts, &out).unwrap();
-    out
-}
-
-fn ids(v: &Value) -> Vec<u32> {
-    v.as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x.as_u64().unwrap() as u32)
-        .collect()
-}
+use qins_tests::{convert_to, fixture, ids, reference};
 
 fn check(name: &str) {
     let dir = tempfile::tempdir().unwrap();
-    let path = f32_archive(name, dir.path());
+    let path = convert_to(&fixture(name), Codec::F32, dir.path());
     let (manifest, weights) = Weights::read(std::fs::File::open(&path).unwrap(), None).unwrap();
-    let reference: Value =
-        serde_json::from_slice(&std::fs::read(fixture(name).join("reference.json")).unwrap())
-            .unwrap();
+    let reference = reference(name);
     let mut engine = CpuEngine::new(CpuModel::new(manifest.config.clone(), weights));
     let vocab = manifest.config.vocab_size;
     for case in ["short", "long"] {

@@ -2,42 +2,20 @@
 //! fixtures/make_llamacpp_ref.py from the same GGUF, requantized to F32 by llama.cpp):
 //! identical token ids, first-step logits, and identical greedy answers from the f32 archive.
 
-use qins_host::convert::{convert, ConvertOptions};
-use qins_host::import;
 use qins_runtime::chat::{Generator, Message, SamplingParams, Tokenizer};
 use qins_runtime::codec::Codec;
 use qins_runtime::cpu::{CpuEngine, CpuModel};
 use qins_runtime::format::read_archive;
 use qins_runtime::model::Weights;
-use qins_tests::{fixture, smollm2_gguf};
-use serde_json::Value;
-
-fn reference() -> Value {
-    serde_json::from_slice(&std::fs::read(fixture("smollm2-llamacpp.json")).unwrap()).unwrap()
-}
-
-fn ids(v: &Value) -> Vec<u32> {
-    v.as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x.as_u64().unwrap() as u32)
-        .collect()
-}
-
-fn archive(dir: &std::path::Path, codec: Codec) -> std::path::PathBuf {
-    let out = dir.join("smollm2.qins");
-    let opts = ConvertOptions::new(codec);
-    convert(import::open(&smollm2_gguf()).unwrap(), &opts, &out).unwrap();
-    out
-}
+use qins_tests::{convert_to, ids, reference, smollm2_gguf};
 
 #[test]
 fn tokenization_is_identical_to_llama_cpp() {
     let dir = tempfile::tempdir().unwrap();
-    let path = archive(dir.path(), Codec::Lut4 { group: 32 });
+    let path = convert_to(&smollm2_gguf(), Codec::Lut4 { group: 32 }, dir.path());
     let manifest = read_archive(std::fs::File::open(path).unwrap(), None, |_, _| Ok(())).unwrap();
     let tok = Tokenizer::from_manifest(&manifest).unwrap();
-    let r = reference();
+    let r = reference("smollm2-llamacpp.json");
     let cases = r["tokenize"].as_array().unwrap();
     assert!(cases.len() >= 12);
     for c in cases {
@@ -49,11 +27,14 @@ fn tokenization_is_identical_to_llama_cpp() {
 #[test]
 fn greedy_answers_are_identical_to_llama_cpp() {
     let dir = tempfile::tempdir().unwrap();
-    let path = archive(dir.path(), Codec::F32);
+    let path = convert_to(&smollm2_gguf(), Codec::F32, dir.path());
     let (manifest, weights) = Weights::read(std::fs::File::open(path).unwrap(), None).unwrap();
     let engine = CpuEngine::new(CpuModel::new(manifest.config.clone(), weights));
     let mut gen = Generator::new(engine, &manifest).unwrap();
-    for case in reference()["greedy"].as_array().unwrap() {
+    for case in reference("smollm2-llamacpp.json")["greedy"]
+        .as_array()
+        .unwrap()
+    {
         let q = case["question"].as_str().unwrap();
         // The archive's own template renders the same prompt llama.cpp was given.
         let prompt = gen.chat_prompt(&[Message::new("user", q)]).unwrap();
