@@ -18,7 +18,6 @@ pub const BATCH: usize = 32;
 pub struct GpuModel {
     pub ctx: GpuContext,
     pub cfg: ModelConfig,
-    kernels: Kernels,
     step: wgpu::Buffer,
     tokens: wgpu::Buffer,
     inv_freq: wgpu::Buffer,
@@ -188,7 +187,6 @@ impl GpuModel {
         Ok(Self {
             ctx,
             cfg,
-            kernels: k,
             step,
             tokens,
             inv_freq,
@@ -246,10 +244,6 @@ impl GpuModel {
         Kernels::run(&self.ctx, &[&self.pick], 1);
         let b = self.ctx.read_back(&self.argmax, 0, 4)?;
         Ok(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-    }
-
-    pub fn kernels(&self) -> &Kernels {
-        &self.kernels
     }
 }
 
