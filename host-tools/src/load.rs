@@ -9,7 +9,7 @@ use qins_runtime::chat::{Engine, Generator};
 use qins_runtime::cpu::{CpuEngine, CpuModel};
 use qins_runtime::format::Manifest;
 use qins_runtime::gpu::{GpuContext, GpuEngine, GpuModel, GpuOptions};
-use qins_runtime::model::Weights;
+use qins_runtime::model::{ModelConfig, Weights};
 use web_time::Instant;
 
 /// Which engine runs the model.
@@ -24,9 +24,42 @@ pub enum Backend {
     Cpu,
 }
 
+/// The engine chosen at run time (an enum: `Engine::extend` is async, so not object-safe).
+pub enum AnyEngine {
+    Cpu(CpuEngine),
+    Gpu(GpuEngine),
+}
+
+impl Engine for AnyEngine {
+    fn config(&self) -> &ModelConfig {
+        match self {
+            Self::Cpu(e) => e.config(),
+            Self::Gpu(e) => e.config(),
+        }
+    }
+    fn len(&self) -> usize {
+        match self {
+            Self::Cpu(e) => e.len(),
+            Self::Gpu(e) => e.len(),
+        }
+    }
+    fn reset(&mut self) {
+        match self {
+            Self::Cpu(e) => e.reset(),
+            Self::Gpu(e) => e.reset(),
+        }
+    }
+    async fn extend(&mut self, tokens: &[u32], all: bool) -> qins_runtime::Result<Vec<f32>> {
+        match self {
+            Self::Cpu(e) => e.extend(tokens, all).await,
+            Self::Gpu(e) => e.extend(tokens, all).await,
+        }
+    }
+}
+
 pub struct Loaded {
     pub manifest: Manifest,
-    pub generator: Generator<Box<dyn Engine>>,
+    pub generator: Generator<AnyEngine>,
     pub load_s: f64,
     /// The adapter, for GPU runs.
     pub adapter: Option<String>,
@@ -71,11 +104,11 @@ pub fn open(path: &Path, opts: &LoadOptions) -> Result<Loaded> {
             }
         },
     };
-    let (manifest, engine, adapter, gpu_bytes): (Manifest, Box<dyn Engine>, _, _) = match gpu {
+    let (manifest, engine, adapter, gpu_bytes): (Manifest, AnyEngine, _, _) = match gpu {
         None => {
             let (manifest, weights) = Weights::read(reader, Some(len)).with_context(ctx_err)?;
             let engine = CpuEngine::new(CpuModel::new(manifest.config.clone(), weights));
-            (manifest, Box::new(engine), None, None)
+            (manifest, AnyEngine::Cpu(engine), None, None)
         }
         Some(ctx) => {
             let adapter = ctx.describe();
@@ -84,7 +117,7 @@ pub fn open(path: &Path, opts: &LoadOptions) -> Result<Loaded> {
             let bytes = model.gpu_bytes;
             (
                 manifest,
-                Box::new(GpuEngine::new(model)),
+                AnyEngine::Gpu(GpuEngine::new(model)),
                 Some(adapter),
                 Some(bytes),
             )

@@ -29,6 +29,52 @@ pub enum QinsError {
     Codec(String),
     #[error("GPU: {0}")]
     Gpu(String),
+    #[error("WebGPU is not available in this browser (navigator.gpu is missing)")]
+    NoWebGpu,
+    #[error("no GPU adapter: {0}")]
+    NoAdapter(String),
+    #[error("the GPU adapter's {limit} is {available} bytes; this model needs {needed} ({what})")]
+    AdapterLimit {
+        limit: &'static str,
+        needed: u64,
+        available: u64,
+        what: String,
+    },
+    #[error("the GPU device was lost: {0}")]
+    DeviceLost(String),
+    #[error("out of GPU memory: {0}")]
+    OutOfMemory(String),
+    #[error("HTTP {status} fetching {url}")]
+    Http { status: u16, url: String },
+    #[error("network error: {0}")]
+    Network(String),
+    #[error("aborted")]
+    Aborted,
     #[error("context full: {needed} tokens exceed the {available} positions available")]
     ContextFull { needed: usize, available: usize },
+}
+
+impl QinsError {
+    /// A stable name for each kind of failure, for UIs that show their own guidance.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::BadMagic | Self::Corrupt(_) | Self::Manifest(_) | Self::Decompress { .. } => {
+                "corrupt-archive"
+            }
+            Self::Truncated { .. } => "truncated-archive",
+            Self::UnsupportedVersion { .. } => "unsupported-version",
+            Self::Checksum { .. } => "checksum",
+            Self::Tensor { .. } | Self::Codec(_) => "invalid-model",
+            Self::Gpu(_) => "gpu",
+            Self::NoWebGpu => "no-webgpu",
+            Self::NoAdapter(_) => "no-adapter",
+            Self::AdapterLimit { .. } => "adapter-limit",
+            Self::DeviceLost(_) => "device-lost",
+            Self::OutOfMemory(_) => "out-of-memory",
+            Self::Http { .. } => "http",
+            Self::Network(_) => "network",
+            Self::Aborted => "aborted",
+            Self::ContextFull { .. } => "context-full",
+        }
+    }
 }

@@ -6,6 +6,7 @@
 //! - [`cpu`]: the f32 reference forward pass.
 //! - [`gpu`]: the same forward pass in WGSL kernels on wgpu.
 //! - [`chat`]: tokenizer, chat template, sampler, generation loop.
+//! - `web` (wasm32 only): the JavaScript-facing engine: streaming fetch, Cache API, WebGPU.
 
 pub mod chat;
 pub mod codec;
@@ -14,5 +15,7 @@ pub mod error;
 pub mod format;
 pub mod gpu;
 pub mod model;
+#[cfg(target_arch = "wasm32")]
+pub mod web;
 
 pub use error::{QinsError, Result};

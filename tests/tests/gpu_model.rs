@@ -2,7 +2,7 @@
 //! Phi-3 (longrope, crossing original_max_position_embeddings) and Llama (GQA, tied), for a
 //! float and a quantized codec; and greedy decoding of SmolLM2 lut8 equal on both engines.
 
-use qins_runtime::chat::{Engine, Generator, Message, SamplingParams};
+use qins_runtime::chat::{block_on, Engine, Generator, Message, SamplingParams};
 use qins_runtime::codec::Codec;
 use qins_runtime::cpu::{CpuEngine, CpuModel};
 use qins_runtime::gpu::{GpuEngine, GpuModel};
@@ -35,14 +35,14 @@ fn tiny_models_match_the_cpu_token_by_token() {
             let (prompt, rest) = ids.split_at(20);
             let what = format!("{name} {}", codec.name());
             let d = max_diff(
-                &gpu.extend(prompt, true).unwrap(),
-                &cpu.extend(prompt, true).unwrap(),
+                &block_on(gpu.extend(prompt, true)).unwrap(),
+                &block_on(cpu.extend(prompt, true)).unwrap(),
             );
             assert!(d < 1e-3, "{what} prompt: max |Δ| {d}");
             for (i, t) in rest.iter().enumerate() {
                 let d = max_diff(
-                    &gpu.extend(&[*t], false).unwrap(),
-                    &cpu.extend(&[*t], false).unwrap(),
+                    &block_on(gpu.extend(&[*t], false)).unwrap(),
+                    &block_on(cpu.extend(&[*t], false)).unwrap(),
                 );
                 assert!(d < 1e-3, "{what} position {}: max |Δ| {d}", 20 + i);
             }
@@ -82,7 +82,10 @@ fn smollm2_lut8_greedy_is_identical_on_gpu_and_cpu() {
     );
     // The GPU argmax agrees with the logits it produced.
     on_gpu.engine.reset();
-    let logits = on_gpu.engine.extend(&prompt, false).unwrap();
+    let logits = block_on(on_gpu.engine.extend(&prompt, false)).unwrap();
     let best = (0..logits.len()).fold(0, |b, i| if logits[i] > logits[b] { i } else { b });
-    assert_eq!(on_gpu.engine.model.argmax().unwrap() as usize, best);
+    assert_eq!(
+        block_on(on_gpu.engine.model.argmax()).unwrap() as usize,
+        best
+    );
 }

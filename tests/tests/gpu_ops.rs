@@ -2,6 +2,7 @@
 //! multiples of the workgroup size, single rows, K not a multiple of 4), like llama.cpp's
 //! test-backend-ops.
 
+use qins_runtime::chat::block_on;
 use qins_runtime::codec::{decode, encode, Codec};
 use qins_runtime::cpu::rms_norm;
 use qins_runtime::format::TensorEntry;
@@ -88,7 +89,7 @@ fn matvec_matches_cpu_for_every_codec_and_batch() {
                 let st = step(&ctx, 0, n as u32);
                 let d = t.matvec(&ctx, &k, &xb, xs, &yb, ys, true, false, &st);
                 Kernels::run(&ctx, &[&d], n as u32);
-                let got = ctx.read_f32(&yb, 0, n * ys).unwrap();
+                let got = block_on(ctx.read_f32(&yb, 0, n * ys)).unwrap();
                 let mut want = y0.clone();
                 for tok in 0..n {
                     for r in 0..rows {
@@ -111,7 +112,7 @@ fn matvec_matches_cpu_for_every_codec_and_batch() {
                     .map(|r| (0..cols).map(|c| dense[r * cols + c] * x[c]).sum())
                     .collect();
                 close(
-                    &ctx.read_f32(&yb, 0, rows).unwrap(),
+                    &block_on(ctx.read_f32(&yb, 0, rows)).unwrap(),
                     &want,
                     1e-5,
                     &format!("{} last-only", codec.name()),
@@ -138,7 +139,7 @@ fn embedding_lookup_matches_cpu_for_every_codec() {
             &[&t.embed(&ctx, &k, &tokens, &x, &st)],
             ids.len() as u32,
         );
-        let got = ctx.read_f32(&x, 0, ids.len() * cols).unwrap();
+        let got = block_on(ctx.read_f32(&x, 0, ids.len() * cols)).unwrap();
         let want: Vec<f32> = ids
             .iter()
             .flat_map(|&r| dense[r as usize * cols..(r as usize + 1) * cols].to_vec())
@@ -169,7 +170,7 @@ fn rmsnorm_silu_and_argmax_match_cpu() {
         let mut want = x.clone();
         rms_norm(&mut want, &w, 1e-5);
         close(
-            &ctx.read_f32(&out, 0, rows * n).unwrap(),
+            &block_on(ctx.read_f32(&out, 0, rows * n)).unwrap(),
             &want,
             1e-5,
             &format!("rmsnorm {n}"),
@@ -181,7 +182,7 @@ fn rmsnorm_silu_and_argmax_match_cpu() {
             rows as u32,
         );
         close(
-            &ctx.read_f32(&last, 0, n).unwrap(),
+            &block_on(ctx.read_f32(&last, 0, n)).unwrap(),
             &want[(rows - 1) * n..],
             1e-5,
             &format!("rmsnorm last {n}"),
@@ -194,7 +195,7 @@ fn rmsnorm_silu_and_argmax_match_cpu() {
         );
         Kernels::run(&ctx, &[&k.silu_mul(&ctx, &gb, &ab, n, &st)], rows as u32);
         close(
-            &ctx.read_f32(&ab, 0, rows * n).unwrap(),
+            &block_on(ctx.read_f32(&ab, 0, rows * n)).unwrap(),
             &qins_runtime::cpu::silu_mul(&gu, n),
             1e-6,
             &format!("silu {n}"),
@@ -212,7 +213,7 @@ fn rmsnorm_silu_and_argmax_match_cpu() {
             ctx.scratch("r", 1),
         );
         Kernels::run(&ctx, &[&k.argmax(&ctx, &vb, &rb, n)], 1);
-        let got = ctx.read_back(&rb, 0, 4).unwrap();
+        let got = block_on(ctx.read_back(&rb, 0, 4)).unwrap();
         assert_eq!(
             u32::from_le_bytes(got.try_into().unwrap()),
             top as u32,

@@ -2,7 +2,7 @@
 //! at every position within 1e-4 for prompts shorter and longer than Phi-3's
 //! original_max_position_embeddings, and the greedy generation that crosses it.
 
-use qins_runtime::chat::{Engine, Generator, SamplingParams};
+use qins_runtime::chat::{block_on, Engine, Generator, SamplingParams};
 use qins_runtime::codec::Codec;
 use qins_runtime::cpu::{CpuEngine, CpuModel};
 use qins_runtime::model::Weights;
@@ -19,7 +19,7 @@ fn check(name: &str) {
         let r = &reference["logits"][case];
         let tokens = ids(&r["ids"]);
         engine.reset();
-        let got = engine.extend(&tokens, true).unwrap();
+        let got = block_on(engine.extend(&tokens, true)).unwrap();
         let mut worst = 0f32;
         for (p, row) in r["all_positions"].as_array().unwrap().iter().enumerate() {
             for (i, v) in row.as_array().unwrap().iter().enumerate() {
@@ -38,7 +38,7 @@ fn check(name: &str) {
     let g = &reference["greedy"];
     let generated = ids(&g["generated"]);
     engine.reset();
-    let mut logits = engine.extend(&ids(&g["prompt"]), false).unwrap();
+    let mut logits = block_on(engine.extend(&ids(&g["prompt"]), false)).unwrap();
     for (step, want) in g["step_logits"].as_array().unwrap().iter().enumerate() {
         let worst = want
             .as_array()
@@ -51,7 +51,7 @@ fn check(name: &str) {
             worst < 1e-4,
             "{name} generation step {step}: max |Δlogit| {worst}"
         );
-        logits = engine.extend(&[generated[step]], false).unwrap();
+        logits = block_on(engine.extend(&[generated[step]], false)).unwrap();
     }
     let mut gen = Generator::new(engine, &manifest).unwrap();
     let out: Vec<u32> = gen

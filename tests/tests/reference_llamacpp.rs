@@ -2,7 +2,7 @@
 //! fixtures/make_llamacpp_ref.py from the same GGUF, requantized to F32 by llama.cpp):
 //! identical token ids, first-step logits, and identical greedy answers from the f32 archive.
 
-use qins_runtime::chat::{Generator, Message, SamplingParams, Tokenizer};
+use qins_runtime::chat::{block_on, Generator, Message, SamplingParams, Tokenizer};
 use qins_runtime::codec::Codec;
 use qins_runtime::cpu::{CpuEngine, CpuModel};
 use qins_runtime::format::read_archive;
@@ -44,7 +44,7 @@ fn greedy_answers_are_identical_to_llama_cpp() {
         // First-step logits of llama.cpp's top 20 tokens.
         use qins_runtime::chat::Engine;
         gen.engine.reset();
-        let logits = gen.engine.extend(&prompt_ids, false).unwrap();
+        let logits = block_on(gen.engine.extend(&prompt_ids, false)).unwrap();
         for pair in case["first_top"].as_array().unwrap() {
             let (id, want) = (
                 pair[0].as_u64().unwrap() as usize,

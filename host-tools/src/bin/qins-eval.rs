@@ -8,7 +8,7 @@ use anyhow::{bail, Context, Result};
 use clap::Parser;
 use indicatif::{ProgressBar, ProgressStyle};
 use qins_host::load::{open, Backend, LoadOptions};
-use qins_runtime::chat::Engine;
+use qins_runtime::chat::{block_on, Engine};
 use serde_json::json;
 
 #[derive(Parser)]
@@ -120,11 +120,11 @@ fn run() -> Result<()> {
             window[0] = b;
         }
         gen.engine.reset();
-        let logits = gen.engine.extend(&window, true)?;
+        let logits = block_on(gen.engine.extend(&window, true))?;
         let ref_logits = match reference.as_mut() {
             Some(r) => {
                 r.engine.reset();
-                Some(r.engine.extend(&window, true)?)
+                Some(block_on(r.engine.extend(&window, true))?)
             }
             None => None,
         };

@@ -6,8 +6,8 @@ use std::process::ExitCode;
 
 use anyhow::{bail, Result};
 use clap::Parser;
-use qins_host::load::{open, Backend, LoadOptions};
-use qins_runtime::chat::{Engine, GenerationStats, Generator, Message, SamplingParams};
+use qins_host::load::{open, AnyEngine, Backend, LoadOptions};
+use qins_runtime::chat::{block_on, Engine, GenerationStats, Generator, Message, SamplingParams};
 use qins_runtime::format::Manifest;
 use serde_json::json;
 
@@ -96,7 +96,7 @@ fn sampling(args: &Args, m: &Manifest) -> SamplingParams {
 
 /// Streams one reply to stdout; returns its ids, text and stats.
 fn reply(
-    gen: &mut Generator<Box<dyn Engine>>,
+    gen: &mut Generator<AnyEngine>,
     messages: &[Message],
     params: &SamplingParams,
     args: &Args,
@@ -167,7 +167,7 @@ fn run() -> Result<()> {
             bail!("--logits-for needs at least one token id");
         }
         gen.engine.reset();
-        let logits = gen.engine.extend(ids, args.all_positions)?;
+        let logits = block_on(gen.engine.extend(ids, args.all_positions))?;
         if args.all_positions {
             let rows: Vec<&[f32]> = logits.chunks(c.vocab_size).collect();
             print(json!({"logits": rows}));
@@ -230,7 +230,7 @@ fn run() -> Result<()> {
     Ok(())
 }
 
-fn chat(args: &Args, gen: &mut Generator<Box<dyn Engine>>, params: &SamplingParams) -> Result<()> {
+fn chat(args: &Args, gen: &mut Generator<AnyEngine>, params: &SamplingParams) -> Result<()> {
     let mut messages = base_messages(args);
     eprintln!("chat: /reset clears the conversation, Ctrl-D quits");
     let stdin = std::io::stdin();

@@ -164,7 +164,7 @@ impl<E: Engine> Generation<'_, E> {
         }
     }
 
-    fn step(&mut self) -> Result<Option<StepEvent>> {
+    async fn step(&mut self) -> Result<Option<StepEvent>> {
         if self.generated().len() >= self.max_tokens {
             self.finish("max_tokens");
             return Ok(None);
@@ -173,14 +173,14 @@ impl<E: Engine> Generation<'_, E> {
             Some(l) => l,
             None if self.history.len() == self.prompt_len => {
                 let t = Instant::now();
-                let l = self.gen.engine.extend(&self.history, false)?;
+                let l = self.gen.engine.extend(&self.history, false).await?;
                 let secs = t.elapsed().as_secs_f64();
                 self.stats.prefill_tok_s = self.prompt_len as f64 / secs.max(1e-9);
                 l
             }
             None => {
                 let last = *self.history.last().expect("non-empty");
-                self.gen.engine.extend(&[last], false)?
+                self.gen.engine.extend(&[last], false).await?
             }
         };
         let id = self.sampler.sample(&logits, &self.history);
@@ -200,14 +200,14 @@ impl<E: Engine> Generation<'_, E> {
     }
 }
 
-impl<E: Engine> Iterator for Generation<'_, E> {
-    type Item = Result<StepEvent>;
-
-    fn next(&mut self) -> Option<Self::Item> {
+impl<E: Engine> Generation<'_, E> {
+    /// The next token, None once generation has stopped (end of turn, max tokens or an error
+    /// already returned).
+    pub async fn next_token(&mut self) -> Option<Result<StepEvent>> {
         if self.done {
             return None;
         }
-        match self.step() {
+        match self.step().await {
             Ok(Some(ev)) => Some(Ok(ev)),
             Ok(None) => None,
             Err(e) => {
@@ -215,5 +215,15 @@ impl<E: Engine> Iterator for Generation<'_, E> {
                 Some(Err(e))
             }
         }
+    }
+}
+
+/// Native tools read tokens as an iterator, each one waited for in place.
+#[cfg(not(target_arch = "wasm32"))]
+impl<E: Engine> Iterator for Generation<'_, E> {
+    type Item = Result<StepEvent>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        super::block_on(self.next_token())
     }
 }

@@ -17,6 +17,10 @@ use crate::model::ModelConfig;
 use crate::Result;
 
 /// A model with its sequence state (KV cache and history).
+///
+/// `extend` is async because the browser cannot block on a GPU read-back; native callers wait
+/// with [`block_on`] (the CPU engine never suspends).
+#[allow(async_fn_in_trait)] // single-threaded callers: no Send bound wanted (wasm32 GPU types are !Send)
 pub trait Engine {
     fn config(&self) -> &ModelConfig;
     /// Tokens in the sequence so far.
@@ -27,21 +31,11 @@ pub trait Engine {
     fn reset(&mut self);
     /// Appends `tokens` and returns logits: of every appended position ([n, vocab]) when
     /// `all`, else of the last one.
-    fn extend(&mut self, tokens: &[u32], all: bool) -> Result<Vec<f32>>;
+    async fn extend(&mut self, tokens: &[u32], all: bool) -> Result<Vec<f32>>;
 }
 
-/// Lets tools choose the engine at run time (`Generator<Box<dyn Engine>>`).
-impl<E: Engine + ?Sized> Engine for Box<E> {
-    fn config(&self) -> &ModelConfig {
-        (**self).config()
-    }
-    fn len(&self) -> usize {
-        (**self).len()
-    }
-    fn reset(&mut self) {
-        (**self).reset()
-    }
-    fn extend(&mut self, tokens: &[u32], all: bool) -> Result<Vec<f32>> {
-        (**self).extend(tokens, all)
-    }
+/// Runs a future to completion on the calling thread (native tools and tests).
+#[cfg(not(target_arch = "wasm32"))]
+pub fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    pollster::block_on(f)
 }

@@ -4,6 +4,7 @@ use serde::{Deserialize, Serialize};
 
 /// Sampling settings; temperature 0 is greedy.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct SamplingParams {
     pub temperature: f32,
     /// 0 disables.

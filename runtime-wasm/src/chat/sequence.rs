@@ -7,6 +7,7 @@ use crate::model::{ModelConfig, Rope};
 use crate::{QinsError, Result};
 
 /// What a backend provides: the forward pass over a KV cache it owns.
+#[allow(async_fn_in_trait)]
 pub trait Forward {
     fn config(&self) -> &ModelConfig;
     /// Positions the cache can hold.
@@ -15,8 +16,13 @@ pub trait Forward {
     fn clear(&mut self);
     /// Runs `tokens` at positions `start..` with `rope`; logits of every token (`all`) or of
     /// the last.
-    fn forward(&mut self, tokens: &[u32], start: usize, rope: &Rope, all: bool)
-        -> Result<Vec<f32>>;
+    async fn forward(
+        &mut self,
+        tokens: &[u32],
+        start: usize,
+        rope: &Rope,
+        all: bool,
+    ) -> Result<Vec<f32>>;
 }
 
 pub struct Sequence<F: Forward> {
@@ -50,7 +56,7 @@ impl<F: Forward> Engine for Sequence<F> {
         self.rope = None;
     }
 
-    fn extend(&mut self, tokens: &[u32], all: bool) -> Result<Vec<f32>> {
+    async fn extend(&mut self, tokens: &[u32], all: bool) -> Result<Vec<f32>> {
         if tokens.is_empty() {
             return Err(QinsError::Codec("extend needs at least one token".into()));
         }
@@ -78,13 +84,13 @@ impl<F: Forward> Engine for Sequence<F> {
             // Longrope changed factor sets: the cached keys were rotated with the old ones, so
             // the whole sequence is encoded again, as transformers' Phi-3 does.
             self.model.clear();
-            let logits = self.model.forward(&self.history, 0, rope, all)?;
+            let logits = self.model.forward(&self.history, 0, rope, all).await?;
             return Ok(if all {
                 logits[logits.len() - tokens.len() * vocab..].to_vec()
             } else {
                 logits
             });
         }
-        self.model.forward(tokens, start, rope, all)
+        self.model.forward(tokens, start, rope, all).await
     }
 }

@@ -19,7 +19,7 @@ impl Forward for CpuRunner {
     fn clear(&mut self) {
         self.cache.clear();
     }
-    fn forward(
+    async fn forward(
         &mut self,
         tokens: &[u32],
         start: usize,

@@ -9,12 +9,14 @@ pub struct GpuOptions {
     pub adapter: Option<String>,
 }
 
-/// Device, queue and what the adapter can do.
+/// Device, queue and what the adapter can do (cheap to clone: wgpu handles are shared).
+#[derive(Clone)]
 pub struct GpuContext {
     pub device: wgpu::Device,
     pub queue: wgpu::Queue,
     pub info: wgpu::AdapterInfo,
     pub limits: wgpu::Limits,
+    lost: std::sync::Arc<std::sync::Mutex<Option<String>>>,
 }
 
 fn gpu_err(what: &str, e: impl std::fmt::Display) -> QinsError {
@@ -23,6 +25,10 @@ fn gpu_err(what: &str, e: impl std::fmt::Display) -> QinsError {
 
 impl GpuContext {
     pub async fn new(opts: &GpuOptions) -> Result<Self> {
+        #[cfg(target_arch = "wasm32")]
+        if !has_webgpu() {
+            return Err(QinsError::NoWebGpu);
+        }
         let mut desc = wgpu::InstanceDescriptor::new_without_display_handle_from_env();
         if std::env::var_os("WGPU_BACKEND").is_none() {
             // Vulkan, Metal, DX12 or WebGPU: the GL fallback lacks what the kernels need.
@@ -38,8 +44,8 @@ impl GpuContext {
                     .into_iter()
                     .find(|a| a.get_info().name.to_lowercase().contains(&want))
                     .ok_or_else(|| {
-                        QinsError::Gpu(format!(
-                            "no GPU adapter matches \"{name}\" (found: {})",
+                        QinsError::NoAdapter(format!(
+                            "none matches \"{name}\" (found: {})",
                             names.join(", ")
                         ))
                     })?
@@ -50,7 +56,11 @@ impl GpuContext {
                     ..Default::default()
                 })
                 .await
-                .map_err(|e| gpu_err("no GPU adapter (WebGPU/Vulkan/Metal unavailable?)", e))?,
+                .map_err(|e| {
+                    QinsError::NoAdapter(format!(
+                        "{e} (WebGPU, Vulkan, Metal or DX12 must offer one)"
+                    ))
+                })?,
         };
         let info = adapter.get_info();
         // The adapter's real limits: WebGPU's defaults (128 MiB bindings) are too small for
@@ -65,14 +75,20 @@ impl GpuContext {
             })
             .await
             .map_err(|e| gpu_err("cannot open the GPU device", e))?;
-        device.set_device_lost_callback(|reason, msg| {
+        let lost = std::sync::Arc::new(std::sync::Mutex::new(None));
+        let flag = lost.clone();
+        device.set_device_lost_callback(move |reason, msg| {
             tracing::error!(?reason, %msg, "GPU device lost");
+            if let Ok(mut l) = flag.lock() {
+                *l = Some(format!("{reason:?}: {msg}"));
+            }
         });
         Ok(Self {
             device,
             queue,
             info,
             limits,
+            lost,
         })
     }
 
@@ -82,6 +98,36 @@ impl GpuContext {
             "{} ({:?}, {:?}, f32 path)",
             self.info.name, self.info.backend, self.info.device_type
         )
+    }
+
+    /// A clear error when one binding of `bytes` exceeds the adapter's limits.
+    pub fn check_binding(&self, what: &str, bytes: u64) -> Result<()> {
+        let checks = [
+            (
+                "maxStorageBufferBindingSize",
+                self.limits.max_storage_buffer_binding_size,
+            ),
+            ("maxBufferSize", self.limits.max_buffer_size),
+        ];
+        for (limit, available) in checks {
+            if bytes > available {
+                return Err(QinsError::AdapterLimit {
+                    limit,
+                    needed: bytes,
+                    available,
+                    what: what.to_string(),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Set once the device is lost (driver reset, tab in background too long, GPU removed).
+    pub fn lost(&self) -> Result<()> {
+        match self.lost.lock().ok().and_then(|l| l.clone()) {
+            Some(msg) => Err(QinsError::DeviceLost(msg)),
+            None => Ok(()),
+        }
     }
 
     pub fn storage(&self, label: &str, bytes: &[u8]) -> wgpu::Buffer {
@@ -119,8 +165,9 @@ impl GpuContext {
             })
     }
 
-    /// Copies `len` bytes of `src` back to the host and waits for them (native targets).
-    pub fn read_back(&self, src: &wgpu::Buffer, offset: u64, len: u64) -> Result<Vec<u8>> {
+    /// Copies `len` bytes of `src` back to the host. Natively this waits on the device; in the
+    /// browser the map completes from the event loop, so the caller must be async there.
+    pub async fn read_back(&self, src: &wgpu::Buffer, offset: u64, len: u64) -> Result<Vec<u8>> {
         let staging = self.device.create_buffer(&wgpu::BufferDescriptor {
             label: Some("readback"),
             size: len,
@@ -131,15 +178,18 @@ impl GpuContext {
         enc.copy_buffer_to_buffer(src, offset, &staging, 0, len);
         self.queue.submit([enc.finish()]);
         let slice = staging.slice(..);
-        let (tx, rx) = std::sync::mpsc::channel();
+        let (tx, rx) = futures_channel::oneshot::channel();
         slice.map_async(wgpu::MapMode::Read, move |r| {
             let _ = tx.send(r);
         });
+        #[cfg(not(target_arch = "wasm32"))]
         self.device
             .poll(wgpu::PollType::wait_indefinitely())
             .map_err(|e| gpu_err("GPU wait failed", e))?;
-        rx.recv()
-            .map_err(|e| gpu_err("readback", e))?
+        let mapped = rx.await;
+        self.lost()?;
+        mapped
+            .map_err(|_| QinsError::DeviceLost("the read-back was dropped".into()))?
             .map_err(|e| gpu_err("readback map", e))?;
         let bytes = slice
             .get_mapped_range()
@@ -149,8 +199,24 @@ impl GpuContext {
         Ok(bytes)
     }
 
-    pub fn read_f32(&self, src: &wgpu::Buffer, offset_values: usize, n: usize) -> Result<Vec<f32>> {
-        let bytes = self.read_back(src, (offset_values * 4) as u64, (n * 4) as u64)?;
+    pub async fn read_f32(
+        &self,
+        src: &wgpu::Buffer,
+        offset_values: usize,
+        n: usize,
+    ) -> Result<Vec<f32>> {
+        let bytes = self
+            .read_back(src, (offset_values * 4) as u64, (n * 4) as u64)
+            .await?;
         Ok(bytemuck::cast_slice(&bytes).to_vec())
     }
+}
+
+/// `navigator.gpu` exists (in a page or a worker): wgpu would only say "no adapter" otherwise.
+#[cfg(target_arch = "wasm32")]
+fn has_webgpu() -> bool {
+    let get = |o: &wasm_bindgen::JsValue, k: &str| js_sys::Reflect::get(o, &k.into()).ok();
+    get(&js_sys::global(), "navigator")
+        .and_then(|n| get(&n, "gpu"))
+        .is_some_and(|g| !g.is_undefined() && !g.is_null())
 }

@@ -3,12 +3,15 @@
 //! the batched kernels, decode is the one-token case.
 
 use std::collections::HashMap;
+#[cfg(not(target_arch = "wasm32"))]
 use std::io::Read;
 
 use super::kernels::{Dispatch, Kernels};
+#[cfg(not(target_arch = "wasm32"))]
+use super::GpuLoader;
 use super::{GpuContext, GpuTensor};
 use crate::chat::{Forward, Sequence};
-use crate::format::{read_archive, Manifest};
+use crate::format::Manifest;
 use crate::model::{ModelConfig, Rope};
 use crate::{QinsError, Result};
 
@@ -39,25 +42,60 @@ pub struct GpuModel {
 }
 
 impl GpuModel {
-    /// Streams the archive straight into GPU buffers, one tensor at a time.
+    /// Streams the archive straight into GPU buffers (native readers; the browser feeds a
+    /// [`GpuLoader`] from its fetch stream).
+    #[cfg(not(target_arch = "wasm32"))]
     pub fn load<R: Read>(
         ctx: GpuContext,
-        r: R,
+        mut r: R,
         len: Option<u64>,
         max_ctx: usize,
     ) -> Result<(Manifest, Self)> {
-        let mut tensors: HashMap<String, GpuTensor> = HashMap::new();
-        let mut gpu_bytes = 0u64;
-        let manifest = read_archive(r, len, |entry, bytes| {
-            gpu_bytes += bytes.len() as u64;
-            tensors.insert(entry.name.clone(), GpuTensor::upload(&ctx, entry, &bytes)?);
-            Ok(())
-        })?;
-        let model = Self::build(ctx, manifest.config.clone(), tensors, max_ctx, gpu_bytes)?;
-        Ok((manifest, model))
+        let mut loader = GpuLoader::new(ctx, len, max_ctx);
+        let mut buf = vec![0u8; 1 << 20];
+        loop {
+            match r.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => loader.feed(&buf[..n])?,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(QinsError::Corrupt(format!("read failed: {e}"))),
+            }
+        }
+        crate::chat::block_on(loader.finish())
     }
 
-    fn build(
+    /// Work buffers for a cache of `max_ctx` positions: (label, bytes) of the largest ones.
+    fn scratch_sizes(cfg: &ModelConfig, max_ctx: usize) -> [(&'static str, u64); 3] {
+        let b = BATCH as u64;
+        [
+            ("logits", b * cfg.vocab_size as u64 * 4),
+            (
+                "attention scores",
+                b * cfg.num_heads as u64 * max_ctx as u64 * 4,
+            ),
+            ("feed-forward", b * 2 * cfg.intermediate_size as u64 * 4),
+        ]
+    }
+
+    /// Refuses, before any download, a model whose tensors or work buffers exceed the
+    /// adapter's limits, naming the limit and the size needed.
+    pub fn check_limits(
+        ctx: &GpuContext,
+        cfg: &ModelConfig,
+        manifest: &Manifest,
+        max_ctx: usize,
+    ) -> Result<()> {
+        let max_ctx = max_ctx.min(cfg.max_position_embeddings).max(1);
+        if let Some(t) = manifest.tensors.iter().max_by_key(|t| t.bytes) {
+            ctx.check_binding(&format!("tensor {}", t.name), t.bytes)?;
+        }
+        for (what, bytes) in Self::scratch_sizes(cfg, max_ctx) {
+            ctx.check_binding(what, bytes)?;
+        }
+        Ok(())
+    }
+
+    pub(super) fn build(
         ctx: GpuContext,
         cfg: ModelConfig,
         mut t: HashMap<String, GpuTensor>,
@@ -234,15 +272,16 @@ impl GpuModel {
         Kernels::run(&self.ctx, &all, n);
     }
 
-    fn read_logits(&self, rows: usize) -> Result<Vec<f32>> {
+    async fn read_logits(&self, rows: usize) -> Result<Vec<f32>> {
         self.ctx
             .read_f32(&self.logits, 0, rows * self.cfg.vocab_size)
+            .await
     }
 
     /// Greedy choice made on the GPU from the last computed logits row 0: 4 bytes come back.
-    pub fn argmax(&self) -> Result<u32> {
+    pub async fn argmax(&self) -> Result<u32> {
         Kernels::run(&self.ctx, &[&self.pick], 1);
-        let b = self.ctx.read_back(&self.argmax, 0, 4)?;
+        let b = self.ctx.read_back(&self.argmax, 0, 4).await?;
         Ok(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
     }
 }
@@ -259,7 +298,7 @@ impl Forward for GpuModel {
 
     /// Runs `tokens` from position `start` in batches, reading back logits for every token
     /// (`all`) or the last.
-    fn forward(
+    async fn forward(
         &mut self,
         tokens: &[u32],
         start: usize,
@@ -283,9 +322,9 @@ impl Forward for GpuModel {
             };
             self.batch(chunk, start + i * BATCH, head);
             if all {
-                out.extend(self.read_logits(chunk.len())?);
+                out.extend(self.read_logits(chunk.len()).await?);
             } else if last {
-                out = self.read_logits(1)?;
+                out = self.read_logits(1).await?;
             }
         }
         Ok(out)

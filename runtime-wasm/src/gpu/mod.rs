@@ -4,9 +4,11 @@
 mod context;
 mod engine;
 mod kernels;
+mod loader;
 mod tensor;
 
 pub use context::{GpuContext, GpuOptions};
 pub use engine::{GpuEngine, GpuModel};
 pub use kernels::{Dispatch, Kernels};
+pub use loader::{GpuLoader, LoadProgress};
 pub use tensor::GpuTensor;

@@ -2,7 +2,7 @@ use super::kernels::{Dispatch, Kernels};
 use super::GpuContext;
 use crate::codec::{Codec, Layout};
 use crate::format::TensorEntry;
-use crate::{QinsError, Result};
+use crate::Result;
 
 /// An archive tensor uploaded as-is: the kernels decode the stored layout in place.
 pub struct GpuTensor {
@@ -15,26 +15,42 @@ pub struct GpuTensor {
 }
 
 impl GpuTensor {
-    pub fn upload(ctx: &GpuContext, entry: &TensorEntry, bytes: &[u8]) -> Result<Self> {
+    /// Allocates the tensor's buffer, to be filled by [`GpuTensor::write`] as the archive
+    /// streams in. Refuses a tensor larger than one storage binding may be.
+    pub fn create(ctx: &GpuContext, entry: &TensorEntry) -> Result<Self> {
         let (rows, cols) = entry.rows_cols();
         let layout = entry.codec.layout(rows, cols)?;
-        let max = ctx.limits.max_storage_buffer_binding_size;
-        if bytes.len() as u64 > max {
-            return Err(QinsError::Gpu(format!(
-                "tensor {} needs a {} MiB storage binding, the adapter allows {} MiB (maxStorageBufferBindingSize)",
-                entry.name,
-                bytes.len() >> 20,
-                max >> 20
-            )));
-        }
+        ctx.check_binding(&entry.name, entry.bytes)?;
+        let buffer = ctx.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some(&entry.name),
+            size: entry.bytes.next_multiple_of(4).max(4),
+            usage: wgpu::BufferUsages::STORAGE
+                | wgpu::BufferUsages::COPY_SRC
+                | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
         Ok(Self {
             name: entry.name.clone(),
-            buffer: ctx.storage(&entry.name, bytes),
+            buffer,
             codec: entry.codec,
             rows,
             cols,
             layout,
         })
+    }
+
+    /// Writes `bytes` at `offset`; both must be multiples of 4 (the loader carries the rest).
+    pub fn write(&self, ctx: &GpuContext, offset: u64, bytes: &[u8]) {
+        ctx.queue.write_buffer(&self.buffer, offset, bytes);
+    }
+
+    /// The whole tensor at once (tests and tools that hold it in memory).
+    pub fn upload(ctx: &GpuContext, entry: &TensorEntry, bytes: &[u8]) -> Result<Self> {
+        let t = Self::create(ctx, entry)?;
+        let mut padded = bytes.to_vec();
+        padded.resize(bytes.len().next_multiple_of(4), 0);
+        t.write(ctx, 0, &padded);
+        Ok(t)
     }
 
     /// Words (u32) offsets of the sections, as the kernels take them.

@@ -1,0 +1,9 @@
+//! The browser side (wasm32 only): [`QinsEngine`] streams an archive from the network or the
+//! Cache API into WebGPU and generates, for JavaScript in a Web Worker (web/worker/) or the
+//! Leptos app. Protocol and events: docs/WEB_API.md.
+
+mod engine;
+mod source;
+
+pub use engine::QinsEngine;
+pub use source::CACHE_NAME;

@@ -1,0 +1,338 @@
+//! The engine in a real browser: headless Chromium (WebGPU on SwiftShader) runs these in a
+//! dedicated Web Worker, where the product runs it, against `qins-test-server` serving a tiny
+//! archive and the native engine's results for it. `scripts/dev.sh test` sets it all up and
+//! passes the server's URL at build time as QINS_TEST_SERVER.
+#![cfg(target_arch = "wasm32")]
+
+use js_sys::{Function, Promise, Reflect};
+use qins_runtime::web::{QinsEngine, CACHE_NAME};
+use wasm_bindgen::prelude::*;
+use wasm_bindgen::JsCast;
+use wasm_bindgen_futures::JsFuture;
+use wasm_bindgen_test::*;
+
+wasm_bindgen_test_configure!(run_in_dedicated_worker);
+
+fn server() -> &'static str {
+    match option_env!("QINS_TEST_SERVER") {
+        Some(url) => url,
+        None => panic!("build with QINS_TEST_SERVER=http://host:port (scripts/dev.sh test does)"),
+    }
+}
+
+fn archive(name: &str) -> String {
+    format!("{}/models/{name}", server())
+}
+
+fn get(v: &JsValue, key: &str) -> JsValue {
+    Reflect::get(v, &key.into()).unwrap_or(JsValue::UNDEFINED)
+}
+
+fn num(v: &JsValue, key: &str) -> f64 {
+    get(v, key)
+        .as_f64()
+        .unwrap_or_else(|| panic!("{key} missing in {v:?}"))
+}
+
+fn call(obj: &JsValue, method: &str, args: &[JsValue]) -> JsValue {
+    let f: Function = get(obj, method).unchecked_into();
+    let args: js_sys::Array = args.iter().collect();
+    f.apply(obj, &args)
+        .unwrap_or_else(|e| panic!("{method}: {e:?}"))
+}
+
+async fn wait(p: JsValue) -> Result<JsValue, JsValue> {
+    JsFuture::from(p.unchecked_into::<Promise>()).await
+}
+
+async fn fetch_json(url: &str) -> JsValue {
+    let resp = wait(call(&js_sys::global(), "fetch", &[url.into()]))
+        .await
+        .expect("fetch");
+    wait(call(&resp, "json", &[])).await.expect("json")
+}
+
+async fn sleep_ms(ms: i32) {
+    let p = Promise::new(&mut |resolve, _| {
+        call(
+            &js_sys::global(),
+            "setTimeout",
+            &[resolve.into(), ms.into()],
+        );
+    });
+    JsFuture::from(p).await.unwrap();
+}
+
+/// A JS callback that records its arguments, optionally running `also` on each.
+fn recorder(
+    also: impl Fn(&JsValue) + 'static,
+) -> (Function, std::rc::Rc<std::cell::RefCell<Vec<JsValue>>>) {
+    let seen = std::rc::Rc::new(std::cell::RefCell::new(Vec::new()));
+    let s = seen.clone();
+    let f = Closure::<dyn FnMut(JsValue)>::new(move |v: JsValue| {
+        also(&v);
+        s.borrow_mut().push(v);
+    });
+    (f.into_js_value().unchecked_into(), seen)
+}
+
+fn nothing() -> Function {
+    recorder(|_| {}).0
+}
+
+fn options(json: &str) -> JsValue {
+    js_sys::JSON::parse(json).unwrap()
+}
+
+async fn load(engine: &QinsEngine, url: &str, opts: &str) -> Result<JsValue, JsValue> {
+    wait(engine.load(url.into(), options(opts), nothing()).into()).await
+}
+
+fn kind(err: &JsValue) -> String {
+    get(err, "kind").as_string().unwrap_or_default()
+}
+
+/// Requests the test server has seen for `path`.
+async fn requests(path: &str) -> f64 {
+    let stats = fetch_json(&format!("{}/stats", server())).await;
+    get(&stats, path).as_f64().unwrap_or(0.0)
+}
+
+async fn expected() -> JsValue {
+    fetch_json(&archive("tiny.expected.json")).await
+}
+
+fn ids_of(v: &JsValue) -> Vec<u32> {
+    js_sys::Array::from(v)
+        .iter()
+        .map(|x| x.as_f64().unwrap() as u32)
+        .collect()
+}
+
+/// Greedy reply to the expected file's prompt, as token ids.
+async fn greedy_reply(engine: &QinsEngine, exp: &JsValue) -> (Vec<u32>, JsValue) {
+    let messages = options(&format!(
+        r#"[{{"role":"user","content":{}}}]"#,
+        js_sys::JSON::stringify(&get(exp, "prompt")).unwrap()
+    ));
+    let opts = options(&format!(
+        r#"{{"temperature":0,"max_tokens":{}}}"#,
+        num(exp, "max_tokens")
+    ));
+    let (on_token, tokens) = recorder(|_| {});
+    let stats = wait(engine.generate(messages, opts, on_token).into())
+        .await
+        .expect("generate");
+    let ids = tokens
+        .borrow()
+        .iter()
+        .map(|t| num(t, "id") as u32)
+        .collect();
+    (ids, stats)
+}
+
+async fn assert_matches_native(engine: &QinsEngine) {
+    let exp = expected().await;
+    let ids = ids_of(&get(&exp, "logits_ids"));
+    let want: Vec<f32> = js_sys::Array::from(&get(&exp, "logits"))
+        .iter()
+        .map(|x| x.as_f64().unwrap() as f32)
+        .collect();
+    let got: Vec<f32> = wait(engine.logits(ids).into())
+        .await
+        .expect("logits")
+        .unchecked_into::<js_sys::Float32Array>()
+        .to_vec();
+    assert_eq!(got.len(), want.len());
+    let worst = got
+        .iter()
+        .zip(&want)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0f32, f32::max);
+    assert!(worst < 1e-3, "browser logits differ from native by {worst}");
+    let (reply, stats) = greedy_reply(engine, &exp).await;
+    assert_eq!(reply, ids_of(&get(&exp, "greedy_ids")), "greedy reply");
+    assert_eq!(num(&stats, "generated_tokens") as usize, reply.len());
+}
+
+#[wasm_bindgen_test]
+async fn loads_over_http_and_matches_the_native_engine() {
+    let engine = QinsEngine::new();
+    let (on_progress, events) = recorder(|_| {});
+    let info = wait(
+        engine
+            .load(
+                archive("tiny.qins"),
+                options(r#"{"cache":false}"#),
+                on_progress,
+            )
+            .into(),
+    )
+    .await
+    .expect("load");
+    assert_eq!(get(&info, "from_cache"), JsValue::FALSE);
+    assert!(num(&info, "peak_wasm_bytes") > 0.0);
+    assert!(num(&info, "gpu_bytes") > 0.0);
+    assert_eq!(get(&info, "architecture").as_string().unwrap(), "llama");
+
+    let events = events.borrow().clone();
+    let network: Vec<&JsValue> = events
+        .iter()
+        .filter(|e| get(e, "stage").as_string().as_deref() == Some("network"))
+        .collect();
+    assert!(!network.is_empty(), "no download progress: {events:?}");
+    let done: Vec<f64> = network.iter().map(|e| num(e, "bytes_done")).collect();
+    assert!(
+        done.windows(2).all(|w| w[0] <= w[1]),
+        "out of order: {done:?}"
+    );
+    let last = network.last().unwrap();
+    assert_eq!(
+        num(last, "bytes_done"),
+        num(last, "bytes_total"),
+        "ends at 100 %"
+    );
+    assert_eq!(num(last, "bytes_done"), num(&info, "archive_bytes"));
+    assert_eq!(num(last, "tensors_done"), num(last, "tensors_total"));
+    let stages: Vec<String> = events
+        .iter()
+        .map(|e| get(e, "stage").as_string().unwrap())
+        .collect();
+    assert_eq!(stages.last().unwrap(), "build", "{stages:?}");
+
+    assert_matches_native(&engine).await;
+}
+
+#[wasm_bindgen_test]
+async fn abort_mid_load_and_mid_generation_leaves_the_engine_usable() {
+    let engine = std::rc::Rc::new(QinsEngine::new());
+    let e = engine.clone();
+    let (on_progress, _) = recorder(move |_| e.abort());
+    let err = wait(
+        engine
+            .load(
+                archive("tiny.qins"),
+                options(r#"{"cache":false}"#),
+                on_progress,
+            )
+            .into(),
+    )
+    .await
+    .expect_err("an aborted load must fail");
+    assert_eq!(kind(&err), "aborted");
+    assert!(engine.info().is_null(), "no half-loaded model");
+
+    load(&engine, &archive("tiny.qins"), r#"{"cache":false}"#)
+        .await
+        .expect("load after abort");
+    let e = engine.clone();
+    let (on_token, tokens) = recorder(move |_| e.abort());
+    let stats = wait(
+        engine
+            .complete(
+                vec![1, 5, 9],
+                options(r#"{"temperature":0,"max_tokens":20}"#),
+                on_token,
+            )
+            .into(),
+    )
+    .await
+    .expect("an aborted generation resolves");
+    assert_eq!(get(&stats, "stop_reason").as_string().unwrap(), "aborted");
+    assert_eq!(tokens.borrow().len(), 1);
+    assert_matches_native(&engine).await;
+}
+
+#[wasm_bindgen_test]
+async fn a_corrupted_archive_is_refused_with_a_checksum_error() {
+    let engine = QinsEngine::new();
+    let err = load(&engine, &archive("tiny-corrupt.qins"), r#"{"cache":false}"#)
+        .await
+        .expect_err("corrupt archive");
+    assert_eq!(kind(&err), "checksum", "{err:?}");
+    let err = load(&engine, &archive("missing.qins"), r#"{"cache":false}"#)
+        .await
+        .expect_err("missing archive");
+    assert_eq!(kind(&err), "http", "{err:?}");
+}
+
+async fn cache() -> JsValue {
+    let caches = get(&js_sys::global(), "caches");
+    wait(call(&caches, "open", &[CACHE_NAME.into()]))
+        .await
+        .unwrap()
+}
+
+async fn is_cached(url: &str) -> bool {
+    let hit = wait(call(&cache().await, "match", &[url.into()]))
+        .await
+        .unwrap();
+    !hit.is_undefined()
+}
+
+/// The cache copy is written while the load reads its own copy of the body; it lands soon after.
+async fn wait_cached(url: &str) {
+    for _ in 0..100 {
+        if is_cached(url).await {
+            return;
+        }
+        sleep_ms(50).await;
+    }
+    panic!("{url} never reached the cache");
+}
+
+#[wasm_bindgen_test]
+async fn a_second_load_is_served_from_the_cache() {
+    let url = format!("{}?second-load", archive("tiny.qins"));
+    wait(call(&cache().await, "delete", &[url.clone().into()]))
+        .await
+        .unwrap();
+    let engine = QinsEngine::new();
+    let first = load(&engine, &url, "{}").await.expect("first load");
+    assert_eq!(get(&first, "from_cache"), JsValue::FALSE);
+    wait_cached(&url).await;
+
+    let before = requests("/models/tiny.qins").await;
+    let second = load(&engine, &url, "{}").await.expect("second load");
+    assert_eq!(get(&second, "from_cache"), JsValue::TRUE);
+    assert_eq!(
+        requests("/models/tiny.qins").await,
+        before,
+        "no network request"
+    );
+    assert_matches_native(&engine).await;
+}
+
+#[wasm_bindgen_test]
+async fn a_damaged_cached_copy_is_fetched_again() {
+    let url = format!("{}?damaged-copy", archive("tiny.qins"));
+    let bad = wait(call(
+        &js_sys::global(),
+        "fetch",
+        &[archive("tiny-corrupt.qins").into()],
+    ))
+    .await
+    .unwrap();
+    wait(call(&cache().await, "put", &[url.clone().into(), bad]))
+        .await
+        .unwrap();
+    let before = requests("/models/tiny.qins").await;
+    let engine = QinsEngine::new();
+    let info = load(&engine, &url, "{}")
+        .await
+        .expect("load despite the bad copy");
+    assert_eq!(get(&info, "from_cache"), JsValue::FALSE);
+    assert_eq!(requests("/models/tiny.qins").await, before + 1.0);
+    assert_matches_native(&engine).await;
+}
+
+#[wasm_bindgen_test]
+async fn a_dropped_download_resumes_with_a_range_request() {
+    let url = format!("{}/flaky/tiny.qins", server());
+    let engine = QinsEngine::new();
+    let info = load(&engine, &url, r#"{"cache":false}"#)
+        .await
+        .expect("resumed load");
+    assert!(num(&info, "resumes") >= 1.0, "{info:?}");
+    assert_matches_native(&engine).await;
+}
