@@ -4,6 +4,7 @@
 #   ./scripts/dev.sh test    install what is missing, fetch the model, run every test
 #   ./scripts/dev.sh fetch   only fetch the default model into models/
 #   ./scripts/dev.sh web-test  only the browser tests (headless Chromium)
+#   ./scripts/dev.sh web-bench ARCHIVE [TOKENS]  browser load/decode figures next to native ones
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -110,6 +111,42 @@ PY
   echo "models/$GGUF_NAME"
 }
 
+# The engine worker for pages: wasm-bindgen output plus the JS entry and client, into $1.
+build_worker() {
+  local out="$1"
+  cargo build --release -p qins-worker --target wasm32-unknown-unknown
+  mkdir -p "$out"
+  wasm-bindgen --target web --out-dir "$out" target/wasm32-unknown-unknown/release/qins_worker.wasm
+  cp web/worker/qins-worker.js web/worker/qins-client.js "$out/"
+}
+
+setup_node() {
+  [ -d node_modules/playwright-core ] || npm ci --no-audit --no-fund --silent
+}
+
+# Browser figures next to native ones on this machine: load (network, then Cache API), peak
+# wasm memory, decode tokens/s. Usage: web-bench ARCHIVE [TOKENS]
+web_bench() {
+  local archive="$1" tokens="${2:-16}" dir=target/web-bench
+  [ -f "$archive" ] || { echo "web-bench: $archive not found" >&2; exit 2; }
+  rm -rf "$dir" && mkdir -p "$dir/models"
+  build_worker "$dir"
+  cp web/bench/* "$dir/"
+  ln -sf "$(realpath "$archive")" "$dir/models/"
+  cargo build --release -p qins-host
+  ./target/release/qins-serve --dist "$dir" --models "$dir/models" --addr 127.0.0.1:0 \
+    > "$dir/server.url" 2> "$dir/server.log" &
+  SERVER_PID=$!
+  trap 'kill $SERVER_PID 2>/dev/null || true' EXIT
+  for _ in $(seq 50); do [ -s "$dir/server.url" ] && break; sleep 0.1; done
+  local url
+  url="$(head -1 "$dir/server.url")?model=models/$(basename "$archive")&tokens=$tokens"
+  log "browser (headless Chromium, WebGPU): $url"
+  node scripts/web_bench.mjs "$url" 1800
+  log "native (qins-run on the GPU backend of this machine)"
+  ./target/release/qins-run "$archive" --backend gpu --bench --max-tokens "$tokens" --json
+}
+
 case "${1:-}" in
   fetch) fetch ;;
   demo)
@@ -133,5 +170,6 @@ case "${1:-}" in
     web_test
     ;;
   web-test) setup; setup_browser; web_test ;;
-  *) sed -n '2,6p' "$0"; exit 2 ;;
+  web-bench) shift; setup; setup_browser; setup_node; web_bench "$@" ;;
+  *) sed -n '2,7p' "$0"; exit 2 ;;
 esac

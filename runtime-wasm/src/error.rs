@@ -50,6 +50,12 @@ pub enum QinsError {
     Network(String),
     #[error("aborted")]
     Aborted,
+    #[error("bad request: {0}")]
+    BadRequest(String),
+    #[error("no model is loaded")]
+    NotLoaded,
+    #[error("the engine is busy: abort() or wait for the current load or generation")]
+    Busy,
     #[error("context full: {needed} tokens exceed the {available} positions available")]
     ContextFull { needed: usize, available: usize },
 }
@@ -74,6 +80,9 @@ impl QinsError {
             Self::Http { .. } => "http",
             Self::Network(_) => "network",
             Self::Aborted => "aborted",
+            Self::BadRequest(_) => "bad-request",
+            Self::NotLoaded => "not-loaded",
+            Self::Busy => "busy",
             Self::ContextFull { .. } => "context-full",
         }
     }

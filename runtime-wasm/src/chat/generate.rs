@@ -101,7 +101,7 @@ impl<E: Engine> Generator<E> {
         ignore_eos: bool,
     ) -> Result<Generation<'_, E>> {
         if prompt.is_empty() {
-            return Err(QinsError::Codec("the prompt is empty".into()));
+            return Err(QinsError::BadRequest("the prompt is empty".into()));
         }
         self.engine.reset();
         Ok(Generation {

@@ -58,7 +58,9 @@ impl<F: Forward> Engine for Sequence<F> {
 
     async fn extend(&mut self, tokens: &[u32], all: bool) -> Result<Vec<f32>> {
         if tokens.is_empty() {
-            return Err(QinsError::Codec("extend needs at least one token".into()));
+            return Err(QinsError::BadRequest(
+                "extend needs at least one token".into(),
+            ));
         }
         let total = self.history.len() + tokens.len();
         if total > self.model.max_len() {

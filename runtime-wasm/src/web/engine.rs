@@ -53,6 +53,8 @@ struct GenerateOptions {
     #[serde(flatten)]
     sampling: SamplingParams,
     max_tokens: usize,
+    /// Keep going past end-of-turn tokens (benchmarks).
+    ignore_eos: bool,
 }
 
 impl Default for GenerateOptions {
@@ -60,6 +62,7 @@ impl Default for GenerateOptions {
         Self {
             sampling: SamplingParams::default(),
             max_tokens: 256,
+            ignore_eos: false,
         }
     }
 }
@@ -97,9 +100,7 @@ impl Inner {
     /// Marks the engine busy for one operation; a second concurrent one is refused.
     fn begin(self: &Rc<Self>) -> Result<Busy> {
         if self.busy.replace(true) {
-            return Err(QinsError::Gpu(
-                "the engine is busy: abort() or wait for the current load or generation".into(),
-            ));
+            return Err(QinsError::Busy);
         }
         self.aborted.set(false);
         Ok(Busy(self.clone()))
@@ -142,8 +143,8 @@ fn from_js<T: for<'de> Deserialize<'de> + Default>(v: &JsValue) -> Result<T> {
     }
     let text: String = js_sys::JSON::stringify(v)
         .map(String::from)
-        .map_err(|e| QinsError::Manifest(source::js_message(&e)))?;
-    serde_json::from_str(&text).map_err(|e| QinsError::Codec(format!("bad options: {e}")))
+        .map_err(|e| QinsError::BadRequest(source::js_message(&e)))?;
+    serde_json::from_str(&text).map_err(|e| QinsError::BadRequest(e.to_string()))
 }
 
 fn promise(f: impl std::future::Future<Output = Result<JsValue>> + 'static) -> Promise {
@@ -284,11 +285,11 @@ impl QinsEngine {
 }
 
 fn not_loaded() -> QinsError {
-    QinsError::Gpu("no model is loaded".into())
+    QinsError::NotLoaded
 }
 
 fn busy() -> QinsError {
-    QinsError::Gpu("the engine is busy".into())
+    QinsError::Busy
 }
 
 async fn generate(
@@ -298,9 +299,10 @@ async fn generate(
     opts: GenerateOptions,
     on_token: &Function,
 ) -> Result<JsValue> {
-    let mut run = loaded
-        .generator
-        .generate(prompt, opts.sampling, opts.max_tokens, false)?;
+    let mut run =
+        loaded
+            .generator
+            .generate(prompt, opts.sampling, opts.max_tokens, opts.ignore_eos)?;
     let mut aborted = false;
     while let Some(ev) = run.next_token().await {
         let ev = ev?;
@@ -565,9 +567,36 @@ async fn finish(
     rep.total = fed.bytes;
     rep.report(&loader, fed.resumes, true);
     let (manifest, model) = loader.finish().await?;
-    let info = describe(&manifest, &model, ctx, &fed, from_cache, started);
+    let mut info = describe(&manifest, &model, ctx, &fed, from_cache, started);
+    info["adapter"]["browser"] = browser_adapter_info().await;
     let generator = Generator::new(GpuEngine::new(model), &manifest)?;
     Ok(Loaded { generator, info })
+}
+
+/// What the browser says about its adapter (`GPUAdapterInfo`: vendor, architecture, …): wgpu
+/// keeps only the often-empty description.
+async fn browser_adapter_info() -> serde_json::Value {
+    let get =
+        |o: &JsValue, k: &str| js_sys::Reflect::get(o, &k.into()).unwrap_or(JsValue::UNDEFINED);
+    let gpu = get(&get(&js_sys::global(), "navigator"), "gpu");
+    let Ok(request) = get(&gpu, "requestAdapter").dyn_into::<Function>() else {
+        return serde_json::Value::Null;
+    };
+    let Ok(promise) = request.call0(&gpu).and_then(|p| p.dyn_into::<Promise>()) else {
+        return serde_json::Value::Null;
+    };
+    let Ok(adapter) = JsFuture::from(promise).await else {
+        return serde_json::Value::Null;
+    };
+    let info = get(&adapter, "info");
+    let text = |k: &str| get(&info, k).as_string().unwrap_or_default();
+    json!({
+        "vendor": text("vendor"),
+        "architecture": text("architecture"),
+        "device": text("device"),
+        "description": text("description"),
+        "is_fallback_adapter": get(&info, "isFallbackAdapter").as_bool(),
+    })
 }
 
 fn describe(

@@ -1,0 +1,47 @@
+// Driven by scripts/web_bench.mjs (Playwright); also works opened by hand.
+import { QinsClient } from "./qins-client.js";
+
+const CACHE = "qins-archives-v1";
+const PROMPT = "Write a short story about a robot who learns to paint.";
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+async function isCached(url) {
+  return Boolean(await (await caches.open(CACHE)).match(url));
+}
+
+async function run() {
+  const q = new URLSearchParams(location.search);
+  const model = new URL(q.get("model"), location.href).href;
+  const tokens = Number(q.get("tokens") || 32);
+  const out = { model, tokens };
+  await caches.delete(CACHE);
+  const qins = new QinsClient();
+  let t = performance.now();
+  let events = 0;
+  const first = await qins.load(model, { cache: true }, () => events++);
+  out.first_load_ms = performance.now() - t;
+  out.progress_events = events;
+  out.info = first;
+  for (let i = 0; i < 600 && !(await isCached(model)); i++) await sleep(100);
+  t = performance.now();
+  const second = await qins.load(model, { cache: true });
+  out.cached_load_ms = performance.now() - t;
+  out.second_from_cache = second.from_cache;
+  out.peak_wasm_bytes = second.peak_wasm_bytes;
+  let text = "";
+  out.stats = await qins.generate(
+    [{ role: "user", content: PROMPT }],
+    { temperature: 0, max_tokens: tokens, ignore_eos: true },
+    (tok) => (text += tok.text || ""),
+  );
+  out.text = text;
+  return out;
+}
+
+run()
+  .catch((e) => ({ error: { kind: e.kind || "page", message: String(e.message || e) } }))
+  .then((out) => {
+    window.qinsBench = out;
+    document.getElementById("out").textContent = JSON.stringify(out, null, 2);
+    console.log("QINS_BENCH " + JSON.stringify(out));
+  });
