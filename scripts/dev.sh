@@ -5,6 +5,8 @@
 #   ./scripts/dev.sh fetch   only fetch the default model into models/
 #   ./scripts/dev.sh web-test  only the browser tests (headless Chromium)
 #   ./scripts/dev.sh web-bench ARCHIVE [TOKENS]  browser load/decode figures next to native ones
+#   ./scripts/dev.sh build-app [DIR]  build the chat page into DIR (default dist/) without Trunk
+#   ./scripts/dev.sh e2e       only the chat page's end-to-end test (Playwright)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -29,6 +31,20 @@ setup() {
     log "adding the wasm32-unknown-unknown target"
     rustup target add wasm32-unknown-unknown
   fi
+}
+
+# Starts a server command in the background; its URL (first stdout line) lands in SERVER_URL.
+# Every server started is stopped when the script exits.
+SERVERS=()
+SERVER_URL=""
+trap 'for p in "${SERVERS[@]}"; do kill "$p" 2>/dev/null || true; done' EXIT
+start_server() {
+  local out="$1"; shift
+  "$@" > "$out.url" 2> "$out.log" &
+  SERVERS+=($!)
+  for _ in $(seq 100); do [ -s "$out.url" ] && break; sleep 0.1; done
+  SERVER_URL=$(head -1 "$out.url")
+  [ -n "$SERVER_URL" ] || { cat "$out.log" >&2; echo "server did not start: $*" >&2; exit 1; }
 }
 
 # The browser tests: Debian's Chromium (WebGPU on SwiftShader) driven by chromedriver, and
@@ -76,12 +92,8 @@ reply = json.load(open(f"{d}/reply.json"))
 json.dump({"logits_ids": [1, 5, 9, 13], "logits": logits, "prompt": prompt,
            "max_tokens": max_tokens, "greedy_ids": reply["ids"]}, open(f"{d}/tiny.expected.json", "w"))
 PY
-  "$bin/qins-test-server" "$dir" > "$dir/server.url" 2> "$dir/server.log" &
-  SERVER_PID=$!
-  trap 'kill $SERVER_PID 2>/dev/null || true' EXIT
-  for _ in $(seq 50); do [ -s "$dir/server.url" ] && break; sleep 0.1; done
-  local url
-  url=$(head -1 "$dir/server.url")
+  start_server "$dir/server" "$bin/qins-test-server" "$dir"
+  local url=$SERVER_URL
   log "browser tests in headless Chromium against $url"
   QINS_TEST_SERVER="$url" CHROMEDRIVER="${CHROMEDRIVER:-/usr/bin/chromedriver}" \
     cargo test -p qins-runtime --target wasm32-unknown-unknown --test web
@@ -120,6 +132,20 @@ build_worker() {
   cp web/worker/qins-worker.js web/worker/qins-client.js "$out/"
 }
 
+# The chat page without Trunk (which a fresh machine lacks): the same dist/ Trunk builds from
+# web/app/index.html — app, stylesheet, engine worker in worker/.
+build_app() {
+  local out="${1:-dist}"
+  cargo build --release -p qins-web --target wasm32-unknown-unknown
+  rm -rf "$out" && mkdir -p "$out"
+  wasm-bindgen --target web --no-typescript --out-dir "$out" target/wasm32-unknown-unknown/release/qins-web.wasm
+  build_worker "$out/worker"
+  cp web/app/style.css "$out/"
+  sed -e '/data-trunk rel="css"/c\  <link rel="stylesheet" href="style.css">' \
+      -e '/data-trunk rel="rust"/c\  <script type="module">import init from "./qins-web.js"; init();</script>' \
+      -e '/data-trunk/d' -e '/<!-- Trunk:/,/-->/d' web/app/index.html > "$out/index.html"
+}
+
 setup_node() {
   [ -d node_modules/playwright-core ] || npm ci --no-audit --no-fund --silent
 }
@@ -134,17 +160,28 @@ web_bench() {
   cp web/bench/* "$dir/"
   ln -sf "$(realpath "$archive")" "$dir/models/"
   cargo build --release -p qins-host
-  ./target/release/qins-serve --dist "$dir" --models "$dir/models" --addr 127.0.0.1:0 \
-    > "$dir/server.url" 2> "$dir/server.log" &
-  SERVER_PID=$!
-  trap 'kill $SERVER_PID 2>/dev/null || true' EXIT
-  for _ in $(seq 50); do [ -s "$dir/server.url" ] && break; sleep 0.1; done
-  local url
-  url="$(head -1 "$dir/server.url")?model=models/$(basename "$archive")&tokens=$tokens"
+  start_server "$dir/server" ./target/release/qins-serve --dist "$dir" --models "$dir/models" \
+    --addr 127.0.0.1:0
+  local url="$SERVER_URL?model=models/$(basename "$archive")&tokens=$tokens"
   log "browser (headless Chromium, WebGPU): $url"
   node scripts/web_bench.mjs "$url" 1800
   log "native (qins-run on the GPU backend of this machine)"
   ./target/release/qins-run "$archive" --backend gpu --bench --max-tokens "$tokens" --json
+}
+
+# The chat page end to end: qins-serve serving the built app and a tiny archive, Playwright
+# driving headless Chromium; screenshots land in target/e2e/.
+e2e_test() {
+  local dir=target/e2e
+  rm -rf "$dir" && mkdir -p "$dir/models"
+  build_app "$dir/dist"
+  cargo build --release -p qins-host
+  ./target/release/qins-convert tests/fixtures/tiny-llama -o "$dir/models/tiny.qins" --codec lut8 >/dev/null
+  start_server "$dir/server" ./target/release/qins-serve --dist "$dir/dist" \
+    --models "$dir/models" --addr 127.0.0.1:0
+  local url=$SERVER_URL
+  log "chat page end to end in headless Chromium against $url"
+  node tests/e2e/chat.mjs "$url" "$dir"
 }
 
 case "${1:-}" in
@@ -168,8 +205,13 @@ case "${1:-}" in
     log "tests (release: codec fitting over 135M weights is slow unoptimised)"
     cargo test --release --workspace
     web_test
+    setup_node
+    e2e_test
     ;;
   web-test) setup; setup_browser; web_test ;;
+  build-worker) build_worker "${2:?usage: build-worker OUT_DIR}" ;;
+  build-app) setup; setup_browser; build_app "${2:-dist}" ;;
+  e2e) setup; setup_browser; setup_node; e2e_test ;;
   web-bench) shift; setup; setup_browser; setup_node; web_bench "$@" ;;
-  *) sed -n '2,7p' "$0"; exit 2 ;;
+  *) sed -n '2,9p' "$0"; exit 2 ;;
 esac

@@ -125,7 +125,7 @@ pub async fn serve(opts: ServeOptions, addr: std::net::SocketAddr) -> anyhow::Re
         .map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"))?;
     let local = listener.local_addr()?;
     tracing::info!(dist = %opts.dist.display(), models = %opts.models.display(), "serving");
-    println!("http://{local}/");
+    println!("http://{local}");
     axum::serve(listener, router(&opts))
         .with_graceful_shutdown(async {
             let _ = tokio::signal::ctrl_c().await;

@@ -40,7 +40,9 @@ export class QinsClient {
   }
 
   load(url, options = {}, onProgress) {
-    return this.request("load", { url: String(url), options }, onProgress);
+    // Relative to the page, not to the worker's script.
+    const absolute = new URL(url, globalThis.location?.href).href;
+    return this.request("load", { url: absolute, options }, onProgress);
   }
   generate(messages, options = {}, onToken) {
     return this.request("generate", { messages, options }, onToken);

@@ -1,0 +1,89 @@
+// The chat page end to end, as a user drives it: qins-serve serves the built app and a tiny
+// archive; Debian's Chromium (WebGPU on SwiftShader) runs it headless.
+// Usage: node tests/e2e/chat.mjs BASE_URL OUT_DIR   (scripts/dev.sh e2e sets both up)
+import assert from "node:assert/strict";
+import { chromium } from "playwright-core";
+
+const [base, outDir] = process.argv.slice(2);
+const READY = '[data-testid=load-status][data-state=ready]';
+const SETTLED = `${READY}, [data-testid=load-status][data-state=failed]`;
+
+async function loaded(page) {
+  const status = await page.waitForSelector(SETTLED, { timeout: 180_000 });
+  assert.equal(await status.getAttribute("data-state"), "ready", await status.textContent());
+}
+const browser = await chromium.launch({
+  executablePath: process.env.CHROMIUM || "/usr/lib/chromium/chromium",
+  headless: true,
+  args: [
+    "--no-sandbox", "--enable-unsafe-webgpu", "--disable-background-networking",
+    "--disable-component-update", "--disable-sync", "--no-first-run",
+    "--no-default-browser-check", "--disable-quic",
+  ],
+});
+const failures = [];
+try {
+  const context = await browser.newContext({ viewport: { width: 900, height: 900 } });
+  // The worker's fetches count too: a cached load must make none.
+  let archiveRequests = 0;
+  context.on("request", (r) => {
+    if (new URL(r.url()).pathname === "/models/tiny.qins") archiveRequests++;
+  });
+  const page = await context.newPage();
+  page.on("console", (m) => console.error(`[page] ${m.text()}`));
+  page.on("pageerror", (e) => failures.push(`page error: ${e.message}`));
+
+  // 1. ?model= starts the load; progress reaches 100 %.
+  await page.goto(`${base}/?model=models/tiny.qins`);
+  await loaded(page);
+  assert.equal(await page.getAttribute("[data-testid=progress]", "data-percent"), "100");
+  assert.ok(archiveRequests >= 1, "the first load downloads the archive");
+  assert.match(await page.textContent("[data-testid=load-status]"), /downloaded/);
+  await page.screenshot({ path: `${outDir}/loaded.png`, fullPage: true });
+
+  // 2. A message gets a reply streamed token by token. A fixed seed makes the tiny random
+  // model's reply the same every run (long enough to be stopped half-way).
+  await page.click("summary");
+  await page.fill("[data-testid=max-tokens]", "300");
+  await page.press("[data-testid=max-tokens]", "Tab");
+  await page.fill('input[inputmode=numeric]', "7");
+  await page.press('input[inputmode=numeric]', "Tab");
+  await page.fill("[data-testid=prompt]", "Hello! Who are you?");
+  await page.press("[data-testid=prompt]", "Enter");
+  const reply = page.locator("[data-testid=assistant-turn]").last();
+  const seen = new Set();
+  for (let i = 0; i < 600 && seen.size < 4; i++) {
+    seen.add(Number(await reply.getAttribute("data-chars")));
+    await page.waitForTimeout(100);
+  }
+  assert.ok(seen.size >= 4, `the reply grows as tokens arrive (lengths seen: ${[...seen]})`);
+  assert.ok(await page.isEnabled("[data-testid=stop]"), "Stop is offered while generating");
+  await page.screenshot({ path: `${outDir}/chatting.png`, fullPage: true });
+
+  // 3. Stop stops it.
+  await page.click("[data-testid=stop]");
+  const stats = await page.waitForSelector("[data-testid=reply-stats]", { timeout: 60_000 });
+  assert.match(await stats.textContent(), /stopped/);
+  const stoppedAt = Number(await reply.getAttribute("data-chars"));
+  await page.waitForTimeout(1000);
+  assert.equal(Number(await reply.getAttribute("data-chars")), stoppedAt, "no tokens after Stop");
+  assert.ok(await page.isEnabled("[data-testid=regenerate]"), "Regenerate is offered after a reply");
+
+  // 4. A reload loads from the Cache API (no archive request) and keeps the conversation.
+  const before = archiveRequests;
+  await page.reload();
+  await loaded(page);
+  assert.equal(archiveRequests, before, "the reload made no archive request");
+  assert.match(await page.textContent("[data-testid=load-status]"), /browser cache/);
+  assert.equal(await page.locator("[data-testid=user-turn]").count(), 1, "conversation kept");
+  await page.screenshot({ path: `${outDir}/reloaded.png`, fullPage: true });
+} catch (e) {
+  failures.push(e.stack || String(e));
+} finally {
+  await browser.close();
+}
+if (failures.length) {
+  console.error(failures.join("\n"));
+  process.exit(1);
+}
+console.log(`e2e: ok (screenshots in ${outDir})`);

@@ -1,0 +1,40 @@
+//! Runtime error kinds (docs/WEB_API.md) turned into what the user can do about them.
+
+pub fn for_kind(kind: &str) -> &'static str {
+    match kind {
+        "no-webgpu" => {
+            "This browser has no WebGPU. Use Chrome or Edge 113+, Safari 26+ (macOS Tahoe, \
+             iOS 26) or Firefox 141+ on Windows. On Linux Chromium, start it with \
+             --enable-unsafe-webgpu."
+        }
+        "no-adapter" => {
+            "WebGPU is present but offered no GPU: it may be disabled or blocklisted. Check \
+             chrome://gpu (or Safari's Feature Flags) and that hardware acceleration is on."
+        }
+        "adapter-limit" => {
+            "This GPU cannot hold one of this model's tensors in a single buffer. Pick a \
+             smaller model or a smaller codec (lut4 instead of lut8), e.g. SmolLM2-135M."
+        }
+        "out-of-memory" => {
+            "The GPU ran out of memory. Close other tabs using the GPU, or pick a smaller \
+             model or codec."
+        }
+        "device-lost" => "The GPU device was lost (driver reset or sleep). Load the model again.",
+        "http" => "The server did not return the archive. Check the URL.",
+        "network" => {
+            "The download failed and could not be resumed. Check the connection and retry."
+        }
+        "checksum" | "truncated-archive" | "corrupt-archive" => {
+            "The archive is damaged, so it was not used. Download or convert it again."
+        }
+        "unsupported-version" => {
+            "The archive was written by a newer converter than this page. Update the page or \
+             convert the model again."
+        }
+        "context-full" => "The conversation is longer than the model's context. Clear it to go on.",
+        "busy" => "The engine is busy. Stop the current reply first.",
+        "not-loaded" => "Load a model first.",
+        "aborted" => "Stopped.",
+        _ => "Something went wrong; the details are below.",
+    }
+}

@@ -1,0 +1,18 @@
+//! The chat page. Everything runs in the browser: the page (this crate, Leptos) keeps the
+//! conversation and settings, the engine runs in a Web Worker (crate qins-worker).
+
+#[cfg(target_arch = "wasm32")]
+mod app;
+#[cfg(target_arch = "wasm32")]
+mod engine;
+#[cfg(target_arch = "wasm32")]
+mod guidance;
+#[cfg(target_arch = "wasm32")]
+mod markdown;
+#[cfg(target_arch = "wasm32")]
+mod store;
+
+fn main() {
+    #[cfg(target_arch = "wasm32")]
+    leptos::mount::mount_to_body(app::App);
+}
