@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # One entry point for a fresh machine.
-#   ./scripts/dev.sh demo    install what is missing, fetch SmolLM2-135M-Instruct, convert it (lut8), chat in the terminal
+#   ./scripts/dev.sh demo    install what is missing, fetch SmolLM2-135M-Instruct, convert it (lut8),
+#                            build the chat page and serve it on http://127.0.0.1:8080 (PORT=…)
+#   ./scripts/dev.sh chat    the same model in the terminal (qins-run --chat)
 #   ./scripts/dev.sh test    install what is missing, fetch the model, run every test
 #   ./scripts/dev.sh fetch   only fetch the default model into models/
 #   ./scripts/dev.sh web-test  only the browser tests (headless Chromium)
@@ -47,22 +49,26 @@ start_server() {
   [ -n "$SERVER_URL" ] || { cat "$out.log" >&2; echo "server did not start: $*" >&2; exit 1; }
 }
 
-# The browser tests: Debian's Chromium (WebGPU on SwiftShader) driven by chromedriver, and
-# wasm-bindgen's test runner at exactly the wasm-bindgen version in Cargo.lock.
+# wasm-bindgen's CLI and test runner at exactly the wasm-bindgen version in Cargo.lock.
+setup_wasm_bindgen() {
+  local want
+  want=$(grep -A1 '^name = "wasm-bindgen"$' Cargo.lock | sed -n 's/^version = "\(.*\)"/\1/p')
+  if [ "$(wasm-bindgen --version 2>/dev/null | awk '{print $2}')" != "$want" ]; then
+    log "building wasm-bindgen-cli $want (a few minutes, once)"
+    # Not --locked: its lockfile pins a crate version this registry lacks.
+    cargo install --quiet wasm-bindgen-cli --version "$want"
+  fi
+}
+
+# The browser tests: Debian's Chromium (WebGPU on SwiftShader) driven by chromedriver.
 setup_browser() {
+  setup_wasm_bindgen
   if ! command -v chromedriver >/dev/null || [ ! -x /usr/lib/chromium/chromium ]; then
     log "installing chromium and chromium-driver"
     local sudo=""
     [ "$(id -u)" -ne 0 ] && sudo="sudo"
     $sudo apt-get update -qq
     DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq chromium chromium-driver
-  fi
-  local want
-  want=$(grep -A1 '^name = "wasm-bindgen"$' Cargo.lock | sed -n 's/^version = "\(.*\)"/\1/p')
-  if [ "$(wasm-bindgen-test-runner --version 2>/dev/null | awk '{print $2}')" != "$want" ]; then
-    log "building wasm-bindgen-cli $want (a few minutes, once)"
-    # Not --locked: its lockfile pins a crate version this registry lacks.
-    cargo install --quiet wasm-bindgen-cli --version "$want"
   fi
 }
 
@@ -147,6 +153,13 @@ build_app() {
 }
 
 setup_node() {
+  if ! command -v npm >/dev/null; then
+    log "installing nodejs and npm (Playwright drives Chromium from node)"
+    local sudo=""
+    [ "$(id -u)" -ne 0 ] && sudo="sudo"
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq nodejs npm
+  fi
   [ -d node_modules/playwright-core ] || npm ci --no-audit --no-fund --silent
 }
 
@@ -187,14 +200,25 @@ e2e_test() {
 case "${1:-}" in
   fetch) fetch ;;
   demo)
-    setup; fetch
+    setup; setup_wasm_bindgen; fetch
     log "building the tools (release)"
-    cargo build --release --workspace
-    log "converting SmolLM2-135M-Instruct with the lut8 codebook"
-    ./target/release/qins-convert "models/$GGUF_NAME" -o models/smollm2.lut8.qins --codec lut8
+    cargo build --release -p qins-host
+    if [ ! -f models/smollm2.lut8.qins ] || [ "models/$GGUF_NAME" -nt models/smollm2.lut8.qins ]; then
+      log "converting SmolLM2-135M-Instruct with the lut8 codebook"
+      ./target/release/qins-convert "models/$GGUF_NAME" -o models/smollm2.lut8.qins --codec lut8
+    fi
     ./target/release/qins-inspect models/smollm2.lut8.qins
+    log "building the chat page into dist/"
+    build_app dist
+    log "open http://127.0.0.1:${PORT:-8080}/?model=models/smollm2.lut8.qins in a WebGPU browser (Ctrl-C stops)"
+    ./target/release/qins-serve --dist dist --models models --addr "127.0.0.1:${PORT:-8080}"
+    ;;
+  chat)
+    setup; fetch
+    cargo build --release -p qins-host
+    [ -f models/smollm2.lut8.qins ] || ./target/release/qins-convert "models/$GGUF_NAME" -o models/smollm2.lut8.qins --codec lut8
+    log "chatting with SmolLM2 (GPU if there is one, else the CPU engine; /reset clears, Ctrl-D quits)"
     if [ -t 0 ]; then
-      log "chatting with SmolLM2 (GPU if there is one, else the CPU engine; /reset clears, Ctrl-D quits)"
       ./target/release/qins-run models/smollm2.lut8.qins --chat --verbose
     else
       ./target/release/qins-run models/smollm2.lut8.qins --prompt "What is the capital of France?" --verbose
@@ -210,8 +234,8 @@ case "${1:-}" in
     ;;
   web-test) setup; setup_browser; web_test ;;
   build-worker) build_worker "${2:?usage: build-worker OUT_DIR}" ;;
-  build-app) setup; setup_browser; build_app "${2:-dist}" ;;
+  build-app) setup; setup_wasm_bindgen; build_app "${2:-dist}" ;;
   e2e) setup; setup_browser; setup_node; e2e_test ;;
   web-bench) shift; setup; setup_browser; setup_node; web_bench "$@" ;;
-  *) sed -n '2,9p' "$0"; exit 2 ;;
+  *) sed -n '2,11p' "$0"; exit 2 ;;
 esac

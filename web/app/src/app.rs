@@ -412,9 +412,13 @@ pub fn App() -> impl IntoView {
                     (Some(s), None) => view! {
                         <p class="stats" data-testid="reply-stats">
                             {format!(
-                                "{} tokens · {:.1} tok/s · first token after {:.0} ms{}",
+                                "{} tokens · {} tok/s · first token after {:.0} ms{}",
                                 s.generated_tokens,
-                                s.decode_tok_s,
+                                if s.decode_tok_s < 1.0 {
+                                    format!("{:.2}", s.decode_tok_s)
+                                } else {
+                                    format!("{:.1}", s.decode_tok_s)
+                                },
                                 s.ttft_ms,
                                 if s.stop_reason == "aborted" { " · stopped" } else { "" }
                             )}
