@@ -25,6 +25,8 @@ pub enum Backend {
 }
 
 /// The engine chosen at run time (an enum: `Engine::extend` is async, so not object-safe).
+/// One per process: the size difference between the variants costs nothing.
+#[allow(clippy::large_enum_variant)]
 pub enum AnyEngine {
     Cpu(CpuEngine),
     Gpu(GpuEngine),

@@ -147,3 +147,81 @@ mod tests {
         assert!(!is_hashed("/models/smollm2.lut8.qins"));
     }
 }
+
+#[cfg(test)]
+mod http_tests {
+    use super::{router, ServeOptions};
+    use axum::body::Body;
+    use axum::http::{header, Request, StatusCode};
+    use tower::ServiceExt;
+
+    fn site() -> (tempfile::TempDir, ServeOptions) {
+        let dir = tempfile::tempdir().unwrap();
+        let dist = dir.path().join("dist");
+        let models = dir.path().join("models");
+        std::fs::create_dir_all(&dist).unwrap();
+        std::fs::create_dir_all(&models).unwrap();
+        std::fs::write(dist.join("index.html"), "<!doctype html>").unwrap();
+        std::fs::write(dist.join("qins-web-0123456789abcdef_bg.wasm"), b"\0asm").unwrap();
+        std::fs::write(models.join("m.qins"), (0..=255u8).collect::<Vec<_>>()).unwrap();
+        let opts = ServeOptions {
+            dist,
+            models,
+            cors: false,
+        };
+        (dir, opts)
+    }
+
+    async fn get(
+        opts: &ServeOptions,
+        uri: &str,
+        headers: &[(header::HeaderName, &str)],
+    ) -> axum::response::Response {
+        let mut req = Request::get(uri);
+        for (k, v) in headers {
+            req = req.header(k, *v);
+        }
+        router(opts)
+            .oneshot(req.body(Body::empty()).unwrap())
+            .await
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn serves_the_app_with_mime_types_and_caching_policy() {
+        let (_dir, opts) = site();
+        let index = get(&opts, "/", &[]).await;
+        assert_eq!(index.status(), StatusCode::OK);
+        assert_eq!(index.headers()[header::CACHE_CONTROL], "no-cache");
+        let wasm = get(&opts, "/qins-web-0123456789abcdef_bg.wasm", &[]).await;
+        assert_eq!(wasm.headers()[header::CONTENT_TYPE], "application/wasm");
+        assert!(wasm.headers()[header::CACHE_CONTROL]
+            .to_str()
+            .unwrap()
+            .contains("immutable"));
+        assert_eq!(
+            get(&opts, "/missing.js", &[]).await.status(),
+            StatusCode::NOT_FOUND
+        );
+    }
+
+    #[tokio::test]
+    async fn archives_have_ranges_and_etags() {
+        let (_dir, opts) = site();
+        let full = get(&opts, "/models/m.qins", &[]).await;
+        assert_eq!(full.status(), StatusCode::OK);
+        let etag = full.headers()[header::ETAG].to_str().unwrap().to_string();
+        assert_eq!(full.headers()[header::CACHE_CONTROL], "no-cache");
+
+        let part = get(&opts, "/models/m.qins", &[(header::RANGE, "bytes=250-")]).await;
+        assert_eq!(part.status(), StatusCode::PARTIAL_CONTENT);
+        assert_eq!(part.headers()[header::CONTENT_RANGE], "bytes 250-255/256");
+        let body = axum::body::to_bytes(part.into_body(), 1024).await.unwrap();
+        assert_eq!(&body[..], &[250, 251, 252, 253, 254, 255]);
+
+        let same = get(&opts, "/models/m.qins", &[(header::IF_NONE_MATCH, &etag)]).await;
+        assert_eq!(same.status(), StatusCode::NOT_MODIFIED);
+        let escape = get(&opts, "/models/../dist/index.html", &[]).await;
+        assert_ne!(escape.status(), StatusCode::OK);
+    }
+}

@@ -336,6 +336,8 @@ async fn yield_now() {
 struct Fed {
     resumes: u32,
     bytes: u64,
+    /// What happened to the Cache API copy ("stored", "from cache", "not stored: why").
+    cached: String,
 }
 
 async fn load(
@@ -473,6 +475,7 @@ async fn feed_cached(
     Ok(Fed {
         resumes: 0,
         bytes: loader.progress().bytes_done,
+        cached: "from cache".into(),
     })
 }
 
@@ -519,24 +522,36 @@ async fn feed_network(
     }
     .await;
     rep.report(loader, resumes, true);
+    let mut cached = if cache.is_none() {
+        "cache off or unavailable".to_string()
+    } else {
+        "not stored: the download was resumed".to_string()
+    };
     if let (Some(cache), Some(put)) = (cache, storing) {
-        // Whatever went wrong, a copy that was not fully verified must not stay cached.
-        let keep = result.is_ok() && resumes == 0;
-        let (cache, url) = (cache.clone(), url.to_string());
-        spawn_local(async move {
-            match JsFuture::from(put).await {
-                Err(e) => tracing::warn!(
-                    "not cached ({}): later loads fetch {url} again",
-                    source::js_message(&e)
-                ),
-                Ok(_) if !keep => source::forget(&cache, &url).await,
-                Ok(_) => {}
-            }
-        });
+        if result.is_ok() && resumes == 0 {
+            // The copy was fed by the same bytes just verified: it settles as the body ends.
+            // QuotaExceededError and friends only cost the cache.
+            cached = match JsFuture::from(put).await {
+                Ok(_) => "stored".into(),
+                Err(e) => {
+                    let msg = source::js_message(&e);
+                    tracing::warn!("not cached ({msg}): later loads fetch {url} again");
+                    format!("not stored: {msg}")
+                }
+            };
+        } else {
+            // A copy that was not fully verified must not stay cached.
+            let (cache, url) = (cache.clone(), url.to_string());
+            spawn_local(async move {
+                let _ = JsFuture::from(put).await;
+                source::forget(&cache, &url).await;
+            });
+        }
     }
     result.map(|()| Fed {
         resumes,
         bytes: loader.progress().bytes_done,
+        cached,
     })
 }
 
@@ -637,6 +652,7 @@ fn describe(
         },
         "precision": "f32",
         "from_cache": from_cache,
+        "cache": fed.cached,
         "resumes": fed.resumes,
         "load_ms": started.elapsed().as_secs_f64() * 1e3,
         "peak_wasm_bytes": wasm_memory_bytes(),

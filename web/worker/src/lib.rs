@@ -107,6 +107,12 @@ pub fn start() {
     if !js_sys::global().has_type::<DedicatedWorkerGlobalScope>() {
         return;
     }
+    // The engine's tracing warnings (cache not stored, resumed downloads) go to the console.
+    tracing_wasm::set_as_global_default_with_config(
+        tracing_wasm::WASMLayerConfigBuilder::new()
+            .set_max_level(tracing::Level::INFO)
+            .build(),
+    );
     let engine = Rc::new(QinsEngine::new());
     let on_message =
         Closure::<dyn FnMut(MessageEvent)>::new(move |ev: MessageEvent| handle(&engine, ev.data()));
