@@ -51,6 +51,18 @@ impl Engine for AnyEngine {
             Self::Gpu(e) => e.reset(),
         }
     }
+    fn tokens(&self) -> &[u32] {
+        match self {
+            Self::Cpu(e) => e.tokens(),
+            Self::Gpu(e) => e.tokens(),
+        }
+    }
+    fn truncate(&mut self, len: usize) {
+        match self {
+            Self::Cpu(e) => e.truncate(len),
+            Self::Gpu(e) => e.truncate(len),
+        }
+    }
     async fn extend(&mut self, tokens: &[u32], all: bool) -> qins_runtime::Result<Vec<f32>> {
         match self {
             Self::Cpu(e) => e.extend(tokens, all).await,

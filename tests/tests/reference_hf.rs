@@ -71,3 +71,91 @@ fn tiny_phi3_longrope_matches_transformers() {
 fn tiny_llama_gqa_tied_matches_transformers() {
     check("tiny-llama");
 }
+
+/// A chat turn keeps the cache of the prefix it shares with the previous one: cutting the
+/// sequence back and extending it must give transformers' logits, also when the extension
+/// crosses Phi-3's longrope boundary (the kept prefix was encoded with the short factors).
+fn prefix_reuse(name: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = convert_to(&fixture(name), Codec::F32, dir.path());
+    let (manifest, weights) = Weights::read(std::fs::File::open(&path).unwrap(), None).unwrap();
+    let vocab = manifest.config.vocab_size;
+    let r = &reference(name)["logits"]["long"];
+    let tokens = ids(&r["ids"]);
+    let want: Vec<f32> = r["all_positions"]
+        .as_array()
+        .unwrap()
+        .last()
+        .unwrap()
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_f64().unwrap() as f32)
+        .collect();
+    let mut engine = CpuEngine::new(CpuModel::new(manifest.config.clone(), weights));
+    let (first, keep) = (tokens.len() / 2, tokens.len() / 3);
+    block_on(engine.extend(&tokens[..first], false)).unwrap();
+    engine.truncate(keep);
+    assert_eq!(engine.tokens(), &tokens[..keep]);
+    let got = block_on(engine.extend(&tokens[keep..], false)).unwrap();
+    let worst = got
+        .iter()
+        .zip(&want)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0f32, f32::max);
+    assert_eq!(got.len(), vocab);
+    assert!(
+        worst < 1e-4,
+        "{name}: max |Δlogit| {worst} after reusing {keep} positions"
+    );
+}
+
+#[test]
+fn tiny_llama_prefix_reuse_matches_transformers() {
+    prefix_reuse("tiny-llama");
+}
+
+#[test]
+fn tiny_phi3_prefix_reuse_across_the_longrope_boundary_matches_transformers() {
+    prefix_reuse("tiny-phi3");
+}
+
+/// With prefix reuse on, a second turn prefills only its new tokens and still generates what
+/// a fresh engine generates.
+#[test]
+fn generator_reuses_the_previous_turn() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = convert_to(&fixture("tiny-llama"), Codec::F32, dir.path());
+    let open = || {
+        let (manifest, weights) = Weights::read(std::fs::File::open(&path).unwrap(), None).unwrap();
+        let engine = CpuEngine::new(CpuModel::new(manifest.config.clone(), weights));
+        Generator::new(engine, &manifest).unwrap()
+    };
+    let (mut chat, mut fresh) = (open(), open());
+    chat.set_prefix_reuse(true);
+    let first: Vec<u32> = (3..40).collect();
+    let mut run = chat
+        .generate(&first, SamplingParams::default(), 6, true)
+        .unwrap();
+    for ev in run.by_ref() {
+        ev.unwrap();
+    }
+    let mut second = first.clone();
+    second.extend(run.generated());
+    second.extend([7, 8, 9]);
+    let mut run = chat
+        .generate(&second, SamplingParams::default(), 6, true)
+        .unwrap();
+    let reused: Vec<u32> = run.by_ref().map(|e| e.unwrap().id).collect();
+    assert!(
+        run.stats().cached_tokens >= first.len(),
+        "{:?}",
+        run.stats()
+    );
+    let mut run = fresh
+        .generate(&second, SamplingParams::default(), 6, true)
+        .unwrap();
+    let fresh_ids: Vec<u32> = run.by_ref().map(|e| e.unwrap().id).collect();
+    assert_eq!(run.stats().cached_tokens, 0);
+    assert_eq!(reused, fresh_ids);
+}

@@ -231,6 +231,8 @@ fn run() -> Result<()> {
 }
 
 fn chat(args: &Args, gen: &mut Generator<AnyEngine>, params: &SamplingParams) -> Result<()> {
+    // Each turn prefills only what the conversation added since the last one.
+    gen.set_prefix_reuse(true);
     let mut messages = base_messages(args);
     eprintln!("chat: /reset clears the conversation, Ctrl-D quits");
     let stdin = std::io::stdin();

@@ -20,6 +20,8 @@ pub struct Generator<E: Engine> {
     pub engine: E,
     pub tokenizer: Tokenizer,
     template: Option<ChatTemplate>,
+    /// Keep the KV cache of the longest common prefix between turns (chat front ends).
+    reuse_prefix: bool,
     bos: String,
     eos: String,
     stop: Vec<u32>,
@@ -28,6 +30,8 @@ pub struct Generator<E: Engine> {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct GenerationStats {
     pub prompt_tokens: usize,
+    /// Prompt tokens served from the previous turn's cache (not prefilled again).
+    pub cached_tokens: usize,
     pub generated_tokens: usize,
     /// Prompt submitted → first token chosen.
     pub ttft_ms: f64,
@@ -67,10 +71,17 @@ impl<E: Engine> Generator<E> {
             engine,
             tokenizer,
             template,
+            reuse_prefix: false,
             bos: manifest.bos_token.clone().unwrap_or_default(),
             eos: manifest.eos_token.clone().unwrap_or_default(),
             stop,
         })
+    }
+
+    /// With prefix reuse on, `generate` keeps the cached positions its prompt shares with
+    /// the sequence so far (a chat's earlier turns), so a turn prefills only what is new.
+    pub fn set_prefix_reuse(&mut self, on: bool) {
+        self.reuse_prefix = on;
     }
 
     pub fn stop_tokens(&self) -> &[u32] {
@@ -103,8 +114,22 @@ impl<E: Engine> Generator<E> {
         if prompt.is_empty() {
             return Err(QinsError::BadRequest("the prompt is empty".into()));
         }
-        self.engine.reset();
+        // At least the prompt's last token runs again: its logits start the reply.
+        let reused = if self.reuse_prefix {
+            let shared = self
+                .engine
+                .tokens()
+                .iter()
+                .zip(prompt)
+                .take_while(|(a, b)| a == b)
+                .count();
+            shared.min(prompt.len() - 1)
+        } else {
+            0
+        };
+        self.engine.truncate(reused);
         Ok(Generation {
+            reused,
             sampler: Sampler::new(params),
             history: prompt.to_vec(),
             prompt_len: prompt.len(),
@@ -116,6 +141,7 @@ impl<E: Engine> Generator<E> {
             first_token: None,
             stats: GenerationStats {
                 prompt_tokens: prompt.len(),
+                cached_tokens: reused,
                 ..Default::default()
             },
             done: false,
@@ -126,6 +152,8 @@ impl<E: Engine> Generator<E> {
 
 pub struct Generation<'a, E: Engine> {
     gen: &'a mut Generator<E>,
+    /// Prompt tokens whose cache was kept from the previous turn.
+    reused: usize,
     sampler: Sampler,
     history: Vec<u32>,
     prompt_len: usize,
@@ -173,9 +201,10 @@ impl<E: Engine> Generation<'_, E> {
             Some(l) => l,
             None if self.history.len() == self.prompt_len => {
                 let t = Instant::now();
-                let l = self.gen.engine.extend(&self.history, false).await?;
+                let new = &self.history[self.reused..];
+                let l = self.gen.engine.extend(new, false).await?;
                 let secs = t.elapsed().as_secs_f64();
-                self.stats.prefill_tok_s = self.prompt_len as f64 / secs.max(1e-9);
+                self.stats.prefill_tok_s = new.len() as f64 / secs.max(1e-9);
                 l
             }
             None => {

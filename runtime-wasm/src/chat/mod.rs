@@ -29,6 +29,10 @@ pub trait Engine {
         self.len() == 0
     }
     fn reset(&mut self);
+    /// The tokens in the sequence (what the KV cache holds).
+    fn tokens(&self) -> &[u32];
+    /// Keeps the first `len` tokens and their cache (a conversation's shared prefix).
+    fn truncate(&mut self, len: usize);
     /// Appends `tokens` and returns logits: of every appended position ([n, vocab]) when
     /// `all`, else of the last one.
     async fn extend(&mut self, tokens: &[u32], all: bool) -> Result<Vec<f32>>;

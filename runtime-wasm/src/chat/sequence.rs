@@ -14,6 +14,8 @@ pub trait Forward {
     fn max_len(&self) -> usize;
     /// Drops the cached keys and values.
     fn clear(&mut self);
+    /// Drops the cached positions from `len` on.
+    fn truncate(&mut self, len: usize);
     /// Runs `tokens` at positions `start..` with `rope`; logits of every token (`all`) or of
     /// the last.
     async fn forward(
@@ -54,6 +56,20 @@ impl<F: Forward> Engine for Sequence<F> {
         self.model.clear();
         self.history.clear();
         self.rope = None;
+    }
+
+    fn tokens(&self) -> &[u32] {
+        &self.history
+    }
+
+    fn truncate(&mut self, len: usize) {
+        if len == 0 {
+            return self.reset();
+        }
+        if len < self.history.len() {
+            self.history.truncate(len);
+            self.model.truncate(len);
+        }
     }
 
     async fn extend(&mut self, tokens: &[u32], all: bool) -> Result<Vec<f32>> {

@@ -19,6 +19,9 @@ impl Forward for CpuRunner {
     fn clear(&mut self) {
         self.cache.clear();
     }
+    fn truncate(&mut self, len: usize) {
+        self.cache.truncate(len);
+    }
     async fn forward(
         &mut self,
         tokens: &[u32],

@@ -26,6 +26,18 @@ impl KvCache {
     pub fn is_empty(&self) -> bool {
         self.len == 0
     }
+    /// Keeps the first `len` positions.
+    pub fn truncate(&mut self, len: usize) {
+        if len >= self.len {
+            return;
+        }
+        let old = self.len;
+        for c in self.k.iter_mut().chain(self.v.iter_mut()) {
+            let per = c.len() / old;
+            c.truncate(len * per);
+        }
+        self.len = len;
+    }
     pub fn clear(&mut self) {
         self.k
             .iter_mut()

@@ -295,6 +295,8 @@ impl Forward for GpuModel {
     }
     /// The cache needs no clearing: positions are overwritten before they are read.
     fn clear(&mut self) {}
+    /// Likewise: attention reads positions below the current one only.
+    fn truncate(&mut self, _len: usize) {}
 
     /// Runs `tokens` from position `start` in batches, reading back logits for every token
     /// (`all`) or the last.

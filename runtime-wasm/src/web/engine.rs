@@ -584,7 +584,9 @@ async fn finish(
     let (manifest, model) = loader.finish().await?;
     let mut info = describe(&manifest, &model, ctx, &fed, from_cache, started);
     info["adapter"]["browser"] = browser_adapter_info().await;
-    let generator = Generator::new(GpuEngine::new(model), &manifest)?;
+    let mut generator = Generator::new(GpuEngine::new(model), &manifest)?;
+    // A chat turn prefills only what is new since the previous turn.
+    generator.set_prefix_reuse(true);
     Ok(Loaded { generator, info })
 }
 
