@@ -101,7 +101,10 @@ PY
   start_server "$dir/server" "$bin/qins-test-server" "$dir"
   local url=$SERVER_URL
   log "browser tests in headless Chromium against $url"
+  # The runner's default 20 s for the whole suite is too tight for SwiftShader on a busy
+  # 2-core machine.
   QINS_TEST_SERVER="$url" CHROMEDRIVER="${CHROMEDRIVER:-/usr/bin/chromedriver}" \
+    WASM_BINDGEN_TEST_TIMEOUT="${WASM_BINDGEN_TEST_TIMEOUT:-600}" WASM_BINDGEN_TEST_DRIVER_TIMEOUT=30 \
     cargo test -p qins-runtime --target wasm32-unknown-unknown --test web
 }
 
