@@ -63,7 +63,9 @@ try {
   // 3. Stop stops it.
   await page.click("[data-testid=stop]");
   const stats = await page.waitForSelector("[data-testid=reply-stats]", { timeout: 60_000 });
-  assert.match(await stats.textContent(), /stopped/);
+  const statsText = await stats.textContent();
+  assert.match(statsText, /stopped/);
+  assert.doesNotMatch(statsText, / 0(\.0+)? tok\/s/, "a stopped reply still reports its speed");
   const stoppedAt = Number(await reply.getAttribute("data-chars"));
   await page.waitForTimeout(1000);
   assert.equal(Number(await reply.getAttribute("data-chars")), stoppedAt, "no tokens after Stop");

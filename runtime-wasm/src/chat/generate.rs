@@ -176,6 +176,13 @@ impl<E: Engine> Generation<'_, E> {
         &self.stats
     }
 
+    /// Ends the generation early (a Stop button), with timing stats up to now.
+    pub fn stop(&mut self, reason: &str) {
+        if !self.done {
+            self.finish(reason);
+        }
+    }
+
     fn finish(&mut self, reason: &str) {
         self.done = true;
         self.stats.stop_reason = reason.into();

@@ -303,7 +303,6 @@ async fn generate(
         loaded
             .generator
             .generate(prompt, opts.sampling, opts.max_tokens, opts.ignore_eos)?;
-    let mut aborted = false;
     while let Some(ev) = run.next_token().await {
         let ev = ev?;
         let _ = on_token.call1(
@@ -313,15 +312,11 @@ async fn generate(
         // The callback posts a message; yielding lets an abort message in before the next step.
         yield_now().await;
         if inner.aborted.get() {
-            aborted = true;
+            run.stop("aborted");
             break;
         }
     }
-    let mut stats = run.stats().clone();
-    if aborted {
-        stats.stop_reason = "aborted".into();
-    }
-    Ok(to_js(&stats))
+    Ok(to_js(run.stats()))
 }
 
 /// Lets the event loop run (queued messages such as abort) before continuing.
