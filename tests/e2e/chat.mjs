@@ -12,15 +12,16 @@ async function loaded(page) {
   const status = await page.waitForSelector(SETTLED, { timeout: 180_000 });
   assert.equal(await status.getAttribute("data-state"), "ready", await status.textContent());
 }
-const browser = await chromium.launch({
+const FLAGS = [
+  "--no-sandbox", "--disable-background-networking", "--disable-component-update",
+  "--disable-sync", "--no-first-run", "--no-default-browser-check", "--disable-quic",
+];
+const launch = (webgpu) => chromium.launch({
   executablePath: process.env.CHROMIUM || "/usr/lib/chromium/chromium",
   headless: true,
-  args: [
-    "--no-sandbox", "--enable-unsafe-webgpu", "--disable-background-networking",
-    "--disable-component-update", "--disable-sync", "--no-first-run",
-    "--no-default-browser-check", "--disable-quic",
-  ],
+  args: webgpu ? [...FLAGS, "--enable-unsafe-webgpu"] : FLAGS,
 });
+const browser = await launch(true);
 const failures = [];
 try {
   const context = await browser.newContext({ viewport: { width: 900, height: 900 } });
@@ -83,6 +84,21 @@ try {
   failures.push(e.stack || String(e));
 } finally {
   await browser.close();
+}
+
+// 5. Without WebGPU (Linux Chromium without its flag offers no adapter) the page says what to do.
+const plain = await launch(false);
+try {
+  const page = await plain.newPage();
+  await page.goto(`${base}/?model=models/tiny.qins`);
+  const status = await page.waitForSelector(SETTLED, { timeout: 60_000 });
+  assert.equal(await status.getAttribute("data-state"), "failed");
+  assert.match(await status.textContent(), /WebGPU/);
+  await page.screenshot({ path: `${outDir}/no-webgpu.png`, fullPage: true });
+} catch (e) {
+  failures.push(e.stack || String(e));
+} finally {
+  await plain.close();
 }
 if (failures.length) {
   console.error(failures.join("\n"));

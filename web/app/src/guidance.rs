@@ -9,7 +9,8 @@ pub fn for_kind(kind: &str) -> &'static str {
         }
         "no-adapter" => {
             "WebGPU is present but offered no GPU: it may be disabled or blocklisted. Check \
-             chrome://gpu (or Safari's Feature Flags) and that hardware acceleration is on."
+             chrome://gpu (or Safari's Feature Flags) and that hardware acceleration is on; \
+             Chromium on Linux needs --enable-unsafe-webgpu."
         }
         "adapter-limit" => {
             "This GPU cannot hold one of this model's tensors in a single buffer. Pick a \
