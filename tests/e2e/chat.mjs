@@ -80,13 +80,19 @@ try {
   assert.match(await page.textContent("[data-testid=load-status]"), /browser cache/);
   assert.equal(await page.locator("[data-testid=user-turn]").count(), 1, "conversation kept");
   await page.screenshot({ path: `${outDir}/reloaded.png`, fullPage: true });
+
+  // 5. A phone-sized window: nothing wider than the screen.
+  await page.setViewportSize({ width: 390, height: 800 });
+  const overflow = await page.evaluate(() => document.documentElement.scrollWidth - innerWidth);
+  assert.ok(overflow <= 0, `the page is ${overflow}px wider than a 390px window`);
+  await page.screenshot({ path: `${outDir}/narrow.png`, fullPage: true });
 } catch (e) {
   failures.push(e.stack || String(e));
 } finally {
   await browser.close();
 }
 
-// 5. Without WebGPU (Linux Chromium without its flag offers no adapter) the page says what to do.
+// 6. Without WebGPU (Linux Chromium without its flag offers no adapter) the page says what to do.
 const plain = await launch(false);
 try {
   const page = await plain.newPage();
