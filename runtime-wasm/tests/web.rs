@@ -84,8 +84,17 @@ fn options(json: &str) -> JsValue {
     js_sys::JSON::parse(json).unwrap()
 }
 
+async fn load_reporting(
+    engine: &QinsEngine,
+    url: &str,
+    opts: &str,
+    on_progress: Function,
+) -> Result<JsValue, JsValue> {
+    wait(engine.load(url.into(), options(opts), on_progress).into()).await
+}
+
 async fn load(engine: &QinsEngine, url: &str, opts: &str) -> Result<JsValue, JsValue> {
-    wait(engine.load(url.into(), options(opts), nothing()).into()).await
+    load_reporting(engine, url, opts, nothing()).await
 }
 
 fn kind(err: &JsValue) -> String {
@@ -159,14 +168,11 @@ async fn assert_matches_native(engine: &QinsEngine) {
 async fn loads_over_http_and_matches_the_native_engine() {
     let engine = QinsEngine::new();
     let (on_progress, events) = recorder(|_| {});
-    let info = wait(
-        engine
-            .load(
-                archive("tiny.qins"),
-                options(r#"{"cache":false}"#),
-                on_progress,
-            )
-            .into(),
+    let info = load_reporting(
+        &engine,
+        &archive("tiny.qins"),
+        r#"{"cache":false}"#,
+        on_progress,
     )
     .await
     .expect("load");
@@ -208,14 +214,11 @@ async fn abort_mid_load_and_mid_generation_leaves_the_engine_usable() {
     let engine = std::rc::Rc::new(QinsEngine::new());
     let e = engine.clone();
     let (on_progress, _) = recorder(move |_| e.abort());
-    let err = wait(
-        engine
-            .load(
-                archive("tiny.qins"),
-                options(r#"{"cache":false}"#),
-                on_progress,
-            )
-            .into(),
+    let err = load_reporting(
+        &engine,
+        &archive("tiny.qins"),
+        r#"{"cache":false}"#,
+        on_progress,
     )
     .await
     .expect_err("an aborted load must fail");
