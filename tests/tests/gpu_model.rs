@@ -89,3 +89,27 @@ fn smollm2_lut8_greedy_is_identical_on_gpu_and_cpu() {
         best
     );
 }
+
+/// A chat turn cuts the sequence back to the prefix it shares with the previous one and
+/// extends it: the GPU's cache needs no work for that, and the logits must equal a fresh
+/// run's — also when the cut-back sequence then crosses Phi-3's longrope boundary.
+#[test]
+fn gpu_prefix_reuse_matches_a_fresh_run() {
+    let dir = tempfile::tempdir().unwrap();
+    for name in ["tiny-phi3", "tiny-llama"] {
+        let ids = ids(&reference(name)["logits"]["long"]["ids"]);
+        let path = convert_to(&fixture(name), Codec::Lut8, dir.path());
+        let (_, mut cpu, mut gpu) = engines(&path);
+        let (first, keep) = (ids.len() / 2, ids.len() / 3);
+        block_on(gpu.extend(&ids[..first], false)).unwrap();
+        gpu.truncate(keep);
+        assert_eq!(gpu.tokens(), &ids[..keep]);
+        let reused = block_on(gpu.extend(&ids[keep..], false)).unwrap();
+        let fresh = block_on(cpu.extend(&ids, false)).unwrap();
+        let d = max_diff(&reused, &fresh);
+        assert!(
+            d < 1e-3,
+            "{name}: max |Δ| {d} after reusing {keep} positions"
+        );
+    }
+}

@@ -366,6 +366,18 @@ pub fn App() -> impl IntoView {
             .filter(|s| !s.is_empty())
             .collect::<Vec<_>>()
             .join(" ");
+            // A quota or storage failure only costs the next visit a download: say so.
+            let cache_note = info["cache"]
+                .as_str()
+                .filter(|c| c.starts_with("not stored"))
+                .map(|c| {
+                    view! {
+                        <br/>
+                        <span class="muted" data-testid="cache-note">
+                            {format!("Not kept in the browser cache ({c}): the next visit downloads it again.")}
+                        </span>
+                    }
+                });
             let from = if info["from_cache"] == true {
                 "loaded from the browser cache"
             } else {
@@ -382,6 +394,7 @@ pub fn App() -> impl IntoView {
                     "GPU: " {if gpu.is_empty() { "WebGPU adapter".to_string() } else { gpu }} " · "
                     {info["precision"].as_str().unwrap_or_default().to_string()} " path · "
                     {mb(info["gpu_bytes"].as_f64().unwrap_or(0.0))} " of GPU memory"
+                    {cache_note}
                 </p>
             }
             .into_any()
