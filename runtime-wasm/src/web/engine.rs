@@ -309,22 +309,15 @@ async fn generate(
             &JsValue::NULL,
             &to_js(&json!({"id": ev.id, "text": ev.text})),
         );
-        // The callback posts a message; yielding lets an abort message in before the next step.
-        yield_now().await;
+        // An abort() from the callback itself is seen here; one from a worker message runs
+        // while next_token awaits its GPU read-back, which returns to the event loop (an
+        // already-resolved promise would not: microtasks run before queued messages).
         if inner.aborted.get() {
             run.stop("aborted");
             break;
         }
     }
     Ok(to_js(run.stats()))
-}
-
-/// Lets the event loop run (queued messages such as abort) before continuing.
-async fn yield_now() {
-    let p = Promise::new(&mut |resolve, _| {
-        let _ = resolve.call0(&JsValue::NULL);
-    });
-    let _ = JsFuture::from(p).await;
 }
 
 /// Where a load's bytes came from and what it cost.
