@@ -207,7 +207,7 @@ impl QinsEngine {
             let messages: Vec<Message> = from_js(&messages)?;
             let opts: GenerateOptions = from_js(&options)?;
             let mut slot = inner.loaded.borrow_mut();
-            let loaded = slot.as_mut().ok_or_else(not_loaded)?;
+            let loaded = slot.as_mut().ok_or(QinsError::NotLoaded)?;
             let prompt = loaded.generator.chat_prompt_ids(&messages)?;
             generate(&inner, loaded, &prompt, opts, &on_token).await
         })
@@ -220,7 +220,7 @@ impl QinsEngine {
             let _busy = inner.begin()?;
             let opts: GenerateOptions = from_js(&options)?;
             let mut slot = inner.loaded.borrow_mut();
-            let loaded = slot.as_mut().ok_or_else(not_loaded)?;
+            let loaded = slot.as_mut().ok_or(QinsError::NotLoaded)?;
             generate(&inner, loaded, &ids, opts, &on_token).await
         })
     }
@@ -231,7 +231,7 @@ impl QinsEngine {
         promise(async move {
             let _busy = inner.begin()?;
             let mut slot = inner.loaded.borrow_mut();
-            let loaded = slot.as_mut().ok_or_else(not_loaded)?;
+            let loaded = slot.as_mut().ok_or(QinsError::NotLoaded)?;
             use crate::chat::Engine;
             let engine = &mut loaded.generator.engine;
             engine.reset();
@@ -246,8 +246,10 @@ impl QinsEngine {
             .inner
             .loaded
             .try_borrow()
-            .map_err(|_| to_js_error(&busy()))?;
-        let loaded = slot.as_ref().ok_or_else(|| to_js_error(&not_loaded()))?;
+            .map_err(|_| to_js_error(&QinsError::Busy))?;
+        let loaded = slot
+            .as_ref()
+            .ok_or_else(|| to_js_error(&QinsError::NotLoaded))?;
         loaded
             .generator
             .tokenizer
@@ -269,7 +271,7 @@ impl QinsEngine {
     /// Frees the model's GPU memory. Refused while a load or generation runs.
     pub fn unload(&self) -> std::result::Result<(), JsValue> {
         if self.inner.busy.get() {
-            return Err(to_js_error(&busy()));
+            return Err(to_js_error(&QinsError::Busy));
         }
         self.inner.loaded.replace(None);
         Ok(())
@@ -282,14 +284,6 @@ impl QinsEngine {
             Err(_) => JsValue::NULL,
         }
     }
-}
-
-fn not_loaded() -> QinsError {
-    QinsError::NotLoaded
-}
-
-fn busy() -> QinsError {
-    QinsError::Busy
 }
 
 async fn generate(
@@ -343,9 +337,9 @@ async fn load(
     };
     if let Some(cache) = &cache {
         if let Some(resp) = source::cached(cache, url).await {
-            let mut loader =
-                GpuLoader::new(ctx.clone(), source::total_len(&resp), opts.max_context);
-            let fed = feed_cached(inner, &resp, &mut loader, on_progress).await;
+            let total = source::total_len(&resp);
+            let mut loader = GpuLoader::new(ctx.clone(), total, opts.max_context);
+            let fed = feed_cached(inner, &resp, total, &mut loader, on_progress).await;
             match fed {
                 Ok(fed) => {
                     return finish(loader, &ctx, fed, true, started, on_progress).await;
@@ -452,11 +446,12 @@ async fn pump(
 async fn feed_cached(
     inner: &Inner,
     resp: &Response,
+    total: Option<u64>,
     loader: &mut GpuLoader,
     on_progress: &Function,
 ) -> Result<Fed> {
     let mut rep = Reporter::new(on_progress, "cache");
-    rep.total = source::total_len(resp).unwrap_or(0);
+    rep.total = total.unwrap_or(0);
     let body = Body::of(resp)?;
     pump(inner, &body, 0, loader, &mut rep, 0).await?;
     rep.report(loader, 0, true);

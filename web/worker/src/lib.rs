@@ -44,16 +44,21 @@ fn forward(kind: &'static str, id: &JsValue) -> Function {
         .unchecked_into()
 }
 
+/// Posts `error` for a rejection: the engine's `Error` carries `kind` and `message`.
+fn post_error(id: &JsValue, e: &JsValue) {
+    post(
+        "error",
+        id,
+        &[("kind", get(e, "kind")), ("message", get(e, "message"))],
+    );
+}
+
 /// Settles one request: `done` with the promise's value, or `error` with its kind and message.
 fn settle(p: Promise, done: &'static str, id: JsValue) {
     spawn_local(async move {
         match JsFuture::from(p).await {
             Ok(v) => post(done, &id, &[("data", v)]),
-            Err(e) => post(
-                "error",
-                &id,
-                &[("kind", get(&e, "kind")), ("message", get(&e, "message"))],
-            ),
+            Err(e) => post_error(&id, &e),
         }
     });
 }
@@ -83,11 +88,7 @@ fn handle(engine: &Rc<QinsEngine>, msg: JsValue) {
         Some("abort") => engine.abort(),
         Some("unload") => match engine.unload() {
             Ok(()) => post("unloaded", &id, &[]),
-            Err(e) => post(
-                "error",
-                &id,
-                &[("kind", get(&e, "kind")), ("message", get(&e, "message"))],
-            ),
+            Err(e) => post_error(&id, &e),
         },
         other => post(
             "error",
