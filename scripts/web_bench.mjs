@@ -1,17 +1,9 @@
 // Opens the benchmark page in headless Chromium (WebGPU via --enable-unsafe-webgpu) and prints
 // its result as one JSON line. Usage: node scripts/web_bench.mjs PAGE_URL [TIMEOUT_S]
-import { chromium } from "playwright-core";
+import { launch } from "../tests/e2e/chromium.mjs";
 
 const [url, timeoutS = "900"] = process.argv.slice(2);
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM || "/usr/lib/chromium/chromium",
-  headless: true,
-  args: [
-    "--no-sandbox", "--enable-unsafe-webgpu", "--disable-background-networking",
-    "--disable-component-update", "--disable-sync", "--no-first-run",
-    "--no-default-browser-check", "--disable-quic",
-  ],
-});
+const browser = await launch();
 try {
   const page = await browser.newPage();
   page.on("console", (m) => {

@@ -1,15 +1,10 @@
 // Asks the chat page one question the way a user would and prints the reply and its figures
 // as JSON; saves a screenshot. For trying a real model in headless Chromium:
 //   node tests/e2e/ask.mjs BASE_URL MODEL_PATH "QUESTION" MAX_TOKENS SCREENSHOT.png
-import { chromium } from "playwright-core";
+import { launch } from "./chromium.mjs";
 
 const [base, model, question, maxTokens = "16", shot = "ask.png"] = process.argv.slice(2);
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM || "/usr/lib/chromium/chromium",
-  headless: true,
-  args: ["--no-sandbox", "--enable-unsafe-webgpu", "--disable-background-networking",
-    "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic"],
-});
+const browser = await launch();
 try {
   const page = await browser.newPage({ viewport: { width: 900, height: 900 } });
   page.on("pageerror", (e) => console.error(`[page error] ${e.message}`));

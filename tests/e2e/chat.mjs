@@ -2,7 +2,7 @@
 // archive; Debian's Chromium (WebGPU on SwiftShader) runs it headless.
 // Usage: node tests/e2e/chat.mjs BASE_URL OUT_DIR   (scripts/dev.sh e2e sets both up)
 import assert from "node:assert/strict";
-import { chromium } from "playwright-core";
+import { launch } from "./chromium.mjs";
 
 const [base, outDir] = process.argv.slice(2);
 const READY = '[data-testid=load-status][data-state=ready]';
@@ -12,16 +12,8 @@ async function loaded(page) {
   const status = await page.waitForSelector(SETTLED, { timeout: 180_000 });
   assert.equal(await status.getAttribute("data-state"), "ready", await status.textContent());
 }
-const FLAGS = [
-  "--no-sandbox", "--disable-background-networking", "--disable-component-update",
-  "--disable-sync", "--no-first-run", "--no-default-browser-check", "--disable-quic",
-];
-const launch = (webgpu) => chromium.launch({
-  executablePath: process.env.CHROMIUM || "/usr/lib/chromium/chromium",
-  headless: true,
-  args: webgpu ? [...FLAGS, "--enable-unsafe-webgpu"] : FLAGS,
-});
-const browser = await launch(true);
+
+const browser = await launch();
 const failures = [];
 try {
   const context = await browser.newContext({ viewport: { width: 900, height: 900 } });
@@ -93,7 +85,7 @@ try {
 }
 
 // 6. Without WebGPU (Linux Chromium without its flag offers no adapter) the page says what to do.
-const plain = await launch(false);
+const plain = await launch({ webgpu: false });
 try {
   const page = await plain.newPage();
   await page.goto(`${base}/?model=models/tiny.qins`);
