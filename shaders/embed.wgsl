@@ -1,8 +1,10 @@
 // x[t] = row tokens[t] of the embedding table, dequantized from any codec:
-// kind 0 = 8-bit LUT codes (qins8/lut8), 1 = lut4, 2 = f32, 3 = f16 (docs/FORMAT.md layouts).
+// kind 0 = 8-bit LUT codes (qins8/lut8/int8, per-row scale), 1 = 4-bit codes (lut4/lut4a/int4),
+// 2 = f32, 3 = f16, 4 = 8-bit codes with group scales (lut8g/lut8a) (docs/FORMAT.md layouts).
+// Grouped kinds add the group's f16 offset when offsets_off is not 0.
 struct Params {
     kind: u32, cols: u32, stride_words: u32, scales_off: u32,
-    codes_off: u32, group: u32, groups: u32, _pad: u32,
+    codes_off: u32, group: u32, groups: u32, offsets_off: u32,
 }
 struct Step { pos: u32, n: u32, _pad0: u32, _pad1: u32 }
 @group(0) @binding(0) var<storage, read> w: array<u32>;
@@ -22,15 +24,23 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
     let t = gid.y;
     if (c >= p.cols || t >= step.n) { return; }
     let r = tokens[t];
+    let row = p.codes_off + r * p.stride_words;
+    let g = r * p.groups + c / max(p.group, 1u);
+    var o = 0.0;
+    if (p.offsets_off != 0u) { o = half_at(p.offsets_off, g); }
     var v = 0.0;
     switch p.kind {
         case 0u: {
-            let q = (w[p.codes_off + r * p.stride_words + c / 4u] >> (8u * (c % 4u))) & 0xffu;
+            let q = (w[row + c / 4u] >> (8u * (c % 4u))) & 0xffu;
             v = bitcast<f32>(w[q]) * bitcast<f32>(w[p.scales_off + r]);
         }
         case 1u: {
-            let q = (w[p.codes_off + r * p.stride_words + c / 8u] >> (4u * (c % 8u))) & 0xfu;
-            v = bitcast<f32>(w[q]) * half_at(p.scales_off, r * p.groups + c / p.group);
+            let q = (w[row + c / 8u] >> (4u * (c % 8u))) & 0xfu;
+            v = bitcast<f32>(w[q]) * half_at(p.scales_off, g) + o;
+        }
+        case 4u: {
+            let q = (w[row + c / 4u] >> (8u * (c % 4u))) & 0xffu;
+            v = bitcast<f32>(w[q]) * half_at(p.scales_off, g) + o;
         }
         case 2u: { v = bitcast<f32>(w[p.codes_off + r * p.cols + c]); }
         default: { v = half_at(p.codes_off, r * p.cols + c); }

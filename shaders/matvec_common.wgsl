@@ -3,7 +3,7 @@
 struct Params {
     rows: u32, cols: u32, stride_words: u32, scales_off: u32,
     codes_off: u32, x_stride: u32, y_stride: u32, accumulate: u32,
-    last_only: u32, group: u32, groups: u32, _pad0: u32,
+    last_only: u32, group: u32, groups: u32, offsets_off: u32,
 }
 struct Step { pos: u32, n: u32, _pad0: u32, _pad1: u32 }
 @group(0) @binding(0) var<storage, read> w: array<u32>;
@@ -32,4 +32,18 @@ fn reduce_and_store(acc: array<f32, 8>, lid: u32, tb: u32, t0: u32, row: u32, sc
         if (p.accumulate != 0u) { r += y[at]; }
         y[at] = r;
     }
+}
+
+// Entry i of an array of f16 pairs starting at word `off`.
+fn half_at(off: u32, i: u32) -> f32 {
+    let pair = unpack2x16float(w[off + i / 2u]);
+    return select(pair.x, pair.y, (i & 1u) == 1u);
+}
+
+// (scale, offset) of the group holding column c of a grouped codec (offsets_off 0: none).
+fn affine_at(row: u32, c: u32) -> vec2<f32> {
+    let g = row * p.groups + c / p.group;
+    var o = 0.0;
+    if (p.offsets_off != 0u) { o = half_at(p.offsets_off, g); }
+    return vec2<f32>(half_at(p.scales_off, g), o);
 }

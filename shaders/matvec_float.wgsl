@@ -4,10 +4,7 @@
 const ELEM_F16: u32 = {{ELEM_F16}}u;
 
 fn weight(i: u32) -> f32 {
-    if (ELEM_F16 == 1u) {
-        let pair = unpack2x16float(w[p.codes_off + i / 2u]);
-        return select(pair.x, pair.y, (i & 1u) == 1u);
-    }
+    if (ELEM_F16 == 1u) { return half_at(p.codes_off, i); }
     return bitcast<f32>(w[p.codes_off + i]);
 }
 

@@ -1,14 +1,9 @@
-// Y[t][row] (+)= Σ_c scale[row][c / group] * codebook[code[row][c]] * X[t][c]   — lut4.
-// One row and up to 8 tokens per workgroup (see matvec_lut8.wgsl). 8 codes per u32 word
-// (column 2k in the low nibble of its byte), f16 group scales two per word, 16-entry codebook.
+// Y[t][row] (+)= Σ_c (scale[g] * codebook[code[row][c]] + offset[g]) * X[t][c], g = the group
+// of (row, c) — lut4, lut4a, int4. One row and up to 8 tokens per workgroup (see
+// matvec_lut8.wgsl). 8 codes per u32 word (column 2k in the low nibble of its byte), f16 group
+// scales and offsets two per word, 16-entry codebook.
 {{MATVEC_COMMON}}
 var<workgroup> lut: array<f32, 16>;
-
-fn scale_at(row: u32, c: u32) -> f32 {
-    let s = row * p.groups + c / p.group;
-    let pair = unpack2x16float(w[p.scales_off + s / 2u]);
-    return select(pair.x, pair.y, (s & 1u) == 1u);
-}
 
 @compute @workgroup_size(64)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
@@ -24,7 +19,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     let words = (p.cols + 7u) / 8u;
     var acc: array<f32, 8>;
     if (tb == 1u && (p.group & 7u) == 0u) {
-        // Decode with groups of whole words: one scale per word, one token.
+        // Decode with groups of whole words: one scale and offset per word, one token.
         let xo = t0 * p.x_stride;
         var a = 0.0;
         for (var wi = lid; wi < words; wi += WG) {
@@ -32,8 +27,14 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
             let c = wi * 8u;
             let k = min(8u, p.cols - c);
             var dot = 0.0;
-            for (var j = 0u; j < k; j++) { dot += lut[(q >> (4u * j)) & 0xfu] * x[xo + c + j]; }
-            a += dot * scale_at(row_id, c);
+            var xs = 0.0;
+            for (var j = 0u; j < k; j++) {
+                let xv = x[xo + c + j];
+                dot += lut[(q >> (4u * j)) & 0xfu] * xv;
+                xs += xv;
+            }
+            let sm = affine_at(row_id, c);
+            a += dot * sm.x + xs * sm.y;
         }
         acc[0] = a;
     } else {
@@ -42,10 +43,10 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         let c = wi * 8u;
         let k = min(8u, p.cols - c);
         // Within a word the scale changes only where a group boundary falls.
-        var s = scale_at(row_id, c);
+        var sm = affine_at(row_id, c);
         for (var j = 0u; j < k; j++) {
-            if (j > 0u && (c + j) % p.group == 0u) { s = scale_at(row_id, c + j); }
-            let v = s * lut[(q >> (4u * j)) & 0xfu];
+            if (j > 0u && (c + j) % p.group == 0u) { sm = affine_at(row_id, c + j); }
+            let v = sm.x * lut[(q >> (4u * j)) & 0xfu] + sm.y;
             for (var t = 0u; t < tb; t++) {
                 acc[t] += v * x[(t0 + t) * p.x_stride + c + j];
             }

@@ -1,7 +1,9 @@
-// Y[t][row] (+)= scale[row] * Σ_c codebook[code[row][c]] * X[t][c]   — qins8 and lut8.
+// Y[t][row] (+)= scale[row] * Σ_c codebook[code[row][c]] * X[t][c]   — qins8, lut8, int8;
+// with p.group > 0 (lut8g, lut8a): Σ_c (scale[g] * codebook[code[row][c]] + offset[g]) * X[t][c]
+// over f16 group scales (and offsets), the group a multiple of 4 so each code word has one.
 // Decode (one token) and prefill (many) alike: a workgroup takes one row and up to 8 tokens,
 // decoding each weight once for all of them. The tensor is one buffer in its stored layout
-// (docs/FORMAT.md): codebook at word 0, per-row f32 scales, code rows of stride_words words.
+// (docs/FORMAT.md): codebook at word 0, scales, offsets, code rows of stride_words words.
 {{MATVEC_COMMON}}
 var<workgroup> lut: array<f32, 256>;
 
@@ -17,8 +19,28 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     workgroupBarrier();
     let base = p.codes_off + row_id * p.stride_words;
     let words = (p.cols + 3u) / 4u;
+    let grouped = p.group != 0u;
     var acc: array<f32, 8>;
-    if (tb == 1u) {
+    if (tb == 1u && grouped) {
+        // Decode over group scales: the per-word partial dot product is scaled and offset.
+        let xo = t0 * p.x_stride;
+        var a = 0.0;
+        for (var wi = lid; wi < words; wi += WG) {
+            let q = w[base + wi];
+            let c = xo + wi * 4u;
+            let k = min(4u, p.cols - wi * 4u);
+            var dot = 0.0;
+            var xs = 0.0;
+            for (var j = 0u; j < k; j++) {
+                let xv = x[c + j];
+                dot += lut[(q >> (8u * j)) & 0xffu] * xv;
+                xs += xv;
+            }
+            let sm = affine_at(row_id, wi * 4u);
+            a += dot * sm.x + xs * sm.y;
+        }
+        acc[0] = a;
+    } else if (tb == 1u) {
         // Decode: one token, four codes per word unrolled.
         let xo = t0 * p.x_stride;
         var a = 0.0;
@@ -38,13 +60,17 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
             let q = w[base + wi];
             let c = wi * 4u;
             let k = min(4u, p.cols - c);
+            var sm = vec2<f32>(1.0, 0.0);
+            if (grouped) { sm = affine_at(row_id, c); }
             for (var j = 0u; j < k; j++) {
-                let v = lut[(q >> (8u * j)) & 0xffu];
+                let v = sm.x * lut[(q >> (8u * j)) & 0xffu] + sm.y;
                 for (var t = 0u; t < tb; t++) {
                     acc[t] += v * x[(t0 + t) * p.x_stride + c + j];
                 }
             }
         }
     }
-    reduce_and_store(acc, lid, tb, t0, row_id, bitcast<f32>(w[p.scales_off + row_id]));
+    var row_scale = 1.0;
+    if (!grouped) { row_scale = bitcast<f32>(w[p.scales_off + row_id]); }
+    reduce_and_store(acc, lid, tb, t0, row_id, row_scale);
 }

@@ -28,7 +28,13 @@ fn tiny_models_match_the_cpu_token_by_token() {
     let dir = tempfile::tempdir().unwrap();
     for name in ["tiny-phi3", "tiny-llama"] {
         let ids = ids(&reference(name)["logits"]["long"]["ids"]);
-        for codec in [Codec::F32, Codec::Lut4 { group: 32 }] {
+        for codec in [
+            Codec::F32,
+            Codec::Lut4 {
+                group: 32,
+                offset: false,
+            },
+        ] {
             let path = convert_to(&fixture(name), codec, dir.path());
             let (_, mut cpu, mut gpu) = engines(&path);
             // A prompt, then single tokens past the longrope switch at 32 positions.

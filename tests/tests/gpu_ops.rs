@@ -53,13 +53,35 @@ fn close(got: &[f32], want: &[f32], tol: f32, what: &str) {
     }
 }
 
-const CODECS: [Codec; 8] = [
+const CODECS: [Codec; 12] = [
     Codec::F32,
     Codec::F16,
     Codec::Qins8,
     Codec::Lut8,
-    Codec::Lut4 { group: 32 },
-    Codec::Lut4 { group: 6 },
+    Codec::Lut8g {
+        group: 32,
+        offset: false,
+    },
+    Codec::Lut8g {
+        group: 12,
+        offset: true,
+    },
+    Codec::Lut4 {
+        group: 32,
+        offset: false,
+    },
+    Codec::Lut4 {
+        group: 6,
+        offset: false,
+    },
+    Codec::Lut4 {
+        group: 32,
+        offset: true,
+    },
+    Codec::Lut4 {
+        group: 6,
+        offset: true,
+    },
     Codec::Int8,
     Codec::Int4 { group: 32 },
 ];

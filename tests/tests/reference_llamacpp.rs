@@ -12,7 +12,14 @@ use qins_tests::{convert_to, ids, reference, smollm2_gguf};
 #[test]
 fn tokenization_is_identical_to_llama_cpp() {
     let dir = tempfile::tempdir().unwrap();
-    let path = convert_to(&smollm2_gguf(), Codec::Lut4 { group: 32 }, dir.path());
+    let path = convert_to(
+        &smollm2_gguf(),
+        Codec::Lut4 {
+            group: 32,
+            offset: false,
+        },
+        dir.path(),
+    );
     let manifest = read_archive(std::fs::File::open(path).unwrap(), None, |_, _| Ok(())).unwrap();
     let tok = Tokenizer::from_manifest(&manifest).unwrap();
     let r = reference("smollm2-llamacpp.json");

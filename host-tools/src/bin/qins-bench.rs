@@ -57,7 +57,7 @@ fn tensor_bytes(codec: Codec, layout: &Layout) -> Vec<u8> {
     for (i, c) in b[..layout.codebook.len].chunks_exact_mut(4).enumerate() {
         c.copy_from_slice(&(i as f32 / 256.0 - 0.5).to_le_bytes());
     }
-    let one: &[u8] = if codec.nibble_group().is_some() {
+    let one: &[u8] = if codec.group().is_some() {
         &[0x00, 0x3c]
     } else {
         &[0, 0, 0x80, 0x3f]

@@ -1,4 +1,5 @@
-//! Learned codebooks (lut8, lut4) and the one decode path for every LUT codec.
+//! Learned codebooks (lut8, lut8g/lut8a, lut4/lut4a) and the one decode path for every LUT
+//! codec.
 
 use half::f16;
 
@@ -73,9 +74,10 @@ fn write_rows8(
     });
 }
 
-/// Rounds of (fit the codebook to the scaled weights, then refit each group's scale to the
-/// codebook) for lut4: each round lowers the squared error; three get most of the gain.
-const LUT4_ROUNDS: usize = 3;
+/// Rounds of (fit the codebook to the normalized weights, then refit each group's scale and
+/// offset to the codebook) for the grouped codecs: each round lowers the squared error; three
+/// get most of the gain.
+const GROUPED_ROUNDS: usize = 3;
 
 /// Per-row results of `f`, in parallel with `parallel`.
 fn map_rows<T: Send>(rows: usize, f: impl Fn(usize) -> Vec<T> + Sync + Send) -> Vec<T> {
@@ -88,75 +90,143 @@ fn map_rows<T: Send>(rows: usize, f: impl Fn(usize) -> Vec<T> + Sync + Send) -> 
     (0..rows).flat_map(f).collect()
 }
 
-/// The scale minimising Σ (w − s·codebook[nearest(w/s)])² for one group, by alternating code
-/// assignment and the closed-form least-squares scale, from a few starting points (the absmax
-/// start maps the largest weight onto the outermost level; smaller ones clip it, as Q4_K's
-/// scale search does).
-fn fit_group_scale(g: &[f32], codebook: &[f32], nearest: &Nearest) -> f32 {
-    let amax = absmax(g);
-    let edge = codebook.iter().fold(0f32, |m, c| m.max(c.abs()));
-    if amax == 0.0 || edge == 0.0 {
-        return 0.0;
+/// One group's stored parameters: `w ≈ scale · codebook[code] + offset`.
+#[derive(Clone, Copy)]
+struct Affine {
+    scale: f32,
+    offset: f32,
+}
+
+impl Affine {
+    /// The codebook coordinate of `w` (0 for a zero-scale group, whose weights all equal the
+    /// offset).
+    fn normalize(&self, w: f32) -> f32 {
+        if self.scale > 0.0 {
+            (w - self.offset) / self.scale
+        } else {
+            0.0
+        }
     }
-    let error = |s: f32| -> f64 {
+
+    /// As stored: both halves rounded to f16, refused when they do not fit.
+    fn stored(self) -> Result<Self> {
+        let (s, o) = (f16::from_f32(self.scale), f16::from_f32(self.offset));
+        if !s.is_finite() || !o.is_finite() {
+            return Err(QinsError::Codec(format!(
+                "a group's scale {} or offset {} overflows f16",
+                self.scale, self.offset
+            )));
+        }
+        Ok(Self {
+            scale: s.to_f32(),
+            offset: o.to_f32(),
+        })
+    }
+
+    /// The starting point: the group's range mapped onto [-1, 1] (absmax when symmetric).
+    fn range(g: &[f32], offset: bool) -> Self {
+        if offset {
+            let lo = g.iter().fold(f32::INFINITY, |m, &x| m.min(x));
+            let hi = g.iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x));
+            Self {
+                scale: 0.5 * (hi - lo),
+                offset: 0.5 * (hi + lo),
+            }
+        } else {
+            Self {
+                scale: absmax(g),
+                offset: 0.0,
+            }
+        }
+    }
+}
+
+/// The parameters minimising Σ (w − s·codebook[nearest((w−o)/s)] − o)² for one group, by
+/// alternating code assignment and the closed-form least-squares fit (of s alone, or of s and o
+/// by linear regression), from a few starting points: the group's range mapped onto the
+/// codebook's, and narrower ones that clip the extremes, as Q4_K's scale search does. The
+/// values judged are the f16-rounded ones that will be stored; `current` is kept unless beaten.
+fn fit_group(
+    g: &[f32],
+    codebook: &[f32],
+    nearest: &Nearest,
+    current: Affine,
+    offset: bool,
+) -> Affine {
+    let error = |a: Affine| -> f64 {
         g.iter()
             .map(|&w| {
-                let d = (w - s * codebook[nearest.index(w / s)]) as f64;
+                let d = (w - a.scale * codebook[nearest.index(a.normalize(w))] - a.offset) as f64;
                 d * d
             })
             .sum()
     };
-    let mut best = (amax, error(amax));
-    for start in [amax / edge, 0.9 * amax / edge, 0.8 * amax / edge] {
-        let mut s = start;
+    let mut best = (current, error(current));
+    let (lo, hi) = (codebook[0], codebook[codebook.len() - 1]);
+    let range = Affine::range(g, offset);
+    let (span, mid) = if offset {
+        (hi - lo, 0.5 * (hi + lo))
+    } else {
+        (2.0 * lo.abs().max(hi.abs()), 0.0)
+    };
+    if range.scale <= 0.0 || span <= 0.0 {
+        return best.0;
+    }
+    for shrink in [1.0, 0.9, 0.8] {
+        let scale = shrink * 2.0 * range.scale / span;
+        let mut a = Affine {
+            scale,
+            offset: range.offset - scale * mid,
+        };
         for _ in 0..4 {
-            let (mut num, mut den) = (0f64, 0f64);
+            let (mut n, mut sc, mut sw, mut scc, mut scw) = (0f64, 0f64, 0f64, 0f64, 0f64);
             for &w in g {
-                let c = codebook[nearest.index(w / s)] as f64;
-                num += w as f64 * c;
-                den += c * c;
+                let c = codebook[nearest.index(a.normalize(w))] as f64;
+                n += 1.0;
+                sc += c;
+                sw += w as f64;
+                scc += c * c;
+                scw += c * w as f64;
             }
-            if den <= 0.0 || num <= 0.0 {
+            let (s, o) = if offset {
+                let var = n * scc - sc * sc;
+                if var <= 0.0 {
+                    break;
+                }
+                let s = (n * scw - sc * sw) / var;
+                (s, (sw - s * sc) / n)
+            } else {
+                (if scc > 0.0 { scw / scc } else { 0.0 }, 0.0)
+            };
+            if s <= 0.0 {
                 break;
             }
-            s = (num / den) as f32;
+            a = Affine {
+                scale: s as f32,
+                offset: o as f32,
+            };
         }
-        // The stored scale is f16: judge the value that will be stored.
-        let s = f16::from_f32(s).to_f32();
-        if s > 0.0 {
-            let e = error(s);
-            if e < best.1 {
-                best = (s, e);
+        if let Ok(a) = a.stored() {
+            let e = error(a);
+            if a.scale > 0.0 && e < best.1 {
+                best = (a, e);
             }
         }
     }
     best.0
 }
 
-/// f16 group scales and one 16-entry codebook for the tensor, fitted jointly; two codes per
-/// byte, the even column in the low nibble.
-pub fn encode_lut4(
-    data: &[f32],
-    rows: usize,
-    cols: usize,
-    group: usize,
-    layout: &Layout,
-    out: &mut [u8],
-) -> Result<()> {
-    encode_grouped(data, rows, cols, group, None, layout, out)
-}
-
 /// The int4 baseline: uniform levels k/7 on absmax group scales, i.e. round-to-nearest int4.
 pub fn encode_int4(
+    codec: Codec,
     data: &[f32],
     rows: usize,
     cols: usize,
-    group: usize,
     layout: &Layout,
     out: &mut [u8],
 ) -> Result<()> {
     let levels: Vec<f32> = (0..16).map(|k| (k as f32 - 8.0).max(-7.0) / 7.0).collect();
-    encode_grouped(data, rows, cols, group, Some(levels), layout, out)
+    encode_grouped(codec, data, rows, cols, Some(levels), layout, out)
 }
 
 /// The int8 baseline: uniform levels k/127 on the per-row absmax scale (round-to-nearest int8).
@@ -168,95 +238,119 @@ pub fn encode_int8(data: &[f32], rows: usize, cols: usize, layout: &Layout, out:
     write_rows8(data, rows, cols, &codebook, &scales, layout, out);
 }
 
-/// Group-scaled 4-bit codes with a learned codebook (`fixed` None) or a given one.
-fn encode_grouped(
+/// Group-scaled codes (lut8g/lut8a/lut4/lut4a/int4) with a codebook learned jointly with the
+/// groups' scales and offsets (`fixed` None), or a given codebook on range scales. 4-bit codes
+/// go two per byte, the even column in the low nibble.
+pub fn encode_grouped(
+    codec: Codec,
     data: &[f32],
     rows: usize,
     cols: usize,
-    group: usize,
     fixed: Option<Vec<f32>>,
     layout: &Layout,
     out: &mut [u8],
 ) -> Result<()> {
+    let (group, offset, levels) = (
+        codec.group().unwrap_or(cols),
+        codec.has_offset(),
+        codec.codebook_len(),
+    );
+    let bins = if levels == 16 { LUT4_BINS } else { LUT8_BINS };
     let groups = cols.div_ceil(group);
-    let mut scales: Vec<f32> = Vec::with_capacity(rows * groups);
+    let mut params: Vec<Affine> = Vec::with_capacity(rows * groups);
     for row in data.chunks_exact(cols) {
         for g in row.chunks(group) {
-            let s = f16::from_f32(absmax(g));
-            if !s.is_finite() {
-                return Err(QinsError::Codec(format!(
-                    "a group's largest weight {} overflows the f16 scale",
-                    absmax(g)
-                )));
-            }
-            scales.push(s.to_f32());
+            params.push(Affine::range(g, offset).stored()?);
         }
     }
-    let rounds = if fixed.is_some() { 0 } else { LUT4_ROUNDS };
+    let rounds = if fixed.is_some() { 0 } else { GROUPED_ROUNDS };
     let mut codebook = fixed.unwrap_or_default();
     for round in 0..rounds {
-        let mut hist = Histogram::new(LUT4_BINS);
+        let mut hist = Histogram::new(bins);
         for (r, row) in data.chunks_exact(cols).enumerate() {
             for (gi, g) in row.chunks(group).enumerate() {
-                let s = scales[r * groups + gi];
-                if s > 0.0 {
-                    g.iter()
-                        .for_each(|&x| hist.add(x / s, (s as f64) * (s as f64)));
+                let a = params[r * groups + gi];
+                if a.scale > 0.0 {
+                    let weight = (a.scale as f64) * (a.scale as f64);
+                    g.iter().for_each(|&x| hist.add(a.normalize(x), weight));
                 }
             }
         }
-        codebook = fit(&hist, 16, LLOYD_ITERS);
-        if round + 1 < LUT4_ROUNDS {
+        codebook = fit(&hist, levels, LLOYD_ITERS);
+        if round + 1 < rounds {
             let nearest = Nearest::new(&codebook);
-            scales = map_rows(rows, |r| {
+            let current = &params;
+            params = map_rows(rows, |r| {
                 data[r * cols..(r + 1) * cols]
                     .chunks(group)
-                    .map(|g| fit_group_scale(g, &codebook, &nearest))
+                    .enumerate()
+                    .map(|(gi, g)| {
+                        fit_group(g, &codebook, &nearest, current[r * groups + gi], offset)
+                    })
                     .collect()
             });
         }
     }
     let nearest = Nearest::new(&codebook);
     write_f32s(&codebook, &mut out[layout.codebook.offset..]);
-    for (s, o) in scales
-        .iter()
-        .zip(out[layout.scales.offset..].chunks_exact_mut(2))
-    {
-        o.copy_from_slice(&f16::from_f32(*s).to_le_bytes());
-    }
-    let codes = &mut out[layout.codes.offset..layout.codes.offset + layout.codes.len];
+    let halves = |section: super::Section, f: fn(&Affine) -> f32, out: &mut [u8]| {
+        for (a, o) in params
+            .iter()
+            .zip(out[section.offset..section.end()].chunks_exact_mut(2))
+        {
+            o.copy_from_slice(&f16::from_f32(f(a)).to_le_bytes());
+        }
+    };
+    halves(layout.scales, |a| a.scale, out);
+    halves(layout.offsets, |a| a.offset, out);
+    let nibbles = levels == 16;
+    let codes = &mut out[layout.codes.offset..layout.codes.end()];
     for_each_row(codes, layout.code_stride, rows, |r, row| {
         for (c, &x) in data[r * cols..(r + 1) * cols].iter().enumerate() {
-            let s = scales[r * groups + c / group];
-            let q = nearest.index(if s > 0.0 { x / s } else { 0.0 }) as u8;
-            row[c / 2] |= if c % 2 == 0 { q } else { q << 4 };
+            let q = nearest.index(params[r * groups + c / group].normalize(x)) as u8;
+            if nibbles {
+                row[c / 2] |= if c % 2 == 0 { q } else { q << 4 };
+            } else {
+                row[c] = q;
+            }
         }
     });
     Ok(())
 }
 
-/// `w[r][c] = scale(r, c) * codebook[code(r, c)]` for qins8, lut8 and lut4 alike.
+/// `w[r][c] = scale(r, c) * codebook[code(r, c)] + offset(r, c)` for every LUT codec.
 pub fn decode(codec: Codec, bytes: &[u8], rows: usize, cols: usize, layout: &Layout) -> Vec<f32> {
-    let section = |s: super::Section| &bytes[s.offset..s.offset + s.len];
+    let section = |s: super::Section| &bytes[s.offset..s.end()];
+    let halves = |s: super::Section| -> Vec<f32> {
+        section(s)
+            .chunks_exact(2)
+            .map(|b| f16::from_le_bytes([b[0], b[1]]).to_f32())
+            .collect()
+    };
     let codebook = read_f32s(section(layout.codebook));
     let codes = section(layout.codes);
     let mut out = Vec::with_capacity(rows * cols);
-    match codec {
-        Codec::Lut4 { group } | Codec::Int4 { group } => {
+    match codec.group() {
+        Some(group) => {
             let groups = cols.div_ceil(group);
-            let scales: Vec<f32> = section(layout.scales)
-                .chunks_exact(2)
-                .map(|b| f16::from_le_bytes([b[0], b[1]]).to_f32())
-                .collect();
+            let scales = halves(layout.scales);
+            let offsets = halves(layout.offsets);
+            let nibbles = codec.code_bits() == 4;
             for r in 0..rows {
                 let row = &codes[r * layout.code_stride..];
                 for c in 0..cols {
-                    let q = (row[c / 2] >> ((c % 2) * 4)) & 0x0f;
-                    out.push(scales[r * groups + c / group] * codebook[q as usize]);
+                    let q = if nibbles {
+                        (row[c / 2] >> ((c % 2) * 4)) & 0x0f
+                    } else {
+                        row[c]
+                    };
+                    let g = r * groups + c / group;
+                    let o = offsets.get(g).copied().unwrap_or(0.0);
+                    out.push(scales[g] * codebook[q as usize] + o);
                 }
             }
         }
-        _ => {
+        None => {
             let scales = read_f32s(section(layout.scales));
             for r in 0..rows {
                 let row = &codes[r * layout.code_stride..r * layout.code_stride + cols];

@@ -1,10 +1,13 @@
-//! Weight codecs. Every quantized matrix is `w[r][c] = scale[r, group(c)] * codebook[code[r][c]]`,
-//! so one LUT kernel decodes them all; a codebook is data, not code.
+//! Weight codecs. Every quantized matrix is
+//! `w[r][c] = scale[r, group(c)] * codebook[code[r][c]] + offset[r, group(c)]`
+//! (offset 0 for the symmetric codecs), so one LUT kernel per code width decodes them all; a
+//! codebook is data, not code.
 //!
 //! Byte layout of one stored tensor (all little-endian, each section starting at a multiple of
 //! [`SECTION_ALIGN`] bytes from the tensor's start so a GPU can bind it in place):
-//! `codebook` (n × f32) · `scales` (f32 per row for qins8/lut8, f16 per group for lut4) ·
-//! `codes` (rows × stride bytes, stride = row bytes rounded up to 4).
+//! `codebook` (n × f32) · `scales` (f32 per row for qins8/lut8/int8, f16 per group for the
+//! grouped codecs) · `offsets` (f16 per group, affine codecs only; empty otherwise) · `codes`
+//! (rows × stride bytes, stride = row bytes rounded up to 4).
 //! Float codecs hold only the values (`codes` section).
 
 mod float;
@@ -32,9 +35,20 @@ pub enum Codec {
     Qins8,
     /// 256-entry codebook learned per tensor, per-row absmax scale.
     Lut8,
-    /// 16-entry codebook learned per tensor, f16 absmax scale per group of `group` columns.
+    /// 256-entry codebook learned per tensor, f16 scale per group of `group` columns (a
+    /// multiple of 4, so one code word has one scale) and, with `offset`, an f16 offset per
+    /// group: Q8_0's layout with a learned codebook (`lut8g`), or an affine one (`lut8a`).
+    Lut8g {
+        group: usize,
+        #[serde(default)]
+        offset: bool,
+    },
+    /// 16-entry codebook learned per tensor, f16 scale per group of `group` columns and, with
+    /// `offset` (`lut4a`), an f16 offset per group, as Q4_1 and Q4_K have.
     Lut4 {
         group: usize,
+        #[serde(default)]
+        offset: bool,
     },
     /// Baseline: uniform 8-bit levels k/127, per-row absmax scale (the lut8 layout).
     Int8,
@@ -50,11 +64,19 @@ pub struct Section {
     pub len: usize,
 }
 
+impl Section {
+    pub fn end(&self) -> usize {
+        self.offset + self.len
+    }
+}
+
 /// Where each part of an encoded tensor lies, relative to the tensor's first byte.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Layout {
     pub codebook: Section,
     pub scales: Section,
+    /// Empty unless the codec has per-group offsets.
+    pub offsets: Section,
     pub codes: Section,
     /// Bytes of one row of codes (a multiple of 4).
     pub code_stride: usize,
@@ -66,32 +88,49 @@ pub fn align_up(n: usize, a: usize) -> usize {
 }
 
 impl Codec {
-    /// Parses a command-line name such as `lut8` or `lut4`; `group` applies to lut4.
+    /// Parses a command-line name such as `lut8` or `lut4`; `group` applies to the grouped
+    /// codecs (lut8g, lut8a, lut4, lut4a, int4).
     pub fn from_name(name: &str, group: usize) -> Result<Self> {
-        Ok(match name {
+        let codec = match name {
             "f32" => Codec::F32,
             "f16" => Codec::F16,
             "qins8" => Codec::Qins8,
             "lut8" => Codec::Lut8,
+            "lut8g" | "lut8a" => Codec::Lut8g {
+                group,
+                offset: name == "lut8a",
+            },
             "int8" => Codec::Int8,
-            "lut4" | "int4" => {
-                if group == 0 || group % 2 != 0 {
-                    return Err(QinsError::Codec(format!(
-                        "{name} group size must be a positive even number, got {group}"
-                    )));
-                }
-                if name == "lut4" {
-                    Codec::Lut4 { group }
-                } else {
-                    Codec::Int4 { group }
-                }
-            }
+            "lut4" | "lut4a" => Codec::Lut4 {
+                group,
+                offset: name == "lut4a",
+            },
+            "int4" => Codec::Int4 { group },
             other => {
                 return Err(QinsError::Codec(format!(
-                    "unknown codec '{other}' (expected qins8, lut8, lut4, int8, int4, f16 or f32)"
+                    "unknown codec '{other}' (expected qins8, lut8, lut8g, lut8a, lut4, lut4a, \
+                     int8, int4, f16 or f32)"
                 )))
             }
-        })
+        };
+        codec.check()?;
+        Ok(codec)
+    }
+
+    /// Refuses group sizes the kernels cannot decode (a manifest is checked the same way).
+    pub fn check(&self) -> Result<()> {
+        let (group, multiple) = match self {
+            Codec::Lut8g { group, .. } => (*group, 4),
+            Codec::Lut4 { group, .. } | Codec::Int4 { group } => (*group, 2),
+            _ => return Ok(()),
+        };
+        if group == 0 || group % multiple != 0 {
+            return Err(QinsError::Codec(format!(
+                "{} group size must be a positive multiple of {multiple}, got {group}",
+                self.name()
+            )));
+        }
+        Ok(())
     }
 
     pub fn name(&self) -> String {
@@ -100,7 +139,22 @@ impl Codec {
             Codec::F16 => "f16".into(),
             Codec::Qins8 => "qins8".into(),
             Codec::Lut8 => "lut8".into(),
-            Codec::Lut4 { group } => format!("lut4-g{group}"),
+            Codec::Lut8g {
+                group,
+                offset: false,
+            } => format!("lut8g-g{group}"),
+            Codec::Lut8g {
+                group,
+                offset: true,
+            } => format!("lut8a-g{group}"),
+            Codec::Lut4 {
+                group,
+                offset: false,
+            } => format!("lut4-g{group}"),
+            Codec::Lut4 {
+                group,
+                offset: true,
+            } => format!("lut4a-g{group}"),
             Codec::Int8 => "int8".into(),
             Codec::Int4 { group } => format!("int4-g{group}"),
         }
@@ -108,17 +162,36 @@ impl Codec {
 
     pub fn codebook_len(&self) -> usize {
         match self {
-            Codec::Qins8 | Codec::Lut8 | Codec::Int8 => 256,
+            Codec::Qins8 | Codec::Lut8 | Codec::Lut8g { .. } | Codec::Int8 => 256,
             Codec::Lut4 { .. } | Codec::Int4 { .. } => 16,
             Codec::F32 | Codec::F16 => 0,
         }
     }
 
-    /// Columns per scale for the 4-bit layouts (lut4, int4); None for the others.
-    pub fn nibble_group(&self) -> Option<usize> {
+    /// Columns per f16 scale for the grouped layouts; None for per-row and float codecs.
+    pub fn group(&self) -> Option<usize> {
         match self {
-            Codec::Lut4 { group } | Codec::Int4 { group } => Some(*group),
+            Codec::Lut8g { group, .. } | Codec::Lut4 { group, .. } | Codec::Int4 { group } => {
+                Some(*group)
+            }
             _ => None,
+        }
+    }
+
+    /// Whether groups carry an f16 offset besides their scale.
+    pub fn has_offset(&self) -> bool {
+        matches!(
+            self,
+            Codec::Lut8g { offset: true, .. } | Codec::Lut4 { offset: true, .. }
+        )
+    }
+
+    /// Bits per code: 4 for the nibble layouts, 8 for the byte ones, 0 for floats.
+    pub fn code_bits(&self) -> usize {
+        match self.codebook_len() {
+            16 => 4,
+            256 => 8,
+            _ => 0,
         }
     }
 
@@ -129,19 +202,27 @@ impl Codec {
     /// The byte layout of a `rows × cols` tensor; checked arithmetic because shapes come from
     /// files.
     pub fn layout(&self, rows: usize, cols: usize) -> Result<Layout> {
+        self.check()?;
         let overflow = || QinsError::Codec(format!("tensor shape {rows}x{cols} is too large"));
         let n = rows.checked_mul(cols).ok_or_else(overflow)?;
-        let (codebook_bytes, scale_bytes, row_bytes) = match self {
-            Codec::F32 => (0, 0, cols.checked_mul(4).ok_or_else(overflow)?),
-            Codec::F16 => (0, 0, cols.checked_mul(2).ok_or_else(overflow)?),
-            Codec::Qins8 | Codec::Lut8 | Codec::Int8 => {
-                (256 * 4, rows.checked_mul(4).ok_or_else(overflow)?, cols)
-            }
-            Codec::Lut4 { group } | Codec::Int4 { group } => {
-                let groups = cols.div_ceil(*group);
+        let (codebook_bytes, scale_bytes, row_bytes) = match (self, self.group()) {
+            (Codec::F32, _) => (0, 0, cols.checked_mul(4).ok_or_else(overflow)?),
+            (Codec::F16, _) => (0, 0, cols.checked_mul(2).ok_or_else(overflow)?),
+            (_, Some(group)) => {
+                let groups = cols.div_ceil(group);
                 let scales = rows.checked_mul(groups).and_then(|g| g.checked_mul(2));
-                (16 * 4, scales.ok_or_else(overflow)?, cols.div_ceil(2))
+                let row_bytes = if self.code_bits() == 4 {
+                    cols.div_ceil(2)
+                } else {
+                    cols
+                };
+                (
+                    self.codebook_len() * 4,
+                    scales.ok_or_else(overflow)?,
+                    row_bytes,
+                )
             }
+            (_, None) => (256 * 4, rows.checked_mul(4).ok_or_else(overflow)?, cols),
         };
         // Float tensors are one contiguous array (no per-row padding) so vectors read as-is.
         let (code_stride, codes_len) = if self.is_lut() {
@@ -162,8 +243,12 @@ impl Codec {
             offset: align_up(codebook.len, SECTION_ALIGN),
             len: scale_bytes,
         };
+        let offsets = Section {
+            offset: align_up(scales.end(), SECTION_ALIGN),
+            len: if self.has_offset() { scale_bytes } else { 0 },
+        };
         let codes_offset = if self.is_lut() {
-            align_up(scales.offset + scales.len, SECTION_ALIGN)
+            align_up(offsets.end(), SECTION_ALIGN)
         } else {
             0
         };
@@ -174,6 +259,7 @@ impl Codec {
         Ok(Layout {
             codebook,
             scales,
+            offsets,
             codes,
             code_stride,
             total: codes.offset + codes.len,
@@ -210,9 +296,11 @@ pub fn encode(
         Codec::F16 => float::encode_f16(data, &mut out),
         Codec::Qins8 => qins::encode(data, rows, cols, &layout, &mut out),
         Codec::Lut8 => lut::encode_lut8(data, rows, cols, &layout, &mut out),
-        Codec::Lut4 { group } => lut::encode_lut4(data, rows, cols, group, &layout, &mut out)?,
+        Codec::Lut8g { .. } | Codec::Lut4 { .. } => {
+            lut::encode_grouped(codec, data, rows, cols, None, &layout, &mut out)?
+        }
         Codec::Int8 => lut::encode_int8(data, rows, cols, &layout, &mut out),
-        Codec::Int4 { group } => lut::encode_int4(data, rows, cols, group, &layout, &mut out)?,
+        Codec::Int4 { .. } => lut::encode_int4(codec, data, rows, cols, &layout, &mut out)?,
     }
     let decoded = decode(codec, &out, rows, cols)?;
     Ok((out, ErrorStats::measure(data, &decoded)))
@@ -233,9 +321,7 @@ pub fn decode(codec: Codec, bytes: &[u8], rows: usize, cols: usize) -> Result<Ve
     Ok(match codec {
         Codec::F32 => float::decode_f32(&bytes[..n * 4]),
         Codec::F16 => float::decode_f16(&bytes[..n * 2]),
-        Codec::Qins8 | Codec::Lut8 | Codec::Lut4 { .. } | Codec::Int8 | Codec::Int4 { .. } => {
-            lut::decode(codec, bytes, rows, cols, &layout)
-        }
+        _ => lut::decode(codec, bytes, rows, cols, &layout),
     })
 }
 

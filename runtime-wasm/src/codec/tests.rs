@@ -1,6 +1,7 @@
 //! Codec properties on odd shapes: exact layouts, round trips, error bounds and ordering.
 
 use super::*;
+use half::f16;
 
 /// Deterministic bell-shaped test data with a few outliers, like trained weights.
 fn weights(n: usize, seed: u64) -> Vec<f32> {
@@ -23,6 +24,11 @@ fn weights(n: usize, seed: u64) -> Vec<f32> {
         .collect()
 }
 
+const LUT4_G32: Codec = Codec::Lut4 {
+    group: 32,
+    offset: false,
+};
+
 const SHAPES: &[(usize, usize)] = &[
     (1, 1),
     (1, 7),
@@ -40,9 +46,34 @@ fn all_codecs() -> Vec<Codec> {
         Codec::F16,
         Codec::Qins8,
         Codec::Lut8,
-        Codec::Lut4 { group: 32 },
-        Codec::Lut4 { group: 6 },
-        Codec::Lut4 { group: 128 },
+        Codec::Lut8g {
+            group: 32,
+            offset: false,
+        },
+        Codec::Lut8g {
+            group: 12,
+            offset: true,
+        },
+        Codec::Lut4 {
+            group: 32,
+            offset: false,
+        },
+        Codec::Lut4 {
+            group: 6,
+            offset: false,
+        },
+        Codec::Lut4 {
+            group: 128,
+            offset: false,
+        },
+        Codec::Lut4 {
+            group: 32,
+            offset: true,
+        },
+        Codec::Lut4 {
+            group: 6,
+            offset: true,
+        },
         Codec::Int8,
         Codec::Int4 { group: 32 },
     ]
@@ -67,7 +98,7 @@ fn every_codec_round_trips_on_odd_shapes() {
             let bound = match codec {
                 Codec::F32 => 0.0,
                 Codec::F16 => 1e-3,
-                Codec::Lut8 => 0.03,
+                Codec::Lut8 | Codec::Lut8g { .. } => 0.03,
                 Codec::Qins8 => 0.35,
                 Codec::Lut4 { .. } | Codec::Int4 { .. } => 0.2,
                 Codec::Int8 => 0.03,
@@ -86,11 +117,13 @@ fn sections_are_aligned_and_disjoint() {
     for codec in all_codecs().into_iter().filter(Codec::is_lut) {
         for &(r, c) in SHAPES {
             let l = codec.layout(r, c).unwrap();
-            for s in [l.codebook, l.scales, l.codes] {
+            for s in [l.codebook, l.scales, l.offsets, l.codes] {
                 assert_eq!(s.offset % SECTION_ALIGN, 0);
             }
-            assert!(l.codebook.offset + l.codebook.len <= l.scales.offset);
-            assert!(l.scales.offset + l.scales.len <= l.codes.offset);
+            assert!(l.codebook.end() <= l.scales.offset);
+            assert!(l.scales.end() <= l.offsets.offset);
+            assert!(l.offsets.end() <= l.codes.offset);
+            assert_eq!(l.offsets.len > 0, codec.has_offset());
             assert_eq!(l.codebook.len, codec.codebook_len() * 4);
         }
     }
@@ -101,11 +134,7 @@ fn learned_codebooks_beat_the_projective_one() {
     let (r, c) = (96, 200);
     let w = weights(r * c, 11);
     let sqnr = |codec| encode(codec, &w, r, c).unwrap().1.sqnr_db;
-    let (qins8, lut8, lut4) = (
-        sqnr(Codec::Qins8),
-        sqnr(Codec::Lut8),
-        sqnr(Codec::Lut4 { group: 32 }),
-    );
+    let (qins8, lut8, lut4) = (sqnr(Codec::Qins8), sqnr(Codec::Lut8), sqnr(LUT4_G32));
     assert!(
         lut8 > qins8 + 10.0,
         "lut8 {lut8:.1} dB vs qins8 {qins8:.1} dB"
@@ -178,11 +207,70 @@ fn bad_input_is_an_error_not_a_panic() {
     assert!(encode(Codec::Lut8, &[1.0, f32::NAN], 1, 2).is_err());
     assert!(encode(Codec::Lut8, &[1.0, 2.0, 3.0], 2, 2).is_err());
     assert!(
-        encode(Codec::Lut4 { group: 32 }, &[1e6, 0.0], 1, 2).is_err(),
+        encode(LUT4_G32, &[1e6, 0.0], 1, 2).is_err(),
         "f16 scale overflow"
     );
     assert!(decode(Codec::Lut8, &[0u8; 10], 4, 4).is_err());
     assert!(Codec::Lut8.layout(usize::MAX, 3).is_err());
     assert!(Codec::from_name("lut4", 0).is_err());
+    assert!(
+        Codec::from_name("lut8g", 6).is_err(),
+        "8-bit groups are whole words"
+    );
+    assert!(Codec::Lut4 {
+        group: 3,
+        offset: true
+    }
+    .layout(2, 6)
+    .is_err());
     assert!(Codec::from_name("int3", 32).is_err());
+}
+
+/// Weights quantized as llama.cpp's Q4_1 does (per 32-weight group: f16 step (max − min)/15,
+/// f16 minimum, 16 levels), like SmolLM2's source GGUF: the affine 4-bit codec must find the
+/// grid, the symmetric one cannot.
+#[test]
+fn affine_groups_recover_an_offset_grid() {
+    let (r, c) = (24, 96);
+    let w = weights(r * c, 5);
+    let grid: Vec<f32> = w
+        .chunks(32)
+        .flat_map(|g| {
+            let lo = g.iter().fold(f32::INFINITY, |m, &x| m.min(x));
+            let hi = g.iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x));
+            let d = f16::from_f32((hi - lo) / 15.0).to_f32();
+            let lo = f16::from_f32(lo).to_f32();
+            g.iter()
+                .map(move |&x| lo + d * ((x - lo) / d).round().clamp(0.0, 15.0))
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    let sqnr = |codec| encode(codec, &grid, r, c).unwrap().1.sqnr_db;
+    let affine = sqnr(Codec::Lut4 {
+        group: 32,
+        offset: true,
+    });
+    let symmetric = sqnr(LUT4_G32);
+    assert!(affine > 45.0, "lut4a on its own grid: {affine:.1} dB");
+    assert!(
+        affine > symmetric + 15.0,
+        "lut4a {affine:.1} dB vs lut4 {symmetric:.1} dB"
+    );
+}
+
+/// Group scales beat one scale per row at 8 bits on weights with outliers.
+#[test]
+fn lut8_group_scales_beat_row_scales() {
+    let (r, c) = (64, 256);
+    let w = weights(r * c, 9);
+    let sqnr = |codec| encode(codec, &w, r, c).unwrap().1.sqnr_db;
+    let row = sqnr(Codec::Lut8);
+    let grouped = sqnr(Codec::Lut8g {
+        group: 32,
+        offset: false,
+    });
+    assert!(
+        grouped > row + 1.0,
+        "lut8g {grouped:.2} dB vs lut8 {row:.2} dB"
+    );
 }

@@ -62,6 +62,24 @@ impl GpuTensor {
         )
     }
 
+    /// The kernels' group parameters: columns per group, groups per row, and the offsets'
+    /// word offset (0 when the codec has none: word 0 is always the codebook).
+    fn group_words(&self) -> [u32; 3] {
+        let Some(group) = self.codec.group() else {
+            return [0; 3];
+        };
+        let offsets = if self.codec.has_offset() {
+            self.layout.offsets.offset / 4
+        } else {
+            0
+        };
+        [
+            group as u32,
+            self.cols.div_ceil(group) as u32,
+            offsets as u32,
+        ]
+    }
+
     /// `Y[t] (+)= W · X[t]` for each token row of the batch (`x_stride`, `y_stride` apart), with
     /// the kernel for this tensor's codec; `last_only` computes row 0 alone.
     #[allow(clippy::too_many_arguments)]
@@ -89,14 +107,12 @@ impl GpuTensor {
             accumulate as u32,
             last_only as u32,
         ];
-        let pipeline = match self.codec {
-            Codec::Qins8 | Codec::Lut8 | Codec::Int8 => &k.matvec_lut8,
-            Codec::Lut4 { group } | Codec::Int4 { group } => {
-                params.extend([group as u32, self.cols.div_ceil(group) as u32]);
-                &k.matvec_lut4
-            }
-            Codec::F32 => &k.matvec_f32,
-            Codec::F16 => &k.matvec_f16,
+        params.extend(self.group_words());
+        let pipeline = match (self.codec, self.codec.code_bits()) {
+            (Codec::F32, _) => &k.matvec_f32,
+            (Codec::F16, _) => &k.matvec_f16,
+            (_, 4) => &k.matvec_lut4,
+            _ => &k.matvec_lut8,
         };
         let p = ctx.uniform(&self.name, &params);
         let d = Kernels::bind(
@@ -122,17 +138,14 @@ impl GpuTensor {
         step: &wgpu::Buffer,
     ) -> Dispatch {
         let (stride, scales, codes) = self.words();
-        let (kind, group) = match self.codec {
-            Codec::Qins8 | Codec::Lut8 | Codec::Int8 => (0, 0),
-            Codec::Lut4 { group } | Codec::Int4 { group } => (1, group),
-            Codec::F32 => (2, 0),
-            Codec::F16 => (3, 0),
+        let kind = match (self.codec, self.codec.code_bits(), self.codec.group()) {
+            (Codec::F32, _, _) => 2,
+            (Codec::F16, _, _) => 3,
+            (_, 4, _) => 1,
+            (_, _, Some(_)) => 4,
+            _ => 0,
         };
-        let groups = if group > 0 {
-            self.cols.div_ceil(group)
-        } else {
-            0
-        };
+        let [group, groups, offsets] = self.group_words();
         let p = ctx.uniform(
             "embed",
             &[
@@ -141,8 +154,9 @@ impl GpuTensor {
                 stride,
                 scales,
                 codes,
-                group as u32,
-                groups as u32,
+                group,
+                groups,
+                offsets,
             ],
         );
         Kernels::bind(
