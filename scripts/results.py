@@ -1,13 +1,17 @@
 #!/usr/bin/env python3
-"""Regenerates the quality section of docs/RESULTS.md, docs/results.json and docs/quality.svg:
-every codec of qins against llama.cpp's formats on SmolLM2-135M-Instruct, scored on the same
-tokens (data/corpus/dev.txt, ctx 512) against the f32 archive of the same weights.
+"""Regenerates the generated sections of docs/RESULTS.md, docs/results.json, docs/quality.svg and
+docs/speed.svg on this machine:
+- quality: every codec of qins against llama.cpp's formats on SmolLM2-135M-Instruct, scored on
+  the same tokens (data/corpus/dev.txt, ctx 512) against the f32 archive of the same weights;
+- speed: SmolLM2 on the CPU reference, on this machine's wgpu adapter (lavapipe here), in
+  headless Chromium (WebGPU) and llama.cpp as the peer, same prompt; mat-vec GB/s vs copy GB/s.
 
-  python3 scripts/results.py [--max-chunks 20]
+  python3 scripts/results.py [--max-chunks 16] [--skip-speed] [--skip-browser]
 
-Needs the release binaries' sources (it builds them), the model (fetched by scripts/dev.sh) and,
-for the llama.cpp rows, llama-cpp-python (`pip install llama-cpp-python`; rows are skipped if
-it is missing). Takes about half an hour on a 2-core machine at 20 windows.
+Needs the release binaries' sources (it builds them), the model (fetched by scripts/dev.sh),
+llama-cpp-python for the llama.cpp rows (`pip install llama-cpp-python`; skipped if missing)
+and Chromium + node for the browser row (`./scripts/dev.sh web-bench` sets them up). Takes about
+half an hour on a 2-core machine.
 """
 import argparse
 import datetime
@@ -28,19 +32,48 @@ WORK = os.path.join(ROOT, "models", "results")
 CODECS = [
     ("f32", ["--codec", "f32"]),
     ("lut8", ["--codec", "lut8"]),
+    ("lut8g-g32", ["--codec", "lut8g", "--group", "32"]),
     ("qins8", ["--codec", "qins8"]),
     ("lut4-g32", ["--codec", "lut4", "--group", "32"]),
     ("lut4-g64", ["--codec", "lut4", "--group", "64"]),
     ("lut4-g128", ["--codec", "lut4", "--group", "128"]),
-    ("lut4-g32 + lut8 embedding", ["--codec", "lut4", "--group", "32", "--embed-codec", "lut8"]),
+    ("lut4a-g32", ["--codec", "lut4a", "--group", "32"]),
+    ("lut4a-g32 + lut8g-g32 embedding", ["--codec", "lut4a", "--group", "32", "--embed-codec", "lut8g"]),
     ("int8 (uniform baseline)", ["--codec", "int8"]),
     ("int4-g32 (uniform baseline)", ["--codec", "int4", "--group", "32"]),
 ]
 
 
+def cpu_name():
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def versions():
+    """The toolchain and peers the figures came from."""
+    v = {"qins": subprocess.run([os.path.join(BIN, "qins-run"), "--version"], capture_output=True,
+                                text=True).stdout.strip(),
+         "rustc": subprocess.run(["rustc", "--version"], capture_output=True, text=True).stdout.strip()}
+    try:
+        import llama_cpp
+        v["llama-cpp-python"] = llama_cpp.__version__
+    except ImportError:
+        pass
+    return v
+
+
 def run(cmd):
     print("+", " ".join(cmd), file=sys.stderr, flush=True)
-    return subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+    p = subprocess.run(cmd, capture_output=True, text=True)
+    if p.returncode != 0:
+        sys.stderr.write(p.stderr[-4000:])
+        raise SystemExit(f"failed ({p.returncode}): {' '.join(cmd)}")
+    return p.stdout
 
 
 def svg_plot(rows, path):
@@ -74,10 +107,124 @@ def svg_plot(rows, path):
     open(path, "w").write("\n".join(out))
 
 
+def last_json(text, key=None):
+    """The last line of `text` that is a JSON object (holding `key` when given)."""
+    for line in reversed(text.strip().splitlines()):
+        if line.startswith("{"):
+            obj = json.loads(line)
+            if key is None or key in obj:
+                return obj
+    raise ValueError(f"no JSON object{' with ' + key if key else ''} in output")
+
+
+def speed(a, log):
+    """Decode/prefill speed of SmolLM2 (lut8 and f32) per backend, with llama.cpp as the peer,
+    and the mat-vec kernels' GB/s next to a copy kernel's on this machine's adapter."""
+    rows = []
+    f32, lut8 = os.path.join(WORK, "f32.qins"), os.path.join(WORK, "lut8.qins")
+    for name, model, backend, tokens in [("qins f32 · CPU reference", f32, "cpu", 64),
+                                         ("qins lut8 · CPU reference", lut8, "cpu", 64),
+                                         ("qins lut8 · wgpu native", lut8, "gpu", 8)]:
+        r = last_json(run([os.path.join(BIN, "qins-run"), model, "--backend", backend, "--bench",
+                           "--max-tokens", str(tokens)]))
+        adapter = r.get("adapter") or "CPU"
+        rows.append({"name": name, "where": adapter if isinstance(adapter, str) else json.dumps(adapter),
+                     "load_ms": r["load_s"] * 1e3, "cached_load_ms": None, "prefill_tok_s": r["prefill_tok_s"],
+                     "ttft_ms": r["ttft_ms"], "decode_tok_s": r["decode_tok_s"], "tokens": tokens})
+    if not a.skip_browser:
+        out = run([os.path.join(ROOT, "scripts", "dev.sh"), "web-bench", lut8, str(a.browser_tokens)])
+        r = last_json(out, "first_load_ms")
+        st, info = r["stats"], r.get("info", {})
+        gpu = (info.get("adapter") or {}).get("name", "WebGPU")
+        rows.append({"name": "qins lut8 · headless Chromium (WebGPU)", "where": gpu,
+                     "load_ms": r["first_load_ms"], "cached_load_ms": r["cached_load_ms"],
+                     "prefill_tok_s": st["prefill_tok_s"], "ttft_ms": st["ttft_ms"],
+                     "decode_tok_s": st["decode_tok_s"], "tokens": st["generated_tokens"],
+                     "peak_wasm_mb": r.get("peak_wasm_bytes", 0) / 1e6})
+    try:
+        import llama_cpp  # noqa: F401
+        out = run([sys.executable, os.path.join(ROOT, "scripts", "llamacpp_speed.py"), GGUF, "F32", "Q8_0"])
+        for line in out.splitlines():
+            r = json.loads(line)
+            rows.append({"name": r["name"] + " (peer)", "where": "CPU", "load_ms": None, "cached_load_ms": None,
+                         "prefill_tok_s": r["prefill_tok_s"], "ttft_ms": r["ttft_ms"],
+                         "decode_tok_s": r["decode_tok_s"], "tokens": 64})
+    except ImportError:
+        log("llama-cpp-python missing: llama.cpp speed rows skipped")
+    bench = json.loads(run([os.path.join(BIN, "qins-bench"), "--small", "--iters", "10", "--json",
+                            "--codecs", "lut8,lut4,f16"]))
+    return rows, bench
+
+
+def speed_section(rows, bench, meta):
+    table = ["| engine | device | load ms | cached load ms | prefill tok/s | TTFT ms | decode tok/s | tokens |",
+             "|--------|--------|--------:|---------------:|--------------:|--------:|-------------:|-------:|"]
+    num = lambda v, f="{:.1f}": "—" if v is None else f.format(v)
+    for r in rows:
+        table.append(f'| {r["name"]} | {r["where"]} | {num(r["load_ms"], "{:.0f}")} | '
+                     f'{num(r["cached_load_ms"], "{:.0f}")} | {num(r["prefill_tok_s"], "{:.2f}")} | '
+                     f'{num(r["ttft_ms"], "{:.0f}")} | {num(r["decode_tok_s"], "{:.2f}")} | {r["tokens"]} |')
+    kern = ["| kernel | shape | GB/s | of copy |", "|--------|-------|-----:|--------:|",
+            f'| copy | — | {bench["copy_gb_s"]:.2f} | 100 % |']
+    for k in bench["results"]:
+        if k["kernel"] != "copy":
+            kern.append(f'| {k["kernel"]} | {k["shape"]} | {k["gb_s"]:.3f} | {100 * k["fraction_of_copy"]:.1f} % |')
+    return "\n".join([
+        f'Generated {meta["date"]} on {meta["machine"]} by `python3 scripts/results.py`: SmolLM2-135M-Instruct, '
+        "the 42-token chat prompt of `qins-run --bench`, greedy decoding of the number of tokens in the last column "
+        "(fewer where the engine is slow). Load times include creating the GPU device and compiling pipelines; the "
+        "browser loads over localhost from `qins-serve` (first: network, cached: the Cache API). llama.cpp "
+        "(llama-cpp-python) runs in the same script on the same cores as the peer.", "", *table, "",
+        "![tokens/s by backend](speed.svg)", "",
+        f'Mat-vec kernels vs a copy kernel on `{bench["device"]}` (`qins-bench --small`):', "", *kern])
+
+
+def speed_svg(rows, path):
+    """Prefill and decode tokens/s per engine (log scale), horizontal bars."""
+    import math
+    w, bh, m = 760, 22, 250
+    h = 70 + len(rows) * (2 * bh + 10)
+    vals = [v for r in rows for v in (r["prefill_tok_s"], r["decode_tok_s"]) if v]
+    lo, hi = math.floor(math.log10(min(vals))), math.ceil(math.log10(max(vals)))
+    X = lambda v: m + (math.log10(v) - lo) / (hi - lo) * (w - m - 30)
+    out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" font-family="sans-serif" font-size="12">',
+           f'<rect width="{w}" height="{h}" fill="white"/>',
+           f'<text x="{w/2}" y="20" text-anchor="middle" font-size="14">SmolLM2-135M: tokens/s by engine (log)</text>',
+           '<rect x="260" y="30" width="12" height="12" fill="#2471a3"/><text x="278" y="40">prefill</text>',
+           '<rect x="340" y="30" width="12" height="12" fill="#c0392b"/><text x="358" y="40">decode</text>']
+    for k in range(lo, hi + 1):
+        out.append(f'<line x1="{X(10**k):.1f}" y1="50" x2="{X(10**k):.1f}" y2="{h-15}" stroke="#ddd"/>')
+        out.append(f'<text x="{X(10**k):.1f}" y="{h-3}" text-anchor="middle">{10**k:g}</text>')
+    y = 55
+    for r in rows:
+        out.append(f'<text x="{m-8}" y="{y+bh+4}" text-anchor="end">{r["name"]}</text>')
+        for v, color in ((r["prefill_tok_s"], "#2471a3"), (r["decode_tok_s"], "#c0392b")):
+            if v:
+                out.append(f'<rect x="{m}" y="{y}" width="{max(X(v) - m, 1):.1f}" height="{bh-2}" fill="{color}"/>')
+                out.append(f'<text x="{X(v)+4:.1f}" y="{y+bh-7}">{v:.3g}</text>')
+            y += bh
+        y += 10
+    out.append("</svg>")
+    open(path, "w").write("\n".join(out))
+
+
+def replace_section(doc, name, body):
+    """Replaces the text between <!-- NAME:begin ... --> and <!-- NAME:end --> (appends if absent)."""
+    begin = f"<!-- {name}:begin (generated by scripts/results.py; edits here are overwritten) -->"
+    end = f"<!-- {name}:end -->"
+    section = f"{begin}\n{body}\n{end}"
+    b, e = doc.find(f"<!-- {name}:begin"), doc.find(end)
+    return doc[:b] + section + doc[e + len(end):] if b >= 0 and e >= 0 else doc + "\n" + section + "\n"
+
+
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--max-chunks", type=int, default=20)
+    ap.add_argument("--max-chunks", type=int, default=16)
+    ap.add_argument("--skip-speed", action="store_true", help="quality only")
+    ap.add_argument("--skip-browser", action="store_true", help="no headless Chromium row")
+    ap.add_argument("--browser-tokens", type=int, default=4)
     a = ap.parse_args()
+    log = lambda msg: print(msg, file=sys.stderr, flush=True)
     t0 = time.time()
     subprocess.run([os.path.join(ROOT, "scripts", "dev.sh"), "fetch"], check=True, stdout=subprocess.DEVNULL)
     subprocess.run(["cargo", "build", "--release", "-p", "qins-host"], check=True, cwd=ROOT)
@@ -89,15 +236,21 @@ def main():
         out = os.path.join(WORK, name.split(" (")[0].replace(" ", "").replace("+", "_") + ".qins")
         s = json.loads(run([os.path.join(BIN, "qins-convert"), GGUF, "-o", out, "--json"] + args))
         n_params = s["parameters"]
+        # The same codec on weights off any grid (bell-shaped random ones in SmolLM2's shapes,
+        # 4 layers): the source GGUF's Q4_1/Q8_0 grids favour codecs that can land on them.
+        off = json.loads(run([os.path.join(BIN, "qins-convert"), "--synthetic", "smollm2-135m",
+                              "--synthetic-layers", "4", "-o", os.path.join(WORK, "synthetic.qins"), "--json"]
+                             + args))
         e = json.loads(run([os.path.join(BIN, "qins-eval"), out, "--text", TEXT, "--ctx", "512",
                             "--max-chunks", str(a.max_chunks), "--ref", ref, "--json"]))
         rows.append({"name": f"qins {name}", "bpw": s["bits_per_weight"], "archive_bytes": s["archive_bytes"],
-                     "sqnr_db": s["matrix_error"]["sqnr_db"], "ppl": e["ppl"], "kld": e.get("kld_mean"),
+                     "sqnr_db": s["matrix_error"]["sqnr_db"],
+                     "offgrid_sqnr_db": off["matrix_error"]["sqnr_db"], "ppl": e["ppl"], "kld": e.get("kld_mean"),
                      "top1": e.get("top1_agree"), "tokens": e["tokens"]})
     try:
         import llama_cpp  # noqa: F401
         out = run([sys.executable, os.path.join(ROOT, "scripts", "llamacpp_quality.py"), GGUF, TEXT, "--ctx", "512",
-                   "--max-chunks", str(a.max_chunks), "--types", "Q8_0,Q4_K_M,Q4_0"])
+                   "--max-chunks", str(a.max_chunks), "--types", "Q8_0,Q4_K_M,Q4_1,Q4_0"])
         for line in out.splitlines():
             r = json.loads(line)
             if r["name"].endswith("F32"):
@@ -106,33 +259,43 @@ def main():
                          "sqnr_db": None, "ppl": r["ppl"], "kld": r["kld_mean"], "top1": r["top1_agree"],
                          "tokens": r["tokens"]})
     except ImportError:
-        print("llama-cpp-python missing: llama.cpp rows skipped", file=sys.stderr)
+        log("llama-cpp-python missing: llama.cpp rows skipped")
+    quality_min = (time.time() - t0) / 60
+    speed_rows, bench = ([], None) if a.skip_speed else speed(a, log)
     minutes = (time.time() - t0) / 60
     meta = {"date": datetime.date.today().isoformat(), "machine": f"{platform.machine()}, {os.cpu_count()} cores",
+            "cpu": cpu_name(), "versions": versions(), "quality_minutes": round(quality_min, 1),
             "model": "SmolLM2-135M-Instruct (Q4_1 GGUF, dequantized = the f32 reference)",
             "text": "data/corpus/dev.txt", "ctx": 512, "windows": a.max_chunks, "minutes": round(minutes, 1)}
-    json.dump({"meta": meta, "rows": rows}, open(os.path.join(ROOT, "docs", "results.json"), "w"), indent=1)
+    json.dump({"meta": meta, "rows": rows, "speed": speed_rows, "kernels": bench},
+              open(os.path.join(ROOT, "docs", "results.json"), "w"), indent=1)
     svg_plot(rows, os.path.join(ROOT, "docs", "quality.svg"))
-    table = ["| format | bits/weight | archive MiB | SQNR dB | perplexity | mean KL vs f32 | top-1 agreement |",
-             "|--------|-----------:|------------:|--------:|-----------:|---------------:|----------------:|"]
+    table = ["| format | bits/weight | archive MiB | SQNR dB | off-grid SQNR dB | perplexity | mean KL vs f32 | "
+             "top-1 agreement |",
+             "|--------|-----------:|------------:|--------:|--------:|-----------:|---------------:|----------------:|"]
+    db = lambda v: "—" if v is None else "exact" if v >= 200 else f"{v:.2f}"
     for r in rows:
-        sq = f'{r["sqnr_db"]:.2f}' if r["sqnr_db"] is not None else "—"
-        table.append(f'| {r["name"]} | {r["bpw"]:.3f} | {r["archive_bytes"] / 2**20:.2f} | {sq} | {r["ppl"]:.3f} | '
-                     f'{r["kld"]:.5f} | {100 * r["top1"]:.2f} % |')
+        table.append(f'| {r["name"]} | {r["bpw"]:.3f} | {r["archive_bytes"] / 2**20:.2f} | {db(r["sqnr_db"])} | '
+                     f'{db(r.get("offgrid_sqnr_db"))} | {r["ppl"]:.3f} | {r["kld"]:.6f} | {100 * r["top1"]:.2f} % |')
     section = "\n".join([
-        "<!-- quality:begin (generated by scripts/results.py; edits here are overwritten) -->",
         f'Generated {meta["date"]} on {meta["machine"]} in {meta["minutes"]} min by `python3 scripts/results.py '
         f'--max-chunks {a.max_chunks}`: {rows[0]["tokens"]} scored tokens of data/corpus/dev.txt ({a.max_chunks} windows '
         "of 512, second halves), KL divergence from the f32 archive of the same weights. llama.cpp rows: the same GGUF "
         "requantized by llama.cpp (from its own F32), scored on the same windows; their bits/weight is the whole file's "
-        "(SmolLM2's 576-wide rows make Q4_K_M fall back to wider types for most tensors). Caveat: the source weights "
-        "already sit on a Q4_1 grid (4-bit, 32-weight groups with a minimum), which favours 4-bit formats aligned to "
-        "32-weight groups with an offset.",
-        "", *table, "", "![size vs KL divergence](quality.svg)", "<!-- quality:end -->"])
+        "(SmolLM2's 576-wide rows make Q4_K_M fall back to wider types for most tensors). "
+        "**Caveat**: the source weights already sit on llama.cpp grids — every matrix on Q4_1 (4-bit, 32-weight groups "
+        "with an f16 step and minimum), the embedding/output head on Q8_0 (8-bit, 32-weight groups) — so formats that "
+        "can land on those grids (lut4a-g32, lut8g-g32, and llama.cpp's own Q4_1 and Q8_0) reproduce them almost "
+        "exactly; \"off-grid SQNR\" is the same codec on bell-shaped random weights in SmolLM2's shapes (4 layers), "
+        "which no grid favours.",
+        f'Machine: {meta["cpu"]} ({meta["machine"]}); {", ".join(f"{k} {v}" for k, v in meta["versions"].items())}. '
+        f'Quality part {meta["quality_minutes"]} min.',
+        "", *table, "", "![size vs KL divergence](quality.svg)"])
     path = os.path.join(ROOT, "docs", "RESULTS.md")
-    doc = open(path).read()
-    b, e = doc.find("<!-- quality:begin"), doc.find("<!-- quality:end -->")
-    doc = doc[:b] + section + doc[e + len("<!-- quality:end -->"):] if b >= 0 and e >= 0 else doc + "\n" + section + "\n"
+    doc = replace_section(open(path).read(), "quality", section)
+    if speed_rows:
+        speed_svg(speed_rows, os.path.join(ROOT, "docs", "speed.svg"))
+        doc = replace_section(doc, "speed", speed_section(speed_rows, bench, meta))
     open(path, "w").write(doc)
     print("\n".join(table))
 

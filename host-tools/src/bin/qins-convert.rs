@@ -17,14 +17,15 @@ struct Args {
     /// Output archive.
     #[arg(short, long)]
     output: PathBuf,
-    /// Codec for the matrices: qins8, lut8, lut4, f16 or f32 (norms stay f32); int8 and int4 are
-    /// uniform baselines for comparison.
+    /// Codec for the matrices: qins8, lut8 (row scales), lut8g / lut8a (group scales, plus group
+    /// offsets for lut8a), lut4 / lut4a (4-bit, group scales, plus offsets for lut4a), f16 or
+    /// f32 (norms stay f32); int8 and int4 are uniform baselines for comparison.
     #[arg(long, default_value = "lut8")]
     codec: String,
     /// Codec of the embedding table and output head (default: --codec).
     #[arg(long)]
     embed_codec: Option<String>,
-    /// lut4/int4 group size (columns per scale).
+    /// Group size (columns per scale) of lut8g, lut8a, lut4, lut4a and int4.
     #[arg(long, default_value_t = 32)]
     group: usize,
     /// zstd level (3 is as good as 19 on quantized codes, and much faster).
