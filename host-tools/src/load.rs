@@ -8,7 +8,7 @@ use anyhow::{bail, Context, Result};
 use qins_runtime::chat::{Engine, Generator};
 use qins_runtime::cpu::{CpuEngine, CpuModel};
 use qins_runtime::format::Manifest;
-use qins_runtime::gpu::{GpuContext, GpuEngine, GpuModel, GpuOptions};
+use qins_runtime::gpu::{CacheConfig, GpuContext, GpuEngine, GpuModel, GpuOptions};
 use qins_runtime::model::{ModelConfig, Weights};
 use web_time::Instant;
 
@@ -86,6 +86,18 @@ pub struct LoadOptions {
     pub adapter: Option<String>,
     /// KV-cache positions on the GPU.
     pub max_ctx: usize,
+    /// KV-cache values on the GPU: f16 (half the memory) or f32.
+    pub kv_cache: KvPrecision,
+}
+
+/// How the GPU engine stores its KV cache (compute is f32 either way).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum KvPrecision {
+    /// Two values per 32-bit word: half the memory; logits within 1e-3 of the f32 cache's.
+    #[default]
+    F16,
+    /// Exactly the CPU reference's values.
+    F32,
 }
 
 /// Reads, verifies and loads `path` into a ready generator on the chosen engine.
@@ -126,8 +138,13 @@ pub fn open(path: &Path, opts: &LoadOptions) -> Result<Loaded> {
         }
         Some(ctx) => {
             let adapter = ctx.describe();
-            let (manifest, model) =
-                GpuModel::load(ctx, reader, Some(len), opts.max_ctx).with_context(ctx_err)?;
+            let (manifest, model) = GpuModel::load(
+                ctx,
+                reader,
+                Some(len),
+                CacheConfig::new(opts.max_ctx).with_f16(opts.kv_cache == KvPrecision::F16),
+            )
+            .with_context(ctx_err)?;
             let bytes = model.gpu_bytes;
             (
                 manifest,

@@ -4,9 +4,10 @@
 
 use qins_runtime::chat::block_on;
 use qins_runtime::codec::{decode, encode, Codec};
-use qins_runtime::cpu::rms_norm;
+use qins_runtime::cpu::{attention, rms_norm};
 use qins_runtime::format::TensorEntry;
-use qins_runtime::gpu::{GpuContext, GpuTensor, Kernels};
+use qins_runtime::gpu::{GpuContext, GpuTensor, HeadShape, Kernels};
+use qins_runtime::model::Rope;
 use qins_tests::gpu;
 
 fn values(n: usize, seed: u32) -> Vec<f32> {
@@ -241,5 +242,93 @@ fn rmsnorm_silu_and_argmax_match_cpu() {
             top as u32,
             "argmax {n}"
         );
+    }
+}
+
+/// Rotary embedding + cache append, then causal attention, against the CPU reference over three
+/// batches (4, 5 and 1 tokens, so later ones attend to earlier cached positions): 3 query heads
+/// sharing 1 KV head, head_dim 10 of which only 6 rotate (partial rotary), a longrope-like
+/// scale; with the f32 cache (1e-5) and the packed f16 one (2e-3, f16's rounding of k and v).
+#[test]
+fn rope_store_and_attention_match_cpu() {
+    let ctx = gpu();
+    let k = Kernels::new(&ctx);
+    for kv_f16 in [false, true] {
+        let s = HeadShape {
+            nh: 3,
+            nkv: 1,
+            hd: 10,
+            rot_half: 3,
+            max_ctx: 16,
+            kv_f16,
+        };
+        let rope = Rope {
+            inv_freq: vec![1.0, 0.3, 0.05],
+            scale: 1.1,
+            rotary_dim: 6,
+        };
+        let row = (s.nh + 2 * s.nkv) * s.hd;
+        let (q_dim, kv_dim) = (s.nh * s.hd, s.nkv * s.hd);
+        let inv_freq = ctx.storage("inv_freq", bytemuck::cast_slice(&rope.inv_freq));
+        let params = Kernels::rope_params(&ctx, &s, rope.scale);
+        let caches = [
+            ctx.scratch("k", s.cache_words()),
+            ctx.scratch("v", s.cache_words()),
+        ];
+        let scores = ctx.scratch("scores", 8 * s.nh * s.max_ctx);
+        let (mut k_cpu, mut v_cpu) = (Vec::new(), Vec::new());
+        let tol = if kv_f16 { 2e-3 } else { 1e-5 };
+        let mut pos = 0;
+        for n in [4usize, 5, 1] {
+            let qkv = values(n * row, 7 + n as u32);
+            let qkv_gpu = ctx.storage("qkv", bytemuck::cast_slice(&qkv));
+            let out = ctx.scratch("out", n * q_dim);
+            let st = step(&ctx, pos as u32, n as u32);
+            let store = k.rope_store(
+                &ctx,
+                &s,
+                &qkv_gpu,
+                &inv_freq,
+                [&caches[0], &caches[1]],
+                &params,
+                &st,
+            );
+            let attend = k.attention(
+                &ctx,
+                &s,
+                &qkv_gpu,
+                [&caches[0], &caches[1]],
+                &scores,
+                &out,
+                &st,
+            );
+            Kernels::run(&ctx, &[&store, &attend], n as u32);
+
+            let mut q = Vec::new();
+            for (t, r) in qkv.chunks(row).enumerate() {
+                let mut r = r.to_vec();
+                r[..q_dim + kv_dim]
+                    .chunks_mut(s.hd)
+                    .for_each(|head| rope.apply(head, pos + t));
+                q.extend_from_slice(&r[..q_dim]);
+                k_cpu.extend_from_slice(&r[q_dim..q_dim + kv_dim]);
+                v_cpu.extend_from_slice(&r[q_dim + kv_dim..]);
+            }
+            let want = attention(&q, &k_cpu, &v_cpu, pos, n, s.nh, s.nkv, s.hd);
+            let what = format!("kv_f16={kv_f16} batch of {n} at {pos}");
+            let rotated = block_on(ctx.read_f32(&qkv_gpu, 0, n * row)).unwrap();
+            let q_gpu: Vec<f32> = rotated
+                .chunks(row)
+                .flat_map(|r| r[..q_dim].to_vec())
+                .collect();
+            close(&q_gpu, &q, 1e-5, &format!("rotated q, {what}"));
+            close(
+                &block_on(ctx.read_f32(&out, 0, n * q_dim)).unwrap(),
+                &want,
+                tol,
+                &format!("attention, {what}"),
+            );
+            pos += n;
+        }
     }
 }

@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use anyhow::{bail, Context, Result};
 use clap::Parser;
 use indicatif::{ProgressBar, ProgressStyle};
-use qins_host::load::{open, Backend, LoadOptions};
+use qins_host::load::{open, Backend, KvPrecision, LoadOptions};
 use qins_runtime::chat::{block_on, Engine};
 use serde_json::json;
 
@@ -24,6 +24,9 @@ struct Args {
     /// Window length in tokens; the second half of each window is scored, as llama-perplexity does.
     #[arg(long, default_value_t = 512)]
     ctx: usize,
+    /// KV-cache precision on the GPU backend.
+    #[arg(long, value_enum, default_value_t = KvPrecision::F16)]
+    kv_cache: KvPrecision,
     /// Score at most this many windows.
     #[arg(long)]
     max_chunks: Option<usize>,
@@ -64,6 +67,7 @@ fn run() -> Result<()> {
         backend: args.backend,
         adapter: None,
         max_ctx: args.ctx,
+        kv_cache: args.kv_cache,
     };
     let loaded = open(&args.model, &opts)?;
     let (manifest, mut gen) = (loaded.manifest, loaded.generator);

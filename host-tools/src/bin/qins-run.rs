@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use anyhow::{bail, Result};
 use clap::Parser;
-use qins_host::load::{open, AnyEngine, Backend, LoadOptions};
+use qins_host::load::{open, AnyEngine, Backend, KvPrecision, LoadOptions};
 use qins_runtime::chat::{block_on, Engine, GenerationStats, Generator, Message, SamplingParams};
 use qins_runtime::format::Manifest;
 use serde_json::json;
@@ -28,6 +28,9 @@ struct Args {
     /// Context length (KV-cache positions) on the GPU.
     #[arg(long, default_value_t = 4096)]
     ctx: usize,
+    /// KV-cache precision on the GPU.
+    #[arg(long, value_enum, default_value_t = KvPrecision::F16)]
+    kv_cache: KvPrecision,
     /// One user message; the reply streams to stdout.
     #[arg(long)]
     prompt: Option<String>,
@@ -136,6 +139,7 @@ fn run() -> Result<()> {
             backend: args.backend,
             adapter: args.adapter.clone(),
             max_ctx: args.ctx,
+            kv_cache: args.kv_cache,
         },
     )?;
     let (manifest, mut gen, load_s) = (loaded.manifest, loaded.generator, loaded.load_s);
@@ -205,6 +209,7 @@ fn run() -> Result<()> {
             "generated_tokens": s.generated_tokens,
             "adapter": loaded.adapter,
             "gpu_bytes": loaded.gpu_bytes,
+            "kv_cache": loaded.gpu_bytes.map(|_| format!("{:?}", args.kv_cache).to_lowercase()),
         }));
     } else if let Some(p) = &args.prompt {
         let mut messages = base_messages(&args);

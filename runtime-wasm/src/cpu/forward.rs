@@ -133,7 +133,7 @@ impl CpuModel {
 
 /// Causal grouped-query attention of `n` new queries (positions start..start+n) over the cache.
 #[allow(clippy::too_many_arguments)]
-fn attention(
+pub fn attention(
     q: &[f32],
     k: &[f32],
     v: &[f32],

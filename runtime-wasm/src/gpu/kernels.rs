@@ -34,6 +34,32 @@ impl Dispatch {
     }
 }
 
+/// What rope_store.wgsl and attention.wgsl need to know of the heads and the KV cache.
+#[derive(Debug, Clone, Copy)]
+pub struct HeadShape {
+    pub nh: usize,
+    pub nkv: usize,
+    pub hd: usize,
+    /// rotary_dim / 2: dimensions past 2·rot_half are not rotated (partial rotary).
+    pub rot_half: usize,
+    /// Positions the caches hold.
+    pub max_ctx: usize,
+    /// Caches of packed f16 pairs instead of f32s.
+    pub kv_f16: bool,
+}
+
+impl HeadShape {
+    /// u32 words of one layer's K (or V) cache.
+    pub fn cache_words(&self) -> usize {
+        let values = self.max_ctx * self.nkv * self.hd;
+        if self.kv_f16 {
+            values / 2
+        } else {
+            values
+        }
+    }
+}
+
 pub struct Kernels {
     pub matvec_lut8: wgpu::ComputePipeline,
     pub matvec_lut4: wgpu::ComputePipeline,
@@ -182,6 +208,78 @@ impl Kernels {
         } else {
             d.per_tokens(0, 1)
         }
+    }
+
+    /// rope_store.wgsl's parameters; the rotary `scale` (at byte 16) changes with longrope's
+    /// table, so the engine rewrites it in place.
+    pub fn rope_params(ctx: &GpuContext, s: &HeadShape, scale: f32) -> wgpu::Buffer {
+        ctx.uniform(
+            "rope",
+            &[
+                s.nh as u32,
+                s.nkv as u32,
+                s.hd as u32,
+                s.rot_half as u32,
+                scale.to_bits(),
+                s.kv_f16 as u32,
+            ],
+        )
+    }
+
+    /// Rotates each new token's q and k heads in `qkv` in place and appends k and v to the
+    /// caches at the batch's positions.
+    #[allow(clippy::too_many_arguments)]
+    pub fn rope_store(
+        &self,
+        ctx: &GpuContext,
+        s: &HeadShape,
+        qkv: &wgpu::Buffer,
+        inv_freq: &wgpu::Buffer,
+        caches: [&wgpu::Buffer; 2],
+        params: &wgpu::Buffer,
+        step: &wgpu::Buffer,
+    ) -> Dispatch {
+        let heads = s.nh + 2 * s.nkv;
+        Self::bind(
+            ctx,
+            &self.rope_store,
+            &[qkv, inv_freq, caches[0], caches[1], params, step],
+            [heads as u32, 1, 1],
+        )
+        .per_tokens(1, 1)
+    }
+
+    /// Causal attention of each new token's q heads over the caches into `out`; `scores`
+    /// holds BATCH × nh × max_ctx f32s.
+    #[allow(clippy::too_many_arguments)]
+    pub fn attention(
+        &self,
+        ctx: &GpuContext,
+        s: &HeadShape,
+        qkv: &wgpu::Buffer,
+        caches: [&wgpu::Buffer; 2],
+        scores: &wgpu::Buffer,
+        out: &wgpu::Buffer,
+        step: &wgpu::Buffer,
+    ) -> Dispatch {
+        let p = ctx.uniform(
+            "attention",
+            &[
+                s.nh as u32,
+                s.nkv as u32,
+                s.hd as u32,
+                s.max_ctx as u32,
+                (1.0 / (s.hd as f32).sqrt()).to_bits(),
+                s.kv_f16 as u32,
+            ],
+        );
+        Self::bind(
+            ctx,
+            &self.attention,
+            &[qkv, caches[0], caches[1], scores, out, &p, step],
+            [s.nh as u32, 1, 1],
+        )
+        .per_tokens(1, 1)
     }
 
     pub fn silu_mul(

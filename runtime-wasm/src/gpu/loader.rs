@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 
-use super::{GpuContext, GpuModel, GpuTensor};
+use super::{CacheConfig, GpuContext, GpuModel, GpuTensor};
 use crate::format::{Event, Manifest, StreamReader};
 use crate::{QinsError, Result};
 
@@ -25,7 +25,7 @@ pub struct GpuLoader {
     /// Archive bytes taken so far (the reader may hold some of them until a unit is whole).
     received: u64,
     gpu_bytes: u64,
-    max_ctx: usize,
+    cache: CacheConfig,
     /// Allocation and validation failures surface asynchronously; these scopes collect them.
     scopes: Scopes,
 }
@@ -53,7 +53,7 @@ pub struct LoadProgress {
 
 impl GpuLoader {
     /// `expected_len`: the archive's length when known (Content-Length, file size).
-    pub fn new(ctx: GpuContext, expected_len: Option<u64>, max_ctx: usize) -> Self {
+    pub fn new(ctx: GpuContext, expected_len: Option<u64>, cache: CacheConfig) -> Self {
         let scopes = Scopes(vec![
             ctx.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory),
             ctx.device.push_error_scope(wgpu::ErrorFilter::Validation),
@@ -66,7 +66,7 @@ impl GpuLoader {
             filling: None,
             received: 0,
             gpu_bytes: 0,
-            max_ctx,
+            cache,
             scopes,
         }
     }
@@ -93,13 +93,13 @@ impl GpuLoader {
             tensors,
             filling,
             gpu_bytes,
-            max_ctx,
+            cache,
             ..
         } = self;
         reader.feed(bytes, &mut |ev| {
             match ev {
                 Event::Manifest(m) => {
-                    GpuModel::check_limits(ctx, &m.config, m, *max_ctx)?;
+                    GpuModel::check_limits(ctx, &m.config, m, *cache)?;
                     *manifest = Some(m.clone());
                 }
                 Event::TensorPiece {
@@ -164,7 +164,7 @@ impl GpuLoader {
             self.ctx,
             manifest.config.clone(),
             self.tensors,
-            self.max_ctx,
+            self.cache,
             self.gpu_bytes,
         )?;
         let validation = self.scopes.0.pop().expect("two scopes").pop().await;

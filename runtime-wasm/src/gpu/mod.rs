@@ -8,7 +8,7 @@ mod loader;
 mod tensor;
 
 pub use context::{GpuContext, GpuOptions};
-pub use engine::{GpuEngine, GpuModel};
-pub use kernels::{Dispatch, Kernels};
+pub use engine::{CacheConfig, GpuEngine, GpuModel};
+pub use kernels::{Dispatch, HeadShape, Kernels};
 pub use loader::{GpuLoader, LoadProgress};
 pub use tensor::GpuTensor;

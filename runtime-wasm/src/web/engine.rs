@@ -21,7 +21,7 @@ use web_time::Instant;
 use super::source::{self, Body};
 use crate::chat::{Generator, Message, SamplingParams};
 use crate::format::Manifest;
-use crate::gpu::{GpuContext, GpuEngine, GpuLoader, GpuModel, GpuOptions};
+use crate::gpu::{CacheConfig, GpuContext, GpuEngine, GpuLoader, GpuModel, GpuOptions};
 use crate::{QinsError, Result};
 
 /// Network failures a load survives by resuming with a Range request.
@@ -36,6 +36,23 @@ struct LoadOptions {
     cache: bool,
     /// KV-cache positions (capped by the model's own context).
     max_context: usize,
+    /// "f16" (half the memory; the default) or "f32".
+    kv_cache: String,
+}
+
+impl LoadOptions {
+    fn cache_config(&self) -> Result<CacheConfig> {
+        let f16 = match self.kv_cache.as_str() {
+            "f16" => true,
+            "f32" => false,
+            other => {
+                return Err(QinsError::BadRequest(format!(
+                    "kv_cache must be \"f16\" or \"f32\", not \"{other}\""
+                )))
+            }
+        };
+        Ok(CacheConfig::new(self.max_context).with_f16(f16))
+    }
 }
 
 impl Default for LoadOptions {
@@ -43,6 +60,7 @@ impl Default for LoadOptions {
         Self {
             cache: true,
             max_context: 4096,
+            kv_cache: "f16".into(),
         }
     }
 }
@@ -180,7 +198,7 @@ impl QinsEngine {
         }
     }
 
-    /// Loads the archive at `url` (options: `{cache: true, max_context: 4096}`), calling
+    /// Loads the archive at `url` (options: `{cache: true, max_context: 4096, kv_cache: "f16"}`), calling
     /// `on_progress(event)` as bytes arrive. Resolves to the model and adapter description.
     pub fn load(&self, url: String, options: JsValue, on_progress: Function) -> Promise {
         let inner = self.inner.clone();
@@ -338,7 +356,7 @@ async fn load(
     if let Some(cache) = &cache {
         if let Some(resp) = source::cached(cache, url).await {
             let total = source::total_len(&resp);
-            let mut loader = GpuLoader::new(ctx.clone(), total, opts.max_context);
+            let mut loader = GpuLoader::new(ctx.clone(), total, opts.cache_config()?);
             let fed = feed_cached(inner, &resp, total, &mut loader, on_progress).await;
             match fed {
                 Ok(fed) => {
@@ -353,7 +371,7 @@ async fn load(
             }
         }
     }
-    let mut loader = GpuLoader::new(ctx.clone(), None, opts.max_context);
+    let mut loader = GpuLoader::new(ctx.clone(), None, opts.cache_config()?);
     let fed = feed_network(inner, url, cache.as_ref(), &mut loader, on_progress).await;
     match fed {
         Ok(fed) => finish(loader, &ctx, fed, false, started, on_progress).await,
@@ -636,6 +654,7 @@ fn describe(
             "max_storage_buffer_binding_size": ctx.limits.max_storage_buffer_binding_size,
         },
         "precision": "f32",
+        "kv_cache": if model.kv_f16 { "f16" } else { "f32" },
         "from_cache": from_cache,
         "cache": fed.cached,
         "resumes": fed.resumes,

@@ -392,7 +392,8 @@ pub fn App() -> impl IntoView {
                     {format!("{:.1} s", info["load_ms"].as_f64().unwrap_or(0.0) / 1e3)}
                     <br/>
                     "GPU: " {if gpu.is_empty() { "WebGPU adapter".to_string() } else { gpu }} " · "
-                    {info["precision"].as_str().unwrap_or_default().to_string()} " path · "
+                    {info["precision"].as_str().unwrap_or_default().to_string()} " compute · "
+                    {info["kv_cache"].as_str().unwrap_or("f32").to_string()} " KV cache · "
                     {mb(info["gpu_bytes"].as_f64().unwrap_or(0.0))} " of GPU memory"
                     {cache_note}
                 </p>
