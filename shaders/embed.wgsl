@@ -4,14 +4,19 @@
 // Grouped kinds add the group's f16 offset when offsets_off is not 0.
 struct Params {
     kind: u32, cols: u32, stride_words: u32, scales_off: u32,
-    codes_off: u32, group: u32, groups: u32, offsets_off: u32,
+    row0: u32, group: u32, groups: u32, offsets_off: u32,
+    rows: u32, _pad0: u32, _pad1: u32, _pad2: u32,
 }
 struct Step { pos: u32, n: u32, _pad0: u32, _pad1: u32 }
+// The table's codebook, scales and offsets (w) and the code rows row0 .. row0 + rows of one part
+// (codes): a table split across bindings is looked up once per part, each part writing the
+// tokens whose rows it holds.
 @group(0) @binding(0) var<storage, read> w: array<u32>;
 @group(0) @binding(1) var<storage, read> tokens: array<u32>;
 @group(0) @binding(2) var<storage, read_write> x: array<f32>;
 @group(0) @binding(3) var<uniform> p: Params;
 @group(0) @binding(4) var<uniform> step: Step;
+@group(0) @binding(5) var<storage, read> codes: array<u32>;
 
 fn half_at(word_off: u32, i: u32) -> f32 {
     let pair = unpack2x16float(w[word_off + i / 2u]);
@@ -24,26 +29,32 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
     let t = gid.y;
     if (c >= p.cols || t >= step.n) { return; }
     let r = tokens[t];
-    let row = p.codes_off + r * p.stride_words;
+    if (r < p.row0 || r - p.row0 >= p.rows) { return; }
+    let local = r - p.row0;
+    let row = local * p.stride_words;
     let g = r * p.groups + c / max(p.group, 1u);
     var o = 0.0;
     if (p.offsets_off != 0u) { o = half_at(p.offsets_off, g); }
     var v = 0.0;
     switch p.kind {
         case 0u: {
-            let q = (w[row + c / 4u] >> (8u * (c % 4u))) & 0xffu;
+            let q = (codes[row + c / 4u] >> (8u * (c % 4u))) & 0xffu;
             v = bitcast<f32>(w[q]) * bitcast<f32>(w[p.scales_off + r]);
         }
         case 1u: {
-            let q = (w[row + c / 8u] >> (4u * (c % 8u))) & 0xfu;
+            let q = (codes[row + c / 8u] >> (4u * (c % 8u))) & 0xfu;
             v = bitcast<f32>(w[q]) * half_at(p.scales_off, g) + o;
         }
         case 4u: {
-            let q = (w[row + c / 4u] >> (8u * (c % 4u))) & 0xffu;
+            let q = (codes[row + c / 4u] >> (8u * (c % 4u))) & 0xffu;
             v = bitcast<f32>(w[q]) * half_at(p.scales_off, g) + o;
         }
-        case 2u: { v = bitcast<f32>(w[p.codes_off + r * p.cols + c]); }
-        default: { v = half_at(p.codes_off, r * p.cols + c); }
+        case 2u: { v = bitcast<f32>(codes[local * p.cols + c]); }
+        default: {
+            let i = local * p.cols + c;
+            let pair = unpack2x16float(codes[i / 2u]);
+            v = select(pair.x, pair.y, (i & 1u) == 1u);
+        }
     }
     x[t * p.cols + c] = v;
 }

@@ -1,8 +1,12 @@
 // Shared by the mat-vec kernels (spliced in where they say {{MATVEC_COMMON}}): parameters,
 // bindings, and the cross-thread reduction that writes each token's result.
+// A tensor is bound as `w` (codebook, scales and offsets: the bytes before its codes) and
+// `codes`: the code rows row0 .. row0 + rows, one part of a tensor split across bindings when it
+// exceeds maxStorageBufferBindingSize (docs/ARCHITECTURE.md). Workgroups index rows within the
+// part; scales, offsets and y take the tensor's row (row0 + the part's row).
 struct Params {
     rows: u32, cols: u32, stride_words: u32, scales_off: u32,
-    codes_off: u32, x_stride: u32, y_stride: u32, accumulate: u32,
+    row0: u32, x_stride: u32, y_stride: u32, accumulate: u32,
     last_only: u32, group: u32, groups: u32, offsets_off: u32,
 }
 struct Step { pos: u32, n: u32, _pad0: u32, _pad1: u32 }
@@ -11,6 +15,7 @@ struct Step { pos: u32, n: u32, _pad0: u32, _pad1: u32 }
 @group(0) @binding(2) var<storage, read_write> y: array<f32>;
 @group(0) @binding(3) var<uniform> p: Params;
 @group(0) @binding(4) var<uniform> step: Step;
+@group(0) @binding(5) var<storage, read> codes: array<u32>;
 
 const WG: u32 = 64u;
 const TB: u32 = 8u;
@@ -37,6 +42,12 @@ fn reduce_and_store(acc: array<f32, 8>, lid: u32, tb: u32, t0: u32, row: u32, sc
 // Entry i of an array of f16 pairs starting at word `off`.
 fn half_at(off: u32, i: u32) -> f32 {
     let pair = unpack2x16float(w[off + i / 2u]);
+    return select(pair.x, pair.y, (i & 1u) == 1u);
+}
+
+// Value i of the part's codes read as f16 pairs (f16 weights).
+fn code_half(i: u32) -> f32 {
+    let pair = unpack2x16float(codes[i / 2u]);
     return select(pair.x, pair.y, (i & 1u) == 1u);
 }
 

@@ -3,9 +3,10 @@
 {{MATVEC_COMMON}}
 const ELEM_F16: u32 = {{ELEM_F16}}u;
 
+// Value i of the part (row-major from its first row).
 fn weight(i: u32) -> f32 {
-    if (ELEM_F16 == 1u) { return half_at(p.codes_off, i); }
-    return bitcast<f32>(w[p.codes_off + i]);
+    if (ELEM_F16 == 1u) { return code_half(i); }
+    return bitcast<f32>(codes[i]);
 }
 
 @compute @workgroup_size(64)
@@ -13,12 +14,13 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         @builtin(local_invocation_index) lid: u32) {
     let n = select(step.n, 1u, p.last_only == 1u);
     let t0 = wid.z * TB;
-    let row_id = wid.x + wid.y * nwg.x;
-    if (t0 >= n || row_id >= p.rows) { return; }
+    let local = wid.x + wid.y * nwg.x;
+    if (t0 >= n || local >= p.rows) { return; }
+    let row_id = p.row0 + local;
     let tb = min(TB, n - t0);
     var acc: array<f32, 8>;
     for (var c = lid; c < p.cols; c += WG) {
-        let v = weight(row_id * p.cols + c);
+        let v = weight(local * p.cols + c);
         for (var t = 0u; t < tb; t++) {
             acc[t] += v * x[(t0 + t) * p.x_stride + c];
         }

@@ -10,12 +10,13 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         @builtin(local_invocation_index) lid: u32) {
     let n = select(step.n, 1u, p.last_only == 1u);
     let t0 = wid.z * TB;
-    let row_id = wid.x + wid.y * nwg.x;
-    if (t0 >= n || row_id >= p.rows) { return; }
+    let local = wid.x + wid.y * nwg.x;
+    if (t0 >= n || local >= p.rows) { return; }
+    let row_id = p.row0 + local;
     let tb = min(TB, n - t0);
     if (lid < 16u) { lut[lid] = bitcast<f32>(w[lid]); }
     workgroupBarrier();
-    let base = p.codes_off + row_id * p.stride_words;
+    let base = local * p.stride_words;
     let words = (p.cols + 7u) / 8u;
     var acc: array<f32, 8>;
     if (tb == 1u && (p.group & 7u) == 0u) {
@@ -23,7 +24,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         let xo = t0 * p.x_stride;
         var a = 0.0;
         for (var wi = lid; wi < words; wi += WG) {
-            let q = w[base + wi];
+            let q = codes[base + wi];
             let c = wi * 8u;
             let k = min(8u, p.cols - c);
             var dot = 0.0;
@@ -39,7 +40,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         acc[0] = a;
     } else {
     for (var wi = lid; wi < words; wi += WG) {
-        let q = w[base + wi];
+        let q = codes[base + wi];
         let c = wi * 8u;
         let k = min(8u, p.cols - c);
         // Within a word the scale changes only where a group boundary falls.

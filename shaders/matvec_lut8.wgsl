@@ -3,7 +3,8 @@
 // over f16 group scales (and offsets), the group a multiple of 4 so each code word has one.
 // Decode (one token) and prefill (many) alike: a workgroup takes one row and up to 8 tokens,
 // decoding each weight once for all of them. The tensor is one buffer in its stored layout
-// (docs/FORMAT.md): codebook at word 0, scales, offsets, code rows of stride_words words.
+// (docs/FORMAT.md): codebook at word 0 of w, then scales and offsets; code rows of stride_words
+// words in `codes`.
 {{MATVEC_COMMON}}
 var<workgroup> lut: array<f32, 256>;
 
@@ -12,12 +13,13 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         @builtin(local_invocation_index) lid: u32) {
     let n = select(step.n, 1u, p.last_only == 1u);
     let t0 = wid.z * TB;
-    let row_id = wid.x + wid.y * nwg.x;
-    if (t0 >= n || row_id >= p.rows) { return; }
+    let local = wid.x + wid.y * nwg.x;
+    if (t0 >= n || local >= p.rows) { return; }
+    let row_id = p.row0 + local;
     let tb = min(TB, n - t0);
     for (var i = lid; i < 256u; i += WG) { lut[i] = bitcast<f32>(w[i]); }
     workgroupBarrier();
-    let base = p.codes_off + row_id * p.stride_words;
+    let base = local * p.stride_words;
     let words = (p.cols + 3u) / 4u;
     let grouped = p.group != 0u;
     var acc: array<f32, 8>;
@@ -26,7 +28,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         let xo = t0 * p.x_stride;
         var a = 0.0;
         for (var wi = lid; wi < words; wi += WG) {
-            let q = w[base + wi];
+            let q = codes[base + wi];
             let c = xo + wi * 4u;
             let k = min(4u, p.cols - wi * 4u);
             var dot = 0.0;
@@ -45,7 +47,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         let xo = t0 * p.x_stride;
         var a = 0.0;
         for (var wi = lid; wi < words; wi += WG) {
-            let q = w[base + wi];
+            let q = codes[base + wi];
             let c = xo + wi * 4u;
             if (wi * 4u + 3u < p.cols) {
                 a += lut[q & 0xffu] * x[c] + lut[(q >> 8u) & 0xffu] * x[c + 1u]
@@ -57,7 +59,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         acc[0] = a;
     } else {
         for (var wi = lid; wi < words; wi += WG) {
-            let q = w[base + wi];
+            let q = codes[base + wi];
             let c = wi * 4u;
             let k = min(4u, p.cols - c);
             var sm = vec2<f32>(1.0, 0.0);

@@ -88,6 +88,9 @@ pub struct LoadOptions {
     pub max_ctx: usize,
     /// KV-cache values on the GPU: f16 (half the memory) or f32.
     pub kv_cache: KvPrecision,
+    /// Split weight tensors into GPU bindings of at most this many bytes (default: the
+    /// adapter's maxStorageBufferBindingSize).
+    pub max_binding: Option<u64>,
 }
 
 /// How the GPU engine stores its KV cache (compute is f32 either way).
@@ -110,6 +113,7 @@ pub fn open(path: &Path, opts: &LoadOptions) -> Result<Loaded> {
     let open_gpu = || {
         pollster::block_on(GpuContext::new(&GpuOptions {
             adapter: opts.adapter.clone(),
+            max_binding: opts.max_binding,
         }))
     };
     let gpu = match opts.backend {

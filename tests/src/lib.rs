@@ -31,8 +31,14 @@ pub fn smollm2_gguf() -> PathBuf {
 /// The GPU every GPU test runs on: lavapipe (Vulkan on the CPU) in CI. QINS_ADAPTER picks
 /// another by name.
 pub fn gpu() -> qins_runtime::gpu::GpuContext {
+    gpu_with_max_binding(None)
+}
+
+/// [`gpu`] with weight tensors split into bindings of at most `max_binding` bytes.
+pub fn gpu_with_max_binding(max_binding: Option<u64>) -> qins_runtime::gpu::GpuContext {
     let opts = qins_runtime::gpu::GpuOptions {
         adapter: std::env::var("QINS_ADAPTER").ok(),
+        max_binding,
     };
     pollster::block_on(qins_runtime::gpu::GpuContext::new(&opts))
         .unwrap_or_else(|e| panic!("{e} — install mesa-vulkan-drivers for lavapipe"))

@@ -6,9 +6,9 @@
 use qins_runtime::chat::{block_on, Engine, Generator, Message, SamplingParams};
 use qins_runtime::codec::Codec;
 use qins_runtime::cpu::{CpuEngine, CpuModel};
-use qins_runtime::gpu::{CacheConfig, GpuEngine, GpuModel};
+use qins_runtime::gpu::{CacheConfig, GpuContext, GpuEngine, GpuModel};
 use qins_runtime::model::Weights;
-use qins_tests::{convert_to, fixture, gpu, ids, reference, smollm2_gguf};
+use qins_tests::{convert_to, fixture, gpu, gpu_with_max_binding, ids, reference, smollm2_gguf};
 
 /// Largest logit difference from the f32 CPU reference allowed with the f16 KV cache, which
 /// rounds k and v to 11 significant bits: measured 1.2e-4 at most on these models (8× margin).
@@ -18,12 +18,26 @@ fn engines(
     path: &std::path::Path,
     kv_f16: bool,
 ) -> (qins_runtime::format::Manifest, CpuEngine, GpuEngine) {
+    engines_on(gpu(), path, kv_f16)
+}
+
+fn engines_on(
+    ctx: GpuContext,
+    path: &std::path::Path,
+    kv_f16: bool,
+) -> (qins_runtime::format::Manifest, CpuEngine, GpuEngine) {
     let (manifest, w) = Weights::read(std::fs::File::open(path).unwrap(), None).unwrap();
     let cpu = CpuEngine::new(CpuModel::new(manifest.config.clone(), w));
     let cache = CacheConfig::new(256).with_f16(kv_f16);
-    let (_, model) =
-        GpuModel::load(gpu(), std::fs::File::open(path).unwrap(), None, cache).unwrap();
+    let split = ctx.max_binding < 1 << 20;
+    let (_, model) = GpuModel::load(ctx, std::fs::File::open(path).unwrap(), None, cache).unwrap();
     assert_eq!(model.kv_f16, kv_f16);
+    assert_eq!(
+        model.split_tensors > 0,
+        split,
+        "{} tensors split",
+        model.split_tensors
+    );
     (manifest, cpu, GpuEngine::new(model))
 }
 
@@ -132,5 +146,26 @@ fn gpu_prefix_reuse_matches_a_fresh_run() {
             d < F16_KV_TOLERANCE,
             "{name}: max |Δ| {d} after reusing {keep} positions"
         );
+    }
+}
+
+/// Every weight tensor split by rows across 4 KiB bindings (the embedding/output head into 5
+/// to 20 parts), as on an adapter whose maxStorageBufferBindingSize is smaller than the
+/// tensors: the logits still match the CPU reference.
+#[test]
+fn tensors_split_across_bindings_match_the_cpu() {
+    let dir = tempfile::tempdir().unwrap();
+    for name in ["tiny-phi3", "tiny-llama"] {
+        let ids = ids(&reference(name)["logits"]["long"]["ids"]);
+        for codec in [Codec::F32, Codec::Lut8] {
+            let path = convert_to(&fixture(name), codec, dir.path());
+            let ctx = gpu_with_max_binding(Some(4096));
+            let (_, mut cpu, mut gpu) = engines_on(ctx, &path, false);
+            let d = max_diff(
+                &block_on(gpu.extend(&ids, true)).unwrap(),
+                &block_on(cpu.extend(&ids, true)).unwrap(),
+            );
+            assert!(d < 1e-3, "{name} {}: max |Δ| {d}", codec.name());
+        }
     }
 }

@@ -6,9 +6,9 @@ use qins_runtime::chat::block_on;
 use qins_runtime::codec::{decode, encode, Codec};
 use qins_runtime::cpu::{attention, rms_norm};
 use qins_runtime::format::TensorEntry;
-use qins_runtime::gpu::{GpuContext, GpuTensor, HeadShape, Kernels};
+use qins_runtime::gpu::{Dispatch, GpuContext, GpuTensor, HeadShape, Kernels};
 use qins_runtime::model::Rope;
-use qins_tests::gpu;
+use qins_tests::{gpu, gpu_with_max_binding};
 
 fn values(n: usize, seed: u32) -> Vec<f32> {
     let mut s = seed.wrapping_mul(2654435761) | 1;
@@ -93,81 +93,111 @@ fn step(ctx: &GpuContext, pos: u32, n: u32) -> wgpu::Buffer {
     ctx.uniform("step", &[pos, n, 0, 0])
 }
 
+/// Runs a tensor's dispatches (one per part) for a batch of `n`.
+fn run_all(ctx: &GpuContext, dispatches: &[Dispatch], n: usize) {
+    Kernels::run(ctx, &dispatches.iter().collect::<Vec<_>>(), n as u32);
+}
+
+/// Each op on the whole tensor, and on the tensor split by rows across bindings of
+/// `max_binding` bytes (as on an adapter with that maxStorageBufferBindingSize).
+fn contexts(max_binding: u64) -> [(GpuContext, bool); 2] {
+    [
+        (gpu(), false),
+        (gpu_with_max_binding(Some(max_binding)), true),
+    ]
+}
+
 #[test]
 fn matvec_matches_cpu_for_every_codec_and_batch() {
-    let ctx = gpu();
-    let k = Kernels::new(&ctx);
-    for codec in CODECS {
-        for (rows, cols) in SHAPES {
-            let w = values(rows * cols, (rows * 7 + cols) as u32);
-            let (t, dense) = upload(&ctx, codec, &w, rows, cols);
-            // Token rows padded apart (strides cols+3 and rows+2), accumulated onto existing values;
-            // 9 tokens cross the 8-token block of a workgroup.
-            for n in [1usize, 3, 9] {
-                let (xs, ys) = (cols + 3, rows + 2);
-                let x = values(n * xs, 99 + n as u32);
-                let y0 = values(n * ys, 5);
-                let xb = ctx.storage("x", bytemuck::cast_slice(&x));
-                let yb = ctx.storage("y", bytemuck::cast_slice(&y0));
-                let st = step(&ctx, 0, n as u32);
-                let d = t.matvec(&ctx, &k, &xb, xs, &yb, ys, true, false, &st);
-                Kernels::run(&ctx, &[&d], n as u32);
-                let got = block_on(ctx.read_f32(&yb, 0, n * ys)).unwrap();
-                let mut want = y0.clone();
-                for tok in 0..n {
-                    for r in 0..rows {
-                        want[tok * ys + r] += (0..cols)
-                            .map(|c| dense[r * cols + c] * x[tok * xs + c])
-                            .sum::<f32>();
-                    }
+    for (ctx, split) in contexts(8192) {
+        let k = Kernels::new(&ctx);
+        let mut parts = 0;
+        for codec in CODECS {
+            for (rows, cols) in SHAPES {
+                let w = values(rows * cols, (rows * 7 + cols) as u32);
+                let (t, dense) = upload(&ctx, codec, &w, rows, cols);
+                parts += t.parts.len() - 1;
+                for p in &t.parts {
+                    assert!(
+                        p.buffer.size() <= ctx.max_binding,
+                        "{} part too big",
+                        codec.name()
+                    );
                 }
-                close(
-                    &got,
-                    &want,
-                    1e-5,
-                    &format!("{} {rows}x{cols} n={n}", codec.name()),
-                );
-                // last_only: row 0 of x alone, whatever the batch size.
-                let yb = ctx.scratch("y", rows);
-                let d = t.matvec(&ctx, &k, &xb, xs, &yb, rows, false, true, &st);
-                Kernels::run(&ctx, &[&d], n as u32);
-                let want: Vec<f32> = (0..rows)
-                    .map(|r| (0..cols).map(|c| dense[r * cols + c] * x[c]).sum())
-                    .collect();
-                close(
-                    &block_on(ctx.read_f32(&yb, 0, rows)).unwrap(),
-                    &want,
-                    1e-5,
-                    &format!("{} last-only", codec.name()),
-                );
+                // Token rows padded apart (strides cols+3 and rows+2), accumulated onto existing values;
+                // 9 tokens cross the 8-token block of a workgroup.
+                for n in [1usize, 3, 9] {
+                    let (xs, ys) = (cols + 3, rows + 2);
+                    let x = values(n * xs, 99 + n as u32);
+                    let y0 = values(n * ys, 5);
+                    let xb = ctx.storage("x", bytemuck::cast_slice(&x));
+                    let yb = ctx.storage("y", bytemuck::cast_slice(&y0));
+                    let st = step(&ctx, 0, n as u32);
+                    let d = t.matvec(&ctx, &k, &xb, xs, &yb, ys, true, false, &st);
+                    run_all(&ctx, &d, n);
+                    let got = block_on(ctx.read_f32(&yb, 0, n * ys)).unwrap();
+                    let mut want = y0.clone();
+                    for tok in 0..n {
+                        for r in 0..rows {
+                            want[tok * ys + r] += (0..cols)
+                                .map(|c| dense[r * cols + c] * x[tok * xs + c])
+                                .sum::<f32>();
+                        }
+                    }
+                    close(
+                        &got,
+                        &want,
+                        1e-5,
+                        &format!("{} {rows}x{cols} n={n} split={split}", codec.name()),
+                    );
+                    // last_only: row 0 of x alone, whatever the batch size.
+                    let yb = ctx.scratch("y", rows);
+                    let d = t.matvec(&ctx, &k, &xb, xs, &yb, rows, false, true, &st);
+                    run_all(&ctx, &d, n);
+                    let want: Vec<f32> = (0..rows)
+                        .map(|r| (0..cols).map(|c| dense[r * cols + c] * x[c]).sum())
+                        .collect();
+                    close(
+                        &block_on(ctx.read_f32(&yb, 0, rows)).unwrap(),
+                        &want,
+                        1e-5,
+                        &format!("{} last-only split={split}", codec.name()),
+                    );
+                }
             }
         }
+        assert_eq!(parts > 3, split, "{parts} extra parts");
     }
 }
 
 #[test]
 fn embedding_lookup_matches_cpu_for_every_codec() {
-    let ctx = gpu();
-    let k = Kernels::new(&ctx);
-    for codec in CODECS {
-        let (rows, cols) = (37, 45);
-        let w = values(rows * cols, 3);
-        let (t, dense) = upload(&ctx, codec, &w, rows, cols);
-        let ids = [0u32, 17, 36, 17];
-        let tokens = ctx.storage("tokens", bytemuck::cast_slice(&ids));
-        let x = ctx.scratch("x", ids.len() * cols);
-        let st = step(&ctx, 0, ids.len() as u32);
-        Kernels::run(
-            &ctx,
-            &[&t.embed(&ctx, &k, &tokens, &x, &st)],
-            ids.len() as u32,
-        );
-        let got = block_on(ctx.read_f32(&x, 0, ids.len() * cols)).unwrap();
-        let want: Vec<f32> = ids
-            .iter()
-            .flat_map(|&r| dense[r as usize * cols..(r as usize + 1) * cols].to_vec())
-            .collect();
-        close(&got, &want, 1e-6, &format!("{} rows {ids:?}", codec.name()));
+    for (ctx, split) in contexts(2048) {
+        let k = Kernels::new(&ctx);
+        for codec in CODECS {
+            let (rows, cols) = (37, 45);
+            let w = values(rows * cols, 3);
+            let (t, dense) = upload(&ctx, codec, &w, rows, cols);
+            if split && matches!(codec, Codec::F32 | Codec::F16) {
+                assert!(t.parts.len() > 1, "{} is split", codec.name());
+            }
+            let ids = [0u32, 17, 36, 17];
+            let tokens = ctx.storage("tokens", bytemuck::cast_slice(&ids));
+            let x = ctx.scratch("x", ids.len() * cols);
+            let st = step(&ctx, 0, ids.len() as u32);
+            run_all(&ctx, &t.embed(&ctx, &k, &tokens, &x, &st), ids.len());
+            let got = block_on(ctx.read_f32(&x, 0, ids.len() * cols)).unwrap();
+            let want: Vec<f32> = ids
+                .iter()
+                .flat_map(|&r| dense[r as usize * cols..(r as usize + 1) * cols].to_vec())
+                .collect();
+            close(
+                &got,
+                &want,
+                1e-6,
+                &format!("{} rows {ids:?} split={split}", codec.name()),
+            );
+        }
     }
 }
 
@@ -330,5 +360,34 @@ fn rope_store_and_attention_match_cpu() {
             );
             pos += n;
         }
+    }
+}
+
+/// Splitting works by whole rows: a row wider than a binding is refused with the limit named.
+#[test]
+fn a_row_larger_than_a_binding_is_a_clear_error() {
+    let ctx = gpu_with_max_binding(Some(4096));
+    let entry = TensorEntry {
+        name: "wide".into(),
+        shape: vec![2, 2000],
+        codec: Codec::F32,
+        offset: 0,
+        bytes: 16000,
+        error: None,
+    };
+    match GpuTensor::create(&ctx, &entry).err() {
+        Some(qins_runtime::QinsError::AdapterLimit {
+            limit,
+            needed,
+            available,
+            what,
+        }) => {
+            assert_eq!(
+                (limit, needed, available),
+                ("maxStorageBufferBindingSize", 8000, 4096)
+            );
+            assert!(what.contains("wide"), "{what}");
+        }
+        other => panic!("expected an adapter-limit error, got {other:?}"),
     }
 }

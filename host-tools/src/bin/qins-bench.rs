@@ -7,7 +7,7 @@ use anyhow::Result;
 use clap::Parser;
 use qins_runtime::codec::{Codec, Layout};
 use qins_runtime::format::TensorEntry;
-use qins_runtime::gpu::{GpuContext, GpuOptions, GpuTensor, Kernels};
+use qins_runtime::gpu::{Dispatch, GpuContext, GpuOptions, GpuTensor, Kernels};
 use serde_json::json;
 use web_time::Instant;
 
@@ -86,6 +86,7 @@ fn run() -> Result<()> {
     let args = Args::parse();
     let ctx = pollster::block_on(GpuContext::new(&GpuOptions {
         adapter: args.adapter.clone(),
+        ..Default::default()
     }))?;
     let k = Kernels::new(&ctx);
     eprintln!("device: {}", ctx.describe());
@@ -125,7 +126,8 @@ fn run() -> Result<()> {
             let (x, y) = (ctx.scratch("x", cols), ctx.scratch("y", rows));
             let step = ctx.uniform("step", &[0, 1, 0, 0]);
             let mv = t.matvec(&ctx, &k, &x, cols, &y, rows, false, false, &step);
-            let secs = time(&ctx, args.iters, &|| Kernels::run(&ctx, &[&mv], 1))?;
+            let mv: Vec<&Dispatch> = mv.iter().collect();
+            let secs = time(&ctx, args.iters, &|| Kernels::run(&ctx, &mv, 1))?;
             // Weights dominate the traffic; activations are counted too.
             let moved = bytes.len() as f64 + 4.0 * (rows + cols) as f64;
             let gbs = moved / secs / 1e9;

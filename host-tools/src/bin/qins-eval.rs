@@ -68,6 +68,7 @@ fn run() -> Result<()> {
         adapter: None,
         max_ctx: args.ctx,
         kv_cache: args.kv_cache,
+        max_binding: None,
     };
     let loaded = open(&args.model, &opts)?;
     let (manifest, mut gen) = (loaded.manifest, loaded.generator);

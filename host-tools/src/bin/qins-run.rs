@@ -31,6 +31,10 @@ struct Args {
     /// KV-cache precision on the GPU.
     #[arg(long, value_enum, default_value_t = KvPrecision::F16)]
     kv_cache: KvPrecision,
+    /// Split weight tensors into GPU bindings of at most this many bytes, as on an adapter with
+    /// that maxStorageBufferBindingSize (WebGPU's default is 134217728).
+    #[arg(long)]
+    max_binding: Option<u64>,
     /// One user message; the reply streams to stdout.
     #[arg(long)]
     prompt: Option<String>,
@@ -140,6 +144,7 @@ fn run() -> Result<()> {
             adapter: args.adapter.clone(),
             max_ctx: args.ctx,
             kv_cache: args.kv_cache,
+            max_binding: args.max_binding,
         },
     )?;
     let (manifest, mut gen, load_s) = (loaded.manifest, loaded.generator, loaded.load_s);

@@ -7,6 +7,9 @@ pub struct GpuOptions {
     /// Pick the first adapter whose name contains this (case-insensitive); else the
     /// high-performance one.
     pub adapter: Option<String>,
+    /// Split weight tensors into bindings of at most this many bytes even when the adapter
+    /// allows more: shows how a model behaves on a smaller adapter (and tests the splitting).
+    pub max_binding: Option<u64>,
 }
 
 /// Device, queue and what the adapter can do (cheap to clone: wgpu handles are shared).
@@ -16,6 +19,8 @@ pub struct GpuContext {
     pub queue: wgpu::Queue,
     pub info: wgpu::AdapterInfo,
     pub limits: wgpu::Limits,
+    /// Largest storage binding a weight tensor part may take (the adapter's limit, or less).
+    pub max_binding: u64,
     lost: std::sync::Arc<std::sync::Mutex<Option<String>>>,
 }
 
@@ -83,10 +88,14 @@ impl GpuContext {
                 *l = Some(format!("{reason:?}: {msg}"));
             }
         });
+        let adapter_max = limits
+            .max_storage_buffer_binding_size
+            .min(limits.max_buffer_size);
         Ok(Self {
             device,
             queue,
             info,
+            max_binding: opts.max_binding.map_or(adapter_max, |m| m.min(adapter_max)),
             limits,
             lost,
         })

@@ -69,6 +69,8 @@ pub struct GpuModel {
     pub max_ctx: usize,
     /// Whether the KV cache stores f16 values.
     pub kv_f16: bool,
+    /// Weight tensors split across several bindings (larger than the binding limit).
+    pub split_tensors: usize,
     /// Bytes of GPU buffers allocated for weights, caches and activations.
     pub gpu_bytes: u64,
     /// The rotary table in `inv_freq` and `rope_params`.
@@ -131,8 +133,9 @@ impl GpuModel {
             )));
         }
         let cache = Self::fit_cache(cfg, cache);
-        if let Some(t) = manifest.tensors.iter().max_by_key(|t| t.bytes) {
-            ctx.check_binding(&format!("tensor {}", t.name), t.bytes)?;
+        // Tensors are split across bindings by rows; each must still have rows that fit.
+        for t in &manifest.tensors {
+            GpuTensor::rows_per_part(t, ctx.max_binding)?;
         }
         for (what, bytes) in Self::scratch_sizes(cfg, cache) {
             ctx.check_binding(what, bytes)?;
@@ -157,6 +160,7 @@ impl GpuModel {
     ) -> Result<Self> {
         let cache = Self::fit_cache(&cfg, cache);
         let max_ctx = cache.max_ctx;
+        let split_tensors = t.values().filter(|t| t.parts.len() > 1).count();
         let k = Kernels::new(&ctx);
         let mut take = |name: &str| {
             t.remove(name).ok_or_else(|| QinsError::Tensor {
@@ -209,7 +213,7 @@ impl GpuModel {
         let eps = cfg.rms_norm_eps;
 
         let embd = take("token_embd")?;
-        let mut body = vec![embd.embed(&ctx, &k, &tokens, &x, &step)];
+        let mut body = embd.embed(&ctx, &k, &tokens, &x, &step);
         for (l, (kc, vc)) in caches.iter().enumerate() {
             let p = |n: &str| format!("layers.{l}.{n}");
             let (attn_norm, w_qkv, w_o) = (
@@ -222,16 +226,16 @@ impl GpuModel {
                 take(&p("ffn_gate_up"))?,
                 take(&p("ffn_down"))?,
             );
-            body.push(k.rmsnorm(&ctx, &x, &attn_norm.buffer, &xn, h, eps, false, &step));
-            body.push(w_qkv.matvec(&ctx, &k, &xn, h, &qkv, qkv_dim, false, false, &step));
+            body.push(k.rmsnorm(&ctx, &x, attn_norm.values(), &xn, h, eps, false, &step));
+            body.extend(w_qkv.matvec(&ctx, &k, &xn, h, &qkv, qkv_dim, false, false, &step));
             body.push(k.rope_store(&ctx, &shape, &qkv, &inv_freq, [kc, vc], &rope_params, &step));
             body.push(k.attention(&ctx, &shape, &qkv, [kc, vc], &scores, &attn, &step));
             // Residual adds are fused: the output and down projections accumulate onto x.
-            body.push(w_o.matvec(&ctx, &k, &attn, q_dim, &x, h, true, false, &step));
-            body.push(k.rmsnorm(&ctx, &x, &ffn_norm.buffer, &xn, h, eps, false, &step));
-            body.push(w_gu.matvec(&ctx, &k, &xn, h, &gu, 2 * ff, false, false, &step));
+            body.extend(w_o.matvec(&ctx, &k, &attn, q_dim, &x, h, true, false, &step));
+            body.push(k.rmsnorm(&ctx, &x, ffn_norm.values(), &xn, h, eps, false, &step));
+            body.extend(w_gu.matvec(&ctx, &k, &xn, h, &gu, 2 * ff, false, false, &step));
             body.push(k.silu_mul(&ctx, &gu, &act, ff, &step));
-            body.push(w_down.matvec(&ctx, &k, &act, ff, &x, h, true, false, &step));
+            body.extend(w_down.matvec(&ctx, &k, &act, ff, &x, h, true, false, &step));
         }
         let out_norm = take("output_norm")?;
         let output = if cfg.tie_word_embeddings {
@@ -241,10 +245,9 @@ impl GpuModel {
         };
         let lm_head = output.as_ref().unwrap_or(&embd);
         let head = |last: bool| {
-            vec![
-                k.rmsnorm(&ctx, &x, &out_norm.buffer, &xn, h, eps, last, &step),
-                lm_head.matvec(&ctx, &k, &xn, h, &logits, vocab, false, last, &step),
-            ]
+            let mut head = vec![k.rmsnorm(&ctx, &x, out_norm.values(), &xn, h, eps, last, &step)];
+            head.extend(lm_head.matvec(&ctx, &k, &xn, h, &logits, vocab, false, last, &step));
+            head
         };
         let (head_last, head_all) = (head(true), head(false));
         let pick = k.argmax(&ctx, &logits, &argmax, vocab);
@@ -263,6 +266,7 @@ impl GpuModel {
             pick,
             max_ctx,
             kv_f16: cache.f16,
+            split_tensors,
             gpu_bytes,
             rope: Some(rope),
         })

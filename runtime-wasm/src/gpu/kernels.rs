@@ -156,11 +156,26 @@ impl Kernels {
         buffers: &[&wgpu::Buffer],
         groups: [u32; 3],
     ) -> Dispatch {
-        let entries: Vec<wgpu::BindGroupEntry<'_>> = buffers
+        let numbered: Vec<(u32, &wgpu::Buffer)> = buffers
             .iter()
             .enumerate()
+            .map(|(i, b)| (i as u32, *b))
+            .collect();
+        Self::bind_at(ctx, pipeline, &numbered, groups)
+    }
+
+    /// Binds each buffer to the binding number beside it (a pipeline's layout holds only the
+    /// bindings its shader uses).
+    pub fn bind_at(
+        ctx: &GpuContext,
+        pipeline: &wgpu::ComputePipeline,
+        buffers: &[(u32, &wgpu::Buffer)],
+        groups: [u32; 3],
+    ) -> Dispatch {
+        let entries: Vec<wgpu::BindGroupEntry<'_>> = buffers
+            .iter()
             .map(|(i, b)| wgpu::BindGroupEntry {
-                binding: i as u32,
+                binding: *i,
                 resource: b.as_entire_binding(),
             })
             .collect();

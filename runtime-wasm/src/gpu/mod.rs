@@ -11,4 +11,4 @@ pub use context::{GpuContext, GpuOptions};
 pub use engine::{CacheConfig, GpuEngine, GpuModel};
 pub use kernels::{Dispatch, HeadShape, Kernels};
 pub use loader::{GpuLoader, LoadProgress};
-pub use tensor::GpuTensor;
+pub use tensor::{GpuTensor, Part};

@@ -2,46 +2,127 @@ use super::kernels::{Dispatch, Kernels};
 use super::GpuContext;
 use crate::codec::{Codec, Layout};
 use crate::format::TensorEntry;
-use crate::Result;
+use crate::{QinsError, Result};
 
-/// An archive tensor uploaded as-is: the kernels decode the stored layout in place.
+/// Code rows `row0 .. row0 + rows` of a tensor in one buffer (one storage binding).
+pub struct Part {
+    pub buffer: wgpu::Buffer,
+    pub row0: usize,
+    pub rows: usize,
+}
+
+/// An archive tensor uploaded in its stored layout (the kernels decode it in place), as two
+/// kinds of buffer: `meta` holds the bytes before the codes section (codebook, scales,
+/// offsets: small), `parts` the code rows, cut into row ranges that each fit one storage
+/// binding. A tensor larger than the adapter's maxStorageBufferBindingSize (Phi-3.5's
+/// embedding in f16, or any big matrix on an adapter with WebGPU's default 128 MiB) is thus
+/// split by rows rather than refused; most tensors are one part.
 pub struct GpuTensor {
     pub name: String,
-    pub buffer: wgpu::Buffer,
+    pub meta: wgpu::Buffer,
+    pub parts: Vec<Part>,
     pub codec: Codec,
     pub rows: usize,
     pub cols: usize,
     pub layout: Layout,
+    /// Rows per part (the last may hold fewer).
+    rows_per_part: usize,
 }
 
 impl GpuTensor {
-    /// Allocates the tensor's buffer, to be filled by [`GpuTensor::write`] as the archive
-    /// streams in. Refuses a tensor larger than one storage binding may be.
+    /// Rows per part for a tensor of this codec and shape under a binding limit of `limit`
+    /// bytes: as many whole rows as fit, and an even count when rows are an odd number of
+    /// f16 values so that every part starts on a 4-byte boundary. Errors when not even that
+    /// fits (one row, or the codebook and scales, larger than a binding).
+    pub fn rows_per_part(entry: &TensorEntry, limit: u64) -> Result<usize> {
+        let (rows, cols) = entry.rows_cols();
+        let layout = entry.codec.layout(rows, cols)?;
+        let too_big = |what: &str, needed: u64| QinsError::AdapterLimit {
+            limit: "maxStorageBufferBindingSize",
+            needed,
+            available: limit,
+            what: format!("{what} of tensor {}", entry.name),
+        };
+        if layout.codes.offset as u64 > limit {
+            return Err(too_big("codebook and scales", layout.codes.offset as u64));
+        }
+        let stride = layout.code_stride as u64;
+        let pair = if stride % 4 == 0 { 1 } else { 2 };
+        let fit = (limit / stride.max(1)) as usize / pair * pair;
+        if fit == 0 {
+            return Err(too_big("one row", stride * pair as u64));
+        }
+        Ok(fit.min(rows))
+    }
+
+    /// Allocates the tensor's buffers, to be filled by [`GpuTensor::write`] as the archive
+    /// streams in.
     pub fn create(ctx: &GpuContext, entry: &TensorEntry) -> Result<Self> {
         let (rows, cols) = entry.rows_cols();
         let layout = entry.codec.layout(rows, cols)?;
-        ctx.check_binding(&entry.name, entry.bytes)?;
-        let buffer = ctx.device.create_buffer(&wgpu::BufferDescriptor {
-            label: Some(&entry.name),
-            size: entry.bytes.next_multiple_of(4).max(4),
-            usage: wgpu::BufferUsages::STORAGE
-                | wgpu::BufferUsages::COPY_SRC
-                | wgpu::BufferUsages::COPY_DST,
-            mapped_at_creation: false,
-        });
+        let per = Self::rows_per_part(entry, ctx.max_binding)?;
+        let buffer = |label: &str, bytes: u64| {
+            ctx.device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some(label),
+                size: bytes.next_multiple_of(4).max(4),
+                usage: wgpu::BufferUsages::STORAGE
+                    | wgpu::BufferUsages::COPY_SRC
+                    | wgpu::BufferUsages::COPY_DST,
+                mapped_at_creation: false,
+            })
+        };
+        let parts = (0..rows)
+            .step_by(per)
+            .map(|row0| {
+                let n = per.min(rows - row0);
+                // The last part also takes the codes section's end padding.
+                let bytes = if row0 + n == rows {
+                    layout.codes.len - row0 * layout.code_stride
+                } else {
+                    n * layout.code_stride
+                };
+                Part {
+                    buffer: buffer(&entry.name, bytes as u64),
+                    row0,
+                    rows: n,
+                }
+            })
+            .collect();
         Ok(Self {
             name: entry.name.clone(),
-            buffer,
+            meta: buffer(&entry.name, layout.codes.offset as u64),
+            parts,
             codec: entry.codec,
             rows,
             cols,
             layout,
+            rows_per_part: per,
         })
     }
 
-    /// Writes `bytes` at `offset`; both must be multiples of 4 (the loader carries the rest).
-    pub fn write(&self, ctx: &GpuContext, offset: u64, bytes: &[u8]) {
-        ctx.queue.write_buffer(&self.buffer, offset, bytes);
+    /// Writes `bytes` of the stored tensor at `offset`; both must be multiples of 4 (the loader
+    /// carries the rest). Bytes are routed to the meta buffer or the parts they belong to.
+    pub fn write(&self, ctx: &GpuContext, mut offset: u64, mut bytes: &[u8]) {
+        let codes_at = self.layout.codes.offset as u64;
+        let part_bytes = (self.rows_per_part * self.layout.code_stride) as u64;
+        while !bytes.is_empty() {
+            let (buffer, start, end) = if offset < codes_at {
+                (&self.meta, 0, codes_at)
+            } else {
+                let i = (((offset - codes_at) / part_bytes) as usize).min(self.parts.len() - 1);
+                let start = codes_at + i as u64 * part_bytes;
+                let end = if i + 1 == self.parts.len() {
+                    u64::MAX
+                } else {
+                    start + part_bytes
+                };
+                (&self.parts[i].buffer, start, end)
+            };
+            let n = ((end - offset) as usize).min(bytes.len());
+            ctx.queue.write_buffer(buffer, offset - start, &bytes[..n]);
+            offset += n as u64;
+            bytes = &bytes[n..];
+        }
     }
 
     /// The whole tensor at once (tests and tools that hold it in memory).
@@ -53,12 +134,17 @@ impl GpuTensor {
         Ok(t)
     }
 
-    /// Words (u32) offsets of the sections, as the kernels take them.
-    fn words(&self) -> (u32, u32, u32) {
+    /// The values of a one-part float tensor (norm weights), for kernels that read them whole.
+    pub fn values(&self) -> &wgpu::Buffer {
+        &self.parts[0].buffer
+    }
+
+    /// Word (u32) offsets of the sections in `meta` and the code row stride, as the kernels
+    /// take them.
+    fn words(&self) -> (u32, u32) {
         (
             (self.layout.code_stride / 4) as u32,
             (self.layout.scales.offset / 4) as u32,
-            (self.layout.codes.offset / 4) as u32,
         )
     }
 
@@ -81,7 +167,8 @@ impl GpuTensor {
     }
 
     /// `Y[t] (+)= W · X[t]` for each token row of the batch (`x_stride`, `y_stride` apart), with
-    /// the kernel for this tensor's codec; `last_only` computes row 0 alone.
+    /// the kernel for this tensor's codec; `last_only` computes row 0 alone. One dispatch per
+    /// part.
     #[allow(clippy::too_many_arguments)]
     pub fn matvec(
         &self,
@@ -94,41 +181,49 @@ impl GpuTensor {
         accumulate: bool,
         last_only: bool,
         step: &wgpu::Buffer,
-    ) -> Dispatch {
-        let (stride, scales, codes) = self.words();
-        let mut params = vec![
-            self.rows as u32,
-            self.cols as u32,
-            stride,
-            scales,
-            codes,
-            x_stride as u32,
-            y_stride as u32,
-            accumulate as u32,
-            last_only as u32,
-        ];
-        params.extend(self.group_words());
+    ) -> Vec<Dispatch> {
+        let (stride, scales) = self.words();
+        let float = matches!(self.codec, Codec::F32 | Codec::F16);
         let pipeline = match (self.codec, self.codec.code_bits()) {
             (Codec::F32, _) => &k.matvec_f32,
             (Codec::F16, _) => &k.matvec_f16,
             (_, 4) => &k.matvec_lut4,
             _ => &k.matvec_lut8,
         };
-        let p = ctx.uniform(&self.name, &params);
-        let d = Kernels::bind(
-            ctx,
-            pipeline,
-            &[&self.buffer, x, y, &p, step],
-            Kernels::grid(self.rows as u32),
-        );
-        if last_only {
-            d
-        } else {
-            d.per_tokens(2, 8)
-        }
+        self.parts
+            .iter()
+            .map(|part| {
+                let mut params = vec![
+                    part.rows as u32,
+                    self.cols as u32,
+                    stride,
+                    scales,
+                    part.row0 as u32,
+                    x_stride as u32,
+                    y_stride as u32,
+                    accumulate as u32,
+                    last_only as u32,
+                ];
+                params.extend(self.group_words());
+                let p = ctx.uniform(&self.name, &params);
+                // The float kernels read no codebook or scales, so their layout has no
+                // binding 0.
+                let mut bindings = vec![(1, x), (2, y), (3, &p), (4, step), (5, &part.buffer)];
+                if !float {
+                    bindings.push((0, &self.meta));
+                }
+                let d = Kernels::bind_at(ctx, pipeline, &bindings, Kernels::grid(part.rows as u32));
+                if last_only {
+                    d
+                } else {
+                    d.per_tokens(2, 8)
+                }
+            })
+            .collect()
     }
 
-    /// Rows `tokens[t]` of this table into `x` (the embedding lookup of a batch).
+    /// Rows `tokens[t]` of this table into `x` (the embedding lookup of a batch): one dispatch
+    /// per part, each writing the tokens whose rows it holds.
     pub fn embed(
         &self,
         ctx: &GpuContext,
@@ -136,8 +231,8 @@ impl GpuTensor {
         tokens: &wgpu::Buffer,
         x: &wgpu::Buffer,
         step: &wgpu::Buffer,
-    ) -> Dispatch {
-        let (stride, scales, codes) = self.words();
+    ) -> Vec<Dispatch> {
+        let (stride, scales) = self.words();
         let kind = match (self.codec, self.codec.code_bits(), self.codec.group()) {
             (Codec::F32, _, _) => 2,
             (Codec::F16, _, _) => 3,
@@ -146,25 +241,31 @@ impl GpuTensor {
             _ => 0,
         };
         let [group, groups, offsets] = self.group_words();
-        let p = ctx.uniform(
-            "embed",
-            &[
-                kind,
-                self.cols as u32,
-                stride,
-                scales,
-                codes,
-                group,
-                groups,
-                offsets,
-            ],
-        );
-        Kernels::bind(
-            ctx,
-            &k.embed,
-            &[&self.buffer, tokens, x, &p, step],
-            [(self.cols as u32).div_ceil(64), 1, 1],
-        )
-        .per_tokens(1, 1)
+        self.parts
+            .iter()
+            .map(|part| {
+                let p = ctx.uniform(
+                    "embed",
+                    &[
+                        kind,
+                        self.cols as u32,
+                        stride,
+                        scales,
+                        part.row0 as u32,
+                        group,
+                        groups,
+                        offsets,
+                        part.rows as u32,
+                    ],
+                );
+                Kernels::bind(
+                    ctx,
+                    &k.embed,
+                    &[&self.meta, tokens, x, &p, step, &part.buffer],
+                    [(self.cols as u32).div_ceil(64), 1, 1],
+                )
+                .per_tokens(1, 1)
+            })
+            .collect()
     }
 }

@@ -655,6 +655,7 @@ fn describe(
         },
         "precision": "f32",
         "kv_cache": if model.kv_f16 { "f16" } else { "f32" },
+        "split_tensors": model.split_tensors,
         "from_cache": from_cache,
         "cache": fed.cached,
         "resumes": fed.resumes,
