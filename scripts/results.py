@@ -135,7 +135,10 @@ def speed(a, log):
         out = run([os.path.join(ROOT, "scripts", "dev.sh"), "web-bench", lut8, str(a.browser_tokens)])
         r = last_json(out, "first_load_ms")
         st, info = r["stats"], r.get("info", {})
-        gpu = (info.get("adapter") or {}).get("name", "WebGPU")
+        adapter = info.get("adapter") or {}
+        browser = adapter.get("browser") or {}
+        gpu = adapter.get("name") or " ".join(v for v in (browser.get("vendor"), browser.get("architecture")) if v) \
+            or "WebGPU adapter"
         rows.append({"name": "qins lut8 · headless Chromium (WebGPU)", "where": gpu,
                      "load_ms": r["first_load_ms"], "cached_load_ms": r["cached_load_ms"],
                      "prefill_tok_s": st["prefill_tok_s"], "ttft_ms": st["ttft_ms"],
@@ -172,9 +175,10 @@ def speed_section(rows, bench, meta):
     return "\n".join([
         f'Generated {meta["date"]} on {meta["machine"]} by `python3 scripts/results.py`: SmolLM2-135M-Instruct, '
         "the 42-token chat prompt of `qins-run --bench`, greedy decoding of the number of tokens in the last column "
-        "(fewer where the engine is slow). Load times include creating the GPU device and compiling pipelines; the "
-        "browser loads over localhost from `qins-serve` (first: network, cached: the Cache API). llama.cpp "
-        "(llama-cpp-python) runs in the same script on the same cores as the peer.", "", *table, "",
+        "(fewer where the engine is slow). GPU rows use the default f16 KV cache and f32 compute. Load times include "
+        "creating the GPU device and compiling pipelines; the browser loads over localhost from `qins-serve` (first: "
+        "network, cached: the Cache API). llama.cpp (llama-cpp-python) runs in the same script on the same cores as "
+        "the peer; nothing else ran meanwhile.", "", *table, "",
         "![tokens/s by backend](speed.svg)", "",
         f'Mat-vec kernels vs a copy kernel on `{bench["device"]}` (`qins-bench --small`):', "", *kern])
 

@@ -150,6 +150,13 @@ pub fn open(path: &Path, opts: &LoadOptions) -> Result<Loaded> {
             )
             .with_context(ctx_err)?;
             let bytes = model.gpu_bytes;
+            let mut adapter = format!(
+                "{adapter}, f32 compute, {} KV cache",
+                if model.kv_f16 { "f16" } else { "f32" }
+            );
+            if model.split_tensors > 0 {
+                adapter += &format!(", {} tensors split across bindings", model.split_tensors);
+            }
             (
                 manifest,
                 AnyEngine::Gpu(GpuEngine::new(model)),

@@ -101,10 +101,10 @@ impl GpuContext {
         })
     }
 
-    /// One line naming the adapter, its backend and the precision path.
+    /// One line naming the adapter, its backend and its kind.
     pub fn describe(&self) -> String {
         format!(
-            "{} ({:?}, {:?}, f32 path)",
+            "{} ({:?}, {:?})",
             self.info.name, self.info.backend, self.info.device_type
         )
     }
