@@ -13,8 +13,9 @@ pub fn for_kind(kind: &str) -> &'static str {
              Chromium on Linux needs --enable-unsafe-webgpu."
         }
         "adapter-limit" => {
-            "This GPU cannot hold one of this model's tensors in a single buffer. Pick a \
-             smaller model or a smaller codec (lut4 instead of lut8), e.g. SmolLM2-135M."
+            "This GPU's buffers are too small for this model: its KV cache per layer or one row \
+             of a tensor does not fit in one buffer. Pick a smaller model (e.g. SmolLM2-135M) \
+             or a shorter context."
         }
         "out-of-memory" => {
             "The GPU ran out of memory. Close other tabs using the GPU, or pick a smaller \
