@@ -6,7 +6,7 @@ docs/speed.svg on this machine:
 - speed: SmolLM2 on the CPU reference, on this machine's wgpu adapter (lavapipe here), in
   headless Chromium (WebGPU) and llama.cpp as the peer, same prompt; mat-vec GB/s vs copy GB/s.
 
-  python3 scripts/results.py [--max-chunks 16] [--skip-speed] [--skip-browser]
+  python3 scripts/results.py [--max-chunks 12] [--skip-speed] [--skip-browser]
 
 Needs the release binaries' sources (it builds them), the model (fetched by scripts/dev.sh),
 llama-cpp-python for the llama.cpp rows (`pip install llama-cpp-python`; skipped if missing)
@@ -56,9 +56,8 @@ def cpu_name():
 
 def versions():
     """The toolchain and peers the figures came from."""
-    v = {"qins": subprocess.run([os.path.join(BIN, "qins-run"), "--version"], capture_output=True,
-                                text=True).stdout.strip(),
-         "rustc": subprocess.run(["rustc", "--version"], capture_output=True, text=True).stdout.strip()}
+    out = lambda cmd: subprocess.run(cmd, capture_output=True, text=True).stdout.split(" ", 1)[-1].strip()
+    v = {"qins-run": out([os.path.join(BIN, "qins-run"), "--version"]), "rustc": out(["rustc", "--version"])}
     try:
         import llama_cpp
         v["llama-cpp-python"] = llama_cpp.__version__
@@ -223,7 +222,7 @@ def replace_section(doc, name, body):
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--max-chunks", type=int, default=16)
+    ap.add_argument("--max-chunks", type=int, default=12)
     ap.add_argument("--skip-speed", action="store_true", help="quality only")
     ap.add_argument("--skip-browser", action="store_true", help="no headless Chromium row")
     ap.add_argument("--browser-tokens", type=int, default=4)
