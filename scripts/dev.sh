@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # One entry point for a fresh machine.
-#   ./scripts/dev.sh demo    install what is missing, fetch SmolLM2-135M-Instruct, convert it (lut8),
+#   ./scripts/dev.sh demo    install what is missing, fetch SmolLM2-135M-Instruct, convert it (lut8g),
 #                            build the chat page and serve it on http://127.0.0.1:8080 (PORT=…)
 #   ./scripts/dev.sh chat    the same model in the terminal (qins-run --chat)
 #   ./scripts/dev.sh test    install what is missing, fetch the model, run every test
@@ -206,25 +206,25 @@ case "${1:-}" in
     setup; setup_wasm_bindgen; fetch
     log "building the tools (release)"
     cargo build --release -p qins-host
-    if [ ! -f models/smollm2.lut8.qins ] || [ "models/$GGUF_NAME" -nt models/smollm2.lut8.qins ]; then
-      log "converting SmolLM2-135M-Instruct with the lut8 codebook"
-      ./target/release/qins-convert "models/$GGUF_NAME" -o models/smollm2.lut8.qins --codec lut8
+    if [ ! -f models/smollm2.lut8g.qins ] || [ "models/$GGUF_NAME" -nt models/smollm2.lut8g.qins ]; then
+      log "converting SmolLM2-135M-Instruct with the lut8g codebook"
+      ./target/release/qins-convert "models/$GGUF_NAME" -o models/smollm2.lut8g.qins --codec lut8g
     fi
-    ./target/release/qins-inspect models/smollm2.lut8.qins
+    ./target/release/qins-inspect models/smollm2.lut8g.qins
     log "building the chat page into dist/"
     build_app dist
-    log "open http://127.0.0.1:${PORT:-8080}/?model=models/smollm2.lut8.qins in a WebGPU browser (Ctrl-C stops)"
+    log "open http://127.0.0.1:${PORT:-8080}/?model=models/smollm2.lut8g.qins in a WebGPU browser (Ctrl-C stops)"
     ./target/release/qins-serve --dist dist --models models --addr "127.0.0.1:${PORT:-8080}"
     ;;
   chat)
     setup; fetch
     cargo build --release -p qins-host
-    [ -f models/smollm2.lut8.qins ] || ./target/release/qins-convert "models/$GGUF_NAME" -o models/smollm2.lut8.qins --codec lut8
+    [ -f models/smollm2.lut8g.qins ] || ./target/release/qins-convert "models/$GGUF_NAME" -o models/smollm2.lut8g.qins --codec lut8g
     log "chatting with SmolLM2 (GPU if there is one, else the CPU engine; /reset clears, Ctrl-D quits)"
     if [ -t 0 ]; then
-      ./target/release/qins-run models/smollm2.lut8.qins --chat --verbose
+      ./target/release/qins-run models/smollm2.lut8g.qins --chat --verbose
     else
-      ./target/release/qins-run models/smollm2.lut8.qins --prompt "What is the capital of France?" --verbose
+      ./target/release/qins-run models/smollm2.lut8g.qins --prompt "What is the capital of France?" --verbose
     fi
     ;;
   test)

@@ -17,10 +17,11 @@ struct Args {
     /// Output archive.
     #[arg(short, long)]
     output: PathBuf,
-    /// Codec for the matrices: qins8, lut8 (row scales), lut8g / lut8a (group scales, plus group
-    /// offsets for lut8a), lut4 / lut4a (4-bit, group scales, plus offsets for lut4a), f16 or
-    /// f32 (norms stay f32); int8 and int4 are uniform baselines for comparison.
-    #[arg(long, default_value = "lut8")]
+    /// Codec for the matrices: lut8g (the default: 8-bit learned codebook, f16 scale per
+    /// --group weights), lut8 (per-row scales), lut8a (group scales and offsets), lut4 / lut4a
+    /// (4-bit, group scales, plus offsets for lut4a), qins8, f16 or f32 (norms stay f32); int8
+    /// and int4 are uniform baselines for comparison.
+    #[arg(long, default_value = "lut8g")]
     codec: String,
     /// Codec of the embedding table and output head (default: --codec).
     #[arg(long)]

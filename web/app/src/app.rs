@@ -9,7 +9,7 @@ use crate::engine::{self, Reply};
 use crate::{guidance, markdown, store};
 
 /// The converted SmolLM2-135M-Instruct that `scripts/dev.sh demo` serves.
-const DEFAULT_MODEL: &str = "models/smollm2.lut8.qins";
+const DEFAULT_MODEL: &str = "models/smollm2.lut8g.qins";
 const TURNS_KEY: &str = "qins.turns";
 const SETTINGS_KEY: &str = "qins.settings";
 
