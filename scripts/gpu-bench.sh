@@ -46,18 +46,28 @@ step() {  # step NAME COMMAND...: stdout to OUT/NAME.json, stderr to OUT/NAME.er
 
 if [ "${QINS_BENCH_QUICK:-0}" = 1 ]; then
   step matvec "$BIN/qins-bench" --small --iters 3 --codecs lut8 --json
-  step convert-smollm2-lut8 "$BIN/qins-convert" --synthetic smollm2-135m --synthetic-layers 2 --codec lut8 -o "$WORK/s.qins" --json
-  step run-smollm2-lut8 "$BIN/qins-run" "$WORK/s.qins" --bench --max-tokens 4 --ctx 256
+  step convert-smollm2-lut8g "$BIN/qins-convert" --synthetic smollm2-135m --synthetic-layers 2 --codec lut8g -o "$WORK/s.qins" --json
+  step run-smollm2-lut8g "$BIN/qins-run" "$WORK/s.qins" --backend gpu --bench --max-tokens 4 --ctx 256
+  step run-smollm2-lut8g-split "$BIN/qins-run" "$WORK/s.qins" --backend gpu --bench --max-tokens 4 --ctx 256 --max-binding 4194304
   exit 0
 fi
 
+# Most wanted first: a lent machine's time may run out part-way.
 step matvec "$BIN/qins-bench" --iters 100 --json
-for codec in lut8 lut4; do
+for codec in lut8g lut4a lut8; do
   step "convert-smollm2-$codec" "$BIN/qins-convert" --synthetic smollm2-135m --codec "$codec" -o "$WORK/smollm2.qins" --json
-  step "run-smollm2-$codec" "$BIN/qins-run" "$WORK/smollm2.qins" --bench --max-tokens 64 --ctx 1024
+  step "run-smollm2-$codec" "$BIN/qins-run" "$WORK/smollm2.qins" --backend gpu --bench --max-tokens 64 --ctx 1024
 done
-for codec in lut4 lut8; do
+for codec in lut8g lut4a lut8; do
   step "convert-phi35-$codec" "$BIN/qins-convert" --synthetic phi-3.5-mini --codec "$codec" -o "$WORK/phi35.qins" --json
-  step "run-phi35-$codec" "$BIN/qins-run" "$WORK/phi35.qins" --bench --max-tokens 64 --ctx 1024
+  step "run-phi35-$codec" "$BIN/qins-run" "$WORK/phi35.qins" --backend gpu --bench --max-tokens 64 --ctx 1024
+  if [ "$codec" = lut8g ]; then
+    # The KV cache at full context: f16 (default) vs f32, memory and speed.
+    for kv in f16 f32; do
+      step "run-phi35-$codec-ctx4096-kv$kv" "$BIN/qins-run" "$WORK/phi35.qins" --backend gpu --bench --max-tokens 64 --ctx 4096 --kv-cache "$kv"
+    done
+    # WebGPU's default 128 MiB binding limit: every big tensor split by rows.
+    step "run-phi35-$codec-binding128mib" "$BIN/qins-run" "$WORK/phi35.qins" --backend gpu --bench --max-tokens 64 --ctx 1024 --max-binding 134217728
+  fi
   rm -f "$WORK/phi35.qins"
 done
