@@ -21,6 +21,31 @@ const WG: u32 = 64u;
 const TB: u32 = 8u;
 var<workgroup> partial: array<f32, 512>;
 
+// Offsets in x of a block's 8 token rows. Rows past the batch repeat its last row: their sums
+// are computed and dropped, so every load and add below has a constant token index and the
+// accumulators stay in registers (a dynamically indexed private array goes to scratch memory
+// on most GPU compilers, lavapipe's included).
+struct Rows8 { lo: vec4<u32>, hi: vec4<u32> }
+struct Acc8 { lo: vec4<f32>, hi: vec4<f32> }
+
+fn rows8(t0: u32, tb: u32) -> Rows8 {
+    let last = tb - 1u;
+    let r = vec4<u32>(t0) + min(vec4<u32>(0u, 1u, 2u, 3u), vec4<u32>(last));
+    let s = vec4<u32>(t0) + min(vec4<u32>(4u, 5u, 6u, 7u), vec4<u32>(last));
+    return Rows8(r * p.x_stride, s * p.x_stride);
+}
+
+// a + v × X[t][c] for the block's 8 tokens.
+fn fma8(a: Acc8, v: f32, r: Rows8, c: u32) -> Acc8 {
+    let lo = vec4<f32>(x[r.lo.x + c], x[r.lo.y + c], x[r.lo.z + c], x[r.lo.w + c]);
+    let hi = vec4<f32>(x[r.hi.x + c], x[r.hi.y + c], x[r.hi.z + c], x[r.hi.w + c]);
+    return Acc8(a.lo + v * lo, a.hi + v * hi);
+}
+
+fn acc_array(a: Acc8) -> array<f32, 8> {
+    return array<f32, 8>(a.lo.x, a.lo.y, a.lo.z, a.lo.w, a.hi.x, a.hi.y, a.hi.z, a.hi.w);
+}
+
 // Sums each token's 64 partial dot products and stores scale × sum (+ y when accumulating).
 fn reduce_and_store(acc: array<f32, 8>, lid: u32, tb: u32, t0: u32, row: u32, scale: f32) {
     for (var t = 0u; t < tb; t++) { partial[t * WG + lid] = acc[t]; }

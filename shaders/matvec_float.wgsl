@@ -19,11 +19,19 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     let row_id = p.row0 + local;
     let tb = min(TB, n - t0);
     var acc: array<f32, 8>;
-    for (var c = lid; c < p.cols; c += WG) {
-        let v = weight(local * p.cols + c);
-        for (var t = 0u; t < tb; t++) {
-            acc[t] += v * x[(t0 + t) * p.x_stride + c];
+    if (tb == 1u) {
+        // Decode: one token.
+        let xo = t0 * p.x_stride;
+        var s = 0.0;
+        for (var c = lid; c < p.cols; c += WG) { s += weight(local * p.cols + c) * x[xo + c]; }
+        acc[0] = s;
+    } else {
+        let rows = rows8(t0, tb);
+        var a = Acc8();
+        for (var c = lid; c < p.cols; c += WG) {
+            a = fma8(a, weight(local * p.cols + c), rows, c);
         }
+        acc = acc_array(a);
     }
     reduce_and_store(acc, lid, tb, t0, row_id, 1.0);
 }

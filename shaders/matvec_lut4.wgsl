@@ -39,20 +39,20 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         }
         acc[0] = a;
     } else {
-    for (var wi = lid; wi < words; wi += WG) {
-        let q = codes[base + wi];
-        let c = wi * 8u;
-        let k = min(8u, p.cols - c);
-        // Within a word the scale changes only where a group boundary falls.
-        var sm = affine_at(row_id, c);
-        for (var j = 0u; j < k; j++) {
-            if (j > 0u && (c + j) % p.group == 0u) { sm = affine_at(row_id, c + j); }
-            let v = sm.x * lut[(q >> (4u * j)) & 0xfu] + sm.y;
-            for (var t = 0u; t < tb; t++) {
-                acc[t] += v * x[(t0 + t) * p.x_stride + c + j];
+        let rows = rows8(t0, tb);
+        var a = Acc8();
+        for (var wi = lid; wi < words; wi += WG) {
+            let q = codes[base + wi];
+            let c = wi * 8u;
+            let k = min(8u, p.cols - c);
+            // Within a word the scale changes only where a group boundary falls.
+            var sm = affine_at(row_id, c);
+            for (var j = 0u; j < k; j++) {
+                if (j > 0u && (c + j) % p.group == 0u) { sm = affine_at(row_id, c + j); }
+                a = fma8(a, sm.x * lut[(q >> (4u * j)) & 0xfu] + sm.y, rows, c + j);
             }
         }
-    }
+        acc = acc_array(a);
     }
     reduce_and_store(acc, lid, tb, t0, row_id, 1.0);
 }

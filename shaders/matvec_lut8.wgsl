@@ -58,6 +58,8 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         }
         acc[0] = a;
     } else {
+        let rows = rows8(t0, tb);
+        var a = Acc8();
         for (var wi = lid; wi < words; wi += WG) {
             let q = codes[base + wi];
             let c = wi * 4u;
@@ -65,12 +67,10 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
             var sm = vec2<f32>(1.0, 0.0);
             if (grouped) { sm = affine_at(row_id, c); }
             for (var j = 0u; j < k; j++) {
-                let v = sm.x * lut[(q >> (8u * j)) & 0xffu] + sm.y;
-                for (var t = 0u; t < tb; t++) {
-                    acc[t] += v * x[(t0 + t) * p.x_stride + c + j];
-                }
+                a = fma8(a, sm.x * lut[(q >> (8u * j)) & 0xffu] + sm.y, rows, c + j);
             }
         }
+        acc = acc_array(a);
     }
     var row_scale = 1.0;
     if (!grouped) { row_scale = bitcast<f32>(w[p.scales_off + row_id]); }
