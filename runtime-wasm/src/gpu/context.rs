@@ -21,6 +21,8 @@ pub struct GpuContext {
     pub limits: wgpu::Limits,
     /// Largest storage binding a weight tensor part may take (the adapter's limit, or less).
     pub max_binding: u64,
+    /// What the adapter offers beyond core WebGPU (reported; the kernels need none of it).
+    pub features: wgpu::Features,
     lost: std::sync::Arc<std::sync::Mutex<Option<String>>>,
 }
 
@@ -68,6 +70,7 @@ impl GpuContext {
                 })?,
         };
         let info = adapter.get_info();
+        let features = adapter.features();
         // The adapter's real limits: WebGPU's defaults (128 MiB bindings) are too small for
         // large tensors.
         let limits = adapter.limits();
@@ -96,15 +99,21 @@ impl GpuContext {
             queue,
             info,
             max_binding: opts.max_binding.map_or(adapter_max, |m| m.min(adapter_max)),
+            features,
             limits,
             lost,
         })
     }
 
-    /// One line naming the adapter, its backend and its kind.
+    /// One line naming the adapter, its backend, its kind and whether it offers shader-f16.
     pub fn describe(&self) -> String {
+        let f16 = if self.features.contains(wgpu::Features::SHADER_F16) {
+            "shader-f16 available"
+        } else {
+            "no shader-f16"
+        };
         format!(
-            "{} ({:?}, {:?})",
+            "{} ({:?}, {:?}, {f16})",
             self.info.name, self.info.backend, self.info.device_type
         )
     }
