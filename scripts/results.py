@@ -117,13 +117,14 @@ def last_json(text, key=None):
 
 
 def speed(a, log):
-    """Decode/prefill speed of SmolLM2 (lut8 and f32) per backend, with llama.cpp as the peer,
+    """Decode/prefill speed of SmolLM2 (lut8g, the default codec, and f32) per backend, with llama.cpp as the peer,
     and the mat-vec kernels' GB/s next to a copy kernel's on this machine's adapter."""
     rows = []
-    f32, lut8 = os.path.join(WORK, "f32.qins"), os.path.join(WORK, "lut8.qins")
+    # The default codec (lut8g-g32) on each backend; f32 as the CPU oracle.
+    f32, lut8g = os.path.join(WORK, "f32.qins"), os.path.join(WORK, "lut8g-g32.qins")
     for name, model, backend, tokens in [("qins f32 · CPU reference", f32, "cpu", 64),
-                                         ("qins lut8 · CPU reference", lut8, "cpu", 64),
-                                         ("qins lut8 · wgpu native", lut8, "gpu", 8)]:
+                                         ("qins lut8g · CPU reference", lut8g, "cpu", 64),
+                                         ("qins lut8g · wgpu native", lut8g, "gpu", 8)]:
         r = last_json(run([os.path.join(BIN, "qins-run"), model, "--backend", backend, "--bench",
                            "--max-tokens", str(tokens)]))
         adapter = r.get("adapter") or "CPU"
@@ -131,14 +132,14 @@ def speed(a, log):
                      "load_ms": r["load_s"] * 1e3, "cached_load_ms": None, "prefill_tok_s": r["prefill_tok_s"],
                      "ttft_ms": r["ttft_ms"], "decode_tok_s": r["decode_tok_s"], "tokens": tokens})
     if not a.skip_browser:
-        out = run([os.path.join(ROOT, "scripts", "dev.sh"), "web-bench", lut8, str(a.browser_tokens)])
+        out = run([os.path.join(ROOT, "scripts", "dev.sh"), "web-bench", lut8g, str(a.browser_tokens)])
         r = last_json(out, "first_load_ms")
         st, info = r["stats"], r.get("info", {})
         adapter = info.get("adapter") or {}
         browser = adapter.get("browser") or {}
         gpu = adapter.get("name") or " ".join(v for v in (browser.get("vendor"), browser.get("architecture")) if v) \
             or "WebGPU adapter"
-        rows.append({"name": "qins lut8 · headless Chromium (WebGPU)", "where": gpu,
+        rows.append({"name": "qins lut8g · headless Chromium (WebGPU)", "where": gpu,
                      "load_ms": r["first_load_ms"], "cached_load_ms": r["cached_load_ms"],
                      "prefill_tok_s": st["prefill_tok_s"], "ttft_ms": st["ttft_ms"],
                      "decode_tok_s": st["decode_tok_s"], "tokens": st["generated_tokens"],
@@ -154,7 +155,7 @@ def speed(a, log):
     except ImportError:
         log("llama-cpp-python missing: llama.cpp speed rows skipped")
     bench = json.loads(run([os.path.join(BIN, "qins-bench"), "--small", "--iters", "10", "--json",
-                            "--codecs", "lut8,lut4,f16"]))
+                            "--codecs", "lut8g,lut8,lut4a,f16"]))
     return rows, bench
 
 
