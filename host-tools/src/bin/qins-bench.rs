@@ -24,7 +24,11 @@ struct Args {
     #[arg(long)]
     small: bool,
     /// Codecs to measure.
-    #[arg(long, value_delimiter = ',', default_value = "lut8g,lut8,lut4,lut4a,qins8,f16")]
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "lut8g,lut8,lut4,lut4a,qins8,f16"
+    )]
     codecs: Vec<String>,
     #[arg(long)]
     json: bool,
