@@ -39,15 +39,6 @@ impl CacheConfig {
     pub fn with_f16(self, f16: bool) -> Self {
         Self { f16, ..self }
     }
-
-    /// Bytes per cached value.
-    fn elem_bytes(&self) -> u64 {
-        if self.f16 {
-            2
-        } else {
-            4
-        }
-    }
 }
 
 pub struct GpuModel {
@@ -100,14 +91,11 @@ impl GpuModel {
         crate::chat::block_on(loader.finish())
     }
 
-    /// Work buffers for a cache of `max_ctx` positions: (label, bytes) of the largest ones.
-    fn scratch_sizes(cfg: &ModelConfig, cache: CacheConfig) -> [(&'static str, u64); 4] {
-        let (b, max_ctx) = (BATCH as u64, cache.max_ctx);
+    /// Work buffers for the heads and cache of `shape`: (label, bytes) of the largest ones.
+    fn scratch_sizes(cfg: &ModelConfig, shape: &HeadShape) -> [(&'static str, u64); 4] {
+        let (b, max_ctx) = (BATCH as u64, shape.max_ctx);
         [
-            (
-                "KV cache of one layer",
-                max_ctx as u64 * cfg.kv_dim() as u64 * cache.elem_bytes(),
-            ),
+            ("KV cache of one layer", shape.cache_words() as u64 * 4),
             ("logits", b * cfg.vocab_size as u64 * 4),
             (
                 "attention scores",
@@ -132,22 +120,27 @@ impl GpuModel {
                 cfg.head_dim
             )));
         }
-        let cache = Self::fit_cache(cfg, cache);
+        let shape = Self::head_shape(cfg, cache);
         // Tensors are split across bindings by rows; each must still have rows that fit.
         for t in &manifest.tensors {
             GpuTensor::rows_per_part(t, ctx.max_binding)?;
         }
-        for (what, bytes) in Self::scratch_sizes(cfg, cache) {
+        for (what, bytes) in Self::scratch_sizes(cfg, &shape) {
             ctx.check_binding(what, bytes)?;
         }
         Ok(())
     }
 
-    /// The cache asked for, capped by the model's own context.
-    fn fit_cache(cfg: &ModelConfig, cache: CacheConfig) -> CacheConfig {
-        CacheConfig {
+    /// The heads and the cache asked for, its length capped by the model's own context: what
+    /// the limits are checked against and what `build` allocates.
+    fn head_shape(cfg: &ModelConfig, cache: CacheConfig) -> HeadShape {
+        HeadShape {
+            nh: cfg.num_heads,
+            nkv: cfg.num_kv_heads,
+            hd: cfg.head_dim,
+            rot_half: cfg.rotary_dim / 2,
             max_ctx: cache.max_ctx.min(cfg.max_position_embeddings).max(1),
-            ..cache
+            kv_f16: cache.f16,
         }
     }
 
@@ -158,8 +151,8 @@ impl GpuModel {
         cache: CacheConfig,
         mut gpu_bytes: u64,
     ) -> Result<Self> {
-        let cache = Self::fit_cache(&cfg, cache);
-        let max_ctx = cache.max_ctx;
+        let shape = Self::head_shape(&cfg, cache);
+        let max_ctx = shape.max_ctx;
         let split_tensors = t.values().filter(|t| t.parts.len() > 1).count();
         let k = Kernels::new(&ctx);
         let mut take = |name: &str| {
@@ -190,14 +183,6 @@ impl GpuModel {
         let scores = scratch("scores", b * cfg.num_heads * max_ctx);
         let argmax = scratch("argmax", 1);
         let tokens = scratch("tokens", b);
-        let shape = HeadShape {
-            nh: cfg.num_heads,
-            nkv: cfg.num_kv_heads,
-            hd: cfg.head_dim,
-            rot_half: cfg.rotary_dim / 2,
-            max_ctx,
-            kv_f16: cache.f16,
-        };
         let caches: Vec<(wgpu::Buffer, wgpu::Buffer)> = (0..cfg.num_layers)
             .map(|_| {
                 (
@@ -265,7 +250,7 @@ impl GpuModel {
             head_all,
             pick,
             max_ctx,
-            kv_f16: cache.f16,
+            kv_f16: shape.kv_f16,
             split_tensors,
             gpu_bytes,
             rope: Some(rope),
