@@ -61,16 +61,8 @@ impl GpuTensor {
         let (rows, cols) = entry.rows_cols();
         let layout = entry.codec.layout(rows, cols)?;
         let per = Self::rows_per_part(entry, ctx.max_binding)?;
-        let buffer = |label: &str, bytes: u64| {
-            ctx.device.create_buffer(&wgpu::BufferDescriptor {
-                label: Some(label),
-                size: bytes.next_multiple_of(4).max(4),
-                usage: wgpu::BufferUsages::STORAGE
-                    | wgpu::BufferUsages::COPY_SRC
-                    | wgpu::BufferUsages::COPY_DST,
-                mapped_at_creation: false,
-            })
-        };
+        // Storage buffers of whole words, like any work buffer.
+        let buffer = |label: &str, bytes: u64| ctx.scratch(label, bytes.div_ceil(4) as usize);
         let parts = (0..rows)
             .step_by(per)
             .map(|row0| {
