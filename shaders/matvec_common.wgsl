@@ -1,5 +1,6 @@
 // Shared by the mat-vec kernels (spliced in where they say {{MATVEC_COMMON}}): parameters,
-// bindings, and the cross-thread reduction that writes each token's result.
+// bindings, and the cross-thread reduction that writes each token's result (reduce_subgroup.wgsl
+// where the adapter offers subgroups, else reduce_shared.wgsl, spliced in below).
 // A tensor is bound as `w` (codebook, scales and offsets: the bytes before its codes) and
 // `codes`: the code rows row0 .. row0 + rows, one part of a tensor split across bindings when it
 // exceeds maxStorageBufferBindingSize (docs/ARCHITECTURE.md). Workgroups index rows within the
@@ -20,6 +21,14 @@ struct Step { pos: u32, n: u32, _pad0: u32, _pad1: u32 }
 const WG: u32 = 64u;
 const TB: u32 = 8u;
 var<workgroup> partial: array<f32, 512>;
+
+// The entry point's built-in inputs; with subgroups, the lane's index in its subgroup.
+struct Ids {
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_index) lid: u32,
+    {{LANE_ID}}
+}
 
 // Offsets in x of a block's 8 token rows. Rows past the batch repeat its last row: their sums
 // are computed and dropped, so every load and add below has a constant token index and the
@@ -46,23 +55,15 @@ fn acc_array(a: Acc8) -> array<f32, 8> {
     return array<f32, 8>(a.lo.x, a.lo.y, a.lo.z, a.lo.w, a.hi.x, a.hi.y, a.hi.z, a.hi.w);
 }
 
-// Sums each token's 64 partial dot products and stores scale × sum (+ y when accumulating).
-fn reduce_and_store(acc: array<f32, 8>, lid: u32, tb: u32, t0: u32, row: u32, scale: f32) {
-    for (var t = 0u; t < tb; t++) { partial[t * WG + lid] = acc[t]; }
-    workgroupBarrier();
-    for (var s = WG / 2u; s > 0u; s >>= 1u) {
-        if (lid < s) {
-            for (var t = 0u; t < tb; t++) { partial[t * WG + lid] += partial[t * WG + lid + s]; }
-        }
-        workgroupBarrier();
-    }
-    if (lid < tb) {
-        let at = (t0 + lid) * p.y_stride + row;
-        var r = partial[lid * WG] * scale;
-        if (p.accumulate != 0u) { r += y[at]; }
-        y[at] = r;
-    }
+// Token t0 + t's result for `row`: y = v, or y += v when accumulating (the residual adds).
+fn store(t: u32, t0: u32, row: u32, v: f32) {
+    let at = (t0 + t) * p.y_stride + row;
+    var r = v;
+    if (p.accumulate != 0u) { r += y[at]; }
+    y[at] = r;
 }
+
+{{REDUCE}}
 
 // Entry i of an array of f16 pairs starting at word `off`.
 fn half_at(off: u32, i: u32) -> f32 {

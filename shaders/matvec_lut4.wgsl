@@ -6,11 +6,12 @@
 var<workgroup> lut: array<f32, 16>;
 
 @compute @workgroup_size(64)
-fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-        @builtin(local_invocation_index) lid: u32) {
+fn main(id: Ids) {
+    let wid = id.wid;
+    let lid = id.lid;
     let n = select(step.n, 1u, p.last_only == 1u);
     let t0 = wid.z * TB;
-    let local = wid.x + wid.y * nwg.x;
+    let local = wid.x + wid.y * id.nwg.x;
     if (t0 >= n || local >= p.rows) { return; }
     let row_id = p.row0 + local;
     let tb = min(TB, n - t0);
@@ -54,5 +55,5 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         }
         acc = acc_array(a);
     }
-    reduce_and_store(acc, lid, tb, t0, row_id, 1.0);
+    reduce_and_store(acc, id, tb, t0, row_id, 1.0);
 }

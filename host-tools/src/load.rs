@@ -91,6 +91,8 @@ pub struct LoadOptions {
     /// Split weight tensors into GPU bindings of at most this many bytes (default: the
     /// adapter's maxStorageBufferBindingSize).
     pub max_binding: Option<u64>,
+    /// Reduce through workgroup memory even where the adapter offers subgroups.
+    pub no_subgroups: bool,
 }
 
 /// How the GPU engine stores its KV cache (compute is f32 either way).
@@ -114,6 +116,7 @@ pub fn open(path: &Path, opts: &LoadOptions) -> Result<Loaded> {
         pollster::block_on(GpuContext::new(&GpuOptions {
             adapter: opts.adapter.clone(),
             max_binding: opts.max_binding,
+            no_subgroups: opts.no_subgroups,
         }))
     };
     let gpu = match opts.backend {

@@ -36,10 +36,15 @@ pub fn gpu() -> qins_runtime::gpu::GpuContext {
 
 /// [`gpu`] with weight tensors split into bindings of at most `max_binding` bytes.
 pub fn gpu_with_max_binding(max_binding: Option<u64>) -> qins_runtime::gpu::GpuContext {
-    let opts = qins_runtime::gpu::GpuOptions {
-        adapter: std::env::var("QINS_ADAPTER").ok(),
+    gpu_with(qins_runtime::gpu::GpuOptions {
         max_binding,
-    };
+        ..Default::default()
+    })
+}
+
+/// [`gpu`] opened with `opts` (the adapter still from QINS_ADAPTER).
+pub fn gpu_with(mut opts: qins_runtime::gpu::GpuOptions) -> qins_runtime::gpu::GpuContext {
+    opts.adapter = std::env::var("QINS_ADAPTER").ok();
     pollster::block_on(qins_runtime::gpu::GpuContext::new(&opts))
         .unwrap_or_else(|e| panic!("{e} — install mesa-vulkan-drivers for lavapipe"))
 }

@@ -6,9 +6,9 @@ use qins_runtime::chat::block_on;
 use qins_runtime::codec::{decode, encode, Codec};
 use qins_runtime::cpu::{attention, rms_norm};
 use qins_runtime::format::TensorEntry;
-use qins_runtime::gpu::{Dispatch, GpuContext, GpuTensor, HeadShape, Kernels};
+use qins_runtime::gpu::{Dispatch, GpuContext, GpuOptions, GpuTensor, HeadShape, Kernels};
 use qins_runtime::model::Rope;
-use qins_tests::{gpu, gpu_with_max_binding};
+use qins_tests::{gpu, gpu_with, gpu_with_max_binding};
 
 fn values(n: usize, seed: u32) -> Vec<f32> {
     let mut s = seed.wrapping_mul(2654435761) | 1;
@@ -98,12 +98,25 @@ fn run_all(ctx: &GpuContext, dispatches: &[Dispatch], n: usize) {
     Kernels::run(ctx, &dispatches.iter().collect::<Vec<_>>(), n as u32);
 }
 
-/// Each op on the whole tensor, and on the tensor split by rows across bindings of
-/// `max_binding` bytes (as on an adapter with that maxStorageBufferBindingSize).
-fn contexts(max_binding: u64) -> [(GpuContext, bool); 2] {
+/// Each op on the whole tensor, on the tensor split by rows across bindings of `max_binding`
+/// bytes (as on an adapter with that maxStorageBufferBindingSize), and with the workgroup-memory
+/// reduction where the adapter's subgroups would otherwise be used (lavapipe has them).
+fn contexts(max_binding: u64) -> [(GpuContext, bool); 3] {
+    let shared = gpu_with(GpuOptions {
+        no_subgroups: true,
+        ..Default::default()
+    });
+    assert!(!shared.subgroups);
+    let whole = gpu();
+    assert_eq!(
+        whole.subgroups,
+        whole.features.contains(wgpu::Features::SUBGROUP),
+        "subgroups are used where offered"
+    );
     [
-        (gpu(), false),
+        (whole, false),
         (gpu_with_max_binding(Some(max_binding)), true),
+        (shared, false),
     ]
 }
 

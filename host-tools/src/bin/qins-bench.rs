@@ -32,6 +32,9 @@ struct Args {
     codecs: Vec<String>,
     #[arg(long)]
     json: bool,
+    /// Reduce through workgroup memory even where the adapter offers subgroups (A/B runs).
+    #[arg(long)]
+    no_subgroups: bool,
 }
 
 const PHI35: [(&str, usize, usize); 4] = [
@@ -90,6 +93,7 @@ fn run() -> Result<()> {
     let args = Args::parse();
     let ctx = pollster::block_on(GpuContext::new(&GpuOptions {
         adapter: args.adapter.clone(),
+        no_subgroups: args.no_subgroups,
         ..Default::default()
     }))?;
     let k = Kernels::new(&ctx);

@@ -69,6 +69,7 @@ fn run() -> Result<()> {
         max_ctx: args.ctx,
         kv_cache: args.kv_cache,
         max_binding: None,
+        no_subgroups: false,
     };
     let loaded = open(&args.model, &opts)?;
     let (manifest, mut gen) = (loaded.manifest, loaded.generator);

@@ -35,6 +35,9 @@ struct Args {
     /// that maxStorageBufferBindingSize (WebGPU's default is 134217728).
     #[arg(long)]
     max_binding: Option<u64>,
+    /// Reduce through workgroup memory even where the adapter offers subgroups (A/B runs).
+    #[arg(long)]
+    no_subgroups: bool,
     /// One user message; the reply streams to stdout.
     #[arg(long)]
     prompt: Option<String>,
@@ -145,6 +148,7 @@ fn run() -> Result<()> {
             max_ctx: args.ctx,
             kv_cache: args.kv_cache,
             max_binding: args.max_binding,
+            no_subgroups: args.no_subgroups,
         },
     )?;
     let (manifest, mut gen, load_s) = (loaded.manifest, loaded.generator, loaded.load_s);

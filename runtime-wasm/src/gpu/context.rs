@@ -10,6 +10,9 @@ pub struct GpuOptions {
     /// Split weight tensors into bindings of at most this many bytes even when the adapter
     /// allows more: shows how a model behaves on a smaller adapter (and tests the splitting).
     pub max_binding: Option<u64>,
+    /// Reduce with workgroup memory even where the adapter offers subgroups (A/B benchmarks,
+    /// and the tests run both paths).
+    pub no_subgroups: bool,
 }
 
 /// Device, queue and what the adapter can do (cheap to clone: wgpu handles are shared).
@@ -23,6 +26,9 @@ pub struct GpuContext {
     pub max_binding: u64,
     /// What the adapter offers beyond core WebGPU (reported; the kernels need none of it).
     pub features: wgpu::Features,
+    /// The device was opened with subgroups: the mat-vec kernels reduce with subgroupAdd.
+    /// Native only: wgpu 30's WebGPU backend does not pass the browser's "subgroups" feature on.
+    pub subgroups: bool,
     lost: std::sync::Arc<std::sync::Mutex<Option<String>>>,
 }
 
@@ -74,10 +80,15 @@ impl GpuContext {
         // The adapter's real limits: WebGPU's defaults (128 MiB bindings) are too small for
         // large tensors.
         let limits = adapter.limits();
+        let subgroups = features.contains(wgpu::Features::SUBGROUP) && !opts.no_subgroups;
+        let mut required_features = wgpu::Features::empty();
+        if subgroups {
+            required_features |= wgpu::Features::SUBGROUP;
+        }
         let (device, queue) = adapter
             .request_device(&wgpu::DeviceDescriptor {
                 label: Some("qins"),
-                required_features: wgpu::Features::empty(),
+                required_features,
                 required_limits: limits.clone(),
                 ..Default::default()
             })
@@ -100,20 +111,33 @@ impl GpuContext {
             info,
             max_binding: opts.max_binding.map_or(adapter_max, |m| m.min(adapter_max)),
             features,
+            subgroups,
             limits,
             lost,
         })
     }
 
-    /// One line naming the adapter, its backend, its kind and whether it offers shader-f16.
+    /// One line naming the adapter, its backend, its kind, whether it offers shader-f16 and
+    /// whether the kernels use subgroups.
     pub fn describe(&self) -> String {
         let f16 = if self.features.contains(wgpu::Features::SHADER_F16) {
             "shader-f16 available"
         } else {
             "no shader-f16"
         };
+        let subgroups = match (
+            self.features.contains(wgpu::Features::SUBGROUP),
+            self.subgroups,
+        ) {
+            (true, true) => format!(
+                "subgroups of {}-{} lanes",
+                self.info.subgroup_min_size, self.info.subgroup_max_size
+            ),
+            (true, false) => "subgroups not used".to_string(),
+            (false, _) => "no subgroups".to_string(),
+        };
         format!(
-            "{} ({:?}, {:?}, {f16})",
+            "{} ({:?}, {:?}, {f16}, {subgroups})",
             self.info.name, self.info.backend, self.info.device_type
         )
     }

@@ -101,13 +101,24 @@ fn pipeline(ctx: &GpuContext, name: &str, src: &str) -> wgpu::ComputePipeline {
 
 impl Kernels {
     pub fn new(ctx: &GpuContext) -> Self {
-        let common = include_str!("../../../shaders/matvec_common.wgsl");
-        let matvec = |name: &str, src: &str, f16: &str| {
-            pipeline(
-                ctx,
-                name,
-                &preprocess(src, &[("MATVEC_COMMON", common), ("ELEM_F16", f16)]),
+        // The reduction each mat-vec ends with: subgroupAdd where the device has subgroups.
+        // Naga 30 gates subgroup built-ins by the device feature and rejects WGSL's
+        // `enable subgroups;`, so none is written (native only; see GpuContext::subgroups).
+        let (lane_id, reduce) = if ctx.subgroups {
+            (
+                "@builtin(subgroup_invocation_id) lane: u32,",
+                include_str!("../../../shaders/reduce_subgroup.wgsl"),
             )
+        } else {
+            ("", include_str!("../../../shaders/reduce_shared.wgsl"))
+        };
+        let common = preprocess(
+            include_str!("../../../shaders/matvec_common.wgsl"),
+            &[("REDUCE", reduce), ("LANE_ID", lane_id)],
+        );
+        let matvec = |name: &str, src: &str, f16: &str| {
+            let src = preprocess(src, &[("MATVEC_COMMON", &common), ("ELEM_F16", f16)]);
+            pipeline(ctx, name, &src)
         };
         let float = include_str!("../../../shaders/matvec_float.wgsl");
         Self {
