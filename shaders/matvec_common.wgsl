@@ -19,10 +19,15 @@ struct Step { pos: u32, n: u32, _pad0: u32, _pad1: u32 }
 @group(0) @binding(5) var<storage, read> codes: array<u32>;
 
 const WG: u32 = 64u;
+// Tokens per workgroup in a prefill block (one row each); rows per workgroup in decode (one
+// token: each x value is read once for all of them, the codebook loaded once per ROWS rows).
+// Prefill keeps one row per workgroup: looping rows there halved lavapipe's prefill speed.
 const TB: u32 = 8u;
+const ROWS: u32 = 4u;
 var<workgroup> partial: array<f32, 512>;
 
-// The entry point's built-in inputs; with subgroups, the lane's index in its subgroup.
+// The entry point's built-in inputs; with subgroups, the lane's index in its subgroup, the
+// subgroup's index in the workgroup and their count.
 struct Ids {
     @builtin(workgroup_id) wid: vec3<u32>,
     @builtin(num_workgroups) nwg: vec3<u32>,
@@ -55,10 +60,16 @@ fn acc_array(a: Acc8) -> array<f32, 8> {
     return array<f32, 8>(a.lo.x, a.lo.y, a.lo.z, a.lo.w, a.hi.x, a.hi.y, a.hi.z, a.hi.w);
 }
 
-// Token t0 + t's result for `row`: y = v, or y += v when accumulating (the residual adds).
-fn store(t: u32, t0: u32, row: u32, v: f32) {
-    let at = (t0 + t) * p.y_stride + row;
-    var r = v;
+// Where a workgroup's reduced items go: item i is token t0 + i of `row` (a prefill block), or
+// with `along_rows` token t0 of row + i (decode: ROWS rows of one token); each is multiplied by
+// `scale` and stored, or added to y when accumulating (the residual adds).
+struct Out { t0: u32, row: u32, along_rows: bool, scale: f32 }
+
+fn store(out: Out, i: u32, v: f32) {
+    let t = select(out.t0 + i, out.t0, out.along_rows);
+    let row = select(out.row, out.row + i, out.along_rows);
+    let at = t * p.y_stride + row;
+    var r = v * out.scale;
     if (p.accumulate != 0u) { r += y[at]; }
     y[at] = r;
 }
@@ -75,6 +86,36 @@ fn half_at(off: u32, i: u32) -> f32 {
 fn code_half(i: u32) -> f32 {
     let pair = unpack2x16float(codes[i / 2u]);
     return select(pair.x, pair.y, (i & 1u) == 1u);
+}
+
+// x[xo + c .. xo + c + 4], zero past the columns (code padding then adds nothing).
+fn x4(xo: u32, c: u32) -> vec4<f32> {
+    if (c + 3u < p.cols) { return vec4<f32>(x[xo + c], x[xo + c + 1u], x[xo + c + 2u], x[xo + c + 3u]); }
+    var v = vec4<f32>();
+    for (var j = 0u; c + j < p.cols; j++) { v[j] = x[xo + c + j]; }
+    return v;
+}
+
+// A decode workgroup's rows within the part: first .. first + count, rows past the part
+// repeating its last (their sums are computed and dropped) so that every row index is constant.
+fn rows4(first: u32, count: u32) -> vec4<u32> {
+    return vec4<u32>(first) + min(vec4<u32>(0u, 1u, 2u, 3u), vec4<u32>(count - 1u));
+}
+
+// The decode sums of 4 rows as reduce_and_store's items.
+fn items4(a: vec4<f32>) -> array<f32, 8> {
+    return array<f32, 8>(a.x, a.y, a.z, a.w, 0.0, 0.0, 0.0, 0.0);
+}
+
+// Group scales and offsets of 4 tensor rows at column c (see affine_at).
+struct Affine4 { scale: vec4<f32>, offset: vec4<f32> }
+
+fn affine4(rows: vec4<u32>, c: u32) -> Affine4 {
+    let a = affine_at(rows.x, c);
+    let b = affine_at(rows.y, c);
+    let d = affine_at(rows.z, c);
+    let e = affine_at(rows.w, c);
+    return Affine4(vec4<f32>(a.x, b.x, d.x, e.x), vec4<f32>(a.y, b.y, d.y, e.y));
 }
 
 // (scale, offset) of the group holding column c of a grouped codec (offsets_off 0: none).

@@ -1,5 +1,6 @@
-// Y[t][row] (+)= Σ_c W[row][c] * X[t][c] for f32 or f16 weights (rows contiguous), one row and
-// up to 8 tokens per workgroup. ELEM_F16 (preprocessed) is 1 for f16, 0 for f32.
+// Y[t][row] (+)= Σ_c W[row][c] * X[t][c] for f32 or f16 weights (rows contiguous), ROWS rows
+// per workgroup, decode and prefill as in matvec_lut8.wgsl. ELEM_F16 (preprocessed) is 1 for
+// f16, 0 for f32.
 {{MATVEC_COMMON}}
 const ELEM_F16: u32 = {{ELEM_F16}}u;
 
@@ -11,28 +12,27 @@ fn weight(i: u32) -> f32 {
 
 @compute @workgroup_size(64)
 fn main(id: Ids) {
-    let wid = id.wid;
-    let lid = id.lid;
     let n = select(step.n, 1u, p.last_only == 1u);
-    let t0 = wid.z * TB;
-    let local = wid.x + wid.y * id.nwg.x;
-    if (t0 >= n || local >= p.rows) { return; }
-    let row_id = p.row0 + local;
+    let t0 = id.wid.z * TB;
+    // ROWS rows per workgroup in decode, one in prefill (see matvec_common.wgsl).
+    let first = (id.wid.x + id.wid.y * id.nwg.x) * select(1u, ROWS, n == 1u);
+    if (t0 >= n || first >= p.rows) { return; }
     let tb = min(TB, n - t0);
-    var acc: array<f32, 8>;
-    if (tb == 1u) {
-        // Decode: one token.
+    if (n == 1u) {
+        let nr = min(ROWS, p.rows - first);
+        let base = rows4(first, nr) * p.cols;
         let xo = t0 * p.x_stride;
-        var s = 0.0;
-        for (var c = lid; c < p.cols; c += WG) { s += weight(local * p.cols + c) * x[xo + c]; }
-        acc[0] = s;
-    } else {
-        let rows = rows8(t0, tb);
-        var a = Acc8();
-        for (var c = lid; c < p.cols; c += WG) {
-            a = fma8(a, weight(local * p.cols + c), rows, c);
+        var a = vec4<f32>();
+        for (var c = id.lid; c < p.cols; c += WG) {
+            let wv = vec4<f32>(weight(base.x + c), weight(base.y + c), weight(base.z + c), weight(base.w + c));
+            a += wv * x[xo + c];
         }
-        acc = acc_array(a);
+        reduce_and_store(items4(a), id, nr, Out(t0, p.row0 + first, true, 1.0));
+        return;
     }
-    reduce_and_store(acc, id, tb, t0, row_id, 1.0);
+    let xrows = rows8(t0, tb);
+    let base = first * p.cols;
+    var a = Acc8();
+    for (var c = id.lid; c < p.cols; c += WG) { a = fma8(a, weight(base + c), xrows, c); }
+    reduce_and_store(acc_array(a), id, tb, Out(t0, p.row0 + first, false, 1.0));
 }

@@ -13,6 +13,8 @@ pub struct Dispatch {
     pub groups: [u32; 3],
     /// The grid axis that scales with the batch's token count, and tokens per workgroup on it.
     pub tokens: Option<(usize, u32)>,
+    /// The grid for a one-token batch where it differs (mat-vec: ROWS rows per workgroup).
+    pub one_token: Option<[u32; 3]>,
 }
 
 impl Dispatch {
@@ -22,9 +24,18 @@ impl Dispatch {
         self
     }
 
+    /// Uses `groups` for one-token batches.
+    pub fn one_token(mut self, groups: [u32; 3]) -> Self {
+        self.one_token = Some(groups);
+        self
+    }
+
     /// Records the dispatch for a batch of `n` tokens.
     pub fn record(&self, pass: &mut wgpu::ComputePass<'_>, n: u32) {
-        let mut g = self.groups;
+        let mut g = match self.one_token {
+            Some(g) if n <= 1 => g,
+            _ => self.groups,
+        };
         if let Some((axis, per)) = self.tokens {
             g[axis] = n.div_ceil(per).max(1);
         }
@@ -100,13 +111,17 @@ fn pipeline(ctx: &GpuContext, name: &str, src: &str) -> wgpu::ComputePipeline {
 }
 
 impl Kernels {
+    /// Rows per mat-vec workgroup in decode (ROWS in matvec_common.wgsl; one in prefill).
+    pub const MATVEC_ROWS: usize = 4;
+
     pub fn new(ctx: &GpuContext) -> Self {
         // The reduction each mat-vec ends with: subgroupAdd where the device has subgroups.
         // Naga 30 gates subgroup built-ins by the device feature and rejects WGSL's
         // `enable subgroups;`, so none is written (native only; see GpuContext::subgroups).
         let (lane_id, reduce) = if ctx.subgroups {
             (
-                "@builtin(subgroup_invocation_id) lane: u32,",
+                "@builtin(subgroup_invocation_id) lane: u32, @builtin(subgroup_id) subgroup: u32,
+                 @builtin(num_subgroups) subgroups: u32,",
                 include_str!("../../../shaders/reduce_subgroup.wgsl"),
             )
         } else {
@@ -200,6 +215,7 @@ impl Kernels {
             bind_group,
             groups,
             tokens: None,
+            one_token: None,
         }
     }
 

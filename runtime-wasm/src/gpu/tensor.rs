@@ -204,11 +204,14 @@ impl GpuTensor {
                 if !float {
                     bindings.push((0, &self.meta));
                 }
-                let d = Kernels::bind_at(ctx, pipeline, &bindings, Kernels::grid(part.rows as u32));
+                // A one-token batch (decode, or last_only) takes MATVEC_ROWS rows per workgroup.
+                let decode = Kernels::grid(part.rows.div_ceil(Kernels::MATVEC_ROWS) as u32);
                 if last_only {
-                    d
+                    Kernels::bind_at(ctx, pipeline, &bindings, decode)
                 } else {
-                    d.per_tokens(2, 8)
+                    Kernels::bind_at(ctx, pipeline, &bindings, Kernels::grid(part.rows as u32))
+                        .per_tokens(2, 8)
+                        .one_token(decode)
                 }
             })
             .collect()
