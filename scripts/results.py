@@ -6,7 +6,7 @@ docs/speed.svg on this machine:
 - speed: SmolLM2 on the CPU reference, on this machine's wgpu adapter (lavapipe here), in
   headless Chromium (WebGPU) and llama.cpp as the peer, same prompt; mat-vec GB/s vs copy GB/s.
 
-  python3 scripts/results.py [--max-chunks 12] [--skip-speed] [--skip-browser]
+  python3 scripts/results.py [--max-chunks 12] [--skip-speed | --skip-quality] [--skip-browser]
 
 Needs the release binaries' sources (it builds them), the model (fetched by scripts/dev.sh),
 llama-cpp-python for the llama.cpp rows (`pip install llama-cpp-python`; skipped if missing)
@@ -173,7 +173,7 @@ def speed_section(rows, bench, meta):
         if k["kernel"] != "copy":
             kern.append(f'| {k["kernel"]} | {k["shape"]} | {k["gb_s"]:.3f} | {100 * k["fraction_of_copy"]:.1f} % |')
     return "\n".join([
-        f'Generated {meta["date"]} on {meta["machine"]} by `python3 scripts/results.py`: SmolLM2-135M-Instruct, '
+        f'Generated {meta.get("speed_date", meta["date"])} on {meta["machine"]} by `python3 scripts/results.py`: SmolLM2-135M-Instruct, '
         "the 42-token chat prompt of `qins-run --bench`, greedy decoding of the number of tokens in the last column "
         "(fewer where the engine is slow). GPU rows use the default f16 KV cache and f32 compute. Load times include "
         "creating the GPU device and compiling pipelines; the browser loads over localhost from `qins-serve` (first: "
@@ -225,6 +225,8 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--max-chunks", type=int, default=12)
     ap.add_argument("--skip-speed", action="store_true", help="quality only")
+    ap.add_argument("--skip-quality", action="store_true",
+                    help="speed only: keep docs/results.json's quality rows (needs models/results from a full run)")
     ap.add_argument("--skip-browser", action="store_true", help="no headless Chromium row")
     ap.add_argument("--browser-tokens", type=int, default=4)
     a = ap.parse_args()
@@ -236,7 +238,13 @@ def main():
     n_params = None
     rows = []
     ref = os.path.join(WORK, "f32.qins")
-    for name, args in CODECS:
+    old = json.load(open(os.path.join(ROOT, "docs", "results.json"))) if a.skip_quality else None
+    if old:
+        rows = old["rows"]
+        for f in ("f32.qins", "lut8g-g32.qins"):
+            if not os.path.exists(os.path.join(WORK, f)):
+                sys.exit(f"--skip-quality needs {os.path.join(WORK, f)}: run without it once")
+    for name, args in [] if old else CODECS:
         out = os.path.join(WORK, name.split(" (")[0].replace(" ", "").replace("+", "_") + ".qins")
         s = json.loads(run([os.path.join(BIN, "qins-convert"), GGUF, "-o", out, "--json"] + args))
         n_params = s["parameters"]
@@ -252,6 +260,8 @@ def main():
                      "offgrid_sqnr_db": off["matrix_error"]["sqnr_db"], "ppl": e["ppl"], "kld": e.get("kld_mean"),
                      "top1": e.get("top1_agree"), "tokens": e["tokens"]})
     try:
+        if old:
+            raise ImportError("quality rows kept")
         import llama_cpp  # noqa: F401
         out = run([sys.executable, os.path.join(ROOT, "scripts", "llamacpp_quality.py"), GGUF, TEXT, "--ctx", "512",
                    "--max-chunks", str(a.max_chunks), "--types", "Q8_0,Q4_K_M,Q4_1,Q4_0"])
@@ -262,18 +272,23 @@ def main():
             rows.append({"name": r["name"], "bpw": r["file_bytes"] * 8 / n_params, "archive_bytes": r["file_bytes"],
                          "sqnr_db": None, "ppl": r["ppl"], "kld": r["kld_mean"], "top1": r["top1_agree"],
                          "tokens": r["tokens"]})
-    except ImportError:
-        log("llama-cpp-python missing: llama.cpp rows skipped")
-    quality_min = (time.time() - t0) / 60
+    except ImportError as e:
+        if not old:
+            log(f"llama-cpp-python missing ({e}): llama.cpp rows skipped")
+    quality_min = old["meta"]["quality_minutes"] if old else (time.time() - t0) / 60
     speed_rows, bench = ([], None) if a.skip_speed else speed(a, log)
     minutes = (time.time() - t0) / 60
     meta = {"date": datetime.date.today().isoformat(), "machine": f"{platform.machine()}, {os.cpu_count()} cores",
             "cpu": cpu_name(), "versions": versions(), "quality_minutes": round(quality_min, 1),
             "model": "SmolLM2-135M-Instruct (Q4_1 GGUF, dequantized = the f32 reference)",
             "text": "data/corpus/dev.txt", "ctx": 512, "windows": a.max_chunks, "minutes": round(minutes, 1)}
+    if old:
+        # Speed only: the quality rows, their meta and their section stay as they were.
+        meta = {**old["meta"], "speed_date": meta["date"], "speed_minutes": round(minutes, 1)}
     json.dump({"meta": meta, "rows": rows, "speed": speed_rows, "kernels": bench},
               open(os.path.join(ROOT, "docs", "results.json"), "w"), indent=1)
-    svg_plot(rows, os.path.join(ROOT, "docs", "quality.svg"))
+    if not old:
+        svg_plot(rows, os.path.join(ROOT, "docs", "quality.svg"))
     table = ["| format | bits/weight | archive MiB | SQNR dB | off-grid SQNR dB | perplexity | mean KL vs f32 | "
              "top-1 agreement |",
              "|--------|-----------:|------------:|--------:|--------:|-----------:|---------------:|----------------:|"]
@@ -296,7 +311,7 @@ def main():
         f'Quality part {meta["quality_minutes"]} min.',
         "", *table, "", "![size vs KL divergence](quality.svg)"])
     path = os.path.join(ROOT, "docs", "RESULTS.md")
-    doc = replace_section(open(path).read(), "quality", section)
+    doc = open(path).read() if old else replace_section(open(path).read(), "quality", section)
     if speed_rows:
         speed_svg(speed_rows, os.path.join(ROOT, "docs", "speed.svg"))
         doc = replace_section(doc, "speed", speed_section(speed_rows, bench, meta))

@@ -26,11 +26,11 @@ const TB: u32 = 8u;
 const ROWS: u32 = 4u;
 var<workgroup> partial: array<f32, 512>;
 
-// The entry point's built-in inputs; with subgroups, the lane's index in its subgroup, the
-// subgroup's index in the workgroup and their count.
+// The entry point's per-invocation built-in inputs: the thread's index and, with subgroups, its
+// lane, its subgroup and the subgroup count. The workgroup's id is passed apart: browsers'
+// uniformity analysis counts a struct holding a per-thread value as per-thread in every field,
+// and barriers after a return that depends on it are refused.
 struct Ids {
-    @builtin(workgroup_id) wid: vec3<u32>,
-    @builtin(num_workgroups) nwg: vec3<u32>,
     @builtin(local_invocation_index) lid: u32,
     {{LANE_ID}}
 }

@@ -11,11 +11,11 @@ fn weight(i: u32) -> f32 {
 }
 
 @compute @workgroup_size(64)
-fn main(id: Ids) {
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, id: Ids) {
     let n = select(step.n, 1u, p.last_only == 1u);
-    let t0 = id.wid.z * TB;
+    let t0 = wid.z * TB;
     // ROWS rows per workgroup in decode, one in prefill (see matvec_common.wgsl).
-    let first = (id.wid.x + id.wid.y * id.nwg.x) * select(1u, ROWS, n == 1u);
+    let first = (wid.x + wid.y * nwg.x) * select(1u, ROWS, n == 1u);
     if (t0 >= n || first >= p.rows) { return; }
     let tb = min(TB, n - t0);
     if (n == 1u) {
