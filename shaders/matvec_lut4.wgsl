@@ -3,19 +3,21 @@
 // matvec_lut8.wgsl. 8 codes per u32 word (column 2k in the low nibble of its byte), f16 group
 // scales and offsets two per word, 16-entry codebook.
 {{MATVEC_COMMON}}
-var<workgroup> lut: array<f32, 16>;
+// The codebook's type: f32, or f16 with f16 compute (see matvec_lut8.wgsl).
+alias Lut = {{LUT_T}};
+var<workgroup> lut: array<Lut, 16>;
 
 // Codebook values of a word's eight codes, the low four and the high four.
-fn values8(q: u32) -> mat2x4<f32> {
-    return mat2x4<f32>(
-        vec4<f32>(lut[q & 0xfu], lut[(q >> 4u) & 0xfu], lut[(q >> 8u) & 0xfu], lut[(q >> 12u) & 0xfu]),
-        vec4<f32>(lut[(q >> 16u) & 0xfu], lut[(q >> 20u) & 0xfu], lut[(q >> 24u) & 0xfu], lut[q >> 28u]));
+fn values8(q: u32) -> mat2x4<Lut> {
+    return mat2x4<Lut>(
+        vec4<Lut>(lut[q & 0xfu], lut[(q >> 4u) & 0xfu], lut[(q >> 8u) & 0xfu], lut[(q >> 12u) & 0xfu]),
+        vec4<Lut>(lut[(q >> 16u) & 0xfu], lut[(q >> 20u) & 0xfu], lut[(q >> 24u) & 0xfu], lut[q >> 28u]));
 }
 
-// Σ of a word's eight codebook values times x.
+// Σ of a word's eight codebook values times x (multiplied and summed in Lut).
 fn dot8(q: u32, xa: vec4<f32>, xb: vec4<f32>) -> f32 {
     let v = values8(q);
-    return dot(v[0], xa) + dot(v[1], xb);
+    return f32(dot(v[0], vec4<Lut>(xa)) + dot(v[1], vec4<Lut>(xb)));
 }
 
 @compute @workgroup_size(64)
@@ -26,7 +28,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     let first = (wid.x + wid.y * nwg.x) * select(1u, ROWS, n == 1u);
     if (t0 >= n || first >= p.rows) { return; }
     let tb = min(TB, n - t0);
-    if (id.lid < 16u) { lut[id.lid] = bitcast<f32>(w[id.lid]); }
+    if (id.lid < 16u) { lut[id.lid] = Lut(bitcast<f32>(w[id.lid])); }
     workgroupBarrier();
     let words = (p.cols + 7u) / 8u;
     if (n == 1u && (p.group & 7u) == 0u) {
@@ -76,7 +78,7 @@ fn sums(lid: u32, local: u32, words: u32, xrows: Rows8) -> Acc8 {
         var sm = affine_at(row_id, c);
         for (var j = 0u; j < k; j++) {
             if (j > 0u && (c + j) % p.group == 0u) { sm = affine_at(row_id, c + j); }
-            a = fma8(a, sm.x * lut[(q >> (4u * j)) & 0xfu] + sm.y, xrows, c + j);
+            a = fma8(a, sm.x * f32(lut[(q >> (4u * j)) & 0xfu]) + sm.y, xrows, c + j);
         }
     }
     return a;

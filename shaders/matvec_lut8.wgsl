@@ -7,11 +7,14 @@
 // is in its stored layout (docs/FORMAT.md): codebook at word 0 of w, then scales and offsets;
 // code rows of stride_words words in `codes`.
 {{MATVEC_COMMON}}
-var<workgroup> lut: array<f32, 256>;
+// The codebook's type: f32, or f16 where the device has shader-f16 and f16 compute was asked
+// for (decode then multiplies in f16 and sums each word's four products into f32).
+alias Lut = {{LUT_T}};
+var<workgroup> lut: array<Lut, 256>;
 
 // Codebook values of a word's four codes.
-fn values4(q: u32) -> vec4<f32> {
-    return vec4<f32>(lut[q & 0xffu], lut[(q >> 8u) & 0xffu], lut[(q >> 16u) & 0xffu], lut[q >> 24u]);
+fn values4(q: u32) -> vec4<Lut> {
+    return vec4<Lut>(lut[q & 0xffu], lut[(q >> 8u) & 0xffu], lut[(q >> 16u) & 0xffu], lut[q >> 24u]);
 }
 
 fn row_scale(row: u32) -> f32 {
@@ -27,7 +30,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     let first = (wid.x + wid.y * nwg.x) * select(1u, ROWS, n == 1u);
     if (t0 >= n || first >= p.rows) { return; }
     let tb = min(TB, n - t0);
-    for (var i = id.lid; i < 256u; i += WG) { lut[i] = bitcast<f32>(w[i]); }
+    for (var i = id.lid; i < 256u; i += WG) { lut[i] = Lut(bitcast<f32>(w[i])); }
     workgroupBarrier();
     let words = (p.cols + 3u) / 4u;
     let grouped = p.group != 0u;
@@ -41,8 +44,9 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         for (var wi = id.lid; wi < words; wi += WG) {
             let c = wi * 4u;
             let xv = x4(xo, c);
-            let d = vec4<f32>(dot(values4(codes[base.x + wi]), xv), dot(values4(codes[base.y + wi]), xv),
-                              dot(values4(codes[base.z + wi]), xv), dot(values4(codes[base.w + wi]), xv));
+            let xl = vec4<Lut>(xv);
+            let d = vec4<f32>(f32(dot(values4(codes[base.x + wi]), xl)), f32(dot(values4(codes[base.y + wi]), xl)),
+                              f32(dot(values4(codes[base.z + wi]), xl)), f32(dot(values4(codes[base.w + wi]), xl)));
             if (grouped) {
                 let g = affine4(tensor_rows, c);
                 a += d * g.scale + dot(xv, vec4<f32>(1.0)) * g.offset;
@@ -66,7 +70,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         var sm = vec2<f32>(1.0, 0.0);
         if (grouped) { sm = affine_at(row_id, c); }
         for (var j = 0u; j < k; j++) {
-            a = fma8(a, sm.x * lut[(q >> (8u * j)) & 0xffu] + sm.y, xrows, c + j);
+            a = fma8(a, sm.x * f32(lut[(q >> (8u * j)) & 0xffu]) + sm.y, xrows, c + j);
         }
     }
     reduce_and_store(acc_array(a), id, tb, Out(t0, row_id, false, row_scale(row_id)));

@@ -93,6 +93,18 @@ pub struct LoadOptions {
     pub max_binding: Option<u64>,
     /// Reduce through workgroup memory even where the adapter offers subgroups.
     pub no_subgroups: bool,
+    /// Arithmetic of the LUT mat-vecs' products on the GPU.
+    pub compute: Compute,
+}
+
+/// How the GPU engine's LUT mat-vecs multiply (sums are f32 either way).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum Compute {
+    /// f32 throughout: within 1e-3 of the CPU reference.
+    #[default]
+    F32,
+    /// Codebook values times activations in f16 where the adapter has shader-f16 (else f32).
+    F16,
 }
 
 /// How the GPU engine stores its KV cache (compute is f32 either way).
@@ -117,6 +129,7 @@ pub fn open(path: &Path, opts: &LoadOptions) -> Result<Loaded> {
             adapter: opts.adapter.clone(),
             max_binding: opts.max_binding,
             no_subgroups: opts.no_subgroups,
+            f16_compute: opts.compute == Compute::F16,
         }))
     };
     let gpu = match opts.backend {
@@ -154,7 +167,7 @@ pub fn open(path: &Path, opts: &LoadOptions) -> Result<Loaded> {
             .with_context(ctx_err)?;
             let bytes = model.gpu_bytes;
             let mut adapter = format!(
-                "{adapter}, f32 compute, {} KV cache",
+                "{adapter}, {} KV cache",
                 if model.kv_f16 { "f16" } else { "f32" }
             );
             if model.split_tensors > 0 {

@@ -1,18 +1,25 @@
 //! The whole forward pass on the GPU against the CPU reference, token by token, on the tiny
 //! Phi-3 (longrope, crossing original_max_position_embeddings) and Llama (GQA, tied), for a
 //! float and a quantized codec, with the f32 KV cache (within 1e-3) and the default f16 one
-//! (within [`F16_KV_TOLERANCE`]); and greedy decoding of SmolLM2 lut8 equal on both engines.
+//! (within [`F16_KV_TOLERANCE`]), and with f16 products in the LUT mat-vecs (opt-in, within
+//! [`F16_COMPUTE_TOLERANCE`]); and greedy decoding of SmolLM2 lut8 equal on both engines.
 
 use qins_runtime::chat::{block_on, Engine, Generator, Message, SamplingParams};
 use qins_runtime::codec::Codec;
 use qins_runtime::cpu::{CpuEngine, CpuModel};
-use qins_runtime::gpu::{CacheConfig, GpuContext, GpuEngine, GpuModel};
+use qins_runtime::gpu::{CacheConfig, GpuContext, GpuEngine, GpuModel, GpuOptions};
 use qins_runtime::model::Weights;
-use qins_tests::{convert_to, fixture, gpu, gpu_with_max_binding, ids, reference, smollm2_gguf};
+use qins_tests::{
+    convert_to, fixture, gpu, gpu_with, gpu_with_max_binding, ids, reference, smollm2_gguf,
+};
 
 /// Largest logit difference from the f32 CPU reference allowed with the f16 KV cache, which
 /// rounds k and v to 11 significant bits: measured 1.2e-4 at most on these models (8× margin).
 const F16_KV_TOLERANCE: f32 = 1e-3;
+
+/// The same with f16 compute too (codebook values and activations rounded to f16 and
+/// multiplied in f16 in decode, sums in f32): measured 5.3e-4 at most (6× margin).
+const F16_COMPUTE_TOLERANCE: f32 = 3e-3;
 
 fn engines(
     path: &std::path::Path,
@@ -61,11 +68,22 @@ fn tiny_models_match_the_cpu_token_by_token() {
             },
         ] {
             let path = convert_to(&fixture(name), codec, dir.path());
-            for (kv_f16, tol) in [(false, 1e-3), (true, F16_KV_TOLERANCE)] {
-                let (_, mut cpu, mut gpu) = engines(&path, kv_f16);
+            for (kv_f16, f16_compute, tol) in [
+                (false, false, 1e-3),
+                (true, false, F16_KV_TOLERANCE),
+                (true, true, F16_COMPUTE_TOLERANCE),
+            ] {
+                let ctx = gpu_with(GpuOptions {
+                    f16_compute,
+                    ..Default::default()
+                });
+                let (_, mut cpu, mut gpu) = engines_on(ctx, &path, kv_f16);
                 // A prompt, then single tokens past the longrope switch at 32 positions.
                 let (prompt, rest) = ids.split_at(20);
-                let what = format!("{name} {} kv_f16={kv_f16}", codec.name());
+                let what = format!(
+                    "{name} {} kv_f16={kv_f16} f16_compute={f16_compute}",
+                    codec.name()
+                );
                 let mut worst = max_diff(
                     &block_on(gpu.extend(prompt, true)).unwrap(),
                     &block_on(cpu.extend(prompt, true)).unwrap(),

@@ -46,6 +46,14 @@ fn upload(
 
 fn close(got: &[f32], want: &[f32], tol: f32, what: &str) {
     assert_eq!(got.len(), want.len(), "{what}");
+    if std::env::var_os("QINS_PRINT_ERR").is_some() {
+        let worst = got
+            .iter()
+            .zip(want)
+            .map(|(g, w)| (g - w).abs() / w.abs().max(1.0))
+            .fold(0f32, f32::max);
+        eprintln!("ERR {worst:e} {what}");
+    }
     for (i, (g, w)) in got.iter().zip(want).enumerate() {
         assert!(
             (g - w).abs() <= tol * w.abs().max(1.0),
@@ -101,7 +109,9 @@ fn run_all(ctx: &GpuContext, dispatches: &[Dispatch], n: usize) {
 /// Each op on the whole tensor, on the tensor split by rows across bindings of `max_binding`
 /// bytes (as on an adapter with that maxStorageBufferBindingSize), and with the workgroup-memory
 /// reduction where the adapter's subgroups would otherwise be used (lavapipe has them).
-fn contexts(max_binding: u64) -> [(GpuContext, bool); 3] {
+/// The LUT mat-vecs' f16-compute variant (where the adapter has shader-f16, as lavapipe does)
+/// is a fourth.
+fn contexts(max_binding: u64) -> [(GpuContext, bool); 4] {
     let shared = gpu_with(GpuOptions {
         no_subgroups: true,
         ..Default::default()
@@ -113,11 +123,29 @@ fn contexts(max_binding: u64) -> [(GpuContext, bool); 3] {
         whole.features.contains(wgpu::Features::SUBGROUP),
         "subgroups are used where offered"
     );
+    let f16 = gpu_with(GpuOptions {
+        f16_compute: true,
+        ..Default::default()
+    });
+    assert_eq!(f16.f16, f16.features.contains(wgpu::Features::SHADER_F16));
     [
         (whole, false),
         (gpu_with_max_binding(Some(max_binding)), true),
         (shared, false),
+        (f16, false),
     ]
+}
+
+/// Mat-vec tolerance (relative, see `close`): f32 arithmetic, or f16 products of f16-rounded
+/// codebook values and activations summed in f32 in decode (worst measured on lavapipe: 7.2e-5;
+/// print with QINS_PRINT_ERR=1).
+fn matvec_tol(ctx: &GpuContext, codec: Codec) -> f32 {
+    let lut = !matches!(codec, Codec::F32 | Codec::F16);
+    if ctx.f16 && lut {
+        3e-4
+    } else {
+        1e-5
+    }
 }
 
 #[test]
@@ -160,7 +188,7 @@ fn matvec_matches_cpu_for_every_codec_and_batch() {
                     close(
                         &got,
                         &want,
-                        1e-5,
+                        matvec_tol(&ctx, codec),
                         &format!("{} {rows}x{cols} n={n} split={split}", codec.name()),
                     );
                     // last_only: row 0 of x alone, whatever the batch size.
@@ -173,7 +201,7 @@ fn matvec_matches_cpu_for_every_codec_and_batch() {
                     close(
                         &block_on(ctx.read_f32(&yb, 0, rows)).unwrap(),
                         &want,
-                        1e-5,
+                        matvec_tol(&ctx, codec),
                         &format!("{} last-only split={split}", codec.name()),
                     );
                 }

@@ -35,6 +35,9 @@ struct Args {
     /// Reduce through workgroup memory even where the adapter offers subgroups (A/B runs).
     #[arg(long)]
     no_subgroups: bool,
+    /// Multiply the LUT kernels' products in f16 (where the adapter has shader-f16).
+    #[arg(long)]
+    f16_compute: bool,
 }
 
 const PHI35: [(&str, usize, usize); 4] = [
@@ -94,6 +97,7 @@ fn run() -> Result<()> {
     let ctx = pollster::block_on(GpuContext::new(&GpuOptions {
         adapter: args.adapter.clone(),
         no_subgroups: args.no_subgroups,
+        f16_compute: args.f16_compute,
         ..Default::default()
     }))?;
     let k = Kernels::new(&ctx);

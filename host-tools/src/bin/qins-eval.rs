@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use anyhow::{bail, Context, Result};
 use clap::Parser;
 use indicatif::{ProgressBar, ProgressStyle};
-use qins_host::load::{open, Backend, KvPrecision, LoadOptions};
+use qins_host::load::{open, Backend, Compute, KvPrecision, LoadOptions};
 use qins_runtime::chat::{block_on, Engine};
 use serde_json::json;
 
@@ -27,6 +27,10 @@ struct Args {
     /// KV-cache precision on the GPU backend.
     #[arg(long, value_enum, default_value_t = KvPrecision::F16)]
     kv_cache: KvPrecision,
+    /// Arithmetic of the LUT mat-vecs' products on the GPU: f32, or f16 where the adapter has
+    /// shader-f16 (sums stay f32).
+    #[arg(long, value_enum, default_value_t = Compute::F32)]
+    compute: Compute,
     /// Score at most this many windows.
     #[arg(long)]
     max_chunks: Option<usize>,
@@ -70,6 +74,7 @@ fn run() -> Result<()> {
         kv_cache: args.kv_cache,
         max_binding: None,
         no_subgroups: false,
+        compute: args.compute,
     };
     let loaded = open(&args.model, &opts)?;
     let (manifest, mut gen) = (loaded.manifest, loaded.generator);

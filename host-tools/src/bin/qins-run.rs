@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use anyhow::{bail, Result};
 use clap::Parser;
-use qins_host::load::{open, AnyEngine, Backend, KvPrecision, LoadOptions};
+use qins_host::load::{open, AnyEngine, Backend, Compute, KvPrecision, LoadOptions};
 use qins_runtime::chat::{block_on, Engine, GenerationStats, Generator, Message, SamplingParams};
 use qins_runtime::format::Manifest;
 use serde_json::json;
@@ -31,6 +31,10 @@ struct Args {
     /// KV-cache precision on the GPU.
     #[arg(long, value_enum, default_value_t = KvPrecision::F16)]
     kv_cache: KvPrecision,
+    /// Arithmetic of the LUT mat-vecs' products on the GPU: f32, or f16 where the adapter has
+    /// shader-f16 (sums stay f32).
+    #[arg(long, value_enum, default_value_t = Compute::F32)]
+    compute: Compute,
     /// Split weight tensors into GPU bindings of at most this many bytes, as on an adapter with
     /// that maxStorageBufferBindingSize (WebGPU's default is 134217728).
     #[arg(long)]
@@ -149,6 +153,7 @@ fn run() -> Result<()> {
             kv_cache: args.kv_cache,
             max_binding: args.max_binding,
             no_subgroups: args.no_subgroups,
+            compute: args.compute,
         },
     )?;
     let (manifest, mut gen, load_s) = (loaded.manifest, loaded.generator, loaded.load_s);
@@ -219,6 +224,7 @@ fn run() -> Result<()> {
             "adapter": loaded.adapter,
             "gpu_bytes": loaded.gpu_bytes,
             "kv_cache": loaded.gpu_bytes.map(|_| format!("{:?}", args.kv_cache).to_lowercase()),
+            "compute": loaded.gpu_bytes.map(|_| format!("{:?}", args.compute).to_lowercase()),
         }));
     } else if let Some(p) = &args.prompt {
         let mut messages = base_messages(&args);

@@ -13,6 +13,9 @@ pub struct GpuOptions {
     /// Reduce with workgroup memory even where the adapter offers subgroups (A/B benchmarks,
     /// and the tests run both paths).
     pub no_subgroups: bool,
+    /// Opt-in: multiply codebook values by activations in f16 (shader-f16) in the LUT mat-vecs'
+    /// decode path, summing in f32. Ignored, with a warning, where the adapter lacks shader-f16.
+    pub f16_compute: bool,
 }
 
 /// Device, queue and what the adapter can do (cheap to clone: wgpu handles are shared).
@@ -29,6 +32,8 @@ pub struct GpuContext {
     /// The device was opened with subgroups: the mat-vec kernels reduce with subgroupAdd.
     /// Native only: wgpu 30's WebGPU backend does not pass the browser's "subgroups" feature on.
     pub subgroups: bool,
+    /// The device was opened with shader-f16 for the LUT mat-vecs' f16 products (opt-in).
+    pub f16: bool,
     lost: std::sync::Arc<std::sync::Mutex<Option<String>>>,
 }
 
@@ -85,6 +90,12 @@ impl GpuContext {
         if subgroups {
             required_features |= wgpu::Features::SUBGROUP;
         }
+        let f16 = opts.f16_compute && features.contains(wgpu::Features::SHADER_F16);
+        if f16 {
+            required_features |= wgpu::Features::SHADER_F16;
+        } else if opts.f16_compute {
+            tracing::warn!("{}: no shader-f16, computing in f32", info.name);
+        }
         let (device, queue) = adapter
             .request_device(&wgpu::DeviceDescriptor {
                 label: Some("qins"),
@@ -112,6 +123,7 @@ impl GpuContext {
             max_binding: opts.max_binding.map_or(adapter_max, |m| m.min(adapter_max)),
             features,
             subgroups,
+            f16,
             limits,
             lost,
         })
@@ -137,9 +149,21 @@ impl GpuContext {
             (false, _) => "no subgroups".to_string(),
         };
         format!(
-            "{} ({:?}, {:?}, {f16}, {subgroups})",
-            self.info.name, self.info.backend, self.info.device_type
+            "{} ({:?}, {:?}, {f16}, {subgroups}, {} compute)",
+            self.info.name,
+            self.info.backend,
+            self.info.device_type,
+            self.compute()
         )
+    }
+
+    /// "f16" where the LUT mat-vecs multiply in f16, else "f32" (sums are f32 either way).
+    pub fn compute(&self) -> &'static str {
+        if self.f16 {
+            "f16"
+        } else {
+            "f32"
+        }
     }
 
     /// A clear error when one binding of `bytes` exceeds the adapter's limits.

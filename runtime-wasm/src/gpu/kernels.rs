@@ -131,9 +131,27 @@ impl Kernels {
             include_str!("../../../shaders/matvec_common.wgsl"),
             &[("REDUCE", reduce), ("LANE_ID", lane_id)],
         );
+        // The codebook's type in the LUT kernels: f16 (opt-in, shader-f16) or f32.
+        let (enable, lut_t) = if ctx.f16 {
+            ("enable f16;\n", "f16")
+        } else {
+            ("", "f32")
+        };
         let matvec = |name: &str, src: &str, f16: &str| {
-            let src = preprocess(src, &[("MATVEC_COMMON", &common), ("ELEM_F16", f16)]);
-            pipeline(ctx, name, &src)
+            let src = preprocess(
+                src,
+                &[
+                    ("MATVEC_COMMON", &common),
+                    ("ELEM_F16", f16),
+                    ("LUT_T", lut_t),
+                ],
+            );
+            let enable = if src.contains("alias Lut") {
+                enable
+            } else {
+                ""
+            };
+            pipeline(ctx, name, &format!("{enable}{src}"))
         };
         let float = include_str!("../../../shaders/matvec_float.wgsl");
         Self {

@@ -38,6 +38,9 @@ struct LoadOptions {
     max_context: usize,
     /// "f16" (half the memory; the default) or "f32".
     kv_cache: String,
+    /// "f32" (the default) or "f16": the LUT mat-vecs multiply in f16 where the adapter has
+    /// shader-f16 (sums stay f32).
+    compute: String,
 }
 
 impl LoadOptions {
@@ -53,6 +56,22 @@ impl LoadOptions {
         };
         Ok(CacheConfig::new(self.max_context).with_f16(f16))
     }
+
+    fn gpu_options(&self) -> Result<GpuOptions> {
+        let f16_compute = match self.compute.as_str() {
+            "f32" => false,
+            "f16" => true,
+            other => {
+                return Err(QinsError::BadRequest(format!(
+                    "compute must be \"f32\" or \"f16\", not \"{other}\""
+                )))
+            }
+        };
+        Ok(GpuOptions {
+            f16_compute,
+            ..Default::default()
+        })
+    }
 }
 
 impl Default for LoadOptions {
@@ -61,6 +80,7 @@ impl Default for LoadOptions {
             cache: true,
             max_context: 4096,
             kv_cache: "f16".into(),
+            compute: "f32".into(),
         }
     }
 }
@@ -198,7 +218,7 @@ impl QinsEngine {
         }
     }
 
-    /// Loads the archive at `url` (options: `{cache: true, max_context: 4096, kv_cache: "f16"}`), calling
+    /// Loads the archive at `url` (options: `{cache: true, max_context: 4096, kv_cache: "f16", compute: "f32"}`), calling
     /// `on_progress(event)` as bytes arrive. Resolves to the model and adapter description.
     pub fn load(&self, url: String, options: JsValue, on_progress: Function) -> Promise {
         let inner = self.inner.clone();
@@ -347,7 +367,7 @@ async fn load(
     on_progress: &Function,
 ) -> Result<Loaded> {
     let started = Instant::now();
-    let ctx = GpuContext::new(&GpuOptions::default()).await?;
+    let ctx = GpuContext::new(&opts.gpu_options()?).await?;
     let cache = if opts.cache {
         source::open_cache().await
     } else {
@@ -653,7 +673,7 @@ fn describe(
             "device_type": format!("{:?}", ctx.info.device_type),
             "max_storage_buffer_binding_size": ctx.limits.max_storage_buffer_binding_size,
         },
-        "precision": "f32",
+        "precision": ctx.compute(),
         "kv_cache": if model.kv_f16 { "f16" } else { "f32" },
         "split_tensors": model.split_tensors,
         "from_cache": from_cache,
