@@ -54,6 +54,8 @@ fi
 
 # Most wanted first: a lent machine's time may run out part-way.
 step matvec "$BIN/qins-bench" --iters 100 --json
+step matvec-no-subgroups "$BIN/qins-bench" --iters 100 --json --codecs lut8g,lut4a --no-subgroups
+step matvec-f16-compute "$BIN/qins-bench" --iters 100 --json --codecs lut8g,lut4a --f16-compute
 for codec in lut8g lut4a lut8; do
   step "convert-smollm2-$codec" "$BIN/qins-convert" --synthetic smollm2-135m --codec "$codec" -o "$WORK/smollm2.qins" --json
   step "run-smollm2-$codec" "$BIN/qins-run" "$WORK/smollm2.qins" --backend gpu --bench --max-tokens 64 --ctx 1024
@@ -68,6 +70,9 @@ for codec in lut8g lut4a lut8; do
     done
     # WebGPU's default 128 MiB binding limit: every big tensor split by rows.
     step "run-phi35-$codec-binding128mib" "$BIN/qins-run" "$WORK/phi35.qins" --backend gpu --bench --max-tokens 64 --ctx 1024 --max-binding 134217728
+    # A/B of the kernel variants: workgroup-memory reductions (the browser's path) and f16 products.
+    step "run-phi35-$codec-no-subgroups" "$BIN/qins-run" "$WORK/phi35.qins" --backend gpu --bench --max-tokens 64 --ctx 1024 --no-subgroups
+    step "run-phi35-$codec-compute-f16" "$BIN/qins-run" "$WORK/phi35.qins" --backend gpu --bench --max-tokens 64 --ctx 1024 --compute f16
   fi
   rm -f "$WORK/phi35.qins"
 done

@@ -80,6 +80,7 @@ pub struct Loaded {
     pub gpu_bytes: Option<u64>,
 }
 
+#[derive(Debug, Clone)]
 pub struct LoadOptions {
     pub backend: Backend,
     /// GPU adapter name filter.

@@ -210,6 +210,30 @@ async fn loads_over_http_and_matches_the_native_engine() {
 }
 
 #[wasm_bindgen_test]
+async fn load_options_are_checked_and_f16_compute_applies_only_with_shader_f16() {
+    let engine = QinsEngine::new();
+    for bad in [r#"{"compute":"f8"}"#, r#"{"kv_cache":"f8"}"#] {
+        let err = load(&engine, &archive("tiny.qins"), bad)
+            .await
+            .expect_err(bad);
+        assert_eq!(kind(&err), "bad-request", "{bad}");
+    }
+    let info = load(
+        &engine,
+        &archive("tiny.qins"),
+        r#"{"cache":false,"compute":"f16"}"#,
+    )
+    .await
+    .expect("load with compute f16");
+    let f16 = get(&get(&info, "adapter"), "shader_f16") == JsValue::TRUE;
+    assert_eq!(
+        get(&info, "precision").as_string().unwrap(),
+        if f16 { "f16" } else { "f32" }
+    );
+    assert_matches_native(&engine).await;
+}
+
+#[wasm_bindgen_test]
 async fn abort_mid_load_and_mid_generation_leaves_the_engine_usable() {
     let engine = std::rc::Rc::new(QinsEngine::new());
     let e = engine.clone();

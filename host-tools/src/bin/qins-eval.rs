@@ -40,6 +40,10 @@ struct Args {
     /// The CPU reference by default: it evaluates whole windows at once.
     #[arg(long, value_enum, default_value = "cpu")]
     backend: Backend,
+    /// Feed each window one token at a time (the decode path, e.g. to score --compute f16,
+    /// which only decode uses) instead of all at once (the prefill path).
+    #[arg(long)]
+    stepwise: bool,
     #[arg(long)]
     json: bool,
 }
@@ -80,7 +84,12 @@ fn run() -> Result<()> {
     let (manifest, mut gen) = (loaded.manifest, loaded.generator);
     let mut reference = match &args.reference {
         Some(p) => {
-            let r = open(p, &opts)?;
+            // The reference runs on the f32 CPU engine whatever the model's backend.
+            let cpu = LoadOptions {
+                backend: Backend::Cpu,
+                ..opts.clone()
+            };
+            let r = open(p, &cpu)?;
             let (m, g) = (r.manifest, r.generator);
             if m.config.vocab_size != manifest.config.vocab_size
                 || m.tokenizer != manifest.tokenizer
@@ -131,7 +140,15 @@ fn run() -> Result<()> {
             window[0] = b;
         }
         gen.engine.reset();
-        let logits = block_on(gen.engine.extend(&window, true))?;
+        let logits = if args.stepwise {
+            let mut all = Vec::with_capacity(window.len() * vocab);
+            for t in &window {
+                all.extend(block_on(gen.engine.extend(&[*t], false))?);
+            }
+            all
+        } else {
+            block_on(gen.engine.extend(&window, true))?
+        };
         let ref_logits = match reference.as_mut() {
             Some(r) => {
                 r.engine.reset();

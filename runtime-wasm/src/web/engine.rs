@@ -367,6 +367,8 @@ async fn load(
     on_progress: &Function,
 ) -> Result<Loaded> {
     let started = Instant::now();
+    // Options are checked before any device or download.
+    let cache_config = opts.cache_config()?;
     let ctx = GpuContext::new(&opts.gpu_options()?).await?;
     let cache = if opts.cache {
         source::open_cache().await
@@ -376,7 +378,7 @@ async fn load(
     if let Some(cache) = &cache {
         if let Some(resp) = source::cached(cache, url).await {
             let total = source::total_len(&resp);
-            let mut loader = GpuLoader::new(ctx.clone(), total, opts.cache_config()?);
+            let mut loader = GpuLoader::new(ctx.clone(), total, cache_config);
             let fed = feed_cached(inner, &resp, total, &mut loader, on_progress).await;
             match fed {
                 Ok(fed) => {
@@ -391,7 +393,7 @@ async fn load(
             }
         }
     }
-    let mut loader = GpuLoader::new(ctx.clone(), None, opts.cache_config()?);
+    let mut loader = GpuLoader::new(ctx.clone(), None, cache_config);
     let fed = feed_network(inner, url, cache.as_ref(), &mut loader, on_progress).await;
     match fed {
         Ok(fed) => finish(loader, &ctx, fed, false, started, on_progress).await,
@@ -672,6 +674,7 @@ fn describe(
             "backend": format!("{:?}", ctx.info.backend),
             "device_type": format!("{:?}", ctx.info.device_type),
             "max_storage_buffer_binding_size": ctx.limits.max_storage_buffer_binding_size,
+            "shader_f16": ctx.features.contains(wgpu::Features::SHADER_F16),
         },
         "precision": ctx.compute(),
         "kv_cache": if model.kv_f16 { "f16" } else { "f32" },

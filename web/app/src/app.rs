@@ -40,6 +40,9 @@ struct Settings {
     max_tokens: u32,
     /// Empty: a fresh seed per reply.
     seed: String,
+    /// The engine's `compute` load option: "f32", or "f16" (multiplies in f16 where the GPU
+    /// has shader-f16); taken at the next load.
+    compute: String,
 }
 
 impl Default for Settings {
@@ -51,6 +54,7 @@ impl Default for Settings {
             top_k: 40,
             max_tokens: 512,
             seed: String::new(),
+            compute: "f32".into(),
         }
     }
 }
@@ -225,7 +229,11 @@ pub fn App() -> impl IntoView {
             total: 0.0,
             mb_s: 0.0,
         });
-        let id = engine::request("load", json!({"url": url, "options": {"cache": cache}}));
+        let compute = settings.get_untracked().compute;
+        let id = engine::request(
+            "load",
+            json!({"url": url, "options": {"cache": cache, "compute": compute}}),
+        );
         load_id.set(id);
     };
     if start_model.is_some() {
@@ -540,6 +548,13 @@ pub fn App() -> impl IntoView {
                     <input type="number" min="1" step="1" data-testid="max-tokens"
                         prop:value=move || settings.get().max_tokens.to_string()
                         on:change=move |ev| if let Ok(v) = event_target_value(&ev).parse() { settings.update(|s| s.max_tokens = v) }/>
+                </label>
+                <label>"GPU arithmetic (next load)"
+                    <select prop:value=move || settings.get().compute
+                        on:change=move |ev| settings.update(|s| s.compute = event_target_value(&ev))>
+                        <option value="f32">"f32 (matches the reference)"</option>
+                        <option value="f16">"f16 products (needs shader-f16)"</option>
+                    </select>
                 </label>
                 <label>"Seed (empty: random)"
                     <input type="text" inputmode="numeric"
