@@ -1,6 +1,6 @@
 // Shared by the mat-vec kernels (spliced in where they say {{MATVEC_COMMON}}): parameters,
-// bindings, and the cross-thread reduction that writes each token's result (reduce_subgroup.wgsl
-// where the adapter offers subgroups, else reduce_shared.wgsl, spliced in below).
+// bindings, and the cross-thread reduction that writes the results (`stash4` and `slots` from
+// reduce_subgroup.wgsl where the device has subgroups, else reduce_shared.wgsl, spliced in).
 // A tensor is bound as `w` (codebook, scales and offsets: the bytes before its codes) and
 // `codes`: the code rows row0 .. row0 + rows, one part of a tensor split across bindings when it
 // exceeds maxStorageBufferBindingSize (docs/ARCHITECTURE.md). Workgroups index rows within the
@@ -19,12 +19,17 @@ struct Step { pos: u32, n: u32, _pad0: u32, _pad1: u32 }
 @group(0) @binding(5) var<storage, read> codes: array<u32>;
 
 const WG: u32 = 64u;
-// Tokens per workgroup in a prefill block (one row each); rows per workgroup in decode (one
-// token: each x value is read once for all of them, the codebook loaded once per ROWS rows).
-// Prefill keeps one row per workgroup: looping rows there halved lavapipe's prefill speed.
+// A workgroup takes ROWS rows and, in prefill, a block of up to TB tokens: each code is decoded
+// once for the TB tokens and each x value loaded once for the ROWS rows (an x load per weight
+// and token made Phi-3.5's wide rows load-bound). Decode (one token) has its own vec4 path.
 const TB: u32 = 8u;
 const ROWS: u32 = 4u;
-var<workgroup> partial: array<f32, 512>;
+// Built twice: the decode pipeline (one-token batches) and the prefill one (any batch).
+const DECODE: bool = {{DECODE}};
+// Per-thread (or per-subgroup) shares of the ROWS × TB sums, item-minor so that the threads
+// summing them read consecutive words.
+const ITEMS: u32 = 32u;
+var<workgroup> partial: array<f32, 2048>;
 
 // The entry point's per-invocation built-in inputs: the thread's index and, with subgroups, its
 // lane, its subgroup and the subgroup count. The workgroup's id is passed apart: browsers'
@@ -49,29 +54,41 @@ fn rows8(t0: u32, tb: u32) -> Rows8 {
     return Rows8(r * p.x_stride, s * p.x_stride);
 }
 
-// a + v × X[t][c] for the block's 8 tokens.
-fn fma8(a: Acc8, v: f32, r: Rows8, c: u32) -> Acc8 {
-    let lo = vec4<f32>(x[r.lo.x + c], x[r.lo.y + c], x[r.lo.z + c], x[r.lo.w + c]);
-    let hi = vec4<f32>(x[r.hi.x + c], x[r.hi.y + c], x[r.hi.z + c], x[r.hi.w + c]);
-    return Acc8(a.lo + v * lo, a.hi + v * hi);
+// X[t][c] for the block's 8 tokens.
+fn x8(r: Rows8, c: u32) -> Acc8 {
+    return Acc8(vec4<f32>(x[r.lo.x + c], x[r.lo.y + c], x[r.lo.z + c], x[r.lo.w + c]),
+                vec4<f32>(x[r.hi.x + c], x[r.hi.y + c], x[r.hi.z + c], x[r.hi.w + c]));
 }
 
-fn acc_array(a: Acc8) -> array<f32, 8> {
-    return array<f32, 8>(a.lo.x, a.lo.y, a.lo.z, a.lo.w, a.hi.x, a.hi.y, a.hi.z, a.hi.w);
+// a + v × xv.
+fn fma8(a: Acc8, v: f32, xv: Acc8) -> Acc8 {
+    return Acc8(a.lo + v * xv.lo, a.hi + v * xv.hi);
 }
 
-// Where a workgroup's reduced items go: item i is token t0 + i of `row` (a prefill block), or
-// with `along_rows` token t0 of row + i (decode: ROWS rows of one token); each is multiplied by
-// `scale` and stored, or added to y when accumulating (the residual adds).
-struct Out { t0: u32, row: u32, along_rows: bool, scale: f32 }
+// The block's sums of one row, items row × TB + t.
+fn stash8(id: Ids, row: u32, a: Acc8) {
+    stash4(id, row * TB, a.lo);
+    stash4(id, row * TB + 4u, a.hi);
+}
 
-fn store(out: Out, i: u32, v: f32) {
-    let t = select(out.t0 + i, out.t0, out.along_rows);
-    let row = select(out.row, out.row + i, out.along_rows);
-    let at = t * p.y_stride + row;
-    var r = v * out.scale;
-    if (p.accumulate != 0u) { r += y[at]; }
-    y[at] = r;
+// Where a workgroup's items go: item i is (row first + i / per, token t0 + i % per), with per =
+// TB in prefill and 1 in decode; items past `rows` rows or `tokens` tokens are dropped.
+struct Out { t0: u32, first: u32, per: u32, rows: u32, tokens: u32 }
+
+// Once every thread has stashed its shares: sums each item's shares (one thread per item) and
+// stores it, or adds it to y when accumulating (the residual adds). One barrier in all.
+fn finish(id: Ids, out: Out) {
+    workgroupBarrier();
+    let i = id.lid;
+    let r = i / out.per;
+    let t = i % out.per;
+    if (i < ITEMS && r < out.rows && t < out.tokens) {
+        var s = 0.0;
+        for (var k = 0u; k < slots(id); k++) { s += partial[k * ITEMS + i]; }
+        let at = (out.t0 + t) * p.y_stride + p.row0 + out.first + r;
+        if (p.accumulate != 0u) { s += y[at]; }
+        y[at] = s;
+    }
 }
 
 {{REDUCE}}
@@ -100,11 +117,6 @@ fn x4(xo: u32, c: u32) -> vec4<f32> {
 // repeating its last (their sums are computed and dropped) so that every row index is constant.
 fn rows4(first: u32, count: u32) -> vec4<u32> {
     return vec4<u32>(first) + min(vec4<u32>(0u, 1u, 2u, 3u), vec4<u32>(count - 1u));
-}
-
-// The decode sums of 4 rows as reduce_and_store's items.
-fn items4(a: vec4<f32>) -> array<f32, 8> {
-    return array<f32, 8>(a.x, a.y, a.z, a.w, 0.0, 0.0, 0.0, 0.0);
 }
 
 // Group scales and offsets of 4 tensor rows at column c (see affine_at).

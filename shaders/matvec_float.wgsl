@@ -1,5 +1,5 @@
 // Y[t][row] (+)= Σ_c W[row][c] * X[t][c] for f32 or f16 weights (rows contiguous), ROWS rows
-// per workgroup, decode and prefill as in matvec_lut8.wgsl. ELEM_F16 (preprocessed) is 1 for
+// (and TB tokens) per workgroup as in matvec_lut8.wgsl. ELEM_F16 (preprocessed) is 1 for
 // f16, 0 for f32.
 {{MATVEC_COMMON}}
 const ELEM_F16: u32 = {{ELEM_F16}}u;
@@ -14,25 +14,37 @@ fn weight(i: u32) -> f32 {
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, id: Ids) {
     let n = select(step.n, 1u, p.last_only == 1u);
     let t0 = wid.z * TB;
-    // ROWS rows per workgroup in decode, one in prefill (see matvec_common.wgsl).
-    let first = (wid.x + wid.y * nwg.x) * select(1u, ROWS, n == 1u);
+    let first = (wid.x + wid.y * nwg.x) * ROWS;
     if (t0 >= n || first >= p.rows) { return; }
     let tb = min(TB, n - t0);
-    if (n == 1u) {
-        let nr = min(ROWS, p.rows - first);
-        let base = rows4(first, nr) * p.cols;
+    let nr = min(ROWS, p.rows - first);
+    let base = rows4(first, nr) * p.cols;
+    if (DECODE) {
         let xo = t0 * p.x_stride;
         var a = vec4<f32>();
         for (var c = id.lid; c < p.cols; c += WG) {
             let wv = vec4<f32>(weight(base.x + c), weight(base.y + c), weight(base.z + c), weight(base.w + c));
             a += wv * x[xo + c];
         }
-        reduce_and_store(items4(a), id, nr, Out(t0, p.row0 + first, true, 1.0));
+        stash4(id, 0u, a);
+        finish(id, Out(t0, first, 1u, nr, 1u));
         return;
     }
     let xrows = rows8(t0, tb);
-    let base = first * p.cols;
-    var a = Acc8();
-    for (var c = id.lid; c < p.cols; c += WG) { a = fma8(a, weight(base + c), xrows, c); }
-    reduce_and_store(acc_array(a), id, tb, Out(t0, p.row0 + first, false, 1.0));
+    var a0 = Acc8();
+    var a1 = Acc8();
+    var a2 = Acc8();
+    var a3 = Acc8();
+    for (var c = id.lid; c < p.cols; c += WG) {
+        let xv = x8(xrows, c);
+        a0 = fma8(a0, weight(base.x + c), xv);
+        a1 = fma8(a1, weight(base.y + c), xv);
+        a2 = fma8(a2, weight(base.z + c), xv);
+        a3 = fma8(a3, weight(base.w + c), xv);
+    }
+    stash8(id, 0u, a0);
+    stash8(id, 1u, a1);
+    stash8(id, 2u, a2);
+    stash8(id, 3u, a3);
+    finish(id, Out(t0, first, TB, nr, tb));
 }

@@ -1,5 +1,5 @@
 // Y[t][row] (+)= Σ_c (scale[g] * codebook[code[row][c]] + offset[g]) * X[t][c], g = the group
-// of (row, c) — lut4, lut4a, int4. ROWS rows per workgroup, decode and prefill as in
+// of (row, c) — lut4, lut4a, int4. ROWS rows (and TB tokens) per workgroup as in
 // matvec_lut8.wgsl. 8 codes per u32 word (column 2k in the low nibble of its byte), f16 group
 // scales and offsets two per word, 16-entry codebook.
 {{MATVEC_COMMON}}
@@ -24,19 +24,18 @@ fn dot8(q: u32, xa: vec4<f32>, xb: vec4<f32>) -> f32 {
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, id: Ids) {
     let n = select(step.n, 1u, p.last_only == 1u);
     let t0 = wid.z * TB;
-    // ROWS rows per workgroup in decode, one in prefill (see matvec_common.wgsl).
-    let first = (wid.x + wid.y * nwg.x) * select(1u, ROWS, n == 1u);
+    let first = (wid.x + wid.y * nwg.x) * ROWS;
     if (t0 >= n || first >= p.rows) { return; }
     let tb = min(TB, n - t0);
+    let nr = min(ROWS, p.rows - first);
     if (id.lid < 16u) { lut[id.lid] = Lut(bitcast<f32>(w[id.lid])); }
     workgroupBarrier();
     let words = (p.cols + 7u) / 8u;
-    if (n == 1u && (p.group & 7u) == 0u) {
+    let rows = rows4(first, nr);
+    let base = rows * p.stride_words;
+    let tensor_rows = rows + vec4<u32>(p.row0);
+    if (DECODE && (p.group & 7u) == 0u) {
         // Decode with groups of whole words: one scale and offset per word and row.
-        let nr = min(ROWS, p.rows - first);
-        let rows = rows4(first, nr);
-        let base = rows * p.stride_words;
-        let tensor_rows = rows + vec4<u32>(p.row0);
         let xo = t0 * p.x_stride;
         var a = vec4<f32>();
         for (var wi = id.lid; wi < words; wi += WG) {
@@ -48,38 +47,35 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
             let g = affine4(tensor_rows, c);
             a += d * g.scale + dot(xa + xb, vec4<f32>(1.0)) * g.offset;
         }
-        reduce_and_store(items4(a), id, nr, Out(t0, p.row0 + first, true, 1.0));
+        stash4(id, 0u, a);
+        finish(id, Out(t0, first, 1u, nr, 1u));
         return;
     }
+    // Prefill (and decode with groups that split words): code by code, as in matvec_lut8.wgsl.
     let xrows = rows8(t0, tb);
-    if (n == 1u) {
-        // Decode with groups that split words (rare): the general path, row by row.
-        for (var r = 0u; r < min(ROWS, p.rows - first); r++) {
-            reduce_and_store(acc_array(sums(id.lid, first + r, words, xrows)), id, 1u,
-                             Out(t0, p.row0 + first + r, false, 1.0));
-            // partial is rewritten for the next row.
-            workgroupBarrier();
-        }
-        return;
-    }
-    reduce_and_store(acc_array(sums(id.lid, first, words, xrows)), id, tb, Out(t0, p.row0 + first, false, 1.0));
-}
-
-// Part row `local`'s dot products (this thread's share, from word lid) with the block's token rows, code by code.
-fn sums(lid: u32, local: u32, words: u32, xrows: Rows8) -> Acc8 {
-    let row_id = p.row0 + local;
-    let base = local * p.stride_words;
-    var a = Acc8();
-    for (var wi = lid; wi < words; wi += WG) {
-        let q = codes[base + wi];
+    var a0 = Acc8();
+    var a1 = Acc8();
+    var a2 = Acc8();
+    var a3 = Acc8();
+    for (var wi = id.lid; wi < words; wi += WG) {
         let c = wi * 8u;
-        let k = min(8u, p.cols - c);
-        // Within a word the scale changes only where a group boundary falls.
-        var sm = affine_at(row_id, c);
-        for (var j = 0u; j < k; j++) {
-            if (j > 0u && (c + j) % p.group == 0u) { sm = affine_at(row_id, c + j); }
-            a = fma8(a, sm.x * f32(lut[(q >> (4u * j)) & 0xfu]) + sm.y, xrows, c + j);
+        let q = vec4<u32>(codes[base.x + wi], codes[base.y + wi], codes[base.z + wi], codes[base.w + wi]);
+        // Within a word the scales change only where a group boundary falls.
+        var g = affine4(tensor_rows, c);
+        for (var j = 0u; j < min(8u, p.cols - c); j++) {
+            if (j > 0u && (c + j) % p.group == 0u) { g = affine4(tensor_rows, c + j); }
+            let k = (q >> vec4<u32>(4u * j)) & vec4<u32>(0xfu);
+            let v = g.scale * vec4<f32>(f32(lut[k.x]), f32(lut[k.y]), f32(lut[k.z]), f32(lut[k.w])) + g.offset;
+            let xv = x8(xrows, c + j);
+            a0 = fma8(a0, v.x, xv);
+            a1 = fma8(a1, v.y, xv);
+            a2 = fma8(a2, v.z, xv);
+            a3 = fma8(a3, v.w, xv);
         }
     }
-    return a;
+    stash8(id, 0u, a0);
+    stash8(id, 1u, a1);
+    stash8(id, 2u, a2);
+    stash8(id, 3u, a3);
+    finish(id, Out(t0, first, TB, nr, tb));
 }

@@ -1,9 +1,8 @@
 // Y[t][row] (+)= scale[row] * Σ_c codebook[code[row][c]] * X[t][c]   — qins8, lut8, int8;
 // with p.group > 0 (lut8g, lut8a): Σ_c (scale[g] * codebook[code[row][c]] + offset[g]) * X[t][c]
 // over f16 group scales (and offsets), the group a multiple of 4 so each code word has one.
-// In decode (one token) a workgroup takes ROWS rows, reading each x value once for all of them
-// and loading the codebook into workgroup memory once per ROWS rows; in prefill it takes one row
-// and up to 8 tokens, decoding each weight once for all of them. The tensor
+// A workgroup takes ROWS rows (and in prefill a block of up to TB tokens; see matvec_common.wgsl),
+// the codebook loaded into workgroup memory once for them. The tensor
 // is in its stored layout (docs/FORMAT.md): codebook at word 0 of w, then scales and offsets;
 // code rows of stride_words words in `codes`.
 {{MATVEC_COMMON}}
@@ -17,28 +16,31 @@ fn values4(q: u32) -> vec4<Lut> {
     return vec4<Lut>(lut[q & 0xffu], lut[(q >> 8u) & 0xffu], lut[(q >> 16u) & 0xffu], lut[q >> 24u]);
 }
 
-fn row_scale(row: u32) -> f32 {
-    if (p.group != 0u) { return 1.0; }
-    return bitcast<f32>(w[p.scales_off + row]);
+// Per-row scales of 4 rows (1 with group scales).
+fn row_scales(rows: vec4<u32>) -> vec4<f32> {
+    if (p.group != 0u) { return vec4<f32>(1.0); }
+    let s = p.scales_off;
+    return vec4<f32>(bitcast<f32>(w[s + rows.x]), bitcast<f32>(w[s + rows.y]),
+                     bitcast<f32>(w[s + rows.z]), bitcast<f32>(w[s + rows.w]));
 }
 
 @compute @workgroup_size(64)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, id: Ids) {
     let n = select(step.n, 1u, p.last_only == 1u);
     let t0 = wid.z * TB;
-    // ROWS rows per workgroup in decode, one in prefill (see matvec_common.wgsl).
-    let first = (wid.x + wid.y * nwg.x) * select(1u, ROWS, n == 1u);
+    let first = (wid.x + wid.y * nwg.x) * ROWS;
     if (t0 >= n || first >= p.rows) { return; }
     let tb = min(TB, n - t0);
+    let nr = min(ROWS, p.rows - first);
     for (var i = id.lid; i < 256u; i += WG) { lut[i] = Lut(bitcast<f32>(w[i])); }
     workgroupBarrier();
     let words = (p.cols + 3u) / 4u;
     let grouped = p.group != 0u;
-    if (n == 1u) {
-        let nr = min(ROWS, p.rows - first);
-        let rows = rows4(first, nr);
-        let base = rows * p.stride_words;
-        let tensor_rows = rows + vec4<u32>(p.row0);
+    let rows = rows4(first, nr);
+    let base = rows * p.stride_words;
+    let tensor_rows = rows + vec4<u32>(p.row0);
+    if (DECODE) {
+        // Decode: the rows' four codes of a word against one vec4 of x.
         let xo = t0 * p.x_stride;
         var a = vec4<f32>();
         for (var wi = id.lid; wi < words; wi += WG) {
@@ -54,24 +56,34 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
                 a += d;
             }
         }
-        a *= vec4<f32>(row_scale(tensor_rows.x), row_scale(tensor_rows.y),
-                       row_scale(tensor_rows.z), row_scale(tensor_rows.w));
-        reduce_and_store(items4(a), id, nr, Out(t0, p.row0 + first, true, 1.0));
+        stash4(id, 0u, a * row_scales(tensor_rows));
+        finish(id, Out(t0, first, 1u, nr, 1u));
         return;
     }
+    // Prefill: each code decoded once for the block's tokens, each x value loaded once for the rows.
     let xrows = rows8(t0, tb);
-    let row_id = p.row0 + first;
-    let base = first * p.stride_words;
-    var a = Acc8();
+    var a0 = Acc8();
+    var a1 = Acc8();
+    var a2 = Acc8();
+    var a3 = Acc8();
     for (var wi = id.lid; wi < words; wi += WG) {
-        let q = codes[base + wi];
         let c = wi * 4u;
-        let k = min(4u, p.cols - c);
-        var sm = vec2<f32>(1.0, 0.0);
-        if (grouped) { sm = affine_at(row_id, c); }
-        for (var j = 0u; j < k; j++) {
-            a = fma8(a, sm.x * f32(lut[(q >> (8u * j)) & 0xffu]) + sm.y, xrows, c + j);
+        let q = vec4<u32>(codes[base.x + wi], codes[base.y + wi], codes[base.z + wi], codes[base.w + wi]);
+        var g = Affine4(row_scales(tensor_rows), vec4<f32>());
+        if (grouped) { g = affine4(tensor_rows, c); }
+        for (var j = 0u; j < min(4u, p.cols - c); j++) {
+            let k = (q >> vec4<u32>(8u * j)) & vec4<u32>(0xffu);
+            let v = g.scale * vec4<f32>(f32(lut[k.x]), f32(lut[k.y]), f32(lut[k.z]), f32(lut[k.w])) + g.offset;
+            let xv = x8(xrows, c + j);
+            a0 = fma8(a0, v.x, xv);
+            a1 = fma8(a1, v.y, xv);
+            a2 = fma8(a2, v.z, xv);
+            a3 = fma8(a3, v.w, xv);
         }
     }
-    reduce_and_store(acc_array(a), id, tb, Out(t0, row_id, false, row_scale(row_id)));
+    stash8(id, 0u, a0);
+    stash8(id, 1u, a1);
+    stash8(id, 2u, a2);
+    stash8(id, 3u, a3);
+    finish(id, Out(t0, first, TB, nr, tb));
 }

@@ -1,14 +1,14 @@
-// Sums each of `count` items' 64 partial dot products with subgroupAdd, then the subgroups'
-// sums through workgroup memory (one barrier instead of six), and stores them (see `store`).
-fn reduce_and_store(acc: array<f32, 8>, id: Ids, count: u32, out: Out) {
-    for (var t = 0u; t < count; t++) {
-        let s = subgroupAdd(acc[t]);
-        if (id.lane == 0u) { partial[t * WG + id.subgroup] = s; }
-    }
-    workgroupBarrier();
-    if (id.lid < count) {
-        var r = 0.0;
-        for (var i = 0u; i < id.subgroups; i++) { r += partial[id.lid * WG + i]; }
-        store(out, id.lid, r);
+// With subgroups: subgroupAdd sums the subgroup's shares of items i .. i + 3, its first lane
+// keeps them in the subgroup's slot of workgroup memory, and `finish` sums the subgroups' slots.
+fn stash4(id: Ids, i: u32, v: vec4<f32>) {
+    let s = subgroupAdd(v);
+    if (id.lane == 0u) {
+        let at = id.subgroup * ITEMS + i;
+        partial[at] = s.x;
+        partial[at + 1u] = s.y;
+        partial[at + 2u] = s.z;
+        partial[at + 3u] = s.w;
     }
 }
+
+fn slots(id: Ids) -> u32 { return id.subgroups; }

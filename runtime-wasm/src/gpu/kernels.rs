@@ -13,8 +13,8 @@ pub struct Dispatch {
     pub groups: [u32; 3],
     /// The grid axis that scales with the batch's token count, and tokens per workgroup on it.
     pub tokens: Option<(usize, u32)>,
-    /// The grid for a one-token batch where it differs (mat-vec: ROWS rows per workgroup).
-    pub one_token: Option<[u32; 3]>,
+    /// A one-token variant (the mat-vecs' decode pipeline) with its own bind group.
+    pub decode: Option<(wgpu::ComputePipeline, wgpu::BindGroup)>,
 }
 
 impl Dispatch {
@@ -24,23 +24,24 @@ impl Dispatch {
         self
     }
 
-    /// Uses `groups` for one-token batches.
-    pub fn one_token(mut self, groups: [u32; 3]) -> Self {
-        self.one_token = Some(groups);
+    /// Runs one-token batches with `variant` (a pipeline with the same bindings).
+    pub fn with_decode(mut self, variant: Dispatch) -> Self {
+        self.decode = Some((variant.pipeline, variant.bind_group));
         self
     }
 
     /// Records the dispatch for a batch of `n` tokens.
     pub fn record(&self, pass: &mut wgpu::ComputePass<'_>, n: u32) {
-        let mut g = match self.one_token {
-            Some(g) if n <= 1 => g,
-            _ => self.groups,
-        };
+        let mut g = self.groups;
         if let Some((axis, per)) = self.tokens {
             g[axis] = n.div_ceil(per).max(1);
         }
-        pass.set_pipeline(&self.pipeline);
-        pass.set_bind_group(0, &self.bind_group, &[]);
+        let (pipeline, bind_group) = match &self.decode {
+            Some((p, b)) if n <= 1 => (p, b),
+            _ => (&self.pipeline, &self.bind_group),
+        };
+        pass.set_pipeline(pipeline);
+        pass.set_bind_group(0, bind_group, &[]);
         pass.dispatch_workgroups(g[0], g[1], g[2]);
     }
 }
@@ -71,11 +72,20 @@ impl HeadShape {
     }
 }
 
+/// A mat-vec kernel built twice from its file: for batches (prefill) and for one token
+/// (decode). Apart, the decode pipeline is not sized by the batched path's 32 accumulators: with
+/// both in one shader, lavapipe's decode ran 17 % slower, and a GPU's occupancy follows a
+/// kernel's largest register need.
+pub struct Matvec {
+    pub prefill: wgpu::ComputePipeline,
+    pub decode: wgpu::ComputePipeline,
+}
+
 pub struct Kernels {
-    pub matvec_lut8: wgpu::ComputePipeline,
-    pub matvec_lut4: wgpu::ComputePipeline,
-    pub matvec_f32: wgpu::ComputePipeline,
-    pub matvec_f16: wgpu::ComputePipeline,
+    pub matvec_lut8: Matvec,
+    pub matvec_lut4: Matvec,
+    pub matvec_f32: Matvec,
+    pub matvec_f16: Matvec,
     pub rmsnorm: wgpu::ComputePipeline,
     pub rope_store: wgpu::ComputePipeline,
     pub attention: wgpu::ComputePipeline,
@@ -105,13 +115,19 @@ fn pipeline(ctx: &GpuContext, name: &str, src: &str) -> wgpu::ComputePipeline {
             layout: None,
             module: &module,
             entry_point: Some("main"),
-            compilation_options: Default::default(),
+            // Every kernel writes its workgroup memory before reading it, so the zeroing WGSL
+            // asks for (9 KiB per mat-vec workgroup) is skipped where wgpu allows it (natively;
+            // browsers always zero).
+            compilation_options: wgpu::PipelineCompilationOptions {
+                zero_initialize_workgroup_memory: false,
+                ..Default::default()
+            },
             cache: None,
         })
 }
 
 impl Kernels {
-    /// Rows per mat-vec workgroup in decode (ROWS in matvec_common.wgsl; one in prefill).
+    /// Rows per mat-vec workgroup (ROWS in matvec_common.wgsl).
     pub const MATVEC_ROWS: usize = 4;
 
     pub fn new(ctx: &GpuContext) -> Self {
@@ -138,20 +154,27 @@ impl Kernels {
             ("", "f32")
         };
         let matvec = |name: &str, src: &str, f16: &str| {
-            let src = preprocess(
-                src,
-                &[
-                    ("MATVEC_COMMON", &common),
-                    ("ELEM_F16", f16),
-                    ("LUT_T", lut_t),
-                ],
-            );
-            let enable = if src.contains("alias Lut") {
-                enable
-            } else {
-                ""
+            let build = |decode: &str| {
+                let src = preprocess(
+                    src,
+                    &[
+                        ("MATVEC_COMMON", &common),
+                        ("ELEM_F16", f16),
+                        ("LUT_T", lut_t),
+                        ("DECODE", decode),
+                    ],
+                );
+                let enable = if src.contains("alias Lut") {
+                    enable
+                } else {
+                    ""
+                };
+                pipeline(ctx, name, &format!("{enable}{src}"))
             };
-            pipeline(ctx, name, &format!("{enable}{src}"))
+            Matvec {
+                prefill: build("false"),
+                decode: build("true"),
+            }
         };
         let float = include_str!("../../../shaders/matvec_float.wgsl");
         Self {
@@ -233,7 +256,7 @@ impl Kernels {
             bind_group,
             groups,
             tokens: None,
-            one_token: None,
+            decode: None,
         }
     }
 

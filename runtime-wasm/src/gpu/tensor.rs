@@ -204,14 +204,14 @@ impl GpuTensor {
                 if !float {
                     bindings.push((0, &self.meta));
                 }
-                // A one-token batch (decode, or last_only) takes MATVEC_ROWS rows per workgroup.
-                let decode = Kernels::grid(part.rows.div_ceil(Kernels::MATVEC_ROWS) as u32);
+                let groups = Kernels::grid(part.rows.div_ceil(Kernels::MATVEC_ROWS) as u32);
+                let decode = Kernels::bind_at(ctx, &pipeline.decode, &bindings, groups);
                 if last_only {
-                    Kernels::bind_at(ctx, pipeline, &bindings, decode)
+                    decode
                 } else {
-                    Kernels::bind_at(ctx, pipeline, &bindings, Kernels::grid(part.rows as u32))
+                    Kernels::bind_at(ctx, &pipeline.prefill, &bindings, groups)
                         .per_tokens(2, 8)
-                        .one_token(decode)
+                        .with_decode(decode)
                 }
             })
             .collect()
