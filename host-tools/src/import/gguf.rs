@@ -241,7 +241,7 @@ pub fn dequantize(ty: u32, bytes: &[u8], n: usize) -> Result<Vec<f32>> {
 }
 
 fn super_blocks(bytes: &[u8], n: usize, size: usize, f: fn(&[u8], &mut [f32])) -> Result<Vec<f32>> {
-    if n % 256 != 0 || bytes.len() != n / 256 * size {
+    if !n.is_multiple_of(256) || bytes.len() != n / 256 * size {
         bail!(
             "{} bytes do not hold {n} values in 256-value blocks of {size} bytes",
             bytes.len()
@@ -259,7 +259,7 @@ where
     B: QuantExt<f32, N>,
 {
     let size = std::mem::size_of::<B>();
-    if n % N != 0 || bytes.len() != n / N * size {
+    if !n.is_multiple_of(N) || bytes.len() != n / N * size {
         bail!(
             "{} bytes do not hold {n} values in {N}-value blocks of {size} bytes",
             bytes.len()

@@ -113,7 +113,7 @@ impl GpuModel {
         manifest: &Manifest,
         cache: CacheConfig,
     ) -> Result<()> {
-        if cfg.head_dim > MAX_HEAD_DIM || cfg.head_dim % 2 != 0 {
+        if cfg.head_dim > MAX_HEAD_DIM || !cfg.head_dim.is_multiple_of(2) {
             return Err(QinsError::Manifest(format!(
                 "head_dim {} is not supported by the GPU engine (an even number up to \
                  {MAX_HEAD_DIM})",

@@ -81,11 +81,23 @@ pub struct Matvec {
     pub decode: wgpu::ComputePipeline,
 }
 
+/// The mat-vec kernel files: LUT codes of 8 and 4 bits, f32 and f16 weights.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MatvecKind {
+    Lut8,
+    Lut4,
+    F32,
+    F16,
+}
+
 pub struct Kernels {
-    pub matvec_lut8: Matvec,
-    pub matvec_lut4: Matvec,
-    pub matvec_f32: Matvec,
-    pub matvec_f16: Matvec,
+    /// Built on first use: a model needs one or two of the four, and each pipeline costs
+    /// compile time at load (most in browsers; SwiftShader's first load went from 3.0 to 8.4 s
+    /// when all eight were built up front).
+    matvec: [std::sync::OnceLock<Matvec>; 4],
+    /// What building a mat-vec needs: the device and matvec_common.wgsl, preprocessed.
+    ctx: GpuContext,
+    common: String,
     pub rmsnorm: wgpu::ComputePipeline,
     pub rope_store: wgpu::ComputePipeline,
     pub attention: wgpu::ComputePipeline,
@@ -147,49 +159,10 @@ impl Kernels {
             include_str!("../../../shaders/matvec_common.wgsl"),
             &[("REDUCE", reduce), ("LANE_ID", lane_id)],
         );
-        // The codebook's type in the LUT kernels: f16 (opt-in, shader-f16) or f32.
-        let (enable, lut_t) = if ctx.f16 {
-            ("enable f16;\n", "f16")
-        } else {
-            ("", "f32")
-        };
-        let matvec = |name: &str, src: &str, f16: &str| {
-            let build = |decode: &str| {
-                let src = preprocess(
-                    src,
-                    &[
-                        ("MATVEC_COMMON", &common),
-                        ("ELEM_F16", f16),
-                        ("LUT_T", lut_t),
-                        ("DECODE", decode),
-                    ],
-                );
-                let enable = if src.contains("alias Lut") {
-                    enable
-                } else {
-                    ""
-                };
-                pipeline(ctx, name, &format!("{enable}{src}"))
-            };
-            Matvec {
-                prefill: build("false"),
-                decode: build("true"),
-            }
-        };
-        let float = include_str!("../../../shaders/matvec_float.wgsl");
         Self {
-            matvec_lut8: matvec(
-                "matvec_lut8",
-                include_str!("../../../shaders/matvec_lut8.wgsl"),
-                "0",
-            ),
-            matvec_lut4: matvec(
-                "matvec_lut4",
-                include_str!("../../../shaders/matvec_lut4.wgsl"),
-                "0",
-            ),
-            matvec_f32: matvec("matvec_f32", float, "0"),
-            matvec_f16: matvec("matvec_f16", float, "1"),
+            matvec: Default::default(),
+            ctx: ctx.clone(),
+            common,
             rmsnorm: pipeline(
                 ctx,
                 "rmsnorm",
@@ -214,6 +187,61 @@ impl Kernels {
             argmax: pipeline(ctx, "argmax", include_str!("../../../shaders/argmax.wgsl")),
             copy: pipeline(ctx, "copy", include_str!("../../../shaders/copy.wgsl")),
         }
+    }
+
+    /// The mat-vec pipelines of `kind`, built the first time they are asked for.
+    pub fn matvec(&self, kind: MatvecKind) -> &Matvec {
+        let (name, src, f16) = match kind {
+            MatvecKind::Lut8 => (
+                "matvec_lut8",
+                include_str!("../../../shaders/matvec_lut8.wgsl"),
+                "0",
+            ),
+            MatvecKind::Lut4 => (
+                "matvec_lut4",
+                include_str!("../../../shaders/matvec_lut4.wgsl"),
+                "0",
+            ),
+            MatvecKind::F32 => (
+                "matvec_f32",
+                include_str!("../../../shaders/matvec_float.wgsl"),
+                "0",
+            ),
+            MatvecKind::F16 => (
+                "matvec_f16",
+                include_str!("../../../shaders/matvec_float.wgsl"),
+                "1",
+            ),
+        };
+        self.matvec[kind as usize].get_or_init(|| {
+            // The codebook's type in the LUT kernels: f16 (opt-in, shader-f16) or f32.
+            let (enable, lut_t) = if self.ctx.f16 {
+                ("enable f16;\n", "f16")
+            } else {
+                ("", "f32")
+            };
+            let build = |decode: &str| {
+                let src = preprocess(
+                    src,
+                    &[
+                        ("MATVEC_COMMON", &self.common),
+                        ("ELEM_F16", f16),
+                        ("LUT_T", lut_t),
+                        ("DECODE", decode),
+                    ],
+                );
+                let enable = if src.contains("alias Lut") {
+                    enable
+                } else {
+                    ""
+                };
+                pipeline(&self.ctx, name, &format!("{enable}{src}"))
+            };
+            Matvec {
+                prefill: build("false"),
+                decode: build("true"),
+            }
+        })
     }
 
     /// Binds `buffers` to bindings 0, 1, … in order.

@@ -9,6 +9,6 @@ mod tensor;
 
 pub use context::{GpuContext, GpuOptions};
 pub use engine::{CacheConfig, GpuEngine, GpuModel};
-pub use kernels::{Dispatch, HeadShape, Kernels};
+pub use kernels::{Dispatch, HeadShape, Kernels, Matvec, MatvecKind};
 pub use loader::{GpuLoader, LoadProgress};
 pub use tensor::{GpuTensor, Part};

@@ -1,4 +1,4 @@
-use super::kernels::{Dispatch, Kernels};
+use super::kernels::{Dispatch, Kernels, MatvecKind};
 use super::GpuContext;
 use crate::codec::{Codec, Layout};
 use crate::format::TensorEntry;
@@ -47,7 +47,7 @@ impl GpuTensor {
             return Err(too_big("codebook and scales", layout.codes.offset as u64));
         }
         let stride = layout.code_stride as u64;
-        let pair = if stride % 4 == 0 { 1 } else { 2 };
+        let pair = if stride.is_multiple_of(4) { 1 } else { 2 };
         let fit = (limit / stride.max(1)) as usize / pair * pair;
         if fit == 0 {
             return Err(too_big("one row", stride * pair as u64));
@@ -177,10 +177,10 @@ impl GpuTensor {
         let (stride, scales) = self.words();
         let float = matches!(self.codec, Codec::F32 | Codec::F16);
         let pipeline = match (self.codec, self.codec.code_bits()) {
-            (Codec::F32, _) => &k.matvec_f32,
-            (Codec::F16, _) => &k.matvec_f16,
-            (_, 4) => &k.matvec_lut4,
-            _ => &k.matvec_lut8,
+            (Codec::F32, _) => k.matvec(MatvecKind::F32),
+            (Codec::F16, _) => k.matvec(MatvecKind::F16),
+            (_, 4) => k.matvec(MatvecKind::Lut4),
+            _ => k.matvec(MatvecKind::Lut8),
         };
         self.parts
             .iter()
