@@ -69,6 +69,16 @@ impl Engine for AnyEngine {
             Self::Gpu(e) => e.extend(tokens, all).await,
         }
     }
+    async fn extend_select(
+        &mut self,
+        tokens: &[u32],
+        sel: &qins_runtime::chat::Select,
+    ) -> qins_runtime::Result<Vec<qins_runtime::chat::Candidate>> {
+        match self {
+            Self::Cpu(e) => e.extend_select(tokens, sel).await,
+            Self::Gpu(e) => e.extend_select(tokens, sel).await,
+        }
+    }
 }
 
 pub struct Loaded {

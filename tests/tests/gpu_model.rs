@@ -133,6 +133,35 @@ fn smollm2_lut8_greedy_is_identical_on_gpu_and_cpu() {
         on_cpu.tokenizer.decode(&a, false),
         on_gpu.tokenizer.decode(&b, false)
     );
+    // Sampled with top-k and a repetition penalty: the GPU chooses the candidates
+    // (select.wgsl), the CPU engine takes them from its whole row; same seed, same tokens.
+    let sampled = SamplingParams {
+        temperature: 0.8,
+        top_k: 40,
+        top_p: 0.95,
+        repetition_penalty: 1.3,
+        seed: 11,
+        ..Default::default()
+    };
+    fn run<E: Engine>(g: &mut Generator<E>, prompt: &[u32], p: &SamplingParams) -> Vec<u32> {
+        g.engine.reset();
+        g.generate(prompt, p.clone(), 12, true)
+            .unwrap()
+            .map(|e| e.unwrap().id)
+            .collect()
+    }
+    let (a, b) = (
+        run(&mut on_cpu, &prompt, &sampled),
+        run(&mut on_gpu, &prompt, &sampled),
+    );
+    assert_eq!(a.len(), 12);
+    assert_eq!(
+        a,
+        b,
+        "sampled: {:?} vs {:?}",
+        on_cpu.tokenizer.decode(&a, false),
+        on_gpu.tokenizer.decode(&b, false)
+    );
     // The GPU argmax agrees with the logits it produced.
     on_gpu.engine.reset();
     let logits = block_on(on_gpu.engine.extend(&prompt, false)).unwrap();

@@ -2,7 +2,7 @@
 //! multiples of the workgroup size, single rows, K not a multiple of 4), like llama.cpp's
 //! test-backend-ops.
 
-use qins_runtime::chat::block_on;
+use qins_runtime::chat::{block_on, Select};
 use qins_runtime::codec::{decode, encode, Codec};
 use qins_runtime::cpu::{attention, rms_norm};
 use qins_runtime::format::TensorEntry;
@@ -405,6 +405,67 @@ fn rope_store_and_attention_match_cpu() {
 }
 
 /// Splitting works by whole rows: a row wider than a binding is refused with the limit named.
+/// Sampling candidates on the GPU (select.wgsl) against `Select::pick`: odd lengths, k from 1
+/// to the whole row, many ties, negative values and the repetition penalty.
+#[test]
+fn select_matches_cpu() {
+    let ctx = gpu();
+    let k = Kernels::new(&ctx);
+    let cap = Kernels::SELECT_CAP;
+    for n in [1usize, 7, 300, 4099] {
+        // Few distinct values, so the k-th is usually tied.
+        let row: Vec<f32> = values(n, n as u32)
+            .iter()
+            .map(|v| (v * 8.0).round() / 4.0)
+            .collect();
+        let seen: Vec<u32> = (0..n as u32).step_by(3).collect();
+        for (kk, penalty) in [(1, 1.0), (5, 1.0), (40, 1.3), (n, 1.0), (3, 0.8)] {
+            let sel = Select {
+                k: kk,
+                penalty,
+                seen: seen.clone(),
+            };
+            let want = sel.pick(&row);
+            let logits = ctx.storage("logits", bytemuck::cast_slice(&row));
+            let mut bits = vec![0u32; n.div_ceil(32)];
+            for &t in &seen {
+                bits[t as usize / 32] |= 1 << (t % 32);
+            }
+            let seen_b = ctx.storage("seen", bytemuck::cast_slice(&bits));
+            let out = ctx.scratch("out", 4 + 2 * cap);
+            let params = ctx.uniform(
+                "select",
+                &[
+                    n as u32,
+                    kk.min(n) as u32,
+                    penalty.to_bits(),
+                    (1.0f32 / penalty).to_bits(),
+                ],
+            );
+            let d = k.select(&ctx, &logits, &seen_b, &out, &params);
+            Kernels::run(&ctx, &[&d], 1);
+            let w: Vec<u32> = bytemuck::cast_slice(
+                &block_on(ctx.read_back(&out, 0, (4 + 2 * cap) as u64 * 4)).unwrap(),
+            )
+            .to_vec();
+            let what = format!("n={n} k={kk} penalty={penalty}");
+            assert_eq!(w[0] as usize, want.len(), "{what}: count");
+            if want.len() > cap {
+                continue;
+            }
+            let mut got: Vec<(u32, u32)> = (0..want.len())
+                .map(|j| (w[4 + 2 * j], w[5 + 2 * j]))
+                .collect();
+            got.sort_unstable();
+            let want: Vec<(u32, u32)> = want.iter().map(|&(i, v)| (i, v.to_bits())).collect();
+            assert_eq!(
+                got, want,
+                "{what}: candidates and their penalised values, bit for bit"
+            );
+        }
+    }
+}
+
 #[test]
 fn a_row_larger_than_a_binding_is_a_clear_error() {
     let ctx = gpu_with_max_binding(Some(4096));

@@ -133,7 +133,6 @@ impl<E: Engine> Generator<E> {
             sampler: Sampler::new(params),
             history: prompt.to_vec(),
             prompt_len: prompt.len(),
-            pending: None,
             stream: TextStream::new(),
             max_tokens,
             ignore_eos,
@@ -157,7 +156,6 @@ pub struct Generation<'a, E: Engine> {
     sampler: Sampler,
     history: Vec<u32>,
     prompt_len: usize,
-    pending: Option<Vec<f32>>,
     stream: TextStream,
     max_tokens: usize,
     ignore_eos: bool,
@@ -204,22 +202,29 @@ impl<E: Engine> Generation<'_, E> {
             self.finish("max_tokens");
             return Ok(None);
         }
-        let logits = match self.pending.take() {
-            Some(l) => l,
-            None if self.history.len() == self.prompt_len => {
-                let t = Instant::now();
-                let new = &self.history[self.reused..];
-                let l = self.gen.engine.extend(new, false).await?;
-                let secs = t.elapsed().as_secs_f64();
-                self.stats.prefill_tok_s = new.len() as f64 / secs.max(1e-9);
-                l
+        let prefill = self.history.len() == self.prompt_len;
+        let run = if prefill {
+            &self.history[self.reused..]
+        } else {
+            &self.history[self.history.len() - 1..]
+        };
+        let t = Instant::now();
+        // The engine chooses the candidates (on the GPU: only they come back) unless the
+        // sampler needs the whole row.
+        let id = match self.sampler.selection(&self.history) {
+            Some(sel) => {
+                let cands = self.gen.engine.extend_select(run, &sel).await?;
+                self.sampler.sample_from(cands)
             }
             None => {
-                let last = *self.history.last().expect("non-empty");
-                self.gen.engine.extend(&[last], false).await?
+                let logits = self.gen.engine.extend(run, false).await?;
+                self.sampler.sample(&logits, &self.history)
             }
         };
-        let id = self.sampler.sample(&logits, &self.history);
+        if prefill {
+            let secs = t.elapsed().as_secs_f64();
+            self.stats.prefill_tok_s = (self.history.len() - self.reused) as f64 / secs.max(1e-9);
+        }
         if self.first_token.is_none() {
             let now = Instant::now();
             self.first_token = Some(now);

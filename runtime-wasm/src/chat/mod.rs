@@ -8,7 +8,7 @@ mod template;
 mod tokenizer;
 
 pub use generate::{Generation, GenerationStats, Generator, StepEvent};
-pub use sampler::{Sampler, SamplingParams};
+pub use sampler::{Candidate, Sampler, SamplingParams, Select};
 pub use sequence::{Forward, Sequence};
 pub use template::{ChatTemplate, Message};
 pub use tokenizer::{TextStream, Tokenizer};
@@ -36,6 +36,12 @@ pub trait Engine {
     /// Appends `tokens` and returns logits: of every appended position ([n, vocab]) when
     /// `all`, else of the last one.
     async fn extend(&mut self, tokens: &[u32], all: bool) -> Result<Vec<f32>>;
+    /// Appends `tokens` and returns the last position's sampling candidates: engines that can
+    /// choose on the device read back those instead of the whole logits row.
+    async fn extend_select(&mut self, tokens: &[u32], sel: &Select) -> Result<Vec<Candidate>> {
+        let logits = self.extend(tokens, false).await?;
+        Ok(sel.pick(&logits))
+    }
 }
 
 /// Runs a future to completion on the calling thread (native tools and tests).

@@ -31,6 +31,62 @@ impl Default for SamplingParams {
     }
 }
 
+/// A token and its (penalised) logit: what sampling chooses among.
+pub type Candidate = (u32, f32);
+
+/// What the sampler needs of a logits row: every token whose penalised logit is at least the
+/// `k`-th largest (ties included). Engines may answer it on the device
+/// (shaders/select.wgsl) instead of returning the whole row.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Select {
+    pub k: usize,
+    /// 1 disables; see [`SamplingParams::repetition_penalty`].
+    pub penalty: f32,
+    /// Distinct tokens the penalty applies to.
+    pub seen: Vec<u32>,
+}
+
+impl Select {
+    /// The candidates of `logits`, in id order (the reference the GPU kernel is tested against).
+    pub fn pick(&self, logits: &[f32]) -> Vec<Candidate> {
+        let mut values = logits.to_vec();
+        penalize(&mut values, &self.seen, self.penalty);
+        if values.is_empty() {
+            return Vec::new();
+        }
+        let k = self.k.clamp(1, values.len());
+        let mut order = values.clone();
+        let (_, &mut kth, _) = order.select_nth_unstable_by(k - 1, |a, b| b.total_cmp(a));
+        values
+            .into_iter()
+            .enumerate()
+            .filter(|(_, v)| v.total_cmp(&kth).is_ge())
+            .map(|(i, v)| (i as u32, v))
+            .collect()
+    }
+}
+
+/// Divides positive logits of `seen` tokens by `penalty` and multiplies negative ones — as a
+/// multiplication by the f32 reciprocal, which the GPU kernel rounds identically.
+fn penalize(values: &mut [f32], seen: &[u32], penalty: f32) {
+    if penalty == 1.0 {
+        return;
+    }
+    let inv = 1.0 / penalty;
+    for &t in seen {
+        if let Some(v) = values.get_mut(t as usize) {
+            *v = if *v > 0.0 { *v * inv } else { *v * penalty };
+        }
+    }
+}
+
+fn distinct(history: &[u32]) -> Vec<u32> {
+    let mut seen = history.to_vec();
+    seen.sort_unstable();
+    seen.dedup();
+    seen
+}
+
 pub struct Sampler {
     params: SamplingParams,
     rng: SmallRng,
@@ -42,41 +98,55 @@ impl Sampler {
         Self { params, rng }
     }
 
-    /// Picks the next token from `logits`, penalising `history` if asked.
-    pub fn sample(&mut self, logits: &[f32], history: &[u32]) -> u32 {
+    /// The candidates the next choice needs after `history`, or None when it needs the whole
+    /// row (sampling without top-k: top-p and min-p are relative to every token).
+    pub fn selection(&self, history: &[u32]) -> Option<Select> {
         let p = &self.params;
-        let mut logits = logits.to_vec();
-        if p.repetition_penalty != 1.0 {
-            let mut seen = history.to_vec();
-            seen.sort_unstable();
-            seen.dedup();
-            for &t in &seen {
-                if let Some(l) = logits.get_mut(t as usize) {
-                    *l = if *l > 0.0 {
-                        *l / p.repetition_penalty
-                    } else {
-                        *l * p.repetition_penalty
-                    };
-                }
-            }
+        let k = if p.temperature <= 0.0 {
+            1
+        } else if p.top_k > 0 {
+            p.top_k
+        } else {
+            return None;
+        };
+        let seen = if p.repetition_penalty == 1.0 {
+            Vec::new()
+        } else {
+            distinct(history)
+        };
+        Some(Select {
+            k,
+            penalty: p.repetition_penalty,
+            seen,
+        })
+    }
+
+    /// Picks the next token from a whole row of `logits`, penalising `history` if asked.
+    pub fn sample(&mut self, logits: &[f32], history: &[u32]) -> u32 {
+        let every = Select {
+            k: logits.len(),
+            penalty: self.params.repetition_penalty,
+            seen: distinct(history),
+        };
+        self.sample_from(every.pick(logits))
+    }
+
+    /// Picks the next token from candidates (penalised already): all of a row, or at least
+    /// what [`Sampler::selection`] asked for — the choice is the same either way.
+    pub fn sample_from(&mut self, mut cands: Vec<Candidate>) -> u32 {
+        let p = &self.params;
+        // By descending value, ties by id (for determinism).
+        cands.sort_unstable_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+        if p.temperature <= 0.0 || cands.is_empty() {
+            return cands.first().map_or(0, |c| c.0);
         }
-        if p.temperature <= 0.0 {
-            return argmax(&logits);
-        }
-        // Candidates by descending logit (ties by id, for determinism).
-        let mut idx: Vec<u32> = (0..logits.len() as u32).collect();
-        idx.sort_unstable_by(|&a, &b| {
-            logits[b as usize]
-                .total_cmp(&logits[a as usize])
-                .then(a.cmp(&b))
-        });
         if p.top_k > 0 {
-            idx.truncate(p.top_k);
+            cands.truncate(p.top_k);
         }
-        let max = logits[idx[0] as usize];
-        let mut probs: Vec<f32> = idx
+        let max = cands[0].1;
+        let mut probs: Vec<f32> = cands
             .iter()
-            .map(|&i| ((logits[i as usize] - max) / p.temperature).exp())
+            .map(|c| ((c.1 - max) / p.temperature).exp())
             .collect();
         let sum: f32 = probs.iter().sum();
         probs.iter_mut().for_each(|x| *x /= sum);
@@ -102,21 +172,11 @@ impl Sampler {
         for (i, &pr) in probs[..keep].iter().enumerate() {
             r -= pr;
             if r <= 0.0 {
-                return idx[i];
+                return cands[i].0;
             }
         }
-        idx[keep - 1]
+        cands[keep - 1].0
     }
-}
-
-pub fn argmax(x: &[f32]) -> u32 {
-    let mut best = 0;
-    for (i, v) in x.iter().enumerate() {
-        if *v > x[best] {
-            best = i;
-        }
-    }
-    best as u32
 }
 
 #[cfg(test)]
@@ -179,6 +239,47 @@ mod tests {
                 ..params.clone()
             }),
             a
+        );
+    }
+
+    #[test]
+    fn candidates_choose_like_the_whole_row() {
+        // Ties at the k-th value come along; sampling from them equals sampling from the row.
+        let row: Vec<f32> = (0..300)
+            .map(|i| ((i * 37 % 101) as f32 - 50.0) / 7.0)
+            .collect();
+        for (k, penalty, temperature) in [
+            (1, 1.0, 0.0),
+            (1, 1.0, 0.9),
+            (5, 1.3, 0.8),
+            (40, 1.1, 1.2),
+            (300, 1.0, 0.5),
+        ] {
+            let params = SamplingParams {
+                temperature,
+                top_k: k,
+                top_p: 0.9,
+                repetition_penalty: penalty,
+                seed: 7,
+                ..Default::default()
+            };
+            let history = [3u32, 99, 3, 250];
+            let (mut a, mut b) = (Sampler::new(params.clone()), Sampler::new(params));
+            let sel = a.selection(&history).unwrap();
+            let cands = sel.pick(&row);
+            assert!(cands.len() >= k, "{} < {k}", cands.len());
+            for _ in 0..50 {
+                assert_eq!(a.sample(&row, &history), b.sample_from(cands.clone()));
+            }
+        }
+        let sampled = SamplingParams {
+            temperature: 0.7,
+            ..Default::default()
+        };
+        assert_eq!(
+            Sampler::new(sampled).selection(&[]),
+            None,
+            "no top-k: whole row"
         );
     }
 

@@ -2,7 +2,7 @@
 //! the cache was built with, including longrope's re-encode when a sequence crosses
 //! original_max_position_embeddings.
 
-use super::Engine;
+use super::{Candidate, Engine, Select};
 use crate::model::{ModelConfig, Rope};
 use crate::{QinsError, Result};
 
@@ -25,6 +25,17 @@ pub trait Forward {
         rope: &Rope,
         all: bool,
     ) -> Result<Vec<f32>>;
+    /// Runs like `forward` and returns the last position's candidates for `sel`.
+    async fn forward_select(
+        &mut self,
+        tokens: &[u32],
+        start: usize,
+        rope: &Rope,
+        sel: &Select,
+    ) -> Result<Vec<Candidate>> {
+        let logits = self.forward(tokens, start, rope, false).await?;
+        Ok(sel.pick(&logits))
+    }
 }
 
 pub struct Sequence<F: Forward> {
@@ -73,6 +84,36 @@ impl<F: Forward> Engine for Sequence<F> {
     }
 
     async fn extend(&mut self, tokens: &[u32], all: bool) -> Result<Vec<f32>> {
+        let start = self.append(tokens)?;
+        let rope = self.rope.as_ref().expect("set by append");
+        if start == 0 && self.history.len() > tokens.len() {
+            let logits = self.model.forward(&self.history, 0, rope, all).await?;
+            let vocab = self.model.config().vocab_size;
+            return Ok(if all {
+                logits[logits.len() - tokens.len() * vocab..].to_vec()
+            } else {
+                logits
+            });
+        }
+        self.model.forward(tokens, start, rope, all).await
+    }
+
+    async fn extend_select(&mut self, tokens: &[u32], sel: &Select) -> Result<Vec<Candidate>> {
+        let start = self.append(tokens)?;
+        let rope = self.rope.as_ref().expect("set by append");
+        let run = if start == 0 {
+            &self.history[..]
+        } else {
+            tokens
+        };
+        self.model.forward_select(run, start, rope, sel).await
+    }
+}
+
+impl<F: Forward> Sequence<F> {
+    /// Checks `tokens` and appends them; returns the position to run from: theirs, or 0 when
+    /// the whole sequence must be encoded again (then the model's cache is cleared).
+    fn append(&mut self, tokens: &[u32]) -> Result<usize> {
         if tokens.is_empty() {
             return Err(QinsError::BadRequest(
                 "extend needs at least one token".into(),
@@ -97,18 +138,12 @@ impl<F: Forward> Engine for Sequence<F> {
         self.history.extend_from_slice(tokens);
         let switched = self.rope.as_ref().is_some_and(|r| *r != rope);
         self.rope = Some(rope);
-        let rope = self.rope.as_ref().expect("just set");
         if switched {
             // Longrope changed factor sets: the cached keys were rotated with the old ones, so
             // the whole sequence is encoded again, as transformers' Phi-3 does.
             self.model.clear();
-            let logits = self.model.forward(&self.history, 0, rope, all).await?;
-            return Ok(if all {
-                logits[logits.len() - tokens.len() * vocab..].to_vec()
-            } else {
-                logits
-            });
+            return Ok(0);
         }
-        self.model.forward(tokens, start, rope, all).await
+        Ok(start)
     }
 }

@@ -10,7 +10,7 @@ use super::kernels::{Dispatch, HeadShape, Kernels};
 #[cfg(not(target_arch = "wasm32"))]
 use super::GpuLoader;
 use super::{GpuContext, GpuTensor};
-use crate::chat::{Forward, Sequence};
+use crate::chat::{Candidate, Forward, Select, Sequence};
 use crate::format::Manifest;
 use crate::model::{ModelConfig, Rope};
 use crate::{QinsError, Result};
@@ -50,6 +50,11 @@ pub struct GpuModel {
     rope_params: wgpu::Buffer,
     logits: wgpu::Buffer,
     argmax: wgpu::Buffer,
+    /// Candidate selection: the penalised tokens (bitset), its parameters, its output.
+    seen: wgpu::Buffer,
+    select_params: wgpu::Buffer,
+    candidates: wgpu::Buffer,
+    choose: Dispatch,
     /// Embedding and every layer, for a batch.
     body: Vec<Dispatch>,
     /// Final norm and output head for the batch's last token only, or for all of them.
@@ -182,6 +187,8 @@ impl GpuModel {
         let logits = scratch("logits", b * vocab);
         let scores = scratch("scores", b * cfg.num_heads * max_ctx);
         let argmax = scratch("argmax", 1);
+        let seen = scratch("seen", vocab.div_ceil(32));
+        let candidates = scratch("candidates", 4 + 2 * Kernels::SELECT_CAP);
         let tokens = scratch("tokens", b);
         let caches: Vec<(wgpu::Buffer, wgpu::Buffer)> = (0..cfg.num_layers)
             .map(|_| {
@@ -236,6 +243,9 @@ impl GpuModel {
         };
         let (head_last, head_all) = (head(true), head(false));
         let pick = k.argmax(&ctx, &logits, &argmax, vocab);
+        let select_params =
+            ctx.uniform("select", &[vocab as u32, 1, 1f32.to_bits(), 1f32.to_bits()]);
+        let choose = k.select(&ctx, &logits, &seen, &candidates, &select_params);
         Ok(Self {
             ctx,
             cfg,
@@ -245,6 +255,10 @@ impl GpuModel {
             rope_params,
             logits,
             argmax,
+            seen,
+            select_params,
+            candidates,
+            choose,
             body,
             head_last,
             head_all,
@@ -255,6 +269,14 @@ impl GpuModel {
             gpu_bytes,
             rope: Some(rope),
         })
+    }
+
+    /// Switches the rotary tables to `rope` if the cache was built with others.
+    fn use_rope(&mut self, rope: &Rope) {
+        if self.rope.as_ref() != Some(rope) {
+            self.set_rope(rope);
+            self.rope = Some(rope.clone());
+        }
     }
 
     /// Rotary tables for a (re)encoding of a sequence of `len` tokens.
@@ -294,6 +316,49 @@ impl GpuModel {
             .await
     }
 
+    /// The candidates for `sel` chosen on the GPU from the last computed logits row 0: a few
+    /// hundred bytes come back instead of the row. None when more values tie at the k-th than
+    /// the kernel returns (the caller then reads the row).
+    pub async fn select(&self, sel: &Select) -> Result<Option<Vec<Candidate>>> {
+        let vocab = self.cfg.vocab_size;
+        let k = sel.k.clamp(1, vocab);
+        if sel.penalty != 1.0 {
+            let mut bits = vec![0u32; vocab.div_ceil(32)];
+            for &t in sel.seen.iter().filter(|&&t| (t as usize) < vocab) {
+                bits[t as usize / 32] |= 1 << (t % 32);
+            }
+            self.ctx
+                .queue
+                .write_buffer(&self.seen, 0, bytemuck::cast_slice(&bits));
+        }
+        let params = [
+            vocab as u32,
+            k as u32,
+            sel.penalty.to_bits(),
+            (1.0 / sel.penalty).to_bits(),
+        ];
+        self.ctx
+            .queue
+            .write_buffer(&self.select_params, 0, bytemuck::cast_slice(&params));
+        Kernels::run(&self.ctx, &[&self.choose], 1);
+        // Header and pairs up to k (most rows have few ties), in one read.
+        let words = 4 + 2 * (k + 16).min(Kernels::SELECT_CAP);
+        let b = self
+            .ctx
+            .read_back(&self.candidates, 0, words as u64 * 4)
+            .await?;
+        let w: &[u32] = bytemuck::cast_slice(&b);
+        let count = w[0] as usize;
+        if 4 + 2 * count > words {
+            return Ok(None);
+        }
+        Ok(Some(
+            (0..count)
+                .map(|j| (w[4 + 2 * j], f32::from_bits(w[5 + 2 * j])))
+                .collect(),
+        ))
+    }
+
     /// Greedy choice made on the GPU from the last computed logits row 0: 4 bytes come back.
     pub async fn argmax(&self) -> Result<u32> {
         Kernels::run(&self.ctx, &[&self.pick], 1);
@@ -314,6 +379,27 @@ impl Forward for GpuModel {
     /// Likewise: attention reads positions below the current one only.
     fn truncate(&mut self, _len: usize) {}
 
+    /// Runs `tokens` like `forward` without reading logits back, then chooses the candidates
+    /// on the GPU.
+    async fn forward_select(
+        &mut self,
+        tokens: &[u32],
+        start: usize,
+        rope: &Rope,
+        sel: &Select,
+    ) -> Result<Vec<Candidate>> {
+        self.use_rope(rope);
+        let batches = tokens.len().div_ceil(BATCH);
+        for (i, chunk) in tokens.chunks(BATCH).enumerate() {
+            let last = i + 1 == batches;
+            self.batch(chunk, start + i * BATCH, last.then_some(false));
+        }
+        match self.select(sel).await? {
+            Some(c) => Ok(c),
+            None => Ok(sel.pick(&self.read_logits(1).await?)),
+        }
+    }
+
     /// Runs `tokens` from position `start` in batches, reading back logits for every token
     /// (`all`) or the last.
     async fn forward(
@@ -323,10 +409,7 @@ impl Forward for GpuModel {
         rope: &Rope,
         all: bool,
     ) -> Result<Vec<f32>> {
-        if self.rope.as_ref() != Some(rope) {
-            self.set_rope(rope);
-            self.rope = Some(rope.clone());
-        }
+        self.use_rope(rope);
         let mut out = Vec::new();
         let batches = tokens.len().div_ceil(BATCH);
         for (i, chunk) in tokens.chunks(BATCH).enumerate() {

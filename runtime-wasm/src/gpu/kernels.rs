@@ -104,6 +104,7 @@ pub struct Kernels {
     pub silu_mul: wgpu::ComputePipeline,
     pub embed: wgpu::ComputePipeline,
     pub argmax: wgpu::ComputePipeline,
+    pub select: wgpu::ComputePipeline,
     pub copy: wgpu::ComputePipeline,
 }
 
@@ -139,6 +140,9 @@ fn pipeline(ctx: &GpuContext, name: &str, src: &str) -> wgpu::ComputePipeline {
 }
 
 impl Kernels {
+    /// Most candidates select.wgsl returns (CAP there); more means many tied values.
+    pub const SELECT_CAP: usize = 1024;
+
     /// Rows per mat-vec workgroup (ROWS in matvec_common.wgsl).
     pub const MATVEC_ROWS: usize = 4;
 
@@ -185,6 +189,7 @@ impl Kernels {
             ),
             embed: pipeline(ctx, "embed", include_str!("../../../shaders/embed.wgsl")),
             argmax: pipeline(ctx, "argmax", include_str!("../../../shaders/argmax.wgsl")),
+            select: pipeline(ctx, "select", include_str!("../../../shaders/select.wgsl")),
             copy: pipeline(ctx, "copy", include_str!("../../../shaders/copy.wgsl")),
         }
     }
@@ -420,6 +425,20 @@ impl Kernels {
     ) -> Dispatch {
         let p = ctx.uniform("argmax", &[n as u32]);
         Self::bind(ctx, &self.argmax, &[x, result, &p], [1, 1, 1])
+    }
+
+    /// The sampling candidates of `logits` (select.wgsl) into `out`: a 4-word header (count,
+    /// threshold key) and up to [`Kernels::SELECT_CAP`] (id, value bits) pairs. `params` holds
+    /// n, k, the penalty and its reciprocal; `seen` the penalised tokens as a bitset.
+    pub fn select(
+        &self,
+        ctx: &GpuContext,
+        logits: &wgpu::Buffer,
+        seen: &wgpu::Buffer,
+        out: &wgpu::Buffer,
+        params: &wgpu::Buffer,
+    ) -> Dispatch {
+        Self::bind(ctx, &self.select, &[logits, seen, out, params], [1, 1, 1])
     }
 
     /// `dst = src` for buffers of `bytes` (a multiple of 16).
