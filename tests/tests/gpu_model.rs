@@ -4,7 +4,7 @@
 //! (within [`F16_KV_TOLERANCE`]), and with f16 products in the LUT mat-vecs (opt-in, within
 //! [`F16_COMPUTE_TOLERANCE`]); and greedy decoding of SmolLM2 lut8 equal on both engines.
 
-use qins_runtime::chat::{block_on, Engine, Generator, Message, SamplingParams};
+use qins_runtime::chat::{block_on, Engine, Generator, Message, SamplingParams, Select};
 use qins_runtime::codec::Codec;
 use qins_runtime::cpu::{CpuEngine, CpuModel};
 use qins_runtime::gpu::{CacheConfig, GpuContext, GpuEngine, GpuModel, GpuOptions};
@@ -162,14 +162,19 @@ fn smollm2_lut8_greedy_is_identical_on_gpu_and_cpu() {
         on_cpu.tokenizer.decode(&a, false),
         on_gpu.tokenizer.decode(&b, false)
     );
-    // The GPU argmax agrees with the logits it produced.
+    // The GPU's greedy choice (select.wgsl, k = 1) agrees with the logits it produced.
     on_gpu.engine.reset();
     let logits = block_on(on_gpu.engine.extend(&prompt, false)).unwrap();
     let best = (0..logits.len()).fold(0, |b, i| if logits[i] > logits[b] { i } else { b });
-    assert_eq!(
-        block_on(on_gpu.engine.model.argmax()).unwrap() as usize,
-        best
-    );
+    let greedy = Select {
+        k: 1,
+        penalty: 1.0,
+        seen: Vec::new(),
+    };
+    let top = block_on(on_gpu.engine.model.select(&greedy))
+        .unwrap()
+        .unwrap();
+    assert_eq!(top, vec![(best as u32, logits[best])]);
 }
 
 /// A chat turn cuts the sequence back to the prefix it shares with the previous one and

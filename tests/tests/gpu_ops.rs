@@ -243,7 +243,7 @@ fn embedding_lookup_matches_cpu_for_every_codec() {
 }
 
 #[test]
-fn rmsnorm_silu_and_argmax_match_cpu() {
+fn rmsnorm_and_silu_match_cpu() {
     let ctx = gpu();
     let k = Kernels::new(&ctx);
     for n in [1usize, 7, 255, 257, 1000] {
@@ -293,25 +293,6 @@ fn rmsnorm_silu_and_argmax_match_cpu() {
             &qins_runtime::cpu::silu_mul(&gu, n),
             1e-6,
             &format!("silu {n}"),
-        );
-
-        // argmax, with the maximum repeated: the lowest index wins, as on the CPU.
-        let mut v = x[..n].to_vec();
-        let top = n / 2;
-        v[top] = 10.0;
-        if n > 3 {
-            v[n - 1] = 10.0;
-        }
-        let (vb, rb) = (
-            ctx.storage("v", bytemuck::cast_slice(&v)),
-            ctx.scratch("r", 1),
-        );
-        Kernels::run(&ctx, &[&k.argmax(&ctx, &vb, &rb, n)], 1);
-        let got = block_on(ctx.read_back(&rb, 0, 4)).unwrap();
-        assert_eq!(
-            u32::from_le_bytes(got.try_into().unwrap()),
-            top as u32,
-            "argmax {n}"
         );
     }
 }

@@ -49,7 +49,6 @@ pub struct GpuModel {
     inv_freq: wgpu::Buffer,
     rope_params: wgpu::Buffer,
     logits: wgpu::Buffer,
-    argmax: wgpu::Buffer,
     /// Candidate selection: the penalised tokens (bitset), its parameters, its output.
     seen: wgpu::Buffer,
     select_params: wgpu::Buffer,
@@ -60,7 +59,6 @@ pub struct GpuModel {
     /// Final norm and output head for the batch's last token only, or for all of them.
     head_last: Vec<Dispatch>,
     head_all: Vec<Dispatch>,
-    pick: Dispatch,
     /// Positions the KV cache holds.
     pub max_ctx: usize,
     /// Whether the KV cache stores f16 values.
@@ -186,7 +184,6 @@ impl GpuModel {
         let act = scratch("act", b * ff);
         let logits = scratch("logits", b * vocab);
         let scores = scratch("scores", b * cfg.num_heads * max_ctx);
-        let argmax = scratch("argmax", 1);
         let seen = scratch("seen", vocab.div_ceil(32));
         let candidates = scratch("candidates", 4 + 2 * Kernels::SELECT_CAP);
         let tokens = scratch("tokens", b);
@@ -242,7 +239,6 @@ impl GpuModel {
             head
         };
         let (head_last, head_all) = (head(true), head(false));
-        let pick = k.argmax(&ctx, &logits, &argmax, vocab);
         let select_params =
             ctx.uniform("select", &[vocab as u32, 1, 1f32.to_bits(), 1f32.to_bits()]);
         let choose = k.select(&ctx, &logits, &seen, &candidates, &select_params);
@@ -254,7 +250,6 @@ impl GpuModel {
             inv_freq,
             rope_params,
             logits,
-            argmax,
             seen,
             select_params,
             candidates,
@@ -262,7 +257,6 @@ impl GpuModel {
             body,
             head_last,
             head_all,
-            pick,
             max_ctx,
             kv_f16: shape.kv_f16,
             split_tensors,
@@ -357,13 +351,6 @@ impl GpuModel {
                 .map(|j| (w[4 + 2 * j], f32::from_bits(w[5 + 2 * j])))
                 .collect(),
         ))
-    }
-
-    /// Greedy choice made on the GPU from the last computed logits row 0: 4 bytes come back.
-    pub async fn argmax(&self) -> Result<u32> {
-        Kernels::run(&self.ctx, &[&self.pick], 1);
-        let b = self.ctx.read_back(&self.argmax, 0, 4).await?;
-        Ok(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
     }
 }
 

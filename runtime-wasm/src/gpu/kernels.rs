@@ -103,7 +103,6 @@ pub struct Kernels {
     pub attention: wgpu::ComputePipeline,
     pub silu_mul: wgpu::ComputePipeline,
     pub embed: wgpu::ComputePipeline,
-    pub argmax: wgpu::ComputePipeline,
     pub select: wgpu::ComputePipeline,
     pub copy: wgpu::ComputePipeline,
 }
@@ -188,7 +187,6 @@ impl Kernels {
                 include_str!("../../../shaders/silu_mul.wgsl"),
             ),
             embed: pipeline(ctx, "embed", include_str!("../../../shaders/embed.wgsl")),
-            argmax: pipeline(ctx, "argmax", include_str!("../../../shaders/argmax.wgsl")),
             select: pipeline(ctx, "select", include_str!("../../../shaders/select.wgsl")),
             copy: pipeline(ctx, "copy", include_str!("../../../shaders/copy.wgsl")),
         }
@@ -414,17 +412,6 @@ impl Kernels {
             [(ff as u32).div_ceil(64), 1, 1],
         )
         .per_tokens(1, 1)
-    }
-
-    pub fn argmax(
-        &self,
-        ctx: &GpuContext,
-        x: &wgpu::Buffer,
-        result: &wgpu::Buffer,
-        n: usize,
-    ) -> Dispatch {
-        let p = ctx.uniform("argmax", &[n as u32]);
-        Self::bind(ctx, &self.argmax, &[x, result, &p], [1, 1, 1])
     }
 
     /// The sampling candidates of `logits` (select.wgsl) into `out`: a 4-word header (count,
