@@ -59,6 +59,8 @@ struct Args {
     temperature: Option<f32>,
     #[arg(long)]
     top_p: Option<f32>,
+    /// 0 is off. Default: the archive's generation config, else 40 (llama.cpp's default; the
+    /// GPU engine then returns only the candidates, not the whole logits row).
     #[arg(long)]
     top_k: Option<usize>,
     #[arg(long, default_value_t = 0.0)]
@@ -96,7 +98,7 @@ fn sampling(args: &Args, m: &Manifest) -> SamplingParams {
     let g = &m.generation;
     SamplingParams {
         temperature: args.temperature.or(g.temperature).unwrap_or(0.2),
-        top_k: args.top_k.or(g.top_k.map(|k| k as usize)).unwrap_or(0),
+        top_k: args.top_k.or(g.top_k.map(|k| k as usize)).unwrap_or(40),
         top_p: args.top_p.or(g.top_p).unwrap_or(0.9),
         min_p: args.min_p,
         repetition_penalty: args.repeat_penalty.or(g.repetition_penalty).unwrap_or(1.1),
