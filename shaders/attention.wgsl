@@ -71,11 +71,24 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
         workgroupBarrier();
     }
     let total = red[0];
-    for (var i = lid; i < p.hd; i += WG) {
-        var acc = 0.0;
-        for (var j = 0u; j < len; j++) {
+    // The weighted sum of values: thread lid takes dimension lid % hd over every groups-th
+    // position from lid / hd, so all WG threads work even on one long row (head_dim ≤ WG, as
+    // the engine checks), and the groups' sums meet in workgroup memory.
+    let groups = WG / p.hd;
+    let gi = lid / p.hd;
+    let i = lid % p.hd;
+    var acc = 0.0;
+    if (gi < groups) {
+        for (var j = gi; j < len; j += groups) {
             acc += scores[sbase + j] * v_at(j * kv_dim + g * p.hd + i);
         }
-        out[t * p.nh * p.hd + h * p.hd + i] = acc / total;
+    }
+    workgroupBarrier();
+    red[lid] = acc;
+    workgroupBarrier();
+    if (lid < p.hd) {
+        var s = 0.0;
+        for (var k = 0u; k < groups; k++) { s += red[k * p.hd + lid]; }
+        out[t * p.nh * p.hd + h * p.hd + lid] = s / total;
     }
 }
