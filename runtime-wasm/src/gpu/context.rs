@@ -274,7 +274,8 @@ impl GpuContext {
         let bytes = self
             .read_back(src, (offset_values * 4) as u64, (n * 4) as u64)
             .await?;
-        Ok(bytemuck::cast_slice(&bytes).to_vec())
+        // Copied, not cast: a Vec<u8> need not be 4-byte aligned.
+        Ok(bytemuck::pod_collect_to_vec(&bytes))
     }
 }
 

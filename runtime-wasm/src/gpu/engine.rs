@@ -341,7 +341,8 @@ impl GpuModel {
             .ctx
             .read_back(&self.candidates, 0, words as u64 * 4)
             .await?;
-        let w: &[u32] = bytemuck::cast_slice(&b);
+        // Copied, not cast: a Vec<u8> need not be 4-byte aligned.
+        let w: Vec<u32> = bytemuck::pod_collect_to_vec(&b);
         let count = w[0] as usize;
         if 4 + 2 * count > words {
             return Ok(None);
