@@ -60,9 +60,26 @@ fn x8(r: Rows8, c: u32) -> Acc8 {
                 vec4<f32>(x[r.hi.x + c], x[r.hi.y + c], x[r.hi.z + c], x[r.hi.w + c]));
 }
 
-// a + v × xv.
+// The prefill sums of a workgroup: 4 rows × the block's 8 tokens.
+struct Acc32 { r0: Acc8, r1: Acc8, r2: Acc8, r3: Acc8 }
+
+// a + v × xv for one row.
 fn fma8(a: Acc8, v: f32, xv: Acc8) -> Acc8 {
     return Acc8(a.lo + v * xv.lo, a.hi + v * xv.hi);
+}
+
+// a + w[r] × xv for the 4 rows: one weight per row, the same x values.
+fn fma32(a: Acc32, w: vec4<f32>, xv: Acc8) -> Acc32 {
+    return Acc32(fma8(a.r0, w.x, xv), fma8(a.r1, w.y, xv), fma8(a.r2, w.z, xv), fma8(a.r3, w.w, xv));
+}
+
+// Stashes the 32 sums (items row × TB + t) and stores them: see `finish`.
+fn finish32(id: Ids, a: Acc32, out: Out) {
+    stash8(id, 0u, a.r0);
+    stash8(id, 1u, a.r1);
+    stash8(id, 2u, a.r2);
+    stash8(id, 3u, a.r3);
+    finish(id, out);
 }
 
 // The block's sums of one row, items row × TB + t.

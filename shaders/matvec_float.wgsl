@@ -31,20 +31,10 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         return;
     }
     let xrows = rows8(t0, tb);
-    var a0 = Acc8();
-    var a1 = Acc8();
-    var a2 = Acc8();
-    var a3 = Acc8();
+    var a = Acc32();
     for (var c = id.lid; c < p.cols; c += WG) {
-        let xv = x8(xrows, c);
-        a0 = fma8(a0, weight(base.x + c), xv);
-        a1 = fma8(a1, weight(base.y + c), xv);
-        a2 = fma8(a2, weight(base.z + c), xv);
-        a3 = fma8(a3, weight(base.w + c), xv);
+        let wv = vec4<f32>(weight(base.x + c), weight(base.y + c), weight(base.z + c), weight(base.w + c));
+        a = fma32(a, wv, x8(xrows, c));
     }
-    stash8(id, 0u, a0);
-    stash8(id, 1u, a1);
-    stash8(id, 2u, a2);
-    stash8(id, 3u, a3);
-    finish(id, Out(t0, first, TB, nr, tb));
+    finish32(id, a, Out(t0, first, TB, nr, tb));
 }

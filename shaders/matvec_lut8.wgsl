@@ -62,10 +62,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     }
     // Prefill: each code decoded once for the block's tokens, each x value loaded once for the rows.
     let xrows = rows8(t0, tb);
-    var a0 = Acc8();
-    var a1 = Acc8();
-    var a2 = Acc8();
-    var a3 = Acc8();
+    var a = Acc32();
     for (var wi = id.lid; wi < words; wi += WG) {
         let c = wi * 4u;
         let q = vec4<u32>(codes[base.x + wi], codes[base.y + wi], codes[base.z + wi], codes[base.w + wi]);
@@ -74,16 +71,8 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         for (var j = 0u; j < min(4u, p.cols - c); j++) {
             let k = (q >> vec4<u32>(8u * j)) & vec4<u32>(0xffu);
             let v = g.scale * vec4<f32>(f32(lut[k.x]), f32(lut[k.y]), f32(lut[k.z]), f32(lut[k.w])) + g.offset;
-            let xv = x8(xrows, c + j);
-            a0 = fma8(a0, v.x, xv);
-            a1 = fma8(a1, v.y, xv);
-            a2 = fma8(a2, v.z, xv);
-            a3 = fma8(a3, v.w, xv);
+            a = fma32(a, v, x8(xrows, c + j));
         }
     }
-    stash8(id, 0u, a0);
-    stash8(id, 1u, a1);
-    stash8(id, 2u, a2);
-    stash8(id, 3u, a3);
-    finish(id, Out(t0, first, TB, nr, tb));
+    finish32(id, a, Out(t0, first, TB, nr, tb));
 }
