@@ -43,32 +43,26 @@ struct LoadOptions {
     compute: String,
 }
 
+/// Whether option `name` is "f16" (else "f32"); any other value is a bad request.
+fn is_f16(name: &str, value: &str) -> Result<bool> {
+    match value {
+        "f16" => Ok(true),
+        "f32" => Ok(false),
+        other => Err(QinsError::BadRequest(format!(
+            "{name} must be \"f16\" or \"f32\", not \"{other}\""
+        ))),
+    }
+}
+
 impl LoadOptions {
     fn cache_config(&self) -> Result<CacheConfig> {
-        let f16 = match self.kv_cache.as_str() {
-            "f16" => true,
-            "f32" => false,
-            other => {
-                return Err(QinsError::BadRequest(format!(
-                    "kv_cache must be \"f16\" or \"f32\", not \"{other}\""
-                )))
-            }
-        };
+        let f16 = is_f16("kv_cache", &self.kv_cache)?;
         Ok(CacheConfig::new(self.max_context).with_f16(f16))
     }
 
     fn gpu_options(&self) -> Result<GpuOptions> {
-        let f16_compute = match self.compute.as_str() {
-            "f32" => false,
-            "f16" => true,
-            other => {
-                return Err(QinsError::BadRequest(format!(
-                    "compute must be \"f32\" or \"f16\", not \"{other}\""
-                )))
-            }
-        };
         Ok(GpuOptions {
-            f16_compute,
+            f16_compute: is_f16("compute", &self.compute)?,
             ..Default::default()
         })
     }
