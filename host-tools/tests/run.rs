@@ -151,6 +151,24 @@ fn smollm2_answers_like_llama_cpp_and_benches() {
         assert!(bench[key].as_f64().unwrap() > 0.0, "{key}: {bench}");
     }
     assert_eq!(bench["generated_tokens"], 8);
+    assert_eq!(
+        bench["compute"],
+        Value::Null,
+        "no GPU fields on the CPU: {bench}"
+    );
+    // On the GPU the JSON says what the engine used: f16 products only with shader-f16.
+    let gpu = ok_json(
+        bin("run")
+            .args([m, "--backend", "gpu", "--bench", "--max-tokens", "2"])
+            .args(["--compute", "f16", "--ctx", "256"])
+            .output()
+            .unwrap(),
+    );
+    let adapter = gpu["adapter"].as_str().unwrap();
+    let f16 = adapter.contains("shader-f16 available");
+    assert_eq!(gpu["compute"], if f16 { "f16" } else { "f32" }, "{adapter}");
+    assert_eq!(gpu["kv_cache"], "f16");
+    assert!(gpu["gpu_bytes"].as_u64().unwrap() > 0);
 }
 
 #[test]

@@ -214,6 +214,15 @@ fn run() -> Result<()> {
             ev?;
         }
         let s = run.stats().clone();
+        // What the GPU engine ended up using (f16 compute falls back to f32 without
+        // shader-f16), not what was asked for.
+        let (kv_cache, compute) = match &gen.engine {
+            AnyEngine::Gpu(e) => (
+                Some(if e.model.kv_f16 { "f16" } else { "f32" }),
+                Some(e.model.ctx.compute()),
+            ),
+            AnyEngine::Cpu(_) => (None, None),
+        };
         print(json!({
             "backend": format!("{:?}", args.backend).to_lowercase(),
             "model": args.model.display().to_string(),
@@ -225,8 +234,8 @@ fn run() -> Result<()> {
             "generated_tokens": s.generated_tokens,
             "adapter": loaded.adapter,
             "gpu_bytes": loaded.gpu_bytes,
-            "kv_cache": loaded.gpu_bytes.map(|_| format!("{:?}", args.kv_cache).to_lowercase()),
-            "compute": loaded.gpu_bytes.map(|_| format!("{:?}", args.compute).to_lowercase()),
+            "kv_cache": kv_cache,
+            "compute": compute,
         }));
     } else if let Some(p) = &args.prompt {
         let mut messages = base_messages(&args);
