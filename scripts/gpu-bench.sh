@@ -55,7 +55,7 @@ fi
 # Most wanted first: a lent machine's time may run out part-way.
 step matvec "$BIN/qins-bench" --iters 100 --json
 step matvec-no-subgroups "$BIN/qins-bench" --iters 100 --json --codecs lut8g,lut4a --no-subgroups
-step matvec-f16-compute "$BIN/qins-bench" --iters 100 --json --codecs lut8g,lut4a --f16-compute
+step matvec-f16-compute "$BIN/qins-bench" --iters 100 --json --codecs lut8g,lut4a --compute f16
 for codec in lut8g lut4a lut8; do
   step "convert-smollm2-$codec" "$BIN/qins-convert" --synthetic smollm2-135m --codec "$codec" -o "$WORK/smollm2.qins" --json
   step "run-smollm2-$codec" "$BIN/qins-run" "$WORK/smollm2.qins" --backend gpu --bench --max-tokens 64 --ctx 1024

@@ -2,14 +2,14 @@
 // step.pos + t) sees positions 0..=step.pos + t; query head h reads KV head h / (nh / nkv).
 // One workgroup per (head, token): decode is the one-token case. The caches hold f32 bits, or
 // with kv_f16 two f16 values per word (see rope_store.wgsl).
-struct Params { nh: u32, nkv: u32, hd: u32, max_ctx: u32, scale: f32, kv_f16: u32, _pad1: u32, _pad2: u32 }
+struct AttentionParams { nh: u32, nkv: u32, hd: u32, max_ctx: u32, scale: f32, kv_f16: u32, _pad1: u32, _pad2: u32 }
 struct Step { pos: u32, n: u32, _pad0: u32, _pad1: u32 }
 @group(0) @binding(0) var<storage, read> qkv: array<f32>;
 @group(0) @binding(1) var<storage, read> k_cache: array<u32>;
 @group(0) @binding(2) var<storage, read> v_cache: array<u32>;
 @group(0) @binding(3) var<storage, read_write> scores: array<f32>;
 @group(0) @binding(4) var<storage, read_write> out: array<f32>;
-@group(0) @binding(5) var<uniform> p: Params;
+@group(0) @binding(5) var<uniform> p: AttentionParams;
 @group(0) @binding(6) var<uniform> step: Step;
 
 const WG: u32 = 256u;

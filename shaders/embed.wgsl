@@ -1,11 +1,12 @@
-// x[t] = row tokens[t] of the embedding table, dequantized from any codec:
-// kind 0 = 8-bit LUT codes (qins8/lut8/int8, per-row scale), 1 = 4-bit codes (lut4/lut4a/int4),
-// 2 = f32, 3 = f16, 4 = 8-bit codes with group scales (lut8g/lut8a) (docs/FORMAT.md layouts).
-// Grouped kinds add the group's f16 offset when offsets_off is not 0.
-struct Params {
-    kind: u32, cols: u32, stride_words: u32, scales_off: u32,
-    row0: u32, group: u32, groups: u32, offsets_off: u32,
-    rows: u32, _pad0: u32, _pad1: u32, _pad2: u32,
+// x[t] = row tokens[t] of the embedding table, dequantized from any codec (docs/FORMAT.md
+// layouts) as `kind` says: one of the KIND_ constants, generated from gpu/params.rs's
+// EmbedKind. Grouped kinds add the group's f16 offset when offsets_off is not 0.
+{{EMBED_KINDS}}
+// Field for field gpu/params.rs's EmbedParams.
+struct EmbedParams {
+    kind: u32, cols: u32, row0: u32, rows: u32,
+    stride_words: u32, scales_off: u32, group: u32, groups: u32,
+    offsets_off: u32, _pad0: u32, _pad1: u32, _pad2: u32,
 }
 struct Step { pos: u32, n: u32, _pad0: u32, _pad1: u32 }
 // The table's codebook, scales and offsets (w) and the code rows row0 .. row0 + rows of one part
@@ -14,7 +15,7 @@ struct Step { pos: u32, n: u32, _pad0: u32, _pad1: u32 }
 @group(0) @binding(0) var<storage, read> w: array<u32>;
 @group(0) @binding(1) var<storage, read> tokens: array<u32>;
 @group(0) @binding(2) var<storage, read_write> x: array<f32>;
-@group(0) @binding(3) var<uniform> p: Params;
+@group(0) @binding(3) var<uniform> p: EmbedParams;
 @group(0) @binding(4) var<uniform> step: Step;
 @group(0) @binding(5) var<storage, read> codes: array<u32>;
 
@@ -37,20 +38,20 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
     if (p.offsets_off != 0u) { o = half_at(p.offsets_off, g); }
     var v = 0.0;
     switch p.kind {
-        case 0u: {
+        case KIND_LUT8_ROW: {
             let q = (codes[row + c / 4u] >> (8u * (c % 4u))) & 0xffu;
             v = bitcast<f32>(w[q]) * bitcast<f32>(w[p.scales_off + r]);
         }
-        case 1u: {
+        case KIND_LUT4: {
             let q = (codes[row + c / 8u] >> (4u * (c % 8u))) & 0xfu;
             v = bitcast<f32>(w[q]) * half_at(p.scales_off, g) + o;
         }
-        case 4u: {
+        case KIND_LUT8_GROUP: {
             let q = (codes[row + c / 4u] >> (8u * (c % 4u))) & 0xffu;
             v = bitcast<f32>(w[q]) * half_at(p.scales_off, g) + o;
         }
-        case 2u: { v = bitcast<f32>(codes[local * p.cols + c]); }
-        default: {
+        case KIND_F32: { v = bitcast<f32>(codes[local * p.cols + c]); }
+        case KIND_F16, default: {
             let i = local * p.cols + c;
             let pair = unpack2x16float(codes[i / 2u]);
             v = select(pair.x, pair.y, (i & 1u) == 1u);

@@ -1,20 +1,21 @@
-// Shared by the mat-vec kernels (spliced in where they say {{MATVEC_COMMON}}): parameters,
+// Shared by the mat-vec kernels (spliced in at their MATVEC_COMMON placeholder): parameters,
 // bindings, and the cross-thread reduction that writes the results (`stash4` and `slots` from
 // reduce_subgroup.wgsl where the device has subgroups, else reduce_shared.wgsl, spliced in).
 // A tensor is bound as `w` (codebook, scales and offsets: the bytes before its codes) and
 // `codes`: the code rows row0 .. row0 + rows, one part of a tensor split across bindings when it
 // exceeds maxStorageBufferBindingSize (docs/ARCHITECTURE.md). Workgroups index rows within the
 // part; scales, offsets and y take the tensor's row (row0 + the part's row).
-struct Params {
-    rows: u32, cols: u32, stride_words: u32, scales_off: u32,
-    row0: u32, x_stride: u32, y_stride: u32, accumulate: u32,
-    last_only: u32, group: u32, groups: u32, offsets_off: u32,
+// Field for field gpu/params.rs's MatvecParams.
+struct MatvecParams {
+    rows: u32, cols: u32, row0: u32, x_stride: u32,
+    y_stride: u32, accumulate: u32, last_only: u32, stride_words: u32,
+    scales_off: u32, group: u32, groups: u32, offsets_off: u32,
 }
 struct Step { pos: u32, n: u32, _pad0: u32, _pad1: u32 }
 @group(0) @binding(0) var<storage, read> w: array<u32>;
 @group(0) @binding(1) var<storage, read> x: array<f32>;
 @group(0) @binding(2) var<storage, read_write> y: array<f32>;
-@group(0) @binding(3) var<uniform> p: Params;
+@group(0) @binding(3) var<uniform> p: MatvecParams;
 @group(0) @binding(4) var<uniform> step: Step;
 @group(0) @binding(5) var<storage, read> codes: array<u32>;
 

@@ -1,11 +1,11 @@
 // out[t] = x[t] * rsqrt(mean(x[t]²) + eps) * weight, one token row per workgroup. With
 // last_only, only the batch's last row is normalized, into out row 0 (logits for it alone).
-struct Params { n: u32, eps: f32, last_only: u32, _pad: u32 }
+struct RmsnormParams { n: u32, eps: f32, last_only: u32, _pad: u32 }
 struct Step { pos: u32, n: u32, _pad0: u32, _pad1: u32 }
 @group(0) @binding(0) var<storage, read> x: array<f32>;
 @group(0) @binding(1) var<storage, read> weight: array<f32>;
 @group(0) @binding(2) var<storage, read_write> out: array<f32>;
-@group(0) @binding(3) var<uniform> p: Params;
+@group(0) @binding(3) var<uniform> p: RmsnormParams;
 @group(0) @binding(4) var<uniform> step: Step;
 
 const WG: u32 = 256u;

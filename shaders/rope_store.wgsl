@@ -5,13 +5,13 @@
 // partner half a rotation away.
 // The caches are u32 words: f32 bits, or with kv_f16 two f16 values per word (pack2x16float,
 // core WGSL, so adapters without shader-f16 halve their cache too).
-struct Params { nh: u32, nkv: u32, hd: u32, rot_half: u32, scale: f32, kv_f16: u32, _pad1: u32, _pad2: u32 }
+struct RopeParams { nh: u32, nkv: u32, hd: u32, rot_half: u32, scale: f32, kv_f16: u32, _pad1: u32, _pad2: u32 }
 struct Step { pos: u32, n: u32, _pad0: u32, _pad1: u32 }
 @group(0) @binding(0) var<storage, read_write> qkv: array<f32>;
 @group(0) @binding(1) var<storage, read> inv_freq: array<f32>;
 @group(0) @binding(2) var<storage, read_write> k_cache: array<u32>;
 @group(0) @binding(3) var<storage, read_write> v_cache: array<u32>;
-@group(0) @binding(4) var<uniform> p: Params;
+@group(0) @binding(4) var<uniform> p: RopeParams;
 @group(0) @binding(5) var<uniform> step: Step;
 
 const WG: u32 = 64u;

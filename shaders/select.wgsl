@@ -5,11 +5,11 @@
 // (multiplications, which WGSL rounds exactly like the CPU sampler). One workgroup: a radix
 // select over order-preserving keys, one 8-bit digit per round, finds the k-th largest key, then
 // a last pass gathers. out = [count, threshold key, 0, 0, then (id, value bits) pairs, at most CAP].
-struct Params { n: u32, k: u32, penalty: f32, inv_penalty: f32 }
+struct SelectParams { n: u32, k: u32, penalty: f32, inv_penalty: f32 }
 @group(0) @binding(0) var<storage, read> logits: array<f32>;
 @group(0) @binding(1) var<storage, read> seen: array<u32>;
 @group(0) @binding(2) var<storage, read_write> out: array<u32>;
-@group(0) @binding(3) var<uniform> p: Params;
+@group(0) @binding(3) var<uniform> p: SelectParams;
 
 const WG: u32 = 256u;
 const CAP: u32 = 1024u;

@@ -1,9 +1,9 @@
 // act[t][i] = silu(gate[t][i]) * up[t][i], with each gu row = [gate; up].
-struct Params { ff: u32, _pad0: u32, _pad1: u32, _pad2: u32 }
+struct SiluMulParams { ff: u32, _pad0: u32, _pad1: u32, _pad2: u32 }
 struct Step { pos: u32, n: u32, _pad0: u32, _pad1: u32 }
 @group(0) @binding(0) var<storage, read> gu: array<f32>;
 @group(0) @binding(1) var<storage, read_write> act: array<f32>;
-@group(0) @binding(2) var<uniform> p: Params;
+@group(0) @binding(2) var<uniform> p: SiluMulParams;
 @group(0) @binding(3) var<uniform> step: Step;
 
 @compute @workgroup_size(64)

@@ -56,6 +56,8 @@ pub enum QinsError {
     NotLoaded,
     #[error("the engine is busy: abort() or wait for the current load or generation")]
     Busy,
+    #[error("cannot read {0}")]
+    Io(String),
     #[error("context full: {needed} tokens exceed the {available} positions available")]
     ContextFull { needed: usize, available: usize },
 }
@@ -84,6 +86,7 @@ impl QinsError {
             Self::NotLoaded => "not-loaded",
             Self::Busy => "busy",
             Self::ContextFull { .. } => "context-full",
+            Self::Io(_) => "io",
         }
     }
 }

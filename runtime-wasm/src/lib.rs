@@ -3,17 +3,21 @@
 //! - [`format`]: the `.qins` archive: header, manifest, streaming chunk reader.
 //! - [`codec`]: LUT codebooks (qins8, lut8, lut4) and plain floats, CPU encode and decode.
 //! - [`model`]: the canonical decoder description shared by every architecture.
+//! - [`engine`]: the contract every engine implements (`Engine`, `Forward`, `Select`).
 //! - [`cpu`]: the f32 reference forward pass.
 //! - [`gpu`]: the same forward pass in WGSL kernels on wgpu.
 //! - [`chat`]: tokenizer, chat template, sampler, generation loop.
+//! - [`load`]: one load path for every engine and both sides (options, engine info).
 //! - `web` (wasm32 only): the JavaScript-facing engine: streaming fetch, Cache API, WebGPU.
 
 pub mod chat;
 pub mod codec;
 pub mod cpu;
+pub mod engine;
 pub mod error;
 pub mod format;
 pub mod gpu;
+pub mod load;
 pub mod model;
 #[cfg(target_arch = "wasm32")]
 pub mod web;

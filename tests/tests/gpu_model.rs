@@ -4,10 +4,11 @@
 //! (within [`F16_KV_TOLERANCE`]), and with f16 products in the LUT mat-vecs (opt-in, within
 //! [`F16_COMPUTE_TOLERANCE`]); and greedy decoding of SmolLM2 lut8 equal on both engines.
 
-use qins_runtime::chat::{block_on, Engine, Generator, Message, SamplingParams, Select};
+use qins_runtime::chat::{Generator, Message, SamplingParams};
 use qins_runtime::codec::Codec;
 use qins_runtime::cpu::{CpuEngine, CpuModel};
-use qins_runtime::gpu::{CacheConfig, GpuContext, GpuEngine, GpuModel, GpuOptions};
+use qins_runtime::engine::{block_on, Engine, Select};
+use qins_runtime::gpu::{CacheConfig, Compute, GpuContext, GpuEngine, GpuModel, GpuOptions};
 use qins_runtime::model::Weights;
 use qins_tests::{
     convert_to, fixture, gpu, gpu_with, gpu_with_max_binding, ids, reference, smollm2_gguf,
@@ -74,7 +75,11 @@ fn tiny_models_match_the_cpu_token_by_token() {
                 (true, true, F16_COMPUTE_TOLERANCE),
             ] {
                 let ctx = gpu_with(GpuOptions {
-                    f16_compute,
+                    compute: if f16_compute {
+                        Compute::F16
+                    } else {
+                        Compute::F32
+                    },
                     ..Default::default()
                 });
                 let (_, mut cpu, mut gpu) = engines_on(ctx, &path, kv_f16);

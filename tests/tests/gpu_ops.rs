@@ -2,11 +2,14 @@
 //! multiples of the workgroup size, single rows, K not a multiple of 4), like llama.cpp's
 //! test-backend-ops.
 
-use qins_runtime::chat::{block_on, Select};
-use qins_runtime::codec::{decode, encode, Codec};
+use qins_runtime::codec::{decode, encode, Codec, TEST_VARIANTS};
 use qins_runtime::cpu::{attention, rms_norm};
+use qins_runtime::engine::{block_on, Select};
 use qins_runtime::format::TensorEntry;
-use qins_runtime::gpu::{Dispatch, GpuContext, GpuOptions, GpuTensor, HeadShape, Kernels};
+use qins_runtime::gpu::{
+    Compute, Dispatch, GpuContext, GpuOptions, GpuTensor, HeadShape, Kernels, MatvecIo, Output,
+    RmsnormParams, Rows, SelectParams, Step,
+};
 use qins_runtime::model::Rope;
 use qins_tests::{gpu, gpu_with, gpu_with_max_binding};
 
@@ -62,43 +65,11 @@ fn close(got: &[f32], want: &[f32], tol: f32, what: &str) {
     }
 }
 
-const CODECS: [Codec; 12] = [
-    Codec::F32,
-    Codec::F16,
-    Codec::Qins8,
-    Codec::Lut8,
-    Codec::Lut8g {
-        group: 32,
-        offset: false,
-    },
-    Codec::Lut8g {
-        group: 12,
-        offset: true,
-    },
-    Codec::Lut4 {
-        group: 32,
-        offset: false,
-    },
-    Codec::Lut4 {
-        group: 6,
-        offset: false,
-    },
-    Codec::Lut4 {
-        group: 32,
-        offset: true,
-    },
-    Codec::Lut4 {
-        group: 6,
-        offset: true,
-    },
-    Codec::Int8,
-    Codec::Int4 { group: 32 },
-];
 const SHAPES: [(usize, usize); 6] = [(1, 1), (1, 7), (3, 5), (17, 33), (65, 130), (300, 9)];
 
 /// The batch uniform every per-token kernel reads: first position, token count.
 fn step(ctx: &GpuContext, pos: u32, n: u32) -> wgpu::Buffer {
-    ctx.uniform("step", &[pos, n, 0, 0])
+    ctx.uniform("step", &Step::new(pos as usize, n as usize))
 }
 
 /// Runs a tensor's dispatches (one per part) for a batch of `n`.
@@ -124,7 +95,7 @@ fn contexts(max_binding: u64) -> [(GpuContext, bool); 4] {
         "subgroups are used where offered"
     );
     let f16 = gpu_with(GpuOptions {
-        f16_compute: true,
+        compute: Compute::F16,
         ..Default::default()
     });
     assert_eq!(f16.f16, f16.features.contains(wgpu::Features::SHADER_F16));
@@ -153,7 +124,7 @@ fn matvec_matches_cpu_for_every_codec_and_batch() {
     for (ctx, split) in contexts(8192) {
         let k = Kernels::new(&ctx);
         let mut parts = 0;
-        for codec in CODECS {
+        for codec in TEST_VARIANTS {
             for (rows, cols) in SHAPES {
                 let w = values(rows * cols, (rows * 7 + cols) as u32);
                 let (t, dense) = upload(&ctx, codec, &w, rows, cols);
@@ -174,7 +145,15 @@ fn matvec_matches_cpu_for_every_codec_and_batch() {
                     let xb = ctx.storage("x", bytemuck::cast_slice(&x));
                     let yb = ctx.storage("y", bytemuck::cast_slice(&y0));
                     let st = step(&ctx, 0, n as u32);
-                    let d = t.matvec(&ctx, &k, &xb, xs, &yb, ys, true, false, &st);
+                    let io = MatvecIo {
+                        x: &xb,
+                        x_stride: xs,
+                        y: &yb,
+                        y_stride: ys,
+                        output: Output::Accumulate,
+                        rows: Rows::All,
+                    };
+                    let d = t.matvec(&k, &io, &st);
                     run_all(&ctx, &d, n);
                     let got = block_on(ctx.read_f32(&yb, 0, n * ys)).unwrap();
                     let mut want = y0.clone();
@@ -193,7 +172,15 @@ fn matvec_matches_cpu_for_every_codec_and_batch() {
                     );
                     // last_only: row 0 of x alone, whatever the batch size.
                     let yb = ctx.scratch("y", rows);
-                    let d = t.matvec(&ctx, &k, &xb, xs, &yb, rows, false, true, &st);
+                    let io = MatvecIo {
+                        x: &xb,
+                        x_stride: xs,
+                        y: &yb,
+                        y_stride: rows,
+                        output: Output::Write,
+                        rows: Rows::Last,
+                    };
+                    let d = t.matvec(&k, &io, &st);
                     run_all(&ctx, &d, n);
                     let want: Vec<f32> = (0..rows)
                         .map(|r| (0..cols).map(|c| dense[r * cols + c] * x[c]).sum())
@@ -215,7 +202,7 @@ fn matvec_matches_cpu_for_every_codec_and_batch() {
 fn embedding_lookup_matches_cpu_for_every_codec() {
     for (ctx, split) in contexts(2048) {
         let k = Kernels::new(&ctx);
-        for codec in CODECS {
+        for codec in TEST_VARIANTS {
             let (rows, cols) = (37, 45);
             let w = values(rows * cols, 3);
             let (t, dense) = upload(&ctx, codec, &w, rows, cols);
@@ -226,7 +213,7 @@ fn embedding_lookup_matches_cpu_for_every_codec() {
             let tokens = ctx.storage("tokens", bytemuck::cast_slice(&ids));
             let x = ctx.scratch("x", ids.len() * cols);
             let st = step(&ctx, 0, ids.len() as u32);
-            run_all(&ctx, &t.embed(&ctx, &k, &tokens, &x, &st), ids.len());
+            run_all(&ctx, &t.embed(&k, &tokens, &x, &st), ids.len());
             let got = block_on(ctx.read_f32(&x, 0, ids.len() * cols)).unwrap();
             let want: Vec<f32> = ids
                 .iter()
@@ -258,7 +245,7 @@ fn rmsnorm_and_silu_match_cpu() {
         let st = step(&ctx, 0, rows as u32);
         Kernels::run(
             &ctx,
-            &[&k.rmsnorm(&ctx, &xb, &wb, &out, n, 1e-5, false, &st)],
+            &[&k.rmsnorm(&xb, &wb, &out, RmsnormParams::new(n, 1e-5, Rows::All), &st)],
             rows as u32,
         );
         let mut want = x.clone();
@@ -272,7 +259,13 @@ fn rmsnorm_and_silu_match_cpu() {
         let last = ctx.scratch("o", n);
         Kernels::run(
             &ctx,
-            &[&k.rmsnorm(&ctx, &xb, &wb, &last, n, 1e-5, true, &st)],
+            &[&k.rmsnorm(
+                &xb,
+                &wb,
+                &last,
+                RmsnormParams::new(n, 1e-5, Rows::Last),
+                &st,
+            )],
             rows as u32,
         );
         close(
@@ -287,7 +280,7 @@ fn rmsnorm_and_silu_match_cpu() {
             ctx.storage("gu", bytemuck::cast_slice(&gu)),
             ctx.scratch("act", rows * n),
         );
-        Kernels::run(&ctx, &[&k.silu_mul(&ctx, &gb, &ab, n, &st)], rows as u32);
+        Kernels::run(&ctx, &[&k.silu_mul(&gb, &ab, n, &st)], rows as u32);
         close(
             &block_on(ctx.read_f32(&ab, 0, rows * n)).unwrap(),
             &qins_runtime::cpu::silu_mul(&gu, n),
@@ -322,7 +315,7 @@ fn rope_store_and_attention_match_cpu() {
         let row = (s.nh + 2 * s.nkv) * s.hd;
         let (q_dim, kv_dim) = (s.nh * s.hd, s.nkv * s.hd);
         let inv_freq = ctx.storage("inv_freq", bytemuck::cast_slice(&rope.inv_freq));
-        let params = Kernels::rope_params(&ctx, &s, rope.scale);
+        let params = k.rope_params(&s, rope.scale);
         let caches = [
             ctx.scratch("k", s.cache_words()),
             ctx.scratch("v", s.cache_words()),
@@ -337,7 +330,6 @@ fn rope_store_and_attention_match_cpu() {
             let out = ctx.scratch("out", n * q_dim);
             let st = step(&ctx, pos as u32, n as u32);
             let store = k.rope_store(
-                &ctx,
                 &s,
                 &qkv_gpu,
                 &inv_freq,
@@ -345,15 +337,7 @@ fn rope_store_and_attention_match_cpu() {
                 &params,
                 &st,
             );
-            let attend = k.attention(
-                &ctx,
-                &s,
-                &qkv_gpu,
-                [&caches[0], &caches[1]],
-                &scores,
-                &out,
-                &st,
-            );
+            let attend = k.attention(&s, &qkv_gpu, [&caches[0], &caches[1]], &scores, &out, &st);
             Kernels::run(&ctx, &[&store, &attend], n as u32);
 
             let mut q = Vec::new();
@@ -414,16 +398,8 @@ fn select_matches_cpu() {
             }
             let seen_b = ctx.storage("seen", bytemuck::cast_slice(&bits));
             let out = ctx.scratch("out", 4 + 2 * cap);
-            let params = ctx.uniform(
-                "select",
-                &[
-                    n as u32,
-                    kk.min(n) as u32,
-                    penalty.to_bits(),
-                    (1.0f32 / penalty).to_bits(),
-                ],
-            );
-            let d = k.select(&ctx, &logits, &seen_b, &out, &params);
+            let params = k.select_params(SelectParams::new(n, kk.min(n), penalty));
+            let d = k.select(&logits, &seen_b, &out, &params);
             Kernels::run(&ctx, &[&d], 1);
             let w: Vec<u32> = bytemuck::cast_slice(
                 &block_on(ctx.read_back(&out, 0, (4 + 2 * cap) as u64 * 4)).unwrap(),
@@ -472,5 +448,27 @@ fn a_row_larger_than_a_binding_is_a_clear_error() {
             assert!(what.contains("wide"), "{what}");
         }
         other => panic!("expected an adapter-limit error, got {other:?}"),
+    }
+}
+
+/// The copy kernel qins-bench measures bandwidth against: every 16-byte word copied, none
+/// past the end, for sizes that leave a workgroup partly idle.
+#[test]
+fn copy_copies_every_word() {
+    let ctx = gpu();
+    let k = Kernels::new(&ctx);
+    for words in [4usize, 12, 4 * 257, 4 * 70_003] {
+        let src: Vec<u32> = (0..words as u32)
+            .map(|i| i.wrapping_mul(2654435761))
+            .collect();
+        let s = ctx.storage("src", bytemuck::cast_slice(&src));
+        // One 16-byte word more than copied, which must stay zero.
+        let d = ctx.scratch("dst", words + 4);
+        Kernels::run(&ctx, &[&k.copy(&s, &d, words as u64 * 4)], 1);
+        let got: Vec<u32> = bytemuck::pod_collect_to_vec(
+            &block_on(ctx.read_back(&d, 0, (words + 4) as u64 * 4)).unwrap(),
+        );
+        assert_eq!(&got[..words], &src[..], "{words} words");
+        assert_eq!(&got[words..], &[0; 4], "{words} words: past the end");
     }
 }

@@ -2,9 +2,10 @@
 //! at every position within 1e-4 for prompts shorter and longer than Phi-3's
 //! original_max_position_embeddings, and the greedy generation that crosses it.
 
-use qins_runtime::chat::{block_on, Engine, Generator, SamplingParams};
+use qins_runtime::chat::{Generator, SamplingParams};
 use qins_runtime::codec::Codec;
 use qins_runtime::cpu::{CpuEngine, CpuModel};
+use qins_runtime::engine::{block_on, Engine};
 use qins_runtime::model::Weights;
 use qins_tests::{convert_to, fixture, ids, reference};
 

@@ -2,9 +2,10 @@
 //! fixtures/make_llamacpp_ref.py from the same GGUF, requantized to F32 by llama.cpp):
 //! identical token ids, first-step logits, and identical greedy answers from the f32 archive.
 
-use qins_runtime::chat::{block_on, Generator, Message, SamplingParams, Tokenizer};
+use qins_runtime::chat::{Generator, Message, SamplingParams, Tokenizer};
 use qins_runtime::codec::Codec;
 use qins_runtime::cpu::{CpuEngine, CpuModel};
+use qins_runtime::engine::block_on;
 use qins_runtime::format::read_archive;
 use qins_runtime::model::Weights;
 use qins_tests::{convert_to, ids, reference, smollm2_gguf};
@@ -49,7 +50,7 @@ fn greedy_answers_are_identical_to_llama_cpp() {
         let prompt_ids = gen.tokenizer.encode(&prompt, false).unwrap();
         assert_eq!(prompt_ids, ids(&case["prompt_ids"]));
         // First-step logits of llama.cpp's top 20 tokens.
-        use qins_runtime::chat::Engine;
+        use qins_runtime::engine::Engine;
         gen.engine.reset();
         let logits = block_on(gen.engine.extend(&prompt_ids, false)).unwrap();
         for pair in case["first_top"].as_array().unwrap() {

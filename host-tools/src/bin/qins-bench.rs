@@ -7,16 +7,15 @@ use anyhow::Result;
 use clap::Parser;
 use qins_runtime::codec::{Codec, Layout};
 use qins_runtime::format::TensorEntry;
-use qins_runtime::gpu::{Dispatch, GpuContext, GpuOptions, GpuTensor, Kernels};
+use qins_runtime::gpu::{
+    Dispatch, GpuContext, GpuOptions, GpuTensor, Kernels, MatvecIo, Output, Rows, Step,
+};
 use serde_json::json;
 use web_time::Instant;
 
 #[derive(Parser)]
 #[command(version, about = "GPU mat-vec GB/s per codec vs a copy kernel")]
 struct Args {
-    /// GPU adapter (a part of its name).
-    #[arg(long)]
-    adapter: Option<String>,
     /// Timed repetitions per measurement.
     #[arg(long, default_value_t = 50)]
     iters: u32,
@@ -32,12 +31,8 @@ struct Args {
     codecs: Vec<String>,
     #[arg(long)]
     json: bool,
-    /// Reduce through workgroup memory even where the adapter offers subgroups (A/B runs).
-    #[arg(long)]
-    no_subgroups: bool,
-    /// Multiply the LUT kernels' products in f16 (where the adapter has shader-f16).
-    #[arg(long)]
-    f16_compute: bool,
+    #[command(flatten)]
+    gpu: GpuOptions,
 }
 
 const PHI35: [(&str, usize, usize); 4] = [
@@ -94,12 +89,7 @@ fn time(ctx: &GpuContext, iters: u32, run: &dyn Fn()) -> Result<f64> {
 
 fn run() -> Result<()> {
     let args = Args::parse();
-    let ctx = pollster::block_on(GpuContext::new(&GpuOptions {
-        adapter: args.adapter.clone(),
-        no_subgroups: args.no_subgroups,
-        f16_compute: args.f16_compute,
-        ..Default::default()
-    }))?;
+    let ctx = pollster::block_on(GpuContext::new(&args.gpu))?;
     let k = Kernels::new(&ctx);
     eprintln!("device: {}", ctx.describe());
     let mut rows_out = Vec::new();
@@ -110,7 +100,7 @@ fn run() -> Result<()> {
         ctx.scratch("copy src", (copy_bytes / 4) as usize),
         ctx.scratch("copy dst", (copy_bytes / 4) as usize),
     );
-    let copy = k.copy(&ctx, &src, &dst, copy_bytes);
+    let copy = k.copy(&src, &dst, copy_bytes);
     let secs = time(&ctx, args.iters, &|| Kernels::run(&ctx, &[&copy], 1))?;
     let copy_gbs = 2.0 * copy_bytes as f64 / secs / 1e9;
     rows_out
@@ -136,8 +126,16 @@ fn run() -> Result<()> {
             };
             let t = GpuTensor::upload(&ctx, &entry, &bytes)?;
             let (x, y) = (ctx.scratch("x", cols), ctx.scratch("y", rows));
-            let step = ctx.uniform("step", &[0, 1, 0, 0]);
-            let mv = t.matvec(&ctx, &k, &x, cols, &y, rows, false, false, &step);
+            let step = ctx.uniform("step", &Step::new(0, 1));
+            let io = MatvecIo {
+                x: &x,
+                x_stride: cols,
+                y: &y,
+                y_stride: rows,
+                output: Output::Write,
+                rows: Rows::All,
+            };
+            let mv = t.matvec(&k, &io, &step);
             let mv: Vec<&Dispatch> = mv.iter().collect();
             let secs = time(&ctx, args.iters, &|| Kernels::run(&ctx, &mv, 1))?;
             // Weights dominate the traffic; activations are counted too.

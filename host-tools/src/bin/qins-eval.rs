@@ -7,45 +7,40 @@ use std::process::ExitCode;
 use anyhow::{bail, Context, Result};
 use clap::Parser;
 use indicatif::{ProgressBar, ProgressStyle};
-use qins_host::load::{open, Backend, Compute, KvPrecision, LoadOptions};
-use qins_runtime::chat::{block_on, Engine};
+use qins_host::load::{open, Backend, LoadOptions};
+use qins_runtime::engine::{block_on, Engine};
 use serde_json::json;
 
 #[derive(Parser)]
 #[command(
     version,
-    about = "Perplexity (and KL divergence against a reference) of a .qins model"
+    about = "Perplexity (and KL divergence against a reference) of a .qins model",
+    // The load options' --ctx is the window here; the CPU reference evaluates whole windows
+    // at once, so it is the default engine.
+    mut_arg("max_context", |a| a.default_value("512").help(
+        "Window length in tokens; the second half of each window is scored, as llama-perplexity does"
+    )),
+    mut_arg("backend", |a| a.default_value("cpu")),
 )]
 struct Args {
     model: PathBuf,
     /// UTF-8 text to score.
     #[arg(long)]
     text: PathBuf,
-    /// Window length in tokens; the second half of each window is scored, as llama-perplexity does.
-    #[arg(long, default_value_t = 512)]
-    ctx: usize,
-    /// KV-cache precision on the GPU backend.
-    #[arg(long, value_enum, default_value_t = KvPrecision::F16)]
-    kv_cache: KvPrecision,
-    /// Arithmetic of the LUT mat-vecs' products on the GPU: f32, or f16 where the adapter has
-    /// shader-f16 (sums stay f32).
-    #[arg(long, value_enum, default_value_t = Compute::F32)]
-    compute: Compute,
     /// Score at most this many windows.
     #[arg(long)]
     max_chunks: Option<usize>,
     /// Reference archive (e.g. the f32 conversion) for KL divergence and top-1 agreement.
     #[arg(long = "ref")]
     reference: Option<PathBuf>,
-    /// The CPU reference by default: it evaluates whole windows at once.
-    #[arg(long, value_enum, default_value = "cpu")]
-    backend: Backend,
     /// Feed each window one token at a time (the decode path, e.g. to score --compute f16,
     /// which only decode uses) instead of all at once (the prefill path).
     #[arg(long)]
     stepwise: bool,
     #[arg(long)]
     json: bool,
+    #[command(flatten)]
+    load: LoadOptions,
 }
 
 /// log-softmax of one row of logits, in f64 for summing many small terms.
@@ -66,20 +61,13 @@ fn argmax(row: &[f64]) -> usize {
 
 fn run() -> Result<()> {
     let args = Args::parse();
-    if args.ctx < 4 {
+    if args.load.max_context < 4 {
         bail!("--ctx must be at least 4");
     }
     let text = std::fs::read_to_string(&args.text)
         .with_context(|| format!("{}: cannot read", args.text.display()))?;
-    let opts = LoadOptions {
-        backend: args.backend,
-        adapter: None,
-        max_ctx: args.ctx,
-        kv_cache: args.kv_cache,
-        max_binding: None,
-        no_subgroups: false,
-        compute: args.compute,
-    };
+    let opts = args.load.clone();
+    let ctx = opts.max_context;
     let loaded = open(&args.model, &opts)?;
     let (manifest, mut gen) = (loaded.manifest, loaded.generator);
     let mut reference = match &args.reference {
@@ -109,7 +97,7 @@ fn run() -> Result<()> {
     } else {
         None
     };
-    let mut chunks = tokens.len() / args.ctx;
+    let mut chunks = tokens.len() / ctx;
     if let Some(m) = args.max_chunks {
         chunks = chunks.min(m);
     }
@@ -117,11 +105,11 @@ fn run() -> Result<()> {
         bail!(
             "the text has {} tokens, fewer than one window of {}",
             tokens.len(),
-            args.ctx
+            ctx
         );
     }
     let vocab = manifest.config.vocab_size;
-    let first = args.ctx / 2;
+    let first = ctx / 2;
     let bar = if args.json {
         ProgressBar::hidden()
     } else {
@@ -135,7 +123,7 @@ fn run() -> Result<()> {
     );
     let (mut nll, mut count, mut kl, mut agree) = (0f64, 0usize, 0f64, 0usize);
     for c in 0..chunks {
-        let mut window = tokens[c * args.ctx..(c + 1) * args.ctx].to_vec();
+        let mut window = tokens[c * ctx..(c + 1) * ctx].to_vec();
         if let Some(b) = bos {
             window[0] = b;
         }
@@ -156,7 +144,7 @@ fn run() -> Result<()> {
             }
             None => None,
         };
-        for j in first..args.ctx - 1 {
+        for j in first..ctx - 1 {
             let lp = log_softmax(&logits[j * vocab..(j + 1) * vocab]);
             nll -= lp[window[j + 1] as usize];
             count += 1;
@@ -175,7 +163,7 @@ fn run() -> Result<()> {
     }
     bar.finish_and_clear();
     let ppl = (nll / count as f64).exp();
-    let mut out = json!({"model": args.model.display().to_string(), "ppl": ppl, "tokens": count, "windows": chunks, "ctx": args.ctx});
+    let mut out = json!({"model": args.model.display().to_string(), "ppl": ppl, "tokens": count, "windows": chunks, "ctx": ctx});
     if reference.is_some() {
         out["kld_mean"] = json!(kl / count as f64);
         out["top1_agree"] = json!(agree as f64 / count as f64);
@@ -185,7 +173,7 @@ fn run() -> Result<()> {
     } else {
         println!(
             "perplexity {ppl:.4} over {count} scored tokens ({chunks} windows of {})",
-            args.ctx
+            ctx
         );
         if reference.is_some() {
             println!(

@@ -6,8 +6,9 @@ use std::process::ExitCode;
 
 use anyhow::{bail, Result};
 use clap::Parser;
-use qins_host::load::{open, AnyEngine, Backend, Compute, KvPrecision, LoadOptions};
-use qins_runtime::chat::{block_on, Engine, GenerationStats, Generator, Message, SamplingParams};
+use qins_host::load::{open, AnyEngine, LoadOptions};
+use qins_runtime::chat::{GenerationStats, Generator, Message, SamplingParams};
+use qins_runtime::engine::{block_on, Engine};
 use qins_runtime::format::Manifest;
 use serde_json::json;
 
@@ -18,30 +19,8 @@ use serde_json::json;
 )]
 struct Args {
     model: PathBuf,
-    /// Engine: auto (a real GPU if there is one, else the CPU), gpu (any adapter, lavapipe
-    /// included) or cpu (the f32 reference).
-    #[arg(long, value_enum, default_value = "auto")]
-    backend: Backend,
-    /// GPU adapter to use (a part of its name); default: the high-performance one.
-    #[arg(long)]
-    adapter: Option<String>,
-    /// Context length (KV-cache positions) on the GPU.
-    #[arg(long, default_value_t = 4096)]
-    ctx: usize,
-    /// KV-cache precision on the GPU.
-    #[arg(long, value_enum, default_value_t = KvPrecision::F16)]
-    kv_cache: KvPrecision,
-    /// Arithmetic of the LUT mat-vecs' products on the GPU: f32, or f16 where the adapter has
-    /// shader-f16 (sums stay f32).
-    #[arg(long, value_enum, default_value_t = Compute::F32)]
-    compute: Compute,
-    /// Split weight tensors into GPU bindings of at most this many bytes, as on an adapter with
-    /// that maxStorageBufferBindingSize (WebGPU's default is 134217728).
-    #[arg(long)]
-    max_binding: Option<u64>,
-    /// Reduce through workgroup memory even where the adapter offers subgroups (A/B runs).
-    #[arg(long)]
-    no_subgroups: bool,
+    #[command(flatten)]
+    load: LoadOptions,
     /// One user message; the reply streams to stdout.
     #[arg(long)]
     prompt: Option<String>,
@@ -146,19 +125,9 @@ fn base_messages(args: &Args) -> Vec<Message> {
 
 fn run() -> Result<()> {
     let args = Args::parse();
-    let loaded = open(
-        &args.model,
-        &LoadOptions {
-            backend: args.backend,
-            adapter: args.adapter.clone(),
-            max_ctx: args.ctx,
-            kv_cache: args.kv_cache,
-            max_binding: args.max_binding,
-            no_subgroups: args.no_subgroups,
-            compute: args.compute,
-        },
-    )?;
-    let (manifest, mut gen, load_s) = (loaded.manifest, loaded.generator, loaded.load_s);
+    let loaded = open(&args.model, &args.load)?;
+    let (manifest, mut gen, info) = (loaded.manifest, loaded.generator, loaded.info);
+    let load_s = info.load_ms / 1e3;
     let c = &manifest.config;
     if args.verbose {
         eprintln!(
@@ -168,10 +137,7 @@ fn run() -> Result<()> {
             c.num_layers,
             c.hidden_size,
             c.vocab_size,
-            loaded
-                .adapter
-                .as_deref()
-                .unwrap_or("the CPU (f32 reference)")
+            info.summary()
         );
     }
     let params = sampling(&args, &manifest);
@@ -214,17 +180,8 @@ fn run() -> Result<()> {
             ev?;
         }
         let s = run.stats().clone();
-        // What the GPU engine ended up using (f16 compute falls back to f32 without
-        // shader-f16), not what was asked for.
-        let (kv_cache, compute) = match &gen.engine {
-            AnyEngine::Gpu(e) => (
-                Some(if e.model.kv_f16 { "f16" } else { "f32" }),
-                Some(e.model.ctx.compute()),
-            ),
-            AnyEngine::Cpu(_) => (None, None),
-        };
         print(json!({
-            "backend": format!("{:?}", args.backend).to_lowercase(),
+            "backend": info.backend,
             "model": args.model.display().to_string(),
             "load_s": load_s,
             "ttft_ms": s.ttft_ms,
@@ -232,10 +189,13 @@ fn run() -> Result<()> {
             "decode_tok_s": s.decode_tok_s,
             "prompt_tokens": s.prompt_tokens,
             "generated_tokens": s.generated_tokens,
-            "adapter": loaded.adapter,
-            "gpu_bytes": loaded.gpu_bytes,
-            "kv_cache": kv_cache,
-            "compute": compute,
+            // What the engine used (f16 compute falls back to f32 without shader-f16), not
+            // what was asked for; null on the CPU engine.
+            "adapter": info.adapter.as_ref().map(|_| info.summary()),
+            "gpu_bytes": info.adapter.as_ref().map(|_| info.gpu_bytes),
+            "kv_cache": info.adapter.as_ref().map(|_| info.kv_cache),
+            "compute": info.adapter.as_ref().map(|_| info.precision),
+            "engine": info,
         }));
     } else if let Some(p) = &args.prompt {
         let mut messages = base_messages(&args);

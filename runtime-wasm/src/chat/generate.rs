@@ -1,7 +1,8 @@
 use serde::{Deserialize, Serialize};
 use web_time::Instant;
 
-use super::{ChatTemplate, Engine, Message, Sampler, SamplingParams, TextStream, Tokenizer};
+use super::{ChatTemplate, Message, Sampler, SamplingParams, TextStream, Tokenizer};
+use crate::engine::Engine;
 use crate::format::Manifest;
 use crate::{QinsError, Result};
 
@@ -265,6 +266,6 @@ impl<E: Engine> Iterator for Generation<'_, E> {
     type Item = Result<StepEvent>;
 
     fn next(&mut self) -> Option<Self::Item> {
-        super::block_on(self.next_token())
+        crate::engine::block_on(self.next_token())
     }
 }

@@ -2,6 +2,8 @@ use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
 
+use crate::engine::{Candidate, Select};
+
 /// Sampling settings; temperature 0 is greedy.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
@@ -27,55 +29,6 @@ impl Default for SamplingParams {
             min_p: 0.0,
             repetition_penalty: 1.0,
             seed: 0,
-        }
-    }
-}
-
-/// A token and its (penalised) logit: what sampling chooses among.
-pub type Candidate = (u32, f32);
-
-/// What the sampler needs of a logits row: every token whose penalised logit is at least the
-/// `k`-th largest (ties included). Engines may answer it on the device
-/// (shaders/select.wgsl) instead of returning the whole row.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Select {
-    pub k: usize,
-    /// 1 disables; see [`SamplingParams::repetition_penalty`].
-    pub penalty: f32,
-    /// Distinct tokens the penalty applies to.
-    pub seen: Vec<u32>,
-}
-
-impl Select {
-    /// The candidates of `logits`, in id order (the reference the GPU kernel is tested against).
-    pub fn pick(&self, logits: &[f32]) -> Vec<Candidate> {
-        let mut values = logits.to_vec();
-        penalize(&mut values, &self.seen, self.penalty);
-        if values.is_empty() {
-            return Vec::new();
-        }
-        let k = self.k.clamp(1, values.len());
-        let mut order = values.clone();
-        let (_, &mut kth, _) = order.select_nth_unstable_by(k - 1, |a, b| b.total_cmp(a));
-        values
-            .into_iter()
-            .enumerate()
-            .filter(|(_, v)| v.total_cmp(&kth).is_ge())
-            .map(|(i, v)| (i as u32, v))
-            .collect()
-    }
-}
-
-/// Divides positive logits of `seen` tokens by `penalty` and multiplies negative ones — as a
-/// multiplication by the f32 reciprocal, which the GPU kernel rounds identically.
-fn penalize(values: &mut [f32], seen: &[u32], penalty: f32) {
-    if penalty == 1.0 {
-        return;
-    }
-    let inv = 1.0 / penalty;
-    for &t in seen {
-        if let Some(v) = values.get_mut(t as usize) {
-            *v = if *v > 0.0 { *v * inv } else { *v * penalty };
         }
     }
 }

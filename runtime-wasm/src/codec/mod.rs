@@ -339,5 +339,45 @@ pub(crate) fn write_f32s(values: &[f32], out: &mut [u8]) {
     }
 }
 
+/// Every codec with the layout variants worth testing (group sizes that do not divide a row,
+/// offsets): the one list the codec tests and the GPU ops tests iterate, so a codec added here
+/// is tested on every path.
+pub const TEST_VARIANTS: [Codec; 13] = [
+    Codec::F32,
+    Codec::F16,
+    Codec::Qins8,
+    Codec::Lut8,
+    Codec::Lut8g {
+        group: 32,
+        offset: false,
+    },
+    Codec::Lut8g {
+        group: 12,
+        offset: true,
+    },
+    Codec::Lut4 {
+        group: 32,
+        offset: false,
+    },
+    Codec::Lut4 {
+        group: 6,
+        offset: false,
+    },
+    Codec::Lut4 {
+        group: 128,
+        offset: false,
+    },
+    Codec::Lut4 {
+        group: 32,
+        offset: true,
+    },
+    Codec::Lut4 {
+        group: 6,
+        offset: true,
+    },
+    Codec::Int8,
+    Codec::Int4 { group: 32 },
+];
+
 #[cfg(test)]
 mod tests;

@@ -41,42 +41,7 @@ const SHAPES: &[(usize, usize)] = &[
 ];
 
 fn all_codecs() -> Vec<Codec> {
-    vec![
-        Codec::F32,
-        Codec::F16,
-        Codec::Qins8,
-        Codec::Lut8,
-        Codec::Lut8g {
-            group: 32,
-            offset: false,
-        },
-        Codec::Lut8g {
-            group: 12,
-            offset: true,
-        },
-        Codec::Lut4 {
-            group: 32,
-            offset: false,
-        },
-        Codec::Lut4 {
-            group: 6,
-            offset: false,
-        },
-        Codec::Lut4 {
-            group: 128,
-            offset: false,
-        },
-        Codec::Lut4 {
-            group: 32,
-            offset: true,
-        },
-        Codec::Lut4 {
-            group: 6,
-            offset: true,
-        },
-        Codec::Int8,
-        Codec::Int4 { group: 32 },
-    ]
+    TEST_VARIANTS.to_vec()
 }
 
 #[test]

@@ -1,5 +1,5 @@
 use super::{CpuModel, KvCache};
-use crate::chat::{Forward, Sequence};
+use crate::engine::{Forward, Sequence};
 use crate::model::{ModelConfig, Rope};
 use crate::Result;
 
@@ -7,6 +7,8 @@ use crate::Result;
 pub struct CpuRunner {
     pub model: CpuModel,
     cache: KvCache,
+    /// Positions the sequence may reach: the model's context, or less when asked.
+    max_len: usize,
 }
 
 impl Forward for CpuRunner {
@@ -14,7 +16,7 @@ impl Forward for CpuRunner {
         &self.model.cfg
     }
     fn max_len(&self) -> usize {
-        self.model.cfg.max_position_embeddings
+        self.max_len
     }
     fn clear(&mut self) {
         self.cache.clear();
@@ -42,8 +44,20 @@ impl Forward for CpuRunner {
 pub type CpuEngine = Sequence<CpuRunner>;
 
 impl CpuEngine {
+    /// The engine over the model's whole context.
     pub fn new(model: CpuModel) -> Self {
+        let max_len = model.cfg.max_position_embeddings;
+        Self::with_context(model, max_len)
+    }
+
+    /// The engine over at most `max_len` positions (`--ctx`), like the GPU engine's cache.
+    pub fn with_context(model: CpuModel, max_len: usize) -> Self {
         let cache = KvCache::new(model.cfg.num_layers);
-        Sequence::with(CpuRunner { model, cache })
+        let max_len = max_len.clamp(1, model.cfg.max_position_embeddings.max(1));
+        Sequence::with(CpuRunner {
+            model,
+            cache,
+            max_len,
+        })
     }
 }

@@ -260,6 +260,71 @@ fn decode_chunk<'a>(
     Ok(raw)
 }
 
+/// Whole tensors out of archive bytes pushed in as they arrive (a file's reads, a fetch
+/// body's pieces). Holds at most one tensor plus one chunk in memory.
+pub struct TensorReader {
+    reader: StreamReader,
+    manifest: Option<Manifest>,
+    current: Vec<u8>,
+}
+
+impl TensorReader {
+    /// `expected_len`: the archive's length when known (file size, Content-Length).
+    pub fn new(expected_len: Option<u64>) -> Self {
+        Self {
+            reader: StreamReader::new(expected_len),
+            manifest: None,
+            current: Vec::new(),
+        }
+    }
+
+    pub fn manifest(&self) -> Option<&Manifest> {
+        self.manifest.as_ref()
+    }
+
+    /// Takes the next archive bytes, handing each tensor to `on_tensor` once it is complete.
+    pub fn feed(
+        &mut self,
+        bytes: &[u8],
+        on_tensor: &mut dyn FnMut(&TensorEntry, Vec<u8>) -> Result<()>,
+    ) -> Result<()> {
+        let Self {
+            reader,
+            manifest,
+            current,
+        } = self;
+        reader.feed(bytes, &mut |ev| {
+            match ev {
+                Event::Manifest(m) => *manifest = Some(m.clone()),
+                Event::TensorPiece {
+                    index,
+                    bytes,
+                    complete,
+                    ..
+                } => {
+                    let entry = &manifest.as_ref().expect("manifest first").tensors[index];
+                    if current.is_empty() {
+                        current.reserve_exact(entry.bytes as usize);
+                    }
+                    current.extend_from_slice(bytes);
+                    if complete {
+                        on_tensor(entry, std::mem::take(current))?;
+                    }
+                }
+            }
+            Ok(())
+        })
+    }
+
+    /// Ends the input: a short archive is an error, never a partial model.
+    pub fn finish(self) -> Result<Manifest> {
+        self.reader.finish()?;
+        Ok(self
+            .manifest
+            .expect("a finished reader has read its manifest"))
+    }
+}
+
 /// Reads a whole archive from `r`, handing each tensor to `on_tensor` as soon as it is complete.
 /// Holds at most one tensor plus one chunk in memory.
 pub fn read_archive<R: Read>(
@@ -267,39 +332,20 @@ pub fn read_archive<R: Read>(
     len: Option<u64>,
     mut on_tensor: impl FnMut(&TensorEntry, Vec<u8>) -> Result<()>,
 ) -> Result<Manifest> {
-    let mut reader = StreamReader::new(len);
-    let mut manifest: Option<Manifest> = None;
-    let mut current: Vec<u8> = Vec::new();
+    let mut reader = TensorReader::new(len);
+    read_all(&mut r, |bytes| reader.feed(bytes, &mut on_tensor))?;
+    reader.finish()
+}
+
+/// Reads `r` to its end in 1 MiB pieces, handing each to `feed`.
+pub fn read_all<R: Read>(r: &mut R, mut feed: impl FnMut(&[u8]) -> Result<()>) -> Result<()> {
     let mut buf = vec![0u8; 1 << 20];
     loop {
-        let n = match r.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => n,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+        match r.read(&mut buf) {
+            Ok(0) => return Ok(()),
+            Ok(n) => feed(&buf[..n])?,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
             Err(e) => return Err(QinsError::Corrupt(format!("read failed: {e}"))),
-        };
-        reader.feed(&buf[..n], &mut |ev| {
-            match ev {
-                Event::Manifest(m) => manifest = Some(m.clone()),
-                Event::TensorPiece {
-                    index,
-                    bytes,
-                    complete,
-                    ..
-                } => {
-                    let m = manifest.as_ref().expect("manifest first");
-                    if current.is_empty() {
-                        current.reserve_exact(m.tensors[index].bytes as usize);
-                    }
-                    current.extend_from_slice(bytes);
-                    if complete {
-                        on_tensor(&m.tensors[index], std::mem::take(&mut current))?;
-                    }
-                }
-            }
-            Ok(())
-        })?;
+        }
     }
-    reader.finish()?;
-    Ok(manifest.expect("a finished reader has read its manifest"))
 }

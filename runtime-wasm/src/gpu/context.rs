@@ -2,20 +2,42 @@ use wgpu::util::DeviceExt;
 
 use crate::{QinsError, Result};
 
-#[derive(Debug, Clone, Default)]
+/// How the GPU engine's LUT mat-vecs multiply (sums are f32 either way).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "cli", derive(clap::ValueEnum))]
+#[serde(rename_all = "lowercase")]
+pub enum Compute {
+    /// f32 throughout: within 1e-3 of the CPU reference.
+    #[default]
+    F32,
+    /// Codebook values times activations in f16 where the adapter has shader-f16 (else f32,
+    /// with a warning), in the decode path.
+    F16,
+}
+
+/// How the GPU device is opened. In the native tools a flattened clap group; in the browser
+/// part of the `load()` options (docs/WEB_API.md).
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "cli", derive(clap::Args))]
+#[serde(default)]
 pub struct GpuOptions {
-    /// Pick the first adapter whose name contains this (case-insensitive); else the
+    /// GPU adapter to use (a part of its name, case-insensitive); default: the
     /// high-performance one.
+    #[cfg_attr(feature = "cli", arg(long))]
     pub adapter: Option<String>,
-    /// Split weight tensors into bindings of at most this many bytes even when the adapter
-    /// allows more: shows how a model behaves on a smaller adapter (and tests the splitting).
+    /// Split weight tensors into GPU bindings of at most this many bytes, as on an adapter with
+    /// that maxStorageBufferBindingSize (WebGPU's default is 134217728): shows how a model
+    /// behaves on a smaller adapter, and tests the splitting.
+    #[cfg_attr(feature = "cli", arg(long))]
     pub max_binding: Option<u64>,
-    /// Reduce with workgroup memory even where the adapter offers subgroups (A/B benchmarks,
-    /// and the tests run both paths).
+    /// Reduce through workgroup memory even where the adapter offers subgroups (A/B runs; the
+    /// tests run both paths).
+    #[cfg_attr(feature = "cli", arg(long))]
     pub no_subgroups: bool,
-    /// Opt-in: multiply codebook values by activations in f16 (shader-f16) in the LUT mat-vecs'
-    /// decode path, summing in f32. Ignored, with a warning, where the adapter lacks shader-f16.
-    pub f16_compute: bool,
+    /// Arithmetic of the LUT mat-vecs' products on the GPU: f32, or f16 where the adapter has
+    /// shader-f16 (sums stay f32).
+    #[cfg_attr(feature = "cli", arg(long, value_enum, default_value_t = Compute::F32))]
+    pub compute: Compute,
 }
 
 /// Device, queue and what the adapter can do (cheap to clone: wgpu handles are shared).
@@ -90,10 +112,11 @@ impl GpuContext {
         if subgroups {
             required_features |= wgpu::Features::SUBGROUP;
         }
-        let f16 = opts.f16_compute && features.contains(wgpu::Features::SHADER_F16);
+        let f16_asked = opts.compute == Compute::F16;
+        let f16 = f16_asked && features.contains(wgpu::Features::SHADER_F16);
         if f16 {
             required_features |= wgpu::Features::SHADER_F16;
-        } else if opts.f16_compute {
+        } else if f16_asked {
             tracing::warn!("{}: no shader-f16, computing in f32", info.name);
         }
         let (device, queue) = adapter
@@ -219,16 +242,20 @@ impl GpuContext {
         })
     }
 
-    /// A uniform buffer of u32 words (floats as their bits), padded to 16 bytes.
-    pub fn uniform(&self, label: &str, words: &[u32]) -> wgpu::Buffer {
-        let mut w = words.to_vec();
-        w.resize(words.len().div_ceil(4).max(1) * 4, 0);
+    /// A uniform buffer holding `params` (one of gpu/params.rs's structs).
+    pub fn uniform<P: bytemuck::Pod>(&self, label: &str, params: &P) -> wgpu::Buffer {
         self.device
             .create_buffer_init(&wgpu::util::BufferInitDescriptor {
                 label: Some(label),
-                contents: bytemuck::cast_slice(&w),
+                contents: bytemuck::bytes_of(params),
                 usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
             })
+    }
+
+    /// Rewrites a uniform made by [`GpuContext::uniform`] with new values.
+    pub fn write_uniform<P: bytemuck::Pod>(&self, buffer: &wgpu::Buffer, params: &P) {
+        self.queue
+            .write_buffer(buffer, 0, bytemuck::bytes_of(params));
     }
 
     /// Copies `len` bytes of `src` back to the host. Natively this waits on the device; in the

@@ -7,12 +7,13 @@ use std::collections::HashMap;
 use std::io::Read;
 
 use super::kernels::{Dispatch, HeadShape, Kernels};
+use super::params::{Output, RmsnormParams, RopeParams, Rows, SelectParams, Step};
 #[cfg(not(target_arch = "wasm32"))]
 use super::GpuLoader;
-use super::{GpuContext, GpuTensor};
-use crate::chat::{Candidate, Forward, Select, Sequence};
+use super::{GpuContext, GpuTensor, MatvecIo};
+use crate::engine::{Candidate, Forward, Select, Sequence};
 use crate::format::Manifest;
-use crate::model::{ModelConfig, Rope};
+use crate::model::{take, ModelConfig, Rope, Tensors};
 use crate::{QinsError, Result};
 
 /// Tokens per prefill batch: each weight is read once per batch instead of once per token.
@@ -82,16 +83,8 @@ impl GpuModel {
         cache: CacheConfig,
     ) -> Result<(Manifest, Self)> {
         let mut loader = GpuLoader::new(ctx, len, cache);
-        let mut buf = vec![0u8; 1 << 20];
-        loop {
-            match r.read(&mut buf) {
-                Ok(0) => break,
-                Ok(n) => loader.feed(&buf[..n])?,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(QinsError::Corrupt(format!("read failed: {e}"))),
-            }
-        }
-        crate::chat::block_on(loader.finish())
+        crate::format::read_all(&mut r, |b| loader.feed(b))?;
+        crate::engine::block_on(loader.finish())
     }
 
     /// Work buffers for the heads and cache of `shape`: (label, bytes) of the largest ones.
@@ -158,12 +151,7 @@ impl GpuModel {
         let max_ctx = shape.max_ctx;
         let split_tensors = t.values().filter(|t| t.parts.len() > 1).count();
         let k = Kernels::new(&ctx);
-        let mut take = |name: &str| {
-            t.remove(name).ok_or_else(|| QinsError::Tensor {
-                name: name.into(),
-                msg: "missing from the archive".into(),
-            })
-        };
+        let w = Tensors::describe(&cfg).try_map(|spec| take(&mut t, &spec.name))?;
         let (h, ff, vocab, b) = (
             cfg.hidden_size,
             cfg.intermediate_size,
@@ -195,53 +183,52 @@ impl GpuModel {
                 )
             })
             .collect();
-        let step = ctx.uniform("step", &[0, 0, 0, 0]);
+        let step = ctx.uniform("step", &Step::default());
         let rope = Rope::for_len(&cfg, 1);
         let inv_freq = ctx.storage("inv_freq", bytemuck::cast_slice(&rope.inv_freq));
-        let rope_params = Kernels::rope_params(&ctx, &shape, rope.scale);
-        let eps = cfg.rms_norm_eps;
-
-        let embd = take("token_embd")?;
-        let mut body = embd.embed(&ctx, &k, &tokens, &x, &step);
-        for (l, (kc, vc)) in caches.iter().enumerate() {
-            let p = |n: &str| format!("layers.{l}.{n}");
-            let (attn_norm, w_qkv, w_o) = (
-                take(&p("attn_norm"))?,
-                take(&p("attn_qkv"))?,
-                take(&p("attn_output"))?,
-            );
-            let (ffn_norm, w_gu, w_down) = (
-                take(&p("ffn_norm"))?,
-                take(&p("ffn_gate_up"))?,
-                take(&p("ffn_down"))?,
-            );
-            body.push(k.rmsnorm(&ctx, &x, attn_norm.values(), &xn, h, eps, false, &step));
-            body.extend(w_qkv.matvec(&ctx, &k, &xn, h, &qkv, qkv_dim, false, false, &step));
-            body.push(k.rope_store(&ctx, &shape, &qkv, &inv_freq, [kc, vc], &rope_params, &step));
-            body.push(k.attention(&ctx, &shape, &qkv, [kc, vc], &scores, &attn, &step));
-            // Residual adds are fused: the output and down projections accumulate onto x.
-            body.extend(w_o.matvec(&ctx, &k, &attn, q_dim, &x, h, true, false, &step));
-            body.push(k.rmsnorm(&ctx, &x, ffn_norm.values(), &xn, h, eps, false, &step));
-            body.extend(w_gu.matvec(&ctx, &k, &xn, h, &gu, 2 * ff, false, false, &step));
-            body.push(k.silu_mul(&ctx, &gu, &act, ff, &step));
-            body.extend(w_down.matvec(&ctx, &k, &act, ff, &x, h, true, false, &step));
-        }
-        let out_norm = take("output_norm")?;
-        let output = if cfg.tie_word_embeddings {
-            None
-        } else {
-            Some(take("output")?)
+        let rope_params = k.rope_params(&shape, rope.scale);
+        let norm = |rows| RmsnormParams::new(h, cfg.rms_norm_eps, rows);
+        // Mat-vecs over every token row of the batch: `x` in, `y` written or accumulated onto.
+        let mv = |x, x_stride, y, y_stride, output| MatvecIo {
+            x,
+            x_stride,
+            y,
+            y_stride,
+            output,
+            rows: Rows::All,
         };
-        let lm_head = output.as_ref().unwrap_or(&embd);
-        let head = |last: bool| {
-            let mut head = vec![k.rmsnorm(&ctx, &x, out_norm.values(), &xn, h, eps, last, &step)];
-            head.extend(lm_head.matvec(&ctx, &k, &xn, h, &logits, vocab, false, last, &step));
+
+        let mut body = w.token_embd.embed(&k, &tokens, &x, &step);
+        for (lw, (kc, vc)) in w.layers.iter().zip(&caches) {
+            body.push(k.rmsnorm(&x, lw.attn_norm.values(), &xn, norm(Rows::All), &step));
+            body.extend(
+                lw.attn_qkv
+                    .matvec(&k, &mv(&xn, h, &qkv, qkv_dim, Output::Write), &step),
+            );
+            body.push(k.rope_store(&shape, &qkv, &inv_freq, [kc, vc], &rope_params, &step));
+            body.push(k.attention(&shape, &qkv, [kc, vc], &scores, &attn, &step));
+            // Residual adds are fused: the output and down projections accumulate onto x.
+            let o = mv(&attn, q_dim, &x, h, Output::Accumulate);
+            body.extend(lw.attn_output.matvec(&k, &o, &step));
+            body.push(k.rmsnorm(&x, lw.ffn_norm.values(), &xn, norm(Rows::All), &step));
+            let gate_up = mv(&xn, h, &gu, 2 * ff, Output::Write);
+            body.extend(lw.ffn_gate_up.matvec(&k, &gate_up, &step));
+            body.push(k.silu_mul(&gu, &act, ff, &step));
+            let down = mv(&act, ff, &x, h, Output::Accumulate);
+            body.extend(lw.ffn_down.matvec(&k, &down, &step));
+        }
+        let head = |rows: Rows| {
+            let mut head = vec![k.rmsnorm(&x, w.output_norm.values(), &xn, norm(rows), &step)];
+            let io = MatvecIo {
+                rows,
+                ..mv(&xn, h, &logits, vocab, Output::Write)
+            };
+            head.extend(w.lm_head().matvec(&k, &io, &step));
             head
         };
-        let (head_last, head_all) = (head(true), head(false));
-        let select_params =
-            ctx.uniform("select", &[vocab as u32, 1, 1f32.to_bits(), 1f32.to_bits()]);
-        let choose = k.select(&ctx, &logits, &seen, &candidates, &select_params);
+        let (head_last, head_all) = (head(Rows::Last), head(Rows::All));
+        let select_params = k.select_params(SelectParams::new(vocab, 1, 1.0));
+        let choose = k.select(&logits, &seen, &candidates, &select_params);
         Ok(Self {
             ctx,
             cfg,
@@ -280,25 +267,24 @@ impl GpuModel {
             .write_buffer(&self.inv_freq, 0, bytemuck::cast_slice(&rope.inv_freq));
         self.ctx.queue.write_buffer(
             &self.rope_params,
-            16,
-            bytemuck::cast_slice(&[rope.scale.to_bits()]),
+            RopeParams::SCALE_OFFSET,
+            bytemuck::bytes_of(&rope.scale),
         );
     }
 
     /// Queues one batch (≤ BATCH tokens) at position `pos`; `head` picks which logits to compute
-    /// (None: none, Some(false): the last token's into row 0, Some(true): every token's).
-    fn batch(&self, tokens: &[u32], pos: usize, head: Option<bool>) {
+    /// (None: none, the last token's into row 0, or every token's).
+    fn batch(&self, tokens: &[u32], pos: usize, head: Option<Rows>) {
         let n = tokens.len() as u32;
         self.ctx
-            .queue
-            .write_buffer(&self.step, 0, bytemuck::cast_slice(&[pos as u32, n, 0, 0]));
+            .write_uniform(&self.step, &Step::new(pos, tokens.len()));
         self.ctx
             .queue
             .write_buffer(&self.tokens, 0, bytemuck::cast_slice(tokens));
         let mut all: Vec<&Dispatch> = self.body.iter().collect();
         match head {
-            Some(true) => all.extend(&self.head_all),
-            Some(false) => all.extend(&self.head_last),
+            Some(Rows::All) => all.extend(&self.head_all),
+            Some(Rows::Last) => all.extend(&self.head_last),
             None => {}
         }
         Kernels::run(&self.ctx, &all, n);
@@ -325,15 +311,10 @@ impl GpuModel {
                 .queue
                 .write_buffer(&self.seen, 0, bytemuck::cast_slice(&bits));
         }
-        let params = [
-            vocab as u32,
-            k as u32,
-            sel.penalty.to_bits(),
-            (1.0 / sel.penalty).to_bits(),
-        ];
-        self.ctx
-            .queue
-            .write_buffer(&self.select_params, 0, bytemuck::cast_slice(&params));
+        self.ctx.write_uniform(
+            &self.select_params,
+            &SelectParams::new(vocab, k, sel.penalty),
+        );
         Kernels::run(&self.ctx, &[&self.choose], 1);
         // Header and pairs up to k (most rows have few ties), in one read.
         let words = 4 + 2 * (k + 16).min(Kernels::SELECT_CAP);
@@ -380,7 +361,7 @@ impl Forward for GpuModel {
         let batches = tokens.len().div_ceil(BATCH);
         for (i, chunk) in tokens.chunks(BATCH).enumerate() {
             let last = i + 1 == batches;
-            self.batch(chunk, start + i * BATCH, last.then_some(false));
+            self.batch(chunk, start + i * BATCH, last.then_some(Rows::Last));
         }
         match self.select(sel).await? {
             Some(c) => Ok(c),
@@ -403,9 +384,9 @@ impl Forward for GpuModel {
         for (i, chunk) in tokens.chunks(BATCH).enumerate() {
             let last = i + 1 == batches;
             let head = if all {
-                Some(true)
+                Some(Rows::All)
             } else if last {
-                Some(false)
+                Some(Rows::Last)
             } else {
                 None
             };

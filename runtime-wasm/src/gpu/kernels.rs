@@ -4,6 +4,9 @@
 //! by all dispatches says how many token rows to process, so decode is the one-token case of
 //! prefill and one list of bound dispatches serves both.
 
+use super::params::{
+    AttentionParams, EmbedKind, MatvecKind, RmsnormParams, RopeParams, SelectParams, SiluMulParams,
+};
 use super::GpuContext;
 
 /// A kernel bound to its buffers, ready to record into a compute pass.
@@ -81,23 +84,15 @@ pub struct Matvec {
     pub decode: wgpu::ComputePipeline,
 }
 
-/// The mat-vec kernel files: LUT codes of 8 and 4 bits, f32 and f16 weights.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum MatvecKind {
-    Lut8,
-    Lut4,
-    F32,
-    F16,
-}
-
 pub struct Kernels {
     /// Built on first use: a model needs one or two of the four, and each pipeline costs
     /// compile time at load (most in browsers; SwiftShader's first load went from 3.0 to 8.4 s
     /// when all eight were built up front).
     matvec: [std::sync::OnceLock<Matvec>; 4],
-    /// What building a mat-vec needs: the device and matvec_common.wgsl, preprocessed.
-    ctx: GpuContext,
-    common: String,
+    /// The device the kernels run on.
+    pub ctx: GpuContext,
+    /// The mat-vecs' cross-thread reduction for this device, and the built-ins it needs.
+    reduce: (&'static str, &'static str),
     pub rmsnorm: wgpu::ComputePipeline,
     pub rope_store: wgpu::ComputePipeline,
     pub attention: wgpu::ComputePipeline,
@@ -107,11 +102,25 @@ pub struct Kernels {
     pub copy: wgpu::ComputePipeline,
 }
 
-/// The explicit preprocessing step: `{{NAME}}` placeholders replaced by values.
-fn preprocess(src: &str, defs: &[(&str, &str)]) -> String {
-    defs.iter().fold(src.to_string(), |s, (k, v)| {
-        s.replace(&format!("{{{{{k}}}}}"), v)
-    })
+/// The explicit preprocessing step: `{{NAME}}` placeholders replaced by values. A placeholder
+/// left without a value, or a value whose placeholder is not in `src`, is a bug in this
+/// crate's shaders, caught by the first test that builds the kernel.
+fn preprocess(name: &str, src: &str, defs: &[(&str, &str)]) -> String {
+    let mut out = src.to_string();
+    for (k, v) in defs {
+        let placeholder = format!("{{{{{k}}}}}");
+        assert!(
+            out.contains(&placeholder),
+            "{name}: no {placeholder} to replace"
+        );
+        out = out.replace(&placeholder, v);
+    }
+    if let Some(at) = out.find("{{") {
+        let rest = &out[at..];
+        let end = rest.find("}}").map_or(rest.len(), |e| e + 2);
+        panic!("{name}: placeholder {} has no value", &rest[..end]);
+    }
+    out
 }
 
 fn pipeline(ctx: &GpuContext, name: &str, src: &str) -> wgpu::ComputePipeline {
@@ -158,14 +167,11 @@ impl Kernels {
         } else {
             ("", include_str!("../../../shaders/reduce_shared.wgsl"))
         };
-        let common = preprocess(
-            include_str!("../../../shaders/matvec_common.wgsl"),
-            &[("REDUCE", reduce), ("LANE_ID", lane_id)],
-        );
+
         Self {
             matvec: Default::default(),
             ctx: ctx.clone(),
-            common,
+            reduce: (lane_id, reduce),
             rmsnorm: pipeline(
                 ctx,
                 "rmsnorm",
@@ -186,7 +192,15 @@ impl Kernels {
                 "silu_mul",
                 include_str!("../../../shaders/silu_mul.wgsl"),
             ),
-            embed: pipeline(ctx, "embed", include_str!("../../../shaders/embed.wgsl")),
+            embed: pipeline(
+                ctx,
+                "embed",
+                &preprocess(
+                    "embed",
+                    include_str!("../../../shaders/embed.wgsl"),
+                    &[("EMBED_KINDS", &EmbedKind::wgsl_consts())],
+                ),
+            ),
             select: pipeline(ctx, "select", include_str!("../../../shaders/select.wgsl")),
             copy: pipeline(ctx, "copy", include_str!("../../../shaders/copy.wgsl")),
         }
@@ -224,12 +238,24 @@ impl Kernels {
                 ("", "f32")
             };
             let build = |decode: &str| {
+                // The float kernels have no codebook type, the LUT ones no element type.
+                let elem = if kind == MatvecKind::F32 || kind == MatvecKind::F16 {
+                    ("ELEM_F16", f16)
+                } else {
+                    ("LUT_T", lut_t)
+                };
                 let src = preprocess(
+                    name,
                     src,
+                    // In this order: the common part brings the placeholders after it.
                     &[
-                        ("MATVEC_COMMON", &self.common),
-                        ("ELEM_F16", f16),
-                        ("LUT_T", lut_t),
+                        (
+                            "MATVEC_COMMON",
+                            include_str!("../../../shaders/matvec_common.wgsl"),
+                        ),
+                        ("REDUCE", self.reduce.1),
+                        ("LANE_ID", self.reduce.0),
+                        elem,
                         ("DECODE", decode),
                     ],
                 );
@@ -301,51 +327,51 @@ impl Kernels {
         }
     }
 
-    /// RMSNorm of each token row of `x` into `out`; with `last_only`, the batch's last row
-    /// into row 0.
-    #[allow(clippy::too_many_arguments)]
+    /// RMSNorm of each token row of `x` into `out` (`p.last_only`: the batch's last row into
+    /// row 0).
     pub fn rmsnorm(
         &self,
-        ctx: &GpuContext,
         x: &wgpu::Buffer,
         weight: &wgpu::Buffer,
         out: &wgpu::Buffer,
-        n: usize,
-        eps: f32,
-        last_only: bool,
+        p: RmsnormParams,
         step: &wgpu::Buffer,
     ) -> Dispatch {
-        let p = ctx.uniform("rmsnorm", &[n as u32, eps.to_bits(), last_only as u32]);
-        let d = Self::bind(ctx, &self.rmsnorm, &[x, weight, out, &p, step], [1, 1, 1]);
-        if last_only {
+        let p_buf = self.ctx.uniform("rmsnorm", &p);
+        let d = Self::bind(
+            &self.ctx,
+            &self.rmsnorm,
+            &[x, weight, out, &p_buf, step],
+            [1, 1, 1],
+        );
+        if p.last_only == 1 {
             d
         } else {
             d.per_tokens(0, 1)
         }
     }
 
-    /// rope_store.wgsl's parameters; the rotary `scale` (at byte 16) changes with longrope's
-    /// table, so the engine rewrites it in place.
-    pub fn rope_params(ctx: &GpuContext, s: &HeadShape, scale: f32) -> wgpu::Buffer {
-        ctx.uniform(
+    /// rope_store.wgsl's parameters for the heads of `s`; the engine rewrites `scale` when
+    /// longrope switches tables.
+    pub fn rope_params(&self, s: &HeadShape, scale: f32) -> wgpu::Buffer {
+        self.ctx.uniform(
             "rope",
-            &[
-                s.nh as u32,
-                s.nkv as u32,
-                s.hd as u32,
-                s.rot_half as u32,
-                scale.to_bits(),
-                s.kv_f16 as u32,
-            ],
+            &RopeParams {
+                nh: s.nh as u32,
+                nkv: s.nkv as u32,
+                hd: s.hd as u32,
+                rot_half: s.rot_half as u32,
+                scale,
+                kv_f16: s.kv_f16 as u32,
+                _pad: [0; 2],
+            },
         )
     }
 
     /// Rotates each new token's q and k heads in `qkv` in place and appends k and v to the
     /// caches at the batch's positions.
-    #[allow(clippy::too_many_arguments)]
     pub fn rope_store(
         &self,
-        ctx: &GpuContext,
         s: &HeadShape,
         qkv: &wgpu::Buffer,
         inv_freq: &wgpu::Buffer,
@@ -355,7 +381,7 @@ impl Kernels {
     ) -> Dispatch {
         let heads = s.nh + 2 * s.nkv;
         Self::bind(
-            ctx,
+            &self.ctx,
             &self.rope_store,
             &[qkv, inv_freq, caches[0], caches[1], params, step],
             [heads as u32, 1, 1],
@@ -365,10 +391,8 @@ impl Kernels {
 
     /// Causal attention of each new token's q heads over the caches into `out`; `scores`
     /// holds BATCH × nh × max_ctx f32s.
-    #[allow(clippy::too_many_arguments)]
     pub fn attention(
         &self,
-        ctx: &GpuContext,
         s: &HeadShape,
         qkv: &wgpu::Buffer,
         caches: [&wgpu::Buffer; 2],
@@ -376,19 +400,20 @@ impl Kernels {
         out: &wgpu::Buffer,
         step: &wgpu::Buffer,
     ) -> Dispatch {
-        let p = ctx.uniform(
+        let p = self.ctx.uniform(
             "attention",
-            &[
-                s.nh as u32,
-                s.nkv as u32,
-                s.hd as u32,
-                s.max_ctx as u32,
-                (1.0 / (s.hd as f32).sqrt()).to_bits(),
-                s.kv_f16 as u32,
-            ],
+            &AttentionParams {
+                nh: s.nh as u32,
+                nkv: s.nkv as u32,
+                hd: s.hd as u32,
+                max_ctx: s.max_ctx as u32,
+                scale: 1.0 / (s.hd as f32).sqrt(),
+                kv_f16: s.kv_f16 as u32,
+                _pad: [0; 2],
+            },
         );
         Self::bind(
-            ctx,
+            &self.ctx,
             &self.attention,
             &[qkv, caches[0], caches[1], scores, out, &p, step],
             [s.nh as u32, 1, 1],
@@ -396,17 +421,23 @@ impl Kernels {
         .per_tokens(1, 1)
     }
 
+    /// `act[t] = silu(gate[t]) * up[t]` for rows of `ff` gate values then `ff` up values.
     pub fn silu_mul(
         &self,
-        ctx: &GpuContext,
         gu: &wgpu::Buffer,
         act: &wgpu::Buffer,
         ff: usize,
         step: &wgpu::Buffer,
     ) -> Dispatch {
-        let p = ctx.uniform("silu_mul", &[ff as u32]);
+        let p = self.ctx.uniform(
+            "silu_mul",
+            &SiluMulParams {
+                ff: ff as u32,
+                _pad: [0; 3],
+            },
+        );
         Self::bind(
-            ctx,
+            &self.ctx,
             &self.silu_mul,
             &[gu, act, &p, step],
             [(ff as u32).div_ceil(64), 1, 1],
@@ -416,28 +447,31 @@ impl Kernels {
 
     /// The sampling candidates of `logits` (select.wgsl) into `out`: a 4-word header (count,
     /// threshold key) and up to [`Kernels::SELECT_CAP`] (id, value bits) pairs. `params` holds
-    /// n, k, the penalty and its reciprocal; `seen` the penalised tokens as a bitset.
+    /// a [`SelectParams`]; `seen` the penalised tokens as a bitset.
     pub fn select(
         &self,
-        ctx: &GpuContext,
         logits: &wgpu::Buffer,
         seen: &wgpu::Buffer,
         out: &wgpu::Buffer,
         params: &wgpu::Buffer,
     ) -> Dispatch {
-        Self::bind(ctx, &self.select, &[logits, seen, out, params], [1, 1, 1])
+        Self::bind(
+            &self.ctx,
+            &self.select,
+            &[logits, seen, out, params],
+            [1, 1, 1],
+        )
+    }
+
+    /// A uniform holding `p`, to rewrite per call with [`GpuContext::write_uniform`].
+    pub fn select_params(&self, p: SelectParams) -> wgpu::Buffer {
+        self.ctx.uniform("select", &p)
     }
 
     /// `dst = src` for buffers of `bytes` (a multiple of 16).
-    pub fn copy(
-        &self,
-        ctx: &GpuContext,
-        src: &wgpu::Buffer,
-        dst: &wgpu::Buffer,
-        bytes: u64,
-    ) -> Dispatch {
+    pub fn copy(&self, src: &wgpu::Buffer, dst: &wgpu::Buffer, bytes: u64) -> Dispatch {
         let groups = (bytes / 16).div_ceil(256) as u32;
-        Self::bind(ctx, &self.copy, &[src, dst], Self::grid(groups))
+        Self::bind(&self.ctx, &self.copy, &[src, dst], Self::grid(groups))
     }
 
     /// Blocks until the queue is idle (native targets).

@@ -5,10 +5,15 @@ mod context;
 mod engine;
 mod kernels;
 mod loader;
+mod params;
 mod tensor;
 
-pub use context::{GpuContext, GpuOptions};
+pub use context::{Compute, GpuContext, GpuOptions};
 pub use engine::{CacheConfig, GpuEngine, GpuModel};
-pub use kernels::{Dispatch, HeadShape, Kernels, Matvec, MatvecKind};
+pub use kernels::{Dispatch, HeadShape, Kernels, Matvec};
 pub use loader::{GpuLoader, LoadProgress};
-pub use tensor::{GpuTensor, Part};
+pub use params::{
+    kernels_for, AttentionParams, EmbedKind, EmbedParams, MatvecKind, MatvecParams, Output,
+    RmsnormParams, RopeParams, Rows, Sections, SelectParams, SiluMulParams, Step,
+};
+pub use tensor::{GpuTensor, MatvecIo, Part};

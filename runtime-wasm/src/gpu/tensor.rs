@@ -1,4 +1,5 @@
-use super::kernels::{Dispatch, Kernels, MatvecKind};
+use super::kernels::{Dispatch, Kernels};
+use super::params::{kernels_for, EmbedParams, MatvecKind, MatvecParams, Output, Rows, Sections};
 use super::GpuContext;
 use crate::codec::{Codec, Layout};
 use crate::format::TensorEntry;
@@ -131,87 +132,70 @@ impl GpuTensor {
         &self.parts[0].buffer
     }
 
-    /// Word (u32) offsets of the sections in `meta` and the code row stride, as the kernels
-    /// take them.
-    fn words(&self) -> (u32, u32) {
-        (
-            (self.layout.code_stride / 4) as u32,
-            (self.layout.scales.offset / 4) as u32,
-        )
+    /// Where this tensor's sections sit, as the kernels take them.
+    fn sections(&self) -> Sections {
+        let (group, groups, offsets_off) = match self.codec.group() {
+            None => (0, 0, 0),
+            Some(group) => (
+                group as u32,
+                self.cols.div_ceil(group) as u32,
+                if self.codec.has_offset() {
+                    (self.layout.offsets.offset / 4) as u32
+                } else {
+                    0
+                },
+            ),
+        };
+        Sections {
+            stride_words: (self.layout.code_stride / 4) as u32,
+            scales_off: (self.layout.scales.offset / 4) as u32,
+            group,
+            groups,
+            offsets_off,
+        }
     }
 
-    /// The kernels' group parameters: columns per group, groups per row, and the offsets'
-    /// word offset (0 when the codec has none: word 0 is always the codebook).
-    fn group_words(&self) -> [u32; 3] {
-        let Some(group) = self.codec.group() else {
-            return [0; 3];
-        };
-        let offsets = if self.codec.has_offset() {
-            self.layout.offsets.offset / 4
-        } else {
-            0
-        };
-        [
-            group as u32,
-            self.cols.div_ceil(group) as u32,
-            offsets as u32,
-        ]
-    }
-
-    /// `Y[t] (+)= W · X[t]` for each token row of the batch (`x_stride`, `y_stride` apart), with
-    /// the kernel for this tensor's codec; `last_only` computes row 0 alone. One dispatch per
-    /// part.
-    #[allow(clippy::too_many_arguments)]
-    pub fn matvec(
-        &self,
-        ctx: &GpuContext,
-        k: &Kernels,
-        x: &wgpu::Buffer,
-        x_stride: usize,
-        y: &wgpu::Buffer,
-        y_stride: usize,
-        accumulate: bool,
-        last_only: bool,
-        step: &wgpu::Buffer,
-    ) -> Vec<Dispatch> {
-        let (stride, scales) = self.words();
-        let float = matches!(self.codec, Codec::F32 | Codec::F16);
-        let pipeline = match (self.codec, self.codec.code_bits()) {
-            (Codec::F32, _) => k.matvec(MatvecKind::F32),
-            (Codec::F16, _) => k.matvec(MatvecKind::F16),
-            (_, 4) => k.matvec(MatvecKind::Lut4),
-            _ => k.matvec(MatvecKind::Lut8),
-        };
+    /// `Y[t] (+)= W · X[t]` for each token row of the batch, with the kernel for this tensor's
+    /// codec; one dispatch per part.
+    pub fn matvec(&self, k: &Kernels, io: &MatvecIo<'_>, step: &wgpu::Buffer) -> Vec<Dispatch> {
+        let ctx = &k.ctx;
+        let (kind, _) = kernels_for(self.codec);
+        let pipeline = k.matvec(kind);
+        let s = self.sections();
         self.parts
             .iter()
             .map(|part| {
-                let mut params = vec![
-                    part.rows as u32,
-                    self.cols as u32,
-                    stride,
-                    scales,
-                    part.row0 as u32,
-                    x_stride as u32,
-                    y_stride as u32,
-                    accumulate as u32,
-                    last_only as u32,
-                ];
-                params.extend(self.group_words());
-                let p = ctx.uniform(&self.name, &params);
+                let p = ctx.uniform(
+                    &self.name,
+                    &MatvecParams {
+                        rows: part.rows as u32,
+                        cols: self.cols as u32,
+                        row0: part.row0 as u32,
+                        x_stride: io.x_stride as u32,
+                        y_stride: io.y_stride as u32,
+                        accumulate: (io.output == Output::Accumulate) as u32,
+                        last_only: (io.rows == Rows::Last) as u32,
+                        stride_words: s.stride_words,
+                        scales_off: s.scales_off,
+                        group: s.group,
+                        groups: s.groups,
+                        offsets_off: s.offsets_off,
+                    },
+                );
                 // The float kernels read no codebook or scales, so their layout has no
                 // binding 0.
-                let mut bindings = vec![(1, x), (2, y), (3, &p), (4, step), (5, &part.buffer)];
-                if !float {
+                let mut bindings =
+                    vec![(1, io.x), (2, io.y), (3, &p), (4, step), (5, &part.buffer)];
+                if !matches!(kind, MatvecKind::F32 | MatvecKind::F16) {
                     bindings.push((0, &self.meta));
                 }
                 let groups = Kernels::grid(part.rows.div_ceil(Kernels::MATVEC_ROWS) as u32);
                 let decode = Kernels::bind_at(ctx, &pipeline.decode, &bindings, groups);
-                if last_only {
-                    decode
-                } else {
-                    Kernels::bind_at(ctx, &pipeline.prefill, &bindings, groups)
+                match io.rows {
+                    Rows::Last => decode,
+                    Rows::All => Kernels::bind_at(ctx, &pipeline.prefill, &bindings, groups)
                         .per_tokens(2, 8)
-                        .with_decode(decode)
+                        .with_decode(decode),
                 }
             })
             .collect()
@@ -221,40 +205,33 @@ impl GpuTensor {
     /// per part, each writing the tokens whose rows it holds.
     pub fn embed(
         &self,
-        ctx: &GpuContext,
         k: &Kernels,
         tokens: &wgpu::Buffer,
         x: &wgpu::Buffer,
         step: &wgpu::Buffer,
     ) -> Vec<Dispatch> {
-        let (stride, scales) = self.words();
-        let kind = match (self.codec, self.codec.code_bits(), self.codec.group()) {
-            (Codec::F32, _, _) => 2,
-            (Codec::F16, _, _) => 3,
-            (_, 4, _) => 1,
-            (_, _, Some(_)) => 4,
-            _ => 0,
-        };
-        let [group, groups, offsets] = self.group_words();
+        let (_, kind) = kernels_for(self.codec);
+        let s = self.sections();
         self.parts
             .iter()
             .map(|part| {
-                let p = ctx.uniform(
+                let p = k.ctx.uniform(
                     "embed",
-                    &[
-                        kind,
-                        self.cols as u32,
-                        stride,
-                        scales,
-                        part.row0 as u32,
-                        group,
-                        groups,
-                        offsets,
-                        part.rows as u32,
-                    ],
+                    &EmbedParams {
+                        kind: kind as u32,
+                        cols: self.cols as u32,
+                        row0: part.row0 as u32,
+                        rows: part.rows as u32,
+                        stride_words: s.stride_words,
+                        scales_off: s.scales_off,
+                        group: s.group,
+                        groups: s.groups,
+                        offsets_off: s.offsets_off,
+                        _pad: [0; 3],
+                    },
                 );
                 Kernels::bind(
-                    ctx,
+                    &k.ctx,
                     &k.embed,
                     &[&self.meta, tokens, x, &p, step, &part.buffer],
                     [(self.cols as u32).div_ceil(64), 1, 1],
@@ -263,4 +240,14 @@ impl GpuTensor {
             })
             .collect()
     }
+}
+
+/// A mat-vec's activations: `x` rows `x_stride` apart in, `y` rows `y_stride` apart out.
+pub struct MatvecIo<'a> {
+    pub x: &'a wgpu::Buffer,
+    pub x_stride: usize,
+    pub y: &'a wgpu::Buffer,
+    pub y_stride: usize,
+    pub output: Output,
+    pub rows: Rows,
 }

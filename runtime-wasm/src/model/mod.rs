@@ -1,11 +1,12 @@
 //! The canonical decoder: one description and one tensor layout for every supported family.
 
 mod config;
-mod names;
 mod rope;
+mod tensors;
 mod weights;
 
 pub use config::{ModelConfig, RopeScaling};
-pub use names::{canonical_tensors, split_name, TensorRole, TensorSpec};
 pub use rope::Rope;
+pub use tensors::{canonical_tensors, split_name, Layer, TensorRole, TensorSpec, Tensors};
+pub(crate) use weights::take;
 pub use weights::{LayerWeights, Weights};

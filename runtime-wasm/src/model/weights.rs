@@ -3,32 +3,16 @@
 use std::collections::HashMap;
 use std::io::Read;
 
-use super::ModelConfig;
+use super::{Layer, ModelConfig, Tensors};
 use crate::codec::decode;
 use crate::format::{read_archive, Manifest};
 use crate::{QinsError, Result};
 
-pub struct LayerWeights {
-    pub attn_norm: Vec<f32>,
-    /// [q_dim + 2·kv_dim, hidden]
-    pub attn_qkv: Vec<f32>,
-    /// [hidden, q_dim]
-    pub attn_output: Vec<f32>,
-    pub ffn_norm: Vec<f32>,
-    /// [2·intermediate, hidden]: gate rows then up rows.
-    pub ffn_gate_up: Vec<f32>,
-    /// [hidden, intermediate]
-    pub ffn_down: Vec<f32>,
-}
+/// A layer's tensors decoded to f32.
+pub type LayerWeights = Layer<Vec<f32>>;
 
-pub struct Weights {
-    /// [vocab, hidden]
-    pub token_embd: Vec<f32>,
-    pub layers: Vec<LayerWeights>,
-    pub output_norm: Vec<f32>,
-    /// [vocab, hidden]; None when tied to the embedding.
-    pub output: Option<Vec<f32>>,
-}
+/// A model's tensors decoded to f32 for the CPU reference engine.
+pub type Weights = Tensors<Vec<f32>>;
 
 impl Weights {
     /// Reads and decodes a whole archive (every chunk verified on the way).
@@ -43,50 +27,29 @@ impl Weights {
         Ok((manifest, w))
     }
 
-    fn from_tensors(cfg: &ModelConfig, mut t: HashMap<String, Vec<f32>>) -> Result<Self> {
-        let mut take = |name: &str, len: usize| -> Result<Vec<f32>> {
-            let v = t.remove(name).ok_or_else(|| QinsError::Tensor {
-                name: name.into(),
-                msg: "missing from the archive".into(),
-            })?;
+    /// The model's tensors taken out of `decoded` by name, each checked against its shape.
+    pub(crate) fn from_tensors(
+        cfg: &ModelConfig,
+        mut decoded: HashMap<String, Vec<f32>>,
+    ) -> Result<Self> {
+        Tensors::describe(cfg).try_map(|spec| {
+            let v = take(&mut decoded, &spec.name)?;
+            let len: usize = spec.shape.iter().product();
             if v.len() != len {
                 return Err(QinsError::Tensor {
-                    name: name.into(),
+                    name: spec.name,
                     msg: format!("has {} values, the config needs {len}", v.len()),
                 });
             }
             Ok(v)
-        };
-        let (h, v) = (cfg.hidden_size, cfg.vocab_size);
-        let token_embd = take("token_embd", v * h)?;
-        let mut layers = Vec::with_capacity(cfg.num_layers);
-        for i in 0..cfg.num_layers {
-            let p = |n: &str| format!("layers.{i}.{n}");
-            layers.push(LayerWeights {
-                attn_norm: take(&p("attn_norm"), h)?,
-                attn_qkv: take(&p("attn_qkv"), (cfg.q_dim() + 2 * cfg.kv_dim()) * h)?,
-                attn_output: take(&p("attn_output"), h * cfg.q_dim())?,
-                ffn_norm: take(&p("ffn_norm"), h)?,
-                ffn_gate_up: take(&p("ffn_gate_up"), 2 * cfg.intermediate_size * h)?,
-                ffn_down: take(&p("ffn_down"), h * cfg.intermediate_size)?,
-            });
-        }
-        let output_norm = take("output_norm", h)?;
-        let output = if cfg.tie_word_embeddings {
-            None
-        } else {
-            Some(take("output", v * h)?)
-        };
-        Ok(Self {
-            token_embd,
-            layers,
-            output_norm,
-            output,
         })
     }
+}
 
-    /// The output projection (the embedding when tied).
-    pub fn lm_head(&self) -> &[f32] {
-        self.output.as_deref().unwrap_or(&self.token_embd)
-    }
+/// Tensor `name` out of `tensors`, or the error that names it missing.
+pub(crate) fn take<T>(tensors: &mut HashMap<String, T>, name: &str) -> Result<T> {
+    tensors.remove(name).ok_or_else(|| QinsError::Tensor {
+        name: name.into(),
+        msg: "missing from the archive".into(),
+    })
 }

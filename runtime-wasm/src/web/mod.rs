@@ -2,7 +2,9 @@
 //! Cache API into WebGPU and generates, for JavaScript in a Web Worker (web/worker/) or the
 //! Leptos app. Protocol and events: docs/WEB_API.md.
 
+mod download;
 mod engine;
+mod js;
 mod source;
 
 pub use engine::QinsEngine;

@@ -1,0 +1,228 @@
+//! The kernels' uniform parameters: one `#[repr(C)]` struct per WGSL struct, with the same
+//! name and fields in the same order (shaders/*.wgsl), so a field is named on both sides and
+//! never a position in a word array. Every struct is a multiple of 16 bytes, as uniforms are.
+
+use bytemuck::{Pod, Zeroable};
+
+use crate::codec::Codec;
+
+/// Which token rows a kernel writes: all of the batch's, or its last one into row 0 (the
+/// output head when only the next token's logits are wanted).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rows {
+    All,
+    Last,
+}
+
+/// Whether a mat-vec overwrites its output or adds to it (the fused residual adds).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Output {
+    Write,
+    Accumulate,
+}
+
+/// `Step` in every per-token kernel: the batch's first position and token count, rewritten
+/// before each batch.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, Pod, Zeroable)]
+pub struct Step {
+    pub pos: u32,
+    pub n: u32,
+    pub _pad: [u32; 2],
+}
+
+impl Step {
+    pub fn new(pos: usize, n: usize) -> Self {
+        Self {
+            pos: pos as u32,
+            n: n as u32,
+            _pad: [0; 2],
+        }
+    }
+}
+
+/// rmsnorm.wgsl.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Pod, Zeroable)]
+pub struct RmsnormParams {
+    pub n: u32,
+    pub eps: f32,
+    pub last_only: u32,
+    pub _pad: u32,
+}
+
+impl RmsnormParams {
+    pub fn new(n: usize, eps: f32, rows: Rows) -> Self {
+        Self {
+            n: n as u32,
+            eps,
+            last_only: (rows == Rows::Last) as u32,
+            _pad: 0,
+        }
+    }
+}
+
+/// rope_store.wgsl. `scale` changes with longrope's table: the engine rewrites it in place at
+/// [`RopeParams::SCALE_OFFSET`].
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Pod, Zeroable)]
+pub struct RopeParams {
+    pub nh: u32,
+    pub nkv: u32,
+    pub hd: u32,
+    pub rot_half: u32,
+    pub scale: f32,
+    pub kv_f16: u32,
+    pub _pad: [u32; 2],
+}
+
+impl RopeParams {
+    pub const SCALE_OFFSET: u64 = std::mem::offset_of!(RopeParams, scale) as u64;
+}
+
+/// attention.wgsl.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Pod, Zeroable)]
+pub struct AttentionParams {
+    pub nh: u32,
+    pub nkv: u32,
+    pub hd: u32,
+    pub max_ctx: u32,
+    pub scale: f32,
+    pub kv_f16: u32,
+    pub _pad: [u32; 2],
+}
+
+/// silu_mul.wgsl.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Pod, Zeroable)]
+pub struct SiluMulParams {
+    pub ff: u32,
+    pub _pad: [u32; 3],
+}
+
+/// select.wgsl: `n` logits, the `k`-th largest, the repetition penalty and its reciprocal.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Pod, Zeroable)]
+pub struct SelectParams {
+    pub n: u32,
+    pub k: u32,
+    pub penalty: f32,
+    pub inv_penalty: f32,
+}
+
+impl SelectParams {
+    pub fn new(n: usize, k: usize, penalty: f32) -> Self {
+        Self {
+            n: n as u32,
+            k: k as u32,
+            penalty,
+            inv_penalty: 1.0 / penalty,
+        }
+    }
+}
+
+/// Where a stored tensor's sections sit, in the u32 words the kernels index (docs/FORMAT.md):
+/// the fields the mat-vec and embedding parameters share.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Sections {
+    /// Words per code row.
+    pub stride_words: u32,
+    /// Word offset of the scales in `w` (the bytes before the codes).
+    pub scales_off: u32,
+    /// Columns per scale group (0 without groups).
+    pub group: u32,
+    /// Groups per row.
+    pub groups: u32,
+    /// Word offset of the group offsets (0 when the codec has none: word 0 is the codebook).
+    pub offsets_off: u32,
+}
+
+/// matvec_common.wgsl's `MatvecParams`.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Pod, Zeroable)]
+pub struct MatvecParams {
+    /// Rows of this part, and the tensor's row of its first.
+    pub rows: u32,
+    pub cols: u32,
+    pub row0: u32,
+    pub x_stride: u32,
+    pub y_stride: u32,
+    pub accumulate: u32,
+    pub last_only: u32,
+    pub stride_words: u32,
+    pub scales_off: u32,
+    pub group: u32,
+    pub groups: u32,
+    pub offsets_off: u32,
+}
+
+/// embed.wgsl's `EmbedParams`.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Pod, Zeroable)]
+pub struct EmbedParams {
+    pub kind: u32,
+    pub cols: u32,
+    pub row0: u32,
+    pub rows: u32,
+    pub stride_words: u32,
+    pub scales_off: u32,
+    pub group: u32,
+    pub groups: u32,
+    pub offsets_off: u32,
+    pub _pad: [u32; 3],
+}
+
+/// The mat-vec kernel files: LUT codes of 8 and 4 bits, f32 and f16 weights.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MatvecKind {
+    Lut8,
+    Lut4,
+    F32,
+    F16,
+}
+
+/// How embed.wgsl decodes a table row; the WGSL constants are generated from this
+/// ([`EmbedKind::wgsl_consts`]), so the numbers live here only.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u32)]
+pub enum EmbedKind {
+    /// 8-bit codes with a per-row scale (qins8, lut8, int8).
+    Lut8Row = 0,
+    /// 4-bit codes with group scales (and offsets) (lut4, lut4a, int4).
+    Lut4 = 1,
+    F32 = 2,
+    F16 = 3,
+    /// 8-bit codes with group scales (and offsets) (lut8g, lut8a).
+    Lut8Group = 4,
+}
+
+impl EmbedKind {
+    const ALL: [(Self, &'static str); 5] = [
+        (Self::Lut8Row, "LUT8_ROW"),
+        (Self::Lut4, "LUT4"),
+        (Self::F32, "F32"),
+        (Self::F16, "F16"),
+        (Self::Lut8Group, "LUT8_GROUP"),
+    ];
+
+    /// `const KIND_…: u32 = n;` for each kind, spliced into embed.wgsl.
+    pub fn wgsl_consts() -> String {
+        Self::ALL
+            .iter()
+            .map(|(k, name)| format!("const KIND_{name}: u32 = {}u;\n", *k as u32))
+            .collect()
+    }
+}
+
+/// The one codec → kernel mapping: which mat-vec and which embedding decode a codec's stored
+/// layout. A new codec is added here (and in its kernel file).
+pub fn kernels_for(codec: Codec) -> (MatvecKind, EmbedKind) {
+    match (codec, codec.code_bits(), codec.group()) {
+        (Codec::F32, _, _) => (MatvecKind::F32, EmbedKind::F32),
+        (Codec::F16, _, _) => (MatvecKind::F16, EmbedKind::F16),
+        (_, 4, _) => (MatvecKind::Lut4, EmbedKind::Lut4),
+        (_, _, Some(_)) => (MatvecKind::Lut8, EmbedKind::Lut8Group),
+        _ => (MatvecKind::Lut8, EmbedKind::Lut8Row),
+    }
+}

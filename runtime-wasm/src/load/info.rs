@@ -1,0 +1,123 @@
+//! What the engine used, made once by the loader: printed by the native tools, sent to
+//! JavaScript as the `ready` event's description (docs/WEB_API.md).
+
+use serde::Serialize;
+
+use crate::format::{GenerationDefaults, Manifest};
+use crate::gpu::GpuContext;
+
+/// The GPU adapter a model runs on.
+#[derive(Debug, Clone, Serialize)]
+pub struct AdapterInfo {
+    pub name: String,
+    pub vendor: u32,
+    /// wgpu's backend: Vulkan, Metal, Dx12, BrowserWebGpu.
+    pub backend: String,
+    /// DiscreteGpu, IntegratedGpu, Cpu (a software adapter), …
+    pub device_type: String,
+    pub max_storage_buffer_binding_size: u64,
+    pub shader_f16: bool,
+    /// Whether the mat-vecs reduce with subgroup operations.
+    pub subgroups: bool,
+    /// One line: name, backend, kind, shader-f16 and subgroups.
+    pub summary: String,
+    /// What the browser says of its adapter (`GPUAdapterInfo`), which wgpu does not keep.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub browser: Option<serde_json::Value>,
+}
+
+impl AdapterInfo {
+    pub fn of(ctx: &GpuContext) -> Self {
+        Self {
+            name: ctx.info.name.clone(),
+            vendor: ctx.info.vendor,
+            backend: format!("{:?}", ctx.info.backend),
+            device_type: format!("{:?}", ctx.info.device_type),
+            max_storage_buffer_binding_size: ctx.limits.max_storage_buffer_binding_size,
+            shader_f16: ctx.features.contains(wgpu::Features::SHADER_F16),
+            subgroups: ctx.subgroups,
+            summary: ctx.describe(),
+            browser: None,
+        }
+    }
+}
+
+/// The loaded model and what runs it.
+#[derive(Debug, Clone, Serialize)]
+pub struct EngineInfo {
+    pub architecture: String,
+    /// Where the weights came from (file name and format).
+    pub source: String,
+    pub params: usize,
+    /// The codec holding most weight bytes ("lut8g-g32", "lut4a-g32", …).
+    pub codec: String,
+    pub archive_bytes: u64,
+    /// "gpu" or "cpu".
+    pub backend: &'static str,
+    /// None on the CPU engine.
+    pub adapter: Option<AdapterInfo>,
+    /// Arithmetic of the LUT mat-vecs' products: "f16" only where asked for and available.
+    pub precision: &'static str,
+    /// "f16" or "f32".
+    pub kv_cache: &'static str,
+    /// Positions the KV cache holds.
+    pub context: usize,
+    pub vocab_size: usize,
+    pub layers: usize,
+    /// Weight tensors split across several GPU bindings (larger than the binding limit).
+    pub split_tensors: usize,
+    /// GPU buffer bytes for weights, caches and activations (0 on the CPU engine).
+    pub gpu_bytes: u64,
+    pub load_ms: f64,
+    pub generation: GenerationDefaults,
+    pub has_chat_template: bool,
+}
+
+impl EngineInfo {
+    /// The model half, from the manifest; the loader fills in the engine half.
+    pub(super) fn of_manifest(m: &Manifest, archive_bytes: u64) -> Self {
+        let params: usize = m.tensors.iter().map(|t| t.elements()).sum();
+        let mut by_codec = std::collections::BTreeMap::<String, u64>::new();
+        for t in &m.tensors {
+            *by_codec.entry(t.codec.name()).or_default() += t.bytes;
+        }
+        let codec = by_codec
+            .into_iter()
+            .max_by_key(|(_, b)| *b)
+            .map(|(c, _)| c)
+            .unwrap_or_default();
+        Self {
+            architecture: m.config.architecture.clone(),
+            source: m.source.clone(),
+            params,
+            codec,
+            archive_bytes,
+            backend: "cpu",
+            adapter: None,
+            precision: "f32",
+            kv_cache: "f32",
+            context: m.config.max_position_embeddings,
+            vocab_size: m.config.vocab_size,
+            layers: m.config.num_layers,
+            split_tensors: 0,
+            gpu_bytes: 0,
+            load_ms: 0.0,
+            generation: m.generation.clone(),
+            has_chat_template: m.chat_template.is_some(),
+        }
+    }
+
+    /// One line for a terminal: where the model runs and how.
+    pub fn summary(&self) -> String {
+        match &self.adapter {
+            None => "the CPU (f32 reference)".to_string(),
+            Some(a) => {
+                let mut s = format!("{}, {} KV cache", a.summary, self.kv_cache);
+                if self.split_tensors > 0 {
+                    s += &format!(", {} tensors split across bindings", self.split_tensors);
+                }
+                s
+            }
+        }
+    }
+}

@@ -1,0 +1,72 @@
+//! What a caller may ask of a load: one struct for the native tools (a flattened clap group)
+//! and for JavaScript (serde, the `load()` options of docs/WEB_API.md).
+
+use serde::{Deserialize, Serialize};
+
+use crate::gpu::{CacheConfig, GpuOptions};
+
+/// Which engine runs the model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "cli", derive(clap::ValueEnum))]
+#[serde(rename_all = "lowercase")]
+pub enum Backend {
+    /// The GPU when there is a real one, else the CPU reference (a software Vulkan such as
+    /// lavapipe is slower than the CPU engine). In the browser: WebGPU, whatever the adapter.
+    #[default]
+    Auto,
+    /// WGSL kernels on wgpu (Vulkan, Metal, DX12, WebGPU), whatever the adapter.
+    Gpu,
+    /// The f32 reference engine.
+    Cpu,
+}
+
+/// How the KV cache stores its values (attention computes in f32 either way).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "cli", derive(clap::ValueEnum))]
+#[serde(rename_all = "lowercase")]
+pub enum KvPrecision {
+    /// Two values per 32-bit word: half the memory; logits within 1e-3 of the f32 cache's.
+    #[default]
+    F16,
+    /// Exactly the CPU reference's values.
+    F32,
+}
+
+/// Options of a load. Unknown JavaScript fields are ignored; a known field with a bad value
+/// is a `bad-request` before any device is opened or byte downloaded.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "cli", derive(clap::Args))]
+#[serde(default)]
+pub struct LoadOptions {
+    /// Engine: auto (a real GPU if there is one, else the CPU), gpu (any adapter, lavapipe
+    /// included) or cpu (the f32 reference).
+    #[cfg_attr(feature = "cli", arg(long, value_enum, default_value_t = Backend::Auto))]
+    pub backend: Backend,
+    /// Context length: the KV-cache positions (capped by the model's own context).
+    #[cfg_attr(feature = "cli", arg(long = "ctx", default_value_t = 4096))]
+    pub max_context: usize,
+    /// KV-cache precision on the GPU.
+    #[cfg_attr(feature = "cli", arg(long, value_enum, default_value_t = KvPrecision::F16))]
+    pub kv_cache: KvPrecision,
+    #[serde(flatten)]
+    #[cfg_attr(feature = "cli", command(flatten))]
+    pub gpu: GpuOptions,
+}
+
+impl Default for LoadOptions {
+    fn default() -> Self {
+        Self {
+            backend: Backend::Auto,
+            max_context: 4096,
+            kv_cache: KvPrecision::F16,
+            gpu: GpuOptions::default(),
+        }
+    }
+}
+
+impl LoadOptions {
+    /// The GPU engine's KV cache as asked for.
+    pub fn cache_config(&self) -> CacheConfig {
+        CacheConfig::new(self.max_context).with_f16(self.kv_cache == KvPrecision::F16)
+    }
+}

@@ -1,0 +1,104 @@
+//! The one load path (qins_runtime::load), on both engines: the same checks, the same
+//! EngineInfo, the same answers. The browser feeds the same Loader (runtime-wasm/tests/web.rs).
+
+use std::path::Path;
+
+use qins_runtime::codec::Codec;
+use qins_runtime::engine::{block_on, Engine};
+use qins_runtime::load::{open, Backend, LoadOptions};
+use qins_tests::{convert_to, fixture};
+
+fn opts(backend: Backend, max_context: usize) -> LoadOptions {
+    let mut o = LoadOptions {
+        backend,
+        max_context,
+        ..Default::default()
+    };
+    o.gpu.adapter = std::env::var("QINS_ADAPTER").ok();
+    o
+}
+
+#[test]
+fn both_engines_report_what_they_use_and_honour_the_context() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = convert_to(&fixture("tiny-llama"), Codec::Lut8, dir.path());
+    let archive_bytes = std::fs::metadata(&path).unwrap().len();
+    let mut logits = Vec::new();
+    for backend in [Backend::Cpu, Backend::Gpu] {
+        let mut loaded = open(&path, &opts(backend, 24)).unwrap();
+        let info = &loaded.info;
+        let what = format!("{backend:?}");
+        assert_eq!(info.architecture, "llama", "{what}");
+        assert_eq!(info.archive_bytes, archive_bytes, "{what}");
+        assert_eq!(info.codec, "lut8", "{what}");
+        assert_eq!(info.context, 24, "{what}: --ctx caps every engine");
+        assert!(info.params > 0 && info.load_ms > 0.0, "{what}");
+        match backend {
+            Backend::Cpu => {
+                assert_eq!(info.backend, "cpu");
+                assert!(info.adapter.is_none() && info.gpu_bytes == 0);
+            }
+            _ => {
+                assert_eq!(info.backend, "gpu");
+                assert_eq!(info.kv_cache, "f16");
+                assert!(info.adapter.is_some() && info.gpu_bytes > 0);
+            }
+        }
+        let engine = &mut loaded.generator.engine;
+        let err = block_on(engine.extend(&[1; 25], false)).unwrap_err();
+        assert_eq!(err.kind(), "context-full", "{what}: {err}");
+        engine.reset();
+        logits.push(block_on(engine.extend(&[1, 5, 9], false)).unwrap());
+    }
+    let worst = logits[0]
+        .iter()
+        .zip(&logits[1])
+        .map(|(a, b)| (a - b).abs())
+        .fold(0f32, f32::max);
+    assert!(worst < 1e-2, "CPU and GPU engines differ by {worst}");
+}
+
+/// A copy of the tiny Llama whose tokenizer names a token past the model's vocabulary.
+fn checkpoint_with_extra_token(dir: &Path) -> std::path::PathBuf {
+    let src = fixture("tiny-llama");
+    let out = dir.join("tiny-llama-extra-token");
+    std::fs::create_dir(&out).unwrap();
+    for entry in std::fs::read_dir(&src).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), out.join(entry.file_name())).unwrap();
+    }
+    let path = out.join("tokenizer.json");
+    let mut tok: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    let vocab = tok["model"]["vocab"].as_object().unwrap().len();
+    tok["added_tokens"]
+        .as_array_mut()
+        .unwrap()
+        .push(serde_json::json!({
+            "id": vocab, "content": "<|beyond|>", "single_word": false, "lstrip": false,
+            "rstrip": false, "normalized": false, "special": true
+        }));
+    std::fs::write(&path, serde_json::to_vec(&tok).unwrap()).unwrap();
+    out
+}
+
+#[test]
+fn a_tokenizer_larger_than_the_vocabulary_is_refused_by_every_engine() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = convert_to(
+        &checkpoint_with_extra_token(dir.path()),
+        Codec::Lut8,
+        dir.path(),
+    );
+    for backend in [Backend::Cpu, Backend::Gpu] {
+        let err = open(&path, &opts(backend, 64))
+            .err()
+            .unwrap_or_else(|| panic!("{backend:?} accepted the archive"));
+        assert_eq!(err.kind(), "corrupt-archive", "{backend:?}: {err}");
+        assert!(
+            err.to_string()
+                .contains("the tokenizer has 321 tokens but the model only 320"),
+            "{backend:?}: {err}"
+        );
+    }
+}
