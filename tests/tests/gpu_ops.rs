@@ -7,7 +7,7 @@ use qins_runtime::cpu::{attention, rms_norm};
 use qins_runtime::engine::{block_on, Select};
 use qins_runtime::format::TensorEntry;
 use qins_runtime::gpu::{
-    Compute, Dispatch, GpuContext, GpuOptions, GpuTensor, HeadShape, Kernels, MatvecIo, Output,
+    Compute, Dispatch, GpuContext, GpuOptions, GpuTensor, HeadShape, Kernels, MatvecIo,
     RmsnormParams, Rows, SelectParams, Step,
 };
 use qins_runtime::model::Rope;
@@ -145,14 +145,7 @@ fn matvec_matches_cpu_for_every_codec_and_batch() {
                     let xb = ctx.storage("x", bytemuck::cast_slice(&x));
                     let yb = ctx.storage("y", bytemuck::cast_slice(&y0));
                     let st = step(&ctx, 0, n as u32);
-                    let io = MatvecIo {
-                        x: &xb,
-                        x_stride: xs,
-                        y: &yb,
-                        y_stride: ys,
-                        output: Output::Accumulate,
-                        rows: Rows::All,
-                    };
+                    let io = MatvecIo::new(&xb, xs, &yb, ys).accumulate();
                     let d = t.matvec(&k, &io, &st);
                     run_all(&ctx, &d, n);
                     let got = block_on(ctx.read_f32(&yb, 0, n * ys)).unwrap();
@@ -172,14 +165,7 @@ fn matvec_matches_cpu_for_every_codec_and_batch() {
                     );
                     // last_only: row 0 of x alone, whatever the batch size.
                     let yb = ctx.scratch("y", rows);
-                    let io = MatvecIo {
-                        x: &xb,
-                        x_stride: xs,
-                        y: &yb,
-                        y_stride: rows,
-                        output: Output::Write,
-                        rows: Rows::Last,
-                    };
+                    let io = MatvecIo::new(&xb, xs, &yb, rows).rows(Rows::Last);
                     let d = t.matvec(&k, &io, &st);
                     run_all(&ctx, &d, n);
                     let want: Vec<f32> = (0..rows)

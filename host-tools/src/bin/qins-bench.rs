@@ -7,9 +7,7 @@ use anyhow::Result;
 use clap::Parser;
 use qins_runtime::codec::{Codec, Layout};
 use qins_runtime::format::TensorEntry;
-use qins_runtime::gpu::{
-    Dispatch, GpuContext, GpuOptions, GpuTensor, Kernels, MatvecIo, Output, Rows, Step,
-};
+use qins_runtime::gpu::{Dispatch, GpuContext, GpuOptions, GpuTensor, Kernels, MatvecIo, Step};
 use serde_json::json;
 use web_time::Instant;
 
@@ -127,14 +125,7 @@ fn run() -> Result<()> {
             let t = GpuTensor::upload(&ctx, &entry, &bytes)?;
             let (x, y) = (ctx.scratch("x", cols), ctx.scratch("y", rows));
             let step = ctx.uniform("step", &Step::new(0, 1));
-            let io = MatvecIo {
-                x: &x,
-                x_stride: cols,
-                y: &y,
-                y_stride: rows,
-                output: Output::Write,
-                rows: Rows::All,
-            };
+            let io = MatvecIo::new(&x, cols, &y, rows);
             let mv = t.matvec(&k, &io, &step);
             let mv: Vec<&Dispatch> = mv.iter().collect();
             let secs = time(&ctx, args.iters, &|| Kernels::run(&ctx, &mv, 1))?;

@@ -10,9 +10,11 @@ use crate::{QinsError, Result};
 pub enum Event<'a> {
     /// The manifest was read and validated; tensors follow in its order.
     Manifest(&'a Manifest),
-    /// Verified bytes of tensor `index`, starting `offset` bytes into the tensor.
+    /// Verified bytes of tensor `index` (`entry` in the manifest), starting `offset` bytes into
+    /// the tensor.
     TensorPiece {
         index: usize,
+        entry: &'a TensorEntry,
         offset: u64,
         bytes: &'a [u8],
         /// This piece ends the tensor.
@@ -57,6 +59,11 @@ impl StreamReader {
 
     pub fn manifest(&self) -> Option<&Manifest> {
         self.manifest.as_ref()
+    }
+
+    /// The manifest, once read.
+    pub fn into_manifest(self) -> Option<Manifest> {
+        self.manifest
     }
 
     /// Archive bytes accepted so far.
@@ -190,6 +197,7 @@ impl StreamReader {
                         let hi = (end - chunk.raw_offset) as usize;
                         on(Event::TensorPiece {
                             index: self.next_tensor,
+                            entry: t,
                             offset: start - t.offset,
                             bytes: &raw[lo..hi],
                             complete: t_end <= chunk_end,
@@ -264,7 +272,6 @@ fn decode_chunk<'a>(
 /// body's pieces). Holds at most one tensor plus one chunk in memory.
 pub struct TensorReader {
     reader: StreamReader,
-    manifest: Option<Manifest>,
     current: Vec<u8>,
 }
 
@@ -273,13 +280,12 @@ impl TensorReader {
     pub fn new(expected_len: Option<u64>) -> Self {
         Self {
             reader: StreamReader::new(expected_len),
-            manifest: None,
             current: Vec::new(),
         }
     }
 
     pub fn manifest(&self) -> Option<&Manifest> {
-        self.manifest.as_ref()
+        self.reader.manifest()
     }
 
     /// Takes the next archive bytes, handing each tensor to `on_tensor` once it is complete.
@@ -288,28 +294,21 @@ impl TensorReader {
         bytes: &[u8],
         on_tensor: &mut dyn FnMut(&TensorEntry, Vec<u8>) -> Result<()>,
     ) -> Result<()> {
-        let Self {
-            reader,
-            manifest,
-            current,
-        } = self;
-        reader.feed(bytes, &mut |ev| {
-            match ev {
-                Event::Manifest(m) => *manifest = Some(m.clone()),
-                Event::TensorPiece {
-                    index,
-                    bytes,
-                    complete,
-                    ..
-                } => {
-                    let entry = &manifest.as_ref().expect("manifest first").tensors[index];
-                    if current.is_empty() {
-                        current.reserve_exact(entry.bytes as usize);
-                    }
-                    current.extend_from_slice(bytes);
-                    if complete {
-                        on_tensor(entry, std::mem::take(current))?;
-                    }
+        let current = &mut self.current;
+        self.reader.feed(bytes, &mut |ev| {
+            if let Event::TensorPiece {
+                entry,
+                bytes,
+                complete,
+                ..
+            } = ev
+            {
+                if current.is_empty() {
+                    current.reserve_exact(entry.bytes as usize);
+                }
+                current.extend_from_slice(bytes);
+                if complete {
+                    on_tensor(entry, std::mem::take(current))?;
                 }
             }
             Ok(())
@@ -320,7 +319,8 @@ impl TensorReader {
     pub fn finish(self) -> Result<Manifest> {
         self.reader.finish()?;
         Ok(self
-            .manifest
+            .reader
+            .into_manifest()
             .expect("a finished reader has read its manifest"))
     }
 }

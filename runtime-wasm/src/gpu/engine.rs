@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::io::Read;
 
 use super::kernels::{Dispatch, HeadShape, Kernels};
-use super::params::{Output, RmsnormParams, RopeParams, Rows, SelectParams, Step};
+use super::params::{RmsnormParams, RopeParams, Rows, SelectParams, Step};
 #[cfg(not(target_arch = "wasm32"))]
 use super::GpuLoader;
 use super::{GpuContext, GpuTensor, MatvecIo};
@@ -188,41 +188,26 @@ impl GpuModel {
         let inv_freq = ctx.storage("inv_freq", bytemuck::cast_slice(&rope.inv_freq));
         let rope_params = k.rope_params(&shape, rope.scale);
         let norm = |rows| RmsnormParams::new(h, cfg.rms_norm_eps, rows);
-        // Mat-vecs over every token row of the batch: `x` in, `y` written or accumulated onto.
-        let mv = |x, x_stride, y, y_stride, output| MatvecIo {
-            x,
-            x_stride,
-            y,
-            y_stride,
-            output,
-            rows: Rows::All,
-        };
-
         let mut body = w.token_embd.embed(&k, &tokens, &x, &step);
         for (lw, (kc, vc)) in w.layers.iter().zip(&caches) {
             body.push(k.rmsnorm(&x, lw.attn_norm.values(), &xn, norm(Rows::All), &step));
-            body.extend(
-                lw.attn_qkv
-                    .matvec(&k, &mv(&xn, h, &qkv, qkv_dim, Output::Write), &step),
-            );
+            let qkv_io = MatvecIo::new(&xn, h, &qkv, qkv_dim);
+            body.extend(lw.attn_qkv.matvec(&k, &qkv_io, &step));
             body.push(k.rope_store(&shape, &qkv, &inv_freq, [kc, vc], &rope_params, &step));
             body.push(k.attention(&shape, &qkv, [kc, vc], &scores, &attn, &step));
             // Residual adds are fused: the output and down projections accumulate onto x.
-            let o = mv(&attn, q_dim, &x, h, Output::Accumulate);
+            let o = MatvecIo::new(&attn, q_dim, &x, h).accumulate();
             body.extend(lw.attn_output.matvec(&k, &o, &step));
             body.push(k.rmsnorm(&x, lw.ffn_norm.values(), &xn, norm(Rows::All), &step));
-            let gate_up = mv(&xn, h, &gu, 2 * ff, Output::Write);
+            let gate_up = MatvecIo::new(&xn, h, &gu, 2 * ff);
             body.extend(lw.ffn_gate_up.matvec(&k, &gate_up, &step));
             body.push(k.silu_mul(&gu, &act, ff, &step));
-            let down = mv(&act, ff, &x, h, Output::Accumulate);
+            let down = MatvecIo::new(&act, ff, &x, h).accumulate();
             body.extend(lw.ffn_down.matvec(&k, &down, &step));
         }
         let head = |rows: Rows| {
             let mut head = vec![k.rmsnorm(&x, w.output_norm.values(), &xn, norm(rows), &step)];
-            let io = MatvecIo {
-                rows,
-                ..mv(&xn, h, &logits, vocab, Output::Write)
-            };
+            let io = MatvecIo::new(&xn, h, &logits, vocab).rows(rows);
             head.extend(w.lm_head().matvec(&k, &io, &step));
             head
         };

@@ -103,12 +103,11 @@ impl GpuLoader {
                     *manifest = Some(m.clone());
                 }
                 Event::TensorPiece {
-                    index,
+                    entry,
                     bytes,
                     complete,
                     ..
                 } => {
-                    let entry = &manifest.as_ref().expect("manifest first").tensors[index];
                     let f = match filling {
                         Some(f) => f,
                         None => filling.insert(Filling {

@@ -123,8 +123,10 @@ impl SelectParams {
 }
 
 /// Where a stored tensor's sections sit, in the u32 words the kernels index (docs/FORMAT.md):
-/// the fields the mat-vec and embedding parameters share.
-#[derive(Debug, Clone, Copy, Default)]
+/// the fields the mat-vec and embedding parameters share, flattened into their WGSL structs
+/// (a `#[repr(C)]` struct of u32s nests without padding).
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, Pod, Zeroable)]
 pub struct Sections {
     /// Words per code row.
     pub stride_words: u32,
@@ -150,11 +152,7 @@ pub struct MatvecParams {
     pub y_stride: u32,
     pub accumulate: u32,
     pub last_only: u32,
-    pub stride_words: u32,
-    pub scales_off: u32,
-    pub group: u32,
-    pub groups: u32,
-    pub offsets_off: u32,
+    pub sections: Sections,
 }
 
 /// embed.wgsl's `EmbedParams`.
@@ -165,11 +163,7 @@ pub struct EmbedParams {
     pub cols: u32,
     pub row0: u32,
     pub rows: u32,
-    pub stride_words: u32,
-    pub scales_off: u32,
-    pub group: u32,
-    pub groups: u32,
-    pub offsets_off: u32,
+    pub sections: Sections,
     pub _pad: [u32; 3],
 }
 

@@ -161,7 +161,7 @@ impl GpuTensor {
         let ctx = &k.ctx;
         let (kind, _) = kernels_for(self.codec);
         let pipeline = k.matvec(kind);
-        let s = self.sections();
+        let sections = self.sections();
         self.parts
             .iter()
             .map(|part| {
@@ -175,11 +175,7 @@ impl GpuTensor {
                         y_stride: io.y_stride as u32,
                         accumulate: (io.output == Output::Accumulate) as u32,
                         last_only: (io.rows == Rows::Last) as u32,
-                        stride_words: s.stride_words,
-                        scales_off: s.scales_off,
-                        group: s.group,
-                        groups: s.groups,
-                        offsets_off: s.offsets_off,
+                        sections,
                     },
                 );
                 // The float kernels read no codebook or scales, so their layout has no
@@ -211,7 +207,7 @@ impl GpuTensor {
         step: &wgpu::Buffer,
     ) -> Vec<Dispatch> {
         let (_, kind) = kernels_for(self.codec);
-        let s = self.sections();
+        let sections = self.sections();
         self.parts
             .iter()
             .map(|part| {
@@ -222,11 +218,7 @@ impl GpuTensor {
                         cols: self.cols as u32,
                         row0: part.row0 as u32,
                         rows: part.rows as u32,
-                        stride_words: s.stride_words,
-                        scales_off: s.scales_off,
-                        group: s.group,
-                        groups: s.groups,
-                        offsets_off: s.offsets_off,
+                        sections,
                         _pad: [0; 3],
                     },
                 );
@@ -250,4 +242,31 @@ pub struct MatvecIo<'a> {
     pub y_stride: usize,
     pub output: Output,
     pub rows: Rows,
+}
+
+impl<'a> MatvecIo<'a> {
+    /// Every token row of the batch, `y` overwritten.
+    pub fn new(x: &'a wgpu::Buffer, x_stride: usize, y: &'a wgpu::Buffer, y_stride: usize) -> Self {
+        Self {
+            x,
+            x_stride,
+            y,
+            y_stride,
+            output: Output::Write,
+            rows: Rows::All,
+        }
+    }
+
+    /// Adds onto `y` instead (the fused residual adds).
+    pub fn accumulate(self) -> Self {
+        Self {
+            output: Output::Accumulate,
+            ..self
+        }
+    }
+
+    /// Only for `rows`: [`Rows::Last`] computes the batch's last row into row 0.
+    pub fn rows(self, rows: Rows) -> Self {
+        Self { rows, ..self }
+    }
 }

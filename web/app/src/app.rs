@@ -1,99 +1,20 @@
-//! The page: model picker and load progress, the conversation, the composer and settings.
+//! The page: its state, the worker's replies routed into it, and the actions (load, send)
+//! the components below call: model.rs, conversation.rs, composer.rs, settings.rs.
 
 use leptos::prelude::*;
-use serde::{Deserialize, Serialize};
-use serde_json::{json, Value};
-use wasm_bindgen::JsCast;
+use serde_json::json;
 
+use crate::composer::Composer;
+use crate::conversation::{Conversation, Stats, Turn};
 use crate::engine::{self, Reply};
-use crate::{guidance, markdown, store};
+use crate::model::{percent, Load, ModelPanel};
+use crate::settings::{Settings, SettingsPanel};
+use crate::{guidance, store};
 
 /// The converted SmolLM2-135M-Instruct that `scripts/dev.sh demo` serves.
 const DEFAULT_MODEL: &str = "models/smollm2.lut8g.qins";
 const TURNS_KEY: &str = "qins.turns";
 const SETTINGS_KEY: &str = "qins.settings";
-
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-struct Stats {
-    ttft_ms: f64,
-    decode_tok_s: f64,
-    generated_tokens: u64,
-    stop_reason: String,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-struct Turn {
-    role: String,
-    content: String,
-    stats: Option<Stats>,
-    /// A failure shown under the reply instead of stats.
-    error: Option<String>,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(default)]
-struct Settings {
-    system: String,
-    temperature: f32,
-    top_p: f32,
-    top_k: u32,
-    max_tokens: u32,
-    /// Empty: a fresh seed per reply.
-    seed: String,
-    /// The engine's `compute` load option: "f32", or "f16" (multiplies in f16 where the GPU
-    /// has shader-f16); taken at the next load.
-    compute: String,
-}
-
-impl Default for Settings {
-    fn default() -> Self {
-        Self {
-            system: String::new(),
-            temperature: 0.7,
-            top_p: 0.9,
-            top_k: 40,
-            max_tokens: 512,
-            seed: String::new(),
-            compute: "f32".into(),
-        }
-    }
-}
-
-#[derive(Debug, Clone, PartialEq)]
-enum Load {
-    Idle,
-    Loading {
-        stage: String,
-        done: f64,
-        total: f64,
-        mb_s: f64,
-    },
-    Ready(Value),
-    Failed {
-        kind: String,
-        message: String,
-    },
-}
-
-fn percent(done: f64, total: f64) -> u32 {
-    if total > 0.0 {
-        ((done / total) * 100.0).clamp(0.0, 100.0).round() as u32
-    } else {
-        0
-    }
-}
-
-fn count(n: f64) -> String {
-    match n {
-        n if n >= 1e9 => format!("{:.1} B", n / 1e9),
-        n if n >= 1e6 => format!("{:.0} M", n / 1e6),
-        n => format!("{:.0} K", n / 1e3),
-    }
-}
-
-fn mb(bytes: f64) -> String {
-    format!("{:.1} MB", bytes / 1e6)
-}
 
 /// `?model=URL` from the page's address.
 fn model_from_query() -> Option<String> {
@@ -298,175 +219,7 @@ pub fn App() -> impl IntoView {
         gen_id.set(id);
     };
 
-    let on_file = move |ev: leptos::ev::Event| {
-        let input: web_sys::HtmlInputElement = event_target(&ev);
-        let Some(file) = input.files().and_then(|f| f.get(0)) else {
-            return;
-        };
-        match web_sys::Url::create_object_url_with_blob(&file) {
-            // A local file needs no cache: it is already on this machine.
-            Ok(url) => start_load(url, file.name(), false),
-            Err(_) => load.set(Load::Failed {
-                kind: "bad-request".into(),
-                message: "cannot read the chosen file".into(),
-            }),
-        }
-    };
-
-    // Copy buttons live inside rendered Markdown: one delegated handler serves them all.
-    let on_chat_click = move |ev: leptos::ev::MouseEvent| {
-        let Some(target) = ev
-            .target()
-            .and_then(|t| t.dyn_into::<web_sys::Element>().ok())
-        else {
-            return;
-        };
-        if !target.class_list().contains("copy") {
-            return;
-        }
-        let code = target
-            .closest(".code")
-            .ok()
-            .flatten()
-            .and_then(|c| c.query_selector("code").ok().flatten())
-            .and_then(|c| c.text_content());
-        if let (Some(code), Some(w)) = (code, web_sys::window()) {
-            let _ = w.navigator().clipboard().write_text(&code);
-            target.set_text_content(Some("Copied"));
-        }
-    };
-
-    let status = move || match load.get() {
-        Load::Idle => view! { <p class="muted">"No model loaded."</p> }.into_any(),
-        Load::Loading {
-            stage,
-            done,
-            total,
-            mb_s,
-        } => {
-            let what = match stage.as_str() {
-                "cache" => "Reading from the browser cache",
-                "build" => "Preparing the GPU pipelines",
-                _ => "Downloading, decompressing and uploading to the GPU",
-            };
-            let eta = if mb_s > 0.0 && total > done {
-                format!(" · about {:.0} s left", (total - done) / (mb_s * 1e6))
-            } else {
-                String::new()
-            };
-            view! {
-                <p data-testid="load-status" data-state="loading">
-                    {what} ": " {mb(done)} " of " {mb(total)} " · "
-                    {format!("{mb_s:.1} MB/s")} {eta}
-                </p>
-            }
-            .into_any()
-        }
-        Load::Ready(info) => {
-            let adapter = &info["adapter"];
-            let browser = &adapter["browser"];
-            let gpu = [
-                browser["vendor"].as_str().unwrap_or_default(),
-                browser["architecture"].as_str().unwrap_or_default(),
-                adapter["name"].as_str().unwrap_or_default(),
-            ]
-            .into_iter()
-            .filter(|s| !s.is_empty())
-            .collect::<Vec<_>>()
-            .join(" ");
-            // A quota or storage failure only costs the next visit a download: say so.
-            let cache_note = info["cache"]
-                .as_str()
-                .filter(|c| c.starts_with("not stored"))
-                .map(|c| {
-                    view! {
-                        <br/>
-                        <span class="muted" data-testid="cache-note">
-                            {format!("Not kept in the browser cache ({c}): the next visit downloads it again.")}
-                        </span>
-                    }
-                });
-            let from = if info["from_cache"] == true {
-                "loaded from the browser cache"
-            } else {
-                "downloaded"
-            };
-            view! {
-                <p data-testid="load-status" data-state="ready">
-                    <strong>{model_label.get()}</strong> " · "
-                    {count(info["params"].as_f64().unwrap_or(0.0))} " parameters · "
-                    {info["codec"].as_str().unwrap_or_default().to_string()} " · "
-                    {mb(info["archive_bytes"].as_f64().unwrap_or(0.0))} " · " {from} " in "
-                    {format!("{:.1} s", info["load_ms"].as_f64().unwrap_or(0.0) / 1e3)}
-                    <br/>
-                    "GPU: " {if gpu.is_empty() { "WebGPU adapter".to_string() } else { gpu }} " · "
-                    {info["precision"].as_str().unwrap_or_default().to_string()} " compute · "
-                    {info["kv_cache"].as_str().unwrap_or("f32").to_string()} " KV cache · "
-                    {mb(info["gpu_bytes"].as_f64().unwrap_or(0.0))} " of GPU memory"
-                    {cache_note}
-                </p>
-            }
-            .into_any()
-        }
-        Load::Failed { kind, message } => view! {
-            <div class="error" role="alert" data-testid="load-status" data-state="failed">
-                <p><strong>{guidance::for_kind(&kind)}</strong></p>
-                <p class="muted">{message}</p>
-            </div>
-        }
-        .into_any(),
-    };
-
-    let chat = move || {
-        turns
-            .get()
-            .into_iter()
-            .map(|t| {
-                let is_user = t.role == "user";
-                let body = if is_user {
-                    view! { <p class="text">{t.content.clone()}</p> }.into_any()
-                } else {
-                    view! { <div class="text" inner_html=markdown::to_html(&t.content)></div> }
-                        .into_any()
-                };
-                let foot = match (&t.stats, &t.error) {
-                    (_, Some(e)) => view! { <p class="error">{e.clone()}</p> }.into_any(),
-                    (Some(s), None) => view! {
-                        <p class="stats" data-testid="reply-stats">
-                            {format!(
-                                "{} tokens · {} tok/s · first token after {:.0} ms{}",
-                                s.generated_tokens,
-                                if s.decode_tok_s < 1.0 {
-                                    format!("{:.2}", s.decode_tok_s)
-                                } else {
-                                    format!("{:.1}", s.decode_tok_s)
-                                },
-                                s.ttft_ms,
-                                if s.stop_reason == "aborted" { " · stopped" } else { "" }
-                            )}
-                        </p>
-                    }
-                    .into_any(),
-                    _ => ().into_any(),
-                };
-                let chars = t.content.chars().count().to_string();
-                view! {
-                    <article class=if is_user { "turn user" } else { "turn assistant" }
-                        data-testid=if is_user { "user-turn" } else { "assistant-turn" }
-                        data-chars=chars>
-                        <h2 class="who">{if is_user { "You" } else { "Assistant" }}</h2>
-                        {body}
-                        {foot}
-                    </article>
-                }
-            })
-            .collect_view()
-    };
-
-    let ready = move || matches!(load.get(), Load::Ready(_));
-    let can_regenerate = move || {
-        ready() && !generating.get() && turns.get().last().is_some_and(|t| t.role == "assistant")
-    };
+    let ready = Signal::derive(move || matches!(load.get(), Load::Ready(_)));
 
     view! {
         <header>
@@ -474,95 +227,10 @@ pub fn App() -> impl IntoView {
             <p class="muted">"A language model running on your GPU, in this tab. Nothing leaves your machine."</p>
         </header>
         {move || startup_error.get().map(|e| view! { <p class="error" role="alert">{e}</p> })}
-        <section class="model" aria-label="Model">
-            <form on:submit=move |ev| {
-                ev.prevent_default();
-                let url = model_url.get_untracked();
-                start_load(url.clone(), url, true);
-            }>
-                <label for="model-url">"Model archive URL"</label>
-                <div class="row">
-                    <input id="model-url" type="url" data-testid="model-url"
-                        prop:value=move || model_url.get()
-                        on:input=move |ev| model_url.set(event_target_value(&ev))/>
-                    <button type="submit" data-testid="load">"Load"</button>
-                </div>
-            </form>
-            <label class="file">"…or a .qins file from this computer: "
-                <input type="file" accept=".qins" on:change=on_file/>
-            </label>
-            <progress data-testid="progress" max="100"
-                prop:value=move || last_percent.get()
-                data-percent=move || last_percent.get().to_string()
-                aria-label="Load progress"></progress>
-            {status}
-        </section>
-        <main class="chat" aria-live="polite" on:click=on_chat_click data-testid="chat">
-            {chat}
-        </main>
-        <form class="composer" on:submit=move |ev| { ev.prevent_default(); send(false); }>
-            <label for="prompt" class="visually-hidden">"Message"</label>
-            <textarea id="prompt" data-testid="prompt" rows="3"
-                placeholder="Message (Enter to send, Shift+Enter for a new line)"
-                prop:value=move || draft.get()
-                on:input=move |ev| draft.set(event_target_value(&ev))
-                on:keydown=move |ev: leptos::ev::KeyboardEvent| {
-                    if ev.key() == "Enter" && !ev.shift_key() && !ev.is_composing() {
-                        ev.prevent_default();
-                        send(false);
-                    }
-                }></textarea>
-            <div class="row buttons">
-                <button type="submit" data-testid="send" disabled=move || !ready() || generating.get()>"Send"</button>
-                <button type="button" data-testid="stop" disabled=move || !generating.get()
-                    on:click=move |_| engine::abort()>"Stop"</button>
-                <button type="button" data-testid="regenerate" disabled=move || !can_regenerate()
-                    on:click=move |_| send(true)>"Regenerate"</button>
-                <button type="button" data-testid="clear" disabled=move || generating.get()
-                    on:click=move |_| turns.set(Vec::new())>"Clear"</button>
-            </div>
-        </form>
-        <details class="settings">
-            <summary>"Settings"</summary>
-            <label>"System prompt"
-                <textarea rows="2" prop:value=move || settings.get().system
-                    on:input=move |ev| settings.update(|s| s.system = event_target_value(&ev))></textarea>
-            </label>
-            <div class="grid">
-                <label>"Temperature"
-                    <input type="number" min="0" max="2" step="0.05"
-                        prop:value=move || settings.get().temperature.to_string()
-                        on:change=move |ev| if let Ok(v) = event_target_value(&ev).parse() { settings.update(|s| s.temperature = v) }/>
-                </label>
-                <label>"Top-p"
-                    <input type="number" min="0" max="1" step="0.05"
-                        prop:value=move || settings.get().top_p.to_string()
-                        on:change=move |ev| if let Ok(v) = event_target_value(&ev).parse() { settings.update(|s| s.top_p = v) }/>
-                </label>
-                <label>"Top-k (0: off)"
-                    <input type="number" min="0" step="1"
-                        prop:value=move || settings.get().top_k.to_string()
-                        on:change=move |ev| if let Ok(v) = event_target_value(&ev).parse() { settings.update(|s| s.top_k = v) }/>
-                </label>
-                <label>"Max tokens"
-                    <input type="number" min="1" step="1" data-testid="max-tokens"
-                        prop:value=move || settings.get().max_tokens.to_string()
-                        on:change=move |ev| if let Ok(v) = event_target_value(&ev).parse() { settings.update(|s| s.max_tokens = v) }/>
-                </label>
-                <label>"GPU arithmetic (next load)"
-                    <select prop:value=move || settings.get().compute
-                        on:change=move |ev| settings.update(|s| s.compute = event_target_value(&ev))>
-                        <option value="f32">"f32 (matches the reference)"</option>
-                        <option value="f16">"f16 products (needs shader-f16)"</option>
-                    </select>
-                </label>
-                <label>"Seed (empty: random)"
-                    <input type="text" inputmode="numeric"
-                        prop:value=move || settings.get().seed
-                        on:change=move |ev| settings.update(|s| s.seed = event_target_value(&ev))/>
-                </label>
-            </div>
-            <button type="button" on:click=move |_| settings.set(Settings::default())>"Reset settings"</button>
-        </details>
+        <ModelPanel model_url model_label load last_percent
+            on_load=Callback::new(move |(url, label, cache)| start_load(url, label, cache))/>
+        <Conversation turns/>
+        <Composer draft turns generating ready send=Callback::new(send)/>
+        <SettingsPanel settings/>
     }
 }

@@ -4,11 +4,19 @@
 #[cfg(target_arch = "wasm32")]
 mod app;
 #[cfg(target_arch = "wasm32")]
+mod composer;
+#[cfg(target_arch = "wasm32")]
+mod conversation;
+#[cfg(target_arch = "wasm32")]
 mod engine;
 #[cfg(target_arch = "wasm32")]
 mod guidance;
 #[cfg(target_arch = "wasm32")]
 mod markdown;
+#[cfg(target_arch = "wasm32")]
+mod model;
+#[cfg(target_arch = "wasm32")]
+mod settings;
 #[cfg(target_arch = "wasm32")]
 mod store;
 
