@@ -73,6 +73,30 @@ try {
   assert.equal(await page.locator("[data-testid=user-turn]").count(), 1, "conversation kept");
   await page.screenshot({ path: `${outDir}/reloaded.png`, fullPage: true });
 
+  // 4b. Model output is hostile: a conversation restored from storage with a javascript: link,
+  // a remote image and raw HTML renders no script link, fetches nothing, runs nothing.
+  const elsewhere = [];
+  page.on("request", (r) => { if (!r.url().startsWith(base)) elsewhere.push(r.url()); });
+  const dialogs = [];
+  page.on("dialog", (d) => { dialogs.push(d.message()); d.dismiss(); });
+  await page.evaluate(() => localStorage.setItem("qins.turns", JSON.stringify([
+    { role: "user", content: "hi", stats: null, error: null },
+    { role: "assistant", stats: null, error: null, content:
+      "[click](javascript:alert(1)) [site](https://example.com/a) " +
+      "![x](https://elsewhere.example/?q=secret) <img src=x onerror=alert(2)>" },
+  ])));
+  await page.reload();
+  await loaded(page);
+  const links = await page.$$eval("[data-testid=chat] a",
+    (as) => as.map((a) => [a.getAttribute("href"), a.getAttribute("rel"), a.textContent]));
+  assert.deepEqual(links, [
+    ["https://example.com/a", "noopener noreferrer nofollow", "site"],
+    ["https://elsewhere.example/?q=secret", "noopener noreferrer nofollow", "image: x"],
+  ]);
+  assert.equal(await page.locator("[data-testid=chat] img").count(), 0, "no image element");
+  assert.deepEqual(elsewhere, [], "no request left this origin");
+  assert.deepEqual(dialogs, [], "no script ran");
+
   // 5. A phone-sized window: nothing wider than the screen.
   await page.setViewportSize({ width: 390, height: 800 });
   const overflow = await page.evaluate(() => document.documentElement.scrollWidth - innerWidth);
