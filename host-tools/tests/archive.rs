@@ -85,6 +85,7 @@ fn streaming_in_any_piece_size_gives_the_same_tensors() {
                         offset,
                         bytes,
                         complete,
+                        ..
                     } = ev
                     {
                         assert_eq!(offset as usize, got[index].len(), "pieces arrive in order");

@@ -14,46 +14,7 @@ pub fn to_html(text: &str) -> String {
     let mut kept: Vec<bool> = Vec::new();
     let events = Parser::new_ext(text, opts).flat_map(move |ev| match ev {
         Event::Html(raw) | Event::InlineHtml(raw) => vec![Event::Text(raw)],
-        Event::Start(Tag::Link {
-            link_type,
-            dest_url,
-            title,
-            id,
-        }) => {
-            let safe = is_safe_url(&dest_url);
-            kept.push(safe);
-            if safe {
-                vec![Event::Start(Tag::Link {
-                    link_type,
-                    dest_url,
-                    title,
-                    id,
-                })]
-            } else {
-                vec![]
-            }
-        }
-        Event::Start(Tag::Image {
-            link_type,
-            dest_url,
-            title,
-            id,
-        }) => {
-            let safe = is_safe_url(&dest_url);
-            kept.push(safe);
-            let label = Event::Text("image: ".into());
-            if safe {
-                let link = Tag::Link {
-                    link_type,
-                    dest_url,
-                    title,
-                    id,
-                };
-                vec![Event::Start(link), label]
-            } else {
-                vec![label]
-            }
-        }
+        Event::Start(tag @ (Tag::Link { .. } | Tag::Image { .. })) => open_link(&mut kept, tag),
         Event::End(TagEnd::Link) | Event::End(TagEnd::Image) => {
             if kept.pop().unwrap_or(false) {
                 vec![Event::End(TagEnd::Link)]
@@ -95,6 +56,42 @@ pub fn to_html(text: &str) -> String {
         "<a href=",
         "<a target=\"_blank\" rel=\"noopener noreferrer nofollow\" href=",
     )
+}
+
+/// A link's or image's start: a live link when its destination is safe (an image only as a
+/// link, labelled), else nothing but its text.
+fn open_link<'a>(kept: &mut Vec<bool>, tag: Tag<'a>) -> Vec<Event<'a>> {
+    let image = matches!(tag, Tag::Image { .. });
+    let (Tag::Link {
+        link_type,
+        dest_url,
+        title,
+        id,
+    }
+    | Tag::Image {
+        link_type,
+        dest_url,
+        title,
+        id,
+    }) = tag
+    else {
+        return Vec::new(); // the caller passes links and images only
+    };
+    let safe = is_safe_url(&dest_url);
+    kept.push(safe);
+    let mut out = Vec::new();
+    if safe {
+        out.push(Event::Start(Tag::Link {
+            link_type,
+            dest_url,
+            title,
+            id,
+        }));
+    }
+    if image {
+        out.push(Event::Text("image: ".into()));
+    }
+    out
 }
 
 /// Whether a link may stay live: an absolute http(s) or mailto destination. Anything else
@@ -143,7 +140,10 @@ mod tests {
             2,
             "{html}"
         );
-        assert!(html.contains(r#"href="https://example.com/a?b=1&amp;c=2""#), "{html}");
+        assert!(
+            html.contains(r#"href="https://example.com/a?b=1&amp;c=2""#),
+            "{html}"
+        );
         assert!(to_html("[me](mailto:a@b.example)").contains(r#"href="mailto:a@b.example""#));
     }
 
@@ -160,7 +160,10 @@ mod tests {
     #[test]
     fn raw_html_is_text() {
         let html = to_html("<img src=x onerror=alert(1)> <script>alert(1)</script>");
-        assert!(!html.contains("<img") && !html.contains("<script"), "{html}");
+        assert!(
+            !html.contains("<img") && !html.contains("<script"),
+            "{html}"
+        );
         assert!(html.contains("&lt;img"), "{html}");
     }
 }
