@@ -3,7 +3,7 @@
 //! test-backend-ops.
 
 use qins_runtime::codec::{decode, encode, Codec, TEST_VARIANTS};
-use qins_runtime::cpu::{attention, rms_norm};
+use qins_runtime::cpu::{attention, rms_norm, Heads};
 use qins_runtime::engine::{block_on, Select};
 use qins_runtime::format::TensorEntry;
 use qins_runtime::gpu::{
@@ -336,7 +336,12 @@ fn rope_store_and_attention_match_cpu() {
                 k_cpu.extend_from_slice(&r[q_dim..q_dim + kv_dim]);
                 v_cpu.extend_from_slice(&r[q_dim + kv_dim..]);
             }
-            let want = attention(&q, &k_cpu, &v_cpu, pos, n, s.nh, s.nkv, s.hd);
+            let heads = Heads {
+                nh: s.nh,
+                nkv: s.nkv,
+                hd: s.hd,
+            };
+            let want = attention(&q, &k_cpu, &v_cpu, pos, n, heads);
             let what = format!("kv_f16={kv_f16} batch of {n} at {pos}");
             let rotated = block_on(ctx.read_f32(&qkv_gpu, 0, n * row)).unwrap();
             let q_gpu: Vec<f32> = rotated

@@ -108,7 +108,14 @@ impl CpuModel {
                 cache.k[l].extend_from_slice(&ks);
                 cache.v[l].extend_from_slice(vs);
             }
-            let attn = attention(&q, &cache.k[l], &cache.v[l], start, n, nh, nkv, hd);
+            let attn = attention(
+                &q,
+                &cache.k[l],
+                &cache.v[l],
+                start,
+                n,
+                Heads { nh, nkv, hd },
+            );
             let o = matmul_t(&attn, &lw.attn_output, n, q_dim, h);
             x.iter_mut().zip(&o).for_each(|(x, o)| *x += o);
 
@@ -131,18 +138,24 @@ impl CpuModel {
     }
 }
 
+/// The attention heads: query heads, key/value heads they share in groups, head width.
+#[derive(Debug, Clone, Copy)]
+pub struct Heads {
+    pub nh: usize,
+    pub nkv: usize,
+    pub hd: usize,
+}
+
 /// Causal grouped-query attention of `n` new queries (positions start..start+n) over the cache.
-#[allow(clippy::too_many_arguments)]
 pub fn attention(
     q: &[f32],
     k: &[f32],
     v: &[f32],
     start: usize,
     n: usize,
-    nh: usize,
-    nkv: usize,
-    hd: usize,
+    heads: Heads,
 ) -> Vec<f32> {
+    let Heads { nh, nkv, hd } = heads;
     let (q_dim, kv_dim) = (nh * hd, nkv * hd);
     let group = nh / nkv;
     let scale = 1.0 / (hd as f32).sqrt();

@@ -5,5 +5,5 @@ mod forward;
 mod ops;
 
 pub use engine::{CpuEngine, CpuRunner};
-pub use forward::{attention, CpuModel, KvCache};
+pub use forward::{attention, CpuModel, Heads, KvCache};
 pub use ops::{matmul_t, rms_norm, silu_mul, softmax_in_place};
