@@ -1,6 +1,8 @@
 //! `qins-serve`: the chat app and the model archives over HTTP, for development and the demo.
 //! tower-http's ServeDir does the file serving (MIME types incl. application/wasm, Range
-//! requests, conditional GETs); this module only adds the caching policy and ETags.
+//! requests, conditional GETs); this module adds the caching policy, ETags and the security
+//! headers (a Content-Security-Policy that allows what the page needs and nothing else, and
+//! `X-Content-Type-Options: nosniff`).
 
 use std::path::{Path, PathBuf};
 
@@ -34,7 +36,8 @@ pub fn router(opts: &ServeOptions) -> Router {
     let app = Router::new()
         .nest("/models", models)
         .fallback_service(ServeDir::new(&opts.dist).append_index_html_on_directories(true))
-        .layer(middleware::from_fn(cache_policy));
+        .layer(middleware::from_fn(cache_policy))
+        .layer(middleware::from_fn(security_headers));
     if opts.cors {
         app.layer(
             CorsLayer::new()
@@ -74,6 +77,96 @@ async fn cache_policy(req: Request, next: Next) -> Response {
             .insert(header::CACHE_CONTROL, HeaderValue::from_static(value));
     }
     resp
+}
+
+/// What the page and its engine worker need, and nothing else: scripts and WebAssembly from
+/// this origin (compiled without `eval`: 'wasm-unsafe-eval'), the HTML's own inline scripts by
+/// hash (Trunk's and build-app's bootstrap), styles and the worker from this origin, archives
+/// from this origin, any https origin (a `?model=` link elsewhere, if it allows CORS) or a
+/// local file (blob:), images only from here or data: (model output never loads an image).
+fn content_security_policy(inline_script_hashes: &[String]) -> String {
+    let mut script = String::from("'self' 'wasm-unsafe-eval'");
+    for h in inline_script_hashes {
+        script += &format!(" 'sha256-{h}'");
+    }
+    format!(
+        "default-src 'none'; script-src {script}; style-src 'self'; img-src 'self' data:; \
+         connect-src 'self' https: blob:; worker-src 'self'; manifest-src 'self'; \
+         base-uri 'none'; form-action 'none'; frame-ancestors 'none'; object-src 'none'"
+    )
+}
+
+/// The base64 SHA-256 of each inline `<script>` (one without `src`) in `html`, as CSP wants
+/// them. A small scan rather than an HTML parser: the pages are ours, and a script this misses
+/// is blocked, not allowed.
+fn inline_script_hashes(html: &str) -> Vec<String> {
+    use base64::Engine as _;
+    use sha2::Digest as _;
+    let mut out = Vec::new();
+    let mut rest = html;
+    while let Some(start) = rest.find("<script") {
+        let after = &rest[start..];
+        let Some(open_end) = after.find('>') else {
+            break;
+        };
+        let tag = &after[..open_end];
+        let body = &after[open_end + 1..];
+        let Some(close) = body.find("</script>") else {
+            break;
+        };
+        if !tag.contains(" src=") {
+            let digest = sha2::Sha256::digest(body[..close].as_bytes());
+            out.push(base64::engine::general_purpose::STANDARD.encode(digest));
+        }
+        rest = &body[close..];
+    }
+    out
+}
+
+/// Largest HTML page whose inline scripts are hashed (ours are a few KB).
+const MAX_HTML: usize = 1 << 20;
+
+async fn security_headers(req: Request, next: Next) -> Response {
+    let resp = next.run(req).await;
+    let is_html = resp
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("text/html"));
+    let (mut parts, body) = resp.into_parts();
+    let (body, hashes) = if is_html {
+        match axum::body::to_bytes(body, MAX_HTML).await {
+            Ok(bytes) => {
+                let hashes = inline_script_hashes(&String::from_utf8_lossy(&bytes));
+                (Body::from(bytes), Some(hashes))
+            }
+            Err(e) => {
+                tracing::warn!("page too large to hash its scripts: {e}");
+                (Body::empty(), Some(Vec::new()))
+            }
+        }
+    } else {
+        (body, Some(Vec::new()))
+    };
+    // A 304 has no body to hash (and may not even say it is a page): it carries no policy,
+    // so the browser keeps the one stored with the page (a 304's headers replace the stored
+    // ones).
+    let hashes = hashes.filter(|_| parts.status != StatusCode::NOT_MODIFIED);
+    let h = &mut parts.headers;
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    if let Some(hashes) = hashes {
+        if let Ok(v) = HeaderValue::from_str(&content_security_policy(&hashes)) {
+            h.insert(header::CONTENT_SECURITY_POLICY, v);
+        }
+    }
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    Response::from_parts(parts, body)
 }
 
 /// A validator from the file's length and modification time: a re-converted archive gets a new
@@ -203,6 +296,76 @@ mod http_tests {
             get(&opts, "/missing.js", &[]).await.status(),
             StatusCode::NOT_FOUND
         );
+    }
+
+    #[tokio::test]
+    async fn every_response_has_the_security_headers_and_inline_scripts_are_allowed_by_hash() {
+        let (_dir, opts) = site();
+        let script = "import init from \"./qins-web.js\"; init();";
+        std::fs::write(
+            opts.dist.join("index.html"),
+            format!("<!doctype html><script type=\"module\">{script}</script><script type=\"module\" src=\"x.js\"></script>"),
+        )
+        .unwrap();
+        let index = get(&opts, "/", &[]).await;
+        let csp = index.headers()[header::CONTENT_SECURITY_POLICY]
+            .to_str()
+            .unwrap()
+            .to_string();
+        // echo -n "$script" | openssl dgst -sha256 -binary | base64
+        use base64::Engine as _;
+        use sha2::Digest as _;
+        let want = base64::engine::general_purpose::STANDARD
+            .encode(sha2::Sha256::digest(script.as_bytes()));
+        assert!(csp.contains(&format!("'sha256-{want}'")), "{csp}");
+        assert_eq!(
+            csp.matches("'sha256-").count(),
+            1,
+            "only the inline one: {csp}"
+        );
+        for needed in [
+            "default-src 'none'",
+            "'wasm-unsafe-eval'",
+            "connect-src 'self' https: blob:",
+            "img-src 'self' data:",
+        ] {
+            assert!(csp.contains(needed), "{needed} in {csp}");
+        }
+        assert!(
+            !csp.contains("'unsafe-eval'") && !csp.contains("'unsafe-inline'"),
+            "{csp}"
+        );
+        let modified = index.headers()[header::LAST_MODIFIED]
+            .to_str()
+            .unwrap()
+            .to_string();
+        let body = axum::body::to_bytes(index.into_body(), 4096).await.unwrap();
+        assert!(
+            body.starts_with(b"<!doctype html>"),
+            "the page itself is intact"
+        );
+        // A revalidated page keeps the stored policy: its 304 must not replace it with one
+        // that lacks the hashes (a reload would then block the bootstrap script).
+        let again = get(&opts, "/", &[(header::IF_MODIFIED_SINCE, &modified)]).await;
+        assert_eq!(again.status(), StatusCode::NOT_MODIFIED);
+        assert!(!again.headers().contains_key(header::CONTENT_SECURITY_POLICY));
+        for uri in [
+            "/",
+            "/qins-web-0123456789abcdef_bg.wasm",
+            "/models/m.qins",
+            "/missing.js",
+        ] {
+            let resp = get(&opts, uri, &[]).await;
+            assert_eq!(
+                resp.headers()[header::X_CONTENT_TYPE_OPTIONS],
+                "nosniff",
+                "{uri}"
+            );
+            assert!(
+                resp.headers().contains_key(header::CONTENT_SECURITY_POLICY),
+                "{uri}"
+            );
+        }
     }
 
     #[tokio::test]

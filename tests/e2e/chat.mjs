@@ -23,11 +23,19 @@ try {
     if (new URL(r.url()).pathname === "/models/tiny.qins") archiveRequests++;
   });
   const page = await context.newPage();
-  page.on("console", (m) => console.error(`[page] ${m.text()}`));
+  page.on("console", (m) => {
+    console.error(`[page] ${m.text()}`);
+    // qins-serve's Content-Security-Policy must allow everything the page does.
+    if (/Content Security Policy|Content-Security-Policy/i.test(m.text())) {
+      failures.push(`CSP violation: ${m.text()}`);
+    }
+  });
   page.on("pageerror", (e) => failures.push(`page error: ${e.message}`));
 
   // 1. ?model= starts the load; progress reaches 100 %.
-  await page.goto(`${base}/?model=models/tiny.qins`);
+  const first = await page.goto(`${base}/?model=models/tiny.qins`);
+  assert.match(first.headers()["content-security-policy"], /default-src 'none'/);
+  assert.equal(first.headers()["x-content-type-options"], "nosniff");
   await loaded(page);
   assert.equal(await page.getAttribute("[data-testid=progress]", "data-percent"), "100");
   assert.ok(archiveRequests >= 1, "the first load downloads the archive");
