@@ -9,6 +9,7 @@
 #   ./scripts/dev.sh web-bench ARCHIVE [TOKENS]  browser load/decode figures next to native ones
 #   ./scripts/dev.sh build-app [DIR]  build the chat page into DIR (default dist/) without Trunk
 #   ./scripts/dev.sh e2e       only the chat page's end-to-end test (Playwright)
+#   ./scripts/dev.sh api-test  only the OpenAI-compatible API's test (the official openai package)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -200,6 +201,26 @@ e2e_test() {
   node tests/e2e/chat.mjs "$url" "$dir"
 }
 
+# The official openai Python client, for the API test.
+setup_openai() {
+  if ! python3 -c "import openai" 2>/dev/null; then
+    log "installing the openai Python package (API tests)"
+    python3 -m pip install --quiet openai
+  fi
+}
+
+# qins-serve's OpenAI-compatible API on a tiny archive, driven by the official openai package.
+api_test() {
+  local dir=target/api-test bin=./target/release
+  rm -rf "$dir" && mkdir -p "$dir"
+  cargo build --release -p qins-host
+  "$bin/qins-convert" tests/fixtures/tiny-llama -o "$dir/tiny.qins" --codec lut8 >/dev/null
+  start_server "$dir/server" env RUST_LOG=info "$bin/qins-serve" --model "$dir/tiny.qins" \
+    --api-key test-key --backend cpu --addr 127.0.0.1:0 --dist "$dir" --models "$dir"
+  log "OpenAI API against $SERVER_URL (official openai client)"
+  python3 tests/api/openai_client.py "$SERVER_URL" test-key tiny
+}
+
 case "${1:-}" in
   fetch) fetch ;;
   demo)
@@ -231,6 +252,8 @@ case "${1:-}" in
     setup; setup_browser; fetch
     log "tests (release: codec fitting over 135M weights is slow unoptimised)"
     cargo test --release --workspace
+    setup_openai
+    api_test
     web_test
     setup_node
     e2e_test
@@ -239,6 +262,7 @@ case "${1:-}" in
   build-worker) build_worker "${2:?usage: build-worker OUT_DIR}" ;;
   build-app) setup; setup_wasm_bindgen; build_app "${2:-dist}" ;;
   e2e) setup; setup_browser; setup_node; e2e_test ;;
+  api-test) setup_openai; api_test ;;
   web-bench) shift; setup; setup_browser; setup_node; web_bench "$@" ;;
   *) sed -n '2,11p' "$0"; exit 2 ;;
 esac

@@ -1,6 +1,7 @@
 //! Native tools around the QINS runtime: import (Hugging Face safetensors, GGUF, synthetic),
 //! conversion to `.qins`, and the archive writer.
 
+pub mod api;
 pub mod convert;
 pub mod import;
 pub mod load;

@@ -15,7 +15,7 @@ use axum::Router;
 use tower_http::cors::{Any, CorsLayer};
 use tower_http::services::ServeDir;
 
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct ServeOptions {
     /// The built app (Trunk's dist/).
     pub dist: PathBuf,
@@ -23,6 +23,8 @@ pub struct ServeOptions {
     pub models: PathBuf,
     /// Allow any origin (tests whose page is served from another port).
     pub cors: bool,
+    /// The OpenAI-compatible API (`--model`), if any.
+    pub api: Option<std::sync::Arc<crate::api::ApiState>>,
 }
 
 /// The app at /, archives at /models/.
@@ -33,8 +35,11 @@ pub fn router(opts: &ServeOptions) -> Router {
             opts.models.clone(),
             archive_etag,
         ));
-    let app = Router::new()
-        .nest("/models", models)
+    let mut app = Router::new().nest("/models", models);
+    if let Some(api) = &opts.api {
+        app = app.merge(crate::api::router(api.clone()));
+    }
+    let app = app
         .fallback_service(ServeDir::new(&opts.dist).append_index_html_on_directories(true))
         .layer(middleware::from_fn(cache_policy))
         .layer(middleware::from_fn(security_headers));
@@ -42,7 +47,7 @@ pub fn router(opts: &ServeOptions) -> Router {
         app.layer(
             CorsLayer::new()
                 .allow_origin(Any)
-                .allow_methods([Method::GET, Method::HEAD])
+                .allow_methods([Method::GET, Method::HEAD, Method::POST])
                 .allow_headers(Any)
                 .expose_headers(Any),
         )
@@ -261,6 +266,7 @@ mod http_tests {
             dist,
             models,
             cors: false,
+            api: None,
         };
         (dir, opts)
     }
@@ -348,7 +354,9 @@ mod http_tests {
         // that lacks the hashes (a reload would then block the bootstrap script).
         let again = get(&opts, "/", &[(header::IF_MODIFIED_SINCE, &modified)]).await;
         assert_eq!(again.status(), StatusCode::NOT_MODIFIED);
-        assert!(!again.headers().contains_key(header::CONTENT_SECURITY_POLICY));
+        assert!(!again
+            .headers()
+            .contains_key(header::CONTENT_SECURITY_POLICY));
         for uri in [
             "/",
             "/qins-web-0123456789abcdef_bg.wasm",

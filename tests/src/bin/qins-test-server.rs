@@ -88,6 +88,7 @@ async fn main() {
             dist: dir.clone(),
             models: dir,
             cors: false,
+            api: None,
         }))
         .layer(middleware::from_fn_with_state(counts, count))
         .layer(
