@@ -102,3 +102,33 @@ fn a_tokenizer_larger_than_the_vocabulary_is_refused_by_every_engine() {
         );
     }
 }
+
+/// A reply that fills the context ends with stop_reason "length" on both engines; a prompt
+/// that does not fit is an error before any work.
+#[test]
+fn a_reply_that_fills_the_context_ends_with_length() {
+    use qins_runtime::chat::SamplingParams;
+    let dir = tempfile::tempdir().unwrap();
+    let path = convert_to(&fixture("tiny-llama"), Codec::Lut8, dir.path());
+    for backend in [Backend::Cpu, Backend::Gpu] {
+        let mut loaded = open(&path, &opts(backend, 20)).unwrap();
+        let gen = &mut loaded.generator;
+        let prompt: Vec<u32> = (1..=12).collect();
+        let mut run = gen
+            .generate(&prompt, SamplingParams::default(), 100, true)
+            .unwrap();
+        for ev in run.by_ref() {
+            ev.unwrap();
+        }
+        let stats = run.stats();
+        assert_eq!(stats.stop_reason, "length", "{backend:?}");
+        // The last token comes from the logits of the context's last position.
+        assert_eq!(stats.generated_tokens, 20 - 12 + 1, "{backend:?}");
+        let long: Vec<u32> = (1..=21).collect();
+        let mut run = gen
+            .generate(&long, SamplingParams::default(), 5, true)
+            .unwrap();
+        let err = run.next().unwrap().unwrap_err();
+        assert_eq!(err.kind(), "context-full", "{backend:?}");
+    }
+}

@@ -5,13 +5,12 @@
 
 use std::path::PathBuf;
 
-use qins_runtime::chat::{Message, SamplingParams};
+use qins_runtime::chat::{Message, SamplingParams, Scan, StopScan};
 use qins_runtime::load::{LoadOptions, Loaded};
 use qins_runtime::QinsError;
 use tokio::sync::mpsc;
 use web_time::Instant;
 
-use super::stop::{Scan, StopScan};
 use super::types::{ApiError, Usage};
 use axum::http::StatusCode;
 

@@ -5,7 +5,6 @@
 //! Retry-After when it is full); a client that disconnects stops its generation.
 
 mod engine;
-mod stop;
 mod types;
 
 use std::convert::Infallible;

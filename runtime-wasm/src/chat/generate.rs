@@ -40,7 +40,8 @@ pub struct GenerationStats {
     /// Tokens after the first, per second of decoding.
     pub decode_tok_s: f64,
     pub total_ms: f64,
-    /// "eos", "max_tokens" or "" while running.
+    /// "eos", "max_tokens", "length" (the context is full), "stop" (a stop string),
+    /// "aborted", or "" while running.
     pub stop_reason: String,
 }
 
@@ -212,15 +213,25 @@ impl<E: Engine> Generation<'_, E> {
         let t = Instant::now();
         // The engine chooses the candidates (on the GPU: only they come back) unless the
         // sampler needs the whole row.
-        let id = match self.sampler.selection(&self.history) {
-            Some(sel) => {
-                let cands = self.gen.engine.extend_select(run, &sel).await?;
-                self.sampler.sample_from(cands)
+        let chosen = match self.sampler.selection(&self.history) {
+            Some(sel) => match self.gen.engine.extend_select(run, &sel).await {
+                Ok(cands) => Ok(self.sampler.sample_from(cands)),
+                Err(e) => Err(e),
+            },
+            None => match self.gen.engine.extend(run, false).await {
+                Ok(logits) => Ok(self.sampler.sample(&logits, &self.history)),
+                Err(e) => Err(e),
+            },
+        };
+        let id = match chosen {
+            Ok(id) => id,
+            // A reply that fills the context ends there, like one that reaches max_tokens; a
+            // prompt that does not fit is an error before any work.
+            Err(QinsError::ContextFull { .. }) if !prefill => {
+                self.finish("length");
+                return Ok(None);
             }
-            None => {
-                let logits = self.gen.engine.extend(run, false).await?;
-                self.sampler.sample(&logits, &self.history)
-            }
+            Err(e) => return Err(e),
         };
         if prefill {
             let secs = t.elapsed().as_secs_f64();

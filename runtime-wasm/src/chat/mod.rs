@@ -3,10 +3,12 @@
 
 mod generate;
 mod sampler;
+mod stop;
 mod template;
 mod tokenizer;
 
 pub use generate::{Generation, GenerationStats, Generator, StepEvent};
 pub use sampler::{Sampler, SamplingParams};
+pub use stop::{Scan, StopScan};
 pub use template::{ChatTemplate, Message};
 pub use tokenizer::{TextStream, Tokenizer};

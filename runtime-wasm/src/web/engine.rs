@@ -17,7 +17,7 @@ use web_time::Instant;
 
 use super::download::{self, Abort};
 use super::js::{browser_adapter_info, from_js, promise, to_js, to_js_error, wasm_memory_bytes};
-use crate::chat::{Generator, Message, SamplingParams};
+use crate::chat::{Generator, Message, SamplingParams, Scan, StopScan};
 use crate::engine::Engine;
 use crate::load::{AnyEngine, EngineInfo, LoadOptions};
 use crate::{QinsError, Result};
@@ -50,6 +50,8 @@ struct GenerateOptions {
     max_tokens: usize,
     /// Keep going past end-of-turn tokens (benchmarks).
     ignore_eos: bool,
+    /// Stop strings: the reply ends before the first one, which is never sent.
+    stop: Vec<String>,
 }
 
 impl Default for GenerateOptions {
@@ -58,6 +60,7 @@ impl Default for GenerateOptions {
             sampling: SamplingParams::default(),
             max_tokens: 256,
             ignore_eos: false,
+            stop: Vec::new(),
         }
     }
 }
@@ -237,16 +240,26 @@ async fn generate(
     opts: GenerateOptions,
     on_token: &Function,
 ) -> Result<JsValue> {
+    let send = |id: Option<u32>, text: Option<String>| {
+        let _ = on_token.call1(&JsValue::NULL, &to_js(&json!({"id": id, "text": text})));
+    };
+    let mut scan = StopScan::new(opts.stop);
     let mut run =
         loaded
             .generator
             .generate(prompt, opts.sampling, opts.max_tokens, opts.ignore_eos)?;
     while let Some(ev) = run.next_token().await {
         let ev = ev?;
-        let _ = on_token.call1(
-            &JsValue::NULL,
-            &to_js(&json!({"id": ev.id, "text": ev.text})),
-        );
+        let text = match ev.text.map(|t| scan.push(&t)) {
+            None => None,
+            Some(Scan::Go(t)) => Some(t).filter(|t| !t.is_empty()),
+            Some(Scan::Stop(t)) => {
+                send(Some(ev.id), Some(t).filter(|t| !t.is_empty()));
+                run.stop("stop");
+                break;
+            }
+        };
+        send(Some(ev.id), text);
         // An abort() from the callback itself is seen here; one from a worker message runs
         // while next_token awaits its GPU read-back, which returns to the event loop (an
         // already-resolved promise would not: microtasks run before queued messages).
@@ -254,6 +267,11 @@ async fn generate(
             run.stop("aborted");
             break;
         }
+    }
+    // Text held back as a possible stop string's start: its own event, with no token id.
+    let rest = scan.flush();
+    if !rest.is_empty() {
+        send(None, Some(rest));
     }
     Ok(to_js(run.stats()))
 }
