@@ -139,7 +139,7 @@ build_worker() {
   cargo build --release -p qins-worker --target wasm32-unknown-unknown
   mkdir -p "$out"
   wasm-bindgen --target web --out-dir "$out" target/wasm32-unknown-unknown/release/qins_worker.wasm
-  cp web/worker/qins-worker.js web/worker/qins-client.js "$out/"
+  cp web/worker/qins-worker.js web/worker/qins-client.js web/worker/qins-client.d.ts "$out/"
 }
 
 # The chat page without Trunk (which a fresh machine lacks): the same dist/ Trunk builds from
@@ -151,6 +151,8 @@ build_app() {
   wasm-bindgen --target web --no-typescript --out-dir "$out" target/wasm32-unknown-unknown/release/qins-web.wasm
   build_worker "$out/worker"
   cp web/app/style.css "$out/"
+  # The example of OpenAI's chat API in a page (docs/WEB_API.md), at /examples/.
+  cp -r web/examples "$out/examples"
   sed -e '/data-trunk rel="css"/c\  <link rel="stylesheet" href="style.css">' \
       -e '/data-trunk rel="rust"/c\  <script type="module">import init from "./qins-web.js"; init();</script>' \
       -e '/data-trunk/d' -e '/<!-- Trunk:/,/-->/d' web/app/index.html > "$out/index.html"
@@ -199,6 +201,8 @@ e2e_test() {
   local url=$SERVER_URL
   log "chat page end to end in headless Chromium against $url"
   node tests/e2e/chat.mjs "$url" "$dir"
+  log "OpenAI's chat API in a page (web/examples) against $url"
+  node tests/e2e/openai.mjs "$url"
 }
 
 # The official openai Python client, for the API test.

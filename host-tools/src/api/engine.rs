@@ -155,18 +155,7 @@ fn generate(loaded: &mut Loaded, job: Job) {
     let gen = &mut loaded.generator;
     let ids = match &job.prompt {
         Prompt::Chat(messages) => gen.chat_prompt_ids(messages).map_err(invalid),
-        Prompt::Text(text) => gen
-            .tokenizer
-            .encode(text, false)
-            .map_err(invalid)
-            .map(|mut ids| {
-                if loaded.manifest.add_bos_token {
-                    if let Some(bos) = loaded.manifest.config.bos_token_id {
-                        ids.insert(0, bos);
-                    }
-                }
-                ids
-            }),
+        Prompt::Text(text) => gen.text_prompt_ids(text).map_err(invalid),
     };
     let ids = match ids {
         Ok(ids) if ids.is_empty() => Err(ApiError::bad_request("prompt", "the prompt is empty")),

@@ -26,6 +26,8 @@ pub struct Generator<E: Engine> {
     bos: String,
     eos: String,
     stop: Vec<u32>,
+    /// The BOS id a plain-text prompt starts with, where the archive adds one.
+    add_bos: Option<u32>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -77,6 +79,10 @@ impl<E: Engine> Generator<E> {
             bos: manifest.bos_token.clone().unwrap_or_default(),
             eos: manifest.eos_token.clone().unwrap_or_default(),
             stop,
+            add_bos: manifest
+                .add_bos_token
+                .then_some(manifest.config.bos_token_id)
+                .flatten(),
         })
     }
 
@@ -98,6 +104,15 @@ impl<E: Engine> Generator<E> {
                 "the archive has no chat template".into(),
             )),
         }
+    }
+
+    /// A plain-text prompt (completions): tokenized, with BOS where the archive adds one.
+    pub fn text_prompt_ids(&self, text: &str) -> Result<Vec<u32>> {
+        let mut ids = self.tokenizer.encode(text, false)?;
+        if let Some(bos) = self.add_bos {
+            ids.insert(0, bos);
+        }
+        Ok(ids)
     }
 
     pub fn chat_prompt_ids(&self, messages: &[Message]) -> Result<Vec<u32>> {

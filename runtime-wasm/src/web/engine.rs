@@ -176,6 +176,20 @@ impl QinsEngine {
         })
     }
 
+    /// Like `complete` from text: tokenized as the archive says (with BOS where it adds one),
+    /// no chat template (OpenAI's text completions).
+    pub fn complete_text(&self, text: String, options: JsValue, on_token: Function) -> Promise {
+        let inner = self.inner.clone();
+        promise(async move {
+            let _busy = inner.begin()?;
+            let opts: GenerateOptions = from_js(&options)?;
+            let mut slot = inner.loaded.borrow_mut();
+            let loaded = slot.as_mut().ok_or(QinsError::NotLoaded)?;
+            let ids = loaded.generator.text_prompt_ids(&text)?;
+            generate(&inner, loaded, &ids, opts, &on_token).await
+        })
+    }
+
     /// Logits after `ids` from an empty sequence (a Float32Array of the vocabulary's size).
     pub fn logits(&self, ids: Vec<u32>) -> Promise {
         let inner = self.inner.clone();

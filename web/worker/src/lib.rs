@@ -1,5 +1,5 @@
 //! The worker side of the page ↔ engine protocol (docs/WEB_API.md). The page posts
-//! `{type: "load" | "generate" | "complete" | "abort" | "unload", id, ...}`; the worker answers
+//! `{type: "load" | "generate" | "complete" | "complete_text" | "abort" | "unload", id, ...}`; the worker answers
 //! with events carrying the same `id`. Everything here is plumbing: the engine is
 //! `qins_runtime::web::QinsEngine`, also usable directly from JavaScript.
 #![cfg(target_arch = "wasm32")]
@@ -83,6 +83,11 @@ fn handle(engine: &Rc<QinsEngine>, msg: JsValue) {
                 .map(|v| v as u32)
                 .collect();
             let p = engine.complete(ids, arg("options"), forward("token", &id));
+            settle(p, "done", id);
+        }
+        Some("complete_text") => {
+            let text = arg("text").as_string().unwrap_or_default();
+            let p = engine.complete_text(text, arg("options"), forward("token", &id));
             settle(p, "done", id);
         }
         Some("abort") => engine.abort(),
