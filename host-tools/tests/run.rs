@@ -313,3 +313,29 @@ fn bad_archives_and_requests_fail_cleanly() {
     let out = bin("run").arg(model.to_str().unwrap()).output().unwrap();
     assert!(String::from_utf8_lossy(&out.stderr).contains("nothing to do"));
 }
+
+/// On a machine without a desktop a run that works prints no error (the Vulkan loader's
+/// Wayland probe used to print "error: XDG_RUNTIME_DIR is invalid or not set" twice).
+#[test]
+fn a_working_gpu_run_without_a_desktop_prints_no_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let archive = dir.path().join("tiny.qins");
+    convert(&root().join("tests/fixtures/tiny-llama"), &archive, "lut8");
+    let out = bin("run")
+        .args([
+            archive.to_str().unwrap(),
+            "--backend",
+            "gpu",
+            "--prompt",
+            "hi",
+            "--max-tokens",
+            "2",
+        ])
+        .env_remove("XDG_RUNTIME_DIR")
+        .env_remove("WAYLAND_DISPLAY")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(!stderr.contains("error"), "{stderr}");
+}
