@@ -339,3 +339,59 @@ fn a_working_gpu_run_without_a_desktop_prints_no_error() {
     assert!(out.status.success(), "{stderr}");
     assert!(!stderr.contains("error"), "{stderr}");
 }
+
+/// 200 turns on a 96-position context: the oldest turns leave the model's view, every turn
+/// gets its reply, and a message longer than the context is refused without ending the chat.
+#[test]
+fn a_long_chat_keeps_going_past_the_context() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("tiny.qins");
+    convert(&root().join("tests/fixtures/tiny-llama"), &model, "lut8");
+    for backend in ["cpu", "gpu"] {
+        let mut child = bin("run")
+            .args([
+                model.to_str().unwrap(),
+                "--chat",
+                "--ctx",
+                "96",
+                "--max-tokens",
+                "6",
+                "--ignore-eos",
+                "--backend",
+                backend,
+                "--system",
+                "Be brief.",
+                "-v",
+            ])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut input: String = (0..200).map(|i| format!("turn number {i}\n")).collect();
+        input.insert_str(input.len() / 2, &format!("{}\n", "word ".repeat(200)));
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(input.as_bytes())
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{backend}: {err}");
+        assert_eq!(
+            err.matches("[6 tokens").count(),
+            200,
+            "{backend}: every turn replied"
+        );
+        assert!(
+            err.contains("no longer fit the context"),
+            "{backend}: {err}"
+        );
+        assert_eq!(
+            err.matches("this message was not sent").count(),
+            1,
+            "{backend}: {err}"
+        );
+    }
+}

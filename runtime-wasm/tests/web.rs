@@ -363,3 +363,70 @@ async fn a_dropped_download_resumes_with_a_range_request() {
     assert!(num(&info, "resumes") >= 1.0, "{info:?}");
     assert_matches_native(&engine).await;
 }
+
+/// 200 turns on a 96-position context: every turn is answered, the oldest turns leave the
+/// model's view (reported as `dropped_messages`), and a message longer than the context is
+/// refused with `context-full` without ending the conversation.
+#[wasm_bindgen_test]
+async fn a_long_conversation_keeps_going_past_the_context() {
+    let engine = QinsEngine::new();
+    load(
+        &engine,
+        &archive("tiny.qins"),
+        r#"{"cache":false,"max_context":96}"#,
+    )
+    .await
+    .expect("load");
+    let mut turns: Vec<(String, String)> = Vec::new();
+    let mut start = 0; // the first turn the model still sees, as the page keeps it
+    let mut dropped_any = false;
+    for i in 0..200 {
+        let content = if i == 100 {
+            "word ".repeat(200)
+        } else {
+            format!("turn number {i}")
+        };
+        turns.push(("user".into(), content));
+        let messages: Vec<serde_json::Value> =
+            std::iter::once(serde_json::json!({"role": "system", "content": "Be brief."}))
+                .chain(
+                    turns[start..]
+                        .iter()
+                        .map(|(r, c)| serde_json::json!({"role": r, "content": c})),
+                )
+                .collect();
+        let (on_token, tokens) = recorder(|_| {});
+        let result = wait(
+            engine
+                .generate(
+                    options(&serde_json::to_string(&messages).unwrap()),
+                    options(r#"{"max_tokens":4,"ignore_eos":true}"#),
+                    on_token,
+                )
+                .into(),
+        )
+        .await;
+        if i == 100 {
+            let err = result.expect_err("a message longer than the context");
+            assert_eq!(kind(&err), "context-full");
+            turns.pop();
+            continue;
+        }
+        let stats = result.unwrap_or_else(|e| panic!("turn {i}: {e:?}"));
+        assert_eq!(num(&stats, "generated_tokens"), 4.0, "turn {i}");
+        let dropped = num(&stats, "dropped_messages") as usize;
+        dropped_any |= dropped > 0;
+        start += dropped;
+        let text: String = tokens
+            .borrow()
+            .iter()
+            .filter_map(|t| get(t, "text").as_string())
+            .collect();
+        turns.push(("assistant".into(), text));
+    }
+    assert!(dropped_any, "a 96-position context cannot hold 200 turns");
+    assert!(
+        start > 100,
+        "the model's view moved on: it starts at turn {start}"
+    );
+}

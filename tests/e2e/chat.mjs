@@ -105,6 +105,26 @@ try {
   assert.deepEqual(elsewhere, [], "no request left this origin");
   assert.deepEqual(dialogs, [], "no script ran");
 
+  // 4c. A conversation longer than the context keeps going: the oldest turns leave the
+  // model's view, the page marks where its memory starts, and the reply comes.
+  await page.evaluate(() => localStorage.setItem("qins.turns", JSON.stringify(
+    Array.from({ length: 30 }, (_, i) => ({
+      role: i % 2 ? "assistant" : "user", stats: null, error: null,
+      content: `Message ${i}: ` + "the quick brown fox jumps over the lazy dog ".repeat(3),
+    })))));
+  await page.reload();
+  await loaded(page);
+  await page.click("summary");
+  await page.fill("[data-testid=max-tokens]", "8");
+  await page.press("[data-testid=max-tokens]", "Tab");
+  await page.fill("[data-testid=prompt]", "One more thing?");
+  await page.press("[data-testid=prompt]", "Enter");
+  const longReply = page.locator("[data-testid=assistant-turn]").last();
+  await longReply.locator("[data-testid=reply-stats]").waitFor({ timeout: 120_000 });
+  assert.equal(await longReply.locator(".error").count(), 0, "the reply came, no error");
+  assert.equal(await page.locator("[data-testid=memory-mark]").count(), 1, "the memory mark is shown");
+  await page.screenshot({ path: `${outDir}/long-conversation.png`, fullPage: true });
+
   // 5. A phone-sized window: nothing wider than the screen.
   await page.setViewportSize({ width: 390, height: 800 });
   const overflow = await page.evaluate(() => document.documentElement.scrollWidth - innerWidth);

@@ -97,8 +97,7 @@ fn reply(
     args: &Args,
     stream: bool,
 ) -> Result<(Vec<u32>, String, GenerationStats)> {
-    let prompt = gen.chat_prompt_ids(messages)?;
-    let mut run = gen.generate(&prompt, params.clone(), args.max_tokens, args.ignore_eos)?;
+    let mut run = gen.generate_chat(messages, params.clone(), args.max_tokens, args.ignore_eos)?;
     let mut text = String::new();
     let mut out = std::io::stdout().lock();
     for ev in run.by_ref() {
@@ -242,7 +241,25 @@ fn chat(args: &Args, gen: &mut Generator<AnyEngine>, params: &SamplingParams) ->
             _ => {}
         }
         messages.push(Message::new("user", line.trim()));
-        let (_, text, stats) = reply(gen, &messages, params, args, true)?;
+        let (_, text, stats) = match reply(gen, &messages, params, args, true) {
+            Ok(r) => r,
+            // A message too long for the context: say so and keep the conversation.
+            Err(e) if e.to_string().contains("context full") => {
+                eprintln!("({e}: this message was not sent)");
+                messages.pop();
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
+        if stats.dropped_messages > 0 {
+            // The model no longer sees them: the conversation goes on without them.
+            let system = messages.iter().take_while(|m| m.role == "system").count();
+            messages.drain(system..system + stats.dropped_messages);
+            eprintln!(
+                "(the oldest {} messages no longer fit the context; the model no longer sees them)",
+                stats.dropped_messages
+            );
+        }
         if args.verbose {
             eprintln!(
                 "[{} tokens, {:.1} tok/s]",

@@ -42,9 +42,21 @@ pub struct GenerationStats {
     /// Tokens after the first, per second of decoding.
     pub decode_tok_s: f64,
     pub total_ms: f64,
+    /// Messages of the conversation that no longer fit the context and were left out
+    /// (`generate_chat`): the model's view starts after them.
+    #[serde(default)]
+    pub dropped_messages: usize,
     /// "eos", "max_tokens", "length" (the context is full), "stop" (a stop string),
     /// "aborted", or "" while running.
     pub stop_reason: String,
+}
+
+/// A conversation's prompt as it fits the context (see [`Generator::fit_chat`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct FittedPrompt {
+    pub ids: Vec<u32>,
+    /// Messages after the system ones that no longer fit, oldest first.
+    pub dropped: usize,
 }
 
 /// One generated token and the text it completed (None while a character is incomplete).
@@ -117,6 +129,55 @@ impl<E: Engine> Generator<E> {
 
     pub fn chat_prompt_ids(&self, messages: &[Message]) -> Result<Vec<u32>> {
         self.tokenizer.encode(&self.chat_prompt(messages)?, false)
+    }
+
+    /// The prompt of the longest recent part of a conversation that leaves `room` positions
+    /// for the reply: the oldest turns after the system messages leave the model's view (whole
+    /// turns: the kept part starts with a user message, as templates expect), and how many
+    /// messages left is returned with the ids. The last message always stays; when it does not
+    /// fit even alone, the conversation is refused (`context-full`) before any work.
+    pub fn fit_chat(&self, messages: &[Message], room: usize) -> Result<FittedPrompt> {
+        let capacity = self.engine.capacity();
+        let system = messages.iter().take_while(|m| m.role == "system").count();
+        let rest = &messages[system..];
+        let mut dropped = 0;
+        loop {
+            let kept: Vec<Message> = messages[..system]
+                .iter()
+                .chain(&rest[dropped..])
+                .cloned()
+                .collect();
+            let ids = self.chat_prompt_ids(&kept)?;
+            let last = dropped + 1 >= rest.len();
+            if ids.len() + room.min(capacity / 4) <= capacity || last {
+                if ids.len() >= capacity {
+                    return Err(QinsError::ContextFull {
+                        needed: ids.len(),
+                        available: capacity,
+                    });
+                }
+                return Ok(FittedPrompt { ids, dropped });
+            }
+            dropped += 1;
+            while dropped + 1 < rest.len() && rest[dropped].role != "user" {
+                dropped += 1;
+            }
+        }
+    }
+
+    /// Starts the reply to a conversation, leaving its oldest turns out when it no longer fits
+    /// the context with room for `max_tokens` (see [`Generator::fit_chat`]).
+    pub fn generate_chat(
+        &mut self,
+        messages: &[Message],
+        params: SamplingParams,
+        max_tokens: usize,
+        ignore_eos: bool,
+    ) -> Result<Generation<'_, E>> {
+        let fitted = self.fit_chat(messages, max_tokens)?;
+        let mut run = self.generate(&fitted.ids, params, max_tokens, ignore_eos)?;
+        run.stats.dropped_messages = fitted.dropped;
+        Ok(run)
     }
 
     /// Starts generating after `prompt` from an empty sequence. Tokens come from the returned

@@ -7,7 +7,7 @@ mod stop;
 mod template;
 mod tokenizer;
 
-pub use generate::{Generation, GenerationStats, Generator, StepEvent};
+pub use generate::{FittedPrompt, Generation, GenerationStats, Generator, StepEvent};
 pub use sampler::{Sampler, SamplingParams};
 pub use stop::{Scan, StopScan};
 pub use template::{ChatTemplate, Message};

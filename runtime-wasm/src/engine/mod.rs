@@ -21,6 +21,8 @@ pub trait Engine {
     fn config(&self) -> &ModelConfig;
     /// Tokens in the sequence so far.
     fn len(&self) -> usize;
+    /// Positions the sequence may reach (the context, capped by `--ctx` / `max_context`).
+    fn capacity(&self) -> usize;
     fn is_empty(&self) -> bool {
         self.len() == 0
     }

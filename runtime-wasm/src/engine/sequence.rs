@@ -63,6 +63,10 @@ impl<F: Forward> Engine for Sequence<F> {
         self.history.len()
     }
 
+    fn capacity(&self) -> usize {
+        self.model.max_len()
+    }
+
     fn reset(&mut self) {
         self.model.clear();
         self.history.clear();

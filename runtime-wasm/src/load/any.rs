@@ -39,6 +39,9 @@ impl Engine for AnyEngine {
     fn len(&self) -> usize {
         each!(self, e => e.len())
     }
+    fn capacity(&self) -> usize {
+        each!(self, e => e.capacity())
+    }
     fn reset(&mut self) {
         each!(self, e => e.reset())
     }

@@ -159,8 +159,7 @@ impl QinsEngine {
             let opts: GenerateOptions = from_js(&options)?;
             let mut slot = inner.loaded.borrow_mut();
             let loaded = slot.as_mut().ok_or(QinsError::NotLoaded)?;
-            let prompt = loaded.generator.chat_prompt_ids(&messages)?;
-            generate(&inner, loaded, &prompt, opts, &on_token).await
+            generate(&inner, loaded, Prompt::Chat(&messages), opts, &on_token).await
         })
     }
 
@@ -172,7 +171,7 @@ impl QinsEngine {
             let opts: GenerateOptions = from_js(&options)?;
             let mut slot = inner.loaded.borrow_mut();
             let loaded = slot.as_mut().ok_or(QinsError::NotLoaded)?;
-            generate(&inner, loaded, &ids, opts, &on_token).await
+            generate(&inner, loaded, Prompt::Ids(&ids), opts, &on_token).await
         })
     }
 
@@ -186,7 +185,7 @@ impl QinsEngine {
             let mut slot = inner.loaded.borrow_mut();
             let loaded = slot.as_mut().ok_or(QinsError::NotLoaded)?;
             let ids = loaded.generator.text_prompt_ids(&text)?;
-            generate(&inner, loaded, &ids, opts, &on_token).await
+            generate(&inner, loaded, Prompt::Ids(&ids), opts, &on_token).await
         })
     }
 
@@ -247,10 +246,17 @@ impl QinsEngine {
     }
 }
 
+/// What a generation starts from: a conversation (its oldest turns leave the model's view
+/// when it outgrows the context) or token ids as they are.
+enum Prompt<'a> {
+    Chat(&'a [Message]),
+    Ids(&'a [u32]),
+}
+
 async fn generate(
     inner: &Inner,
     loaded: &mut Loaded,
-    prompt: &[u32],
+    prompt: Prompt<'_>,
     opts: GenerateOptions,
     on_token: &Function,
 ) -> Result<JsValue> {
@@ -258,10 +264,12 @@ async fn generate(
         let _ = on_token.call1(&JsValue::NULL, &to_js(&json!({"id": id, "text": text})));
     };
     let mut scan = StopScan::new(opts.stop);
-    let mut run =
-        loaded
-            .generator
-            .generate(prompt, opts.sampling, opts.max_tokens, opts.ignore_eos)?;
+    let gen = &mut loaded.generator;
+    let (params, max, ignore_eos) = (opts.sampling, opts.max_tokens, opts.ignore_eos);
+    let mut run = match prompt {
+        Prompt::Chat(messages) => gen.generate_chat(messages, params, max, ignore_eos)?,
+        Prompt::Ids(ids) => gen.generate(ids, params, max, ignore_eos)?,
+    };
     while let Some(ev) = run.next_token().await {
         let ev = ev?;
         let text = match ev.text.map(|t| scan.push(&t)) {

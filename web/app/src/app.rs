@@ -43,6 +43,14 @@ pub fn App() -> impl IntoView {
     let gen_id = RwSignal::new(0u64);
     let generating = RwSignal::new(false);
     let startup_error = RwSignal::new(None::<String>);
+    // The first turn the model still sees: older ones no longer fit its context (the engine
+    // leaves them out and says how many); the page keeps showing them above a mark.
+    let memory_start = RwSignal::new(0usize);
+    Effect::new(move |_| {
+        if turns.with(|t| t.is_empty()) {
+            memory_start.set(0);
+        }
+    });
 
     // A reply still streaming is not saved half-way: it is saved when it ends.
     Effect::new(move |_| {
@@ -105,6 +113,8 @@ pub fn App() -> impl IntoView {
                     }
                 }
                 "done" => {
+                    let dropped = r.data["dropped_messages"].as_u64().unwrap_or(0) as usize;
+                    memory_start.update(|m| *m += dropped);
                     let stats: Stats = serde_json::from_value(r.data).unwrap_or_default();
                     turns.update(|t| {
                         if let Some(last) = t.last_mut() {
@@ -192,7 +202,12 @@ pub fn App() -> impl IntoView {
         if !s.system.trim().is_empty() {
             messages.push(json!({"role": "system", "content": s.system}));
         }
-        for t in turns.get_untracked() {
+        // Turns the model already lost stay out: the engine only drops more as needed.
+        for t in turns
+            .get_untracked()
+            .into_iter()
+            .skip(memory_start.get_untracked())
+        {
             messages.push(json!({"role": t.role, "content": t.content}));
         }
         turns.update(|t| {
@@ -229,7 +244,7 @@ pub fn App() -> impl IntoView {
         {move || startup_error.get().map(|e| view! { <p class="error" role="alert">{e}</p> })}
         <ModelPanel model_url model_label load last_percent
             on_load=Callback::new(move |(url, label, cache)| start_load(url, label, cache))/>
-        <Conversation turns/>
+        <Conversation turns memory_start/>
         <Composer draft turns generating ready send=Callback::new(send)/>
         <SettingsPanel settings/>
     }

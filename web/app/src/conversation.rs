@@ -25,7 +25,7 @@ pub struct Turn {
 }
 
 #[component]
-pub fn Conversation(turns: RwSignal<Vec<Turn>>) -> impl IntoView {
+pub fn Conversation(turns: RwSignal<Vec<Turn>>, memory_start: RwSignal<usize>) -> impl IntoView {
     // Copy buttons live inside rendered Markdown: one delegated handler serves them all.
     let on_chat_click = move |ev: leptos::ev::MouseEvent| {
         let Some(target) = ev
@@ -50,10 +50,21 @@ pub fn Conversation(turns: RwSignal<Vec<Turn>>) -> impl IntoView {
     };
 
     let chat = move || {
+        let start = memory_start.get();
         turns
             .get()
             .into_iter()
-            .map(|t| {
+            .enumerate()
+            .map(|(i, t)| {
+                // Where the model's memory now starts: the turns above no longer fit its
+                // context.
+                let mark = (i == start && start > 0).then(|| {
+                    view! {
+                        <p class="memory-mark" data-testid="memory-mark" role="note">
+                            "The model no longer sees the messages above: the conversation outgrew its context."
+                        </p>
+                    }
+                });
                 let is_user = t.role == "user";
                 let body = if is_user {
                     view! { <p class="text">{t.content.clone()}</p> }.into_any()
@@ -83,6 +94,7 @@ pub fn Conversation(turns: RwSignal<Vec<Turn>>) -> impl IntoView {
                 };
                 let chars = t.content.chars().count().to_string();
                 view! {
+                    {mark}
                     <article class=if is_user { "turn user" } else { "turn assistant" }
                         data-testid=if is_user { "user-turn" } else { "assistant-turn" }
                         data-chars=chars>

@@ -33,7 +33,7 @@ pub fn for_kind(kind: &str) -> &'static str {
             "The archive was written by a newer converter than this page. Update the page or \
              convert the model again."
         }
-        "context-full" => "The conversation is longer than the model's context. Clear it to go on.",
+        "context-full" => "This message alone is longer than the model's context: shorten it.",
         "busy" => "The engine is busy. Stop the current reply first.",
         "not-loaded" => "Load a model first.",
         "aborted" => "Stopped.",
