@@ -299,3 +299,50 @@ fn bad_checkpoints_name_the_file_and_the_problem() {
         "unknown codec",
     );
 }
+
+/// A conversion killed part-way (SIGKILL: no cleanup runs) leaves the archive already at the
+/// output path exactly as it was; a later run completes normally.
+#[test]
+fn a_killed_conversion_leaves_the_previous_archive_intact() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("model.qins");
+    let previous = b"the previous archive".to_vec();
+    std::fs::write(&out, &previous).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_qins-convert"))
+        .args([
+            smollm2().to_str().unwrap(),
+            "-o",
+            out.to_str().unwrap(),
+            "--codec",
+            "lut8g",
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // Well into the conversion (a minute on this model), before it finishes.
+    std::thread::sleep(std::time::Duration::from_secs(4));
+    assert!(child.try_wait().unwrap().is_none(), "still converting");
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert_eq!(
+        std::fs::read(&out).unwrap(),
+        previous,
+        "the output path is untouched"
+    );
+    // A later run replaces it with a whole archive.
+    let tiny = root().join("tests/fixtures/tiny-llama");
+    let o = run(
+        "convert",
+        &[
+            tiny.to_str().unwrap(),
+            "-o",
+            out.to_str().unwrap(),
+            "--codec",
+            "lut8",
+        ],
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let o = run("inspect", &[out.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+}
