@@ -199,8 +199,12 @@ e2e_test() {
   start_server "$dir/server" ./target/release/qins-serve --dist "$dir/dist" \
     --models "$dir/models" --addr 127.0.0.1:0
   local url=$SERVER_URL
-  log "chat page end to end in headless Chromium against $url"
-  node tests/e2e/chat.mjs "$url" "$dir"
+  # A second origin serving the same archive (with CORS), for a ?model= link to another site.
+  start_server "$dir/other" ./target/release/qins-serve --dist "$dir/dist" \
+    --models "$dir/models" --addr 127.0.0.1:0 --cors
+  local other=$SERVER_URL
+  log "chat page end to end in headless Chromium against $url (and $other)"
+  node tests/e2e/chat.mjs "$url" "$dir" "$other"
   log "OpenAI's chat API in a page (web/examples) against $url"
   node tests/e2e/openai.mjs "$url"
 }

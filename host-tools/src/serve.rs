@@ -87,8 +87,9 @@ async fn cache_policy(req: Request, next: Next) -> Response {
 /// What the page and its engine worker need, and nothing else: scripts and WebAssembly from
 /// this origin (compiled without `eval`: 'wasm-unsafe-eval'), the HTML's own inline scripts by
 /// hash (Trunk's and build-app's bootstrap), styles and the worker from this origin, archives
-/// from this origin, any https origin (a `?model=` link elsewhere, if it allows CORS) or a
-/// local file (blob:), images only from here or data: (model output never loads an image).
+/// from this origin, any http(s) origin (a `?model=` link elsewhere, if it allows CORS: the
+/// page asks first) or a local file (blob:), images only from here or data: (model output
+/// never loads an image).
 fn content_security_policy(inline_script_hashes: &[String]) -> String {
     let mut script = String::from("'self' 'wasm-unsafe-eval'");
     for h in inline_script_hashes {
@@ -96,7 +97,7 @@ fn content_security_policy(inline_script_hashes: &[String]) -> String {
     }
     format!(
         "default-src 'none'; script-src {script}; style-src 'self'; img-src 'self' data:; \
-         connect-src 'self' https: blob:; worker-src 'self'; manifest-src 'self'; \
+         connect-src 'self' https: http: blob:; worker-src 'self'; manifest-src 'self'; \
          base-uri 'none'; form-action 'none'; frame-ancestors 'none'; object-src 'none'"
     )
 }
@@ -332,7 +333,7 @@ mod http_tests {
         for needed in [
             "default-src 'none'",
             "'wasm-unsafe-eval'",
-            "connect-src 'self' https: blob:",
+            "connect-src 'self' https: http: blob:",
             "img-src 'self' data:",
         ] {
             assert!(csp.contains(needed), "{needed} in {csp}");

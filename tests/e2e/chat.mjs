@@ -4,7 +4,7 @@
 import assert from "node:assert/strict";
 import { launch } from "./chromium.mjs";
 
-const [base, outDir] = process.argv.slice(2);
+const [base, outDir, other] = process.argv.slice(2);
 const READY = '[data-testid=load-status][data-state=ready]';
 const SETTLED = `${READY}, [data-testid=load-status][data-state=failed]`;
 
@@ -134,6 +134,36 @@ try {
   failures.push(e.stack || String(e));
 } finally {
   await browser.close();
+}
+
+// 6b. A ?model= link to an archive on another site asks first (name, origin, size from a HEAD
+// request) and downloads nothing until the user agrees.
+{
+  const remote = await launch();
+  try {
+    const context = await remote.newContext();
+    const gets = [];
+    context.on("request", (r) => {
+      if (r.url().startsWith(other) && r.method() === "GET") gets.push(r.url());
+    });
+    const page = await context.newPage();
+    await page.goto(`${base}/?model=${other}/models/tiny.qins`);
+    const ask = await page.waitForSelector("[data-testid=confirm-remote]", { timeout: 60_000 });
+    assert.match(await ask.textContent(), new RegExp(`tiny\\.qins.*${other.replace(/[.:/]/g, "\\$&")}`));
+    await page.waitForFunction(
+      () => /MB/.test(document.querySelector("[data-testid=remote-size]")?.textContent ?? ""),
+      null, { timeout: 30_000 });
+    await page.waitForTimeout(500);
+    assert.deepEqual(gets, [], "nothing downloaded before the user agrees");
+    await page.screenshot({ path: `${outDir}/remote-ask.png`, fullPage: true });
+    await page.click("[data-testid=confirm-download]");
+    await loaded(page);
+    assert.ok(gets.some((u) => u.endsWith("/models/tiny.qins")), "downloaded after agreeing");
+  } catch (e) {
+    failures.push(e.stack || String(e));
+  } finally {
+    await remote.close();
+  }
 }
 
 // 6. Without WebGPU (Linux Chromium without its flag offers no adapter) the page says what to do.

@@ -25,6 +25,39 @@ fn model_from_query() -> Option<String> {
         .filter(|m| !m.is_empty())
 }
 
+/// A `?model=` link to an archive on another site: what the page asks about before it
+/// downloads anything (a link must not start a large download from elsewhere unasked).
+#[derive(Debug, Clone, PartialEq)]
+struct RemoteAsk {
+    url: String,
+    origin: String,
+    name: String,
+    /// From a HEAD request, when the other site answers it (CORS).
+    bytes: Option<f64>,
+}
+
+/// `url` made absolute, and its origin when that is not the page's.
+fn other_origin(url: &str) -> Option<(String, String)> {
+    let w = web_sys::window()?;
+    let u = web_sys::Url::new_with_base(url, &w.location().href().ok()?).ok()?;
+    let page = w.location().origin().ok()?;
+    (u.origin() != page).then(|| (u.href(), u.origin()))
+}
+
+/// The archive's size from a HEAD request, None when the site does not say (or refuses).
+async fn head_size(url: &str) -> Option<f64> {
+    use wasm_bindgen::JsCast;
+    let init = web_sys::RequestInit::new();
+    init.set_method("HEAD");
+    let req = web_sys::Request::new_with_str_and_init(url, &init).ok()?;
+    let resp = wasm_bindgen_futures::JsFuture::from(web_sys::window()?.fetch_with_request(&req))
+        .await
+        .ok()?
+        .dyn_into::<web_sys::Response>()
+        .ok()?;
+    resp.headers().get("content-length").ok()??.parse().ok()
+}
+
 fn now_seed() -> u64 {
     js_sys::Date::now() as u64
 }
@@ -167,10 +200,50 @@ pub fn App() -> impl IntoView {
         );
         load_id.set(id);
     };
+    let remote_ask = RwSignal::new(None::<RemoteAsk>);
     if start_model.is_some() {
         let url = model_url.get_untracked();
-        start_load(url.clone(), url, true);
+        match other_origin(&url) {
+            Some((url, origin)) => {
+                let name = url.rsplit('/').next().unwrap_or(&url).to_string();
+                remote_ask.set(Some(RemoteAsk {
+                    url: url.clone(),
+                    origin,
+                    name,
+                    bytes: None,
+                }));
+                wasm_bindgen_futures::spawn_local(async move {
+                    let bytes = head_size(&url).await;
+                    remote_ask.update(|a| {
+                        if let Some(a) = a {
+                            a.bytes = bytes;
+                        }
+                    });
+                });
+            }
+            None => start_load(url.clone(), url, true),
+        }
     }
+    let ask_view = move || {
+        remote_ask.get().map(|ask| {
+            let size = ask
+                .bytes
+                .map_or("size unknown".to_string(), |b| format!("{:.1} MB", b / 1e6));
+            let url = ask.url.clone();
+            view! {
+                <div class="confirm" role="alertdialog" data-testid="confirm-remote">
+                    <p>"This link asks to download " <strong>{ask.name.clone()}</strong>
+                        " (" <span data-testid="remote-size">{size}</span> ") from "
+                        <strong>{ask.origin.clone()}</strong> ", another site. Download it?"</p>
+                    <button type="button" data-testid="confirm-download" on:click=move |_| {
+                        remote_ask.set(None);
+                        start_load(url.clone(), url.clone(), true);
+                    }>"Download"</button>
+                    <button type="button" on:click=move |_| remote_ask.set(None)>"Cancel"</button>
+                </div>
+            }
+        })
+    };
 
     let send = move |regenerate: bool| {
         if generating.get_untracked() || !matches!(load.get_untracked(), Load::Ready(_)) {
@@ -242,6 +315,7 @@ pub fn App() -> impl IntoView {
             <p class="muted">"A language model running on your GPU, in this tab. Nothing leaves your machine."</p>
         </header>
         {move || startup_error.get().map(|e| view! { <p class="error" role="alert">{e}</p> })}
+        {ask_view}
         <ModelPanel model_url model_label load last_percent
             on_load=Callback::new(move |(url, label, cache)| start_load(url, label, cache))/>
         <Conversation turns memory_start/>
