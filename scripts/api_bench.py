@@ -5,15 +5,13 @@ OpenAI server (`llama_cpp.server`) on the same model, in the same run, with the 
   python3 scripts/api_bench.py --qins models/smollm2.lut8g.qins \
       --gguf models/SmolLM2-135M-Instruct.Q4_1.gguf [--concurrency 1,4,16] [--max-tokens 32]
 
-For each server and concurrency level it sends streamed completions from that many clients at
-once (greedy, the same prompts) and prints requests/s, p50 / p99 time to first token and total
-latency, and streamed text chunks/s, one JSON object per row, then a Markdown table for
-docs/RESULTS.md. Needs `pip install 'llama-cpp-python[server]'`.
-
-The requests go to /v1/completions with a plain-text prompt ("Question: …\nAnswer:"):
-llama-cpp-python 0.3.36's server segfaults on this GGUF for chat completions and for any prompt
-holding special tokens such as <|im_start|> (plain completions work), and the same prompt text
-then reaches both servers."""
+For each server and concurrency level it sends streamed chat completions from that many
+clients at once (greedy, the same prompts) and prints requests/s, p50 / p99 time to first
+token and total latency, and generated tokens/s, one JSON object per row, then a Markdown
+table for docs/RESULTS.md. Needs `pip install 'llama-cpp-python[server]'`; on the 2-core EPYC
+build machine llama-cpp-python 0.3.36 built with its default -march=native segfaults on any
+prompt of more than one token, so it is built there with
+CMAKE_ARGS="-DGGML_NATIVE=OFF -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON"."""
 import argparse
 import concurrent.futures
 import json
@@ -53,9 +51,9 @@ def wait_up(base, proc, seconds=300):
 
 
 def one_request(base, model, prompt, max_tokens):
-    body = json.dumps({"model": model, "prompt": f"Question: {prompt}\nAnswer:", "max_tokens": max_tokens,
-                       "temperature": 0, "stream": True}).encode()
-    req = urllib.request.Request(f"{base}/v1/completions", data=body,
+    body = json.dumps({"model": model, "messages": [{"role": "user", "content": prompt}],
+                       "max_tokens": max_tokens, "temperature": 0, "stream": True}).encode()
+    req = urllib.request.Request(f"{base}/v1/chat/completions", data=body,
                                  headers={"Content-Type": "application/json"})
     t0 = time.perf_counter()
     ttft, pieces = None, 0
@@ -65,7 +63,7 @@ def one_request(base, model, prompt, max_tokens):
             if not line.startswith(b"data:") or line == b"data: [DONE]":
                 continue
             chunk = json.loads(line[5:])
-            if chunk.get("choices") and chunk["choices"][0].get("text"):
+            if chunk.get("choices") and chunk["choices"][0].get("delta", {}).get("content"):
                 pieces += 1
                 if ttft is None:
                     ttft = time.perf_counter() - t0
@@ -112,7 +110,9 @@ def main():
         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)))
     servers.append(("llama_cpp.server", f"http://127.0.0.1:{lport}", subprocess.Popen(
         [sys.executable, "-m", "llama_cpp.server", "--model", args.gguf, "--port", str(lport),
-         "--n_threads", str(args.threads), "--n_ctx", "2048"],
+         "--n_threads", str(args.threads), "--n_ctx", "2048",
+         # By default a new request interrupts the running one: every reply would be cut.
+         "--interrupt_requests", "False"],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)))
     rows = []
     try:

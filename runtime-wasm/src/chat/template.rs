@@ -25,9 +25,45 @@ pub struct ChatTemplate {
     env: Environment<'static>,
 }
 
+/// A template is code that comes with the archive: its run time is bounded by fuel (minijinja's
+/// instruction budget: a 200-turn conversation with a tools branch takes well under 1 % of it)
+/// and its output by size, so a template that loops forever or writes without end is an error,
+/// not a hung page.
+const TEMPLATE_FUEL: u64 = 20_000_000;
+/// The longest prompt a template may write: far past any context a model here has.
+const MAX_PROMPT_BYTES: usize = 16 << 20;
+
+/// Collects a render's output, refusing bytes past [`MAX_PROMPT_BYTES`].
+struct Capped(String);
+
+impl std::fmt::Write for Capped {
+    fn write_str(&mut self, s: &str) -> std::fmt::Result {
+        if self.0.len() + s.len() > MAX_PROMPT_BYTES {
+            return Err(std::fmt::Error);
+        }
+        self.0.push_str(s);
+        Ok(())
+    }
+}
+
+impl std::io::Write for Capped {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let s = std::str::from_utf8(buf)
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
+        std::fmt::Write::write_str(self, s).map_err(|_| {
+            std::io::Error::other(format!("the prompt exceeds {MAX_PROMPT_BYTES} bytes"))
+        })?;
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
 impl ChatTemplate {
     pub fn new(source: &str) -> Result<Self> {
         let mut env = Environment::new();
+        env.set_fuel(Some(TEMPLATE_FUEL));
         env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
         env.add_function(
             "raise_exception",
@@ -54,12 +90,56 @@ impl ChatTemplate {
             .env
             .get_template("chat")
             .map_err(|e| QinsError::Manifest(e.to_string()))?;
-        t.render(minijinja::context! {
-            messages => messages,
-            add_generation_prompt => add_generation_prompt,
-            bos_token => bos,
-            eos_token => eos,
-        })
-        .map_err(|e| QinsError::Manifest(format!("chat template: {e}")))
+        let mut out = Capped(String::new());
+        t.render_to_write(
+            minijinja::context! {
+                messages => messages,
+                add_generation_prompt => add_generation_prompt,
+                bos_token => bos,
+                eos_token => eos,
+            },
+            &mut out,
+        )
+        .map_err(|e| QinsError::Manifest(format!("chat template: {e}")))?;
+        Ok(out.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{ChatTemplate, Message};
+
+    fn render(source: &str) -> crate::Result<String> {
+        ChatTemplate::new(source)?.render(&[Message::new("user", "hi")], true, "", "")
+    }
+
+    #[test]
+    fn a_template_that_loops_forever_is_an_error_not_a_hang() {
+        let started = web_time::Instant::now();
+        // 10^15 iterations (minijinja caps one range at 100 000 elements, not their nesting).
+        let nested = "{% for i in range(100000) %}{% for j in range(100000) %}\
+                      {% for k in range(100000) %}{% endfor %}{% endfor %}{% endfor %}";
+        let err = render(nested).unwrap_err();
+        assert!(err.to_string().contains("fuel"), "{err}");
+        assert!(
+            started.elapsed().as_secs_f64() < 1.0,
+            "{:?}",
+            started.elapsed()
+        );
+    }
+
+    #[test]
+    fn a_template_that_writes_without_end_is_an_error() {
+        let err = render("{% for i in range(100000) %}{{ 'x' * 1000 }}{% endfor %}").unwrap_err();
+        assert!(err.to_string().contains("chat template"), "{err}");
+        let err = render("{% macro f(n) %}{{ f(n + 1) }}{% endmacro %}{{ f(0) }}").unwrap_err();
+        assert!(err.to_string().contains("chat template"), "{err}");
+    }
+
+    #[test]
+    fn a_normal_template_still_renders() {
+        let out =
+            render("{% for m in messages %}<{{ m.role }}>{{ m.content }}{% endfor %}").unwrap();
+        assert_eq!(out, "<user>hi");
     }
 }
