@@ -260,6 +260,9 @@ case "${1:-}" in
     setup; setup_browser; fetch
     log "tests (release: codec fitting over 135M weights is slow unoptimised)"
     cargo test --release --workspace
+    log "fuzzing every parser of untrusted bytes briefly (the long runs: docs/RESULTS.md)"
+    cargo build --release -p qins-tests --bin qins-fuzz
+    ./target/release/qins-fuzz all --seconds 5 --crashes target/fuzz-crashes
     setup_openai
     api_test
     web_test

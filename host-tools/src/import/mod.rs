@@ -66,3 +66,9 @@ pub(crate) fn check_len(spec: &TensorSpec, data: &[f32], origin: &str) -> Result
     }
     Ok(())
 }
+
+/// Parses a GGUF file's header, metadata and tensor table from memory (the fuzzer's entry:
+/// tests/src/bin/qins-fuzz.rs).
+pub fn parse_gguf(bytes: &[u8]) -> anyhow::Result<()> {
+    gguf_file::GgufFile::parse(bytes).map(|_| ())
+}

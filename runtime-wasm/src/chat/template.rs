@@ -91,7 +91,7 @@ impl ChatTemplate {
             .get_template("chat")
             .map_err(|e| QinsError::Manifest(e.to_string()))?;
         let mut out = Capped(String::new());
-        t.render_to_write(
+        t.render_captured_to(
             minijinja::context! {
                 messages => messages,
                 add_generation_prompt => add_generation_prompt,

@@ -10,6 +10,7 @@ pub struct Tokenizer {
 
 impl Tokenizer {
     pub fn from_manifest(m: &Manifest) -> Result<Self> {
+        check_bpe_merges(&m.tokenizer)?;
         let json =
             serde_json::to_vec(&m.tokenizer).map_err(|e| QinsError::Manifest(e.to_string()))?;
         let inner = tokenizers::Tokenizer::from_bytes(json)
@@ -52,6 +53,46 @@ impl Tokenizer {
     }
 }
 
+/// Refuses BPE merges that `tokenizers` 0.23 would panic on (an abort in the browser) instead
+/// of erroring: a merged token longer than every vocabulary entry (its build buffer is sized by
+/// the longest one), or a second part shorter than the continuing-subword prefix. Found by
+/// `qins-fuzz tokenizer`; the crate's own checks (parts and result in the vocabulary) follow.
+fn check_bpe_merges(tokenizer: &serde_json::Value) -> Result<()> {
+    let model = &tokenizer["model"];
+    if model["type"].as_str() != Some("BPE") {
+        return Ok(());
+    }
+    let longest = model["vocab"]
+        .as_object()
+        .map_or(0, |v| v.keys().map(String::len).max().unwrap_or(0));
+    let prefix = model["continuing_subword_prefix"]
+        .as_str()
+        .map_or(0, str::len);
+    let Some(merges) = model["merges"].as_array() else {
+        return Ok(());
+    };
+    for (i, merge) in merges.iter().enumerate() {
+        // "a b" (older files) or ["a", "b"].
+        let (a, b) = match merge {
+            serde_json::Value::String(s) => match s.split_once(' ') {
+                Some((a, b)) => (a.len(), b.len()),
+                None => continue,
+            },
+            serde_json::Value::Array(p) if p.len() == 2 => (
+                p[0].as_str().map_or(0, str::len),
+                p[1].as_str().map_or(0, str::len),
+            ),
+            _ => continue,
+        };
+        if b < prefix || a + b - prefix > longest {
+            return Err(QinsError::Manifest(format!(
+                "tokenizer: merge {i} makes a token longer than any in the vocabulary"
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// Incremental detokenization that never emits broken UTF-8: text is released only once the
 /// tokens decode to complete characters (a byte-level token may hold half of one).
 pub struct TextStream {
@@ -89,5 +130,45 @@ impl TextStream {
             return Ok(Some(new));
         }
         Ok(None)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Tokenizer;
+    use crate::format::Manifest;
+
+    /// `qins-fuzz tokenizer` found it: the longest token dropped from the vocabulary while a
+    /// merge still builds it made `tokenizers` panic; now it is a clear error.
+    #[test]
+    fn a_merge_longer_than_the_vocabulary_is_an_error_not_a_panic() {
+        let mut tok: serde_json::Value = serde_json::from_str(include_str!(
+            "../../../tests/fixtures/tiny-llama/tokenizer.json"
+        ))
+        .unwrap();
+        let vocab = tok["model"]["vocab"].as_object_mut().unwrap();
+        let longest = vocab.keys().max_by_key(|k| k.len()).unwrap().clone();
+        vocab.remove(&longest);
+        let mut m: Manifest = serde_json::from_value(serde_json::json!({
+            "format_version": 1, "converter": "test", "tokenizer": tok, "chat_template": null,
+            "bos_token": null, "eos_token": null, "add_bos_token": false, "generation": {},
+            "source": "test", "tensors": [], "chunks": [], "total_raw_bytes": 0,
+            "config": {"architecture": "llama", "vocab_size": 320, "hidden_size": 4,
+                "intermediate_size": 4, "num_layers": 1, "num_heads": 1, "num_kv_heads": 1,
+                "head_dim": 4, "rotary_dim": 4, "rms_norm_eps": 1e-5, "rope_theta": 10000.0,
+                "rope_scaling": null, "max_position_embeddings": 16,
+                "tie_word_embeddings": true, "bos_token_id": null, "eos_token_ids": []}
+        }))
+        .unwrap();
+        let err = Tokenizer::from_manifest(&m).err().expect("refused");
+        assert!(err.to_string().contains("tokenizer"), "{err}");
+        m.tokenizer = serde_json::from_str(include_str!(
+            "../../../tests/fixtures/tiny-llama/tokenizer.json"
+        ))
+        .unwrap();
+        assert!(
+            Tokenizer::from_manifest(&m).is_ok(),
+            "the real one still loads"
+        );
     }
 }

@@ -1,0 +1,392 @@
+//! qins-fuzz: a coverage-blind, stable-Rust fuzzer for every parser of untrusted bytes (cargo
+//! fuzz needs a nightly toolchain, which this project's machines do not have). Each target
+//! starts from real seeds, mutates them (bit flips, byte sets, inserts, deletes, duplicated
+//! ranges, truncation, splices of interesting values), and checks three properties per input:
+//! no panic, no run over one second, no allocation beyond a bound derived from the input's size.
+//! A failing input is written to `--crashes DIR` and the run exits non-zero.
+//!
+//!   qins-fuzz TARGET [--execs N] [--seconds S] [--seed X] [--crashes DIR]
+//!   qins-fuzz TARGET --replay FILE     (one input, with its panic message)
+//!   targets: archive, gguf, template, tokenizer, all
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use qins_runtime::chat::{ChatTemplate, Message, Tokenizer};
+use qins_runtime::format::{Manifest, StreamReader};
+
+/// Counts live and peak heap bytes, so each input's allocations can be bounded.
+struct Counting;
+
+static LIVE: AtomicUsize = AtomicUsize::new(0);
+static PEAK: AtomicUsize = AtomicUsize::new(0);
+
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        let p = unsafe { System.alloc(layout) };
+        if !p.is_null() {
+            let now = LIVE.fetch_add(layout.size(), Ordering::Relaxed) + layout.size();
+            PEAK.fetch_max(now, Ordering::Relaxed);
+        }
+        p
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        unsafe { System.dealloc(ptr, layout) };
+        LIVE.fetch_sub(layout.size(), Ordering::Relaxed);
+    }
+}
+
+#[global_allocator]
+static ALLOC: Counting = Counting;
+
+/// xorshift64*: reproducible from `--seed`, no dependency for a few lines.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n.max(1) as u64) as usize
+    }
+}
+
+const INTERESTING: [u64; 8] = [0, 1, 0x7f, 0xff, 0xffff, 0xffff_ffff, u64::MAX, 1 << 40];
+
+fn mutate(rng: &mut Rng, seed: &[u8]) -> Vec<u8> {
+    let mut b = seed.to_vec();
+    for _ in 0..1 + rng.below(8) {
+        let len = b.len();
+        match rng.below(7) {
+            0 if len > 0 => {
+                let i = rng.below(len);
+                b[i] ^= 1 << rng.below(8);
+            }
+            1 if len > 0 => {
+                let i = rng.below(len);
+                b[i] = rng.next() as u8;
+            }
+            2 => {
+                let i = rng.below(len + 1);
+                let n = 1 + rng.below(16);
+                let bytes: Vec<u8> = (0..n).map(|_| rng.next() as u8).collect();
+                b.splice(i..i, bytes);
+            }
+            3 if len > 0 => {
+                let i = rng.below(len);
+                let n = 1 + rng.below((len - i).min(64));
+                b.drain(i..i + n);
+            }
+            4 if len > 0 => {
+                let i = rng.below(len);
+                let n = 1 + rng.below((len - i).min(256));
+                let copy = b[i..i + n].to_vec();
+                let at = rng.below(len + 1);
+                b.splice(at..at, copy);
+            }
+            5 if len > 0 => {
+                b.truncate(rng.below(len));
+            }
+            6 if len >= 8 => {
+                // A length or count field set to something extreme.
+                let i = rng.below(len - 7);
+                let v = INTERESTING[rng.below(INTERESTING.len())];
+                let w = [1, 2, 4, 8][rng.below(4)];
+                b[i..i + w].copy_from_slice(&v.to_le_bytes()[..w]);
+            }
+            _ => {}
+        }
+    }
+    b
+}
+
+/// A target: its seeds, what it runs on one input, and the allocation bound for an input.
+struct Target {
+    name: &'static str,
+    seeds: Vec<Vec<u8>>,
+    run: fn(&[u8], &mut Rng),
+    /// Bytes an input of this length may allocate at the peak.
+    bound: fn(usize) -> usize,
+}
+
+/// The archive reader, fed in random piece sizes as a network would.
+fn run_archive(bytes: &[u8], rng: &mut Rng) {
+    let mut r = StreamReader::new(if rng.below(2) == 0 {
+        Some(bytes.len() as u64)
+    } else {
+        None
+    });
+    let mut rest = bytes;
+    while !rest.is_empty() {
+        let n = (1 + rng.below(4096)).min(rest.len());
+        if r.feed(&rest[..n], &mut |_| Ok(())).is_err() {
+            return;
+        }
+        rest = &rest[n..];
+    }
+    let _ = r.finish();
+}
+
+fn run_gguf(bytes: &[u8], _: &mut Rng) {
+    let _ = qins_host::import::parse_gguf(bytes);
+}
+
+/// A small valid GGUF v3 file: metadata of every common kind (strings, integers, floats, an
+/// array of strings) and two F32 tensors, as the seed the mutations start from.
+fn tiny_gguf() -> Vec<u8> {
+    fn string(out: &mut Vec<u8>, s: &str) {
+        out.extend((s.len() as u64).to_le_bytes());
+        out.extend(s.as_bytes());
+    }
+    let mut b = b"GGUF".to_vec();
+    b.extend(3u32.to_le_bytes());
+    b.extend(2u64.to_le_bytes()); // tensors
+    b.extend(5u64.to_le_bytes()); // metadata entries
+    string(&mut b, "general.architecture");
+    b.extend(8u32.to_le_bytes());
+    string(&mut b, "llama");
+    string(&mut b, "llama.block_count");
+    b.extend(4u32.to_le_bytes());
+    b.extend(1u32.to_le_bytes());
+    string(&mut b, "llama.rope.freq_base");
+    b.extend(6u32.to_le_bytes());
+    b.extend(10000f32.to_le_bytes());
+    string(&mut b, "general.alignment");
+    b.extend(4u32.to_le_bytes());
+    b.extend(32u32.to_le_bytes());
+    string(&mut b, "tokenizer.ggml.tokens");
+    b.extend(9u32.to_le_bytes());
+    b.extend(8u32.to_le_bytes());
+    b.extend(3u64.to_le_bytes());
+    for t in ["<s>", "a", "b"] {
+        string(&mut b, t);
+    }
+    for (name, offset) in [("token_embd.weight", 0u64), ("output_norm.weight", 64)] {
+        string(&mut b, name);
+        b.extend(2u32.to_le_bytes());
+        b.extend(4u64.to_le_bytes());
+        b.extend(3u64.to_le_bytes());
+        b.extend(0u32.to_le_bytes()); // F32
+        b.extend(offset.to_le_bytes());
+    }
+    b.resize(b.len().next_multiple_of(32), 0);
+    b.extend((0..32).flat_map(|i| (i as f32 * 0.1).to_le_bytes()));
+    b
+}
+
+fn run_template(bytes: &[u8], _: &mut Rng) {
+    let Ok(src) = std::str::from_utf8(bytes) else {
+        return;
+    };
+    if let Ok(t) = ChatTemplate::new(src) {
+        let m = [
+            Message::new("system", "Be brief."),
+            Message::new("user", "Hi!"),
+            Message::new("assistant", "Hello."),
+            Message::new("user", "Again?"),
+        ];
+        let _ = t.render(&m, true, "<s>", "</s>");
+    }
+}
+
+fn run_tokenizer(bytes: &[u8], _: &mut Rng) {
+    let Ok(json) = serde_json::from_slice::<serde_json::Value>(bytes) else {
+        return;
+    };
+    let mut m: Manifest = serde_json::from_value(minimal_manifest()).expect("manifest");
+    m.tokenizer = json;
+    if let Ok(t) = Tokenizer::from_manifest(&m) {
+        let _ = t.encode("Hello, world! 123 \u{4f60}\u{597d} \u{1f600}\n\n  x", false);
+    }
+}
+
+fn minimal_manifest() -> serde_json::Value {
+    serde_json::json!({
+        "format_version": 1, "converter": "fuzz", "tokenizer": null, "chat_template": null,
+        "bos_token": null, "eos_token": null, "add_bos_token": false, "generation": {},
+        "source": "fuzz", "tensors": [], "chunks": [], "total_raw_bytes": 0,
+        "config": {"architecture": "llama", "vocab_size": 8, "hidden_size": 4,
+            "intermediate_size": 4, "num_layers": 1, "num_heads": 1, "num_kv_heads": 1,
+            "head_dim": 4, "rotary_dim": 4, "rms_norm_eps": 1e-5, "rope_theta": 10000.0,
+            "rope_scaling": null, "max_position_embeddings": 16, "tie_word_embeddings": true,
+            "bos_token_id": null, "eos_token_ids": []}
+    })
+}
+
+/// The tiny Phi-3's template, from its tokenizer_config.json.
+fn phi3_template() -> Vec<u8> {
+    let cfg = std::fs::read(fixtures().join("tiny-phi3/tokenizer_config.json")).expect("tiny-phi3");
+    let cfg: serde_json::Value = serde_json::from_slice(&cfg).expect("json");
+    cfg["chat_template"]
+        .as_str()
+        .unwrap_or_default()
+        .as_bytes()
+        .to_vec()
+}
+
+fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures")
+}
+
+fn targets(dir: &Path) -> Vec<Target> {
+    let tiny = fixtures().join("tiny-llama");
+    let archive = dir.join("tiny.qins");
+    qins_host::convert::convert(
+        qins_host::import::open(&tiny).expect("tiny-llama"),
+        &qins_host::convert::ConvertOptions {
+            chunk_limit: Some(2048),
+            ..qins_host::convert::ConvertOptions::new(qins_runtime::codec::Codec::Lut8)
+        },
+        &archive,
+    )
+    .expect("convert");
+    let read = |p: PathBuf| std::fs::read(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+    let archive_bytes = read(archive);
+    vec![
+        Target {
+            name: "archive",
+            seeds: vec![archive_bytes],
+            run: run_archive,
+            // One stored and one decoded chunk (<= 16 MiB each) or the manifest, whatever the
+            // input claims; the reader never allocates what the input does not hold beyond that.
+            bound: |n| 4 * n + (34 << 20),
+        },
+        Target {
+            name: "gguf",
+            seeds: vec![tiny_gguf()],
+            run: run_gguf,
+            bound: |n| 8 * n + (1 << 20),
+        },
+        Target {
+            name: "template",
+            seeds: vec![read(tiny.join("chat_template.jinja")), phi3_template()],
+            run: run_template,
+            bound: |n| 64 * n + (32 << 20),
+        },
+        Target {
+            name: "tokenizer",
+            seeds: vec![read(tiny.join("tokenizer.json"))],
+            run: run_tokenizer,
+            bound: |n| 64 * n + (16 << 20),
+        },
+    ]
+}
+
+struct Stats {
+    execs: u64,
+    slowest: Duration,
+    peak_ratio: f64,
+}
+
+fn fuzz(t: &Target, execs: u64, seconds: f64, seed: u64, crashes: &Path) -> Result<Stats, String> {
+    let mut rng = Rng(seed | 1);
+    let started = Instant::now();
+    let mut stats = Stats {
+        execs: 0,
+        slowest: Duration::ZERO,
+        peak_ratio: 0.0,
+    };
+    while stats.execs < execs && started.elapsed().as_secs_f64() < seconds {
+        let base = &t.seeds[rng.below(t.seeds.len())];
+        let input = mutate(&mut rng, base);
+        let mut exec_rng = Rng(rng.next() | 1);
+        let before = LIVE.load(Ordering::Relaxed);
+        PEAK.store(before, Ordering::Relaxed);
+        let t0 = Instant::now();
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            (t.run)(&input, &mut exec_rng)
+        }));
+        let took = t0.elapsed();
+        let peak = PEAK.load(Ordering::Relaxed).saturating_sub(before);
+        stats.execs += 1;
+        stats.slowest = stats.slowest.max(took);
+        let bound = (t.bound)(input.len());
+        stats.peak_ratio = stats.peak_ratio.max(peak as f64 / bound as f64);
+        let problem = if result.is_err() {
+            Some("panic".to_string())
+        } else if took > Duration::from_secs(1) {
+            Some(format!("took {took:?}"))
+        } else if peak > bound {
+            Some(format!("allocated {peak} bytes, bound {bound}"))
+        } else {
+            None
+        };
+        if let Some(problem) = problem {
+            std::fs::create_dir_all(crashes).map_err(|e| e.to_string())?;
+            let path = crashes.join(format!("{}-{}", t.name, stats.execs));
+            std::fs::write(&path, &input).map_err(|e| e.to_string())?;
+            return Err(format!(
+                "{}: {problem} on input {} ({} bytes)",
+                t.name,
+                path.display(),
+                input.len()
+            ));
+        }
+    }
+    Ok(stats)
+}
+
+fn main() -> std::process::ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let flag = |name: &str| {
+        args.iter()
+            .position(|a| a == name)
+            .and_then(|i| args.get(i + 1))
+            .cloned()
+    };
+    let which = args.first().cloned().unwrap_or_else(|| "all".into());
+    let execs: u64 = flag("--execs")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(u64::MAX);
+    let seconds: f64 = flag("--seconds")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(f64::INFINITY);
+    let seed: u64 = flag("--seed")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0x5eed);
+    let crashes = PathBuf::from(flag("--crashes").unwrap_or_else(|| "target/fuzz-crashes".into()));
+    if execs == u64::MAX && seconds.is_infinite() && flag("--replay").is_none() {
+        eprintln!("qins-fuzz: give --execs N or --seconds S");
+        return std::process::ExitCode::from(2);
+    }
+    let dir = std::env::temp_dir().join(format!("qins-fuzz-{}", std::process::id()));
+    let _ = std::fs::create_dir_all(&dir);
+    let all = targets(&dir);
+    // `--replay FILE`: one input of TARGET, its panic message shown (a finding's reproduction).
+    if let Some(file) = flag("--replay") {
+        let input = std::fs::read(&file).unwrap_or_default();
+        let t = all.iter().find(|t| t.name == which).expect("a target name");
+        (t.run)(&input, &mut Rng(seed | 1));
+        println!("{}: {file}: no panic", t.name);
+        return std::process::ExitCode::SUCCESS;
+    }
+    // Panics are caught and reported as findings; their default message would only be noise.
+    std::panic::set_hook(Box::new(|_| {}));
+    let mut failed = false;
+    for t in all.iter().filter(|t| which == "all" || which == t.name) {
+        match fuzz(t, execs, seconds, seed, &crashes) {
+            Ok(s) => println!(
+                "{{\"target\":\"{}\",\"execs\":{},\"crashes\":0,\"slowest_ms\":{:.3},\"peak_alloc_of_bound\":{:.4}}}",
+                t.name,
+                s.execs,
+                s.slowest.as_secs_f64() * 1e3,
+                s.peak_ratio
+            ),
+            Err(e) => {
+                eprintln!("qins-fuzz: {e}");
+                failed = true;
+            }
+        }
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    if failed {
+        std::process::ExitCode::FAILURE
+    } else {
+        std::process::ExitCode::SUCCESS
+    }
+}
