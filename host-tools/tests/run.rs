@@ -47,6 +47,21 @@ fn convert(input: &Path, out: &Path, codec: &str) {
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
 }
 
+/// `qins-run MODEL --chat ARGS…` with `input` typed at its prompt; its output once it ends.
+fn chat_session(model: &Path, args: &[&str], input: &[u8]) -> Output {
+    let mut child = bin("run")
+        .arg(model)
+        .arg("--chat")
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(input).unwrap();
+    child.wait_with_output().unwrap()
+}
+
 fn ids(v: &Value) -> Vec<u64> {
     v.as_array()
         .unwrap()
@@ -176,29 +191,18 @@ fn interactive_chat_keeps_history_and_resets() {
     let dir = tempfile::tempdir().unwrap();
     let model = dir.path().join("tiny.qins");
     convert(&root().join("tests/fixtures/tiny-llama"), &model, "lut8");
-    let mut child = bin("run")
-        .args([
-            model.to_str().unwrap(),
-            "--chat",
+    let out = chat_session(
+        &model,
+        &[
             "--max-tokens",
             "5",
             "--temperature",
             "0",
             "--ignore-eos",
             "-v",
-        ])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(b"hello there\nand again\n/reset\nhello there\n")
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
+        ],
+        b"hello there\nand again\n/reset\nhello there\n",
+    );
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{err}");
     assert_eq!(err.matches("[5 tokens").count(), 3, "three replies: {err}");
@@ -348,10 +352,11 @@ fn a_long_chat_keeps_going_past_the_context() {
     let model = dir.path().join("tiny.qins");
     convert(&root().join("tests/fixtures/tiny-llama"), &model, "lut8");
     for backend in ["cpu", "gpu"] {
-        let mut child = bin("run")
-            .args([
-                model.to_str().unwrap(),
-                "--chat",
+        let mut input: String = (0..200).map(|i| format!("turn number {i}\n")).collect();
+        input.insert_str(input.len() / 2, &format!("{}\n", "word ".repeat(200)));
+        let out = chat_session(
+            &model,
+            &[
                 "--ctx",
                 "96",
                 "--max-tokens",
@@ -362,21 +367,9 @@ fn a_long_chat_keeps_going_past_the_context() {
                 "--system",
                 "Be brief.",
                 "-v",
-            ])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut input: String = (0..200).map(|i| format!("turn number {i}\n")).collect();
-        input.insert_str(input.len() / 2, &format!("{}\n", "word ".repeat(200)));
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(input.as_bytes())
-            .unwrap();
-        let out = child.wait_with_output().unwrap();
+            ],
+            input.as_bytes(),
+        );
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(out.status.success(), "{backend}: {err}");
         assert_eq!(

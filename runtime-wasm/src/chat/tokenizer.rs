@@ -149,17 +149,7 @@ mod tests {
         let vocab = tok["model"]["vocab"].as_object_mut().unwrap();
         let longest = vocab.keys().max_by_key(|k| k.len()).unwrap().clone();
         vocab.remove(&longest);
-        let mut m: Manifest = serde_json::from_value(serde_json::json!({
-            "format_version": 1, "converter": "test", "tokenizer": tok, "chat_template": null,
-            "bos_token": null, "eos_token": null, "add_bos_token": false, "generation": {},
-            "source": "test", "tensors": [], "chunks": [], "total_raw_bytes": 0,
-            "config": {"architecture": "llama", "vocab_size": 320, "hidden_size": 4,
-                "intermediate_size": 4, "num_layers": 1, "num_heads": 1, "num_kv_heads": 1,
-                "head_dim": 4, "rotary_dim": 4, "rms_norm_eps": 1e-5, "rope_theta": 10000.0,
-                "rope_scaling": null, "max_position_embeddings": 16,
-                "tie_word_embeddings": true, "bos_token_id": null, "eos_token_ids": []}
-        }))
-        .unwrap();
+        let mut m = Manifest::carrying_tokenizer(tok, 320);
         let err = Tokenizer::from_manifest(&m).err().expect("refused");
         assert!(err.to_string().contains("tokenizer"), "{err}");
         m.tokenizer = serde_json::from_str(include_str!(

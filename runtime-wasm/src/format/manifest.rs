@@ -87,6 +87,22 @@ pub struct ChunkEntry {
 }
 
 impl Manifest {
+    /// A manifest that carries only `tokenizer` (a one-layer model of `vocab_size` tokens and
+    /// no tensors): for tokenizer tests and the fuzzer.
+    pub fn carrying_tokenizer(tokenizer: serde_json::Value, vocab_size: usize) -> Self {
+        serde_json::from_value(serde_json::json!({
+            "format_version": super::FORMAT_VERSION, "converter": "test", "tokenizer": tokenizer,
+            "chat_template": null, "bos_token": null, "eos_token": null, "add_bos_token": false,
+            "generation": {}, "source": "test", "tensors": [], "chunks": [], "total_raw_bytes": 0,
+            "config": {"architecture": "llama", "vocab_size": vocab_size, "hidden_size": 4,
+                "intermediate_size": 4, "num_layers": 1, "num_heads": 1, "num_kv_heads": 1,
+                "head_dim": 4, "rotary_dim": 4, "rms_norm_eps": 1e-5, "rope_theta": 10000.0,
+                "rope_scaling": null, "max_position_embeddings": 16,
+                "tie_word_embeddings": true, "bos_token_id": null, "eos_token_ids": []}
+        }))
+        .expect("a fixed, valid manifest")
+    }
+
     pub fn to_json(&self) -> Vec<u8> {
         serde_json::to_vec(self).expect("manifest serializes")
     }

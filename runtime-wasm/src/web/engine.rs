@@ -148,45 +148,26 @@ impl QinsEngine {
     }
 
     /// Chat: `messages` is `[{role, content}]`; options are the sampling parameters
-    /// (`temperature, top_k, top_p, min_p, repetition_penalty, seed`) and `max_tokens`.
+    /// (`temperature, top_k, top_p, min_p, repetition_penalty, seed`), `max_tokens` and `stop`.
     /// `on_token({id, text})` gets each token (text null while a character is incomplete).
     /// Resolves to the generation stats; `stop_reason` is "aborted" after abort().
     pub fn generate(&self, messages: JsValue, options: JsValue, on_token: Function) -> Promise {
-        let inner = self.inner.clone();
-        promise(async move {
-            let _busy = inner.begin()?;
-            let messages: Vec<Message> = from_js(&messages)?;
-            let opts: GenerateOptions = from_js(&options)?;
-            let mut slot = inner.loaded.borrow_mut();
-            let loaded = slot.as_mut().ok_or(QinsError::NotLoaded)?;
-            generate(&inner, loaded, Prompt::Chat(&messages), opts, &on_token).await
-        })
+        self.start(
+            move || Ok(Prompt::Chat(from_js(&messages)?)),
+            options,
+            on_token,
+        )
     }
 
     /// Like `generate` from raw token ids, with no chat template (completion, tests).
     pub fn complete(&self, ids: Vec<u32>, options: JsValue, on_token: Function) -> Promise {
-        let inner = self.inner.clone();
-        promise(async move {
-            let _busy = inner.begin()?;
-            let opts: GenerateOptions = from_js(&options)?;
-            let mut slot = inner.loaded.borrow_mut();
-            let loaded = slot.as_mut().ok_or(QinsError::NotLoaded)?;
-            generate(&inner, loaded, Prompt::Ids(&ids), opts, &on_token).await
-        })
+        self.start(move || Ok(Prompt::Ids(ids)), options, on_token)
     }
 
     /// Like `complete` from text: tokenized as the archive says (with BOS where it adds one),
     /// no chat template (OpenAI's text completions).
     pub fn complete_text(&self, text: String, options: JsValue, on_token: Function) -> Promise {
-        let inner = self.inner.clone();
-        promise(async move {
-            let _busy = inner.begin()?;
-            let opts: GenerateOptions = from_js(&options)?;
-            let mut slot = inner.loaded.borrow_mut();
-            let loaded = slot.as_mut().ok_or(QinsError::NotLoaded)?;
-            let ids = loaded.generator.text_prompt_ids(&text)?;
-            generate(&inner, loaded, Prompt::Ids(&ids), opts, &on_token).await
-        })
+        self.start(move || Ok(Prompt::Text(text)), options, on_token)
     }
 
     /// Logits after `ids` from an empty sequence (a Float32Array of the vocabulary's size).
@@ -247,16 +228,37 @@ impl QinsEngine {
 }
 
 /// What a generation starts from: a conversation (its oldest turns leave the model's view
-/// when it outgrows the context) or token ids as they are.
-enum Prompt<'a> {
-    Chat(&'a [Message]),
-    Ids(&'a [u32]),
+/// when it outgrows the context), token ids as they are, or plain text.
+enum Prompt {
+    Chat(Vec<Message>),
+    Ids(Vec<u32>),
+    Text(String),
+}
+
+impl QinsEngine {
+    /// One generation from `prompt` (read when the engine is free) with `options`.
+    fn start(
+        &self,
+        prompt: impl FnOnce() -> Result<Prompt> + 'static,
+        options: JsValue,
+        on_token: Function,
+    ) -> Promise {
+        let inner = self.inner.clone();
+        promise(async move {
+            let _busy = inner.begin()?;
+            let prompt = prompt()?;
+            let opts: GenerateOptions = from_js(&options)?;
+            let mut slot = inner.loaded.borrow_mut();
+            let loaded = slot.as_mut().ok_or(QinsError::NotLoaded)?;
+            generate(&inner, loaded, prompt, opts, &on_token).await
+        })
+    }
 }
 
 async fn generate(
     inner: &Inner,
     loaded: &mut Loaded,
-    prompt: Prompt<'_>,
+    prompt: Prompt,
     opts: GenerateOptions,
     on_token: &Function,
 ) -> Result<JsValue> {
@@ -266,9 +268,14 @@ async fn generate(
     let mut scan = StopScan::new(opts.stop);
     let gen = &mut loaded.generator;
     let (params, max, ignore_eos) = (opts.sampling, opts.max_tokens, opts.ignore_eos);
-    let mut run = match prompt {
+    let ids = match &prompt {
+        Prompt::Chat(_) => Vec::new(),
+        Prompt::Ids(ids) => ids.clone(),
+        Prompt::Text(text) => gen.text_prompt_ids(text)?,
+    };
+    let mut run = match &prompt {
         Prompt::Chat(messages) => gen.generate_chat(messages, params, max, ignore_eos)?,
-        Prompt::Ids(ids) => gen.generate(ids, params, max, ignore_eos)?,
+        _ => gen.generate(&ids, params, max, ignore_eos)?,
     };
     while let Some(ev) = run.next_token().await {
         let ev = ev?;
