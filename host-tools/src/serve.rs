@@ -121,7 +121,7 @@ fn inline_script_hashes(html: &str) -> Vec<String> {
             break;
         };
         if !tag.contains(" src=") {
-            let digest = sha2::Sha256::digest(body[..close].as_bytes());
+            let digest = sha2::Sha256::digest(&body.as_bytes()[..close]);
             out.push(base64::engine::general_purpose::STANDARD.encode(digest));
         }
         rest = &body[close..];
@@ -144,26 +144,25 @@ async fn security_headers(req: Request, next: Next) -> Response {
         match axum::body::to_bytes(body, MAX_HTML).await {
             Ok(bytes) => {
                 let hashes = inline_script_hashes(&String::from_utf8_lossy(&bytes));
-                (Body::from(bytes), Some(hashes))
+                (Body::from(bytes), hashes)
             }
             Err(e) => {
                 tracing::warn!("page too large to hash its scripts: {e}");
-                (Body::empty(), Some(Vec::new()))
+                (Body::empty(), Vec::new())
             }
         }
     } else {
-        (body, Some(Vec::new()))
+        (body, Vec::new())
     };
-    // A 304 has no body to hash (and may not even say it is a page): it carries no policy,
-    // so the browser keeps the one stored with the page (a 304's headers replace the stored
-    // ones).
-    let hashes = hashes.filter(|_| parts.status != StatusCode::NOT_MODIFIED);
     let h = &mut parts.headers;
     h.insert(
         header::X_CONTENT_TYPE_OPTIONS,
         HeaderValue::from_static("nosniff"),
     );
-    if let Some(hashes) = hashes {
+    // A 304 has no body to hash (and may not even say it is a page): it carries no policy,
+    // so the browser keeps the one stored with the page (a 304's headers replace the stored
+    // ones).
+    if parts.status != StatusCode::NOT_MODIFIED {
         if let Ok(v) = HeaderValue::from_str(&content_security_policy(&hashes)) {
             h.insert(header::CONTENT_SECURITY_POLICY, v);
         }

@@ -158,11 +158,14 @@ fn generate(loaded: &mut Loaded, job: Job) {
         Prompt::Text(text) => gen.text_prompt_ids(text).map_err(invalid),
     };
     let ids = match ids {
-        Ok(ids) if ids.is_empty() => Err(ApiError::bad_request("prompt", "the prompt is empty")),
-        other => other,
-    };
-    let ids = match ids {
-        Ok(ids) => ids,
+        Ok(ids) if !ids.is_empty() => ids,
+        Ok(_) => {
+            send(Event::Failed(ApiError::bad_request(
+                "prompt",
+                "the prompt is empty",
+            )));
+            return;
+        }
         Err(e) => {
             send(Event::Failed(e));
             return;
@@ -192,11 +195,7 @@ fn generate(loaded: &mut Loaded, job: Job) {
         top_p: s.top_p.or(g.top_p).unwrap_or(1.0),
         min_p: s.min_p.unwrap_or(0.0),
         repetition_penalty: s.repeat_penalty.or(g.repetition_penalty).unwrap_or(1.0),
-        seed: s.seed.unwrap_or_else(|| {
-            web_time::SystemTime::now()
-                .duration_since(web_time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_nanos() as u64)
-        }),
+        seed: s.seed.unwrap_or_else(SamplingParams::fresh_seed),
     };
     if !send(Event::Started {
         prompt_tokens: ids.len(),
@@ -212,15 +211,11 @@ fn generate(loaded: &mut Loaded, job: Job) {
         }
     };
     let mut scan = StopScan::new(job.stop);
-    let mut finish = None;
-    let mut gone = false;
+    let (mut stopped, mut gone) = (false, false);
+    // A reply that fills the context ends on its own with stop_reason "length".
     while let Some(step) = qins_runtime::engine::block_on(run.next_token()) {
         let text = match step {
             Ok(step) => step.text.unwrap_or_default(),
-            Err(QinsError::ContextFull { .. }) => {
-                finish = Some("length");
-                break;
-            }
             Err(e) => {
                 send(Event::Failed(ApiError::new(
                     StatusCode::INTERNAL_SERVER_ERROR,
@@ -241,7 +236,7 @@ fn generate(loaded: &mut Loaded, job: Job) {
                 if !out.is_empty() {
                     send(Event::Text(out));
                 }
-                finish = Some("stop");
+                stopped = true;
                 break;
             }
         }
@@ -252,11 +247,11 @@ fn generate(loaded: &mut Loaded, job: Job) {
     }
     run.stop(if gone { "aborted" } else { "stop" });
     let stats = run.stats().clone();
-    let finish = finish.unwrap_or(if stats.stop_reason == "eos" {
+    let finish = if stopped || stats.stop_reason == "eos" {
         "stop"
     } else {
         "length"
-    });
+    };
     // Text held back as a possible stop string's start, at the end (empty after a stop).
     let rest = scan.flush();
     if !rest.is_empty() && !gone {

@@ -53,8 +53,14 @@ impl ApiState {
 /// The API routes, to merge into the server's router.
 pub fn router(state: Arc<ApiState>) -> Router {
     let v1 = Router::new()
-        .route("/chat/completions", post(chat_completions))
-        .route("/completions", post(completions))
+        .route(
+            "/chat/completions",
+            post(|State(s), body| complete(s, body, Kind::Chat)),
+        )
+        .route(
+            "/completions",
+            post(|State(s), body| complete(s, body, Kind::Text)),
+        )
         .route("/models", get(models))
         .fallback(|| async {
             ApiError::new(
@@ -108,24 +114,6 @@ async fn models(State(s): State<Arc<ApiState>>) -> Json<Value> {
 enum Kind {
     Chat,
     Text,
-}
-
-async fn chat_completions(
-    State(s): State<Arc<ApiState>>,
-    body: Result<Bytes, BytesRejection>,
-) -> Response {
-    complete(s, body, Kind::Chat)
-        .await
-        .unwrap_or_else(|e| e.into_response())
-}
-
-async fn completions(
-    State(s): State<Arc<ApiState>>,
-    body: Result<Bytes, BytesRejection>,
-) -> Response {
-    complete(s, body, Kind::Text)
-        .await
-        .unwrap_or_else(|e| e.into_response())
 }
 
 fn unix_now() -> u64 {

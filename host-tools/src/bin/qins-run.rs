@@ -10,6 +10,7 @@ use qins_host::load::{open, AnyEngine, LoadOptions};
 use qins_runtime::chat::{GenerationStats, Generator, Message, SamplingParams};
 use qins_runtime::engine::{block_on, Engine};
 use qins_runtime::format::Manifest;
+use qins_runtime::QinsError;
 use serde_json::json;
 
 #[derive(Parser)]
@@ -81,11 +82,7 @@ fn sampling(args: &Args, m: &Manifest) -> SamplingParams {
         top_p: args.top_p.or(g.top_p).unwrap_or(0.9),
         min_p: args.min_p,
         repetition_penalty: args.repeat_penalty.or(g.repetition_penalty).unwrap_or(1.1),
-        seed: args.seed.unwrap_or_else(|| {
-            web_time::SystemTime::now()
-                .duration_since(web_time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_nanos() as u64)
-        }),
+        seed: args.seed.unwrap_or_else(SamplingParams::fresh_seed),
     }
 }
 
@@ -244,7 +241,7 @@ fn chat(args: &Args, gen: &mut Generator<AnyEngine>, params: &SamplingParams) ->
         let (_, text, stats) = match reply(gen, &messages, params, args, true) {
             Ok(r) => r,
             // A message too long for the context: say so and keep the conversation.
-            Err(e) if e.to_string().contains("context full") => {
+            Err(e) if matches!(e.downcast_ref(), Some(QinsError::ContextFull { .. })) => {
                 eprintln!("({e}: this message was not sent)");
                 messages.pop();
                 continue;

@@ -290,14 +290,10 @@ impl<E: Engine> Generation<'_, E> {
         // The engine chooses the candidates (on the GPU: only they come back) unless the
         // sampler needs the whole row.
         let chosen = match self.sampler.selection(&self.history) {
-            Some(sel) => match self.gen.engine.extend_select(run, &sel).await {
-                Ok(cands) => Ok(self.sampler.sample_from(cands)),
-                Err(e) => Err(e),
-            },
-            None => match self.gen.engine.extend(run, false).await {
-                Ok(logits) => Ok(self.sampler.sample(&logits, &self.history)),
-                Err(e) => Err(e),
-            },
+            Some(sel) => (self.gen.engine.extend_select(run, &sel).await)
+                .map(|cands| self.sampler.sample_from(cands)),
+            None => (self.gen.engine.extend(run, false).await)
+                .map(|logits| self.sampler.sample(&logits, &self.history)),
         };
         let id = match chosen {
             Ok(id) => id,

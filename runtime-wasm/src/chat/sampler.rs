@@ -20,6 +20,15 @@ pub struct SamplingParams {
     pub seed: u64,
 }
 
+impl SamplingParams {
+    /// A seed from the clock, for callers that give none (a fresh reply each run).
+    pub fn fresh_seed() -> u64 {
+        web_time::SystemTime::now()
+            .duration_since(web_time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64)
+    }
+}
+
 impl Default for SamplingParams {
     fn default() -> Self {
         Self {

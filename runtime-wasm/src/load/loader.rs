@@ -10,7 +10,7 @@ use super::{AnyEngine, Backend, EngineInfo, LoadOptions};
 use crate::chat::Generator;
 use crate::codec::decode;
 use crate::cpu::{CpuEngine, CpuModel};
-use crate::engine::Forward;
+use crate::engine::Engine;
 use crate::format::{Manifest, TensorReader};
 use crate::gpu::{GpuContext, GpuEngine, GpuLoader, LoadProgress};
 use crate::load::info::AdapterInfo;
@@ -18,6 +18,8 @@ use crate::model::Weights;
 use crate::{QinsError, Result};
 
 /// Where the model will run: chosen, and the GPU device opened, before any byte is read.
+// One per load: the size difference between the variants costs nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone)]
 pub enum Device {
     Cpu,
@@ -57,9 +59,9 @@ impl Device {
 struct CpuSink {
     reader: TensorReader,
     decoded: HashMap<String, Vec<f32>>,
-    tensors_total: usize,
 }
 
+#[allow(clippy::large_enum_variant)] // one per load
 enum Sink {
     Cpu(CpuSink),
     Gpu(GpuLoader),
@@ -87,7 +89,6 @@ impl Loader {
             Device::Cpu => Sink::Cpu(CpuSink {
                 reader: TensorReader::new(expected_len),
                 decoded: HashMap::new(),
-                tensors_total: 0,
             }),
             Device::Gpu(ctx) => Sink::Gpu(GpuLoader::new(
                 ctx.clone(),
@@ -114,9 +115,7 @@ impl Loader {
                     let (rows, cols) = t.rows_cols();
                     decoded.insert(t.name.clone(), decode(t.codec, &bytes, rows, cols)?);
                     Ok(())
-                })?;
-                c.tensors_total = c.reader.manifest().map_or(0, |m| m.tensors.len());
-                Ok(())
+                })
             }
         }
     }
@@ -127,7 +126,7 @@ impl Loader {
             Sink::Cpu(c) => LoadProgress {
                 bytes_done: self.received,
                 tensors_done: c.decoded.len(),
-                tensors_total: c.tensors_total,
+                tensors_total: c.reader.manifest().map_or(0, |m| m.tensors.len()),
             },
         }
     }
@@ -141,8 +140,7 @@ impl Loader {
                 let weights = Weights::from_tensors(&manifest.config, c.decoded)?;
                 let model = CpuModel::new(manifest.config.clone(), weights);
                 let engine = CpuEngine::with_context(model, self.opts.max_context);
-                let mut info = EngineInfo::of_manifest(&manifest, self.received);
-                info.context = engine.model.max_len();
+                let info = EngineInfo::of_manifest(&manifest, self.received);
                 (manifest, AnyEngine::Cpu(engine), info)
             }
             Sink::Gpu(g) => {
@@ -152,13 +150,13 @@ impl Loader {
                 info.adapter = Some(AdapterInfo::of(&model.ctx));
                 info.precision = model.ctx.compute();
                 info.kv_cache = if model.kv_f16 { "f16" } else { "f32" };
-                info.context = model.max_ctx;
                 info.split_tensors = model.split_tensors;
                 info.gpu_bytes = model.gpu_bytes;
                 (manifest, AnyEngine::Gpu(GpuEngine::new(model)), info)
             }
         };
         let generator = Generator::new(engine, &manifest)?;
+        info.context = generator.engine.capacity();
         let (tokens, vocab) = (generator.tokenizer.vocab_size(), manifest.config.vocab_size);
         if tokens > vocab {
             return Err(QinsError::Manifest(format!(

@@ -268,14 +268,13 @@ async fn generate(
     let mut scan = StopScan::new(opts.stop);
     let gen = &mut loaded.generator;
     let (params, max, ignore_eos) = (opts.sampling, opts.max_tokens, opts.ignore_eos);
-    let ids = match &prompt {
-        Prompt::Chat(_) => Vec::new(),
-        Prompt::Ids(ids) => ids.clone(),
-        Prompt::Text(text) => gen.text_prompt_ids(text)?,
-    };
-    let mut run = match &prompt {
-        Prompt::Chat(messages) => gen.generate_chat(messages, params, max, ignore_eos)?,
-        _ => gen.generate(&ids, params, max, ignore_eos)?,
+    let mut run = match prompt {
+        Prompt::Chat(messages) => gen.generate_chat(&messages, params, max, ignore_eos)?,
+        Prompt::Ids(ids) => gen.generate(&ids, params, max, ignore_eos)?,
+        Prompt::Text(text) => {
+            let ids = gen.text_prompt_ids(&text)?;
+            gen.generate(&ids, params, max, ignore_eos)?
+        }
     };
     while let Some(ev) = run.next_token().await {
         let ev = ev?;
