@@ -132,3 +132,45 @@ fn a_reply_that_fills_the_context_ends_with_length() {
         assert_eq!(err.kind(), "context-full", "{backend:?}");
     }
 }
+
+/// A request as the browser engine runs it (`Generator::start`): a stop string ends the reply
+/// before it, on a piece boundary or inside a token's text, and is never sent; token ids
+/// outside the vocabulary are refused on both engines.
+#[test]
+fn a_request_stops_before_its_stop_string_and_refuses_unknown_ids() {
+    use qins_runtime::chat::{GenerateOptions, Prompt};
+    let dir = tempfile::tempdir().unwrap();
+    let path = convert_to(&fixture("tiny-llama"), Codec::Lut8, dir.path());
+    for backend in [Backend::Cpu, Backend::Gpu] {
+        let mut loaded = open(&path, &opts(backend, 64)).unwrap();
+        let gen = &mut loaded.generator;
+        let opts = |stop: Vec<String>| GenerateOptions {
+            max_tokens: 24,
+            ignore_eos: true,
+            stop,
+            ..Default::default()
+        };
+        let reply = |gen: &mut qins_runtime::chat::Generator<_>, stop| {
+            let mut run = gen.start(Prompt::Ids(vec![1, 5, 9]), opts(stop)).unwrap();
+            let mut text: String = run.by_ref().filter_map(|ev| ev.unwrap().text).collect();
+            text += &run.held_text();
+            (text, run.stats().stop_reason.clone())
+        };
+        let (full, reason) = reply(gen, vec![]);
+        assert_eq!(reason, "max_tokens", "{backend:?}");
+        let chars: Vec<char> = full.chars().collect();
+        assert!(chars.len() > 6, "{backend:?}: {full:?}");
+        // A stop string that starts mid-reply and spans characters the tokens emit separately.
+        let stop: String = chars[chars.len() / 2..chars.len() / 2 + 3].iter().collect();
+        let (cut, reason) = reply(gen, vec!["never appears".into(), stop.clone()]);
+        assert_eq!(reason, "stop", "{backend:?}");
+        assert_eq!(cut, full[..full.find(&stop).unwrap()], "{backend:?}");
+        for bad in [vec![1, 320], vec![u32::MAX]] {
+            let err = match gen.start(Prompt::Ids(bad), opts(vec![])) {
+                Err(e) => e,
+                Ok(mut run) => run.next().unwrap().unwrap_err(),
+            };
+            assert_eq!(err.kind(), "bad-request", "{backend:?}: {err}");
+        }
+    }
+}

@@ -5,7 +5,7 @@
 
 use std::path::PathBuf;
 
-use qins_runtime::chat::{Message, SamplingParams, Scan, StopScan};
+use qins_runtime::chat::{Message, SamplingParams};
 use qins_runtime::load::{LoadOptions, Loaded};
 use qins_runtime::QinsError;
 use tokio::sync::mpsc;
@@ -204,18 +204,23 @@ fn generate(loaded: &mut Loaded, job: Job) {
     }
     let waited_ms = job.queued.elapsed().as_secs_f64() * 1e3;
     let mut run = match gen.generate(&ids, params, max_tokens, false) {
-        Ok(run) => run,
+        Ok(run) => run.with_stop(job.stop),
         Err(e) => {
             send(Event::Failed(invalid(e)));
             return;
         }
     };
-    let mut scan = StopScan::new(job.stop);
-    let (mut stopped, mut gone) = (false, false);
+    let mut gone = false;
     // A reply that fills the context ends on its own with stop_reason "length".
     while let Some(step) = qins_runtime::engine::block_on(run.next_token()) {
-        let text = match step {
-            Ok(step) => step.text.unwrap_or_default(),
+        match step {
+            Ok(step) => {
+                let text = step.text.unwrap_or_default();
+                if !text.is_empty() && !send(Event::Text(text)) || events.is_closed() {
+                    gone = true;
+                    break;
+                }
+            }
             Err(e) => {
                 send(Event::Failed(ApiError::new(
                     StatusCode::INTERNAL_SERVER_ERROR,
@@ -224,36 +229,18 @@ fn generate(loaded: &mut Loaded, job: Job) {
                 )));
                 return;
             }
-        };
-        match scan.push(&text) {
-            Scan::Go(out) => {
-                if !out.is_empty() && !send(Event::Text(out)) {
-                    gone = true;
-                    break;
-                }
-            }
-            Scan::Stop(out) => {
-                if !out.is_empty() {
-                    send(Event::Text(out));
-                }
-                stopped = true;
-                break;
-            }
-        }
-        if events.is_closed() {
-            gone = true;
-            break;
         }
     }
-    run.stop(if gone { "aborted" } else { "stop" });
+    if gone {
+        run.stop("aborted");
+    }
     let stats = run.stats().clone();
-    let finish = if stopped || stats.stop_reason == "eos" {
-        "stop"
-    } else {
-        "length"
+    let finish = match stats.stop_reason.as_str() {
+        "eos" | "stop" => "stop",
+        _ => "length",
     };
     // Text held back as a possible stop string's start, at the end (empty after a stop).
-    let rest = scan.flush();
+    let rest = run.held_text();
     if !rest.is_empty() && !gone {
         send(Event::Text(rest));
     }

@@ -16,17 +16,67 @@ use super::{check_len, Imported, WeightSource};
 
 const SUPPORTED: &[&str] = &["LlamaForCausalLM", "Phi3ForCausalLM"];
 
+/// Where a checkpoint's files come from: a folder on disk (safetensors memory-mapped), or
+/// memory (the fuzzer, tests/src/bin/qins-fuzz.rs, which feeds mutated files).
+pub trait Files: Send + Sync {
+    /// The file's bytes, None when it does not exist.
+    fn read(&self, name: &str) -> Result<Option<Bytes>>;
+    /// How errors name the file.
+    fn describe(&self, name: &str) -> String;
+}
+
+/// A file's bytes, mapped or owned.
+pub type Bytes = Box<dyn AsRef<[u8]> + Send + Sync>;
+
+struct Folder(PathBuf);
+
+impl Files for Folder {
+    fn read(&self, name: &str) -> Result<Option<Bytes>> {
+        let path = self.0.join(name);
+        if !path.exists() {
+            return Ok(None);
+        }
+        let file = File::open(&path).with_context(|| format!("{}: cannot open", path.display()))?;
+        // SAFETY: the file is only read; a concurrent writer could change the bytes we read,
+        // which safetensors' bounds checks keep memory-safe.
+        let mmap = unsafe { Mmap::map(&file) }
+            .with_context(|| format!("{}: cannot map", path.display()))?;
+        Ok(Some(Box::new(mmap)))
+    }
+
+    fn describe(&self, name: &str) -> String {
+        self.0.join(name).display().to_string()
+    }
+}
+
+/// Files held in memory, by name.
+impl Files for std::collections::BTreeMap<String, Vec<u8>> {
+    fn read(&self, name: &str) -> Result<Option<Bytes>> {
+        Ok(self.get(name).map(|b| Box::new(b.clone()) as Bytes))
+    }
+
+    fn describe(&self, name: &str) -> String {
+        name.to_string()
+    }
+}
+
 pub fn open(dir: &Path) -> Result<Imported> {
-    let config_path = dir.join("config.json");
-    let cfg_json = read_json(&config_path)?;
+    let name = dir.file_name().map_or("".into(), |n| n.to_string_lossy());
+    open_files(Box::new(Folder(dir.to_path_buf())), &name)
+}
+
+/// Imports the checkpoint `files` hold; `name` goes into the archive's source.
+pub fn open_files(files: Box<dyn Files>, name: &str) -> Result<Imported> {
+    let config_path = files.describe("config.json");
+    let cfg_json = read_json(&*files, "config.json")?
+        .ok_or_else(|| anyhow!("{config_path}: cannot read: not found"))?;
     let arch = cfg_json["architectures"]
         .get(0)
         .and_then(Value::as_str)
-        .ok_or_else(|| anyhow!("{}: no \"architectures\" entry", config_path.display()))?;
+        .ok_or_else(|| anyhow!("{config_path}: no \"architectures\" entry"))?;
     if !SUPPORTED.contains(&arch) {
         bail!(
-            "{}: unsupported architecture {arch} (supported: {})",
-            config_path.display(),
+            "{config_path}: unsupported architecture {arch} (supported: {})",
             SUPPORTED.join(", ")
         );
     }
@@ -38,37 +88,29 @@ pub fn open(dir: &Path) -> Result<Imported> {
     if cfg_json["attention_bias"].as_bool() == Some(true)
         || cfg_json["mlp_bias"].as_bool() == Some(true)
     {
-        bail!(
-            "{}: attention/MLP biases are not supported",
-            config_path.display()
-        );
+        bail!("{config_path}: attention/MLP biases are not supported");
     }
 
-    let gen_path = dir.join("generation_config.json");
-    let gen_json = if gen_path.exists() {
-        read_json(&gen_path)?
-    } else {
-        Value::Null
-    };
-    let mut config = parse_config(&cfg_json, &gen_json, family)
-        .with_context(|| format!("{}", config_path.display()))?;
+    let gen_json = read_json(&*files, "generation_config.json")?.unwrap_or(Value::Null);
+    let mut config =
+        parse_config(&cfg_json, &gen_json, family).with_context(|| config_path.clone())?;
 
-    let tok_path = dir.join("tokenizer.json");
-    let tokenizer = read_json(&tok_path)?;
-    let tc_path = dir.join("tokenizer_config.json");
-    let tc = if tc_path.exists() {
-        read_json(&tc_path)?
-    } else {
-        Value::Null
-    };
-    let jinja = dir.join("chat_template.jinja");
-    let chat_template = if jinja.exists() {
-        Some(std::fs::read_to_string(&jinja).with_context(|| format!("{}", jinja.display()))?)
-    } else {
-        template_from_config(&tc["chat_template"])
+    let tokenizer = read_json(&*files, "tokenizer.json")?.ok_or_else(|| {
+        anyhow!(
+            "{}: cannot read: not found",
+            files.describe("tokenizer.json")
+        )
+    })?;
+    let tc = read_json(&*files, "tokenizer_config.json")?.unwrap_or(Value::Null);
+    let chat_template = match files.read("chat_template.jinja")? {
+        Some(b) => Some(
+            String::from_utf8((*b).as_ref().to_vec())
+                .with_context(|| files.describe("chat_template.jinja"))?,
+        ),
+        None => template_from_config(&tc["chat_template"]),
     };
 
-    let weights = Safetensors::open(dir)?;
+    let weights = Safetensors::open(files)?;
     if !config.tie_word_embeddings && !weights.index.contains_key("lm_head.weight") {
         // Some checkpoints omit lm_head and leave tying implicit.
         tracing::warn!("no lm_head.weight: tying the output projection to the embedding");
@@ -76,7 +118,7 @@ pub fn open(dir: &Path) -> Result<Imported> {
     }
     config
         .validate()
-        .map_err(|e| anyhow!("{}: {e}", config_path.display()))?;
+        .map_err(|e| anyhow!("{config_path}: {e}"))?;
 
     Ok(Imported {
         generation: GenerationDefaults {
@@ -90,10 +132,7 @@ pub fn open(dir: &Path) -> Result<Imported> {
         add_bos_token: tc["add_bos_token"].as_bool().unwrap_or(false),
         chat_template,
         tokenizer,
-        source: format!(
-            "huggingface:{}",
-            dir.file_name().map_or("".into(), |n| n.to_string_lossy())
-        ),
+        source: format!("huggingface:{name}"),
         weights: Box::new(HfWeights {
             st: weights,
             phi3: family == "phi3",
@@ -104,10 +143,14 @@ pub fn open(dir: &Path) -> Result<Imported> {
     })
 }
 
-fn read_json(path: &Path) -> Result<Value> {
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("{}: cannot read", path.display()))?;
-    serde_json::from_str(&text).with_context(|| format!("{}: invalid JSON", path.display()))
+/// A JSON file, None when it does not exist.
+fn read_json(files: &dyn Files, name: &str) -> Result<Option<Value>> {
+    let Some(bytes) = files.read(name)? else {
+        return Ok(None);
+    };
+    serde_json::from_slice(bytes.as_ref().as_ref())
+        .map(Some)
+        .with_context(|| format!("{}: invalid JSON", files.describe(name)))
 }
 
 /// `chat_template` is a string, or a list of `{name, template}` (then the "default" one).
@@ -259,64 +302,58 @@ fn parse_rope_scaling(s: &Value, c: &Value, max_pos: usize) -> Result<Option<Rop
     })
 }
 
-/// Memory-mapped safetensors files and which file holds each tensor.
+/// Safetensors files (memory-mapped from a folder) and which file holds each tensor.
 struct Safetensors {
-    files: Vec<(PathBuf, Mmap)>,
+    /// Each file's name as errors give it, and its bytes.
+    files: Vec<(String, Bytes)>,
     index: HashMap<String, usize>,
 }
 
 impl Safetensors {
-    fn open(dir: &Path) -> Result<Self> {
-        let index_path = dir.join("model.safetensors.index.json");
+    fn open(source: Box<dyn Files>) -> Result<Self> {
+        const INDEX: &str = "model.safetensors.index.json";
+        let index_name = source.describe(INDEX);
         let mut names: Vec<String> = Vec::new();
         let mut map: HashMap<String, String> = HashMap::new();
-        if index_path.exists() {
-            let idx = read_json(&index_path)?;
+        if let Some(idx) = read_json(&*source, INDEX)? {
             let wm = idx["weight_map"]
                 .as_object()
-                .ok_or_else(|| anyhow!("{}: no weight_map", index_path.display()))?;
+                .ok_or_else(|| anyhow!("{index_name}: no weight_map"))?;
             for (tensor, file) in wm {
                 let file = file
                     .as_str()
-                    .ok_or_else(|| anyhow!("{}: bad weight_map", index_path.display()))?;
+                    .ok_or_else(|| anyhow!("{index_name}: bad weight_map"))?;
                 if !names.iter().any(|n| n == file) {
                     names.push(file.to_string());
                 }
                 map.insert(tensor.clone(), file.to_string());
             }
-        } else if dir.join("model.safetensors").exists() {
-            names.push("model.safetensors".into());
         } else {
-            bail!(
-                "{}: no model.safetensors or model.safetensors.index.json",
-                dir.display()
-            );
+            names.push("model.safetensors".into());
         }
         let mut files = Vec::new();
         let mut index = HashMap::new();
         for (i, name) in names.iter().enumerate() {
-            let path = dir.join(name);
-            let file =
-                File::open(&path).with_context(|| format!("{}: cannot open", path.display()))?;
-            // SAFETY: the file is only read; a concurrent writer could change the bytes we read,
-            // which safetensors' bounds checks keep memory-safe.
-            let mmap = unsafe { Mmap::map(&file) }
-                .with_context(|| format!("{}: cannot map", path.display()))?;
+            let shown = source.describe(name);
+            let bytes = source.read(name)?.ok_or_else(|| {
+                if map.is_empty() {
+                    anyhow!("{}: no model.safetensors or {INDEX}", source.describe(""))
+                } else {
+                    anyhow!("{shown}: listed by {index_name} but not found")
+                }
+            })?;
             let st =
-                SafeTensors::deserialize(&mmap).map_err(|e| anyhow!("{}: {e}", path.display()))?;
+                SafeTensors::deserialize((*bytes).as_ref()).map_err(|e| anyhow!("{shown}: {e}"))?;
             for (tname, _) in st.tensors() {
                 if map.get(&tname).is_none_or(|f| f == name) {
                     index.insert(tname, i);
                 }
             }
-            files.push((path, mmap));
+            files.push((shown, bytes));
         }
         for (tensor, file) in &map {
             if !index.contains_key(tensor) {
-                bail!(
-                    "{}: index lists {tensor} but {file} does not hold it",
-                    index_path.display()
-                );
+                bail!("{index_name}: index lists {tensor} but {file} does not hold it");
             }
         }
         Ok(Self { files, index })
@@ -328,11 +365,12 @@ impl Safetensors {
             .index
             .get(name)
             .ok_or_else(|| anyhow!("tensor {name} not found in the checkpoint"))?;
-        let (path, mmap) = &self.files[i];
-        let st = SafeTensors::deserialize(mmap).map_err(|e| anyhow!("{}: {e}", path.display()))?;
+        let (path, bytes) = &self.files[i];
+        let st =
+            SafeTensors::deserialize((**bytes).as_ref()).map_err(|e| anyhow!("{path}: {e}"))?;
         let t = st
             .tensor(name)
-            .map_err(|e| anyhow!("{}: {name}: {e}", path.display()))?;
+            .map_err(|e| anyhow!("{path}: {name}: {e}"))?;
         let b = t.data();
         let data = match t.dtype() {
             Dtype::F32 => b
@@ -347,7 +385,7 @@ impl Safetensors {
                 .chunks_exact(2)
                 .map(|x| half::bf16::from_le_bytes([x[0], x[1]]).to_f32())
                 .collect(),
-            other => bail!("{}: {name}: unsupported dtype {other:?}", path.display()),
+            other => bail!("{path}: {name}: unsupported dtype {other:?}"),
         };
         Ok((data, t.shape().to_vec()))
     }
@@ -357,10 +395,7 @@ impl Safetensors {
         let (data, got) = self.get(name)?;
         if got != shape {
             let (path, _) = &self.files[self.index[name]];
-            bail!(
-                "{}: {name} has shape {got:?}, the config implies {shape:?}",
-                path.display()
-            );
+            bail!("{path}: {name} has shape {got:?}, the config implies {shape:?}");
         }
         Ok(data)
     }

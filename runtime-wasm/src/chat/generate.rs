@@ -1,7 +1,9 @@
 use serde::{Deserialize, Serialize};
 use web_time::Instant;
 
-use super::{ChatTemplate, Message, Sampler, SamplingParams, TextStream, Tokenizer};
+use super::{
+    ChatTemplate, Message, Sampler, SamplingParams, Scan, StopScan, TextStream, Tokenizer,
+};
 use crate::engine::Engine;
 use crate::format::Manifest;
 use crate::{QinsError, Result};
@@ -222,6 +224,7 @@ impl<E: Engine> Generator<E> {
                 ..Default::default()
             },
             done: false,
+            scan: None,
             gen: self,
         })
     }
@@ -241,9 +244,25 @@ pub struct Generation<'a, E: Engine> {
     first_token: Option<Instant>,
     stats: GenerationStats,
     done: bool,
+    /// Stop strings: text is released only once it cannot start one.
+    scan: Option<StopScan>,
 }
 
 impl<E: Engine> Generation<'_, E> {
+    /// Ends the reply before the first of `stops` appears in its text, which is never sent,
+    /// not even in part (`stop_reason` "stop"). Text that might start one is held back until
+    /// it cannot: [`Generation::held_text`] gives what remains at the end.
+    pub fn with_stop(mut self, stops: Vec<String>) -> Self {
+        self.scan = Some(StopScan::new(stops));
+        self
+    }
+
+    /// Text held back as a possible stop string's start, once the generation has ended
+    /// (empty after a stop string, or without stop strings).
+    pub fn held_text(&mut self) -> String {
+        self.scan.as_mut().map(StopScan::flush).unwrap_or_default()
+    }
+
     pub fn generated(&self) -> &[u32] {
         &self.history[self.prompt_len..]
     }
@@ -320,7 +339,17 @@ impl<E: Engine> Generation<'_, E> {
         }
         self.history.push(id);
         self.stats.generated_tokens += 1;
-        let text = self.stream.push(&self.gen.tokenizer, id)?;
+        let mut text = self.stream.push(&self.gen.tokenizer, id)?;
+        if let (Some(scan), Some(piece)) = (self.scan.as_mut(), text.take()) {
+            text = match scan.push(&piece) {
+                Scan::Go(out) => Some(out),
+                Scan::Stop(out) => {
+                    self.finish("stop");
+                    Some(out)
+                }
+            }
+            .filter(|t| !t.is_empty());
+        }
         Ok(Some(StepEvent { id, text }))
     }
 }

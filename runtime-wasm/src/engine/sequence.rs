@@ -132,10 +132,10 @@ impl<F: Forward> Sequence<F> {
         }
         let vocab = self.config().vocab_size;
         if let Some(&t) = tokens.iter().find(|&&t| t as usize >= vocab) {
-            return Err(QinsError::Tensor {
-                name: "token_embd".into(),
-                msg: format!("token id {t} is outside the vocabulary of {vocab}"),
-            });
+            // The caller's mistake (a completion request's ids), not the model's.
+            return Err(QinsError::BadRequest(format!(
+                "token id {t} is outside the vocabulary of {vocab}"
+            )));
         }
         let rope = Rope::for_len(self.config(), total);
         let start = self.history.len();

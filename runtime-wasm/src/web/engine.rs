@@ -17,7 +17,7 @@ use web_time::Instant;
 
 use super::download::{self, Abort};
 use super::js::{browser_adapter_info, from_js, promise, to_js, to_js_error, wasm_memory_bytes};
-use crate::chat::{Generator, Message, SamplingParams, Scan, StopScan};
+use crate::chat::{GenerateOptions, Generator, Prompt};
 use crate::engine::Engine;
 use crate::load::{AnyEngine, EngineInfo, LoadOptions};
 use crate::{QinsError, Result};
@@ -38,29 +38,6 @@ impl Default for WebLoadOptions {
         Self {
             cache: true,
             engine: LoadOptions::default(),
-        }
-    }
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(default)]
-struct GenerateOptions {
-    #[serde(flatten)]
-    sampling: SamplingParams,
-    max_tokens: usize,
-    /// Keep going past end-of-turn tokens (benchmarks).
-    ignore_eos: bool,
-    /// Stop strings: the reply ends before the first one, which is never sent.
-    stop: Vec<String>,
-}
-
-impl Default for GenerateOptions {
-    fn default() -> Self {
-        Self {
-            sampling: SamplingParams::default(),
-            max_tokens: 256,
-            ignore_eos: false,
-            stop: Vec::new(),
         }
     }
 }
@@ -227,14 +204,6 @@ impl QinsEngine {
     }
 }
 
-/// What a generation starts from: a conversation (its oldest turns leave the model's view
-/// when it outgrows the context), token ids as they are, or plain text.
-enum Prompt {
-    Chat(Vec<Message>),
-    Ids(Vec<u32>),
-    Text(String),
-}
-
 impl QinsEngine {
     /// One generation from `prompt` (read when the engine is free) with `options`.
     fn start(
@@ -265,29 +234,10 @@ async fn generate(
     let send = |id: Option<u32>, text: Option<String>| {
         let _ = on_token.call1(&JsValue::NULL, &to_js(&json!({"id": id, "text": text})));
     };
-    let mut scan = StopScan::new(opts.stop);
-    let gen = &mut loaded.generator;
-    let (params, max, ignore_eos) = (opts.sampling, opts.max_tokens, opts.ignore_eos);
-    let mut run = match prompt {
-        Prompt::Chat(messages) => gen.generate_chat(&messages, params, max, ignore_eos)?,
-        Prompt::Ids(ids) => gen.generate(&ids, params, max, ignore_eos)?,
-        Prompt::Text(text) => {
-            let ids = gen.text_prompt_ids(&text)?;
-            gen.generate(&ids, params, max, ignore_eos)?
-        }
-    };
+    let mut run = loaded.generator.start(prompt, opts)?;
     while let Some(ev) = run.next_token().await {
         let ev = ev?;
-        let text = match ev.text.map(|t| scan.push(&t)) {
-            None => None,
-            Some(Scan::Go(t)) => Some(t).filter(|t| !t.is_empty()),
-            Some(Scan::Stop(t)) => {
-                send(Some(ev.id), Some(t).filter(|t| !t.is_empty()));
-                run.stop("stop");
-                break;
-            }
-        };
-        send(Some(ev.id), text);
+        send(Some(ev.id), ev.text);
         // An abort() from the callback itself is seen here; one from a worker message runs
         // while next_token awaits its GPU read-back, which returns to the event loop (an
         // already-resolved promise would not: microtasks run before queued messages).
@@ -297,7 +247,7 @@ async fn generate(
         }
     }
     // Text held back as a possible stop string's start: its own event, with no token id.
-    let rest = scan.flush();
+    let rest = run.held_text();
     if !rest.is_empty() {
         send(None, Some(rest));
     }

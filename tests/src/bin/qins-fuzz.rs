@@ -7,15 +7,21 @@
 //!
 //!   qins-fuzz TARGET [--execs N] [--seconds S] [--seed X] [--crashes DIR]
 //!   qins-fuzz TARGET --replay FILE     (one input, with its panic message)
-//!   targets: archive, gguf, template, tokenizer, all
+//!   targets: archive, gguf, hf-config, safetensors, template, tokenizer, worker, all
 
 use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::RefCell;
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use qins_runtime::chat::{ChatTemplate, Message, Tokenizer};
+use qins_runtime::chat::{ChatTemplate, GenerateOptions, Message, Prompt, Tokenizer};
 use qins_runtime::format::{Manifest, StreamReader};
+use qins_runtime::load::{Backend, LoadOptions, Loaded};
+use qins_runtime::model::canonical_tensors;
+use serde_json::Value;
 
 /// Counts live and peak heap bytes, so each input's allocations can be bounded.
 struct Counting;
@@ -105,10 +111,94 @@ fn mutate(rng: &mut Rng, seed: &[u8]) -> Vec<u8> {
     b
 }
 
+/// Structure-aware mutation for JSON inputs: byte mutations mostly break the syntax and stop
+/// at the parser, so half of a JSON target's inputs instead change values inside a valid
+/// document (extreme numbers, wrong types, removed keys, grown arrays, odd strings).
+fn mutate_json(rng: &mut Rng, seed: &[u8]) -> Vec<u8> {
+    let Ok(mut doc) = serde_json::from_slice::<Value>(seed) else {
+        return mutate(rng, seed);
+    };
+    for _ in 0..1 + rng.below(4) {
+        mutate_value(rng, &mut doc);
+    }
+    serde_json::to_vec(&doc).unwrap_or_default()
+}
+
+fn odd_value(rng: &mut Rng) -> Value {
+    const NUMBERS: [f64; 12] = [
+        0.0,
+        -1.0,
+        1.0,
+        0.5,
+        2.0,
+        255.0,
+        4294967295.0,
+        4294967296.0,
+        9007199254740993.0,
+        1e308,
+        -1e308,
+        5e-324,
+    ];
+    match rng.below(9) {
+        0 => Value::Null,
+        1 => Value::Bool(rng.below(2) == 0),
+        2 | 3 => serde_json::json!(NUMBERS[rng.below(NUMBERS.len())]),
+        4 => serde_json::json!(-(rng.next() as i64).abs()),
+        5 => Value::String(String::new()),
+        6 => Value::String(
+            ["\u{0}", "<|im_end|>", "{{", "\u{1f600}", "é", "\n\n"][rng.below(6)]
+                .repeat(1 + rng.below(300)),
+        ),
+        7 => Value::Array(vec![]),
+        _ => Value::Object(Default::default()),
+    }
+}
+
+/// Changes one value somewhere in `v`: replaced, removed, or its array grown.
+fn mutate_value(rng: &mut Rng, v: &mut Value) {
+    let children = match v {
+        Value::Array(a) => a.len(),
+        Value::Object(o) => o.len(),
+        _ => 0,
+    };
+    // Stop here a third of the time, or at a leaf.
+    if children == 0 || rng.below(3) == 0 {
+        match v {
+            Value::Array(a) if !a.is_empty() && rng.below(2) == 0 => {
+                let item = a[rng.below(a.len())].clone();
+                let n = 1 + rng.below(64);
+                a.extend(std::iter::repeat_n(item, n));
+            }
+            Value::Object(o) if !o.is_empty() && rng.below(2) == 0 => {
+                let key = o
+                    .keys()
+                    .nth(rng.below(o.len()))
+                    .cloned()
+                    .unwrap_or_default();
+                o.remove(&key);
+            }
+            _ => *v = odd_value(rng),
+        }
+        return;
+    }
+    let i = rng.below(children);
+    match v {
+        Value::Array(a) => mutate_value(rng, &mut a[i]),
+        Value::Object(o) => {
+            if let Some((_, child)) = o.iter_mut().nth(i) {
+                mutate_value(rng, child)
+            }
+        }
+        _ => {}
+    }
+}
+
 /// A target: its seeds, what it runs on one input, and the allocation bound for an input.
 struct Target {
     name: &'static str,
     seeds: Vec<Vec<u8>>,
+    /// The inputs are JSON: half of them mutated as documents ([`mutate_json`]).
+    json: bool,
     run: fn(&[u8], &mut Rng),
     /// Bytes an input of this length may allocate at the peak.
     bound: fn(usize) -> usize,
@@ -203,6 +293,132 @@ fn run_tokenizer(bytes: &[u8], _: &mut Rng) {
     }
 }
 
+/// The tiny Llama's and Phi-3's folders (Phi-3's sharded), each file by name.
+fn checkpoints() -> &'static [BTreeMap<String, Vec<u8>>] {
+    static FOLDERS: OnceLock<Vec<BTreeMap<String, Vec<u8>>>> = OnceLock::new();
+    FOLDERS.get_or_init(|| {
+        ["tiny-llama", "tiny-phi3"]
+            .iter()
+            .map(|name| {
+                let dir = fixtures().join(name);
+                std::fs::read_dir(&dir)
+                    .expect("fixture folder")
+                    .filter_map(|e| e.ok())
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .filter(|f| f != "reference.json")
+                    .map(|f| {
+                        (
+                            f.clone(),
+                            std::fs::read(dir.join(&f)).expect("fixture file"),
+                        )
+                    })
+                    .collect()
+            })
+            .collect()
+    })
+}
+
+/// A checkpoint whose file `name` is `bytes` (the others as in the fixture): imported, then
+/// every canonical tensor loaded, as qins-convert would.
+fn import_with(folder: &BTreeMap<String, Vec<u8>>, name: &str, bytes: &[u8]) {
+    let mut files = folder.clone();
+    files.insert(name.to_string(), bytes.to_vec());
+    let Ok(imported) = qins_host::import::hf::open_files(Box::new(files), "fuzz") else {
+        return;
+    };
+    for spec in canonical_tensors(&imported.config) {
+        if imported.weights.load(&spec).is_err() {
+            return;
+        }
+    }
+}
+
+/// config.json of both tiny checkpoints.
+fn run_hf_config(bytes: &[u8], _: &mut Rng) {
+    for folder in checkpoints() {
+        import_with(folder, "config.json", bytes);
+    }
+}
+
+/// The tiny Llama's model.safetensors, or one of the tiny Phi-3's shards.
+fn run_safetensors(bytes: &[u8], rng: &mut Rng) {
+    let [llama, phi3] = checkpoints() else {
+        unreachable!("two fixture folders")
+    };
+    if rng.below(2) == 0 {
+        import_with(llama, "model.safetensors", bytes);
+    } else {
+        let shard = format!("model-0000{}-of-00005.safetensors", 1 + rng.below(5));
+        import_with(phi3, &shard, bytes);
+    }
+}
+
+thread_local! {
+    /// The tiny Llama, converted and loaded on the CPU engine once, for the worker target.
+    static WORKER: RefCell<Option<Loaded>> = const { RefCell::new(None) };
+}
+
+/// Replies longer than this are cut in the fuzzer only, to keep each input fast (the engine
+/// itself bounds a reply by the context).
+const FUZZ_MAX_TOKENS: usize = 12;
+
+/// One worker request (docs/WEB_API.md), read as the worker and the browser engine read it:
+/// `messages` and `options` through serde (`from_js` is JSON.stringify and serde_json), `ids` as
+/// numbers cast to u32, `text` as a string; then the reply generated on the tiny Llama.
+fn run_worker(bytes: &[u8], _: &mut Rng) {
+    let Ok(msg) = serde_json::from_slice::<Value>(bytes) else {
+        return;
+    };
+    fn serde_or_default<T: serde::de::DeserializeOwned + Default>(v: &Value) -> Option<T> {
+        if v.is_null() {
+            return Some(T::default());
+        }
+        serde_json::from_value(v.clone()).ok()
+    }
+    let prompt = match msg["type"].as_str() {
+        Some("generate") => match serde_or_default::<Vec<Message>>(&msg["messages"]) {
+            Some(m) => Prompt::Chat(m),
+            None => return,
+        },
+        Some("complete") => Prompt::Ids(
+            msg["ids"]
+                .as_array()
+                .map(|a| {
+                    a.iter()
+                        .filter_map(Value::as_f64)
+                        .map(|v| v as u32)
+                        .collect()
+                })
+                .unwrap_or_default(),
+        ),
+        Some("complete_text") => Prompt::Text(msg["text"].as_str().unwrap_or_default().into()),
+        _ => return,
+    };
+    let Some(mut opts) = serde_or_default::<GenerateOptions>(&msg["options"]) else {
+        return;
+    };
+    opts.max_tokens = opts.max_tokens.min(FUZZ_MAX_TOKENS);
+    WORKER.with_borrow_mut(|w| {
+        let loaded = w.as_mut().expect("the worker target's model");
+        if let Ok(mut run) = loaded.generator.start(prompt, opts) {
+            while let Some(Ok(_)) = qins_runtime::engine::block_on(run.next_token()) {}
+            let _ = run.held_text();
+        }
+    });
+}
+
+fn worker_seeds() -> Vec<Vec<u8>> {
+    [
+        r#"{"type":"generate","id":1,"messages":[{"role":"system","content":"Be brief."},{"role":"user","content":"Hi there!"},{"role":"assistant","content":"Hello."},{"role":"user","content":"Again \u00e9 \ud83d\ude00"}],"options":{"temperature":0.7,"top_k":40,"top_p":0.9,"min_p":0.05,"repetition_penalty":1.1,"seed":7,"max_tokens":8,"stop":["\n\n","ab"]}}"#,
+        r#"{"type":"complete","id":"x","ids":[1,5,9,300,17],"options":{"max_tokens":4,"ignore_eos":true,"temperature":0}}"#,
+        r#"{"type":"complete_text","id":3,"text":"Once upon a time","options":{"max_tokens":6,"stop":["e","time"],"top_k":1}}"#,
+        r#"{"type":"generate","id":4,"messages":[{"role":"user","content":"x"}]}"#,
+    ]
+    .iter()
+    .map(|s| s.as_bytes().to_vec())
+    .collect()
+}
+
 /// The tiny Phi-3's template, from its tokenizer_config.json.
 fn phi3_template() -> Vec<u8> {
     let cfg = std::fs::read(fixtures().join("tiny-phi3/tokenizer_config.json")).expect("tiny-phi3");
@@ -231,11 +447,22 @@ fn targets(dir: &Path) -> Vec<Target> {
     )
     .expect("convert");
     let read = |p: PathBuf| std::fs::read(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+    let loaded = qins_runtime::load::open(
+        &archive,
+        &LoadOptions {
+            backend: Backend::Cpu,
+            ..LoadOptions::default()
+        },
+    )
+    .expect("load the tiny archive");
+    WORKER.with_borrow_mut(|w| *w = Some(loaded));
     let archive_bytes = read(archive);
+    let file = |folder: usize, name: &str| checkpoints()[folder][name].clone();
     vec![
         Target {
             name: "archive",
             seeds: vec![archive_bytes],
+            json: false,
             run: run_archive,
             // One stored and one decoded chunk (<= 16 MiB each) or the manifest, whatever the
             // input claims; the reader never allocates what the input does not hold beyond that.
@@ -244,19 +471,48 @@ fn targets(dir: &Path) -> Vec<Target> {
         Target {
             name: "gguf",
             seeds: vec![tiny_gguf()],
+            json: false,
             run: run_gguf,
             bound: |n| 8 * n + (1 << 20),
         },
         Target {
+            name: "hf-config",
+            seeds: vec![file(0, "config.json"), file(1, "config.json")],
+            json: true,
+            run: run_hf_config,
+            // The fixtures' own tensors (under 1 MB) as f32, whatever the config claims.
+            bound: |n| 64 * n + (8 << 20),
+        },
+        Target {
+            name: "safetensors",
+            seeds: vec![
+                file(0, "model.safetensors"),
+                file(1, "model-00001-of-00005.safetensors"),
+            ],
+            json: false,
+            run: run_safetensors,
+            // A copy of the input, its tensors as f32 (2x for f16), and the other files.
+            bound: |n| 8 * n + (8 << 20),
+        },
+        Target {
             name: "template",
             seeds: vec![read(tiny.join("chat_template.jinja")), phi3_template()],
+            json: false,
             run: run_template,
             bound: |n| 64 * n + (32 << 20),
         },
         Target {
             name: "tokenizer",
             seeds: vec![read(tiny.join("tokenizer.json"))],
+            json: true,
             run: run_tokenizer,
+            bound: |n| 64 * n + (16 << 20),
+        },
+        Target {
+            name: "worker",
+            seeds: worker_seeds(),
+            json: true,
+            run: run_worker,
             bound: |n| 64 * n + (16 << 20),
         },
     ]
@@ -278,7 +534,11 @@ fn fuzz(t: &Target, execs: u64, seconds: f64, seed: u64, crashes: &Path) -> Resu
     };
     while stats.execs < execs && started.elapsed().as_secs_f64() < seconds {
         let base = &t.seeds[rng.below(t.seeds.len())];
-        let input = mutate(&mut rng, base);
+        let input = if t.json && rng.below(2) == 0 {
+            mutate_json(&mut rng, base)
+        } else {
+            mutate(&mut rng, base)
+        };
         let mut exec_rng = Rng(rng.next() | 1);
         let before = LIVE.load(Ordering::Relaxed);
         PEAK.store(before, Ordering::Relaxed);
