@@ -430,3 +430,62 @@ async fn a_long_conversation_keeps_going_past_the_context() {
         "the model's view moved on: it starts at turn {start}"
     );
 }
+
+/// The GPU device lost mid-generation (destroyed through the test hook, as a driver reset
+/// would): the reply rejects with kind "device-lost", the model is unloaded, and loading it
+/// again works and answers as before.
+#[wasm_bindgen_test]
+async fn a_device_lost_mid_generation_rejects_and_a_reload_works() {
+    let engine = std::rc::Rc::new(QinsEngine::new());
+    load(&engine, &archive("tiny.qins"), r#"{"cache":false}"#)
+        .await
+        .expect("load");
+    let e = engine.clone();
+    let (on_token, tokens) = recorder(move |_| e.lose_device_for_test());
+    let err = wait(
+        engine
+            .complete(
+                vec![1, 5, 9],
+                options(r#"{"temperature":0,"max_tokens":20,"ignore_eos":true}"#),
+                on_token,
+            )
+            .into(),
+    )
+    .await
+    .expect_err("a generation on a lost device must fail");
+    assert_eq!(kind(&err), "device-lost", "{err:?}");
+    assert_eq!(tokens.borrow().len(), 1, "nothing after the loss");
+    assert!(engine.info().is_null(), "the lost model is unloaded");
+    let err = wait(engine.complete(vec![1], JsValue::NULL, nothing()).into())
+        .await
+        .expect_err("no model");
+    assert_eq!(kind(&err), "not-loaded");
+    load(&engine, &archive("tiny.qins"), r#"{"cache":false}"#)
+        .await
+        .expect("reload after the loss");
+    assert_matches_native(&engine).await;
+}
+
+/// A load that needs more than the adapter allows (here: one binding capped at 64 bytes, less than a codebook) is
+/// refused with kind "adapter-limit" before anything is kept, and the engine loads normally
+/// after.
+#[wasm_bindgen_test]
+async fn a_load_beyond_the_adapter_limits_is_refused_and_the_engine_stays_usable() {
+    let engine = QinsEngine::new();
+    let err = load(
+        &engine,
+        &archive("tiny.qins"),
+        r#"{"cache":false,"max_binding":64}"#,
+    )
+    .await
+    .expect_err("a 64-byte binding cannot hold a codebook");
+    assert_eq!(kind(&err), "adapter-limit", "{err:?}");
+    assert!(
+        engine.info().is_null(),
+        "nothing kept from the refused load"
+    );
+    load(&engine, &archive("tiny.qins"), r#"{"cache":false}"#)
+        .await
+        .expect("load after the refusal");
+    assert_matches_native(&engine).await;
+}

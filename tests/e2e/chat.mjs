@@ -166,6 +166,48 @@ try {
   }
 }
 
+// 6c. The GPU device lost mid-reply (the page's test hook destroys it, as a driver reset
+// would): the reply says what happened, the model panel offers to load the model again, and
+// after that the chat goes on.
+{
+  const lost = await launch();
+  try {
+    const page = await lost.newPage();
+    page.on("pageerror", (e) => failures.push(`page error (device lost): ${e.message}`));
+    await page.goto(`${base}/?model=models/tiny.qins&test-hooks`);
+    await loaded(page);
+    await page.click("summary");
+    await page.fill("[data-testid=max-tokens]", "300");
+    await page.press("[data-testid=max-tokens]", "Tab");
+    await page.fill("[data-testid=prompt]", "Tell me a long story.");
+    await page.press("[data-testid=prompt]", "Enter");
+    const reply = page.locator("[data-testid=assistant-turn]").last();
+    for (let i = 0; i < 1200 && !(Number(await reply.getAttribute("data-chars")) > 0); i++) {
+      await page.waitForTimeout(100);
+    }
+    assert.ok(Number(await reply.getAttribute("data-chars")) > 0, "the reply has started");
+    await page.evaluate(() => window.qinsLoseDevice());
+    const failed = await page.waitForSelector(
+      "[data-testid=load-status][data-state=failed][data-kind=device-lost]", { timeout: 60_000 });
+    assert.match(await failed.textContent(), /GPU device was lost/);
+    assert.match(await reply.textContent(), /GPU device was lost/, "the reply says what happened");
+    await page.screenshot({ path: `${outDir}/device-lost.png`, fullPage: true });
+    await page.click("[data-testid=reload]");
+    await loaded(page);
+    await page.fill("[data-testid=max-tokens]", "8");
+    await page.press("[data-testid=max-tokens]", "Tab");
+    await page.fill("[data-testid=prompt]", "Are you back?");
+    await page.press("[data-testid=prompt]", "Enter");
+    const after = page.locator("[data-testid=assistant-turn]").last();
+    await after.locator("[data-testid=reply-stats]").waitFor({ timeout: 120_000 });
+    assert.equal(await after.locator(".error").count(), 0, "the reply after the reload has no error");
+  } catch (e) {
+    failures.push(e.stack || String(e));
+  } finally {
+    await lost.close();
+  }
+}
+
 // 6. Without WebGPU (Linux Chromium without its flag offers no adapter) the page says what to do.
 const plain = await launch({ webgpu: false });
 try {

@@ -174,3 +174,35 @@ fn a_request_stops_before_its_stop_string_and_refuses_unknown_ids() {
         }
     }
 }
+
+/// A device lost mid-generation (destroyed as a driver reset would) ends the reply with kind
+/// "device-lost", not a panic or a hang; a fresh load works after.
+#[test]
+fn a_device_lost_mid_generation_is_reported_and_a_new_load_works() {
+    use qins_runtime::chat::SamplingParams;
+    let dir = tempfile::tempdir().unwrap();
+    let path = convert_to(&fixture("tiny-llama"), Codec::Lut8, dir.path());
+    let mut loaded = open(&path, &opts(Backend::Gpu, 64)).unwrap();
+    let ctx = loaded.generator.engine.gpu().unwrap().model.ctx.clone();
+    let mut run = loaded
+        .generator
+        .generate(&[1, 5, 9], SamplingParams::default(), 20, true)
+        .unwrap();
+    run.next()
+        .unwrap()
+        .expect("the first token, before the loss");
+    ctx.destroy_for_test();
+    let err = run
+        .find_map(|ev| ev.err())
+        .expect("the reply ends with an error");
+    assert_eq!(err.kind(), "device-lost", "{err}");
+    drop(loaded);
+    let mut again = open(&path, &opts(Backend::Gpu, 64)).unwrap();
+    let ids: Vec<u32> = again
+        .generator
+        .generate(&[1, 5, 9], SamplingParams::default(), 4, true)
+        .unwrap()
+        .map(|ev| ev.unwrap().id)
+        .collect();
+    assert_eq!(ids.len(), 4);
+}

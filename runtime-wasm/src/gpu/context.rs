@@ -56,7 +56,23 @@ pub struct GpuContext {
     pub subgroups: bool,
     /// The device was opened with shader-f16 for the LUT mat-vecs' f16 products (opt-in).
     pub f16: bool,
-    lost: std::sync::Arc<std::sync::Mutex<Option<String>>>,
+    lost: Slot,
+    /// The first error no error scope caught (a kernel or buffer misuse): reported at the next
+    /// read-back instead of wgpu's default handler, which panics (an abort in the browser).
+    uncaptured: Slot,
+}
+
+/// A message set from a wgpu callback, read by the engine.
+type Slot = std::sync::Arc<std::sync::Mutex<Option<String>>>;
+
+fn set_once(slot: &Slot, msg: String) {
+    if let Ok(mut s) = slot.lock() {
+        s.get_or_insert(msg);
+    }
+}
+
+fn read(slot: &Slot) -> Option<String> {
+    slot.lock().ok().and_then(|s| s.clone())
 }
 
 fn gpu_err(what: &str, e: impl std::fmt::Display) -> QinsError {
@@ -128,14 +144,18 @@ impl GpuContext {
             })
             .await
             .map_err(|e| gpu_err("cannot open the GPU device", e))?;
-        let lost = std::sync::Arc::new(std::sync::Mutex::new(None));
+        let lost = Slot::default();
         let flag = lost.clone();
         device.set_device_lost_callback(move |reason, msg| {
             tracing::error!(?reason, %msg, "GPU device lost");
-            if let Ok(mut l) = flag.lock() {
-                *l = Some(format!("{reason:?}: {msg}"));
-            }
+            set_once(&flag, format!("{reason:?}: {msg}"));
         });
+        let uncaptured = Slot::default();
+        let flag = uncaptured.clone();
+        device.on_uncaptured_error(std::sync::Arc::new(move |e| {
+            tracing::error!(error = %e, "GPU error");
+            set_once(&flag, e.to_string());
+        }));
         let adapter_max = limits
             .max_storage_buffer_binding_size
             .min(limits.max_buffer_size);
@@ -149,6 +169,7 @@ impl GpuContext {
             f16,
             limits,
             lost,
+            uncaptured,
         })
     }
 
@@ -213,10 +234,16 @@ impl GpuContext {
 
     /// Set once the device is lost (driver reset, tab in background too long, GPU removed).
     pub fn lost(&self) -> Result<()> {
-        match self.lost.lock().ok().and_then(|l| l.clone()) {
+        match read(&self.lost) {
             Some(msg) => Err(QinsError::DeviceLost(msg)),
             None => Ok(()),
         }
+    }
+
+    /// Loses the device on purpose, as a driver reset would (tests of the device-lost path:
+    /// tests/tests/load.rs natively, runtime-wasm/tests/web.rs and the page's e2e in Chromium).
+    pub fn destroy_for_test(&self) {
+        self.device.destroy();
     }
 
     pub fn storage(&self, label: &str, bytes: &[u8]) -> wgpu::Buffer {
@@ -276,14 +303,20 @@ impl GpuContext {
             let _ = tx.send(r);
         });
         #[cfg(not(target_arch = "wasm32"))]
-        self.device
-            .poll(wgpu::PollType::wait_indefinitely())
-            .map_err(|e| gpu_err("GPU wait failed", e))?;
+        if let Err(e) = self.device.poll(wgpu::PollType::wait_indefinitely()) {
+            self.lost()?;
+            return Err(gpu_err("GPU wait failed", e));
+        }
         let mapped = rx.await;
         self.lost()?;
+        if let Some(e) = read(&self.uncaptured) {
+            return Err(gpu_err("GPU error", e));
+        }
+        // A map of a buffer made just above fails only when the device is gone; the lost
+        // callback may not have run yet (the browser resolves `device.lost` in a later task).
         mapped
             .map_err(|_| QinsError::DeviceLost("the read-back was dropped".into()))?
-            .map_err(|e| gpu_err("readback map", e))?;
+            .map_err(|e| QinsError::DeviceLost(format!("the GPU did not return results ({e})")))?;
         let bytes = slice
             .get_mapped_range()
             .map_err(|e| gpu_err("readback range", e))?

@@ -63,11 +63,18 @@ struct Loaded {
 #[derive(Default)]
 struct Inner {
     loaded: RefCell<Option<Loaded>>,
+    /// The loaded model's GPU device, reachable while a generation holds `loaded`.
+    device: RefCell<Option<crate::gpu::GpuContext>>,
     busy: Cell<bool>,
     abort: Abort,
 }
 
 impl Inner {
+    fn unload(&self) {
+        self.loaded.replace(None);
+        self.device.replace(None);
+    }
+
     /// Marks the engine busy for one operation; a second concurrent one is refused.
     fn begin(self: &Rc<Self>) -> Result<Busy> {
         if self.busy.replace(true) {
@@ -116,9 +123,11 @@ impl QinsEngine {
             let _busy = inner.begin()?;
             let opts: WebLoadOptions = from_js(&options)?;
             // The previous model's buffers go before the new ones are allocated.
-            inner.loaded.replace(None);
+            inner.unload();
             let loaded = load(&inner, &url, &opts, &on_progress).await?;
             let info = loaded.info.clone();
+            let device = loaded.generator.engine.gpu().map(|g| g.model.ctx.clone());
+            inner.device.replace(device);
             inner.loaded.replace(Some(loaded));
             Ok(to_js(&info))
         })
@@ -191,8 +200,18 @@ impl QinsEngine {
         if self.inner.busy.get() {
             return Err(to_js_error(&QinsError::Busy));
         }
-        self.inner.loaded.replace(None);
+        self.inner.unload();
         Ok(())
+    }
+
+    /// Test hook: destroys the GPU device as a driver reset would, even mid-generation (which
+    /// then ends with kind "device-lost" and the model unloaded). Tests of the device-lost
+    /// path only: runtime-wasm/tests/web.rs and, through the worker, the page's e2e.
+    #[wasm_bindgen(js_name = loseDeviceForTest)]
+    pub fn lose_device_for_test(&self) {
+        if let Some(ctx) = self.inner.device.borrow().as_ref() {
+            ctx.destroy_for_test();
+        }
     }
 
     /// The ready event's description of the loaded model, or null.
@@ -217,9 +236,16 @@ impl QinsEngine {
             let _busy = inner.begin()?;
             let prompt = prompt()?;
             let opts: GenerateOptions = from_js(&options)?;
-            let mut slot = inner.loaded.borrow_mut();
-            let loaded = slot.as_mut().ok_or(QinsError::NotLoaded)?;
-            generate(&inner, loaded, prompt, opts, &on_token).await
+            let result = {
+                let mut slot = inner.loaded.borrow_mut();
+                let loaded = slot.as_mut().ok_or(QinsError::NotLoaded)?;
+                generate(&inner, loaded, prompt, opts, &on_token).await
+            };
+            if let Err(QinsError::DeviceLost(_)) = result {
+                // Nothing on a lost device can be used again: the page loads the model anew.
+                inner.unload();
+            }
+            result
         })
     }
 }

@@ -58,6 +58,25 @@ async fn head_size(url: &str) -> Option<f64> {
     resp.headers().get("content-length").ok()??.parse().ok()
 }
 
+/// `?test-hooks` adds `window.qinsLoseDevice()`, which makes the worker lose its GPU device
+/// as a driver reset would (the e2e test of the device-lost path, tests/e2e/chat.mjs).
+fn install_test_hooks() {
+    use wasm_bindgen::prelude::*;
+    let Some(w) = web_sys::window() else { return };
+    let wanted = w
+        .location()
+        .search()
+        .ok()
+        .and_then(|s| web_sys::UrlSearchParams::new_with_str(&s).ok())
+        .is_some_and(|p| p.has("test-hooks"));
+    if wanted {
+        let hook = Closure::<dyn Fn()>::new(|| {
+            engine::request("lose_device", json!({}));
+        });
+        let _ = js_sys::Reflect::set(&w, &"qinsLoseDevice".into(), &hook.into_js_value());
+    }
+}
+
 fn now_seed() -> u64 {
     js_sys::Date::now() as u64
 }
@@ -167,6 +186,13 @@ pub fn App() -> impl IntoView {
                         }
                     });
                     generating.set(false);
+                    if r.error_kind == "device-lost" {
+                        // The worker has dropped the model: the panel offers to load it again.
+                        load.set(Load::Failed {
+                            kind: r.error_kind,
+                            message: r.message,
+                        });
+                    }
                 }
                 _ => {}
             }
@@ -175,8 +201,11 @@ pub fn App() -> impl IntoView {
     if let Err(e) = engine::start(on_reply) {
         startup_error.set(Some(e));
     }
+    install_test_hooks();
 
+    let last_request = RwSignal::new(None);
     let start_load = move |url: String, label: String, cache: bool| {
+        last_request.set(Some((url.clone(), label.clone(), cache)));
         // The worker resolves relative URLs against its own script: make it absolute here.
         let href = web_sys::window().and_then(|w| w.location().href().ok());
         let url = href
@@ -316,7 +345,7 @@ pub fn App() -> impl IntoView {
         </header>
         {move || startup_error.get().map(|e| view! { <p class="error" role="alert">{e}</p> })}
         {ask_view}
-        <ModelPanel model_url model_label load last_percent
+        <ModelPanel model_url model_label load last_percent last_request
             on_load=Callback::new(move |(url, label, cache)| start_load(url, label, cache))/>
         <Conversation turns memory_start/>
         <Composer draft turns generating ready send=Callback::new(send)/>

@@ -51,6 +51,8 @@ pub fn ModelPanel(
     model_label: RwSignal<String>,
     load: RwSignal<Load>,
     last_percent: RwSignal<u32>,
+    /// The last load asked for: what "Load the model again" repeats.
+    last_request: RwSignal<Option<LoadRequest>>,
     on_load: Callback<LoadRequest>,
 ) -> impl IntoView {
     let start_load =
@@ -142,13 +144,32 @@ pub fn ModelPanel(
             }
             .into_any()
         }
-        Load::Failed { kind, message } => view! {
-            <div class="error" role="alert" data-testid="load-status" data-state="failed">
-                <p><strong>{guidance::for_kind(&kind)}</strong></p>
-                <p class="muted">{message}</p>
-            </div>
+        Load::Failed { kind, message } => {
+            // What a new attempt may fix: a lost device, a full GPU, a dropped network.
+            let retry = (last_request.with(Option::is_some)
+                && matches!(
+                    kind.as_str(),
+                    "device-lost" | "out-of-memory" | "network" | "http" | "aborted"
+                ))
+            .then(|| {
+                view! {
+                    <button type="button" data-testid="reload" on:click=move |_| {
+                        if let Some((url, label, cache)) = last_request.get_untracked() {
+                            start_load(url, label, cache);
+                        }
+                    }>"Load the model again"</button>
+                }
+            });
+            view! {
+                <div class="error" role="alert" data-testid="load-status" data-state="failed"
+                    data-kind=kind.clone()>
+                    <p><strong>{guidance::for_kind(&kind)}</strong></p>
+                    <p class="muted">{message}</p>
+                    {retry}
+                </div>
+            }
+            .into_any()
         }
-        .into_any(),
     };
 
     view! {

@@ -1,5 +1,6 @@
 //! The worker side of the page ↔ engine protocol (docs/WEB_API.md). The page posts
-//! `{type: "load" | "generate" | "complete" | "complete_text" | "abort" | "unload", id, ...}`; the worker answers
+//! `{type: "load" | "generate" | "complete" | "complete_text" | "abort" | "unload" |
+//! "lose_device", id, ...}`; the worker answers
 //! with events carrying the same `id`. Everything here is plumbing: the engine is
 //! `qins_runtime::web::QinsEngine`, also usable directly from JavaScript.
 #![cfg(target_arch = "wasm32")]
@@ -91,6 +92,8 @@ fn handle(engine: &Rc<QinsEngine>, msg: JsValue) {
             settle(p, "done", id);
         }
         Some("abort") => engine.abort(),
+        // Test hook (docs/WEB_API.md): loses the GPU device as a driver reset would.
+        Some("lose_device") => engine.lose_device_for_test(),
         Some("unload") => match engine.unload() {
             Ok(()) => post("unloaded", &id, &[]),
             Err(e) => post_error(&id, &e),
