@@ -117,6 +117,7 @@ fn base_manifest() -> Manifest {
         rope_theta: 10000.0,
         rope_scaling: None,
         max_position_embeddings: 16,
+        attention_bias: false,
         tie_word_embeddings: true,
         bos_token_id: None,
         eos_token_ids: vec![],

@@ -276,6 +276,32 @@ fn rmsnorm_and_silu_match_cpu() {
     }
 }
 
+/// The Q/K/V bias add on odd widths and a partial batch: only the step's rows change.
+#[test]
+fn add_bias_matches_cpu() {
+    let ctx = gpu();
+    let k = Kernels::new(&ctx);
+    for n in [1usize, 63, 65, 1152] {
+        let (rows, active) = (4, 3);
+        let y = values(rows * n, n as u32);
+        let bias = values(n, 3);
+        let (yb, bb) = (
+            ctx.storage("y", bytemuck::cast_slice(&y)),
+            ctx.storage("bias", bytemuck::cast_slice(&bias)),
+        );
+        let st = step(&ctx, 0, active as u32);
+        Kernels::run(&ctx, &[&k.add_bias(&yb, &bb, n, &st)], active as u32);
+        let mut want = y.clone();
+        qins_runtime::cpu::add_bias(&mut want[..active * n], &bias);
+        close(
+            &block_on(ctx.read_f32(&yb, 0, rows * n)).unwrap(),
+            &want,
+            1e-7,
+            &format!("add_bias {n}"),
+        );
+    }
+}
+
 /// Rotary embedding + cache append, then causal attention, against the CPU reference over three
 /// batches (4, 5 and 1 tokens, so later ones attend to earlier cached positions): 3 query heads
 /// sharing 1 KV head, head_dim 10 of which only 6 rotate (partial rotary), a longrope-like

@@ -158,6 +158,12 @@ fn a_request_stops_before_its_stop_string_and_refuses_unknown_ids() {
         };
         let (full, reason) = reply(gen, vec![]);
         assert_eq!(reason, "max_tokens", "{backend:?}");
+        let plain: String = gen
+            .generate(&[1, 5, 9], Default::default(), 24, true)
+            .unwrap()
+            .filter_map(|ev| ev.unwrap().text)
+            .collect();
+        assert_eq!(plain, full, "{backend:?}: a reply without stop strings");
         let chars: Vec<char> = full.chars().collect();
         assert!(chars.len() > 6, "{backend:?}: {full:?}");
         // A stop string that starts mid-reply and spans characters the tokens emit separately.

@@ -1,5 +1,6 @@
-//! GGUF (llama architecture) import: metadata → canonical config, tensors dequantized to f32
-//! with llama.cpp's Q/K row permutation undone, tokenizer rebuilt as a tokenizer.json.
+//! GGUF import (architectures llama and qwen2): metadata → canonical config, tensors
+//! dequantized to f32 (llama: with llama.cpp's Q/K row permutation undone; qwen2 is stored
+//! unpermuted, for llama.cpp's NEOX rope), tokenizer rebuilt as a tokenizer.json.
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -25,19 +26,21 @@ pub fn open(path: &Path) -> Result<Imported> {
         .get("general.architecture")
         .and_then(Value::as_str)
         .unwrap_or("(none)");
-    if arch != "llama" {
+    if !SUPPORTED.contains(&arch) {
         bail!(
-            "{}: unsupported GGUF architecture \"{arch}\" (supported: llama)",
-            path.display()
+            "{}: unsupported GGUF architecture \"{arch}\" (supported: {})",
+            path.display(),
+            SUPPORTED.join(", ")
         );
     }
+    let arch = arch.to_string();
     let tensors: HashMap<String, TensorInfo> = gguf
         .tensors
         .iter()
         .map(|t| (t.name.clone(), t.clone()))
         .collect();
     let config =
-        config_from_metadata(kv, &tensors).with_context(|| format!("{}", path.display()))?;
+        config_from_metadata(&arch, kv, &tensors).with_context(|| format!("{}", path.display()))?;
     let tok =
         gguf_tokenizer::build(kv).with_context(|| format!("{}: tokenizer", path.display()))?;
     Ok(Imported {
@@ -63,21 +66,25 @@ pub fn open(path: &Path) -> Result<Imported> {
             tensors,
             heads: config.num_heads,
             kv_heads: config.num_kv_heads,
+            permuted: arch == "llama",
         }),
         config,
     })
 }
 
+const SUPPORTED: &[&str] = &["llama", "qwen2"];
+
 fn config_from_metadata(
+    arch: &str,
     kv: &HashMap<String, Value>,
     tensors: &HashMap<String, TensorInfo>,
 ) -> Result<ModelConfig> {
-    let get = |k: &str| kv.get(&format!("llama.{k}"));
+    let get = |k: &str| kv.get(&format!("{arch}.{k}"));
     let req = |k: &str| {
         get(k)
             .and_then(Value::as_u64)
             .map(|v| v as usize)
-            .ok_or_else(|| anyhow!("metadata llama.{k} missing"))
+            .ok_or_else(|| anyhow!("metadata {arch}.{k} missing"))
     };
     let hidden = req("embedding_length")?;
     let heads = req("attention.head_count")?;
@@ -95,7 +102,7 @@ fn config_from_metadata(
         .collect();
     eos.dedup();
     Ok(ModelConfig {
-        architecture: "llama".into(),
+        architecture: arch.into(),
         vocab_size: vocab,
         hidden_size: hidden,
         intermediate_size: req("feed_forward_length")?,
@@ -117,6 +124,7 @@ fn config_from_metadata(
         rope_scaling: None,
         max_position_embeddings: req("context_length")?,
         tie_word_embeddings: !tensors.contains_key("output.weight"),
+        attention_bias: tensors.contains_key("blk.0.attn_q.bias"),
         bos_token_id: token_id("tokenizer.ggml.bos_token_id"),
         eos_token_ids: eos,
     })
@@ -128,6 +136,8 @@ struct GgufWeights {
     tensors: HashMap<String, TensorInfo>,
     heads: usize,
     kv_heads: usize,
+    /// Q/K rows interleaved by llama.cpp's converter (llama), to be undone.
+    permuted: bool,
 }
 
 impl GgufWeights {
@@ -172,9 +182,19 @@ impl WeightSource for GgufWeights {
                     &format!("blk.{i}.attn_v.weight"),
                     &[self.kv_heads * hd, cols],
                 )?;
-                let mut out = unpermute(&q, cols, self.heads);
-                out.extend(unpermute(&k, cols, self.kv_heads));
+                let mut out = self.unpermute(q, cols, self.heads);
+                out.extend(self.unpermute(k, cols, self.kv_heads));
                 out.extend(v);
+                out
+            }
+            (Some(i), "attn_qkv_bias") => {
+                let hd = shape[0] / (self.heads + 2 * self.kv_heads);
+                let (q_dim, kv_dim) = (self.heads * hd, self.kv_heads * hd);
+                let q = self.get(&format!("blk.{i}.attn_q.bias"), &[q_dim])?;
+                let k = self.get(&format!("blk.{i}.attn_k.bias"), &[kv_dim])?;
+                let mut out = self.unpermute(q, 1, self.heads);
+                out.extend(self.unpermute(k, 1, self.kv_heads));
+                out.extend(self.get(&format!("blk.{i}.attn_v.bias"), &[kv_dim])?);
                 out
             }
             (Some(i), "ffn_gate_up") => {
@@ -190,6 +210,17 @@ impl WeightSource for GgufWeights {
         };
         check_len(spec, &data, &self.path)?;
         Ok(data)
+    }
+}
+
+impl GgufWeights {
+    /// Q or K rows (or bias values, `cols` 1) in Hugging Face order.
+    fn unpermute(&self, w: Vec<f32>, cols: usize, n_head: usize) -> Vec<f32> {
+        if self.permuted {
+            unpermute(&w, cols, n_head)
+        } else {
+            w
+        }
     }
 }
 

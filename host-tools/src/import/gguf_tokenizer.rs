@@ -20,6 +20,9 @@ const TOKEN_USER_DEFINED: u64 = 4;
 /// The llama-3 split pattern, as in Meta's tokenizer.json.
 const LLAMA3_PATTERN: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
 
+/// Qwen2's split pattern, as in its tokenizer.json: the llama-3 one with single digits.
+const QWEN2_PATTERN: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+
 pub fn build(kv: &HashMap<String, Value>) -> Result<Rebuilt> {
     let model = kv
         .get("tokenizer.ggml.model")
@@ -79,9 +82,17 @@ pub fn build(kv: &HashMap<String, Value>) -> Result<Rebuilt> {
                 byte_level(false)]}),
             true,
         ),
-        other => {
-            bail!("pre-tokenizer \"{other}\" is not supported (gpt2, smollm, starcoder, llama-bpe)")
-        }
+        // Qwen2's tokenizer.json also NFC-normalizes; llama.cpp does not, and its ids are the
+        // reference here (they differ only on decomposed Unicode).
+        "qwen2" => (
+            json!({"type": "Sequence", "pretokenizers": [
+                {"type": "Split", "pattern": {"Regex": QWEN2_PATTERN}, "behavior": "Isolated", "invert": false},
+                byte_level(false)]}),
+            false,
+        ),
+        other => bail!(
+            "pre-tokenizer \"{other}\" is not supported (gpt2, smollm, starcoder, llama-bpe, qwen2)"
+        ),
     };
     let json = json!({
         "version": "1.0",

@@ -14,7 +14,7 @@ use serde_json::Value;
 
 use super::{check_len, Imported, WeightSource};
 
-const SUPPORTED: &[&str] = &["LlamaForCausalLM", "Phi3ForCausalLM"];
+const SUPPORTED: &[&str] = &["LlamaForCausalLM", "Phi3ForCausalLM", "Qwen2ForCausalLM"];
 
 /// Where a checkpoint's files come from: a folder on disk (safetensors memory-mapped), or
 /// memory (the fuzzer, tests/src/bin/qins-fuzz.rs, which feeds mutated files).
@@ -80,15 +80,20 @@ pub fn open_files(files: Box<dyn Files>, name: &str) -> Result<Imported> {
             SUPPORTED.join(", ")
         );
     }
-    let family = if arch == "Phi3ForCausalLM" {
-        "phi3"
-    } else {
-        "llama"
+    let family = match arch {
+        "Phi3ForCausalLM" => "phi3",
+        "Qwen2ForCausalLM" => "qwen2",
+        _ => "llama",
     };
-    if cfg_json["attention_bias"].as_bool() == Some(true)
+    // Qwen2 always adds biases to Q, K and V (and only there); Llama's attention_bias would
+    // add one to the output projection too, which the forward pass does not have.
+    if family != "qwen2" && cfg_json["attention_bias"].as_bool() == Some(true)
         || cfg_json["mlp_bias"].as_bool() == Some(true)
     {
         bail!("{config_path}: attention/MLP biases are not supported");
+    }
+    if cfg_json["use_sliding_window"].as_bool() == Some(true) {
+        bail!("{config_path}: sliding-window attention is not supported");
     }
 
     let gen_json = read_json(&*files, "generation_config.json")?.unwrap_or(Value::Null);
@@ -235,6 +240,7 @@ fn parse_config(c: &Value, gen: &Value, family: &str) -> Result<ModelConfig> {
         rope_scaling,
         max_position_embeddings: max_pos,
         tie_word_embeddings: c["tie_word_embeddings"].as_bool().unwrap_or(false),
+        attention_bias: family == "qwen2",
         bos_token_id: ids(&c["bos_token_id"]).first().copied(),
         eos_token_ids: eos,
     })
@@ -445,6 +451,16 @@ impl WeightSource for HfWeights {
             (Some(i), "ffn_gate_up") if self.phi3 => self
                 .st
                 .get_shaped(&layer(i, "mlp.gate_up_proj.weight"), shape)?,
+            (Some(i), "attn_qkv_bias") => {
+                let mut out = Vec::new();
+                for (part, n) in [("q", self.q_dim), ("k", self.kv_dim), ("v", self.kv_dim)] {
+                    out.extend(
+                        self.st
+                            .get_shaped(&layer(i, &format!("self_attn.{part}_proj.bias")), &[n])?,
+                    );
+                }
+                out
+            }
             (Some(i), "attn_qkv") => self.concat(
                 &[
                     (layer(i, "self_attn.q_proj.weight"), self.q_dim),

@@ -1,6 +1,6 @@
 //! The decoder forward pass, written as one readable pass over the canonical tensors.
 
-use super::ops::{matmul_t, rms_norm, silu_mul, softmax_in_place};
+use super::ops::{add_bias, matmul_t, rms_norm, silu_mul, softmax_in_place};
 use crate::model::{ModelConfig, Rope, Weights};
 use crate::{QinsError, Result};
 
@@ -92,7 +92,10 @@ impl CpuModel {
             // Attention block.
             let mut a = x.clone();
             rms_norm(&mut a, &lw.attn_norm, cfg.rms_norm_eps);
-            let qkv = matmul_t(&a, &lw.attn_qkv, n, h, q_dim + 2 * kv_dim);
+            let mut qkv = matmul_t(&a, &lw.attn_qkv, n, h, q_dim + 2 * kv_dim);
+            if let Some(bias) = &lw.attn_qkv_bias {
+                add_bias(&mut qkv, bias);
+            }
             let mut q = Vec::with_capacity(n * q_dim);
             for (t, row) in qkv.chunks_exact(q_dim + 2 * kv_dim).enumerate() {
                 let pos = start + t;

@@ -6,4 +6,4 @@ mod ops;
 
 pub use engine::{CpuEngine, CpuRunner};
 pub use forward::{attention, CpuModel, Heads, KvCache};
-pub use ops::{matmul_t, rms_norm, silu_mul, softmax_in_place};
+pub use ops::{add_bias, matmul_t, rms_norm, silu_mul, softmax_in_place};

@@ -54,6 +54,13 @@ pub fn rms_norm(x: &mut [f32], weight: &[f32], eps: f32) {
     }
 }
 
+/// Adds `bias` to each row of `x` ([rows, bias.len()]).
+pub fn add_bias(x: &mut [f32], bias: &[f32]) {
+    for row in x.chunks_exact_mut(bias.len()) {
+        row.iter_mut().zip(bias).for_each(|(x, b)| *x += b);
+    }
+}
+
 /// `silu(gate) · up` for each row of `gu` ([rows, 2·ff], gate half first).
 pub fn silu_mul(gu: &[f32], ff: usize) -> Vec<f32> {
     let mut out = Vec::with_capacity(gu.len() / 2);

@@ -193,6 +193,9 @@ impl GpuModel {
             body.push(k.rmsnorm(&x, lw.attn_norm.values(), &xn, norm(Rows::All), &step));
             let qkv_io = MatvecIo::new(&xn, h, &qkv, qkv_dim);
             body.extend(lw.attn_qkv.matvec(&k, &qkv_io, &step));
+            if let Some(bias) = &lw.attn_qkv_bias {
+                body.push(k.add_bias(&qkv, bias.values(), qkv_dim, &step));
+            }
             body.push(k.rope_store(&shape, &qkv, &inv_freq, [kc, vc], &rope_params, &step));
             body.push(k.attention(&shape, &qkv, [kc, vc], &scores, &attn, &step));
             // Residual adds are fused: the output and down projections accumulate onto x.

@@ -5,7 +5,8 @@
 //! prefill and one list of bound dispatches serves both.
 
 use super::params::{
-    AttentionParams, EmbedKind, MatvecKind, RmsnormParams, RopeParams, SelectParams, SiluMulParams,
+    AttentionParams, BiasParams, EmbedKind, MatvecKind, RmsnormParams, RopeParams, SelectParams,
+    SiluMulParams,
 };
 use super::GpuContext;
 
@@ -97,6 +98,7 @@ pub struct Kernels {
     pub rope_store: wgpu::ComputePipeline,
     pub attention: wgpu::ComputePipeline,
     pub silu_mul: wgpu::ComputePipeline,
+    pub add_bias: wgpu::ComputePipeline,
     pub embed: wgpu::ComputePipeline,
     pub select: wgpu::ComputePipeline,
     pub copy: wgpu::ComputePipeline,
@@ -191,6 +193,11 @@ impl Kernels {
                 ctx,
                 "silu_mul",
                 include_str!("../../../shaders/silu_mul.wgsl"),
+            ),
+            add_bias: pipeline(
+                ctx,
+                "add_bias",
+                include_str!("../../../shaders/add_bias.wgsl"),
             ),
             embed: pipeline(
                 ctx,
@@ -441,6 +448,30 @@ impl Kernels {
             &self.silu_mul,
             &[gu, act, &p, step],
             [(ff as u32).div_ceil(64), 1, 1],
+        )
+        .per_tokens(1, 1)
+    }
+
+    /// `y[t] += bias` for rows of `n` values (add_bias.wgsl).
+    pub fn add_bias(
+        &self,
+        y: &wgpu::Buffer,
+        bias: &wgpu::Buffer,
+        n: usize,
+        step: &wgpu::Buffer,
+    ) -> Dispatch {
+        let p = self.ctx.uniform(
+            "add_bias",
+            &BiasParams {
+                n: n as u32,
+                _pad: [0; 3],
+            },
+        );
+        Self::bind(
+            &self.ctx,
+            &self.add_bias,
+            &[y, bias, &p, step],
+            [(n as u32).div_ceil(64), 1, 1],
         )
         .per_tokens(1, 1)
     }

@@ -101,6 +101,14 @@ pub struct SiluMulParams {
     pub _pad: [u32; 3],
 }
 
+/// add_bias.wgsl: values per row.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Pod, Zeroable)]
+pub struct BiasParams {
+    pub n: u32,
+    pub _pad: [u32; 3],
+}
+
 /// select.wgsl: `n` logits, the `k`-th largest, the repetition penalty and its reciprocal.
 #[repr(C)]
 #[derive(Debug, Clone, Copy, Pod, Zeroable)]

@@ -2,11 +2,11 @@ use serde::{Deserialize, Serialize};
 
 /// Hyper-parameters of the canonical decoder, as imported from config.json or GGUF metadata.
 ///
-/// Llama and Phi-3 differ only in data here (fused projections are fused for every family at
+/// Llama, Phi-3 and Qwen2 differ only in data here (fused projections are fused for every family at
 /// import), so the forward pass needs no architecture switch.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ModelConfig {
-    /// Source family: "llama" or "phi3" (informational; the forward pass is the same).
+    /// Source family: "llama", "phi3" or "qwen2" (informational; the forward pass is the same).
     pub architecture: String,
     pub vocab_size: usize,
     pub hidden_size: usize,
@@ -22,6 +22,10 @@ pub struct ModelConfig {
     pub rope_scaling: Option<RopeScaling>,
     pub max_position_embeddings: usize,
     pub tie_word_embeddings: bool,
+    /// The Q, K and V projections add a bias (Qwen2); archives written before it was a field
+    /// have none.
+    #[serde(default)]
+    pub attention_bias: bool,
     pub bos_token_id: Option<u32>,
     pub eos_token_ids: Vec<u32>,
 }

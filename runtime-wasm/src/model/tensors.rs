@@ -30,6 +30,8 @@ pub struct Layer<T> {
     pub attn_norm: T,
     /// [q_dim + 2·kv_dim, hidden]
     pub attn_qkv: T,
+    /// [q_dim + 2·kv_dim], added to the projection (Qwen2); None without attention biases.
+    pub attn_qkv_bias: Option<T>,
     /// [hidden, q_dim]
     pub attn_output: T,
     pub ffn_norm: T,
@@ -70,6 +72,9 @@ impl Tensors<TensorSpec> {
                 Layer {
                     attn_norm: v(p("attn_norm"), h),
                     attn_qkv: m(p("attn_qkv"), cfg.q_dim() + 2 * cfg.kv_dim(), h),
+                    attn_qkv_bias: cfg
+                        .attention_bias
+                        .then(|| v(p("attn_qkv_bias"), cfg.q_dim() + 2 * cfg.kv_dim())),
                     attn_output: m(p("attn_output"), h, cfg.q_dim()),
                     ffn_norm: v(p("ffn_norm"), h),
                     ffn_gate_up: m(p("ffn_gate_up"), 2 * cfg.intermediate_size, h),
@@ -91,6 +96,7 @@ impl<T> Layer<T> {
         Ok(Layer {
             attn_norm: f(self.attn_norm)?,
             attn_qkv: f(self.attn_qkv)?,
+            attn_qkv_bias: self.attn_qkv_bias.map(&mut *f).transpose()?,
             attn_output: f(self.attn_output)?,
             ffn_norm: f(self.ffn_norm)?,
             ffn_gate_up: f(self.ffn_gate_up)?,
@@ -98,15 +104,16 @@ impl<T> Layer<T> {
         })
     }
 
-    fn into_list(self) -> [T; 6] {
-        [
-            self.attn_norm,
-            self.attn_qkv,
+    fn into_list(self) -> Vec<T> {
+        let mut out = vec![self.attn_norm, self.attn_qkv];
+        out.extend(self.attn_qkv_bias);
+        out.extend([
             self.attn_output,
             self.ffn_norm,
             self.ffn_gate_up,
             self.ffn_down,
-        ]
+        ]);
+        out
     }
 }
 
