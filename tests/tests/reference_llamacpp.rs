@@ -1,48 +1,48 @@
-//! SmolLM2-135M-Instruct against llama.cpp (reference outputs made by
-//! fixtures/make_llamacpp_ref.py from the same GGUF, requantized to F32 by llama.cpp):
-//! identical token ids, first-step logits, and identical greedy answers from the f32 archive.
+//! Real models against llama.cpp (reference outputs made by fixtures/make_llamacpp_ref.py from
+//! the same GGUF, requantized to F32 by llama.cpp): identical token ids on varied strings, the
+//! first step's top-20 logits, and identical greedy answers from the f32 archive, for
+//! SmolLM2-135M-Instruct (llama) and Qwen2.5-Coder-0.5B-Instruct (qwen2).
 
-use qins_runtime::chat::{Generator, Message, SamplingParams, Tokenizer};
+use std::path::Path;
+
+use qins_runtime::chat::{Generator, Message, SamplingParams};
 use qins_runtime::codec::Codec;
 use qins_runtime::cpu::{CpuEngine, CpuModel};
-use qins_runtime::engine::block_on;
-use qins_runtime::format::read_archive;
+use qins_runtime::engine::{block_on, Engine};
 use qins_runtime::model::Weights;
-use qins_tests::{convert_to, ids, reference, smollm2_gguf};
+use qins_tests::{convert_to, ids, qwen_gguf, reference, smollm2_gguf};
 
 #[test]
-fn tokenization_is_identical_to_llama_cpp() {
+fn smollm2_matches_llama_cpp() {
+    matches_llama_cpp(&smollm2_gguf(), "smollm2-llamacpp.json");
+}
+
+#[test]
+fn qwen2_5_coder_matches_llama_cpp() {
+    matches_llama_cpp(&qwen_gguf(), "qwen2.5-coder-llamacpp.json");
+}
+
+fn matches_llama_cpp(gguf: &Path, fixture: &str) {
+    let r = reference(fixture);
     let dir = tempfile::tempdir().unwrap();
-    let path = convert_to(
-        &smollm2_gguf(),
-        Codec::Lut4 {
-            group: 32,
-            offset: false,
-        },
-        dir.path(),
-    );
-    let manifest = read_archive(std::fs::File::open(path).unwrap(), None, |_, _| Ok(())).unwrap();
-    let tok = Tokenizer::from_manifest(&manifest).unwrap();
-    let r = reference("smollm2-llamacpp.json");
+    let path = convert_to(gguf, Codec::F32, dir.path());
+    let (manifest, weights) = Weights::read(std::fs::File::open(path).unwrap(), None).unwrap();
+    let engine = CpuEngine::new(CpuModel::new(manifest.config.clone(), weights));
+    let mut gen = Generator::new(engine, &manifest).unwrap();
+
+    // The tokenizer the archive carries splits text as llama.cpp does.
     let cases = r["tokenize"].as_array().unwrap();
     assert!(cases.len() >= 12);
     for c in cases {
         let text = c["text"].as_str().unwrap();
-        assert_eq!(tok.encode(text, false).unwrap(), ids(&c["ids"]), "{text:?}");
+        assert_eq!(
+            gen.tokenizer.encode(text, false).unwrap(),
+            ids(&c["ids"]),
+            "{text:?}"
+        );
     }
-}
 
-#[test]
-fn greedy_answers_are_identical_to_llama_cpp() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = convert_to(&smollm2_gguf(), Codec::F32, dir.path());
-    let (manifest, weights) = Weights::read(std::fs::File::open(path).unwrap(), None).unwrap();
-    let engine = CpuEngine::new(CpuModel::new(manifest.config.clone(), weights));
-    let mut gen = Generator::new(engine, &manifest).unwrap();
-    for case in reference("smollm2-llamacpp.json")["greedy"]
-        .as_array()
-        .unwrap()
-    {
+    for case in r["greedy"].as_array().unwrap() {
         let q = case["question"].as_str().unwrap();
         // The archive's own template renders the same prompt llama.cpp was given.
         let prompt = gen.chat_prompt(&[Message::new("user", q)]).unwrap();
@@ -50,7 +50,6 @@ fn greedy_answers_are_identical_to_llama_cpp() {
         let prompt_ids = gen.tokenizer.encode(&prompt, false).unwrap();
         assert_eq!(prompt_ids, ids(&case["prompt_ids"]));
         // First-step logits of llama.cpp's top 20 tokens.
-        use qins_runtime::engine::Engine;
         gen.engine.reset();
         let logits = block_on(gen.engine.extend(&prompt_ids, false)).unwrap();
         for pair in case["first_top"].as_array().unwrap() {
