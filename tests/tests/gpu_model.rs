@@ -59,7 +59,7 @@ fn max_diff(a: &[f32], b: &[f32]) -> f32 {
 #[test]
 fn tiny_models_match_the_cpu_token_by_token() {
     let dir = tempfile::tempdir().unwrap();
-    for name in ["tiny-phi3", "tiny-llama"] {
+    for name in ["tiny-phi3", "tiny-llama", "tiny-qwen2"] {
         let ids = ids(&reference(name)["logits"]["long"]["ids"]);
         for codec in [
             Codec::F32,
@@ -188,7 +188,7 @@ fn smollm2_lut8_greedy_is_identical_on_gpu_and_cpu() {
 #[test]
 fn gpu_prefix_reuse_matches_a_fresh_run() {
     let dir = tempfile::tempdir().unwrap();
-    for name in ["tiny-phi3", "tiny-llama"] {
+    for name in ["tiny-phi3", "tiny-llama", "tiny-qwen2"] {
         let ids = ids(&reference(name)["logits"]["long"]["ids"]);
         let path = convert_to(&fixture(name), Codec::Lut8, dir.path());
         let (_, mut cpu, mut gpu) = engines(&path, true);
@@ -212,7 +212,7 @@ fn gpu_prefix_reuse_matches_a_fresh_run() {
 #[test]
 fn tensors_split_across_bindings_match_the_cpu() {
     let dir = tempfile::tempdir().unwrap();
-    for name in ["tiny-phi3", "tiny-llama"] {
+    for name in ["tiny-phi3", "tiny-llama", "tiny-qwen2"] {
         let ids = ids(&reference(name)["logits"]["long"]["ids"]);
         for codec in [Codec::F32, Codec::Lut8] {
             let path = convert_to(&fixture(name), codec, dir.path());

@@ -113,6 +113,45 @@ fn llama_gqa_tied_and_transformers5_keys() {
 }
 
 #[test]
+fn qwen2_biases_untied_head_and_its_template() {
+    let imp = import::open(&fixture("tiny-qwen2")).unwrap();
+    let c = &imp.config;
+    assert_eq!(c.architecture, "qwen2");
+    assert!(c.attention_bias && !c.tie_word_embeddings);
+    assert_eq!(c.rope_theta, 1e6);
+    let p = "model.layers.1.self_attn";
+    let mut bias = raw("tiny-qwen2", &format!("{p}.q_proj.bias"));
+    bias.extend(raw("tiny-qwen2", &format!("{p}.k_proj.bias")));
+    bias.extend(raw("tiny-qwen2", &format!("{p}.v_proj.bias")));
+    assert_eq!(bias.len(), 64 + 2 * 32);
+    assert_eq!(load(&imp, "layers.1.attn_qkv_bias"), bias);
+    assert_eq!(load(&imp, "output"), raw("tiny-qwen2", "lm_head.weight"));
+    // The tensors go in forward order: the bias right after its projection.
+    let names: Vec<String> = canonical_tensors(c).into_iter().map(|s| s.name).collect();
+    let at = |n: &str| names.iter().position(|x| x == n).unwrap();
+    assert_eq!(at("layers.0.attn_qkv_bias"), at("layers.0.attn_qkv") + 1);
+    assert!(imp.chat_template.as_deref().unwrap().contains("# Tools"));
+}
+
+/// Qwen2.5's template renders as transformers' apply_chat_template does, tools offered, tool
+/// calls and tool results included (JSON written as Python's json.dumps writes it).
+#[test]
+fn qwen2_template_with_tools_matches_transformers() {
+    let imp = import::open(&fixture("tiny-qwen2")).unwrap();
+    let t = qins_runtime::chat::ChatTemplate::new(imp.chat_template.as_deref().unwrap()).unwrap();
+    let cases = reference("tiny-qwen2")["templates"].clone();
+    assert_eq!(cases.as_array().unwrap().len(), 8);
+    for (i, c) in cases.as_array().unwrap().iter().enumerate() {
+        let tools = Some(&c["tools"]).filter(|t| !t.is_null());
+        let gen = c["add_generation_prompt"].as_bool().unwrap();
+        let got = t
+            .render_json(&c["messages"], tools, gen, "", "<|im_end|>")
+            .unwrap();
+        assert_eq!(got, c["expected"].as_str().unwrap(), "case {i}");
+    }
+}
+
+#[test]
 fn embedded_tokenizer_reproduces_the_reference_ids() {
     for dir in ["tiny-phi3", "tiny-llama"] {
         let imp = import::open(&fixture(dir)).unwrap();

@@ -1,6 +1,7 @@
 //! The CPU reference engine against Hugging Face transformers on the tiny checkpoints: logits
 //! at every position within 1e-4 for prompts shorter and longer than Phi-3's
-//! original_max_position_embeddings, and the greedy generation that crosses it.
+//! original_max_position_embeddings, and the greedy generation that crosses it; Llama (GQA, tied)
+//! and Qwen2 (Q/K/V biases, untied head) the same way.
 
 use qins_runtime::chat::{Generator, SamplingParams};
 use qins_runtime::codec::Codec;
@@ -71,6 +72,11 @@ fn tiny_phi3_longrope_matches_transformers() {
 #[test]
 fn tiny_llama_gqa_tied_matches_transformers() {
     check("tiny-llama");
+}
+
+#[test]
+fn tiny_qwen2_biases_untied_matches_transformers() {
+    check("tiny-qwen2");
 }
 
 /// A chat turn keeps the cache of the prefix it shares with the previous one: cutting the

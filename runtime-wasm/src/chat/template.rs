@@ -1,3 +1,4 @@
+use minijinja::value::{Kwargs, Value};
 use minijinja::{Environment, Error, ErrorKind};
 use serde::{Deserialize, Serialize};
 
@@ -71,6 +72,7 @@ impl ChatTemplate {
                 Err(Error::new(ErrorKind::InvalidOperation, msg))
             },
         );
+        env.add_filter("tojson", py_tojson);
         // HF templates rely on trim_blocks / lstrip_blocks being on.
         env.set_trim_blocks(true);
         env.set_lstrip_blocks(true);
@@ -86,6 +88,43 @@ impl ChatTemplate {
         bos: &str,
         eos: &str,
     ) -> Result<String> {
+        self.render_with(
+            Value::from_serialize(messages),
+            Value::from(()),
+            add_generation_prompt,
+            bos,
+            eos,
+        )
+    }
+
+    /// Renders messages given as JSON (OpenAI's shape: `tool_calls` on assistant turns, `tool`
+    /// turns) with the tools offered (a JSON array, or None), as transformers'
+    /// `apply_chat_template(messages, tools=…)` does.
+    pub fn render_json(
+        &self,
+        messages: &serde_json::Value,
+        tools: Option<&serde_json::Value>,
+        add_generation_prompt: bool,
+        bos: &str,
+        eos: &str,
+    ) -> Result<String> {
+        self.render_with(
+            Value::from_serialize(messages),
+            tools.map_or(Value::from(()), Value::from_serialize),
+            add_generation_prompt,
+            bos,
+            eos,
+        )
+    }
+
+    fn render_with(
+        &self,
+        messages: Value,
+        tools: Value,
+        add_generation_prompt: bool,
+        bos: &str,
+        eos: &str,
+    ) -> Result<String> {
         let t = self
             .env
             .get_template("chat")
@@ -94,6 +133,7 @@ impl ChatTemplate {
         t.render_captured_to(
             minijinja::context! {
                 messages => messages,
+                tools => tools,
                 add_generation_prompt => add_generation_prompt,
                 bos_token => bos,
                 eos_token => eos,
@@ -102,6 +142,69 @@ impl ChatTemplate {
         )
         .map_err(|e| QinsError::Manifest(format!("chat template: {e}")))?;
         Ok(out.0)
+    }
+}
+
+/// `tojson` as transformers defines it for chat templates: Python's `json.dumps(value,
+/// ensure_ascii=False, indent=indent)` — ", " and ": " between items, non-ASCII as is, no HTML
+/// escaping (minijinja's own filter is compact and HTML-safe, so a tool's JSON would differ from
+/// what the model was trained on). Written by hand: serde_json has no Python-style formatter.
+fn py_tojson(value: Value, kwargs: Kwargs) -> std::result::Result<Value, Error> {
+    let indent: Option<usize> = kwargs.get("indent")?;
+    kwargs.assert_all_used()?;
+    let bad = |e: serde_json::Error| Error::new(ErrorKind::InvalidOperation, e.to_string());
+    let mut out = Vec::new();
+    match indent {
+        Some(n) => {
+            let pad = vec![b' '; n];
+            let fmt = serde_json::ser::PrettyFormatter::with_indent(&pad);
+            serde::Serialize::serialize(
+                &value,
+                &mut serde_json::Serializer::with_formatter(&mut out, fmt),
+            )
+            .map_err(bad)?;
+        }
+        None => serde::Serialize::serialize(
+            &value,
+            &mut serde_json::Serializer::with_formatter(&mut out, PyFormatter),
+        )
+        .map_err(bad)?,
+    }
+    Ok(Value::from_safe_string(String::from_utf8(out).map_err(
+        |e| Error::new(ErrorKind::InvalidOperation, e.to_string()),
+    )?))
+}
+
+/// Python's default separators: ", " between items, ": " after keys.
+struct PyFormatter;
+
+impl serde_json::ser::Formatter for PyFormatter {
+    fn begin_array_value<W: ?Sized + std::io::Write>(
+        &mut self,
+        w: &mut W,
+        first: bool,
+    ) -> std::io::Result<()> {
+        if first {
+            Ok(())
+        } else {
+            w.write_all(b", ")
+        }
+    }
+
+    fn begin_object_key<W: ?Sized + std::io::Write>(
+        &mut self,
+        w: &mut W,
+        first: bool,
+    ) -> std::io::Result<()> {
+        if first {
+            Ok(())
+        } else {
+            w.write_all(b", ")
+        }
+    }
+
+    fn begin_object_value<W: ?Sized + std::io::Write>(&mut self, w: &mut W) -> std::io::Result<()> {
+        w.write_all(b": ")
     }
 }
 
