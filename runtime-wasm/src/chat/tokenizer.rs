@@ -59,7 +59,8 @@ impl Tokenizer {
 /// `qins-fuzz tokenizer`; the crate's own checks (parts and result in the vocabulary) follow.
 fn check_bpe_merges(tokenizer: &serde_json::Value) -> Result<()> {
     let model = &tokenizer["model"];
-    if model["type"].as_str() != Some("BPE") {
+    // `tokenizers` also reads a model without "type" as BPE when its fields fit.
+    if !matches!(model["type"].as_str(), Some("BPE") | None) {
         return Ok(());
     }
     let longest = model["vocab"]
@@ -160,5 +161,25 @@ mod tests {
             Tokenizer::from_manifest(&m).is_ok(),
             "the real one still loads"
         );
+    }
+
+    /// Its second finding: a model without "type" (read as BPE all the same) whose
+    /// continuing-subword prefix is longer than a merge's second part.
+    #[test]
+    fn an_untyped_bpe_with_a_long_subword_prefix_is_an_error_not_a_panic() {
+        let mut tok: serde_json::Value = serde_json::from_str(include_str!(
+            "../../../tests/fixtures/tiny-llama/tokenizer.json"
+        ))
+        .unwrap();
+        let model = tok["model"].as_object_mut().unwrap();
+        model.remove("type");
+        model.insert(
+            "continuing_subword_prefix".into(),
+            "\u{0}".repeat(69).into(),
+        );
+        let err = Tokenizer::from_manifest(&Manifest::carrying_tokenizer(tok, 320))
+            .err()
+            .expect("refused");
+        assert!(err.to_string().contains("tokenizer"), "{err}");
     }
 }
