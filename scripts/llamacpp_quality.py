@@ -17,7 +17,8 @@ import numpy as np
 
 FTYPES = {"F32": llama_cpp.LLAMA_FTYPE_ALL_F32, "Q8_0": llama_cpp.LLAMA_FTYPE_MOSTLY_Q8_0,
           "Q4_K_M": llama_cpp.LLAMA_FTYPE_MOSTLY_Q4_K_M, "Q4_0": llama_cpp.LLAMA_FTYPE_MOSTLY_Q4_0,
-          "Q4_1": llama_cpp.LLAMA_FTYPE_MOSTLY_Q4_1, "Q6_K": llama_cpp.LLAMA_FTYPE_MOSTLY_Q6_K}
+          "Q4_1": llama_cpp.LLAMA_FTYPE_MOSTLY_Q4_1, "Q6_K": llama_cpp.LLAMA_FTYPE_MOSTLY_Q6_K,
+          "IQ4_NL": llama_cpp.LLAMA_FTYPE_MOSTLY_IQ4_NL}
 
 
 def quantize(src, dst, ftype):

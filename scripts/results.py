@@ -7,6 +7,9 @@ docs/speed.svg on this machine:
   headless Chromium (WebGPU) and llama.cpp as the peer, same prompt; mat-vec GB/s vs copy GB/s.
 
   python3 scripts/results.py [--max-chunks 12] [--skip-speed | --skip-quality] [--skip-browser]
+  python3 scripts/results.py --model qwen2.5-coder-0.5b [--max-chunks 6]
+      the same quality table for Qwen2.5-Coder-0.5B-Instruct (its own section of RESULTS.md and
+      docs/results-qwen2.5-coder-0.5b.json; llama.cpp's IQ4_NL added; no speed part)
 
 Needs the release binaries' sources (it builds them), the model (fetched by scripts/dev.sh),
 llama-cpp-python for the llama.cpp rows (`pip install llama-cpp-python`; skipped if missing)
@@ -24,6 +27,31 @@ import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 GGUF = os.path.join(ROOT, "models", "SmolLM2-135M-Instruct.Q4_1.gguf")
+CACHE = os.path.join(os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "qins")
+
+# The models the quality table is made for: where the GGUF is, what the table says of it.
+MODELS = {
+    "smollm2": {
+        "gguf": GGUF, "section": "quality", "json": "results.json", "svg": "quality.svg",
+        "synthetic": "smollm2-135m", "llama_types": "Q8_0,Q4_K_M,Q4_1,Q4_0",
+        "description": "SmolLM2-135M-Instruct (Q4_1 GGUF, dequantized = the f32 reference)",
+        "caveat": "(SmolLM2's 576-wide rows make Q4_K_M fall back to wider types for most tensors). "
+        "**Caveat**: the source weights already sit on llama.cpp grids — every matrix on Q4_1 (4-bit, 32-weight groups "
+        "with an f16 step and minimum), the embedding/output head on Q8_0 (8-bit, 32-weight groups) — so formats that "
+        "can land on those grids (lut4a-g32, lut8g-g32, and llama.cpp's own Q4_1 and Q8_0) reproduce them almost "
+        "exactly; \"off-grid SQNR\" is the same codec on bell-shaped random weights in SmolLM2's shapes (4 layers), "
+        "which no grid favours.",
+    },
+    "qwen2.5-coder-0.5b": {
+        "gguf": os.path.join(CACHE, "qwen2.5-coder-0.5b-instruct.gguf"), "section": "quality-qwen",
+        "json": "results-qwen2.5-coder-0.5b.json", "svg": "quality-qwen.svg", "synthetic": None,
+        "llama_types": "Q8_0,Q4_K_M,Q4_1,Q4_0,IQ4_NL",
+        "description": "Qwen2.5-Coder-0.5B-Instruct (mostly Q5_0 GGUF, dequantized = the f32 reference)",
+        "caveat": "(on this model Q4_K_M's 896-wide rows fall back to Q5_0 for most matrices — the source's own "
+        "grid, which flatters it as Q4_1 flattered lut4a on SmolLM2). The source is mostly Q5_0 (5-bit, one scale per 32), "
+        "ffn_down Q4_K/Q6_K, the output head Q8_0: no 4-bit format here lands on its grid.",
+    },
+}
 TEXT = os.path.join(ROOT, "data", "corpus", "dev.txt")
 BIN = os.path.join(ROOT, "target", "release")
 WORK = os.path.join(ROOT, "models", "results")
@@ -229,15 +257,23 @@ def main():
                     help="speed only: keep docs/results.json's quality rows (needs models/results from a full run)")
     ap.add_argument("--skip-browser", action="store_true", help="no headless Chromium row")
     ap.add_argument("--browser-tokens", type=int, default=4)
+    ap.add_argument("--model", choices=list(MODELS), default="smollm2")
     a = ap.parse_args()
+    m = MODELS[a.model]
+    if a.model != "smollm2":
+        a.skip_speed = True
+        if a.skip_quality:
+            sys.exit("--skip-quality is for SmolLM2's speed part")
     log = lambda msg: print(msg, file=sys.stderr, flush=True)
     t0 = time.time()
-    subprocess.run([os.path.join(ROOT, "scripts", "dev.sh"), "fetch"], check=True, stdout=subprocess.DEVNULL)
+    subprocess.run([os.path.join(ROOT, "scripts", "dev.sh"), "fetch", a.model], check=True, stdout=subprocess.DEVNULL)
     subprocess.run(["cargo", "build", "--release", "-p", "qins-host"], check=True, cwd=ROOT)
-    os.makedirs(WORK, exist_ok=True)
+    work = WORK if a.model == "smollm2" else os.path.join(WORK, a.model)
+    gguf = m["gguf"]
+    os.makedirs(work, exist_ok=True)
     n_params = None
     rows = []
-    ref = os.path.join(WORK, "f32.qins")
+    ref = os.path.join(work, "f32.qins")
     old = json.load(open(os.path.join(ROOT, "docs", "results.json"))) if a.skip_quality else None
     if old:
         rows = old["rows"]
@@ -245,14 +281,15 @@ def main():
             if not os.path.exists(os.path.join(WORK, f)):
                 sys.exit(f"--skip-quality needs {os.path.join(WORK, f)}: run without it once")
     for name, args in [] if old else CODECS:
-        out = os.path.join(WORK, name.split(" (")[0].replace(" ", "").replace("+", "_") + ".qins")
-        s = json.loads(run([os.path.join(BIN, "qins-convert"), GGUF, "-o", out, "--json"] + args))
+        out = os.path.join(work, name.split(" (")[0].replace(" ", "").replace("+", "_") + ".qins")
+        log(f"{a.model}: {name}")
+        s = json.loads(run([os.path.join(BIN, "qins-convert"), gguf, "-o", out, "--json"] + args))
         n_params = s["parameters"]
         # The same codec on weights off any grid (bell-shaped random ones in SmolLM2's shapes,
         # 4 layers): the source GGUF's Q4_1/Q8_0 grids favour codecs that can land on them.
-        off = json.loads(run([os.path.join(BIN, "qins-convert"), "--synthetic", "smollm2-135m",
-                              "--synthetic-layers", "4", "-o", os.path.join(WORK, "synthetic.qins"), "--json"]
-                             + args))
+        off = json.loads(run([os.path.join(BIN, "qins-convert"), "--synthetic", m["synthetic"],
+                              "--synthetic-layers", "4", "-o", os.path.join(work, "synthetic.qins"), "--json"]
+                             + args)) if m["synthetic"] else {"matrix_error": {"sqnr_db": None}}
         e = json.loads(run([os.path.join(BIN, "qins-eval"), out, "--text", TEXT, "--ctx", "512",
                             "--max-chunks", str(a.max_chunks), "--ref", ref, "--json"]))
         rows.append({"name": f"qins {name}", "bpw": s["bits_per_weight"], "archive_bytes": s["archive_bytes"],
@@ -263,8 +300,8 @@ def main():
         if old:
             raise ImportError("quality rows kept")
         import llama_cpp  # noqa: F401
-        out = run([sys.executable, os.path.join(ROOT, "scripts", "llamacpp_quality.py"), GGUF, TEXT, "--ctx", "512",
-                   "--max-chunks", str(a.max_chunks), "--types", "Q8_0,Q4_K_M,Q4_1,Q4_0"])
+        out = run([sys.executable, os.path.join(ROOT, "scripts", "llamacpp_quality.py"), gguf, TEXT, "--ctx", "512",
+                   "--max-chunks", str(a.max_chunks), "--types", m["llama_types"]])
         for line in out.splitlines():
             r = json.loads(line)
             if r["name"].endswith("F32"):
@@ -280,15 +317,15 @@ def main():
     minutes = (time.time() - t0) / 60
     meta = {"date": datetime.date.today().isoformat(), "machine": f"{platform.machine()}, {os.cpu_count()} cores",
             "cpu": cpu_name(), "versions": versions(), "quality_minutes": round(quality_min, 1),
-            "model": "SmolLM2-135M-Instruct (Q4_1 GGUF, dequantized = the f32 reference)",
+            "model": m["description"],
             "text": "data/corpus/dev.txt", "ctx": 512, "windows": a.max_chunks, "minutes": round(minutes, 1)}
     if old:
         # Speed only: the quality rows, their meta and their section stay as they were.
         meta = {**old["meta"], "speed_date": meta["date"], "speed_minutes": round(minutes, 1)}
     json.dump({"meta": meta, "rows": rows, "speed": speed_rows, "kernels": bench},
-              open(os.path.join(ROOT, "docs", "results.json"), "w"), indent=1)
+              open(os.path.join(ROOT, "docs", m["json"]), "w"), indent=1)
     if not old:
-        svg_plot(rows, os.path.join(ROOT, "docs", "quality.svg"))
+        svg_plot(rows, os.path.join(ROOT, "docs", m["svg"]))
     table = ["| format | bits/weight | archive MiB | SQNR dB | off-grid SQNR dB | perplexity | mean KL vs f32 | "
              "top-1 agreement |",
              "|--------|-----------:|------------:|--------:|--------:|-----------:|---------------:|----------------:|"]
@@ -298,20 +335,16 @@ def main():
                      f'{db(r.get("offgrid_sqnr_db"))} | {r["ppl"]:.3f} | {r["kld"]:.6f} | {100 * r["top1"]:.2f} % |')
     section = "\n".join([
         f'Generated {meta["date"]} on {meta["machine"]} in {meta["minutes"]} min by `python3 scripts/results.py '
-        f'--max-chunks {a.max_chunks}`: {rows[0]["tokens"]} scored tokens of data/corpus/dev.txt ({a.max_chunks} windows '
+        f'--max-chunks {a.max_chunks}' + ("" if a.model == "smollm2" else f" --model {a.model}")
+        + f'`: {meta["model"]}; {rows[0]["tokens"]} scored tokens of data/corpus/dev.txt ({a.max_chunks} windows '
         "of 512, second halves), KL divergence from the f32 archive of the same weights. llama.cpp rows: the same GGUF "
         "requantized by llama.cpp (from its own F32), scored on the same windows; their bits/weight is the whole file's "
-        "(SmolLM2's 576-wide rows make Q4_K_M fall back to wider types for most tensors). "
-        "**Caveat**: the source weights already sit on llama.cpp grids — every matrix on Q4_1 (4-bit, 32-weight groups "
-        "with an f16 step and minimum), the embedding/output head on Q8_0 (8-bit, 32-weight groups) — so formats that "
-        "can land on those grids (lut4a-g32, lut8g-g32, and llama.cpp's own Q4_1 and Q8_0) reproduce them almost "
-        "exactly; \"off-grid SQNR\" is the same codec on bell-shaped random weights in SmolLM2's shapes (4 layers), "
-        "which no grid favours.",
+        + m["caveat"],
         f'Machine: {meta["cpu"]} ({meta["machine"]}); {", ".join(f"{k} {v}" for k, v in meta["versions"].items())}. '
         f'Quality part {meta["quality_minutes"]} min.',
-        "", *table, "", "![size vs KL divergence](quality.svg)"])
+        "", *table, "", f'![size vs KL divergence]({m["svg"]})'])
     path = os.path.join(ROOT, "docs", "RESULTS.md")
-    doc = open(path).read() if old else replace_section(open(path).read(), "quality", section)
+    doc = open(path).read() if old else replace_section(open(path).read(), m["section"], section)
     if speed_rows:
         speed_svg(speed_rows, os.path.join(ROOT, "docs", "speed.svg"))
         doc = replace_section(doc, "speed", speed_section(speed_rows, bench, meta))
