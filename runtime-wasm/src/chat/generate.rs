@@ -340,17 +340,15 @@ impl<E: Engine> Generation<'_, E> {
         self.history.push(id);
         self.stats.generated_tokens += 1;
         let mut text = self.stream.push(&self.gen.tokenizer, id)?;
-        if let Some(scan) = self.scan.as_mut() {
-            if let Some(piece) = text.take() {
-                text = match scan.push(&piece) {
-                    Scan::Go(out) => Some(out),
-                    Scan::Stop(out) => {
-                        self.finish("stop");
-                        Some(out)
-                    }
+        if let (Some(scan), Some(piece)) = (self.scan.as_mut(), text.as_deref()) {
+            text = match scan.push(piece) {
+                Scan::Go(out) => Some(out),
+                Scan::Stop(out) => {
+                    self.finish("stop");
+                    Some(out)
                 }
-                .filter(|t| !t.is_empty());
             }
+            .filter(|t| !t.is_empty());
         }
         Ok(Some(StepEvent { id, text }))
     }

@@ -152,27 +152,26 @@ impl ChatTemplate {
 fn py_tojson(value: Value, kwargs: Kwargs) -> std::result::Result<Value, Error> {
     let indent: Option<usize> = kwargs.get("indent")?;
     kwargs.assert_all_used()?;
-    let bad = |e: serde_json::Error| Error::new(ErrorKind::InvalidOperation, e.to_string());
-    let mut out = Vec::new();
-    match indent {
-        Some(n) => {
-            let pad = vec![b' '; n];
-            let fmt = serde_json::ser::PrettyFormatter::with_indent(&pad);
-            serde::Serialize::serialize(
-                &value,
-                &mut serde_json::Serializer::with_formatter(&mut out, fmt),
-            )
-            .map_err(bad)?;
-        }
-        None => serde::Serialize::serialize(
+    let out = match indent {
+        Some(n) => to_json(
             &value,
-            &mut serde_json::Serializer::with_formatter(&mut out, PyFormatter),
-        )
-        .map_err(bad)?,
-    }
-    Ok(Value::from_safe_string(String::from_utf8(out).map_err(
-        |e| Error::new(ErrorKind::InvalidOperation, e.to_string()),
-    )?))
+            serde_json::ser::PrettyFormatter::with_indent(&vec![b' '; n]),
+        ),
+        None => to_json(&value, PyFormatter),
+    };
+    let bad = |e: String| Error::new(ErrorKind::InvalidOperation, e);
+    let text =
+        String::from_utf8(out.map_err(|e| bad(e.to_string()))?).map_err(|e| bad(e.to_string()))?;
+    Ok(Value::from_safe_string(text))
+}
+
+fn to_json(value: &Value, fmt: impl serde_json::ser::Formatter) -> serde_json::Result<Vec<u8>> {
+    let mut out = Vec::new();
+    serde::Serialize::serialize(
+        value,
+        &mut serde_json::Serializer::with_formatter(&mut out, fmt),
+    )?;
+    Ok(out)
 }
 
 /// Python's default separators: ", " between items, ": " after keys.

@@ -631,14 +631,13 @@ fn main() -> std::process::ExitCode {
         let input = std::fs::read(&file).unwrap_or_default();
         let t = all.iter().find(|t| t.name == which).expect("a target name");
         // Twice: a peak that only the first run shows is a one-time initialisation.
+        // The panic hook is still the default one here: a panic's message is printed.
         for run in 1..=2 {
-            let before = LIVE.load(Ordering::Relaxed);
-            PEAK.store(before, Ordering::Relaxed);
-            (t.run)(&input, &mut Rng(seed | 1));
-            let peak = PEAK.load(Ordering::Relaxed).saturating_sub(before);
+            let (panicked, took, peak) = measure(t, &input, seed | 1);
             println!(
-                "{}: {file}: run {run}: no panic, peak allocation {peak} bytes (bound {})",
+                "{}: {file}: run {run}: {}, {took:?}, peak allocation {peak} bytes (bound {})",
                 t.name,
+                if panicked { "panic" } else { "no panic" },
                 (t.bound)(input.len())
             );
         }
