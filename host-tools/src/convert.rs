@@ -5,10 +5,11 @@ use std::path::Path;
 
 use anyhow::{Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
-use qins_runtime::codec::{encode, Codec, ErrorStats};
+use qins_runtime::codec::{encode_weighted, Codec, ErrorStats, Importance};
 use qins_runtime::format::Manifest;
-use qins_runtime::model::{canonical_tensors, TensorRole};
+use qins_runtime::model::{TensorRole, Tensors};
 
+use crate::calibrate::Calibration;
 use crate::import::Imported;
 use crate::writer::ArchiveWriter;
 
@@ -18,10 +19,15 @@ pub struct ConvertOptions {
     /// Codec of the embedding table and output head, when they should differ from the body's
     /// (they are the most sensitive matrices: llama.cpp keeps them at 6–8 bits in Q4_K_M).
     pub embed_codec: Option<Codec>,
+    /// Codec of the output head alone (the embedding when tied), before `embed_codec`: llama.cpp
+    /// keeps the head at Q6_K or Q8_0 in its 4-bit file types and the embedding at 4 bits.
+    pub output_codec: Option<Codec>,
     pub zstd_level: i32,
     /// Raw chunk size (defaults to the format's 16 MiB maximum).
     pub chunk_limit: Option<usize>,
     pub progress: bool,
+    /// Activation statistics weighting the learned codecs' errors (see [`crate::calibrate`]).
+    pub calibration: Option<Calibration>,
 }
 
 impl ConvertOptions {
@@ -30,9 +36,11 @@ impl ConvertOptions {
         Self {
             codec,
             embed_codec: None,
+            output_codec: None,
             zstd_level: 3,
             chunk_limit: None,
             progress: false,
+            calibration: None,
         }
     }
 }
@@ -53,10 +61,14 @@ pub struct Summary {
     /// Error over all matrices together (energy-weighted).
     pub matrix_error: ErrorStats,
     pub worst_tensor: Option<(String, f64)>,
+    /// Tokens of calibration text the learned codebooks were weighted by (None: unweighted).
+    pub calibration_tokens: Option<usize>,
 }
 
 pub fn convert(imp: Imported, opts: &ConvertOptions, out: &Path) -> Result<Summary> {
-    let specs = canonical_tensors(&imp.config);
+    let described = Tensors::describe(&imp.config);
+    let head = described.lm_head().name.clone();
+    let specs = described.into_list();
     let total: u64 = specs
         .iter()
         .map(|s| s.shape.iter().product::<usize>() as u64)
@@ -85,14 +97,17 @@ pub fn convert(imp: Imported, opts: &ConvertOptions, out: &Path) -> Result<Summa
             s => (1, s.iter().product()),
         };
         let codec = match spec.role {
-            TensorRole::Matrix if matches!(spec.name.as_str(), "token_embd" | "output") => {
-                opts.embed_codec.unwrap_or(opts.codec)
-            }
-            TensorRole::Matrix => opts.codec,
             TensorRole::Vector => Codec::F32,
+            _ if spec.name == head => opts.output_codec.or(opts.embed_codec).unwrap_or(opts.codec),
+            _ if spec.name == "token_embd" => opts.embed_codec.unwrap_or(opts.codec),
+            TensorRole::Matrix => opts.codec,
         };
-        let (bytes, err) =
-            encode(codec, &data, rows, cols).with_context(|| format!("encoding {}", spec.name))?;
+        let importance = opts
+            .calibration
+            .as_ref()
+            .map_or(Importance::Uniform, |c| c.importance(&spec.name));
+        let (bytes, err) = encode_weighted(codec, &data, rows, cols, importance)
+            .with_context(|| format!("encoding {}", spec.name))?;
         let n = data.len() as u64;
         params += n;
         if spec.role == TensorRole::Matrix {
@@ -129,12 +144,7 @@ pub fn convert(imp: Imported, opts: &ConvertOptions, out: &Path) -> Result<Summa
     bar.finish_and_clear();
     let archive_bytes = std::fs::metadata(out)?.len();
     Ok(Summary {
-        codec: match opts.embed_codec {
-            Some(e) if e != opts.codec => {
-                format!("{} (embedding/output {})", opts.codec.name(), e.name())
-            }
-            _ => opts.codec.name(),
-        },
+        codec: codec_label(opts),
         parameters: params,
         matrix_parameters: mparams,
         matrix_bytes: mbytes,
@@ -144,7 +154,26 @@ pub fn convert(imp: Imported, opts: &ConvertOptions, out: &Path) -> Result<Summa
         ratio_vs_f16: archive_bytes as f64 / (params as f64 * 2.0),
         matrix_error: ErrorStats::from_sums(signal, noise),
         worst_tensor: worst,
+        calibration_tokens: opts.calibration.as_ref().map(|c| c.tokens),
     })
+}
+
+/// `lut4-g32`, or with the exceptions: `lut4-g32 (embedding lut8g-g32, output lut8g-g32)`.
+fn codec_label(opts: &ConvertOptions) -> String {
+    let embed = opts.embed_codec.unwrap_or(opts.codec);
+    let output = opts.output_codec.unwrap_or(embed);
+    let mut parts = Vec::new();
+    if embed != opts.codec {
+        parts.push(format!("embedding {}", embed.name()));
+    }
+    if output != opts.codec {
+        parts.push(format!("output {}", output.name()));
+    }
+    if parts.is_empty() {
+        opts.codec.name()
+    } else {
+        format!("{} ({})", opts.codec.name(), parts.join(", "))
+    }
 }
 
 impl Summary {
@@ -186,6 +215,9 @@ impl Summary {
         );
         if let Some((name, db)) = &self.worst_tensor {
             row("worst tensor", format!("{name} ({db:.2} dB)"));
+        }
+        if let Some(t) = self.calibration_tokens {
+            row("importance weighting", format!("{t} calibration tokens"));
         }
         s
     }

@@ -2,6 +2,7 @@
 //! conversion to `.qins`, and the archive writer.
 
 pub mod api;
+pub mod calibrate;
 pub mod convert;
 pub mod import;
 pub mod load;

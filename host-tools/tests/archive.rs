@@ -252,3 +252,58 @@ fn every_kind_of_damage_is_a_clear_error() {
     long.extend_from_slice(b"junk");
     assert!(matches!(read_all(&long), Err(QinsError::Corrupt(_))));
 }
+
+/// Calibration measures every matrix's input channels on a text (the tiny Llama's embedding is
+/// tied, so it is weighted as the output head), the converter takes the weights, and a text
+/// shorter than one window is refused.
+#[test]
+fn calibration_weights_every_matrix_and_converts() {
+    use qins_host::calibrate::{calibrate, CalibrationOptions};
+    use qins_runtime::codec::Importance;
+    use qins_runtime::model::TensorRole;
+    let imp = import::open(&fixture("tiny-llama")).unwrap();
+    let text = std::fs::read_to_string(fixture("../../data/corpus/calib.txt")).unwrap();
+    let opts = CalibrationOptions {
+        windows: 2,
+        window_len: 32,
+        progress: false,
+    };
+    let cal = calibrate(&imp, &text, &opts).unwrap();
+    assert_eq!(cal.tokens, 64);
+    for spec in canonical_tensors(&imp.config) {
+        if spec.role != TensorRole::Matrix {
+            continue;
+        }
+        let Importance::PerColumn(v) = cal.importance(&spec.name) else {
+            panic!("{} has no importance", spec.name);
+        };
+        assert_eq!(v.len(), spec.shape[1], "{}", spec.name);
+        let mean = v.iter().map(|&a| a as f64).sum::<f64>() / v.len() as f64;
+        assert!((mean - 1.0).abs() < 0.01, "{}: mean {mean}", spec.name);
+        assert!(v.iter().all(|a| a.is_finite() && *a > 0.0));
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("tiny-calibrated.qins");
+    let codec = Codec::from_name("lut4", 32).unwrap();
+    let summary = convert(
+        imp,
+        &ConvertOptions {
+            calibration: Some(cal),
+            ..ConvertOptions::new(codec)
+        },
+        &out,
+    )
+    .unwrap();
+    assert_eq!(summary.calibration_tokens, Some(64));
+    assert!(
+        summary.matrix_error.sqnr_db > 10.0,
+        "{:?}",
+        summary.matrix_error
+    );
+    let bytes = std::fs::read(&out).unwrap();
+    read_all(&bytes).unwrap();
+
+    let imp = import::open(&fixture("tiny-llama")).unwrap();
+    let err = calibrate(&imp, "too short", &opts).unwrap_err().to_string();
+    assert!(err.contains("fewer than one window"), "{err}");
+}

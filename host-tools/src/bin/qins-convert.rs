@@ -3,8 +3,9 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 use clap::Parser;
+use qins_host::calibrate::{calibrate, CalibrationOptions};
 use qins_host::convert::{convert, ConvertOptions};
 use qins_host::import;
 use qins_runtime::codec::Codec;
@@ -26,6 +27,10 @@ struct Args {
     /// Codec of the embedding table and output head (default: --codec).
     #[arg(long)]
     embed_codec: Option<String>,
+    /// Codec of the output head alone (of the embedding table when tied); default
+    /// --embed-codec, then --codec.
+    #[arg(long)]
+    output_codec: Option<String>,
     /// Group size (columns per scale) of lut8g, lut8a, lut4, lut4a and int4.
     #[arg(long, default_value_t = 32)]
     group: usize,
@@ -38,6 +43,16 @@ struct Args {
     /// With --synthetic: fewer layers than the real model.
     #[arg(long)]
     synthetic_layers: Option<usize>,
+    /// Weight the learned codebooks' errors by the activations a text produces (its mean square
+    /// per input channel, measured in f32 before quantizing): a plain-text file kept apart from
+    /// the text you evaluate on (the project's is data/corpus/calib.txt).
+    #[arg(long)]
+    calibration: Option<PathBuf>,
+    /// Windows of --calibration-ctx tokens read from the calibration text.
+    #[arg(long, default_value_t = 8)]
+    calibration_windows: usize,
+    #[arg(long, default_value_t = 512)]
+    calibration_ctx: usize,
     /// Print the summary as JSON.
     #[arg(long)]
     json: bool,
@@ -69,12 +84,32 @@ fn run() -> Result<()> {
         .as_deref()
         .map(|c| Codec::from_name(c, args.group))
         .transpose()?;
+    let output_codec = args
+        .output_codec
+        .as_deref()
+        .map(|c| Codec::from_name(c, args.group))
+        .transpose()?;
+    let calibration = match &args.calibration {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("reading calibration text {}", path.display()))?;
+            let opts = CalibrationOptions {
+                windows: args.calibration_windows,
+                window_len: args.calibration_ctx,
+                progress: !args.json,
+            };
+            Some(calibrate(&imported, &text, &opts)?)
+        }
+        None => None,
+    };
     let opts = ConvertOptions {
         codec,
         embed_codec,
+        output_codec,
         zstd_level: args.zstd_level,
         chunk_limit: None,
         progress: !args.json,
+        calibration,
     };
     let summary = convert(imported, &opts, &args.output)?;
     if args.json {

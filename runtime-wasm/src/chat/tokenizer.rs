@@ -10,16 +10,20 @@ pub struct Tokenizer {
 
 impl Tokenizer {
     pub fn from_manifest(m: &Manifest) -> Result<Self> {
-        check_bpe_merges(&m.tokenizer)?;
-        let json =
-            serde_json::to_vec(&m.tokenizer).map_err(|e| QinsError::Manifest(e.to_string()))?;
-        let inner = tokenizers::Tokenizer::from_bytes(json)
-            .map_err(|e| QinsError::Manifest(format!("tokenizer: {e}")))?;
         let add_bos = if m.add_bos_token {
             m.config.bos_token_id
         } else {
             None
         };
+        Self::from_json(&m.tokenizer, add_bos)
+    }
+
+    /// A tokenizer.json document, with the BOS id `encode(…, true)` prepends (None: never).
+    pub fn from_json(tokenizer: &serde_json::Value, add_bos: Option<u32>) -> Result<Self> {
+        check_bpe_merges(tokenizer)?;
+        let json = serde_json::to_vec(tokenizer).map_err(|e| QinsError::Manifest(e.to_string()))?;
+        let inner = tokenizers::Tokenizer::from_bytes(json)
+            .map_err(|e| QinsError::Manifest(format!("tokenizer: {e}")))?;
         Ok(Self { inner, add_bos })
     }
 

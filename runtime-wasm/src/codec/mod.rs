@@ -267,6 +267,29 @@ impl Codec {
     }
 }
 
+/// How much an error in each input column (a weight matrix's column) costs: the learned codecs
+/// minimise Σ importance[c]·(w − ŵ)² instead of the plain squared error. With the mean square of
+/// the activations entering column c (measured on a calibration text), this is the expected
+/// squared error of the layer's output under a diagonal approximation of the activations'
+/// second moments, the weighting AWQ- and SqueezeLLM-style fitting use.
+#[derive(Debug, Clone, Copy, Default)]
+pub enum Importance<'a> {
+    /// Every column counts the same (no calibration).
+    #[default]
+    Uniform,
+    /// One non-negative weight per column.
+    PerColumn(&'a [f32]),
+}
+
+impl Importance<'_> {
+    fn of(&self, c: usize) -> f64 {
+        match self {
+            Importance::Uniform => 1.0,
+            Importance::PerColumn(v) => v[c] as f64,
+        }
+    }
+}
+
 /// Encodes a row-major `rows × cols` matrix (a vector is one row). Returns the stored bytes and
 /// the reconstruction error measured on the decoded values.
 pub fn encode(
@@ -275,6 +298,27 @@ pub fn encode(
     rows: usize,
     cols: usize,
 ) -> Result<(Vec<u8>, ErrorStats)> {
+    encode_weighted(codec, data, rows, cols, Importance::Uniform)
+}
+
+/// [`encode`] with the squared errors of the grouped learned codecs (lut8g/lut8a, lut4/lut4a)
+/// weighted per column in their scale and offset fit; the other codecs ignore `importance`.
+pub fn encode_weighted(
+    codec: Codec,
+    data: &[f32],
+    rows: usize,
+    cols: usize,
+    importance: Importance,
+) -> Result<(Vec<u8>, ErrorStats)> {
+    if let Importance::PerColumn(v) = importance {
+        if v.len() != cols || v.iter().any(|a| !a.is_finite() || *a < 0.0) {
+            return Err(QinsError::Codec(format!(
+                "importance needs {cols} finite non-negative weights, got {} ({} invalid)",
+                v.len(),
+                v.iter().filter(|a| !a.is_finite() || **a < 0.0).count()
+            )));
+        }
+    }
     if rows.checked_mul(cols) != Some(data.len()) {
         return Err(QinsError::Codec(format!(
             "{} values given for a {rows}x{cols} tensor",
@@ -297,7 +341,7 @@ pub fn encode(
         Codec::Qins8 => qins::encode(data, rows, cols, &layout, &mut out),
         Codec::Lut8 => lut::encode_lut8(data, rows, cols, &layout, &mut out),
         Codec::Lut8g { .. } | Codec::Lut4 { .. } => {
-            lut::encode_grouped(codec, data, rows, cols, None, &layout, &mut out)?
+            lut::encode_grouped(codec, data, rows, cols, None, importance, &layout, &mut out)?
         }
         Codec::Int8 => lut::encode_int8(data, rows, cols, &layout, &mut out),
         Codec::Int4 { .. } => lut::encode_int4(codec, data, rows, cols, &layout, &mut out)?,

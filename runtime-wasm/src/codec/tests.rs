@@ -239,3 +239,46 @@ fn lut8_group_scales_beat_row_scales() {
         "lut8g {grouped:.2} dB vs lut8 {row:.2} dB"
     );
 }
+
+/// Importance moves the error to the columns that matter: with a few heavy columns (as the
+/// activations' outlier channels make them), the weighted error Σ α·(w − ŵ)² drops below the
+/// unweighted fit's for every grouped learned codec, and a bad weight vector is refused.
+#[test]
+fn importance_lowers_the_weighted_error() {
+    let (r, c) = (48, 96);
+    let w = weights(r * c, 21);
+    let alpha: Vec<f32> = (0..c)
+        .map(|j| if j % 13 == 5 { 60.0 } else { 0.3 })
+        .collect();
+    let weighted_error = |bytes: &[u8], codec| {
+        let back = decode(codec, bytes, r, c).unwrap();
+        w.iter()
+            .zip(&back)
+            .enumerate()
+            .map(|(i, (a, b))| alpha[i % c] as f64 * ((a - b) as f64).powi(2))
+            .sum::<f64>()
+    };
+    for codec in [
+        Codec::Lut8g {
+            group: 32,
+            offset: false,
+        },
+        LUT4_G32,
+        Codec::Lut4 {
+            group: 32,
+            offset: true,
+        },
+    ] {
+        let plain = encode(codec, &w, r, c).unwrap().0;
+        let tuned = encode_weighted(codec, &w, r, c, Importance::PerColumn(&alpha))
+            .unwrap()
+            .0;
+        let (p, t) = (weighted_error(&plain, codec), weighted_error(&tuned, codec));
+        assert!(t < 0.9 * p, "{codec:?}: weighted {t:.3e} vs plain {p:.3e}");
+    }
+    let short = vec![1.0; c - 1];
+    let negative: Vec<f32> = (0..c).map(|j| if j == 3 { -1.0 } else { 1.0 }).collect();
+    for bad in [&short, &negative] {
+        assert!(encode_weighted(LUT4_G32, &w, r, c, Importance::PerColumn(bad)).is_err());
+    }
+}

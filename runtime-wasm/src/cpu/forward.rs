@@ -1,7 +1,7 @@
 //! The decoder forward pass, written as one readable pass over the canonical tensors.
 
 use super::ops::{add_bias, matmul_t, rms_norm, silu_mul, softmax_in_place};
-use crate::model::{ModelConfig, Rope, Weights};
+use crate::model::{LayerWeights, ModelConfig, Rope, Weights};
 use crate::{QinsError, Result};
 
 /// Keys and values of every layer for the positions computed so far ([len, kv_dim] each).
@@ -68,8 +68,6 @@ impl CpuModel {
     ) -> Result<Vec<f32>> {
         let cfg = &self.cfg;
         let (n, h) = (tokens.len(), cfg.hidden_size);
-        let (hd, nh, nkv) = (cfg.head_dim, cfg.num_heads, cfg.num_kv_heads);
-        let (q_dim, kv_dim) = (cfg.q_dim(), cfg.kv_dim());
         let start = cache.len;
 
         // Embedding.
@@ -89,47 +87,15 @@ impl CpuModel {
         }
 
         for (l, lw) in self.w.layers.iter().enumerate() {
-            // Attention block.
-            let mut a = x.clone();
-            rms_norm(&mut a, &lw.attn_norm, cfg.rms_norm_eps);
-            let mut qkv = matmul_t(&a, &lw.attn_qkv, n, h, q_dim + 2 * kv_dim);
-            if let Some(bias) = &lw.attn_qkv_bias {
-                add_bias(&mut qkv, bias);
-            }
-            let mut q = Vec::with_capacity(n * q_dim);
-            for (t, row) in qkv.chunks_exact(q_dim + 2 * kv_dim).enumerate() {
-                let pos = start + t;
-                let (qs, kv) = row.split_at(q_dim);
-                let (ks, vs) = kv.split_at(kv_dim);
-                let mut qs = qs.to_vec();
-                let mut ks = ks.to_vec();
-                qs.chunks_exact_mut(hd)
-                    .for_each(|head| rope.apply(head, pos));
-                ks.chunks_exact_mut(hd)
-                    .for_each(|head| rope.apply(head, pos));
-                q.extend_from_slice(&qs);
-                cache.k[l].extend_from_slice(&ks);
-                cache.v[l].extend_from_slice(vs);
-            }
-            let attn = attention(
-                &q,
-                &cache.k[l],
-                &cache.v[l],
-                start,
-                n,
-                Heads { nh, nkv, hd },
+            let (k, v) = (&mut cache.k[l], &mut cache.v[l]);
+            decoder_layer(
+                cfg,
+                lw,
+                &mut x,
+                LayerKv { k, v, start },
+                rope,
+                &mut |_, _| {},
             );
-            let o = matmul_t(&attn, &lw.attn_output, n, q_dim, h);
-            x.iter_mut().zip(&o).for_each(|(x, o)| *x += o);
-
-            // MLP block.
-            let mut m = x.clone();
-            rms_norm(&mut m, &lw.ffn_norm, cfg.rms_norm_eps);
-            let ff = cfg.intermediate_size;
-            let gu = matmul_t(&m, &lw.ffn_gate_up, n, h, 2 * ff);
-            let act = silu_mul(&gu, ff);
-            let down = matmul_t(&act, &lw.ffn_down, n, ff, h);
-            x.iter_mut().zip(&down).for_each(|(x, d)| *x += d);
         }
         cache.len += n;
 
@@ -139,6 +105,80 @@ impl CpuModel {
         rms_norm(&mut last, &self.w.output_norm, cfg.rms_norm_eps);
         Ok(matmul_t(&last, self.w.lm_head(), rows, h, cfg.vocab_size))
     }
+}
+
+/// The input of one of a layer's matrices, as [`decoder_layer`] shows it to its observer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MatrixInput {
+    AttnQkv,
+    AttnOutput,
+    FfnGateUp,
+    FfnDown,
+}
+
+/// One layer's key/value cache: the positions before `start` are in `k` and `v`, and the new
+/// positions are appended.
+pub struct LayerKv<'a> {
+    pub k: &'a mut Vec<f32>,
+    pub v: &'a mut Vec<f32>,
+    pub start: usize,
+}
+
+/// One decoder layer over the rows of `x` ([n, hidden]) in place. `observe` sees each matrix's
+/// input ([n, in_features]) before it is multiplied: calibration reads activation statistics
+/// through it, so the statistics come from the very pass the engine runs.
+pub fn decoder_layer(
+    cfg: &ModelConfig,
+    lw: &LayerWeights,
+    x: &mut [f32],
+    kv: LayerKv,
+    rope: &Rope,
+    observe: &mut dyn FnMut(MatrixInput, &[f32]),
+) {
+    let h = cfg.hidden_size;
+    let n = x.len() / h;
+    let (hd, nh, nkv) = (cfg.head_dim, cfg.num_heads, cfg.num_kv_heads);
+    let (q_dim, kv_dim) = (cfg.q_dim(), cfg.kv_dim());
+    let LayerKv { k, v, start } = kv;
+
+    // Attention block.
+    let mut a = x.to_vec();
+    rms_norm(&mut a, &lw.attn_norm, cfg.rms_norm_eps);
+    observe(MatrixInput::AttnQkv, &a);
+    let mut qkv = matmul_t(&a, &lw.attn_qkv, n, h, q_dim + 2 * kv_dim);
+    if let Some(bias) = &lw.attn_qkv_bias {
+        add_bias(&mut qkv, bias);
+    }
+    let mut q = Vec::with_capacity(n * q_dim);
+    for (t, row) in qkv.chunks_exact(q_dim + 2 * kv_dim).enumerate() {
+        let pos = start + t;
+        let (qs, kvs) = row.split_at(q_dim);
+        let (ks, vs) = kvs.split_at(kv_dim);
+        let mut qs = qs.to_vec();
+        let mut ks = ks.to_vec();
+        qs.chunks_exact_mut(hd)
+            .for_each(|head| rope.apply(head, pos));
+        ks.chunks_exact_mut(hd)
+            .for_each(|head| rope.apply(head, pos));
+        q.extend_from_slice(&qs);
+        k.extend_from_slice(&ks);
+        v.extend_from_slice(vs);
+    }
+    let attn = attention(&q, k, v, start, n, Heads { nh, nkv, hd });
+    observe(MatrixInput::AttnOutput, &attn);
+    let o = matmul_t(&attn, &lw.attn_output, n, q_dim, h);
+    x.iter_mut().zip(&o).for_each(|(x, o)| *x += o);
+
+    // MLP block.
+    let mut m = x.to_vec();
+    rms_norm(&mut m, &lw.ffn_norm, cfg.rms_norm_eps);
+    observe(MatrixInput::FfnGateUp, &m);
+    let ff = cfg.intermediate_size;
+    let gu = matmul_t(&m, &lw.ffn_gate_up, n, h, 2 * ff);
+    let act = silu_mul(&gu, ff);
+    observe(MatrixInput::FfnDown, &act);
+    let down = matmul_t(&act, &lw.ffn_down, n, ff, h);
+    x.iter_mut().zip(&down).for_each(|(x, d)| *x += d);
 }
 
 /// The attention heads: query heads, key/value heads they share in groups, head width.

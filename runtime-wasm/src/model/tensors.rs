@@ -92,7 +92,11 @@ impl Tensors<TensorSpec> {
 }
 
 impl<T> Layer<T> {
-    fn try_map<U>(self, f: &mut impl FnMut(T) -> Result<U>) -> Result<Layer<U>> {
+    /// Each tensor through `f`, in forward order (a converter loads one layer this way).
+    pub fn try_map<U, E>(
+        self,
+        f: &mut impl FnMut(T) -> std::result::Result<U, E>,
+    ) -> std::result::Result<Layer<U>, E> {
         Ok(Layer {
             attn_norm: f(self.attn_norm)?,
             attn_qkv: f(self.attn_qkv)?,
