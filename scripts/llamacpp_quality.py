@@ -12,6 +12,7 @@ import json
 import os
 import tempfile
 
+import gguf
 import llama_cpp
 import numpy as np
 
@@ -71,10 +72,14 @@ def main():
             agree += (rlp.argmax(axis=1) == lp.argmax(axis=1)).sum()
             count += len(targets)
         size = os.path.getsize(path)
-        n_params = llm.n_params() if hasattr(llm, "n_params") else None
+        # Bits/weight counted as for qins archives: stored tensor bytes (no tokenizer metadata)
+        # over every parameter.
+        tensors = gguf.GGUFReader(path).tensors
+        tensor_bytes = sum(int(t.n_bytes) for t in tensors)
+        all_params = sum(int(t.n_elements) for t in tensors)
         print(json.dumps({"name": f"llama.cpp {ty}", "ppl": float(np.exp(nll / count)), "kld_mean": float(kl / count),
                           "top1_agree": float(agree / count), "tokens": int(count), "file_bytes": size,
-                          "bpw": size * 8 / n_params if n_params else None}), flush=True)
+                          "tensor_bytes": tensor_bytes, "bpw": tensor_bytes * 8 / all_params}), flush=True)
         del llm
 
 

@@ -53,6 +53,7 @@ MODELS = {
     },
 }
 TEXT = os.path.join(ROOT, "data", "corpus", "dev.txt")
+CALIB = os.path.join(ROOT, "data", "corpus", "calib.txt")
 BIN = os.path.join(ROOT, "target", "release")
 WORK = os.path.join(ROOT, "models", "results")
 
@@ -67,6 +68,14 @@ CODECS = [
     ("lut4-g128", ["--codec", "lut4", "--group", "128"]),
     ("lut4a-g32", ["--codec", "lut4a", "--group", "32"]),
     ("lut4a-g32 + lut8g-g32 embedding", ["--codec", "lut4a", "--group", "32", "--embed-codec", "lut8g"]),
+    # llama.cpp's 4-bit file types keep the output head at Q8_0 (Q6_K where rows are a multiple
+    # of 256): the same layout, unweighted and weighted by a calibration text apart from TEXT.
+    ("lut4-g32 + lut8g-g32 head", ["--codec", "lut4", "--group", "32", "--output-codec", "lut8g"]),
+    ("lut4-g32 + lut8g-g32 head, calibrated", ["--codec", "lut4", "--group", "32", "--output-codec", "lut8g",
+                                               "--calibration", CALIB]),
+    ("lut4a-g32 + lut8g-g32 head", ["--codec", "lut4a", "--group", "32", "--output-codec", "lut8g"]),
+    ("lut4a-g32 + lut8g-g32 head, calibrated", ["--codec", "lut4a", "--group", "32", "--output-codec", "lut8g",
+                                                "--calibration", CALIB]),
     ("int8 (uniform baseline)", ["--codec", "int8"]),
     ("int4-g32 (uniform baseline)", ["--codec", "int4", "--group", "32"]),
 ]
@@ -271,7 +280,6 @@ def main():
     work = WORK if a.model == "smollm2" else os.path.join(WORK, a.model)
     gguf = m["gguf"]
     os.makedirs(work, exist_ok=True)
-    n_params = None
     rows = []
     ref = os.path.join(work, "f32.qins")
     old = json.load(open(os.path.join(ROOT, "docs", "results.json"))) if a.skip_quality else None
@@ -281,10 +289,9 @@ def main():
             if not os.path.exists(os.path.join(WORK, f)):
                 sys.exit(f"--skip-quality needs {os.path.join(WORK, f)}: run without it once")
     for name, args in [] if old else CODECS:
-        out = os.path.join(work, name.split(" (")[0].replace(" ", "").replace("+", "_") + ".qins")
+        out = os.path.join(work, name.split(" (")[0].replace(" ", "").replace("+", "_").replace(",", "_") + ".qins")
         log(f"{a.model}: {name}")
         s = json.loads(run([os.path.join(BIN, "qins-convert"), gguf, "-o", out, "--json"] + args))
-        n_params = s["parameters"]
         # The same codec on weights off any grid (bell-shaped random ones in SmolLM2's shapes,
         # 4 layers): the source GGUF's Q4_1/Q8_0 grids favour codecs that can land on them.
         off = json.loads(run([os.path.join(BIN, "qins-convert"), "--synthetic", m["synthetic"],
@@ -292,7 +299,8 @@ def main():
                              + args)) if m["synthetic"] else {"matrix_error": {"sqnr_db": None}}
         e = json.loads(run([os.path.join(BIN, "qins-eval"), out, "--text", TEXT, "--ctx", "512",
                             "--max-chunks", str(a.max_chunks), "--ref", ref, "--json"]))
-        rows.append({"name": f"qins {name}", "bpw": s["bits_per_weight"], "archive_bytes": s["archive_bytes"],
+        # Bits/weight as for llama.cpp's rows: stored tensor bytes (before zstd) over every parameter.
+        rows.append({"name": f"qins {name}", "bpw": s["raw_bytes"] * 8 / s["parameters"], "archive_bytes": s["archive_bytes"],
                      "sqnr_db": s["matrix_error"]["sqnr_db"],
                      "offgrid_sqnr_db": off["matrix_error"]["sqnr_db"], "ppl": e["ppl"], "kld": e.get("kld_mean"),
                      "top1": e.get("top1_agree"), "tokens": e["tokens"]})
@@ -306,7 +314,7 @@ def main():
             r = json.loads(line)
             if r["name"].endswith("F32"):
                 continue
-            rows.append({"name": r["name"], "bpw": r["file_bytes"] * 8 / n_params, "archive_bytes": r["file_bytes"],
+            rows.append({"name": r["name"], "bpw": r["bpw"], "archive_bytes": r["file_bytes"],
                          "sqnr_db": None, "ppl": r["ppl"], "kld": r["kld_mean"], "top1": r["top1_agree"],
                          "tokens": r["tokens"]})
     except ImportError as e:
@@ -338,7 +346,8 @@ def main():
         f'--max-chunks {a.max_chunks}' + ("" if a.model == "smollm2" else f" --model {a.model}")
         + f'`: {meta["model"]}; {rows[0]["tokens"]} scored tokens of data/corpus/dev.txt ({a.max_chunks} windows '
         "of 512, second halves), KL divergence from the f32 archive of the same weights. llama.cpp rows: the same GGUF "
-        "requantized by llama.cpp (from its own F32), scored on the same windows; their bits/weight is the whole file's "
+        "requantized by llama.cpp (from its own F32), scored on the same windows. Bits/weight, both sides: stored tensor "
+        "bytes (qins before zstd, GGUF without its metadata) × 8 over every parameter, norms and embedding included "
         + m["caveat"],
         f'Machine: {meta["cpu"]} ({meta["machine"]}); {", ".join(f"{k} {v}" for k, v in meta["versions"].items())}. '
         f'Quality part {meta["quality_minutes"]} min.',
