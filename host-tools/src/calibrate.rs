@@ -15,7 +15,7 @@ use anyhow::{bail, Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 use qins_runtime::chat::Tokenizer;
 use qins_runtime::codec::Importance;
-use qins_runtime::cpu::{decoder_layer, rms_norm, LayerKv, MatrixInput};
+use qins_runtime::cpu::{decoder_layer, embed, rms_norm, LayerKv, MatrixInput};
 use qins_runtime::model::{Rope, Tensors};
 
 use crate::import::Imported;
@@ -57,17 +57,16 @@ impl Calibration {
     }
 }
 
-/// Σ x² per column over the rows seen, for one matrix input.
+/// Σ x² per column over the rows seen, for one matrix input (the row count cancels in the
+/// normalisation to mean 1).
 struct SquareSums {
     sums: Vec<f64>,
-    rows: usize,
 }
 
 impl SquareSums {
     fn new(cols: usize) -> Self {
         Self {
             sums: vec![0.0; cols],
-            rows: 0,
         }
     }
 
@@ -78,7 +77,6 @@ impl SquareSums {
                 .iter_mut()
                 .zip(row)
                 .for_each(|(s, &v)| *s += (v as f64) * (v as f64));
-            self.rows += 1;
         }
     }
 
@@ -124,20 +122,9 @@ pub fn calibrate(imp: &Imported, text: &str, opts: &CalibrationOptions) -> Resul
             if let Some(b) = bos {
                 ids[0] = b;
             }
-            let mut x = Vec::with_capacity(len * h);
-            for &t in &ids {
-                let t = t as usize;
-                if t >= cfg.vocab_size {
-                    bail!(
-                        "token id {t} is outside the vocabulary of {}",
-                        cfg.vocab_size
-                    );
-                }
-                x.extend_from_slice(&embd[t * h..(t + 1) * h]);
-            }
-            Ok(x)
+            embed(cfg, &embd, &ids)
         })
-        .collect::<Result<_>>()?;
+        .collect::<qins_runtime::Result<_>>()?;
     drop(embd);
 
     let bar = if opts.progress {

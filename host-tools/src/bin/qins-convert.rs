@@ -49,9 +49,9 @@ struct Args {
     #[arg(long)]
     calibration: Option<PathBuf>,
     /// Windows of --calibration-ctx tokens read from the calibration text.
-    #[arg(long, default_value_t = 8)]
+    #[arg(long, default_value_t = CalibrationOptions::default().windows)]
     calibration_windows: usize,
-    #[arg(long, default_value_t = 512)]
+    #[arg(long, default_value_t = CalibrationOptions::default().window_len)]
     calibration_ctx: usize,
     /// Print the summary as JSON.
     #[arg(long)]
@@ -79,16 +79,12 @@ fn run() -> Result<()> {
         cfg.num_kv_heads,
         cfg.vocab_size
     );
-    let embed_codec = args
-        .embed_codec
-        .as_deref()
-        .map(|c| Codec::from_name(c, args.group))
-        .transpose()?;
-    let output_codec = args
-        .output_codec
-        .as_deref()
-        .map(|c| Codec::from_name(c, args.group))
-        .transpose()?;
+    let named = |name: &Option<String>| {
+        name.as_deref()
+            .map(|c| Codec::from_name(c, args.group))
+            .transpose()
+    };
+    let (embed_codec, output_codec) = (named(&args.embed_codec)?, named(&args.output_codec)?);
     let calibration = match &args.calibration {
         Some(path) => {
             let text = std::fs::read_to_string(path)

@@ -282,6 +282,11 @@ pub fn encode_grouped(
         }
     }
     let rounds = if fixed.is_some() { 0 } else { GROUPED_ROUNDS };
+    // Unweighted, the last codebook is kept with the scales it was fitted on. Weighted, the
+    // scales are refitted to it too: the codebook's histogram does not see the importance, so
+    // without the refit the weighted error can end above the unweighted fit's.
+    let weighted = matches!(importance, Importance::PerColumn(_));
+    let alpha: Vec<f64> = (0..cols).map(|c| importance.of(c)).collect();
     let mut codebook = fixed.unwrap_or_default();
     for round in 0..rounds {
         let mut hist = Histogram::new(bins);
@@ -295,14 +300,9 @@ pub fn encode_grouped(
             }
         }
         codebook = fit(&hist, levels, LLOYD_ITERS);
-        // Unweighted, the last codebook is kept with the scales it was fitted on. Weighted, the
-        // scales are refitted to it too: the codebook's histogram does not see the importance,
-        // so without the refit the weighted error can end above the unweighted fit's.
-        let weighted = matches!(importance, Importance::PerColumn(_));
         if round + 1 < rounds || weighted {
             let nearest = Nearest::new(&codebook);
             let current = &params;
-            let alpha: Vec<f64> = (0..cols).map(|c| importance.of(c)).collect();
             params = map_rows(rows, |r| {
                 data[r * cols..(r + 1) * cols]
                     .chunks(group)

@@ -311,11 +311,11 @@ pub fn encode_weighted(
     importance: Importance,
 ) -> Result<(Vec<u8>, ErrorStats)> {
     if let Importance::PerColumn(v) = importance {
-        if v.len() != cols || v.iter().any(|a| !a.is_finite() || *a < 0.0) {
+        let invalid = v.iter().filter(|a| !a.is_finite() || **a < 0.0).count();
+        if v.len() != cols || invalid > 0 {
             return Err(QinsError::Codec(format!(
-                "importance needs {cols} finite non-negative weights, got {} ({} invalid)",
-                v.len(),
-                v.iter().filter(|a| !a.is_finite() || **a < 0.0).count()
+                "importance needs {cols} finite non-negative weights, got {} ({invalid} invalid)",
+                v.len()
             )));
         }
     }

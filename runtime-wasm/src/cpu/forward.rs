@@ -70,21 +70,7 @@ impl CpuModel {
         let (n, h) = (tokens.len(), cfg.hidden_size);
         let start = cache.len;
 
-        // Embedding.
-        let mut x = Vec::with_capacity(n * h);
-        for &t in tokens {
-            let t = t as usize;
-            if t >= cfg.vocab_size {
-                return Err(QinsError::Tensor {
-                    name: "token_embd".into(),
-                    msg: format!(
-                        "token id {t} is outside the vocabulary of {}",
-                        cfg.vocab_size
-                    ),
-                });
-            }
-            x.extend_from_slice(&self.w.token_embd[t * h..(t + 1) * h]);
-        }
+        let mut x = embed(cfg, &self.w.token_embd, tokens)?;
 
         for (l, lw) in self.w.layers.iter().enumerate() {
             let (k, v) = (&mut cache.k[l], &mut cache.v[l]);
@@ -105,6 +91,26 @@ impl CpuModel {
         rms_norm(&mut last, &self.w.output_norm, cfg.rms_norm_eps);
         Ok(matmul_t(&last, self.w.lm_head(), rows, h, cfg.vocab_size))
     }
+}
+
+/// The embedding rows of `tokens` ([n, hidden]); an id outside the vocabulary is an error.
+pub fn embed(cfg: &ModelConfig, token_embd: &[f32], tokens: &[u32]) -> Result<Vec<f32>> {
+    let h = cfg.hidden_size;
+    let mut x = Vec::with_capacity(tokens.len() * h);
+    for &t in tokens {
+        let t = t as usize;
+        if t >= cfg.vocab_size {
+            return Err(QinsError::Tensor {
+                name: "token_embd".into(),
+                msg: format!(
+                    "token id {t} is outside the vocabulary of {}",
+                    cfg.vocab_size
+                ),
+            });
+        }
+        x.extend_from_slice(&token_embd[t * h..(t + 1) * h]);
+    }
+    Ok(x)
 }
 
 /// The input of one of a layer's matrices, as [`decoder_layer`] shows it to its observer.
