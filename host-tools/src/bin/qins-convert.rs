@@ -13,8 +13,13 @@ use qins_runtime::codec::Codec;
 #[derive(Parser)]
 #[command(version, about = "Quantize a checkpoint into a .qins archive")]
 struct Args {
-    /// Hugging Face checkpoint folder or .gguf file (omit with --synthetic).
+    /// Hugging Face checkpoint folder or .gguf file (omit with --hub or --synthetic).
     input: Option<PathBuf>,
+    /// A model on the Hugging Face Hub, ORG/NAME[@REVISION]: downloads only the files the
+    /// importer reads into the Hub's cache (HF_HOME, HF_HUB_CACHE), resumably; HF_TOKEN for
+    /// gated models, HF_ENDPOINT for a mirror.
+    #[arg(long, value_name = "ORG/NAME[@REVISION]")]
+    hub: Option<String>,
     /// Output archive.
     #[arg(short, long)]
     output: PathBuf,
@@ -61,13 +66,17 @@ struct Args {
 fn run() -> Result<()> {
     let args = Args::parse();
     let codec = Codec::from_name(&args.codec, args.group)?;
-    let imported = match (&args.synthetic, &args.input) {
-        (Some(name), None) => import::synthetic::open(name, args.synthetic_layers)?,
-        (None, Some(input)) => import::open(input)?,
-        (Some(_), Some(_)) => bail!("give either INPUT or --synthetic, not both"),
-        (None, None) => {
-            bail!("no input: give a checkpoint folder, a .gguf file, or --synthetic NAME")
+    let imported = match (&args.input, &args.hub, &args.synthetic) {
+        (Some(input), None, None) => import::open(input)?,
+        (None, Some(hub), None) => {
+            let snapshot = import::hub::download(&hub.parse()?, !args.json)?;
+            import::hf::open_named(&snapshot.dir, &snapshot.name)?
         }
+        (None, None, Some(name)) => import::synthetic::open(name, args.synthetic_layers)?,
+        (None, None, None) => {
+            bail!("no input: give a checkpoint folder, a .gguf file, --hub ORG/NAME or --synthetic NAME")
+        }
+        _ => bail!("give one of INPUT, --hub and --synthetic"),
     };
     let cfg = &imported.config;
     eprintln!(

@@ -14,6 +14,19 @@ use serde_json::Value;
 
 use super::{check_len, Imported, WeightSource};
 
+/// The sharded checkpoint's index (tensor name → shard file).
+pub const INDEX: &str = "model.safetensors.index.json";
+/// The single-file checkpoint.
+pub const SINGLE: &str = "model.safetensors";
+/// The files besides the weights this importer reads, the first required.
+pub const METADATA_FILES: &[&str] = &[
+    "config.json",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "chat_template.jinja",
+    "generation_config.json",
+];
+
 const SUPPORTED: &[&str] = &["LlamaForCausalLM", "Phi3ForCausalLM", "Qwen2ForCausalLM"];
 
 /// Where a checkpoint's files come from: a folder on disk (safetensors memory-mapped), or
@@ -62,14 +75,17 @@ impl Files for std::collections::BTreeMap<String, Vec<u8>> {
 
 pub fn open(dir: &Path) -> Result<Imported> {
     let name = dir.file_name().map_or("".into(), |n| n.to_string_lossy());
-    open_files(Box::new(Folder(dir.to_path_buf())), &name)
+    open_named(dir, &name)
 }
 
-/// Imports the checkpoint `files` hold; `name` goes into the archive's source.
-pub fn open_files(files: Box<dyn Files>, name: &str) -> Result<Imported> {
-    let config_path = files.describe("config.json");
-    let cfg_json = read_json(&*files, "config.json")?
-        .ok_or_else(|| anyhow!("{config_path}: cannot read: not found"))?;
+/// [`open`] with the archive's source named by the caller (the Hub's `org/name@commit`).
+pub fn open_named(dir: &Path, name: &str) -> Result<Imported> {
+    open_files(Box::new(Folder(dir.to_path_buf())), name)
+}
+
+/// The architecture config.json names, when this importer reads it; `config_path` names the
+/// file in errors. The Hub download calls this before it fetches any weights.
+pub fn supported_architecture<'a>(cfg_json: &'a Value, config_path: &str) -> Result<&'a str> {
     let arch = cfg_json["architectures"]
         .get(0)
         .and_then(Value::as_str)
@@ -80,6 +96,15 @@ pub fn open_files(files: Box<dyn Files>, name: &str) -> Result<Imported> {
             SUPPORTED.join(", ")
         );
     }
+    Ok(arch)
+}
+
+/// Imports the checkpoint `files` hold; `name` goes into the archive's source.
+pub fn open_files(files: Box<dyn Files>, name: &str) -> Result<Imported> {
+    let config_path = files.describe("config.json");
+    let cfg_json = read_json(&*files, "config.json")?
+        .ok_or_else(|| anyhow!("{config_path}: cannot read: not found"))?;
+    let arch = supported_architecture(&cfg_json, &config_path)?;
     let family = match arch {
         "Phi3ForCausalLM" => "phi3",
         "Qwen2ForCausalLM" => "qwen2",
@@ -317,7 +342,6 @@ struct Safetensors {
 
 impl Safetensors {
     fn open(source: Box<dyn Files>) -> Result<Self> {
-        const INDEX: &str = "model.safetensors.index.json";
         let index_name = source.describe(INDEX);
         let mut names: Vec<String> = Vec::new();
         let mut map: HashMap<String, String> = HashMap::new();
@@ -335,7 +359,7 @@ impl Safetensors {
                 map.insert(tensor.clone(), file.to_string());
             }
         } else {
-            names.push("model.safetensors".into());
+            names.push(SINGLE.into());
         }
         let mut files = Vec::new();
         let mut index = HashMap::new();

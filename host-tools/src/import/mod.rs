@@ -5,6 +5,7 @@ pub mod gguf;
 mod gguf_file;
 mod gguf_tokenizer;
 pub mod hf;
+pub mod hub;
 mod kquants;
 pub mod synthetic;
 
