@@ -3,6 +3,7 @@
 
 pub mod api;
 pub mod calibrate;
+pub mod catalog;
 pub mod convert;
 pub mod import;
 pub mod load;

@@ -27,9 +27,17 @@ pub struct ServeOptions {
     pub api: Option<std::sync::Arc<crate::api::ApiState>>,
 }
 
-/// The app at /, archives at /models/.
+/// The app at /, archives at /models/, their catalog at /models/catalog.json.
 pub fn router(opts: &ServeOptions) -> Router {
+    let catalog_state = (
+        opts.models.clone(),
+        std::sync::Arc::new(crate::catalog::CatalogCache::default()),
+    );
     let models = Router::new()
+        .route(
+            "/catalog.json",
+            axum::routing::get(catalog).with_state(catalog_state),
+        )
         .fallback_service(ServeDir::new(&opts.models))
         .layer(middleware::from_fn_with_state(
             opts.models.clone(),
@@ -216,6 +224,36 @@ async fn archive_etag(State(root): State<PathBuf>, req: Request, next: Next) -> 
     resp
 }
 
+/// The folder's own catalog.json when it has one (a hand-written catalog wins), else one made
+/// from the archives' manifests.
+async fn catalog(
+    State((dir, cache)): State<(PathBuf, std::sync::Arc<crate::catalog::CatalogCache>)>,
+) -> Response {
+    let made = tokio::task::spawn_blocking(move || -> anyhow::Result<Vec<u8>> {
+        let own = dir.join("catalog.json");
+        if own.is_file() {
+            return Ok(std::fs::read(own)?);
+        }
+        Ok(serde_json::to_vec(&crate::catalog::catalog(&dir, &cache)?)?)
+    })
+    .await;
+    match made {
+        Ok(Ok(body)) => (
+            [(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            )],
+            body,
+        )
+            .into_response(),
+        Ok(Err(e)) => {
+            tracing::warn!("catalog: {e:#}");
+            (StatusCode::NOT_FOUND, "no catalog").into_response()
+        }
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+    }
+}
+
 /// Serves until Ctrl-C, printing the URL.
 pub async fn serve(opts: ServeOptions, addr: std::net::SocketAddr) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(addr)
@@ -374,6 +412,52 @@ mod http_tests {
                 "{uri}"
             );
         }
+    }
+
+    #[tokio::test]
+    async fn the_catalog_describes_each_readable_archive_and_a_written_one_wins() {
+        let (_dir, opts) = site();
+        let tiny =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/tiny-llama");
+        let archive = opts.models.join("tiny.qins");
+        let codec = qins_runtime::codec::Codec::from_name("lut8g", 32).unwrap();
+        crate::convert::convert(
+            crate::import::open(&tiny).unwrap(),
+            &crate::convert::ConvertOptions::new(codec),
+            &archive,
+        )
+        .unwrap();
+        let resp = get(&opts, "/models/catalog.json", &[]).await;
+        assert_eq!(resp.status(), StatusCode::OK);
+        assert_eq!(resp.headers()[header::CONTENT_TYPE], "application/json");
+        let body = axum::body::to_bytes(resp.into_body(), 1 << 20)
+            .await
+            .unwrap();
+        let catalog: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        let models = catalog["models"].as_array().unwrap();
+        // m.qins is not an archive: left out.
+        assert_eq!(models.len(), 1, "{catalog}");
+        let m = &models[0];
+        assert_eq!(m["id"], "tiny");
+        assert_eq!(m["name"], "tiny-llama");
+        assert_eq!(m["url"], "tiny.qins");
+        assert_eq!(m["architecture"], "llama");
+        assert_eq!(m["codec"], "lut8g-g32");
+        assert_eq!(
+            m["archive_bytes"],
+            std::fs::metadata(&archive).unwrap().len()
+        );
+        let bits = m["bits_per_weight"].as_f64().unwrap();
+        assert!((8.0..10.0).contains(&bits), "{bits}");
+        assert!(m["parameters"].as_u64().unwrap() > 0);
+        assert!(m["context"].as_u64().unwrap() > 0);
+
+        std::fs::write(opts.models.join("catalog.json"), r#"{"models": []}"#).unwrap();
+        let written = get(&opts, "/models/catalog.json", &[]).await;
+        let body = axum::body::to_bytes(written.into_body(), 1024)
+            .await
+            .unwrap();
+        assert_eq!(&body[..], br#"{"models": []}"#);
     }
 
     #[tokio::test]

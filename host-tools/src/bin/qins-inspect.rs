@@ -14,10 +14,15 @@ use serde_json::json;
 #[derive(Parser)]
 #[command(version, about = "Check a .qins archive and summarize it")]
 struct Args {
+    /// The archive (with --catalog: a folder of archives).
     archive: PathBuf,
     /// One JSON object instead of text.
     #[arg(long)]
     json: bool,
+    /// Print the catalog.json the page's model picker reads for the folder ARCHIVE (what
+    /// qins-serve makes on request; a hosted deployment writes it beside the archives).
+    #[arg(long)]
+    catalog: bool,
 }
 
 /// Reads every chunk (checksums, sizes, decoding) and returns the manifest.
@@ -31,6 +36,19 @@ fn check(path: &PathBuf) -> Result<(Manifest, u64)> {
 fn main() -> ExitCode {
     qins_host::init_logging();
     let args = Args::parse();
+    if args.catalog {
+        let cache = qins_host::catalog::CatalogCache::default();
+        return match qins_host::catalog::catalog(&args.archive, &cache) {
+            Ok(c) => {
+                println!("{}", serde_json::to_string_pretty(&c).expect("serializes"));
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("qins-inspect: {e:#}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     let (m, len) = match check(&args.archive) {
         Ok(v) => v,
         Err(e) => {

@@ -75,7 +75,7 @@ pub struct EngineInfo {
 
 impl EngineInfo {
     /// The model half, from the manifest; the loader fills in the engine half.
-    pub(super) fn of_manifest(m: &Manifest, archive_bytes: u64) -> Self {
+    pub fn of_manifest(m: &Manifest, archive_bytes: u64) -> Self {
         let params: usize = m.tensors.iter().map(|t| t.elements()).sum();
         let mut by_codec = std::collections::BTreeMap::<String, u64>::new();
         for t in &m.tensors {
