@@ -166,6 +166,73 @@ try {
   }
 }
 
+// 7. A first visit without ?model=: the catalog is the picker (name, size, not yet stored); a
+// message sent while nothing is loaded waits and is answered once a model from the picker is
+// ready; the browser's storage then lists the archive, marks it in the picker, and deletes it.
+{
+  const fresh = await launch();
+  try {
+    const page = await fresh.newPage();
+    page.on("pageerror", (e) => failures.push(`page error (catalog): ${e.message}`));
+    let archiveGets = 0;
+    page.context().on("request", (r) => { if (r.url().endsWith("/models/tiny.qins")) archiveGets++; });
+    // A second entry, as a hosted catalog might list, claiming 2.5 GB: it asks first.
+    await page.route("**/models/catalog.json", async (route) => {
+      const catalog = await (await route.fetch()).json();
+      catalog.models.push({ ...catalog.models[0], id: "big", name: "Big model", archive_bytes: 2.5e9 });
+      await route.fulfill({ json: catalog });
+    });
+    await page.goto(`${base}/`);
+    const big = page.locator("[data-testid=catalog-entry][data-id=big]");
+    await big.waitFor({ timeout: 60_000 });
+    await big.locator("[data-testid=catalog-load]").click();
+    const ask = await page.waitForSelector("[data-testid=confirm-large]", { timeout: 10_000 });
+    assert.match(await ask.textContent(), /Big model is a 2\.5 GB download/);
+    await page.click("[data-testid=confirm-large] >> text=Cancel");
+    await page.waitForTimeout(300);
+    assert.equal(archiveGets, 0, "nothing downloaded before the user agrees");
+    assert.equal(await page.locator("[data-testid=confirm-large]").count(), 0);
+    const entry = page.locator("[data-testid=catalog-entry][data-id=tiny]");
+    await entry.waitFor({ timeout: 60_000 });
+    assert.match(await entry.textContent(), /tiny-llama/);
+    assert.match(await entry.locator("[data-testid=catalog-load]").textContent(), /Download \d+\.\d MB/);
+    assert.equal(await entry.locator("[data-testid=in-cache]").count(), 0, "not stored yet");
+    await page.click("summary");
+    await page.fill("[data-testid=max-tokens]", "8");
+    await page.press("[data-testid=max-tokens]", "Tab");
+    await page.fill("[data-testid=prompt]", "Hello before loading");
+    await page.press("[data-testid=prompt]", "Enter");
+    await page.waitForSelector("[data-testid=queued]", { timeout: 10_000 });
+    assert.equal(await page.locator("[data-testid=user-turn]").count(), 1, "the message is shown");
+    await page.screenshot({ path: `${outDir}/catalog.png`, fullPage: true });
+    await entry.locator("[data-testid=catalog-load]").click();
+    await loaded(page);
+    const answer = page.locator("[data-testid=assistant-turn]").last();
+    await answer.locator("[data-testid=reply-stats]").waitFor({ timeout: 120_000 });
+    assert.equal(await answer.locator(".error").count(), 0, "the queued message was answered");
+    assert.equal(await page.locator("[data-testid=queued]").count(), 0, "no longer waiting");
+
+    await page.click("[data-testid=storage] summary");
+    const cached = page.locator("[data-testid=cached-entry]");
+    await cached.first().waitFor({ timeout: 30_000 });
+    assert.equal(await cached.count(), 1);
+    assert.match(await cached.getAttribute("data-url"), /\/models\/tiny\.qins$/);
+    assert.match(await cached.textContent(), /\d+\.\d MB/);
+    await page.waitForSelector("[data-testid=storage-estimate]", { timeout: 10_000 });
+    await entry.locator("[data-testid=in-cache]").waitFor({ timeout: 10_000 });
+    await page.screenshot({ path: `${outDir}/stored.png`, fullPage: true });
+    await cached.locator("[data-testid=cached-delete]").click();
+    await page.waitForSelector("[data-testid=cached-none]", { timeout: 30_000 });
+    assert.equal(await entry.locator("[data-testid=in-cache]").count(), 0, "the mark goes with it");
+    const keys = await page.evaluate(async () => (await (await caches.open("qins-archives-v1")).keys()).length);
+    assert.equal(keys, 0, "the Cache API holds nothing");
+  } catch (e) {
+    failures.push(e.stack || String(e));
+  } finally {
+    await fresh.close();
+  }
+}
+
 // 6c. The GPU device lost mid-reply (the page's test hook destroys it, as a driver reset
 // would): the reply says what happened, the model panel offers to load the model again, and
 // after that the chat goes on.

@@ -130,6 +130,9 @@ export class QinsClient {
   generate(messages: ChatMessage[], options?: GenerateOptions, onToken?: (t: Token) => void): Promise<GenerationStats>;
   complete(ids: number[], options?: GenerateOptions, onToken?: (t: Token) => void): Promise<GenerationStats>;
   unload(): Promise<void>;
+  cachedArchives(): Promise<{ url: string; bytes: number | null }[]>;
+  hasModelInCache(url: string): Promise<boolean>;
+  deleteCachedArchive(url: string): Promise<boolean>;
   abort(): void;
   interruptGenerate(): void;
   terminate(): void;

@@ -170,6 +170,19 @@ export class QinsClient {
   complete(ids, options = {}, onToken) {
     return this.request("complete", { ids, options }, onToken);
   }
+  /** The archives kept in this browser's cache: `[{url, bytes}]` (works during a load). */
+  cachedArchives() {
+    return this.request("cache_list", {});
+  }
+  /** WebLLM's `hasModelInCache`: whether the archive at `url` is in this browser's cache. */
+  async hasModelInCache(url) {
+    const absolute = new URL(url, globalThis.location?.href).href;
+    return (await this.cachedArchives()).some((a) => a.url === absolute);
+  }
+  /** Removes the archive at `url` from this browser's cache; resolves to whether it was there. */
+  deleteCachedArchive(url) {
+    return this.request("cache_delete", { url: new URL(url, globalThis.location?.href).href });
+  }
   unload() {
     return this.request("unload", {});
   }

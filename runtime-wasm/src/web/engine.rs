@@ -17,6 +17,7 @@ use web_time::Instant;
 
 use super::download::{self, Abort};
 use super::js::{browser_adapter_info, from_js, promise, to_js, to_js_error, wasm_memory_bytes};
+use super::source;
 use crate::chat::{GenerateOptions, Generator, Prompt};
 use crate::engine::Engine;
 use crate::load::{AnyEngine, EngineInfo, LoadOptions};
@@ -212,6 +213,20 @@ impl QinsEngine {
         if let Some(ctx) = self.inner.device.borrow().as_ref() {
             ctx.destroy_for_test();
         }
+    }
+
+    /// The archives kept in the browser's cache: `[{url, bytes}]`. Runs beside a load or a
+    /// generation (it touches only the cache).
+    #[wasm_bindgen(js_name = cachedArchives)]
+    pub fn cached_archives(&self) -> Promise {
+        promise(async move { Ok(to_js(&source::stored_archives().await?)) })
+    }
+
+    /// Removes the archive stored for `url` from the browser's cache (a model loaded from it
+    /// stays loaded); resolves to whether there was one.
+    #[wasm_bindgen(js_name = deleteCachedArchive)]
+    pub fn delete_cached_archive(&self, url: String) -> Promise {
+        promise(async move { Ok(source::delete_stored(&url).await?.into()) })
     }
 
     /// The ready event's description of the loaded model, or null.

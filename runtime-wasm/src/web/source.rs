@@ -81,6 +81,41 @@ pub async fn forget(cache: &Cache, url: &str) {
     }
 }
 
+/// A stored archive: its URL and size (the stored response's length; None if it gave none).
+#[derive(serde::Serialize)]
+pub struct StoredArchive {
+    pub url: String,
+    pub bytes: Option<u64>,
+}
+
+/// Every archive the cache holds, in the order it stored them.
+pub async fn stored_archives() -> Result<Vec<StoredArchive>> {
+    let Some(cache) = open_cache().await else {
+        return Ok(Vec::new());
+    };
+    let keys = JsFuture::from(cache.keys())
+        .await
+        .map_err(|e| QinsError::Network(js_message(&e)))?;
+    let mut out = Vec::new();
+    for key in js_sys::Array::from(&keys).iter() {
+        let url = key.unchecked_into::<Request>().url();
+        let bytes = cached(&cache, &url).await.and_then(|r| total_len(&r));
+        out.push(StoredArchive { url, bytes });
+    }
+    Ok(out)
+}
+
+/// Drops `url` from the cache; false when it was not there.
+pub async fn delete_stored(url: &str) -> Result<bool> {
+    let Some(cache) = open_cache().await else {
+        return Ok(false);
+    };
+    let done = JsFuture::from(cache.delete_with_str(url))
+        .await
+        .map_err(|e| QinsError::Network(js_message(&e)))?;
+    Ok(done.as_bool().unwrap_or(false))
+}
+
 /// GET `url`, from byte `from` onwards when resuming. Returns the response and how many
 /// leading body bytes to skip (a server that ignores Range answers 200 with the whole file).
 pub async fn fetch(url: &str, from: u64, signal: &AbortSignal) -> Result<(Response, u64)> {

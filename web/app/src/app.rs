@@ -4,11 +4,13 @@
 use leptos::prelude::*;
 use serde_json::json;
 
+use crate::catalog::{fetch_catalog, Entry, ModelPicker};
 use crate::composer::Composer;
 use crate::conversation::{Conversation, Stats, Turn};
 use crate::engine::{self, Reply};
 use crate::model::{percent, Load, ModelPanel};
 use crate::settings::{Settings, SettingsPanel};
+use crate::storage::{self, StoragePanel, Stored};
 use crate::{guidance, store};
 
 /// The converted SmolLM2-135M-Instruct that `scripts/dev.sh demo` serves.
@@ -98,11 +100,18 @@ pub fn App() -> impl IntoView {
     // The first turn the model still sees: older ones no longer fit its context (the engine
     // leaves them out and says how many); the page keeps showing them above a mark.
     let memory_start = RwSignal::new(0usize);
+    // A message sent before the model is ready waits here, shown in the conversation, and goes
+    // when the model is ready.
+    let queued = RwSignal::new(false);
     Effect::new(move |_| {
         if turns.with(|t| t.is_empty()) {
             memory_start.set(0);
+            queued.set(false);
         }
     });
+    let catalog = RwSignal::new(None::<Vec<Entry>>);
+    wasm_bindgen_futures::spawn_local(async move { catalog.set(fetch_catalog().await) });
+    let stored = RwSignal::new(Vec::<Stored>::new());
 
     // A reply still streaming is not saved half-way: it is saved when it ends.
     Effect::new(move |_| {
@@ -113,6 +122,17 @@ pub fn App() -> impl IntoView {
     Effect::new(move |_| store::save(SETTINGS_KEY, &settings.get()));
 
     let on_reply = move |r: Reply| {
+        match r.kind.as_str() {
+            "cached" => {
+                stored.set(serde_json::from_value(r.data).unwrap_or_default());
+                return;
+            }
+            "deleted" => {
+                storage::refresh();
+                return;
+            }
+            _ => {}
+        }
         if r.id == load_id.get_untracked() {
             match r.kind.as_str() {
                 "progress" => {
@@ -144,6 +164,16 @@ pub fn App() -> impl IntoView {
                         if let Some(k) = g["top_k"].as_u64() {
                             s.top_k = k as u32;
                         }
+                    });
+                    // A large archive just stored: ask the browser not to evict it.
+                    let large = r.data["cache"] == "stored"
+                        && r.data["archive_bytes"].as_f64().unwrap_or(0.0)
+                            > storage::PERSIST_ABOVE_BYTES;
+                    wasm_bindgen_futures::spawn_local(async move {
+                        if large {
+                            storage::persist().await;
+                        }
+                        storage::refresh();
                     });
                     load.set(Load::Ready(r.data));
                 }
@@ -201,6 +231,7 @@ pub fn App() -> impl IntoView {
     if let Err(e) = engine::start(on_reply) {
         startup_error.set(Some(e));
     }
+    storage::refresh();
     install_test_hooks();
 
     let last_request = RwSignal::new(None);
@@ -274,31 +305,8 @@ pub fn App() -> impl IntoView {
         })
     };
 
-    let send = move |regenerate: bool| {
-        if generating.get_untracked() || !matches!(load.get_untracked(), Load::Ready(_)) {
-            return;
-        }
-        if regenerate {
-            turns.update(|t| {
-                if t.last().is_some_and(|l| l.role == "assistant") {
-                    t.pop();
-                }
-            });
-        } else {
-            let text = draft.get_untracked();
-            if text.trim().is_empty() {
-                return;
-            }
-            draft.set(String::new());
-            turns.update(|t| {
-                t.push(Turn {
-                    role: "user".into(),
-                    content: text,
-                    stats: None,
-                    error: None,
-                })
-            });
-        }
+    // The reply to the conversation as it stands.
+    let reply = move || {
         let s = settings.get_untracked();
         let mut messages = Vec::new();
         if !s.system.trim().is_empty() {
@@ -335,6 +343,60 @@ pub fn App() -> impl IntoView {
         );
         gen_id.set(id);
     };
+    let send = move |regenerate: bool| {
+        let ready = matches!(load.get_untracked(), Load::Ready(_));
+        if generating.get_untracked() || (regenerate && !ready) {
+            return;
+        }
+        if regenerate {
+            turns.update(|t| {
+                if t.last().is_some_and(|l| l.role == "assistant") {
+                    t.pop();
+                }
+            });
+        } else {
+            let text = draft.get_untracked();
+            if text.trim().is_empty() {
+                return;
+            }
+            draft.set(String::new());
+            turns.update(|t| {
+                t.push(Turn {
+                    role: "user".into(),
+                    content: text,
+                    stats: None,
+                    error: None,
+                })
+            });
+            if !ready {
+                queued.set(true);
+                return;
+            }
+        }
+        reply();
+    };
+    Effect::new(move |_| {
+        if matches!(load.get(), Load::Ready(_)) && queued.get_untracked() {
+            queued.set(false);
+            reply();
+        }
+    });
+    let queued_note = move || {
+        queued.get().then(|| {
+            let why = match load.get() {
+                Load::Loading { .. } => "Your message will be sent when the model has loaded.",
+                Load::Failed { .. } => {
+                    "The model did not load: load it again and your message will be sent."
+                }
+                _ => "Pick or load a model above: your message will be sent when it is ready.",
+            };
+            view! { <p class="muted" data-testid="queued" role="status">{why}</p> }
+        })
+    };
+    let pick = move |e: Entry| {
+        model_url.set(e.url.clone());
+        start_load(e.url, e.name, true);
+    };
 
     let ready = Signal::derive(move || matches!(load.get(), Load::Ready(_)));
 
@@ -345,10 +407,13 @@ pub fn App() -> impl IntoView {
         </header>
         {move || startup_error.get().map(|e| view! { <p class="error" role="alert">{e}</p> })}
         {ask_view}
+        <ModelPicker entries=catalog stored on_pick=Callback::new(pick)/>
         <ModelPanel model_url model_label load last_percent last_request
             on_load=Callback::new(move |(url, label, cache)| start_load(url, label, cache))/>
         <Conversation turns memory_start/>
+        {queued_note}
         <Composer draft turns generating ready send=Callback::new(send)/>
         <SettingsPanel settings/>
+        <StoragePanel stored/>
     }
 }

@@ -33,7 +33,8 @@ pub fn Composer(
                 }
             }></textarea>
         <div class="row buttons">
-            <button type="submit" data-testid="send" disabled=move || !ready() || generating.get()>"Send"</button>
+            // Before the model is ready a message waits (the page says so) rather than vanish.
+            <button type="submit" data-testid="send" disabled=move || generating.get()>"Send"</button>
             <button type="button" data-testid="stop" disabled=move || !generating.get()
                 on:click=move |_| engine::abort()>"Stop"</button>
             <button type="button" data-testid="regenerate" disabled=move || !can_regenerate()

@@ -30,7 +30,7 @@ pub fn percent(done: f64, total: f64) -> u32 {
     }
 }
 
-fn count(n: f64) -> String {
+pub fn count(n: f64) -> String {
     match n {
         n if n >= 1e9 => format!("{:.1} B", n / 1e9),
         n if n >= 1e6 => format!("{:.0} M", n / 1e6),
@@ -38,8 +38,17 @@ fn count(n: f64) -> String {
     }
 }
 
-fn mb(bytes: f64) -> String {
+pub fn mb(bytes: f64) -> String {
     format!("{:.1} MB", bytes / 1e6)
+}
+
+/// A download or storage size: GB from a gigabyte up.
+pub fn size(bytes: f64) -> String {
+    if bytes >= 1e9 {
+        format!("{:.1} GB", bytes / 1e9)
+    } else {
+        mb(bytes)
+    }
 }
 
 /// What to load: the archive's URL, the label to show, and whether to use the Cache API.

@@ -1,6 +1,6 @@
 //! The worker side of the page ↔ engine protocol (docs/WEB_API.md). The page posts
 //! `{type: "load" | "generate" | "complete" | "complete_text" | "abort" | "unload" |
-//! "lose_device", id, ...}`; the worker answers
+//! "cache_list" | "cache_delete" | "lose_device", id, ...}`; the worker answers
 //! with events carrying the same `id`. Everything here is plumbing: the engine is
 //! `qins_runtime::web::QinsEngine`, also usable directly from JavaScript.
 #![cfg(target_arch = "wasm32")]
@@ -90,6 +90,11 @@ fn handle(engine: &Rc<QinsEngine>, msg: JsValue) {
             let text = arg("text").as_string().unwrap_or_default();
             let p = engine.complete_text(text, arg("options"), forward("token", &id));
             settle(p, "done", id);
+        }
+        Some("cache_list") => settle(engine.cached_archives(), "cached", id),
+        Some("cache_delete") => {
+            let url = arg("url").as_string().unwrap_or_default();
+            settle(engine.delete_cached_archive(url), "deleted", id);
         }
         Some("abort") => engine.abort(),
         // Test hook (docs/WEB_API.md): loses the GPU device as a driver reset would.
