@@ -329,6 +329,30 @@ fn converts_a_sharded_checkpoint_from_the_hub_and_resumes_an_interrupted_downloa
         before,
         "served from the cache"
     );
+
+    // Offline, as Python's HF_HUB_OFFLINE: the cache alone, no request at all.
+    let requests = hub.log.lock().unwrap().len();
+    let offline = Command::new(env!("CARGO_BIN_EXE_qins-convert"))
+        .args(args)
+        .env("HF_HOME", &home)
+        .env("HF_HUB_OFFLINE", "1")
+        .env("HF_ENDPOINT", "http://127.0.0.1:9")
+        .env_remove("HF_HUB_CACHE")
+        .output()
+        .unwrap();
+    assert_eq!(summary(&offline)["parameters"], local["parameters"]);
+    assert_eq!(hub.log.lock().unwrap().len(), requests);
+    let elsewhere = Command::new(env!("CARGO_BIN_EXE_qins-convert"))
+        .args(["--hub", "qins-test/not-cached", "-o", out.to_str().unwrap()])
+        .env("HF_HOME", &home)
+        .env("HF_HUB_OFFLINE", "1")
+        .output()
+        .unwrap();
+    assert!(
+        stderr(&elsewhere).contains("not in the Hub cache"),
+        "{}",
+        stderr(&elsewhere)
+    );
 }
 
 #[test]

@@ -2,7 +2,7 @@
 //! downloaded by the `hf-hub` crate with the Hub's own conventions — the standard cache
 //! (`HF_HOME`, default `~/.cache/huggingface/hub`, or `HF_HUB_CACHE`; files Python tools
 //! downloaded are reused), `HF_TOKEN` (else the token file `huggingface-cli login` writes),
-//! `HF_ENDPOINT` for mirrors, resumable downloads (a `.part` file continued with `Range`) with
+//! `HF_ENDPOINT` for mirrors, `HF_HUB_OFFLINE=1` to use the cache alone, resumable downloads (a `.part` file continued with `Range`) with
 //! a progress bar per file. Only what the importer needs is fetched: config.json first (an
 //! unsupported architecture stops there), then the tokenizer and generation files, then the
 //! safetensors shards the index names.
@@ -13,7 +13,7 @@ use std::str::FromStr;
 
 use anyhow::{anyhow, bail, Context, Result};
 use hf_hub::api::sync::{ApiBuilder, ApiError, ApiRepo};
-use hf_hub::{Repo, RepoType};
+use hf_hub::{Cache, Repo, RepoType};
 use serde_json::Value;
 
 use super::hf;
@@ -78,25 +78,34 @@ fn non_empty_env(name: &str) -> Option<String> {
 
 /// Downloads (or finds in the cache) what the importer reads from `model`.
 pub fn download(model: &HubModel, progress: bool) -> Result<Snapshot> {
+    let cache = match non_empty_env("HF_HUB_CACHE") {
+        Some(dir) => Cache::new(dir.into()),
+        None => Cache::from_env(),
+    };
+    let repo = Repo::with_revision(model.repo.clone(), RepoType::Model, model.revision.clone());
+    // Python's huggingface_hub reads the same switch.
+    if non_empty_env("HF_HUB_OFFLINE").is_some_and(|v| !matches!(v.as_str(), "0" | "false" | "no"))
+    {
+        let config = cache.repo(repo).get(hf::METADATA_FILES[0]).ok_or_else(|| {
+            anyhow!(
+                "{model} is not in the Hub cache {} and HF_HUB_OFFLINE is set",
+                cache.path().display()
+            )
+        })?;
+        return snapshot_of(model, &config);
+    }
     let endpoint = non_empty_env("HF_ENDPOINT")
         .map(|e| e.trim_end_matches('/').to_string())
         .unwrap_or_else(|| DEFAULT_ENDPOINT.into());
-    let mut builder = ApiBuilder::from_env()
+    let mut builder = ApiBuilder::from_cache(cache)
         .with_endpoint(endpoint.clone())
         .with_progress(progress)
         .with_retries(RETRIES);
-    if let Some(cache) = non_empty_env("HF_HUB_CACHE") {
-        builder = builder.with_cache_dir(cache.into());
-    }
     if let Some(token) = non_empty_env("HF_TOKEN") {
         builder = builder.with_token(Some(token));
     }
     let api = builder.build().map_err(|e| anyhow!("Hub client: {e}"))?;
-    let repo = api.repo(Repo::with_revision(
-        model.repo.clone(),
-        RepoType::Model,
-        model.revision.clone(),
-    ));
+    let repo = api.repo(repo);
     let hub = Hub {
         repo,
         model,
@@ -161,13 +170,19 @@ pub fn download(model: &HubModel, progress: bool) -> Result<Snapshot> {
     for shard in &shards {
         hub.get(shard)?;
     }
+    snapshot_of(model, &config)
+}
+
+/// The snapshot folder `config` (a file in it) lies in, named `ORG/NAME@COMMIT` after it.
+fn snapshot_of(model: &HubModel, config: &std::path::Path) -> Result<Snapshot> {
     let dir = config
         .parent()
         .ok_or_else(|| anyhow!("{}: no parent folder", config.display()))?
         .to_path_buf();
+    let commit = dir.file_name().map_or("".into(), |c| c.to_string_lossy());
     Ok(Snapshot {
+        name: format!("{}@{commit}", model.repo),
         dir,
-        name: format!("{}@{}", model.repo, info.sha),
     })
 }
 
