@@ -13,5 +13,9 @@ pub fn open(path: &Path, opts: &LoadOptions) -> Result<Loaded> {
         qins_runtime::load::open(path, opts).with_context(|| path.display().to_string())?;
     // From before the device was opened, as the browser counts it.
     loaded.info.load_ms = started.elapsed().as_secs_f64() * 1e3;
+    loaded
+        .info
+        .load_stages
+        .measured_from_start(loaded.info.load_ms);
     Ok(loaded)
 }

@@ -69,6 +69,13 @@ struct Args {
     /// Print one JSON object with load_s, ttft_ms, prefill_tok_s, decode_tok_s.
     #[arg(long)]
     bench: bool,
+    /// Load the archive --load-runs times and print where each load's time went (device,
+    /// read, checksum, zstd, upload, build) with MB/s per stage, then the time to the first
+    /// token of a 100-token prompt.
+    #[arg(long)]
+    bench_load: bool,
+    #[arg(long, default_value_t = 3)]
+    load_runs: usize,
     /// Model and timing details on stderr.
     #[arg(long, short)]
     verbose: bool,
@@ -119,8 +126,78 @@ fn base_messages(args: &Args) -> Vec<Message> {
         .collect()
 }
 
+/// `--bench-load`: the stage table of each load, then the first token of a 100-token prompt.
+fn bench_load(args: &Args) -> Result<()> {
+    const PROMPT_TOKENS: usize = 100;
+    let mut last = None;
+    let mut runs = Vec::new();
+    for run in 0..args.load_runs.max(1) {
+        drop(last.take());
+        let loaded = open(&args.model, &args.load)?;
+        let (info, st) = (&loaded.info, &loaded.info.load_stages);
+        let mb = info.archive_bytes as f64 / 1e6;
+        let stages = [
+            ("device", st.device_ms),
+            ("read", st.read_ms),
+            ("checksum", st.checksum_ms),
+            ("zstd", st.decompress_ms),
+            ("upload", st.upload_ms),
+            ("other", st.other_ms),
+            ("build", st.build_ms),
+            ("total", st.total_ms),
+        ];
+        if !args.json {
+            eprintln!(
+                "load {} of {}: {mb:.1} MB on {}",
+                run + 1,
+                args.load_runs,
+                info.summary()
+            );
+            for (name, ms) in stages {
+                eprintln!(
+                    "  {name:<9}{ms:>9.1} ms {:>9.0} MB/s",
+                    mb / (ms / 1e3).max(1e-9)
+                );
+            }
+        }
+        runs.push(json!({"archive_bytes": info.archive_bytes, "stages": st,
+            "total_mb_s": mb / (st.total_ms / 1e3).max(1e-9)}));
+        last = Some(loaded);
+    }
+    let loaded = last.expect("one load at least");
+    let greedy = SamplingParams {
+        temperature: 0.0,
+        ..sampling(args, &loaded.manifest)
+    };
+    let mut gen = loaded.generator;
+    // Any text repeated until it makes enough tokens: the timing does not depend on it.
+    let text = "The quick brown fox jumps over the lazy dog. ".repeat(PROMPT_TOKENS);
+    let mut ids = gen.tokenizer.encode(&text, true)?;
+    ids.truncate(PROMPT_TOKENS);
+    let mut run = gen.generate(&ids, greedy, 1, true)?;
+    for ev in run.by_ref() {
+        ev?;
+    }
+    let ttft = run.stats().ttft_ms;
+    if args.json {
+        println!(
+            "{}",
+            json!({"loads": runs, "prompt_tokens": ids.len(), "ttft_ms": ttft})
+        );
+    } else {
+        eprintln!(
+            "first token after a {}-token prompt: {ttft:.0} ms",
+            ids.len()
+        );
+    }
+    Ok(())
+}
+
 fn run() -> Result<()> {
     let args = Args::parse();
+    if args.bench_load {
+        return bench_load(&args);
+    }
     let loaded = open(&args.model, &args.load)?;
     let (manifest, mut gen, info) = (loaded.manifest, loaded.generator, loaded.info);
     let load_s = info.load_ms / 1e3;

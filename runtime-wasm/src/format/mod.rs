@@ -10,7 +10,7 @@ mod stream;
 
 pub use header::{Header, FORMAT_VERSION, HEADER_LEN, MAGIC};
 pub use manifest::{ChunkEncoding, ChunkEntry, GenerationDefaults, Manifest, TensorEntry};
-pub use stream::{read_all, read_archive, Event, StreamReader, TensorReader};
+pub use stream::{read_all, read_archive, Event, ReadTimes, StreamReader, TensorReader};
 
 /// Largest decompressed chunk a reader accepts (and the writer produces).
 pub const MAX_CHUNK_RAW: u64 = 16 << 20;

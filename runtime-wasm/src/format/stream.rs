@@ -4,6 +4,8 @@
 
 use std::io::Read;
 
+use web_time::Instant;
+
 use super::{ChunkEncoding, ChunkEntry, Header, Manifest, TensorEntry, HEADER_LEN};
 use crate::{QinsError, Result};
 
@@ -29,7 +31,18 @@ enum Stage {
     Done,
 }
 
+/// Seconds spent verifying and decompressing, for the load's stage table.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct ReadTimes {
+    pub checksum_s: f64,
+    pub decompress_s: f64,
+}
+
 pub struct StreamReader {
+    times: ReadTimes,
+    /// The last decompressed chunk, its allocation reused.
+    decoded: Vec<u8>,
+    zstd: Option<zstd::bulk::Decompressor<'static>>,
     stage: Stage,
     buf: Vec<u8>,
     manifest: Option<Manifest>,
@@ -48,6 +61,9 @@ impl Default for StreamReader {
 impl StreamReader {
     pub fn new(expected_len: Option<u64>) -> Self {
         Self {
+            times: ReadTimes::default(),
+            decoded: Vec::new(),
+            zstd: None,
             stage: Stage::Header,
             buf: Vec::new(),
             manifest: None,
@@ -64,6 +80,10 @@ impl StreamReader {
     /// The manifest, once read.
     pub fn into_manifest(self) -> Option<Manifest> {
         self.manifest
+    }
+
+    pub fn times(&self) -> ReadTimes {
+        self.times
     }
 
     /// Archive bytes accepted so far.
@@ -183,7 +203,14 @@ impl StreamReader {
             Stage::Chunks(i) => {
                 let m = self.manifest.as_ref().expect("manifest precedes chunks");
                 let chunk = &m.chunks[i];
-                let raw = decode_chunk(i, chunk, unit)?;
+                let raw = decode_chunk(
+                    i,
+                    chunk,
+                    unit,
+                    &mut self.times,
+                    &mut self.zstd,
+                    &mut self.decoded,
+                )?;
                 let chunk_end = chunk.raw_offset + chunk.raw_len;
                 while let Some(t) = m.tensors.get(self.next_tensor) {
                     let t_end = t.offset + t.bytes;
@@ -237,26 +264,49 @@ fn decode_chunk<'a>(
     index: usize,
     c: &ChunkEntry,
     stored: &'a [u8],
-) -> Result<std::borrow::Cow<'a, [u8]>> {
+    times: &mut ReadTimes,
+    zstd: &mut Option<zstd::bulk::Decompressor<'static>>,
+    decoded: &'a mut Vec<u8>,
+) -> Result<&'a [u8]> {
+    let t = Instant::now();
     check_crc(
         &format!("chunk {index} (stored bytes)"),
         c.crc32_stored,
         stored,
     )?;
-    let raw: std::borrow::Cow<'a, [u8]> = match c.encoding {
-        ChunkEncoding::Raw => stored.into(),
+    times.checksum_s += t.elapsed().as_secs_f64();
+    let t = Instant::now();
+    let raw: &'a [u8] = match c.encoding {
+        ChunkEncoding::Raw => {
+            // The same bytes: hashing them again would find the stored checksum, so the two
+            // must agree (one pass over the chunk instead of two).
+            if c.crc32_raw != c.crc32_stored {
+                return Err(QinsError::Checksum {
+                    what: format!("chunk {index} (decoded bytes)"),
+                    expected: c.crc32_raw,
+                    found: c.crc32_stored,
+                });
+            }
+            stored
+        }
         ChunkEncoding::Zstd => {
             let err = |msg: String| QinsError::Decompress { chunk: index, msg };
-            let dec =
-                ruzstd::decoding::StreamingDecoder::new(stored).map_err(|e| err(e.to_string()))?;
-            // Read one byte past the promised length to catch a frame that inflates further.
-            let mut out = Vec::with_capacity(c.raw_len as usize);
-            dec.take(c.raw_len + 1)
-                .read_to_end(&mut out)
+            let dec = match zstd {
+                Some(d) => d,
+                None => {
+                    zstd.insert(zstd::bulk::Decompressor::new().map_err(|e| err(e.to_string()))?)
+                }
+            };
+            // At most the promised length: a frame that inflates further fails here ("buffer
+            // too small") instead of growing the buffer. The manifest bounds raw_len.
+            decoded.clear();
+            decoded.reserve_exact(c.raw_len as usize);
+            dec.decompress_to_buffer(stored, decoded)
                 .map_err(|e| err(e.to_string()))?;
-            out.into()
+            decoded.as_slice()
         }
     };
+    times.decompress_s += t.elapsed().as_secs_f64();
     if raw.len() as u64 != c.raw_len {
         return Err(QinsError::Corrupt(format!(
             "chunk {index} decodes to {} bytes, manifest says {}",
@@ -264,7 +314,11 @@ fn decode_chunk<'a>(
             c.raw_len
         )));
     }
-    check_crc(&format!("chunk {index} (decoded bytes)"), c.crc32_raw, &raw)?;
+    if c.encoding != ChunkEncoding::Raw {
+        let t = Instant::now();
+        check_crc(&format!("chunk {index} (decoded bytes)"), c.crc32_raw, &raw)?;
+        times.checksum_s += t.elapsed().as_secs_f64();
+    }
     Ok(raw)
 }
 
@@ -286,6 +340,10 @@ impl TensorReader {
 
     pub fn manifest(&self) -> Option<&Manifest> {
         self.reader.manifest()
+    }
+
+    pub fn times(&self) -> ReadTimes {
+        self.reader.times()
     }
 
     /// Takes the next archive bytes, handing each tensor to `on_tensor` once it is complete.

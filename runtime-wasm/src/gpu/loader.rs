@@ -5,7 +5,9 @@
 use std::collections::HashMap;
 
 use super::{CacheConfig, GpuContext, GpuModel, GpuTensor};
-use crate::format::{Event, Manifest, StreamReader};
+use web_time::Instant;
+
+use crate::format::{Event, Manifest, ReadTimes, StreamReader};
 use crate::{QinsError, Result};
 
 /// The tensor being filled and the tail of its last piece that did not make a 4-byte word
@@ -25,6 +27,8 @@ pub struct GpuLoader {
     /// Archive bytes taken so far (the reader may hold some of them until a unit is whole).
     received: u64,
     gpu_bytes: u64,
+    /// Seconds creating GPU buffers and writing tensor bytes into them.
+    upload_s: f64,
     cache: CacheConfig,
     /// Allocation and validation failures surface asynchronously; these scopes collect them.
     scopes: Scopes,
@@ -66,6 +70,7 @@ impl GpuLoader {
             filling: None,
             received: 0,
             gpu_bytes: 0,
+            upload_s: 0.0,
             cache,
             scopes,
         }
@@ -83,6 +88,11 @@ impl GpuLoader {
         }
     }
 
+    /// Seconds verifying and decompressing, and uploading.
+    pub fn times(&self) -> (ReadTimes, f64) {
+        (self.reader.times(), self.upload_s)
+    }
+
     /// Takes the next bytes of the archive.
     pub fn feed(&mut self, bytes: &[u8]) -> Result<()> {
         self.received += bytes.len() as u64;
@@ -93,6 +103,7 @@ impl GpuLoader {
             tensors,
             filling,
             gpu_bytes,
+            upload_s,
             cache,
             ..
         } = self;
@@ -108,6 +119,7 @@ impl GpuLoader {
                     complete,
                     ..
                 } => {
+                    let t = Instant::now();
                     let f = match filling {
                         Some(f) => f,
                         None => filling.insert(Filling {
@@ -145,6 +157,7 @@ impl GpuLoader {
                         *gpu_bytes += entry.bytes;
                         tensors.insert(entry.name.clone(), f.tensor);
                     }
+                    *upload_s += t.elapsed().as_secs_f64();
                 }
             }
             Ok(())

@@ -42,6 +42,39 @@ impl AdapterInfo {
     }
 }
 
+/// Where a load's time went, in milliseconds (the stage table of `qins-run --bench-load` and
+/// the browser's ready info). Fetching, verifying, decompressing and uploading overlap chunk by
+/// chunk on one thread, so the stages add up to the total.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct LoadStages {
+    /// Opening the device (adapter, device, limits) before the first byte.
+    pub device_ms: f64,
+    /// Waiting for bytes: file reads natively, the network or the Cache API in the browser
+    /// (what is left of the total).
+    pub read_ms: f64,
+    /// CRC-32 of stored and decoded chunks.
+    pub checksum_ms: f64,
+    /// zstd.
+    pub decompress_ms: f64,
+    /// GPU buffers created and written (queue writes and submits); on the CPU engine, decoding
+    /// the codes to f32.
+    pub upload_ms: f64,
+    /// The rest of taking bytes in: copying them into whole chunks, the manifest.
+    pub other_ms: f64,
+    /// After the last byte: the forward pass built (pipelines, work buffers), tokenizer checks.
+    pub build_ms: f64,
+    pub total_ms: f64,
+}
+
+impl LoadStages {
+    /// The whole load as its caller measured it, from before the device was opened: the
+    /// difference is the device's time.
+    pub fn measured_from_start(&mut self, total_ms: f64) {
+        self.device_ms = (total_ms - self.total_ms).max(0.0);
+        self.total_ms = total_ms;
+    }
+}
+
 /// The loaded model and what runs it.
 #[derive(Debug, Clone, Serialize)]
 pub struct EngineInfo {
@@ -69,6 +102,7 @@ pub struct EngineInfo {
     /// GPU buffer bytes for weights, caches and activations (0 on the CPU engine).
     pub gpu_bytes: u64,
     pub load_ms: f64,
+    pub load_stages: LoadStages,
     pub generation: GenerationDefaults,
     pub has_chat_template: bool,
 }
@@ -102,6 +136,7 @@ impl EngineInfo {
             split_tensors: 0,
             gpu_bytes: 0,
             load_ms: 0.0,
+            load_stages: LoadStages::default(),
             generation: m.generation.clone(),
             has_chat_template: m.chat_template.is_some(),
         }

@@ -9,7 +9,7 @@ mod loader;
 mod options;
 
 pub use any::AnyEngine;
-pub use info::{AdapterInfo, EngineInfo};
+pub use info::{AdapterInfo, EngineInfo, LoadStages};
 #[cfg(not(target_arch = "wasm32"))]
 pub use loader::open;
 pub use loader::{Device, Loaded, Loader};

@@ -309,6 +309,7 @@ async fn load(
         adapter.browser = browser_adapter_info().await;
     }
     engine.load_ms = started.elapsed().as_secs_f64() * 1e3;
+    engine.load_stages.measured_from_start(engine.load_ms);
     let info = ReadyInfo {
         engine,
         from_cache: fed.from_cache,
