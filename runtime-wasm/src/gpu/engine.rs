@@ -142,6 +142,7 @@ impl GpuModel {
 
     pub(super) fn build(
         ctx: GpuContext,
+        k: Kernels,
         cfg: ModelConfig,
         mut t: HashMap<String, GpuTensor>,
         cache: CacheConfig,
@@ -150,7 +151,6 @@ impl GpuModel {
         let shape = Self::head_shape(&cfg, cache);
         let max_ctx = shape.max_ctx;
         let split_tensors = t.values().filter(|t| t.parts.len() > 1).count();
-        let k = Kernels::new(&ctx);
         let w = Tensors::describe(&cfg).try_map(|spec| take(&mut t, &spec.name))?;
         let (h, ff, vocab, b) = (
             cfg.hidden_size,
