@@ -10,6 +10,7 @@
 //! - [`load`]: one load path for every engine and both sides (options, engine info).
 //! - `web` (wasm32 only): the JavaScript-facing engine: streaming fetch, Cache API, WebGPU.
 
+mod background;
 pub mod chat;
 pub mod codec;
 pub mod cpu;

@@ -70,7 +70,11 @@ pub struct StepEvent {
 
 impl<E: Engine> Generator<E> {
     pub fn new(engine: E, manifest: &Manifest) -> Result<Self> {
-        let tokenizer = Tokenizer::from_manifest(manifest)?;
+        Self::with_tokenizer(engine, manifest, Tokenizer::from_manifest(manifest)?)
+    }
+
+    /// [`Generator::new`] with the manifest's tokenizer already built.
+    pub fn with_tokenizer(engine: E, manifest: &Manifest, tokenizer: Tokenizer) -> Result<Self> {
         let template = manifest
             .chat_template
             .as_deref()

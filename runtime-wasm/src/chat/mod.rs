@@ -13,4 +13,4 @@ pub use request::{GenerateOptions, Prompt};
 pub use sampler::{Sampler, SamplingParams};
 use stop::{Scan, StopScan};
 pub use template::{ChatTemplate, Message};
-pub use tokenizer::{TextStream, Tokenizer};
+pub use tokenizer::{TextStream, Tokenizer, TokenizerSource};

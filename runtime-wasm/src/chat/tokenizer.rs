@@ -8,23 +8,48 @@ pub struct Tokenizer {
     add_bos: Option<u32>,
 }
 
+/// A checked tokenizer.json, serialized, and the BOS rule: what [`Tokenizer`] is built from.
+pub struct TokenizerSource {
+    json: Vec<u8>,
+    add_bos: Option<u32>,
+}
+
+impl TokenizerSource {
+    fn of_json(tokenizer: &serde_json::Value, add_bos: Option<u32>) -> Result<Self> {
+        check_bpe_merges(tokenizer)?;
+        let json = serde_json::to_vec(tokenizer).map_err(|e| QinsError::Manifest(e.to_string()))?;
+        Ok(Self { json, add_bos })
+    }
+
+    pub fn build(self) -> Result<Tokenizer> {
+        let inner = tokenizers::Tokenizer::from_bytes(self.json)
+            .map_err(|e| QinsError::Manifest(format!("tokenizer: {e}")))?;
+        Ok(Tokenizer {
+            inner,
+            add_bos: self.add_bos,
+        })
+    }
+}
+
 impl Tokenizer {
     pub fn from_manifest(m: &Manifest) -> Result<Self> {
+        Self::checked(m)?.build()
+    }
+
+    /// The manifest's tokenizer checked and serialized, to be built later (on another thread
+    /// during a load: a 150k-token vocabulary takes a tenth of a second to build).
+    pub fn checked(m: &Manifest) -> Result<TokenizerSource> {
         let add_bos = if m.add_bos_token {
             m.config.bos_token_id
         } else {
             None
         };
-        Self::from_json(&m.tokenizer, add_bos)
+        TokenizerSource::of_json(&m.tokenizer, add_bos)
     }
 
     /// A tokenizer.json document, with the BOS id `encode(…, true)` prepends (None: never).
     pub fn from_json(tokenizer: &serde_json::Value, add_bos: Option<u32>) -> Result<Self> {
-        check_bpe_merges(tokenizer)?;
-        let json = serde_json::to_vec(tokenizer).map_err(|e| QinsError::Manifest(e.to_string()))?;
-        let inner = tokenizers::Tokenizer::from_bytes(json)
-            .map_err(|e| QinsError::Manifest(format!("tokenizer: {e}")))?;
-        Ok(Self { inner, add_bos })
+        TokenizerSource::of_json(tokenizer, add_bos)?.build()
     }
 
     /// Token ids of `text`; special-token text (`<|im_start|>`) becomes its single id. With

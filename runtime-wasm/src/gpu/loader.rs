@@ -7,6 +7,7 @@ use std::collections::HashMap;
 use super::{kernels_for, CacheConfig, GpuContext, GpuModel, GpuTensor, Kernels, MatvecKind};
 use web_time::Instant;
 
+use crate::background::Background;
 use crate::format::{Event, Manifest, ReadTimes, StreamReader};
 use crate::{QinsError, Result};
 
@@ -18,71 +19,40 @@ struct Filling {
     carry: Vec<u8>,
 }
 
-/// The pipelines, compiled while the tensors stream in rather than after the last byte:
-/// natively on a thread of their own (pipeline creation blocks the caller); in the browser
-/// creation only queues the work, which the GPU process does meanwhile.
-enum Compiling {
-    #[cfg(not(target_arch = "wasm32"))]
-    Thread(std::thread::JoinHandle<Result<Kernels>>),
-    #[cfg(target_arch = "wasm32")]
-    Done(Result<Kernels>),
-}
-
-impl Compiling {
-    fn start(ctx: &GpuContext, m: &Manifest) -> Self {
-        // The mat-vecs the model's matrices need (the embedding's only when it is the head).
-        let mut kinds: Vec<MatvecKind> = Vec::new();
-        for t in m.tensors.iter().filter(|t| t.shape.len() == 2) {
-            if t.name == "token_embd" && !m.config.tie_word_embeddings {
-                continue;
-            }
-            let kind = kernels_for(t.codec).0;
-            if !kinds.contains(&kind) {
-                kinds.push(kind);
-            }
+/// The pipelines of the mat-vecs `m`'s matrices need (the embedding's only when it is the
+/// head), compiled while the tensors stream in rather than after the last byte.
+fn compile_kernels(ctx: &GpuContext, m: &Manifest) -> Background<Kernels> {
+    let mut kinds: Vec<MatvecKind> = Vec::new();
+    for t in m.tensors.iter().filter(|t| t.shape.len() == 2) {
+        if t.name == "token_embd" && !m.config.tie_word_embeddings {
+            continue;
         }
-        let compile = |ctx: &GpuContext| {
-            let k = Kernels::new(ctx);
-            for kind in kinds {
-                k.matvec(kind);
-            }
-            k
-        };
+        let kind = kernels_for(t.codec).0;
+        if !kinds.contains(&kind) {
+            kinds.push(kind);
+        }
+    }
+    let ctx = ctx.clone();
+    Background::start("pipelines", move || {
+        // Error scopes belong to the thread that pushes them: a thread reports its own; in
+        // the browser the loader's scopes, on this same thread, catch any error.
         #[cfg(not(target_arch = "wasm32"))]
-        {
-            let ctx = ctx.clone();
-            Self::Thread(std::thread::spawn(move || {
-                // Error scopes belong to the thread that pushes them: this one reports its own.
-                let validation = ctx.device.push_error_scope(wgpu::ErrorFilter::Validation);
-                let k = compile(&ctx);
-                match crate::engine::block_on(validation.pop()) {
-                    Some(e) => Err(QinsError::Gpu(e.to_string())),
-                    None => Ok(k),
-                }
-            }))
+        let validation = ctx.device.push_error_scope(wgpu::ErrorFilter::Validation);
+        let k = Kernels::new(&ctx);
+        for kind in kinds {
+            k.matvec(kind);
         }
-        #[cfg(target_arch = "wasm32")]
-        {
-            // The loader's scopes, on this same thread, catch any error.
-            Self::Done(Ok(compile(ctx)))
+        #[cfg(not(target_arch = "wasm32"))]
+        if let Some(e) = crate::engine::block_on(validation.pop()) {
+            return Err(QinsError::Gpu(e.to_string()));
         }
-    }
-
-    fn finish(self) -> Result<Kernels> {
-        match self {
-            #[cfg(not(target_arch = "wasm32"))]
-            Self::Thread(t) => t
-                .join()
-                .unwrap_or_else(|_| Err(QinsError::Gpu("pipeline compilation panicked".into()))),
-            #[cfg(target_arch = "wasm32")]
-            Self::Done(k) => k,
-        }
-    }
+        Ok(k)
+    })
 }
 
 pub struct GpuLoader {
     ctx: GpuContext,
-    compiling: Option<Compiling>,
+    compiling: Option<Background<Kernels>>,
     reader: StreamReader,
     manifest: Option<Manifest>,
     tensors: HashMap<String, GpuTensor>,
@@ -176,7 +146,7 @@ impl GpuLoader {
             match ev {
                 Event::Manifest(m) => {
                     GpuModel::check_limits(ctx, &m.config, m, *cache)?;
-                    *compiling = Some(Compiling::start(ctx, m));
+                    *compiling = Some(compile_kernels(ctx, m));
                     *manifest = Some(m.clone());
                 }
                 Event::TensorPiece {

@@ -7,7 +7,8 @@ use std::collections::HashMap;
 use web_time::Instant;
 
 use super::{AnyEngine, Backend, EngineInfo, LoadOptions, LoadStages};
-use crate::chat::Generator;
+use crate::background::Background;
+use crate::chat::{Generator, Tokenizer};
 use crate::codec::decode;
 use crate::cpu::{CpuEngine, CpuModel};
 use crate::engine::Engine;
@@ -76,6 +77,8 @@ pub struct Loader {
     started: Instant,
     /// Seconds inside `feed`: everything but waiting for bytes.
     feed_s: f64,
+    /// Built from the manifest while the tensors stream in.
+    tokenizer: Option<Background<Tokenizer>>,
 }
 
 /// A model ready to chat, and what runs it.
@@ -106,6 +109,7 @@ impl Loader {
             received: 0,
             started: Instant::now(),
             feed_s: 0.0,
+            tokenizer: None,
         }
     }
 
@@ -126,8 +130,21 @@ impl Loader {
                 })
             }
         };
+        if fed.is_ok() && self.tokenizer.is_none() {
+            if let Some(m) = self.manifest() {
+                let source = Tokenizer::checked(m)?;
+                self.tokenizer = Some(Background::start("tokenizer", move || source.build()));
+            }
+        }
         self.feed_s += t.elapsed().as_secs_f64();
         fed
+    }
+
+    fn manifest(&self) -> Option<&Manifest> {
+        match &self.sink {
+            Sink::Gpu(g) => g.manifest(),
+            Sink::Cpu(c) => c.reader.manifest(),
+        }
     }
 
     /// Where the time went up to now (the build after the last byte comes on top).
@@ -188,7 +205,11 @@ impl Loader {
                 (manifest, AnyEngine::Gpu(GpuEngine::new(model)), info)
             }
         };
-        let generator = Generator::new(engine, &manifest)?;
+        let tokenizer = match self.tokenizer {
+            Some(t) => t.finish()?,
+            None => Tokenizer::from_manifest(&manifest)?,
+        };
+        let generator = Generator::with_tokenizer(engine, &manifest, tokenizer)?;
         info.context = generator.engine.capacity();
         let (tokens, vocab) = (generator.tokenizer.vocab_size(), manifest.config.vocab_size);
         if tokens > vocab {
