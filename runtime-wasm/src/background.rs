@@ -2,7 +2,9 @@
 //! the stream of tensor bytes: natively on a thread of its own; in the browser's worker, which
 //! has no threads here, at once (WebGPU then compiles pipelines in its own process anyway).
 
-use crate::{QinsError, Result};
+#[cfg(not(target_arch = "wasm32"))]
+use crate::QinsError;
+use crate::Result;
 
 pub enum Background<T> {
     #[cfg(not(target_arch = "wasm32"))]

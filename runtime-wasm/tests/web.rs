@@ -5,7 +5,7 @@
 #![cfg(target_arch = "wasm32")]
 
 use js_sys::{Function, Promise, Reflect};
-use qins_runtime::web::{QinsEngine, CACHE_NAME};
+use qins_runtime::web::{QinsEngine, Store};
 use wasm_bindgen::prelude::*;
 use wasm_bindgen::JsCast;
 use wasm_bindgen_futures::JsFuture;
@@ -50,17 +50,6 @@ async fn fetch_json(url: &str) -> JsValue {
         .await
         .expect("fetch");
     wait(call(&resp, "json", &[])).await.expect("json")
-}
-
-async fn sleep_ms(ms: i32) {
-    let p = Promise::new(&mut |resolve, _| {
-        call(
-            &js_sys::global(),
-            "setTimeout",
-            &[resolve.into(), ms.into()],
-        );
-    });
-    JsFuture::from(p).await.unwrap();
 }
 
 /// A JS callback that records its arguments, optionally running `also` on each.
@@ -283,41 +272,29 @@ async fn a_corrupted_archive_is_refused_with_a_checksum_error() {
     assert_eq!(kind(&err), "http", "{err:?}");
 }
 
-async fn cache() -> JsValue {
-    let caches = get(&js_sys::global(), "caches");
-    wait(call(&caches, "open", &[CACHE_NAME.into()]))
+async fn store() -> Store {
+    Store::open().await.expect("the Origin Private File System")
+}
+
+async fn is_stored(url: &str) -> bool {
+    store()
+        .await
+        .list()
         .await
         .unwrap()
-}
-
-async fn is_cached(url: &str) -> bool {
-    let hit = wait(call(&cache().await, "match", &[url.into()]))
-        .await
-        .unwrap();
-    !hit.is_undefined()
-}
-
-/// The cache copy is written while the load reads its own copy of the body; it lands soon after.
-async fn wait_cached(url: &str) {
-    for _ in 0..100 {
-        if is_cached(url).await {
-            return;
-        }
-        sleep_ms(50).await;
-    }
-    panic!("{url} never reached the cache");
+        .iter()
+        .any(|(u, _)| u == url)
 }
 
 #[wasm_bindgen_test]
-async fn a_second_load_is_served_from_the_cache() {
+async fn a_second_load_is_served_from_the_store() {
     let url = format!("{}?second-load", archive("tiny.qins"));
-    wait(call(&cache().await, "delete", &[url.clone().into()]))
-        .await
-        .unwrap();
+    store().await.delete(&url).await.unwrap();
     let engine = QinsEngine::new();
     let first = load(&engine, &url, "{}").await.expect("first load");
     assert_eq!(get(&first, "from_cache"), JsValue::FALSE);
-    wait_cached(&url).await;
+    assert_eq!(get(&first, "cache").as_string().unwrap(), "stored");
+    assert!(is_stored(&url).await, "stored when the load resolves");
 
     let before = requests("/models/tiny.qins").await;
     let second = load(&engine, &url, "{}").await.expect("second load");
@@ -328,29 +305,38 @@ async fn a_second_load_is_served_from_the_cache() {
         "no network request"
     );
     assert_matches_native(&engine).await;
+    assert!(store().await.delete(&url).await.unwrap());
+    assert!(!is_stored(&url).await);
 }
 
 #[wasm_bindgen_test]
-async fn a_damaged_cached_copy_is_fetched_again() {
+async fn a_damaged_stored_copy_is_fetched_again() {
     let url = format!("{}?damaged-copy", archive("tiny.qins"));
-    let bad = wait(call(
-        &js_sys::global(),
-        "fetch",
-        &[archive("tiny-corrupt.qins").into()],
-    ))
-    .await
-    .unwrap();
-    wait(call(&cache().await, "put", &[url.clone().into(), bad]))
-        .await
-        .unwrap();
-    let before = requests("/models/tiny.qins").await;
     let engine = QinsEngine::new();
+    load(&engine, &url, "{}").await.expect("first load");
+    store().await.damage_for_test(&url).await.unwrap();
+    let before = requests("/models/tiny.qins").await;
     let info = load(&engine, &url, "{}")
         .await
         .expect("load despite the bad copy");
     assert_eq!(get(&info, "from_cache"), JsValue::FALSE);
     assert_eq!(requests("/models/tiny.qins").await, before + 1.0);
     assert_matches_native(&engine).await;
+    // The good copy took the damaged one's place.
+    let again = load(&engine, &url, "{}").await.expect("third load");
+    assert_eq!(get(&again, "from_cache"), JsValue::TRUE);
+}
+
+#[wasm_bindgen_test]
+async fn a_resumed_download_is_not_stored() {
+    let url = format!("{}/flaky/tiny.qins?not-stored", server());
+    let engine = QinsEngine::new();
+    let info = load(&engine, &url, "{}").await.expect("resumed load");
+    assert_eq!(
+        get(&info, "cache").as_string().unwrap(),
+        "not stored: the download was resumed"
+    );
+    assert!(!is_stored(&url).await);
 }
 
 #[wasm_bindgen_test]

@@ -72,7 +72,7 @@ try {
   assert.equal(Number(await reply.getAttribute("data-chars")), stoppedAt, "no tokens after Stop");
   assert.ok(await page.isEnabled("[data-testid=regenerate]"), "Regenerate is offered after a reply");
 
-  // 4. A reload loads from the Cache API (no archive request) and keeps the conversation.
+  // 4. A reload loads from the browser's store (no archive request) and keeps the conversation.
   const before = archiveRequests;
   await page.reload();
   await loaded(page);
@@ -224,8 +224,13 @@ try {
     await cached.locator("[data-testid=cached-delete]").click();
     await page.waitForSelector("[data-testid=cached-none]", { timeout: 30_000 });
     assert.equal(await entry.locator("[data-testid=in-cache]").count(), 0, "the mark goes with it");
-    const keys = await page.evaluate(async () => (await (await caches.open("qins-archives-v1")).keys()).length);
-    assert.equal(keys, 0, "the Cache API holds nothing");
+    const files = await page.evaluate(async () => {
+      const dir = await (await navigator.storage.getDirectory()).getDirectoryHandle("qins-archives-v1");
+      const names = [];
+      for await (const name of dir.keys()) names.push(name);
+      return names;
+    });
+    assert.deepEqual(files, [], "the store (Origin Private File System) holds nothing");
   } catch (e) {
     failures.push(e.stack || String(e));
   } finally {

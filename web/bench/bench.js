@@ -1,32 +1,30 @@
 // Driven by scripts/web_bench.mjs (Playwright); also works opened by hand.
 import { QinsClient } from "./qins-client.js";
 
-const CACHE = "qins-archives-v1";
 const PROMPT = "Write a short story about a robot who learns to paint.";
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
-async function isCached(url) {
-  return Boolean(await (await caches.open(CACHE)).match(url));
-}
 
 async function run() {
   const q = new URLSearchParams(location.search);
   const model = new URL(q.get("model"), location.href).href;
   const tokens = Number(q.get("tokens") || 32);
   const out = { model, tokens };
-  await caches.delete(CACHE);
   const qins = new QinsClient();
+  await qins.deleteCachedArchive(model);
   let t = performance.now();
   let events = 0;
   const first = await qins.load(model, { cache: true }, () => events++);
   out.first_load_ms = performance.now() - t;
   out.progress_events = events;
   out.info = first;
-  for (let i = 0; i < 600 && !(await isCached(model)); i++) await sleep(100);
+  out.stored = first.cache;
   t = performance.now();
   const second = await qins.load(model, { cache: true });
   out.cached_load_ms = performance.now() - t;
   out.second_from_cache = second.from_cache;
+  // Where each load's time went (docs/WEB_API.md, load_stages).
+  out.network_stages = first.load_stages;
+  out.cached_stages = second.load_stages;
   out.peak_wasm_bytes = second.peak_wasm_bytes;
   let text = "";
   out.stats = await qins.generate(

@@ -1,18 +1,19 @@
-//! A load's bytes in the browser: from the Cache API when a verified copy is there, else from
-//! the network with HTTP Range resume (a copy stored as the bytes stream by), each piece fed
-//! to the [`Loader`] as it arrives, with progress events. The primitives are in `source.rs`.
+//! A load's bytes in the browser: from the archive store (the Origin Private File System,
+//! store.rs) when a complete copy is there, else from the network with HTTP Range resume (each
+//! piece stored as it streams by), each piece fed to the [`Loader`] as it arrives, with
+//! progress events. The network primitives are in `source.rs`.
 
 use std::cell::{Cell, RefCell};
 
-use js_sys::{Function, Promise};
+use js_sys::Function;
 use serde::Serialize;
 use wasm_bindgen::JsValue;
-use wasm_bindgen_futures::{spawn_local, JsFuture};
-use web_sys::{AbortController, Cache, Response};
+use web_sys::AbortController;
 use web_time::Instant;
 
 use super::js::to_js;
 use super::source::{self, Body};
+use super::store::{Reader, Store, Writer};
 use crate::load::{Device, LoadOptions, Loaded, Loader};
 use crate::{QinsError, Result};
 
@@ -20,6 +21,8 @@ use crate::{QinsError, Result};
 const MAX_RESUMES: u32 = 8;
 /// Progress events are spaced at least this far apart (the last one always comes).
 const PROGRESS_EVERY_MS: f64 = 100.0;
+/// A stored copy is read in pieces of this size (the loader's chunks are at most 16 MiB).
+const STORED_PIECE: usize = 16 << 20;
 
 /// The abort state of the operation running: a flag, and the fetch to cancel.
 #[derive(Default)]
@@ -74,14 +77,14 @@ struct Progress {
 /// Where a load's bytes came from and what it cost.
 pub struct Fed {
     pub resumes: u32,
-    /// Whether the bytes came from the Cache API.
+    /// Whether the bytes came from the browser's archive store.
     pub from_cache: bool,
-    /// What happened to the Cache API copy ("stored", "from cache", "not stored: why").
+    /// What happened to the stored copy ("stored", "from cache", "not stored: why").
     pub cached: String,
 }
 
-/// Loads the archive at `url` with `opts`, from the Cache API when `use_cache` and a copy is
-/// there (a damaged copy is dropped and fetched again), else from the network.
+/// Loads the archive at `url` with `opts`, from the archive store when `use_cache` and a
+/// complete copy is there (a damaged copy is dropped and fetched again), else from the network.
 pub async fn load(
     abort: &Abort,
     url: &str,
@@ -90,28 +93,25 @@ pub async fn load(
     on_progress: &Function,
 ) -> Result<(Loaded, Fed)> {
     let device = Device::open(opts).await?;
-    let cache = if use_cache {
-        source::open_cache().await
-    } else {
-        None
-    };
-    if let Some(cache) = &cache {
-        if let Some(resp) = source::cached(cache, url).await {
-            let total = source::total_len(&resp);
-            let mut loader = Loader::new(&device, total, opts);
-            match feed_cached(abort, &resp, total, &mut loader, on_progress).await {
+    let store = if use_cache { Store::open().await } else { None };
+    if let Some(store) = &store {
+        if let Some(reader) = store.reader(url).await {
+            let mut loader = Loader::new(&device, Some(reader.size()), opts);
+            let fed = feed_stored(abort, &reader, &mut loader, on_progress).await;
+            drop(reader);
+            match fed {
                 Ok(fed) => return finish(loader, fed, on_progress).await,
                 Err(e) if is_damage(&e) => {
-                    // A partial or corrupt cached copy is never used: drop it, fetch again.
-                    tracing::warn!("cached copy of {url} is damaged ({e}): fetching it again");
-                    source::forget(cache, url).await;
+                    // A damaged stored copy is never used: drop it, fetch again.
+                    tracing::warn!("stored copy of {url} is damaged ({e}): fetching it again");
+                    let _ = store.delete(url).await;
                 }
                 Err(e) => return Err(e),
             }
         }
     }
     let mut loader = Loader::new(&device, None, opts);
-    let fed = feed_network(abort, url, cache.as_ref(), &mut loader, on_progress).await?;
+    let fed = feed_network(abort, url, store.as_ref(), &mut loader, on_progress).await?;
     finish(loader, fed, on_progress).await
 }
 
@@ -166,12 +166,38 @@ impl<'a> Reporter<'a> {
     }
 }
 
-/// Reads a body into the loader from byte `skip` on; stops at its end.
+/// The copy being stored while a download streams by, or why there is none.
+struct Storing {
+    writer: Option<Writer>,
+    why_not: Option<String>,
+}
+
+impl Storing {
+    /// Stops storing (what was written is dropped) for `why`.
+    async fn give_up(&mut self, why: String) {
+        if let Some(w) = self.writer.take() {
+            w.abort().await;
+        }
+        self.why_not.get_or_insert(why);
+    }
+
+    async fn write(&mut self, piece: &[u8]) {
+        if let Some(w) = &self.writer {
+            if let Err(why) = w.write(piece).await {
+                tracing::warn!("not storing the archive: {why}");
+                self.give_up(why).await;
+            }
+        }
+    }
+}
+
+/// Reads a body into the loader (and the store) from byte `skip` on; stops at its end.
 async fn pump(
     abort: &Abort,
     body: &Body,
     mut skip: u64,
     loader: &mut Loader,
+    storing: &mut Storing,
     rep: &mut Reporter<'_>,
     resumes: u32,
 ) -> Result<()> {
@@ -193,21 +219,34 @@ async fn pump(
             body.cancel();
             return Err(e);
         }
+        storing.write(piece).await;
         rep.report(loader, resumes, false);
     }
 }
 
-async fn feed_cached(
+async fn feed_stored(
     abort: &Abort,
-    resp: &Response,
-    total: Option<u64>,
+    reader: &Reader,
     loader: &mut Loader,
     on_progress: &Function,
 ) -> Result<Fed> {
     let mut rep = Reporter::new(on_progress, "cache");
-    rep.total = total.unwrap_or(0);
-    let body = Body::of(resp)?;
-    pump(abort, &body, 0, loader, &mut rep, 0).await?;
+    rep.total = reader.size();
+    let mut at = 0;
+    while at < rep.total {
+        abort.check()?;
+        let piece = reader.read(at, STORED_PIECE).await?;
+        if piece.is_empty() {
+            return Err(QinsError::Truncated {
+                what: "stored copy".into(),
+                need: rep.total,
+                have: at,
+            });
+        }
+        at += piece.len() as u64;
+        loader.feed(&piece)?;
+        rep.report(loader, 0, false);
+    }
     rep.report(loader, 0, true);
     Ok(Fed {
         resumes: 0,
@@ -219,14 +258,18 @@ async fn feed_cached(
 async fn feed_network(
     abort: &Abort,
     url: &str,
-    cache: Option<&Cache>,
+    store: Option<&Store>,
     loader: &mut Loader,
     on_progress: &Function,
 ) -> Result<Fed> {
     let mut rep = Reporter::new(on_progress, "network");
     let mut resumes = 0;
-    // Only an uninterrupted response is cached whole: a resumed download is not stored.
-    let mut storing: Option<Promise> = None;
+    let mut storing = Storing {
+        writer: None,
+        why_not: store
+            .is_none()
+            .then(|| "cache off or unavailable".to_string()),
+    };
     let result = async {
         loop {
             let from = loader.progress().bytes_done;
@@ -239,12 +282,21 @@ async fn feed_network(
                 rep.total = total;
             }
             if from == 0 {
-                if let Some(cache) = cache {
-                    storing = store(cache, url, &resp);
+                if let Some(store) = store {
+                    match store
+                        .writer(url, (rep.total > 0).then_some(rep.total))
+                        .await
+                    {
+                        Ok(w) => storing.writer = Some(w),
+                        Err(why) => {
+                            tracing::warn!("not storing {url}: {why}");
+                            storing.why_not = Some(why);
+                        }
+                    }
                 }
             }
             let body = Body::of(&resp)?;
-            match pump(abort, &body, skip, loader, &mut rep, resumes).await {
+            match pump(abort, &body, skip, loader, &mut storing, &mut rep, resumes).await {
                 Ok(()) => return Ok(()),
                 Err(QinsError::Network(msg)) if resumes < MAX_RESUMES && !abort.is_aborted() => {
                     resumes += 1;
@@ -252,6 +304,8 @@ async fn feed_network(
                         "download of {url} broke ({msg}): resuming at byte {}",
                         loader.progress().bytes_done
                     );
+                    // Only an uninterrupted download is stored.
+                    storing.give_up("the download was resumed".into()).await;
                 }
                 Err(e) => return Err(e),
             }
@@ -259,52 +313,30 @@ async fn feed_network(
     }
     .await;
     rep.report(loader, resumes, true);
-    let mut cached = if cache.is_none() {
-        "cache off or unavailable".to_string()
-    } else {
-        "not stored: the download was resumed".to_string()
-    };
-    if let (Some(cache), Some(put)) = (cache, storing) {
-        if result.is_ok() && resumes == 0 {
-            // The copy was fed by the same bytes just verified: it settles as the body ends.
-            // QuotaExceededError and friends only cost the cache.
-            cached = match JsFuture::from(put).await {
-                Ok(_) => "stored".into(),
-                Err(e) => {
-                    let msg = source::js_message(&e);
-                    tracing::warn!("not cached ({msg}): later loads fetch {url} again");
-                    format!("not stored: {msg}")
-                }
-            };
-        } else {
-            // A copy that was not fully verified must not stay cached.
-            let (cache, url) = (cache.clone(), url.to_string());
-            spawn_local(async move {
-                let _ = JsFuture::from(put).await;
-                source::forget(&cache, &url).await;
-            });
+    let cached = match (&result, storing.writer.take()) {
+        (Ok(()), Some(w)) => match w.commit().await {
+            Ok(()) => "stored".to_string(),
+            Err(why) => {
+                tracing::warn!("not stored ({why}): later loads fetch {url} again");
+                format!("not stored: {why}")
+            }
+        },
+        (Err(_), Some(w)) => {
+            // A copy that was not fully verified must not stay.
+            w.abort().await;
+            String::new()
         }
-    }
+        (_, None) => match storing.why_not {
+            Some(why) if why.starts_with("cache off") => why,
+            Some(why) => format!("not stored: {why}"),
+            None => "not stored".to_string(),
+        },
+    };
     result.map(|()| Fed {
         resumes,
         from_cache: false,
         cached,
     })
-}
-
-/// Starts storing a copy of the response (the browser tees the body, outside wasm memory).
-/// QuotaExceeded and friends surface when the returned promise settles and only cost the cache.
-fn store(cache: &Cache, url: &str, resp: &Response) -> Option<Promise> {
-    match resp.clone() {
-        Ok(copy) => Some(cache.put_with_str(url, &copy)),
-        Err(e) => {
-            tracing::warn!(
-                "cannot copy the response for the cache: {}",
-                source::js_message(&e)
-            );
-            None
-        }
-    }
 }
 
 async fn finish(loader: Loader, fed: Fed, on_progress: &Function) -> Result<(Loaded, Fed)> {

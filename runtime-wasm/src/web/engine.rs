@@ -17,7 +17,7 @@ use web_time::Instant;
 
 use super::download::{self, Abort};
 use super::js::{browser_adapter_info, from_js, promise, to_js, to_js_error, wasm_memory_bytes};
-use super::source;
+use super::store::Store;
 use crate::chat::{GenerateOptions, Generator, Prompt};
 use crate::engine::Engine;
 use crate::load::{AnyEngine, EngineInfo, LoadOptions};
@@ -219,14 +219,30 @@ impl QinsEngine {
     /// generation (it touches only the cache).
     #[wasm_bindgen(js_name = cachedArchives)]
     pub fn cached_archives(&self) -> Promise {
-        promise(async move { Ok(to_js(&source::stored_archives().await?)) })
+        promise(async move {
+            let list = match Store::open().await {
+                Some(store) => store.list().await?,
+                None => Vec::new(),
+            };
+            let list: Vec<_> = list
+                .into_iter()
+                .map(|(url, bytes)| json!({"url": url, "bytes": bytes}))
+                .collect();
+            Ok(to_js(&list))
+        })
     }
 
     /// Removes the archive stored for `url` from the browser's cache (a model loaded from it
     /// stays loaded); resolves to whether there was one.
     #[wasm_bindgen(js_name = deleteCachedArchive)]
     pub fn delete_cached_archive(&self, url: String) -> Promise {
-        promise(async move { Ok(source::delete_stored(&url).await?.into()) })
+        promise(async move {
+            Ok(match Store::open().await {
+                Some(store) => store.delete(&url).await?,
+                None => false,
+            }
+            .into())
+        })
     }
 
     /// The ready event's description of the loaded model, or null.

@@ -6,6 +6,7 @@ mod download;
 mod engine;
 mod js;
 mod source;
+mod store;
 
 pub use engine::QinsEngine;
-pub use source::CACHE_NAME;
+pub use store::Store;

@@ -1,28 +1,21 @@
-//! Where archive bytes come from in the browser: the Cache API, or the network with HTTP Range
-//! resume. Bindings to fetch and caches go through the global object so the same code runs in
-//! a page (Window) and in a Web Worker (WorkerGlobalScope).
+//! Archive bytes from the network, with HTTP Range resume. Bindings to fetch go through the
+//! global object so the same code runs in a page (Window) and in a Web Worker
+//! (WorkerGlobalScope).
 
 use js_sys::{Promise, Reflect, Uint8Array};
 use wasm_bindgen::prelude::*;
 use wasm_bindgen::JsCast;
 use wasm_bindgen_futures::JsFuture;
-use web_sys::{
-    AbortSignal, Cache, Headers, ReadableStreamDefaultReader, Request, RequestInit, Response,
-};
+use web_sys::{AbortSignal, Headers, ReadableStreamDefaultReader, Request, RequestInit, Response};
 
 use crate::{QinsError, Result};
 
-/// Bumped when cached archives must not be reused by a newer build.
-pub const CACHE_NAME: &str = "qins-archives-v1";
-
 #[wasm_bindgen]
 extern "C" {
-    /// The page's Window or the worker's WorkerGlobalScope: both have fetch() and caches.
+    /// The page's Window or the worker's WorkerGlobalScope: both have fetch().
     type Global;
     #[wasm_bindgen(method, js_name = fetch)]
     fn fetch_request(this: &Global, req: &Request) -> Promise;
-    #[wasm_bindgen(method, getter, catch)]
-    fn caches(this: &Global) -> std::result::Result<JsValue, JsValue>;
 }
 
 fn global() -> Global {
@@ -51,69 +44,6 @@ pub fn net_err(e: JsValue) -> QinsError {
     } else {
         QinsError::Network(js_message(&e))
     }
-}
-
-/// The archive cache, or None where the Cache API is unavailable (insecure context, disabled
-/// storage): loading then simply goes to the network.
-pub async fn open_cache() -> Option<Cache> {
-    let caches = global().caches().ok()?;
-    if caches.is_undefined() || caches.is_null() {
-        return None;
-    }
-    let caches: web_sys::CacheStorage = caches.unchecked_into();
-    match JsFuture::from(caches.open(CACHE_NAME)).await {
-        Ok(c) => Some(c.unchecked_into()),
-        Err(e) => {
-            tracing::warn!("Cache API unavailable: {}", js_message(&e));
-            None
-        }
-    }
-}
-
-pub async fn cached(cache: &Cache, url: &str) -> Option<Response> {
-    let v = JsFuture::from(cache.match_with_str(url)).await.ok()?;
-    (!v.is_undefined() && !v.is_null()).then(|| v.unchecked_into())
-}
-
-pub async fn forget(cache: &Cache, url: &str) {
-    if let Err(e) = JsFuture::from(cache.delete_with_str(url)).await {
-        tracing::warn!("could not drop {url} from the cache: {}", js_message(&e));
-    }
-}
-
-/// A stored archive: its URL and size (the stored response's length; None if it gave none).
-#[derive(serde::Serialize)]
-pub struct StoredArchive {
-    pub url: String,
-    pub bytes: Option<u64>,
-}
-
-/// Every archive the cache holds, in the order it stored them.
-pub async fn stored_archives() -> Result<Vec<StoredArchive>> {
-    let Some(cache) = open_cache().await else {
-        return Ok(Vec::new());
-    };
-    let keys = JsFuture::from(cache.keys())
-        .await
-        .map_err(|e| QinsError::Network(js_message(&e)))?;
-    let mut out = Vec::new();
-    for key in js_sys::Array::from(&keys).iter() {
-        let url = key.unchecked_into::<Request>().url();
-        let bytes = cached(&cache, &url).await.and_then(|r| total_len(&r));
-        out.push(StoredArchive { url, bytes });
-    }
-    Ok(out)
-}
-
-/// Drops `url` from the cache; false when it was not there.
-pub async fn delete_stored(url: &str) -> Result<bool> {
-    let Some(cache) = open_cache().await else {
-        return Ok(false);
-    };
-    let done = JsFuture::from(cache.delete_with_str(url))
-        .await
-        .map_err(|e| QinsError::Network(js_message(&e)))?;
-    Ok(done.as_bool().unwrap_or(false))
 }
 
 /// GET `url`, from byte `from` onwards when resuming. Returns the response and how many

@@ -51,7 +51,7 @@ pub fn size(bytes: f64) -> String {
     }
 }
 
-/// What to load: the archive's URL, the label to show, and whether to use the Cache API.
+/// What to load: the archive's URL, the label to show, and whether to use the browser's store.
 pub type LoadRequest = (String, String, bool);
 
 #[component]
