@@ -233,9 +233,10 @@ async fn feed_stored(
     let mut rep = Reporter::new(on_progress, "cache");
     rep.total = reader.size();
     let mut at = 0;
+    let mut piece = Vec::new();
     while at < rep.total {
         abort.check()?;
-        let piece = reader.read(at, STORED_PIECE).await?;
+        reader.read(at, STORED_PIECE, &mut piece).await?;
         if piece.is_empty() {
             return Err(QinsError::Truncated {
                 what: "stored copy".into(),

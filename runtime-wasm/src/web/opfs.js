@@ -96,6 +96,13 @@ export async function openStored(dir, url) {
   let sync = await syncHandle(fh);
   return {
     size: file.size,
+    /**
+     * Reads into `view` (a view of wasm memory, used at once) from `at`: the bytes read, or -1
+     * where only the asynchronous read() is available (a page, or the file open elsewhere).
+     */
+    readInto(view, at) {
+      return sync ? sync.read(view, { at }) : -1;
+    },
     /** Up to `len` bytes from `at`, as a new Uint8Array (shorter only at the end). */
     async read(at, len) {
       if (sync) {

@@ -30,6 +30,8 @@ extern "C" {
     fn size(this: &StoredReader) -> f64;
     #[wasm_bindgen(method)]
     fn read(this: &StoredReader, at: f64, len: f64) -> Promise;
+    #[wasm_bindgen(method, js_name = readInto)]
+    fn read_into(this: &StoredReader, view: &Uint8Array, at: f64) -> f64;
     #[wasm_bindgen(method)]
     fn close(this: &StoredReader);
 
@@ -126,13 +128,26 @@ impl Reader {
         self.0.size() as u64
     }
 
-    /// Up to `len` bytes from `at` (fewer only at the end).
-    pub async fn read(&self, at: u64, len: usize) -> Result<Vec<u8>> {
+    /// Up to `len` bytes from `at` into `buf` (fewer only at the end); its allocation is
+    /// reused from piece to piece.
+    pub async fn read(&self, at: u64, len: usize, buf: &mut Vec<u8>) -> Result<()> {
+        buf.resize(len, 0);
+        // SAFETY: the view is handed to a synchronous call at once; nothing allocates in wasm
+        // memory (which could move or grow it) between making the view and that call ending.
+        let view = unsafe { Uint8Array::view_mut_raw(buf.as_mut_ptr(), len) };
+        let n = self.0.read_into(&view, at as f64);
+        if n >= 0.0 {
+            // Straight from the file into wasm memory: no copy between.
+            buf.truncate(n as usize);
+            return Ok(());
+        }
         let bytes: Uint8Array = JsFuture::from(self.0.read(at as f64, len as f64))
             .await
             .map_err(store_err)?
             .unchecked_into();
-        Ok(bytes.to_vec())
+        buf.truncate(bytes.length() as usize);
+        bytes.copy_to(buf);
+        Ok(())
     }
 }
 
