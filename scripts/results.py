@@ -10,6 +10,11 @@ docs/speed.svg on this machine:
   python3 scripts/results.py --model qwen2.5-coder-0.5b [--max-chunks 6]
       the same quality table for Qwen2.5-Coder-0.5B-Instruct (its own section of RESULTS.md and
       docs/results-qwen2.5-coder-0.5b.json; llama.cpp's IQ4_NL added; no speed part)
+  python3 scripts/results.py --load [--phi-layers 2] [--skip-browser]
+      only the load-stage table (docs/results-load.json and its section of RESULTS.md): where each
+      load's time goes natively (`qins-run --bench-load`) and in headless Chromium (`dev.sh
+      web-bench`), for SmolLM2 lut8g, Qwen2.5 lut8g when its archive exists and a Phi-3.5-mini-shaped
+      lut8g archive of --phi-layers layers (converted here, the conversion timed); ~10 min
 
 Needs the release binaries' sources (it builds them), the model (fetched by scripts/dev.sh),
 llama-cpp-python for the llama.cpp rows (`pip install llama-cpp-python`; skipped if missing)
@@ -159,9 +164,15 @@ def speed(a, log):
     rows = []
     # The default codec (lut8g-g32) on each backend; f32 as the CPU oracle.
     f32, lut8g = os.path.join(WORK, "f32.qins"), os.path.join(WORK, "lut8g-g32.qins")
-    for name, model, backend, tokens in [("qins f32 · CPU reference", f32, "cpu", 64),
-                                         ("qins lut8g · CPU reference", lut8g, "cpu", 64),
+    lut4a = os.path.join(WORK, "lut4a-g32.qins")
+    for name, model, backend, tokens in [("qins f32 · CPU reference", f32, "reference", 64),
+                                         ("qins lut8g · CPU reference", lut8g, "reference", 64),
+                                         ("qins lut8g · CPU", lut8g, "cpu", 64),
+                                         ("qins lut4a · CPU", lut4a, "cpu", 64),
                                          ("qins lut8g · wgpu native", lut8g, "gpu", 8)]:
+        if not os.path.exists(model):
+            log(f"{model} missing: {name} skipped")
+            continue
         r = last_json(run([os.path.join(BIN, "qins-run"), model, "--backend", backend, "--bench",
                            "--max-tokens", str(tokens)]))
         adapter = r.get("adapter") or "CPU"
@@ -183,7 +194,7 @@ def speed(a, log):
                      "peak_wasm_mb": r.get("peak_wasm_bytes", 0) / 1e6})
     try:
         import llama_cpp  # noqa: F401
-        out = run([sys.executable, os.path.join(ROOT, "scripts", "llamacpp_speed.py"), GGUF, "F32", "Q8_0"])
+        out = run([sys.executable, os.path.join(ROOT, "scripts", "llamacpp_speed.py"), GGUF, "F32", "Q8_0", "Q4_1"])
         for line in out.splitlines():
             r = json.loads(line)
             rows.append({"name": r["name"] + " (peer)", "where": "CPU", "load_ms": None, "cached_load_ms": None,
@@ -249,6 +260,68 @@ def speed_svg(rows, path):
     open(path, "w").write("\n".join(out))
 
 
+STAGES = ["device", "read", "checksum", "decompress", "upload", "other", "build", "total"]
+
+
+def load_table(a, log):
+    """The load-stage rows: each archive natively (the last of three loads from a warm page cache, then the first
+    token of a 100-token prompt) and, unless skipped, in headless Chromium from the network and from its store."""
+    archives = [("SmolLM2 lut8g-g32", os.path.join(WORK, "lut8g-g32.qins")),
+                ("Qwen2.5-Coder-0.5B lut8g-g32", os.path.join(WORK, "qwen2.5-coder-0.5b", "lut8g-g32.qins"))]
+    if not os.path.exists(archives[0][1]):
+        subprocess.run([os.path.join(ROOT, "scripts", "dev.sh"), "fetch", "smollm2"], check=True,
+                       stdout=subprocess.DEVNULL)
+        os.makedirs(WORK, exist_ok=True)
+        run([os.path.join(BIN, "qins-convert"), GGUF, "-o", archives[0][1], "--codec", "lut8g", "--group", "32"])
+    phi = os.path.join(WORK, f"phi-3.5-mini-{a.phi_layers}layers.lut8g.qins")
+    t = time.time()
+    conv = json.loads(run([os.path.join(BIN, "qins-convert"), "--synthetic", "phi-3.5-mini", "--synthetic-layers",
+                           str(a.phi_layers), "--codec", "lut8g", "-o", phi, "--json"]))
+    conversion = {"layers": a.phi_layers, "parameters": conv["parameters"], "seconds": time.time() - t}
+    archives.append((f"Phi-3.5-mini shapes, {a.phi_layers} of 32 layers, lut8g", phi))
+    rows = []
+    for name, path in archives:
+        if not os.path.exists(path):
+            log(f"{path} missing: {name} skipped (python3 scripts/results.py --model qwen2.5-coder-0.5b makes it)")
+            continue
+        mb = os.path.getsize(path) / 1e6
+        r = last_json(run([os.path.join(BIN, "qins-run"), path, "--bench-load", "--load-runs", "3", "--backend", "gpu",
+                           "--json"]), "loads")
+        rows.append({"name": name, "where": "native", "mb": mb, "stages": r["loads"][-1]["stages"],
+                     "ttft_ms": r["ttft_ms"]})
+        if a.skip_browser:
+            continue
+        b = last_json(run([os.path.join(ROOT, "scripts", "dev.sh"), "web-bench", path, "1"]), "network_stages")
+        for where, key in (("Chromium, network", "network_stages"), ("Chromium, from the store", "cached_stages")):
+            rows.append({"name": name, "where": where, "mb": mb, "stages": b[key], "ttft_ms": None,
+                         "peak_wasm_mb": b.get("peak_wasm_bytes", 0) / 1e6})
+    return rows, conversion
+
+
+def load_section(rows, conversion, meta):
+    table = ["| archive | where | MB | " + " | ".join(STAGES) + " | MB/s | TTFT ms |",
+             "|---|---|---:|" + "---:|" * (len(STAGES) + 2)]
+    for r in rows:
+        st = r["stages"]
+        cells = " | ".join(f'{st[k + "_ms"]:.0f}' for k in STAGES)
+        ttft = "—" if r["ttft_ms"] is None else f'{r["ttft_ms"]:.0f}'
+        table.append(f'| {r["name"]} | {r["where"]} | {r["mb"]:.1f} | {cells} | '
+                     f'{r["mb"] / max(st["total_ms"], 1e-3) * 1e3:.0f} | {ttft} |')
+    per_s = conversion["parameters"] / conversion["seconds"]
+    return "\n".join([
+        f'Generated {meta["date"]} on {meta["cpu"]} ({meta["machine"]}) by `python3 scripts/results.py --load '
+        f'--phi-layers {conversion["layers"]}`. Native: `qins-run ARCHIVE --bench-load --load-runs 3 --backend gpu` '
+        "(this machine's wgpu adapter, the last of three loads from a warm page cache), then the first token of a "
+        "100-token prompt (TTFT). Chromium: `./scripts/dev.sh web-bench ARCHIVE 1` (headless, its WebGPU adapter), the "
+        "first load from `qins-serve` over localhost, stored in the Origin Private File System as it streams, then a "
+        "second load from that store. Each stage in ms; stages overlap chunk by chunk on one thread, so they add up "
+        "to the total: \"read\" is waiting for bytes, \"upload\" creating and writing GPU buffers, \"build\" what "
+        "follows the last byte.", "", *table, "",
+        f'Converting the Phi-3.5-mini-shaped archive ({conversion["layers"]} layers, {conversion["parameters"] / 1e6:.1f} M '
+        f'parameters, lut8g) took {conversion["seconds"]:.0f} s: {per_s / 1e6:.2f} M parameters/s, so the whole '
+        f'model (3,821 M) would take about {3821e6 / per_s / 60:.1f} min at that rate.'])
+
+
 def replace_section(doc, name, body):
     """Replaces the text between <!-- NAME:begin ... --> and <!-- NAME:end --> (appends if absent)."""
     begin = f"<!-- {name}:begin (generated by scripts/results.py; edits here are overwritten) -->"
@@ -267,7 +340,11 @@ def main():
     ap.add_argument("--skip-browser", action="store_true", help="no headless Chromium row")
     ap.add_argument("--browser-tokens", type=int, default=4)
     ap.add_argument("--model", choices=list(MODELS), default="smollm2")
+    ap.add_argument("--load", action="store_true", help="only the load-stage table")
+    ap.add_argument("--phi-layers", type=int, default=2, help="layers of the Phi-3.5-mini-shaped archive (--load)")
     a = ap.parse_args()
+    if a.load:
+        return load_main(a)
     m = MODELS[a.model]
     if a.model != "smollm2":
         a.skip_speed = True
@@ -359,6 +436,20 @@ def main():
         doc = replace_section(doc, "speed", speed_section(speed_rows, bench, meta))
     open(path, "w").write(doc)
     print("\n".join(table))
+
+
+def load_main(a):
+    log = lambda msg: print(msg, file=sys.stderr, flush=True)
+    subprocess.run(["cargo", "build", "--release", "-p", "qins-host"], check=True, cwd=ROOT)
+    rows, conversion = load_table(a, log)
+    meta = {"date": datetime.date.today().isoformat(), "machine": f"{platform.machine()}, {os.cpu_count()} cores",
+            "cpu": cpu_name(), "versions": versions()}
+    json.dump({"meta": meta, "rows": rows, "conversion": conversion},
+              open(os.path.join(ROOT, "docs", "results-load.json"), "w"), indent=1)
+    path = os.path.join(ROOT, "docs", "RESULTS.md")
+    section = load_section(rows, conversion, meta)
+    open(path, "w").write(replace_section(open(path).read(), "load", section))
+    print(section)
 
 
 if __name__ == "__main__":

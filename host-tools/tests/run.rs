@@ -184,6 +184,47 @@ fn smollm2_answers_like_llama_cpp_and_benches() {
     assert_eq!(gpu["compute"], if f16 { "f16" } else { "f32" }, "{adapter}");
     assert_eq!(gpu["kv_cache"], "f16");
     assert!(gpu["gpu_bytes"].as_u64().unwrap() > 0);
+
+    // The load's stage table: every stage counted once, adding up to the total.
+    let stages = ok_json(
+        bin("run")
+            .args([m, "--bench-load", "--load-runs", "2", "--backend", "cpu"])
+            .args(["--ctx", "256", "--json"])
+            .output()
+            .unwrap(),
+    );
+    assert_eq!(stages["loads"].as_array().unwrap().len(), 2);
+    for load in stages["loads"].as_array().unwrap() {
+        let st = &load["stages"];
+        let part = |k: &str| st[k].as_f64().unwrap_or_else(|| panic!("{k}: {st}"));
+        let parts = [
+            "device_ms",
+            "read_ms",
+            "checksum_ms",
+            "decompress_ms",
+            "upload_ms",
+        ]
+        .into_iter()
+        .chain(["other_ms", "build_ms"]);
+        let sum: f64 = parts
+            .map(|k| {
+                assert!(part(k) >= 0.0, "{k}: {st}");
+                part(k)
+            })
+            .sum();
+        let total = part("total_ms");
+        assert!(
+            (sum - total).abs() <= 0.02 * total + 1.0,
+            "{sum} vs {total}: {st}"
+        );
+        assert!(part("checksum_ms") > 0.0 && part("upload_ms") > 0.0, "{st}");
+        assert_eq!(
+            load["archive_bytes"],
+            std::fs::metadata(&model).unwrap().len()
+        );
+    }
+    assert_eq!(stages["prompt_tokens"], 100);
+    assert!(stages["ttft_ms"].as_f64().unwrap() > 0.0);
 }
 
 #[test]

@@ -24,7 +24,7 @@ fn both_engines_report_what_they_use_and_honour_the_context() {
     let path = convert_to(&fixture("tiny-llama"), Codec::Lut8, dir.path());
     let archive_bytes = std::fs::metadata(&path).unwrap().len();
     let mut logits = Vec::new();
-    for backend in [Backend::Cpu, Backend::Gpu] {
+    for backend in [Backend::Cpu, Backend::Reference, Backend::Gpu] {
         let mut loaded = open(&path, &opts(backend, 24)).unwrap();
         let info = &loaded.info;
         let what = format!("{backend:?}");
@@ -34,8 +34,14 @@ fn both_engines_report_what_they_use_and_honour_the_context() {
         assert_eq!(info.context, 24, "{what}: --ctx caps every engine");
         assert!(info.params > 0 && info.load_ms > 0.0, "{what}");
         match backend {
-            Backend::Cpu => {
-                assert_eq!(info.backend, "cpu");
+            Backend::Cpu | Backend::Reference => {
+                let name = if backend == Backend::Cpu {
+                    "cpu"
+                } else {
+                    "reference"
+                };
+                assert_eq!(info.backend, name);
+                assert_eq!(info.cpu_kernels.is_some(), backend == Backend::Cpu);
                 assert!(info.adapter.is_none() && info.gpu_bytes == 0);
             }
             _ => {
@@ -50,12 +56,17 @@ fn both_engines_report_what_they_use_and_honour_the_context() {
         engine.reset();
         logits.push(block_on(engine.extend(&[1, 5, 9], false)).unwrap());
     }
-    let worst = logits[0]
-        .iter()
-        .zip(&logits[1])
-        .map(|(a, b)| (a - b).abs())
-        .fold(0f32, f32::max);
-    assert!(worst < 1e-2, "CPU and GPU engines differ by {worst}");
+    for (i, l) in logits.iter().enumerate().skip(1) {
+        let worst = logits[0]
+            .iter()
+            .zip(l)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0f32, f32::max);
+        assert!(
+            worst < 1e-2,
+            "engine {i} differs from the packed CPU one by {worst}"
+        );
+    }
 }
 
 /// A copy of the tiny Llama whose tokenizer names a token past the model's vocabulary.

@@ -74,7 +74,7 @@ fn run() -> Result<()> {
         Some(p) => {
             // The reference runs on the f32 CPU engine whatever the model's backend.
             let cpu = LoadOptions {
-                backend: Backend::Cpu,
+                backend: Backend::Reference,
                 ..opts.clone()
             };
             let r = open(p, &cpu)?;

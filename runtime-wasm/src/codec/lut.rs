@@ -78,6 +78,8 @@ fn write_rows8(
 /// offset to the codebook) for the grouped codecs: each round lowers the squared error; three
 /// get most of the gain.
 const GROUPED_ROUNDS: usize = 3;
+/// Row ranges a codebook's histogram is filled in (in parallel), whatever the thread count.
+const HISTOGRAM_PARTS: usize = 16;
 
 /// Per-row results of `f`, in parallel with `parallel`.
 fn map_rows<T: Send>(rows: usize, f: impl Fn(usize) -> Vec<T> + Sync + Send) -> Vec<T> {
@@ -289,16 +291,30 @@ pub fn encode_grouped(
     let alpha: Vec<f64> = (0..cols).map(|c| importance.of(c)).collect();
     let mut codebook = fixed.unwrap_or_default();
     for round in 0..rounds {
-        let mut hist = Histogram::new(bins);
-        for (r, row) in data.chunks_exact(cols).enumerate() {
-            for (gi, g) in row.chunks(group).enumerate() {
-                let a = params[r * groups + gi];
-                if a.scale > 0.0 {
-                    let weight = (a.scale as f64) * (a.scale as f64);
-                    g.iter().for_each(|&x| hist.add(a.normalize(x), weight));
+        // Filled in parallel over a fixed split of the rows and merged in order, so the
+        // codebook does not depend on the number of threads.
+        let per_part = rows.div_ceil(HISTOGRAM_PARTS).max(1);
+        let parts = map_rows(rows.div_ceil(per_part), |p| {
+            let mut hist = Histogram::new(bins);
+            for r in p * per_part..((p + 1) * per_part).min(rows) {
+                let row = &data[r * cols..(r + 1) * cols];
+                for (gi, g) in row.chunks(group).enumerate() {
+                    let a = params[r * groups + gi];
+                    if a.scale > 0.0 {
+                        let weight = (a.scale as f64) * (a.scale as f64);
+                        g.iter().for_each(|&x| hist.add(a.normalize(x), weight));
+                    }
                 }
             }
-        }
+            vec![hist]
+        });
+        let hist = parts
+            .into_iter()
+            .reduce(|mut a, b| {
+                a.merge(&b);
+                a
+            })
+            .unwrap_or_else(|| Histogram::new(bins));
         codebook = fit(&hist, levels, LLOYD_ITERS);
         if round + 1 < rounds || weighted {
             let nearest = Nearest::new(&codebook);

@@ -1,17 +1,17 @@
-use super::{CpuModel, KvCache};
+use super::{CpuModel, CpuTensor, KvCache};
 use crate::engine::{Forward, Sequence};
 use crate::model::{ModelConfig, Rope};
 use crate::Result;
 
 /// The CPU model with its KV cache.
-pub struct CpuRunner {
-    pub model: CpuModel,
+pub struct CpuRunner<T = Vec<f32>> {
+    pub model: CpuModel<T>,
     cache: KvCache,
     /// Positions the sequence may reach: the model's context, or less when asked.
     max_len: usize,
 }
 
-impl Forward for CpuRunner {
+impl<T: CpuTensor> Forward for CpuRunner<T> {
     fn config(&self) -> &ModelConfig {
         &self.model.cfg
     }
@@ -40,18 +40,22 @@ impl Forward for CpuRunner {
     }
 }
 
-/// The CPU reference engine: model, KV cache and sequence state.
-pub type CpuEngine = Sequence<CpuRunner>;
+/// A CPU engine: model, KV cache and sequence state. `CpuEngine` is the f32 reference,
+/// [`PackedEngine`] the one on the stored codes.
+pub type CpuEngine<T = Vec<f32>> = Sequence<CpuRunner<T>>;
 
-impl CpuEngine {
+/// The CPU engine that computes on the archive's codes.
+pub type PackedEngine = CpuEngine<super::Packed>;
+
+impl<T: CpuTensor> CpuEngine<T> {
     /// The engine over the model's whole context.
-    pub fn new(model: CpuModel) -> Self {
+    pub fn new(model: CpuModel<T>) -> Self {
         let max_len = model.cfg.max_position_embeddings;
         Self::with_context(model, max_len)
     }
 
     /// The engine over at most `max_len` positions (`--ctx`), like the GPU engine's cache.
-    pub fn with_context(model: CpuModel, max_len: usize) -> Self {
+    pub fn with_context(model: CpuModel<T>, max_len: usize) -> Self {
         let cache = KvCache::new(model.cfg.num_layers);
         let max_len = max_len.clamp(1, model.cfg.max_position_embeddings.max(1));
         Sequence::with(CpuRunner {

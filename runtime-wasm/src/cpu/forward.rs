@@ -1,7 +1,8 @@
 //! The decoder forward pass, written as one readable pass over the canonical tensors.
 
-use super::ops::{add_bias, matmul_t, rms_norm, silu_mul, softmax_in_place};
-use crate::model::{LayerWeights, ModelConfig, Rope, Weights};
+use super::ops::{add_bias, rms_norm, silu_mul, softmax_in_place};
+use super::tensor::CpuTensor;
+use crate::model::{Layer, ModelConfig, Rope, Tensors};
 use crate::{QinsError, Result};
 
 /// Keys and values of every layer for the positions computed so far ([len, kv_dim] each).
@@ -47,13 +48,15 @@ impl KvCache {
     }
 }
 
-pub struct CpuModel {
+/// A model on the CPU: the f32 reference (`T = Vec<f32>`) or the packed engine
+/// (`T = Packed`), both through the same forward pass.
+pub struct CpuModel<T = Vec<f32>> {
     pub cfg: ModelConfig,
-    pub w: Weights,
+    pub w: Tensors<T>,
 }
 
-impl CpuModel {
-    pub fn new(cfg: ModelConfig, w: Weights) -> Self {
+impl<T: CpuTensor> CpuModel<T> {
+    pub fn new(cfg: ModelConfig, w: Tensors<T>) -> Self {
         Self { cfg, w }
     }
 
@@ -88,13 +91,13 @@ impl CpuModel {
         // Final norm and output head, only where logits are wanted.
         let rows = if all { n } else { 1 };
         let mut last = x[(n - rows) * h..].to_vec();
-        rms_norm(&mut last, &self.w.output_norm, cfg.rms_norm_eps);
-        Ok(matmul_t(&last, self.w.lm_head(), rows, h, cfg.vocab_size))
+        rms_norm(&mut last, self.w.output_norm.values(), cfg.rms_norm_eps);
+        Ok(self.w.lm_head().matmul_t(&last, rows, h, cfg.vocab_size))
     }
 }
 
 /// The embedding rows of `tokens` ([n, hidden]); an id outside the vocabulary is an error.
-pub fn embed(cfg: &ModelConfig, token_embd: &[f32], tokens: &[u32]) -> Result<Vec<f32>> {
+pub fn embed<T: CpuTensor>(cfg: &ModelConfig, token_embd: &T, tokens: &[u32]) -> Result<Vec<f32>> {
     let h = cfg.hidden_size;
     let mut x = Vec::with_capacity(tokens.len() * h);
     for &t in tokens {
@@ -108,7 +111,7 @@ pub fn embed(cfg: &ModelConfig, token_embd: &[f32], tokens: &[u32]) -> Result<Ve
                 ),
             });
         }
-        x.extend_from_slice(&token_embd[t * h..(t + 1) * h]);
+        token_embd.extend_with_row(t, h, &mut x);
     }
     Ok(x)
 }
@@ -133,9 +136,9 @@ pub struct LayerKv<'a> {
 /// One decoder layer over the rows of `x` ([n, hidden]) in place. `observe` sees each matrix's
 /// input ([n, in_features]) before it is multiplied: calibration reads activation statistics
 /// through it, so the statistics come from the very pass the engine runs.
-pub fn decoder_layer(
+pub fn decoder_layer<T: CpuTensor>(
     cfg: &ModelConfig,
-    lw: &LayerWeights,
+    lw: &Layer<T>,
     x: &mut [f32],
     kv: LayerKv,
     rope: &Rope,
@@ -149,11 +152,11 @@ pub fn decoder_layer(
 
     // Attention block.
     let mut a = x.to_vec();
-    rms_norm(&mut a, &lw.attn_norm, cfg.rms_norm_eps);
+    rms_norm(&mut a, lw.attn_norm.values(), cfg.rms_norm_eps);
     observe(MatrixInput::AttnQkv, &a);
-    let mut qkv = matmul_t(&a, &lw.attn_qkv, n, h, q_dim + 2 * kv_dim);
+    let mut qkv = lw.attn_qkv.matmul_t(&a, n, h, q_dim + 2 * kv_dim);
     if let Some(bias) = &lw.attn_qkv_bias {
-        add_bias(&mut qkv, bias);
+        add_bias(&mut qkv, bias.values());
     }
     let mut q = Vec::with_capacity(n * q_dim);
     for (t, row) in qkv.chunks_exact(q_dim + 2 * kv_dim).enumerate() {
@@ -172,18 +175,18 @@ pub fn decoder_layer(
     }
     let attn = attention(&q, k, v, start, n, Heads { nh, nkv, hd });
     observe(MatrixInput::AttnOutput, &attn);
-    let o = matmul_t(&attn, &lw.attn_output, n, q_dim, h);
+    let o = lw.attn_output.matmul_t(&attn, n, q_dim, h);
     x.iter_mut().zip(&o).for_each(|(x, o)| *x += o);
 
     // MLP block.
     let mut m = x.to_vec();
-    rms_norm(&mut m, &lw.ffn_norm, cfg.rms_norm_eps);
+    rms_norm(&mut m, lw.ffn_norm.values(), cfg.rms_norm_eps);
     observe(MatrixInput::FfnGateUp, &m);
     let ff = cfg.intermediate_size;
-    let gu = matmul_t(&m, &lw.ffn_gate_up, n, h, 2 * ff);
+    let gu = lw.ffn_gate_up.matmul_t(&m, n, h, 2 * ff);
     let act = silu_mul(&gu, ff);
     observe(MatrixInput::FfnDown, &act);
-    let down = matmul_t(&act, &lw.ffn_down, n, ff, h);
+    let down = lw.ffn_down.matmul_t(&act, n, ff, h);
     x.iter_mut().zip(&down).for_each(|(x, d)| *x += d);
 }
 

@@ -1,4 +1,4 @@
-use crate::cpu::CpuEngine;
+use crate::cpu::{CpuEngine, PackedEngine};
 use crate::engine::{Candidate, Engine, Select};
 use crate::gpu::GpuEngine;
 use crate::model::ModelConfig;
@@ -8,7 +8,10 @@ use crate::Result;
 /// One per process: the size difference between the variants costs nothing.
 #[allow(clippy::large_enum_variant)]
 pub enum AnyEngine {
-    Cpu(CpuEngine),
+    /// The packed CPU engine (the archive's codes in memory).
+    Cpu(PackedEngine),
+    /// The f32 reference engine.
+    Reference(CpuEngine),
     Gpu(GpuEngine),
 }
 
@@ -17,6 +20,7 @@ macro_rules! each {
     ($self:ident, $e:ident => $call:expr) => {
         match $self {
             AnyEngine::Cpu($e) => $call,
+            AnyEngine::Reference($e) => $call,
             AnyEngine::Gpu($e) => $call,
         }
     };
@@ -27,7 +31,7 @@ impl AnyEngine {
     pub fn gpu(&self) -> Option<&GpuEngine> {
         match self {
             Self::Gpu(e) => Some(e),
-            Self::Cpu(_) => None,
+            Self::Cpu(_) | Self::Reference(_) => None,
         }
     }
 }

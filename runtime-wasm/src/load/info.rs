@@ -85,8 +85,11 @@ pub struct EngineInfo {
     /// The codec holding most weight bytes ("lut8g-g32", "lut4a-g32", …).
     pub codec: String,
     pub archive_bytes: u64,
-    /// "gpu" or "cpu".
+    /// "gpu", "cpu" (the packed CPU engine) or "reference" (the f32 CPU engine).
     pub backend: &'static str,
+    /// The packed CPU engine's kernels ("avx2", "portable"); None on the other engines.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cpu_kernels: Option<&'static str>,
     /// None on the CPU engine.
     pub adapter: Option<AdapterInfo>,
     /// Arithmetic of the LUT mat-vecs' products: "f16" only where asked for and available.
@@ -127,6 +130,7 @@ impl EngineInfo {
             codec,
             archive_bytes,
             backend: "cpu",
+            cpu_kernels: None,
             adapter: None,
             precision: "f32",
             kv_cache: "f32",
@@ -145,7 +149,10 @@ impl EngineInfo {
     /// One line for a terminal: where the model runs and how.
     pub fn summary(&self) -> String {
         match &self.adapter {
-            None => "the CPU (f32 reference)".to_string(),
+            None => match self.cpu_kernels {
+                Some(k) => format!("the CPU ({k} kernels on the archive's codes)"),
+                None => "the CPU (f32 reference)".to_string(),
+            },
             Some(a) => {
                 let mut s = format!("{}, {} KV cache", a.summary, self.kv_cache);
                 if self.split_tensors > 0 {

@@ -10,12 +10,12 @@ use super::{AnyEngine, Backend, EngineInfo, LoadOptions, LoadStages};
 use crate::background::Background;
 use crate::chat::{Generator, Tokenizer};
 use crate::codec::decode;
-use crate::cpu::{CpuEngine, CpuModel};
+use crate::cpu::{CpuEngine, CpuModel, Packed};
 use crate::engine::Engine;
 use crate::format::{Manifest, TensorReader};
 use crate::gpu::{GpuContext, GpuEngine, GpuLoader, LoadProgress};
 use crate::load::info::AdapterInfo;
-use crate::model::Weights;
+use crate::model::{Tensors, Weights};
 use crate::{QinsError, Result};
 
 /// Where the model will run: chosen, and the GPU device opened, before any byte is read.
@@ -23,7 +23,10 @@ use crate::{QinsError, Result};
 #[allow(clippy::large_enum_variant)]
 #[derive(Clone)]
 pub enum Device {
+    /// The packed CPU engine.
     Cpu,
+    /// The f32 reference engine.
+    Reference,
     Gpu(GpuContext),
 }
 
@@ -34,6 +37,7 @@ impl Device {
     pub async fn open(opts: &LoadOptions) -> Result<Self> {
         match opts.backend {
             Backend::Cpu => Ok(Self::Cpu),
+            Backend::Reference => Ok(Self::Reference),
             Backend::Gpu => Ok(Self::Gpu(GpuContext::new(&opts.gpu).await?)),
             #[cfg(target_arch = "wasm32")]
             Backend::Auto => Ok(Self::Gpu(GpuContext::new(&opts.gpu).await?)),
@@ -56,11 +60,26 @@ impl Device {
     }
 }
 
-/// The CPU engine's side of a load: each tensor decoded to f32 as it completes.
+/// The CPU engines' side of a load: each tensor, as it completes, kept in its codes (the
+/// packed engine) or decoded to f32 (the reference).
 struct CpuSink {
     reader: TensorReader,
-    decoded: HashMap<String, Vec<f32>>,
+    tensors: CpuTensors,
     decode_s: f64,
+}
+
+enum CpuTensors {
+    Packed(HashMap<String, Packed>),
+    Reference(HashMap<String, Vec<f32>>),
+}
+
+impl CpuTensors {
+    fn len(&self) -> usize {
+        match self {
+            Self::Packed(t) => t.len(),
+            Self::Reference(t) => t.len(),
+        }
+    }
 }
 
 #[allow(clippy::large_enum_variant)] // one per load
@@ -92,9 +111,13 @@ impl Loader {
     /// `expected_len`: the archive's length when known (file size, Content-Length).
     pub fn new(device: &Device, expected_len: Option<u64>, opts: &LoadOptions) -> Self {
         let sink = match device {
-            Device::Cpu => Sink::Cpu(CpuSink {
+            Device::Cpu | Device::Reference => Sink::Cpu(CpuSink {
                 reader: TensorReader::new(expected_len),
-                decoded: HashMap::new(),
+                tensors: if matches!(device, Device::Cpu) {
+                    CpuTensors::Packed(HashMap::new())
+                } else {
+                    CpuTensors::Reference(HashMap::new())
+                },
                 decode_s: 0.0,
             }),
             Device::Gpu(ctx) => Sink::Gpu(GpuLoader::new(
@@ -120,11 +143,19 @@ impl Loader {
         let fed = match &mut self.sink {
             Sink::Gpu(g) => g.feed(bytes),
             Sink::Cpu(c) => {
-                let (decoded, decode_s) = (&mut c.decoded, &mut c.decode_s);
+                let (tensors, decode_s) = (&mut c.tensors, &mut c.decode_s);
                 c.reader.feed(bytes, &mut |t, bytes| {
                     let start = Instant::now();
                     let (rows, cols) = t.rows_cols();
-                    decoded.insert(t.name.clone(), decode(t.codec, &bytes, rows, cols)?);
+                    let name = t.name.clone();
+                    match tensors {
+                        CpuTensors::Packed(p) => {
+                            p.insert(name, Packed::from_stored(t.codec, rows, cols, &bytes)?);
+                        }
+                        CpuTensors::Reference(d) => {
+                            d.insert(name, decode(t.codec, &bytes, rows, cols)?);
+                        }
+                    }
                     *decode_s += start.elapsed().as_secs_f64();
                     Ok(())
                 })
@@ -173,7 +204,7 @@ impl Loader {
             Sink::Gpu(g) => g.progress(),
             Sink::Cpu(c) => LoadProgress {
                 bytes_done: self.received,
-                tensors_done: c.decoded.len(),
+                tensors_done: c.tensors.len(),
                 tensors_total: c.reader.manifest().map_or(0, |m| m.tensors.len()),
             },
         }
@@ -187,11 +218,29 @@ impl Loader {
         let (manifest, engine, mut info) = match self.sink {
             Sink::Cpu(c) => {
                 let manifest = c.reader.finish()?;
-                let weights = Weights::from_tensors(&manifest.config, c.decoded)?;
-                let model = CpuModel::new(manifest.config.clone(), weights);
-                let engine = CpuEngine::with_context(model, self.opts.max_context);
-                let info = EngineInfo::of_manifest(&manifest, self.received);
-                (manifest, AnyEngine::Cpu(engine), info)
+                let (cfg, ctx) = (&manifest.config, self.opts.max_context);
+                let mut info = EngineInfo::of_manifest(&manifest, self.received);
+                let engine = match c.tensors {
+                    CpuTensors::Packed(t) => {
+                        let w = Tensors::from_named(
+                            cfg,
+                            t,
+                            |t, spec| Ok(t.for_role(spec.role)),
+                            Packed::values_len,
+                        )?;
+                        info.cpu_kernels = Some(crate::cpu::packed::Kernels::best().name);
+                        AnyEngine::Cpu(CpuEngine::with_context(CpuModel::new(cfg.clone(), w), ctx))
+                    }
+                    CpuTensors::Reference(t) => {
+                        let w = Weights::from_tensors(cfg, t)?;
+                        info.backend = "reference";
+                        AnyEngine::Reference(CpuEngine::with_context(
+                            CpuModel::new(cfg.clone(), w),
+                            ctx,
+                        ))
+                    }
+                };
+                (manifest, engine, info)
             }
             Sink::Gpu(g) => {
                 let (manifest, model) = g.finish().await?;

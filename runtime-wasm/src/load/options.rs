@@ -10,14 +10,17 @@ use crate::gpu::{CacheConfig, GpuOptions};
 #[cfg_attr(feature = "cli", derive(clap::ValueEnum))]
 #[serde(rename_all = "lowercase")]
 pub enum Backend {
-    /// The GPU when there is a real one, else the CPU reference (a software Vulkan such as
+    /// The GPU when there is a real one, else the CPU engine (a software Vulkan such as
     /// lavapipe is slower than the CPU engine). In the browser: WebGPU, whatever the adapter.
     #[default]
     Auto,
     /// WGSL kernels on wgpu (Vulkan, Metal, DX12, WebGPU), whatever the adapter.
     Gpu,
-    /// The f32 reference engine.
+    /// The CPU engine on the archive's codes (SIMD kernels, all cores).
     Cpu,
+    /// The f32 reference engine: every weight expanded to f32, the oracle other engines are
+    /// checked against.
+    Reference,
 }
 
 /// How the KV cache stores its values (attention computes in f32 either way).
@@ -39,7 +42,7 @@ pub enum KvPrecision {
 #[serde(default)]
 pub struct LoadOptions {
     /// Engine: auto (a real GPU if there is one, else the CPU), gpu (any adapter, lavapipe
-    /// included) or cpu (the f32 reference).
+    /// included), cpu (on the archive's codes) or reference (the f32 oracle).
     #[cfg_attr(feature = "cli", arg(long, value_enum, default_value_t = Backend::Auto))]
     pub backend: Backend,
     /// Context length: the KV-cache positions (capped by the model's own context).

@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 use std::io::Read;
 
-use super::{Layer, ModelConfig, Tensors};
+use super::{Layer, ModelConfig, TensorSpec, Tensors};
 use crate::codec::decode;
 use crate::format::{read_archive, Manifest};
 use crate::{QinsError, Result};
@@ -30,18 +30,31 @@ impl Weights {
     /// The model's tensors taken out of `decoded` by name, each checked against its shape.
     pub(crate) fn from_tensors(
         cfg: &ModelConfig,
-        mut decoded: HashMap<String, Vec<f32>>,
+        decoded: HashMap<String, Vec<f32>>,
+    ) -> Result<Self> {
+        Tensors::from_named(cfg, decoded, |v, _| Ok(v), Vec::len)
+    }
+}
+
+impl<T> Tensors<T> {
+    /// The model's tensors taken out of `named` by name, each made fit for its place by
+    /// `place` (given the spec) and checked to hold the values its shape needs (`values`).
+    pub(crate) fn from_named<U>(
+        cfg: &ModelConfig,
+        mut named: HashMap<String, U>,
+        mut place: impl FnMut(U, &TensorSpec) -> Result<T>,
+        values: impl Fn(&T) -> usize,
     ) -> Result<Self> {
         Tensors::describe(cfg).try_map(|spec| {
-            let v = take(&mut decoded, &spec.name)?;
+            let t = place(take(&mut named, &spec.name)?, &spec)?;
             let len: usize = spec.shape.iter().product();
-            if v.len() != len {
+            if values(&t) != len {
                 return Err(QinsError::Tensor {
                     name: spec.name,
-                    msg: format!("has {} values, the config needs {len}", v.len()),
+                    msg: format!("has {} values, the config needs {len}", values(&t)),
                 });
             }
-            Ok(v)
+            Ok(t)
         })
     }
 }

@@ -1,0 +1,282 @@
+//! A weight matrix kept as the archive stores it, multiplied without expanding it.
+
+use half::f16;
+
+use super::kernels::{Codebook8, Kernels};
+use crate::codec::{Codec, Layout, Section};
+use crate::{QinsError, Result};
+
+/// A `rows × cols` matrix in its stored layout (crate::codec): codebook, scales, offsets and
+/// codes, read in place by the kernels.
+pub struct PackedMatrix {
+    codec: Codec,
+    rows: usize,
+    cols: usize,
+    layout: Layout,
+    /// The stored bytes, in words so that f32 and f16 sections can be read as slices.
+    words: Vec<u32>,
+    /// The codebook (zeros for float codecs), padded to 256 entries so any byte indexes it.
+    codebook: Box<Codebook8>,
+}
+
+/// Rows per parallel work item of a mat-vec: enough work to be worth a task.
+const ROWS_PER_TASK: usize = 32;
+/// f32 values of weights decoded at a time for a mat-mat (4 MiB: an L2-to-L3-sized tile).
+const TILE_VALUES: usize = 1 << 20;
+/// Up to this many tokens a mat-mat is that many mat-vecs: decoding a tile to f32 costs about
+/// as much as two mat-vecs over it.
+const MATVEC_TOKENS: usize = 2;
+
+impl PackedMatrix {
+    /// The matrix stored as `bytes` (checked against the codec's layout for this shape).
+    pub fn new(codec: Codec, rows: usize, cols: usize, bytes: &[u8]) -> Result<Self> {
+        let layout = codec.layout(rows, cols)?;
+        if bytes.len() != layout.total {
+            return Err(QinsError::Codec(format!(
+                "a {rows}x{cols} {} tensor takes {} bytes, the archive has {}",
+                codec.name(),
+                layout.total,
+                bytes.len()
+            )));
+        }
+        let mut words = vec![0u32; bytes.len().div_ceil(4)];
+        bytemuck::cast_slice_mut::<u32, u8>(&mut words)[..bytes.len()].copy_from_slice(bytes);
+        let mut values = [0f32; 256];
+        let cb = &bytes[layout.codebook.offset..layout.codebook.end()];
+        for (c, b) in values.iter_mut().zip(cb.chunks_exact(4)) {
+            *c = f32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+        }
+        let codebook = Box::new(Codebook8::new(values));
+        Ok(Self {
+            codec,
+            rows,
+            cols,
+            layout,
+            words,
+            codebook,
+        })
+    }
+
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+    pub fn cols(&self) -> usize {
+        self.cols
+    }
+    /// Bytes held (the stored tensor).
+    pub fn bytes(&self) -> usize {
+        self.words.len() * 4
+    }
+
+    fn section(&self, s: Section) -> &[u8] {
+        &bytemuck::cast_slice::<u32, u8>(&self.words)[s.offset..s.end()]
+    }
+    fn halves(&self, s: Section) -> &[u16] {
+        bytemuck::cast_slice(self.section(s))
+    }
+    fn codes(&self, r: usize) -> &[u8] {
+        let stride = self.layout.code_stride;
+        let start = self.layout.codes.offset + r * stride;
+        let len = match self.codec.code_bits() {
+            4 => self.cols.div_ceil(2),
+            _ => self.cols,
+        };
+        &bytemuck::cast_slice::<u32, u8>(&self.words)[start..start + len]
+    }
+
+    /// Columns per scale: a group, or the whole row for the per-row codecs.
+    fn group(&self) -> usize {
+        self.codec.group().unwrap_or(self.cols).max(1)
+    }
+    fn groups(&self) -> usize {
+        self.cols.div_ceil(self.group())
+    }
+
+    /// Row `r`'s scales into `out` (one per group).
+    fn scales(&self, r: usize, out: &mut Vec<f32>) {
+        out.clear();
+        let g = self.groups();
+        match self.codec.group() {
+            Some(_) => out.extend(
+                self.halves(self.layout.scales)[r * g..(r + 1) * g]
+                    .iter()
+                    .map(|&h| f16::from_bits(h).to_f32()),
+            ),
+            None => {
+                let s: &[f32] = bytemuck::cast_slice(self.section(self.layout.scales));
+                out.push(s[r]);
+            }
+        }
+    }
+
+    /// Σ_g offset_g · (Σ of x over group g) for row `r`: what the affine codecs add.
+    fn offset_term(&self, r: usize, x_group_sums: &[f32]) -> f32 {
+        if !self.codec.has_offset() {
+            return 0.0;
+        }
+        let g = self.groups();
+        self.halves(self.layout.offsets)[r * g..(r + 1) * g]
+            .iter()
+            .zip(x_group_sums)
+            .map(|(&o, s)| f16::from_bits(o).to_f32() * s)
+            .sum()
+    }
+
+    /// Row `r` times `x` (`x_group_sums`: x summed per group, for the offsets).
+    fn row_dot(
+        &self,
+        k: &Kernels,
+        r: usize,
+        x: &[f32],
+        x_group_sums: &[f32],
+        scratch: &mut Vec<f32>,
+    ) -> f32 {
+        match self.codec {
+            Codec::F32 => {
+                let w: &[f32] = bytemuck::cast_slice(self.section(self.layout.codes));
+                (k.dot_f32)(&w[r * self.cols..(r + 1) * self.cols], x)
+            }
+            Codec::F16 => {
+                let w = self.halves(self.layout.codes);
+                (k.dot_f16)(&w[r * self.cols..(r + 1) * self.cols], x)
+            }
+            _ => {
+                self.scales(r, scratch);
+                let codes = self.codes(r);
+                let dot = if self.codec.code_bits() == 4 {
+                    let cb: &[f32; 16] = self.codebook.values[..16].try_into().expect("16 entries");
+                    (k.row4)(codes, cb, x, self.group(), scratch)
+                } else {
+                    (k.row8)(codes, &self.codebook, x, self.group(), scratch)
+                };
+                dot + self.offset_term(r, x_group_sums)
+            }
+        }
+    }
+
+    /// `x` summed over each group of columns (only the affine codecs need it).
+    fn group_sums(&self, x: &[f32]) -> Vec<f32> {
+        if self.codec.has_offset() {
+            x.chunks(self.group()).map(|g| g.iter().sum()).collect()
+        } else {
+            Vec::new()
+        }
+    }
+
+    /// `out[r] = Σ_c w[r][c] · x[c]` with the given kernels.
+    pub fn matvec_with(&self, k: &Kernels, x: &[f32], out: &mut [f32]) {
+        assert_eq!(x.len(), self.cols, "activation width");
+        assert_eq!(out.len(), self.rows, "output height");
+        let sums = self.group_sums(x);
+        let task = |(t, chunk): (usize, &mut [f32])| {
+            let mut scratch = Vec::with_capacity(self.groups());
+            for (i, o) in chunk.iter_mut().enumerate() {
+                *o = self.row_dot(k, t * ROWS_PER_TASK + i, x, &sums, &mut scratch);
+            }
+        };
+        #[cfg(feature = "parallel")]
+        {
+            use rayon::prelude::*;
+            out.par_chunks_mut(ROWS_PER_TASK).enumerate().for_each(task);
+        }
+        #[cfg(not(feature = "parallel"))]
+        out.chunks_mut(ROWS_PER_TASK).enumerate().for_each(task);
+    }
+
+    /// Rows `r0..r0 + out.len() / cols` decoded to f32 (the embedding's rows, a mat-mat's tile).
+    pub fn decode_rows(&self, r0: usize, out: &mut [f32]) {
+        let cols = self.cols;
+        let task = |(i, row): (usize, &mut [f32])| self.decode_row(r0 + i, row);
+        #[cfg(feature = "parallel")]
+        {
+            use rayon::prelude::*;
+            out.par_chunks_mut(cols).enumerate().for_each(task);
+        }
+        #[cfg(not(feature = "parallel"))]
+        out.chunks_mut(cols).enumerate().for_each(task);
+    }
+
+    fn decode_row(&self, r: usize, out: &mut [f32]) {
+        match self.codec {
+            Codec::F32 => {
+                let w: &[f32] = bytemuck::cast_slice(self.section(self.layout.codes));
+                out.copy_from_slice(&w[r * self.cols..(r + 1) * self.cols]);
+            }
+            Codec::F16 => {
+                let w = self.halves(self.layout.codes);
+                for (o, &h) in out.iter_mut().zip(&w[r * self.cols..(r + 1) * self.cols]) {
+                    *o = f16::from_bits(h).to_f32();
+                }
+            }
+            _ => {
+                let mut scales = Vec::new();
+                self.scales(r, &mut scales);
+                let g = self.groups();
+                let offsets = self
+                    .codec
+                    .has_offset()
+                    .then(|| &self.halves(self.layout.offsets)[r * g..(r + 1) * g]);
+                let (codes, group, nibbles) =
+                    (self.codes(r), self.group(), self.codec.code_bits() == 4);
+                for (c, o) in out.iter_mut().enumerate() {
+                    let q = if nibbles {
+                        (codes[c / 2] >> ((c % 2) * 4)) & 15
+                    } else {
+                        codes[c]
+                    };
+                    let off = offsets.map_or(0.0, |o| f16::from_bits(o[c / group]).to_f32());
+                    *o = scales[c / group] * self.codebook.values[q as usize] + off;
+                }
+            }
+        }
+    }
+
+    /// `out[t][r] = Σ_c x[t][c] · w[r][c]` for `n` rows of `x` ([n, cols] → [n, rows]).
+    pub fn matmul_t_with(&self, k: &Kernels, x: &[f32], n: usize) -> Vec<f32> {
+        let (m, kk) = (self.rows, self.cols);
+        assert_eq!(x.len(), n * kk, "activation shape");
+        let mut out = vec![0f32; n * m];
+        if n <= MATVEC_TOKENS {
+            let mut row = vec![0f32; m];
+            for (t, o) in out.chunks_exact_mut(m).enumerate() {
+                self.matvec_with(k, &x[t * kk..(t + 1) * kk], &mut row);
+                o.copy_from_slice(&row);
+            }
+            return out;
+        }
+        // Each tile of rows is decoded once for all n tokens, then multiplied by sgemm.
+        let tile_rows = (TILE_VALUES / kk.max(1)).clamp(1, m.max(1));
+        let mut tile = vec![0f32; tile_rows * kk];
+        for r0 in (0..m).step_by(tile_rows) {
+            let rb = tile_rows.min(m - r0);
+            let tile = &mut tile[..rb * kk];
+            self.decode_rows(r0, tile);
+            // SAFETY: A is x ([n, kk]), B the tile transposed ([kk, rb]), C the columns
+            // r0..r0 + rb of out ([n, m]); the strides stay inside each buffer.
+            unsafe {
+                matrixmultiply::sgemm(
+                    n,
+                    kk,
+                    rb,
+                    1.0,
+                    x.as_ptr(),
+                    kk as isize,
+                    1,
+                    tile.as_ptr(),
+                    1,
+                    kk as isize,
+                    0.0,
+                    out.as_mut_ptr().add(r0),
+                    m as isize,
+                    1,
+                );
+            }
+        }
+        out
+    }
+
+    /// [`Self::matmul_t_with`] on the fastest kernels this CPU has.
+    pub fn matmul_t(&self, x: &[f32], n: usize) -> Vec<f32> {
+        self.matmul_t_with(Kernels::best(), x, n)
+    }
+}

@@ -1,0 +1,101 @@
+//! Every packed kernel set against the f32 reference (decode, then a plain product) on odd
+//! shapes, for every codec, one token and batches: like the GPU ops tests (tests/gpu_ops.rs).
+
+use super::{Kernels, PackedMatrix};
+use crate::codec::{decode, encode, Codec};
+
+/// Bell-ish weights with a few outliers, deterministic.
+fn weights(n: usize, seed: u32) -> Vec<f32> {
+    let mut s = seed.wrapping_mul(2654435761).max(1);
+    (0..n)
+        .map(|i| {
+            s ^= s << 13;
+            s ^= s >> 17;
+            s ^= s << 5;
+            let u = (s >> 8) as f32 / (1u32 << 24) as f32 - 0.5;
+            if i % 97 == 5 {
+                u * 8.0
+            } else {
+                u * u * u * 4.0 + u * 0.3
+            }
+        })
+        .collect()
+}
+
+fn codecs() -> Vec<Codec> {
+    [
+        "f32", "f16", "qins8", "lut8", "int8", "lut8g", "lut8a", "lut4", "lut4a", "int4",
+    ]
+    .iter()
+    .flat_map(|n| {
+        let groups: &[usize] = match *n {
+            "lut8g" | "lut8a" => &[32, 12],
+            "lut4" | "lut4a" | "int4" => &[32, 6],
+            _ => &[32],
+        };
+        groups.iter().map(|&g| Codec::from_name(n, g).unwrap())
+    })
+    .collect()
+}
+
+/// Shapes that leave remainders everywhere: columns not a multiple of 8 or of the group,
+/// a single row, a single column, rows not a multiple of the task size.
+const SHAPES: &[(usize, usize)] = &[(1, 1), (3, 7), (33, 65), (70, 130), (5, 576), (64, 31)];
+
+#[test]
+fn every_kernel_set_matches_the_decoded_reference() {
+    for k in Kernels::available() {
+        for codec in codecs() {
+            for &(rows, cols) in SHAPES {
+                let (bytes, _) = encode(codec, &weights(rows * cols, 7), rows, cols).unwrap();
+                let w = decode(codec, &bytes, rows, cols).unwrap();
+                let m = PackedMatrix::new(codec, rows, cols, &bytes).unwrap();
+                for n in [1, 2, 3, 9] {
+                    let x = weights(n * cols, 11 + n as u32);
+                    let got = m.matmul_t_with(&k, &x, n);
+                    for t in 0..n {
+                        for r in 0..rows {
+                            let xr = &x[t * cols..(t + 1) * cols];
+                            let wr = &w[r * cols..(r + 1) * cols];
+                            let want: f64 = xr.iter().zip(wr).map(|(a, b)| (a * b) as f64).sum();
+                            let scale: f64 =
+                                xr.iter().zip(wr).map(|(a, b)| (a * b).abs() as f64).sum();
+                            let err = (got[t * rows + r] as f64 - want).abs();
+                            assert!(
+                                err <= 1e-5 * scale + 1e-6,
+                                "{} {}: {rows}x{cols}, n={n}, [{t},{r}]: {} vs {want}",
+                                k.name,
+                                codec.name(),
+                                got[t * rows + r]
+                            );
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn rows_decode_as_the_reference_does() {
+    for codec in codecs() {
+        let (rows, cols) = (9, 75);
+        let (bytes, _) = encode(codec, &weights(rows * cols, 3), rows, cols).unwrap();
+        let want = decode(codec, &bytes, rows, cols).unwrap();
+        let m = PackedMatrix::new(codec, rows, cols, &bytes).unwrap();
+        let mut got = vec![0f32; (rows - 2) * cols];
+        m.decode_rows(2, &mut got);
+        assert_eq!(got, want[2 * cols..], "{}", codec.name());
+    }
+}
+
+#[test]
+fn a_tensor_of_the_wrong_size_is_refused() {
+    let codec = Codec::from_name("lut8g", 32).unwrap();
+    let (bytes, _) = encode(codec, &weights(4 * 64, 1), 4, 64).unwrap();
+    for bad in [&bytes[..bytes.len() - 1], &bytes[..0]] {
+        let err = PackedMatrix::new(codec, 4, 64, bad).err().expect("refused");
+        assert!(err.to_string().contains("bytes"), "{err}");
+    }
+    assert!(PackedMatrix::new(codec, 5, 64, &bytes).is_err());
+}
