@@ -146,12 +146,14 @@ fn init_quantiles(pts: &[(f64, f64)], k: usize) -> Vec<f64> {
 
 /// Index of the nearest entry of an ascending codebook: the number of midpoints below `x`.
 ///
-/// A binary search over 255 midpoints costs eight unpredictable branches per weight, and the
-/// encoder asks about every weight some fifteen times (three starting scales, four refits and
-/// the error of each), which made it most of a conversion. A uniform grid over the midpoints'
-/// range gives each `x` a first guess, corrected by a short walk to the exact answer, so the
-/// result is the same as the binary search's for every `x` (NaN included: 0).
+/// A binary search over 255 midpoints is a chain of eight dependent loads per weight, and
+/// the encoder asks about every weight some fifteen times (three starting scales, four refits
+/// and the error of each), which made it most of a conversion. A uniform grid fine enough
+/// that a cell holds at most one midpoint gives the answer from one cell and one comparison,
+/// without a data-dependent branch; a check (almost never true) falls back to a walk, so the
+/// result is the binary search's for every `x`, NaN included (0).
 pub struct Nearest {
+    /// The midpoints, then +∞ so that the one comparison needs no bounds branch.
     mids: Vec<f32>,
     lo: f32,
     /// Grid cells per unit of `x`.
@@ -161,17 +163,26 @@ pub struct Nearest {
 }
 
 impl Nearest {
-    /// Cells per midpoint: enough that a cell holds about one midpoint even where a learned
-    /// codebook crowds its entries near zero.
-    const CELLS_PER_MID: usize = 8;
+    /// The grid's size bounds: a cell per midpoint at least, 2^16 cells at most (256 KiB).
+    const MIN_CELLS_PER_MID: usize = 8;
+    const MAX_CELLS: usize = 1 << 16;
 
     pub fn new(sorted: &[f32]) -> Self {
-        let mids: Vec<f32> = sorted.windows(2).map(|w| 0.5 * (w[0] + w[1])).collect();
+        let mut mids: Vec<f32> = sorted.windows(2).map(|w| 0.5 * (w[0] + w[1])).collect();
         let (lo, hi) = match (mids.first(), mids.last()) {
             (Some(&lo), Some(&hi)) if hi > lo && (hi - lo).is_finite() => (lo, hi),
             _ => (0.0, 0.0),
         };
-        let cells = (mids.len() * Self::CELLS_PER_MID).max(1);
+        // Cells half as wide as the closest two distinct midpoints hold one midpoint each.
+        let gap = mids
+            .windows(2)
+            .map(|w| w[1] - w[0])
+            .filter(|&g| g > 0.0)
+            .fold(f32::INFINITY, f32::min);
+        let wanted = (2.0 * (hi - lo) / gap).ceil();
+        let cells = if wanted.is_finite() { wanted as usize } else { 0 }
+            .clamp(mids.len() * Self::MIN_CELLS_PER_MID, Self::MAX_CELLS)
+            .max(1);
         let per_unit = if hi > lo {
             cells as f32 / (hi - lo)
         } else {
@@ -183,6 +194,7 @@ impl Nearest {
                 mids.partition_point(|&m| m < edge) as u16
             })
             .collect();
+        mids.push(f32::INFINITY);
         Self {
             mids,
             lo,
@@ -192,16 +204,17 @@ impl Nearest {
     }
 
     pub fn index(&self, x: f32) -> usize {
+        let len = self.mids.len() - 1;
         // `as usize` saturates: below the grid (and NaN) gives cell 0.
         let cell = (((x - self.lo) * self.per_unit) as usize).min(self.first.len() - 1);
         let mut i = self.first[cell] as usize;
-        while i < self.mids.len() && self.mids[i] < x {
-            i += 1;
-        }
+        i += (self.mids[i] < x) as usize;
         // Not `>=`: NaN must walk down to 0, as partition_point gives it.
         #[allow(clippy::neg_cmp_op_on_partial_ord)]
-        while i > 0 && !(self.mids[i - 1] < x) {
-            i -= 1;
+        let wrong = |i: usize| (i < len && self.mids[i] < x) || (i > 0 && !(self.mids[i - 1] < x));
+        if wrong(i) {
+            // A cell with several midpoints (repeated entries), or rounding at a cell's edge.
+            i = self.mids[..len].partition_point(|&m| m < x);
         }
         i
     }
