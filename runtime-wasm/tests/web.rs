@@ -198,6 +198,24 @@ async fn loads_over_http_and_matches_the_native_engine() {
     assert_matches_native(&engine).await;
 }
 
+/// The CPU engine in wasm, no GPU involved: the archive's codes kept as stored, the native
+/// engine's logits and greedy reply.
+#[wasm_bindgen_test]
+async fn the_cpu_engine_runs_in_wasm_and_matches_the_native_engine() {
+    let engine = QinsEngine::new();
+    let info = load(
+        &engine,
+        &archive("tiny.qins"),
+        r#"{"cache":false,"backend":"cpu"}"#,
+    )
+    .await
+    .expect("load on the CPU");
+    assert_eq!(get(&info, "backend").as_string().unwrap(), "cpu");
+    assert_eq!(get(&info, "cpu_kernels").as_string().unwrap(), "portable");
+    assert_eq!(num(&info, "gpu_bytes"), 0.0);
+    assert_matches_native(&engine).await;
+}
+
 #[wasm_bindgen_test]
 async fn load_options_are_checked_and_f16_compute_applies_only_with_shader_f16() {
     let engine = QinsEngine::new();

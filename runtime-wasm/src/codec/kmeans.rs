@@ -180,9 +180,13 @@ impl Nearest {
             .filter(|&g| g > 0.0)
             .fold(f32::INFINITY, f32::min);
         let wanted = (2.0 * (hi - lo) / gap).ceil();
-        let cells = if wanted.is_finite() { wanted as usize } else { 0 }
-            .clamp(mids.len() * Self::MIN_CELLS_PER_MID, Self::MAX_CELLS)
-            .max(1);
+        let cells = if wanted.is_finite() {
+            wanted as usize
+        } else {
+            0
+        }
+        .clamp(mids.len() * Self::MIN_CELLS_PER_MID, Self::MAX_CELLS)
+        .max(1);
         let per_unit = if hi > lo {
             cells as f32 / (hi - lo)
         } else {
