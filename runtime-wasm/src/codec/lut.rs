@@ -369,34 +369,58 @@ pub fn decode(codec: Codec, bytes: &[u8], rows: usize, cols: usize, layout: &Lay
     };
     let codebook = read_f32s(section(layout.codebook));
     let codes = section(layout.codes);
-    let mut out = Vec::with_capacity(rows * cols);
-    match codec.group() {
-        Some(group) => {
-            let groups = cols.div_ceil(group);
-            let scales = halves(layout.scales);
-            let offsets = halves(layout.offsets);
-            let nibbles = codec.code_bits() == 4;
-            for r in 0..rows {
-                let row = &codes[r * layout.code_stride..];
-                for c in 0..cols {
-                    let q = if nibbles {
-                        (row[c / 2] >> ((c % 2) * 4)) & 0x0f
-                    } else {
-                        row[c]
-                    };
-                    let g = r * groups + c / group;
-                    let o = offsets.get(g).copied().unwrap_or(0.0);
-                    out.push(scales[g] * codebook[q as usize] + o);
-                }
-            }
-        }
-        None => {
-            let scales = read_f32s(section(layout.scales));
-            for r in 0..rows {
-                let row = &codes[r * layout.code_stride..r * layout.code_stride + cols];
-                out.extend(row.iter().map(|&q| scales[r] * codebook[q as usize]));
-            }
-        }
+    let (group, scales, offsets) = match codec.group() {
+        Some(group) => (group, halves(layout.scales), halves(layout.offsets)),
+        None => (cols, read_f32s(section(layout.scales)), Vec::new()),
+    };
+    let groups = cols.div_ceil(group.max(1));
+    let nibbles = codec.code_bits() == 4;
+    let mut out = vec![0f32; rows * cols];
+    for (r, row) in out.chunks_mut(cols.max(1)).enumerate() {
+        let per_row = r * groups..(r + 1) * groups;
+        decode_row(
+            RowCodes {
+                codes: &codes[r * layout.code_stride..],
+                nibbles,
+            },
+            &codebook,
+            group,
+            &scales[per_row.clone()],
+            offsets.get(per_row).unwrap_or_default(),
+            row,
+        );
     }
     out
+}
+
+/// One row's codes: bytes, or two 4-bit codes a byte (the even column in the low nibble).
+pub struct RowCodes<'a> {
+    pub codes: &'a [u8],
+    pub nibbles: bool,
+}
+
+/// One row of a LUT codec, `out[c] = scales[g] · codebook[code(c)] + offsets[g]` for the group
+/// g = c / group (no offset when `offsets` is empty): the reference decode and the packed CPU
+/// engine's tile decode.
+pub fn decode_row(
+    codes: RowCodes,
+    codebook: &[f32],
+    group: usize,
+    scales: &[f32],
+    offsets: &[f32],
+    out: &mut [f32],
+) {
+    for (g, out) in out.chunks_mut(group.max(1)).enumerate() {
+        let (s, o) = (scales[g], offsets.get(g).copied());
+        for (i, w) in out.iter_mut().enumerate() {
+            let c = g * group + i;
+            let q = if codes.nibbles {
+                (codes.codes[c / 2] >> ((c % 2) * 4)) & 0x0f
+            } else {
+                codes.codes[c]
+            };
+            let v = s * codebook[q as usize];
+            *w = o.map_or(v, |o| v + o);
+        }
+    }
 }

@@ -19,6 +19,7 @@ mod stats;
 use serde::{Deserialize, Serialize};
 
 use crate::{QinsError, Result};
+pub(crate) use lut::{decode_row, RowCodes};
 pub use stats::ErrorStats;
 
 /// Alignment of sections inside a tensor and of tensors in the archive's byte stream:

@@ -56,8 +56,8 @@ pub struct LoadStages {
     pub checksum_ms: f64,
     /// zstd.
     pub decompress_ms: f64,
-    /// GPU buffers created and written (queue writes and submits); on the CPU engine, decoding
-    /// the codes to f32.
+    /// GPU buffers created and written (queue writes and submits); on the CPU engines, taking
+    /// each tensor in (kept in its codes, or decoded to f32 by the reference).
     pub upload_ms: f64,
     /// The rest of taking bytes in: copying them into whole chunks, the manifest.
     pub other_ms: f64,
@@ -87,10 +87,10 @@ pub struct EngineInfo {
     pub archive_bytes: u64,
     /// "gpu", "cpu" (the packed CPU engine) or "reference" (the f32 CPU engine).
     pub backend: &'static str,
-    /// The packed CPU engine's kernels ("avx2", "portable"); None on the other engines.
+    /// The packed CPU engine's kernels ("avx512", "avx2", "portable"); None on the others.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cpu_kernels: Option<&'static str>,
-    /// None on the CPU engine.
+    /// None on the CPU engines.
     pub adapter: Option<AdapterInfo>,
     /// Arithmetic of the LUT mat-vecs' products: "f16" only where asked for and available.
     pub precision: &'static str,

@@ -3,7 +3,7 @@
 use half::f16;
 
 use super::kernels::{Codebook8, Kernels};
-use crate::codec::{Codec, Layout, Section};
+use crate::codec::{decode_row, Codec, Layout, RowCodes, Section};
 use crate::{QinsError, Result};
 
 /// A `rows × cols` matrix in its stored layout (crate::codec): codebook, scales, offsets and
@@ -94,19 +94,25 @@ impl PackedMatrix {
 
     /// Row `r`'s scales into `out` (one per group).
     fn scales(&self, r: usize, out: &mut Vec<f32>) {
-        out.clear();
-        let g = self.groups();
         match self.codec.group() {
-            Some(_) => out.extend(
-                self.halves(self.layout.scales)[r * g..(r + 1) * g]
-                    .iter()
-                    .map(|&h| f16::from_bits(h).to_f32()),
-            ),
+            Some(_) => self.group_halves(self.layout.scales, r, out),
             None => {
                 let s: &[f32] = bytemuck::cast_slice(self.section(self.layout.scales));
+                out.clear();
                 out.push(s[r]);
             }
         }
+    }
+
+    /// Row `r`'s values of a per-group f16 section (scales or offsets) into `out`.
+    fn group_halves(&self, section: Section, r: usize, out: &mut Vec<f32>) {
+        let g = self.groups();
+        out.clear();
+        out.extend(
+            self.halves(section)[r * g..(r + 1) * g]
+                .iter()
+                .map(|&h| f16::from_bits(h).to_f32()),
+        );
     }
 
     /// Σ_g offset_g · (Σ of x over group g) for row `r`: what the affine codecs add.
@@ -209,24 +215,23 @@ impl PackedMatrix {
                 }
             }
             _ => {
-                let mut scales = Vec::new();
+                let (mut scales, mut offsets) = (Vec::new(), Vec::new());
                 self.scales(r, &mut scales);
-                let g = self.groups();
-                let offsets = self
-                    .codec
-                    .has_offset()
-                    .then(|| &self.halves(self.layout.offsets)[r * g..(r + 1) * g]);
-                let (codes, group, nibbles) =
-                    (self.codes(r), self.group(), self.codec.code_bits() == 4);
-                for (c, o) in out.iter_mut().enumerate() {
-                    let q = if nibbles {
-                        (codes[c / 2] >> ((c % 2) * 4)) & 15
-                    } else {
-                        codes[c]
-                    };
-                    let off = offsets.map_or(0.0, |o| f16::from_bits(o[c / group]).to_f32());
-                    *o = scales[c / group] * self.codebook.values[q as usize] + off;
+                if self.codec.has_offset() {
+                    self.group_halves(self.layout.offsets, r, &mut offsets);
                 }
+                let codes = RowCodes {
+                    codes: self.codes(r),
+                    nibbles: self.codec.code_bits() == 4,
+                };
+                decode_row(
+                    codes,
+                    &self.codebook.values,
+                    self.group(),
+                    &scales,
+                    &offsets,
+                    out,
+                );
             }
         }
     }
@@ -237,10 +242,8 @@ impl PackedMatrix {
         assert_eq!(x.len(), n * kk, "activation shape");
         let mut out = vec![0f32; n * m];
         if n <= MATVEC_TOKENS {
-            let mut row = vec![0f32; m];
             for (t, o) in out.chunks_exact_mut(m).enumerate() {
-                self.matvec_with(k, &x[t * kk..(t + 1) * kk], &mut row);
-                o.copy_from_slice(&row);
+                self.matvec_with(k, &x[t * kk..(t + 1) * kk], o);
             }
             return out;
         }
