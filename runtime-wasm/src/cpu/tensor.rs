@@ -65,14 +65,6 @@ impl Packed {
             Packed::Matrix(m) => m.rows() * m.cols(),
         }
     }
-
-    /// Bytes held.
-    pub fn bytes(&self) -> usize {
-        match self {
-            Packed::Vector(v) => v.len() * 4,
-            Packed::Matrix(m) => m.bytes(),
-        }
-    }
 }
 
 impl CpuTensor for Packed {

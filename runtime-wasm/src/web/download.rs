@@ -166,7 +166,8 @@ impl<'a> Reporter<'a> {
     }
 }
 
-/// The copy being stored while a download streams by, or why there is none.
+/// The copy being stored while a download streams by, or what the ready info says of it when
+/// there is none ("cache off or unavailable", "not stored: WHY").
 struct Storing {
     writer: Option<Writer>,
     why_not: Option<String>,
@@ -178,7 +179,7 @@ impl Storing {
         if let Some(w) = self.writer.take() {
             w.abort().await;
         }
-        self.why_not.get_or_insert(why);
+        self.why_not.get_or_insert(format!("not stored: {why}"));
     }
 
     async fn write(&mut self, piece: &[u8]) {
@@ -291,7 +292,7 @@ async fn feed_network(
                         Ok(w) => storing.writer = Some(w),
                         Err(why) => {
                             tracing::warn!("not storing {url}: {why}");
-                            storing.why_not = Some(why);
+                            storing.why_not = Some(format!("not stored: {why}"));
                         }
                     }
                 }
@@ -327,11 +328,7 @@ async fn feed_network(
             w.abort().await;
             String::new()
         }
-        (_, None) => match storing.why_not {
-            Some(why) if why.starts_with("cache off") => why,
-            Some(why) => format!("not stored: {why}"),
-            None => "not stored".to_string(),
-        },
+        (_, None) => storing.why_not.unwrap_or_else(|| "not stored".into()),
     };
     result.map(|()| Fed {
         resumes,

@@ -49,6 +49,11 @@ fn store_err(e: JsValue) -> QinsError {
     QinsError::Network(js_message(&e))
 }
 
+/// A store promise settled, its failure as the browser words it (a reason not to store).
+async fn settled(p: Promise) -> std::result::Result<JsValue, String> {
+    JsFuture::from(p).await.map_err(|e| js_message(&e))
+}
+
 /// The store's folder.
 #[derive(Clone)]
 pub struct Store(JsValue);
@@ -81,10 +86,9 @@ impl Store {
         bytes: Option<u64>,
     ) -> std::result::Result<Writer, String> {
         let bytes = bytes.map_or(0.0, |b| b as f64);
-        JsFuture::from(begin_store(&self.0, url, bytes))
+        settled(begin_store(&self.0, url, bytes))
             .await
             .map(|w| Writer(w.unchecked_into()))
-            .map_err(|e| js_message(&e))
     }
 
     pub async fn list(&self) -> Result<Vec<(String, Option<u64>)>> {
@@ -163,17 +167,11 @@ pub struct Writer(StoreWriter);
 
 impl Writer {
     pub async fn write(&self, bytes: &[u8]) -> std::result::Result<(), String> {
-        JsFuture::from(self.0.write(bytes))
-            .await
-            .map(drop)
-            .map_err(|e| js_message(&e))
+        settled(self.0.write(bytes)).await.map(drop)
     }
 
     pub async fn commit(self) -> std::result::Result<(), String> {
-        JsFuture::from(self.0.commit())
-            .await
-            .map(drop)
-            .map_err(|e| js_message(&e))
+        settled(self.0.commit()).await.map(drop)
     }
 
     /// Drops what was written.

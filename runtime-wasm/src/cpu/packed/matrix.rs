@@ -63,10 +63,6 @@ impl PackedMatrix {
     pub fn cols(&self) -> usize {
         self.cols
     }
-    /// Bytes held (the stored tensor).
-    pub fn bytes(&self) -> usize {
-        self.words.len() * 4
-    }
 
     fn section(&self, s: Section) -> &[u8] {
         &bytemuck::cast_slice::<u32, u8>(&self.words)[s.offset..s.end()]
