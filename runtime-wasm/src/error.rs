@@ -44,6 +44,18 @@ pub enum QinsError {
     DeviceLost(String),
     #[error("out of GPU memory: {0}")]
     OutOfMemory(String),
+    #[error(
+        "this model needs {need:.2} GB of WebAssembly memory ({what}), more than the \
+         {avail:.2} GB a browser tab can give it: use a GPU (WebGPU), a smaller model or a \
+         shorter context",
+        need = *.needed as f64 / 1e9,
+        avail = *.available as f64 / 1e9
+    )]
+    MemoryLimit {
+        needed: u64,
+        available: u64,
+        what: String,
+    },
     #[error("HTTP {status} fetching {url}")]
     Http { status: u16, url: String },
     #[error("network error: {0}")]
@@ -79,6 +91,7 @@ impl QinsError {
             Self::AdapterLimit { .. } => "adapter-limit",
             Self::DeviceLost(_) => "device-lost",
             Self::OutOfMemory(_) => "out-of-memory",
+            Self::MemoryLimit { .. } => "memory-limit",
             Self::Http { .. } => "http",
             Self::Network(_) => "network",
             Self::Aborted => "aborted",

@@ -169,6 +169,8 @@ async fn loads_over_http_and_matches_the_native_engine() {
     assert!(num(&info, "peak_wasm_bytes") > 0.0);
     assert!(num(&info, "gpu_bytes") > 0.0);
     assert_eq!(get(&info, "architecture").as_string().unwrap(), "llama");
+    assert_eq!(get(&info, "backend").as_string().unwrap(), "webgpu");
+    assert!(get(&info, "cpu_fallback").is_undefined());
 
     let events = events.borrow().clone();
     let network: Vec<&JsValue> = events
@@ -211,9 +213,86 @@ async fn the_cpu_engine_runs_in_wasm_and_matches_the_native_engine() {
     .await
     .expect("load on the CPU");
     assert_eq!(get(&info, "backend").as_string().unwrap(), "cpu");
-    assert_eq!(get(&info, "cpu_kernels").as_string().unwrap(), "portable");
+    assert_eq!(get(&info, "cpu_kernels").as_string().unwrap(), "simd128");
     assert_eq!(num(&info, "gpu_bytes"), 0.0);
     assert_matches_native(&engine).await;
+}
+
+/// Every kernel set of this wasm build (SIMD128) against the portable one, on odd shapes
+/// (remainders of 4, 8 and 16 columns, groups of 6 and 12) and batches, for every codec.
+#[wasm_bindgen_test]
+fn the_wasm_simd_kernels_match_the_portable_ones() {
+    use qins_runtime::codec::{encode, Codec};
+    use qins_runtime::cpu::packed::{Kernels, PackedMatrix};
+    let sets = Kernels::available();
+    assert!(
+        sets.iter().any(|k| k.name == "simd128"),
+        "built without SIMD128"
+    );
+    let values = |n: usize, seed: u32| -> Vec<f32> {
+        (0..n as u32)
+            .map(|i| ((i.wrapping_mul(2654435761) ^ seed) % 2001) as f32 / 1000.0 - 1.0)
+            .map(|u| u * u * u + if u > 0.99 { 6.0 } else { 0.0 })
+            .collect()
+    };
+    let codecs = [
+        ("f32", 32),
+        ("f16", 32),
+        ("qins8", 32),
+        ("lut8", 32),
+        ("int8", 32),
+        ("lut8g", 32),
+        ("lut8g", 12),
+        ("lut8a", 32),
+        ("lut4", 32),
+        ("lut4", 6),
+        ("lut4a", 32),
+        ("int4", 6),
+    ];
+    for (name, group) in codecs {
+        let codec = Codec::from_name(name, group).unwrap();
+        for (rows, cols) in [(1, 1), (3, 7), (33, 65), (5, 131), (64, 31)] {
+            let (bytes, _) = encode(codec, &values(rows * cols, 3), rows, cols).unwrap();
+            let m = PackedMatrix::new(codec, rows, cols, &bytes).unwrap();
+            for n in [1, 3] {
+                let x = values(n * cols, 5 + n as u32);
+                let want = m.matmul_t_with(&Kernels::PORTABLE, &x, n);
+                for k in &sets {
+                    let got = m.matmul_t_with(k, &x, n);
+                    for (g, w) in got.iter().zip(&want) {
+                        let tol = 1e-4 * (1.0 + w.abs()) * (cols as f32).sqrt();
+                        assert!(
+                            (g - w).abs() <= tol,
+                            "{} {name}/{group} {rows}x{cols} n={n}: {g} vs {w}",
+                            k.name
+                        );
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// A model whose weights and KV cache cannot fit the tab's WebAssembly memory is refused as
+/// soon as its manifest is read, and the engine stays usable.
+#[wasm_bindgen_test]
+async fn a_model_too_big_for_wasm_memory_is_refused_before_its_tensors() {
+    let engine = QinsEngine::new();
+    let url = archive("tiny.qins");
+    let err = load(
+        &engine,
+        &url,
+        r#"{"cache":false,"backend":"cpu","wasm_memory_limit":1000}"#,
+    )
+    .await
+    .expect_err("a model over the limit is refused");
+    assert_eq!(kind(&err), "memory-limit", "{err:?}");
+    let message = get(&err, "message").as_string().unwrap();
+    assert!(message.contains("WebAssembly memory"), "{message}");
+    let info = load(&engine, &url, r#"{"cache":false,"backend":"cpu"}"#)
+        .await
+        .expect("the engine loads after a refusal");
+    assert_eq!(get(&info, "backend").as_string().unwrap(), "cpu");
 }
 
 #[wasm_bindgen_test]

@@ -280,14 +280,36 @@ try {
   }
 }
 
-// 6. Without WebGPU (Linux Chromium without its flag offers no adapter) the page says what to do.
+// 6. Without WebGPU (Linux Chromium without its flag offers no adapter) the page runs the
+// model on the CPU engine, says so and why, and answers; with "GPU only" chosen it says what
+// to do instead.
 const plain = await launch({ webgpu: false });
 try {
   const page = await plain.newPage();
+  page.on("pageerror", (e) => failures.push(`page error (no WebGPU): ${e.message}`));
   await page.goto(`${base}/?model=models/tiny.qins`);
-  const status = await page.waitForSelector(SETTLED, { timeout: 60_000 });
-  assert.equal(await status.getAttribute("data-state"), "failed");
-  assert.match(await status.textContent(), /WebGPU/);
+  await loaded(page);
+  const status = page.locator("[data-testid=load-status]");
+  assert.equal(await status.getAttribute("data-backend"), "cpu");
+  const note = await page.textContent("[data-testid=cpu-note]");
+  assert.match(note, /Runs on the CPU \(WebAssembly, simd128 kernels/);
+  assert.match(note, /WebGPU could not be used/);
+  await page.fill("[data-testid=prompt]", "Hello from a browser without WebGPU");
+  await page.press("[data-testid=prompt]", "Enter");
+  const stats = await page.waitForSelector("[data-testid=reply-stats]", { timeout: 120_000 });
+  assert.match(await stats.textContent(), /tok\/s/);
+  const reply = page.locator("[data-testid=assistant-turn]").last();
+  assert.ok(Number(await reply.getAttribute("data-chars")) > 0, "the CPU engine answered");
+  await page.screenshot({ path: `${outDir}/no-webgpu-cpu.png`, fullPage: true });
+
+  // "GPU only": the failure names WebGPU and says how to run on the CPU.
+  await page.click("summary");
+  await page.selectOption("[data-testid=backend]", "gpu");
+  await page.click("[data-testid=load]");
+  const failed = await page.waitForSelector(
+    "[data-testid=load-status][data-state=failed]", { timeout: 60_000 });
+  assert.match(await failed.textContent(), /WebGPU/);
+  assert.match(await failed.textContent(), /GPU, else the CPU/);
   await page.screenshot({ path: `${outDir}/no-webgpu.png`, fullPage: true });
 } catch (e) {
   failures.push(e.stack || String(e));

@@ -8,18 +8,20 @@ async function run() {
   const q = new URLSearchParams(location.search);
   const model = new URL(q.get("model"), location.href).href;
   const tokens = Number(q.get("tokens") || 32);
-  const out = { model, tokens };
+  // "auto" (WebGPU), or "cpu": the CPU engine in wasm (one thread).
+  const backend = q.get("backend") || "auto";
+  const out = { model, tokens, backend };
   const qins = new QinsClient();
   await qins.deleteCachedArchive(model);
   let t = performance.now();
   let events = 0;
-  const first = await qins.load(model, { cache: true }, () => events++);
+  const first = await qins.load(model, { cache: true, backend }, () => events++);
   out.first_load_ms = performance.now() - t;
   out.progress_events = events;
   out.info = first;
   out.stored = first.cache;
   t = performance.now();
-  const second = await qins.load(model, { cache: true });
+  const second = await qins.load(model, { cache: true, backend });
   out.cached_load_ms = performance.now() - t;
   out.second_from_cache = second.from_cache;
   // Where each load's time went (docs/WEB_API.md, load_stages).

@@ -85,11 +85,17 @@ pub struct EngineInfo {
     /// The codec holding most weight bytes ("lut8g-g32", "lut4a-g32", …).
     pub codec: String,
     pub archive_bytes: u64,
-    /// "gpu", "cpu" (the packed CPU engine) or "reference" (the f32 CPU engine).
+    /// "gpu" (natively), "webgpu" (in the browser), "cpu" (the packed CPU engine) or
+    /// "reference" (the f32 CPU engine).
     pub backend: &'static str,
-    /// The packed CPU engine's kernels ("avx512", "avx2", "portable"); None on the others.
+    /// The packed CPU engine's kernels ("avx512", "avx2", "simd128", "portable"); None on the
+    /// others.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cpu_kernels: Option<&'static str>,
+    /// Why the CPU engine runs when `auto` was asked for: no WebGPU, no adapter or device, a
+    /// software adapter. None when the CPU was asked for, or a GPU runs.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cpu_fallback: Option<String>,
     /// None on the CPU engines.
     pub adapter: Option<AdapterInfo>,
     /// Arithmetic of the LUT mat-vecs' products: "f16" only where asked for and available.
@@ -131,6 +137,7 @@ impl EngineInfo {
             archive_bytes,
             backend: "cpu",
             cpu_kernels: None,
+            cpu_fallback: None,
             adapter: None,
             precision: "f32",
             kv_cache: "f32",
@@ -149,10 +156,16 @@ impl EngineInfo {
     /// One line for a terminal: where the model runs and how.
     pub fn summary(&self) -> String {
         match &self.adapter {
-            None => match self.cpu_kernels {
-                Some(k) => format!("the CPU ({k} kernels on the archive's codes)"),
-                None => "the CPU (f32 reference)".to_string(),
-            },
+            None => {
+                let engine = match self.cpu_kernels {
+                    Some(k) => format!("the CPU ({k} kernels on the archive's codes)"),
+                    None => "the CPU (f32 reference)".to_string(),
+                };
+                match &self.cpu_fallback {
+                    Some(why) => format!("{engine}: {why}"),
+                    None => engine,
+                }
+            }
             Some(a) => {
                 let mut s = format!("{}, {} KV cache", a.summary, self.kv_cache);
                 if self.split_tensors > 0 {

@@ -23,8 +23,10 @@ use crate::{QinsError, Result};
 #[allow(clippy::large_enum_variant)]
 #[derive(Clone)]
 pub enum Device {
-    /// The packed CPU engine.
-    Cpu,
+    /// The packed CPU engine; `fallback` says why when `auto` found no usable GPU.
+    Cpu {
+        fallback: Option<String>,
+    },
     /// The f32 reference engine.
     Reference,
     Gpu(GpuContext),
@@ -33,31 +35,68 @@ pub enum Device {
 impl Device {
     /// The device `opts` ask for. `auto` takes a real GPU when there is one and the CPU
     /// otherwise (a software adapter such as lavapipe is slower than the CPU engine); in the
-    /// browser `auto` is WebGPU whatever the adapter.
+    /// browser `auto` is WebGPU whatever the adapter, and the CPU engine when the browser has
+    /// no WebGPU or gives no adapter or device.
     pub async fn open(opts: &LoadOptions) -> Result<Self> {
+        let cpu = |why: String| {
+            tracing::info!("{why}: using the CPU engine");
+            Ok(Self::Cpu {
+                fallback: Some(why),
+            })
+        };
         match opts.backend {
-            Backend::Cpu => Ok(Self::Cpu),
+            Backend::Cpu => Ok(Self::Cpu { fallback: None }),
             Backend::Reference => Ok(Self::Reference),
             Backend::Gpu => Ok(Self::Gpu(GpuContext::new(&opts.gpu).await?)),
             #[cfg(target_arch = "wasm32")]
-            Backend::Auto => Ok(Self::Gpu(GpuContext::new(&opts.gpu).await?)),
+            Backend::Auto => match GpuContext::new(&opts.gpu).await {
+                Ok(ctx) => Ok(Self::Gpu(ctx)),
+                Err(e @ (QinsError::NoWebGpu | QinsError::NoAdapter(_) | QinsError::Gpu(_))) => {
+                    cpu(e.to_string())
+                }
+                Err(e) => Err(e),
+            },
             #[cfg(not(target_arch = "wasm32"))]
             Backend::Auto => match GpuContext::new(&opts.gpu).await {
                 Ok(ctx) if ctx.info.device_type != wgpu::DeviceType::Cpu => Ok(Self::Gpu(ctx)),
-                Ok(ctx) => {
-                    tracing::info!(
-                        "{} is a software adapter: using the CPU engine",
-                        ctx.describe()
-                    );
-                    Ok(Self::Cpu)
-                }
-                Err(e) => {
-                    tracing::info!("no GPU ({e}): using the CPU engine");
-                    Ok(Self::Cpu)
-                }
+                Ok(ctx) => cpu(format!("{} is a software adapter", ctx.describe())),
+                Err(e) => cpu(format!("no GPU ({e})")),
             },
         }
     }
+}
+
+/// What a tab's WebAssembly memory can hold: wasm32 addresses 4 GiB, and the engine's own
+/// code, stack and the chunk in flight need some of it.
+#[cfg(target_arch = "wasm32")]
+const WASM_MEMORY_LIMIT: u64 = (4 << 30) - (256 << 20);
+
+/// Refuses, as soon as the manifest is read and before any tensor, a model whose weights and
+/// full KV cache cannot fit in `limit` bytes of wasm32 memory (only the CPU engines keep
+/// weights there).
+#[cfg(target_arch = "wasm32")]
+fn check_fits_in_wasm(m: &Manifest, packed: bool, context: usize, limit: u64) -> Result<()> {
+    let weights: u64 = if packed {
+        m.tensors.iter().map(|t| t.bytes).sum()
+    } else {
+        m.tensors.iter().map(|t| t.elements() as u64 * 4).sum()
+    };
+    let c = &m.config;
+    let positions = context.min(c.max_position_embeddings) as u64;
+    let kv = 2 * c.num_layers as u64 * positions * c.kv_dim() as u64 * 4;
+    let needed = weights + kv;
+    if needed > limit {
+        return Err(QinsError::MemoryLimit {
+            needed,
+            available: limit,
+            what: format!(
+                "{:.2} GB of weights and {:.2} GB of KV cache for {positions} positions",
+                weights as f64 / 1e9,
+                kv as f64 / 1e9
+            ),
+        });
+    }
+    Ok(())
 }
 
 /// The CPU engines' side of a load: each tensor, as it completes, kept in its codes (the
@@ -66,6 +105,7 @@ struct CpuSink {
     reader: TensorReader,
     tensors: CpuTensors,
     decode_s: f64,
+    fallback: Option<String>,
 }
 
 enum CpuTensors {
@@ -111,14 +151,17 @@ impl Loader {
     /// `expected_len`: the archive's length when known (file size, Content-Length).
     pub fn new(device: &Device, expected_len: Option<u64>, opts: &LoadOptions) -> Self {
         let sink = match device {
-            Device::Cpu | Device::Reference => Sink::Cpu(CpuSink {
+            Device::Cpu { fallback } => Sink::Cpu(CpuSink {
                 reader: TensorReader::new(expected_len),
-                tensors: if matches!(device, Device::Cpu) {
-                    CpuTensors::Packed(HashMap::new())
-                } else {
-                    CpuTensors::Reference(HashMap::new())
-                },
+                tensors: CpuTensors::Packed(HashMap::new()),
                 decode_s: 0.0,
+                fallback: fallback.clone(),
+            }),
+            Device::Reference => Sink::Cpu(CpuSink {
+                reader: TensorReader::new(expected_len),
+                tensors: CpuTensors::Reference(HashMap::new()),
+                decode_s: 0.0,
+                fallback: None,
             }),
             Device::Gpu(ctx) => Sink::Gpu(GpuLoader::new(
                 ctx.clone(),
@@ -163,6 +206,12 @@ impl Loader {
         };
         if fed.is_ok() && self.tokenizer.is_none() {
             if let Some(m) = self.manifest() {
+                #[cfg(target_arch = "wasm32")]
+                if let Sink::Cpu(c) = &self.sink {
+                    let packed = matches!(c.tensors, CpuTensors::Packed(_));
+                    let limit = self.opts.wasm_memory_limit.unwrap_or(WASM_MEMORY_LIMIT);
+                    check_fits_in_wasm(m, packed, self.opts.max_context, limit)?;
+                }
                 let source = Tokenizer::checked(m)?;
                 self.tokenizer = Some(Background::start("tokenizer", move || source.build()));
             }
@@ -229,6 +278,7 @@ impl Loader {
                             Packed::values_len,
                         )?;
                         info.cpu_kernels = Some(crate::cpu::packed::Kernels::best().name);
+                        info.cpu_fallback = c.fallback;
                         AnyEngine::Cpu(CpuEngine::with_context(CpuModel::new(cfg.clone(), w), ctx))
                     }
                     CpuTensors::Reference(t) => {
@@ -245,7 +295,11 @@ impl Loader {
             Sink::Gpu(g) => {
                 let (manifest, model) = g.finish().await?;
                 let mut info = EngineInfo::of_manifest(&manifest, self.received);
-                info.backend = "gpu";
+                info.backend = if cfg!(target_arch = "wasm32") {
+                    "webgpu"
+                } else {
+                    "gpu"
+                };
                 info.adapter = Some(AdapterInfo::of(&model.ctx));
                 info.precision = model.ctx.compute();
                 info.kv_cache = if model.kv_f16 { "f16" } else { "f32" };

@@ -54,6 +54,11 @@ pub struct LoadOptions {
     #[serde(flatten)]
     #[cfg_attr(feature = "cli", command(flatten))]
     pub gpu: GpuOptions,
+    /// In the browser, the most WebAssembly memory a model on the CPU engine may need for its
+    /// weights and KV cache (default: wasm32's 4 GiB less 256 MiB for the engine itself); a
+    /// larger model is refused as soon as its manifest is read. Lower it to keep a tab small.
+    #[cfg_attr(feature = "cli", arg(skip))]
+    pub wasm_memory_limit: Option<u64>,
 }
 
 impl Default for LoadOptions {
@@ -63,6 +68,7 @@ impl Default for LoadOptions {
             max_context: 4096,
             kv_cache: KvPrecision::F16,
             gpu: GpuOptions::default(),
+            wasm_memory_limit: None,
         }
     }
 }

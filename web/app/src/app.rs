@@ -253,11 +253,11 @@ pub fn App() -> impl IntoView {
             total: 0.0,
             mb_s: 0.0,
         });
-        let compute = settings.get_untracked().compute;
-        let id = engine::request(
-            "load",
-            json!({"url": url, "options": {"cache": cache, "compute": compute}}),
-        );
+        let Settings {
+            compute, backend, ..
+        } = settings.get_untracked();
+        let options = json!({"cache": cache, "compute": compute, "backend": backend});
+        let id = engine::request("load", json!({"url": url, "options": options}));
         load_id.set(id);
     };
     let remote_ask = RwSignal::new(None::<RemoteAsk>);

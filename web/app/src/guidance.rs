@@ -3,12 +3,15 @@
 pub fn for_kind(kind: &str) -> &'static str {
     match kind {
         "no-webgpu" => {
-            "This browser has no WebGPU. Use Chrome or Edge 113+, Safari 26+ (macOS Tahoe, \
-             iOS 26) or Firefox 141+ on Windows. On Linux Chromium, start it with \
-             --enable-unsafe-webgpu."
+            "This browser has no WebGPU, and the settings ask for the GPU only. Choose \
+             \"GPU, else the CPU\" in the settings to run on the CPU, or use Chrome or Edge \
+             113+, Safari 26+ (macOS Tahoe, iOS 26) or Firefox 141+ on Windows. On Linux \
+             Chromium, start it with --enable-unsafe-webgpu."
         }
         "no-adapter" => {
-            "WebGPU is present but offered no GPU: it may be disabled or blocklisted. Check \
+            "WebGPU is present but offered no GPU, and the settings ask for the GPU only \
+             (\"GPU, else the CPU\" runs on the CPU instead). It may be disabled or \
+             blocklisted: check \
              chrome://gpu (or Safari's Feature Flags) and that hardware acceleration is on; \
              Chromium on Linux needs --enable-unsafe-webgpu."
         }
@@ -20,6 +23,10 @@ pub fn for_kind(kind: &str) -> &'static str {
         "out-of-memory" => {
             "The GPU ran out of memory. Close other tabs using the GPU, or pick a smaller \
              model or codec."
+        }
+        "memory-limit" => {
+            "This model is too big to run on the CPU in a browser tab (WebAssembly memory \
+             holds at most 4 GB). Use a browser with WebGPU, or pick a smaller model or codec."
         }
         "device-lost" => "The GPU device was lost (driver reset or sleep). Load the model again.",
         "http" => "The server did not return the archive. Check the URL.",

@@ -1,5 +1,5 @@
 //! The model panel: the archive URL or a local file, load progress, and what loaded on which
-//! GPU, or why it failed.
+//! GPU (or on the CPU, and why), or why it failed.
 
 use leptos::prelude::*;
 use serde_json::Value;
@@ -91,8 +91,8 @@ pub fn ModelPanel(
         } => {
             let what = match stage.as_str() {
                 "cache" => "Reading from the browser cache",
-                "build" => "Preparing the GPU pipelines",
-                _ => "Downloading, decompressing and uploading to the GPU",
+                "build" => "Preparing the engine",
+                _ => "Downloading, decompressing and loading",
             };
             let eta = if mb_s > 0.0 && total > done {
                 format!(" · about {:.0} s left", (total - done) / (mb_s * 1e6))
@@ -136,18 +136,42 @@ pub fn ModelPanel(
             } else {
                 "downloaded"
             };
+            let runs_on = if info["backend"] == "cpu" {
+                // Said plainly: the user may not know the page can run without a GPU, nor why
+                // replies are slow.
+                let why = info["cpu_fallback"]
+                    .as_str()
+                    .map(|w| format!(" It was chosen because WebGPU could not be used: {w}."))
+                    .unwrap_or_default();
+                view! {
+                    <span data-testid="cpu-note">
+                        {format!(
+                            "Runs on the CPU (WebAssembly, {} kernels, one thread): replies are \
+                             much slower than on a GPU.{why}",
+                            info["cpu_kernels"].as_str().unwrap_or("portable")
+                        )}
+                    </span>
+                }
+                .into_any()
+            } else {
+                view! {
+                    "GPU: " {if gpu.is_empty() { "WebGPU adapter".to_string() } else { gpu }} " · "
+                    {info["precision"].as_str().unwrap_or_default().to_string()} " compute · "
+                    {info["kv_cache"].as_str().unwrap_or("f32").to_string()} " KV cache · "
+                    {mb(info["gpu_bytes"].as_f64().unwrap_or(0.0))} " of GPU memory"
+                }
+                .into_any()
+            };
             view! {
-                <p data-testid="load-status" data-state="ready">
+                <p data-testid="load-status" data-state="ready"
+                    data-backend=info["backend"].as_str().unwrap_or_default().to_string()>
                     <strong>{model_label.get()}</strong> " · "
                     {count(info["params"].as_f64().unwrap_or(0.0))} " parameters · "
                     {info["codec"].as_str().unwrap_or_default().to_string()} " · "
                     {mb(info["archive_bytes"].as_f64().unwrap_or(0.0))} " · " {from} " in "
                     {format!("{:.1} s", info["load_ms"].as_f64().unwrap_or(0.0) / 1e3)}
                     <br/>
-                    "GPU: " {if gpu.is_empty() { "WebGPU adapter".to_string() } else { gpu }} " · "
-                    {info["precision"].as_str().unwrap_or_default().to_string()} " compute · "
-                    {info["kv_cache"].as_str().unwrap_or("f32").to_string()} " KV cache · "
-                    {mb(info["gpu_bytes"].as_f64().unwrap_or(0.0))} " of GPU memory"
+                    {runs_on}
                     {cache_note}
                 </p>
             }

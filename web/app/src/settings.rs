@@ -1,4 +1,5 @@
-//! The settings panel: system prompt, sampling and the GPU arithmetic, kept in localStorage.
+//! The settings panel: system prompt, sampling, where the model runs and the GPU arithmetic,
+//! kept in localStorage.
 
 use leptos::prelude::*;
 use serde::{Deserialize, Serialize};
@@ -16,6 +17,9 @@ pub struct Settings {
     /// The engine's `compute` load option: "f32", or "f16" (multiplies in f16 where the GPU
     /// has shader-f16); taken at the next load.
     pub compute: String,
+    /// The engine's `backend` load option: "auto" (WebGPU, else the CPU), "gpu" (WebGPU
+    /// only: fail without it) or "cpu"; taken at the next load.
+    pub backend: String,
 }
 
 impl Default for Settings {
@@ -28,6 +32,7 @@ impl Default for Settings {
             max_tokens: 512,
             seed: String::new(),
             compute: "f32".into(),
+            backend: "auto".into(),
         }
     }
 }
@@ -61,6 +66,14 @@ pub fn SettingsPanel(settings: RwSignal<Settings>) -> impl IntoView {
                 <input type="number" min="1" step="1" data-testid="max-tokens"
                     prop:value=move || settings.get().max_tokens.to_string()
                     on:change=move |ev| if let Ok(v) = event_target_value(&ev).parse() { settings.update(|s| s.max_tokens = v) }/>
+            </label>
+            <label>"Run on (next load)"
+                <select data-testid="backend" prop:value=move || settings.get().backend
+                    on:change=move |ev| settings.update(|s| s.backend = event_target_value(&ev))>
+                    <option value="auto">"GPU (WebGPU), else the CPU"</option>
+                    <option value="gpu">"GPU only"</option>
+                    <option value="cpu">"CPU (slower; no GPU needed)"</option>
+                </select>
             </label>
             <label>"GPU arithmetic (next load)"
                 <select prop:value=move || settings.get().compute

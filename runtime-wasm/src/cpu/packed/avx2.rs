@@ -55,7 +55,8 @@ unsafe fn row8(codes: &[u8], cb: &Codebook8, x: &[f32], group: usize, scales: &[
 }
 
 #[target_feature(enable = "avx2,fma")]
-unsafe fn row4(codes: &[u8], cb: &[f32; 16], x: &[f32], group: usize, scales: &[f32]) -> f32 {
+unsafe fn row4(codes: &[u8], cb: &Codebook8, x: &[f32], group: usize, scales: &[f32]) -> f32 {
+    let cb = &cb.values;
     let n = x.len().min(codes.len() * 2);
     let (lo_tab, hi_tab) = (
         _mm256_loadu_ps(cb.as_ptr()),

@@ -103,7 +103,8 @@ unsafe fn row8(codes: &[u8], cb: &Codebook8, x: &[f32], group: usize, scales: &[
 }
 
 #[target_feature(enable = "avx512f,avx512bw,avx2,fma")]
-unsafe fn row4(codes: &[u8], cb: &[f32; 16], x: &[f32], group: usize, scales: &[f32]) -> f32 {
+unsafe fn row4(codes: &[u8], cb: &Codebook8, x: &[f32], group: usize, scales: &[f32]) -> f32 {
+    let cb = &cb.values;
     let n = x.len().min(codes.len() * 2);
     let blocks = if group.is_multiple_of(16) || scales.len() == 1 {
         n / 16

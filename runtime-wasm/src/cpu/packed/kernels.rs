@@ -1,6 +1,6 @@
 //! The dot products the packed CPU engine is made of, on the stored codes: one portable
-//! version of each (the reference the SIMD ones are tested against, and what wasm32 and
-//! aarch64 run today) and a table of whichever versions this CPU can run.
+//! version of each (the reference the SIMD ones are tested against, and what aarch64 and a
+//! wasm32 build without SIMD128 run) and a table of whichever versions this CPU can run.
 //!
 //! A row is `groups` of `group` columns, each with its own scale: the kernels return
 //! Σ_g scale_g · Σ_{c∈g} codebook[code_c] · x_c. Offsets (the affine codecs) are not theirs:
@@ -30,9 +30,10 @@ impl Codebook8 {
 pub type Row8 =
     fn(codes: &[u8], codebook: &Codebook8, x: &[f32], group: usize, scales: &[f32]) -> f32;
 /// One row of 4-bit codes, two per byte, the even column in the low nibble: `codes.len() ==
-/// x.len().div_ceil(2)`; `group` is even, so no byte straddles two groups.
+/// x.len().div_ceil(2)`; `group` is even, so no byte straddles two groups. The codebook's
+/// first 16 entries are the 4-bit codebook.
 pub type Row4 =
-    fn(codes: &[u8], codebook: &[f32; 16], x: &[f32], group: usize, scales: &[f32]) -> f32;
+    fn(codes: &[u8], codebook: &Codebook8, x: &[f32], group: usize, scales: &[f32]) -> f32;
 /// Σ w_c · x_c over f16 weights (as stored bits).
 pub type DotF16 = fn(w: &[u16], x: &[f32]) -> f32;
 /// Σ w_c · x_c over f32 weights.
@@ -78,6 +79,8 @@ impl Kernels {
             all.push(k);
             all.extend(super::avx512::kernels(&k));
         }
+        #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+        all.push(super::simd128::kernels());
         all
     }
 }
@@ -98,7 +101,8 @@ fn row8(codes: &[u8], codebook: &Codebook8, x: &[f32], group: usize, scales: &[f
         .sum()
 }
 
-fn row4(codes: &[u8], codebook: &[f32; 16], x: &[f32], group: usize, scales: &[f32]) -> f32 {
+fn row4(codes: &[u8], codebook: &Codebook8, x: &[f32], group: usize, scales: &[f32]) -> f32 {
+    let codebook = &codebook.values;
     codes
         .chunks(group / 2)
         .zip(x.chunks(group))

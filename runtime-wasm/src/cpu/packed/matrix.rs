@@ -146,8 +146,7 @@ impl PackedMatrix {
                 self.scales(r, scratch);
                 let codes = self.codes(r);
                 let dot = if self.codec.code_bits() == 4 {
-                    let cb: &[f32; 16] = self.codebook.values[..16].try_into().expect("16 entries");
-                    (k.row4)(codes, cb, x, self.group(), scratch)
+                    (k.row4)(codes, &self.codebook, x, self.group(), scratch)
                 } else {
                     (k.row8)(codes, &self.codebook, x, self.group(), scratch)
                 };

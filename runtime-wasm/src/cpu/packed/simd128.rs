@@ -1,0 +1,167 @@
+//! wasm32 kernels on SIMD128 (Chrome 91+, Firefox 89+, Safari 16.4+), compiled in when the
+//! build enables `simd128`, as .cargo/config.toml does for every wasm32 build: WebAssembly
+//! has no run-time feature detection, and a module using an instruction the browser lacks
+//! does not load at all.
+//!
+//! WebAssembly has no gather: 8-bit codes are looked up one by one into vectors and multiplied
+//! four at a time. 4-bit codes look up 16 weights at once with `i8x16.swizzle` on the
+//! codebook's four byte planes, and shuffles put the bytes back together into f32 lanes.
+//! Written with intrinsics because no maintained crate offers LUT dot products.
+
+use core::arch::wasm32::*;
+
+use super::kernels::{Codebook8, Kernels};
+
+pub fn kernels() -> Kernels {
+    Kernels {
+        name: "simd128",
+        row8,
+        row4,
+        dot_f16,
+        dot_f32,
+    }
+}
+
+fn hsum(v: v128) -> f32 {
+    (f32x4_extract_lane::<0>(v) + f32x4_extract_lane::<1>(v))
+        + (f32x4_extract_lane::<2>(v) + f32x4_extract_lane::<3>(v))
+}
+
+/// Four values of `x` from column `c`.
+///
+/// # Safety
+/// `c + 4 <= x.len()`.
+#[inline]
+unsafe fn load4(x: &[f32], c: usize) -> v128 {
+    v128_load(x.as_ptr().add(c) as *const v128)
+}
+
+fn row8(codes: &[u8], cb: &Codebook8, x: &[f32], group: usize, scales: &[f32]) -> f32 {
+    let cb = &cb.values;
+    let n = x.len().min(codes.len());
+    let (mut total, mut tail) = (f32x4_splat(0.0), 0f32);
+    for (g, &s) in scales.iter().enumerate() {
+        let (start, end) = (g * group, ((g + 1) * group).min(n));
+        // Two accumulators: one add's latency hides behind the other's.
+        let (mut a0, mut a1) = (f32x4_splat(0.0), f32x4_splat(0.0));
+        let mut c = start;
+        while c + 8 <= end {
+            let q = &codes[c..c + 8];
+            let w = |i: usize| cb[q[i] as usize];
+            let (w0, w1) = (f32x4(w(0), w(1), w(2), w(3)), f32x4(w(4), w(5), w(6), w(7)));
+            // SAFETY: c + 8 <= end <= x.len().
+            let (x0, x1) = unsafe { (load4(x, c), load4(x, c + 4)) };
+            a0 = f32x4_add(a0, f32x4_mul(w0, x0));
+            a1 = f32x4_add(a1, f32x4_mul(w1, x1));
+            c += 8;
+        }
+        let rest: f32 = (c..end).map(|c| cb[codes[c] as usize] * x[c]).sum();
+        total = f32x4_add(total, f32x4_mul(f32x4_add(a0, a1), f32x4_splat(s)));
+        tail += s * rest;
+    }
+    hsum(total) + tail
+}
+
+fn row4(codes: &[u8], cb: &Codebook8, x: &[f32], group: usize, scales: &[f32]) -> f32 {
+    let n = x.len().min(codes.len() * 2);
+    // Byte p of each of the 16 codebook values: a swizzle table per plane.
+    // SAFETY: each plane has 256 bytes; the first 16 are read.
+    let planes = cb
+        .planes
+        .each_ref()
+        .map(|p| unsafe { v128_load(p.as_ptr() as *const v128) });
+    let low_nibble = u8x16_splat(15);
+    let (mut total, mut tail) = (f32x4_splat(0.0), 0f32);
+    for (g, &s) in scales.iter().enumerate() {
+        let (start, end) = (g * group, ((g + 1) * group).min(n));
+        let (mut a0, mut a1) = (f32x4_splat(0.0), f32x4_splat(0.0));
+        let mut c = start;
+        while c + 16 <= end {
+            // SAFETY: c is even and c + 16 <= n, so the 8 bytes c/2 .. c/2 + 8 exist.
+            let b = unsafe { v128_load64_zero(codes.as_ptr().add(c / 2) as *const u64) };
+            // The 16 codes in column order: byte i's low nibble, then its high one.
+            let (lo, hi) = (v128_and(b, low_nibble), u8x16_shr(b, 4));
+            let idx =
+                u8x16_shuffle::<0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23>(lo, hi);
+            let [p0, p1, p2, p3] = planes.map(|p| u8x16_swizzle(p, idx));
+            // Bytes 0 and 1, then 2 and 3, of weights 0–7 and 8–15; then whole weights.
+            let b01 = u8x16_shuffle::<0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23>;
+            let b01_hi =
+                u8x16_shuffle::<8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31>;
+            let (lo01, hi01, lo23, hi23) =
+                (b01(p0, p1), b01_hi(p0, p1), b01(p2, p3), b01_hi(p2, p3));
+            let first = u16x8_shuffle::<0, 8, 1, 9, 2, 10, 3, 11>;
+            let second = u16x8_shuffle::<4, 12, 5, 13, 6, 14, 7, 15>;
+            // SAFETY: c + 16 <= end <= x.len().
+            let xs = unsafe {
+                [
+                    load4(x, c),
+                    load4(x, c + 4),
+                    load4(x, c + 8),
+                    load4(x, c + 12),
+                ]
+            };
+            a0 = f32x4_add(a0, f32x4_mul(first(lo01, lo23), xs[0]));
+            a1 = f32x4_add(a1, f32x4_mul(second(lo01, lo23), xs[1]));
+            a0 = f32x4_add(a0, f32x4_mul(first(hi01, hi23), xs[2]));
+            a1 = f32x4_add(a1, f32x4_mul(second(hi01, hi23), xs[3]));
+            c += 16;
+        }
+        let rest: f32 = (c..end)
+            .map(|c| cb.values[((codes[c / 2] >> (4 * (c & 1))) & 15) as usize] * x[c])
+            .sum();
+        total = f32x4_add(total, f32x4_mul(f32x4_add(a0, a1), f32x4_splat(s)));
+        tail += s * rest;
+    }
+    hsum(total) + tail
+}
+
+/// Four f16 values (the low halves of 32-bit lanes) as f32: exponent and mantissa moved into
+/// place and scaled by 2^112, which rebiases the exponent exactly (subnormals included);
+/// infinities and NaNs get the all-ones exponent. WebAssembly has no f16 conversion.
+fn f16_to_f32(h: v128) -> v128 {
+    let sign = i32x4_shl(v128_and(h, u32x4_splat(0x8000)), 16);
+    let bits = i32x4_shl(v128_and(h, u32x4_splat(0x7fff)), 13);
+    let value = f32x4_mul(bits, f32x4_splat(f32::from_bits(0x7780_0000)));
+    let inf_nan = u32x4_ge(bits, u32x4_splat(0x7c00 << 13));
+    v128_or(
+        v128_or(value, v128_and(inf_nan, u32x4_splat(0x7f80_0000))),
+        sign,
+    )
+}
+
+fn dot_f16(w: &[u16], x: &[f32]) -> f32 {
+    let n = w.len().min(x.len());
+    let (mut a0, mut a1) = (f32x4_splat(0.0), f32x4_splat(0.0));
+    let mut c = 0;
+    while c + 8 <= n {
+        // SAFETY: c + 8 <= n bounds both reads.
+        let (h, x0, x1) = unsafe {
+            let h = v128_load(w.as_ptr().add(c) as *const v128);
+            (h, load4(x, c), load4(x, c + 4))
+        };
+        a0 = f32x4_add(a0, f32x4_mul(f16_to_f32(u32x4_extend_low_u16x8(h)), x0));
+        a1 = f32x4_add(a1, f32x4_mul(f16_to_f32(u32x4_extend_high_u16x8(h)), x1));
+        c += 8;
+    }
+    let rest: f32 = (c..n)
+        .map(|c| half::f16::from_bits(w[c]).to_f32() * x[c])
+        .sum();
+    hsum(f32x4_add(a0, a1)) + rest
+}
+
+fn dot_f32(w: &[f32], x: &[f32]) -> f32 {
+    let n = w.len().min(x.len());
+    let (mut a0, mut a1) = (f32x4_splat(0.0), f32x4_splat(0.0));
+    let mut c = 0;
+    while c + 8 <= n {
+        // SAFETY: c + 8 <= n bounds all four reads.
+        unsafe {
+            a0 = f32x4_add(a0, f32x4_mul(load4(w, c), load4(x, c)));
+            a1 = f32x4_add(a1, f32x4_mul(load4(w, c + 4), load4(x, c + 4)));
+        }
+        c += 8;
+    }
+    let rest: f32 = (c..n).map(|c| w[c] * x[c]).sum();
+    hsum(f32x4_add(a0, a1)) + rest
+}
