@@ -8,7 +8,8 @@
 #   ./scripts/dev.sh fetch [MODEL]  only fetch a model's GGUF (smollm2, the default, or
 #                            qwen2.5-coder-0.5b) and print its path
 #   ./scripts/dev.sh web-test  only the browser tests (headless Chromium)
-#   ./scripts/dev.sh web-bench ARCHIVE [TOKENS]  browser load/decode figures next to native ones
+#   ./scripts/dev.sh web-bench ARCHIVE [TOKENS] [BACKEND]  browser load/decode figures next to
+#                            native ones (BACKEND cpu: the CPU engine in wasm vs native, one thread)
 #   ./scripts/dev.sh build-app [DIR]  build the chat page into DIR (default dist/) without Trunk
 #   ./scripts/dev.sh e2e       only the chat page's end-to-end test (Playwright)
 #   ./scripts/dev.sh api-test  only the OpenAI-compatible API's test (the official openai package)
@@ -224,9 +225,9 @@ setup_node() {
 }
 
 # Browser figures next to native ones on this machine: load (network, then Cache API), peak
-# wasm memory, decode tokens/s. Usage: web-bench ARCHIVE [TOKENS]
+# wasm memory, decode tokens/s. Usage: web-bench ARCHIVE [TOKENS] [auto|cpu]
 web_bench() {
-  local archive="$1" tokens="${2:-16}" dir=target/web-bench
+  local archive="$1" tokens="${2:-16}" backend="${3:-auto}" dir=target/web-bench
   [ -f "$archive" ] || { echo "web-bench: $archive not found" >&2; exit 2; }
   rm -rf "$dir" && mkdir -p "$dir/models"
   build_worker "$dir"
@@ -235,11 +236,19 @@ web_bench() {
   cargo build --release -p qins-host
   start_server "$dir/server" ./target/release/qins-serve --dist "$dir" --models "$dir/models" \
     --addr 127.0.0.1:0
-  local url="$SERVER_URL?model=models/$(basename "$archive")&tokens=$tokens"
-  log "browser (headless Chromium, WebGPU): $url"
-  node scripts/web_bench.mjs "$url" 1800
-  log "native (qins-run on the GPU backend of this machine)"
-  ./target/release/qins-run "$archive" --backend gpu --bench --max-tokens "$tokens" --json
+  local url="$SERVER_URL?model=models/$(basename "$archive")&tokens=$tokens&backend=$backend"
+  if [ "$backend" = cpu ]; then
+    log "browser (headless Chromium, the CPU engine in wasm, one thread): $url"
+    node scripts/web_bench.mjs "$url" 1800
+    log "native (qins-run on the CPU engine, one thread)"
+    RAYON_NUM_THREADS=1 ./target/release/qins-run "$archive" --backend cpu --bench \
+      --max-tokens "$tokens" --json
+  else
+    log "browser (headless Chromium, WebGPU): $url"
+    node scripts/web_bench.mjs "$url" 1800
+    log "native (qins-run on the GPU backend of this machine)"
+    ./target/release/qins-run "$archive" --backend gpu --bench --max-tokens "$tokens" --json
+  fi
 }
 
 # The chat page end to end: qins-serve serving the built app and a tiny archive, Playwright

@@ -51,8 +51,14 @@ impl Device {
             #[cfg(target_arch = "wasm32")]
             Backend::Auto => match GpuContext::new(&opts.gpu).await {
                 Ok(ctx) => Ok(Self::Gpu(ctx)),
+                // Short reasons for the page; wgpu's full wording goes to the console.
                 Err(e @ (QinsError::NoWebGpu | QinsError::NoAdapter(_) | QinsError::Gpu(_))) => {
-                    cpu(e.to_string())
+                    tracing::info!("WebGPU: {e}");
+                    cpu(match e {
+                        QinsError::NoWebGpu => "this browser has no WebGPU".into(),
+                        QinsError::NoAdapter(_) => "WebGPU offered no GPU adapter".into(),
+                        e => format!("no GPU device could be opened ({e})"),
+                    })
                 }
                 Err(e) => Err(e),
             },

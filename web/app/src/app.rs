@@ -403,7 +403,7 @@ pub fn App() -> impl IntoView {
     view! {
         <header>
             <h1>"QINS chat"</h1>
-            <p class="muted">"A language model running on your GPU, in this tab. Nothing leaves your machine."</p>
+            <p class="muted">"A language model running in this tab, on your GPU (or, without WebGPU, your CPU). Nothing leaves your machine."</p>
         </header>
         {move || startup_error.get().map(|e| view! { <p class="error" role="alert">{e}</p> })}
         {ask_view}

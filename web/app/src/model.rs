@@ -141,7 +141,7 @@ pub fn ModelPanel(
                 // replies are slow.
                 let why = info["cpu_fallback"]
                     .as_str()
-                    .map(|w| format!(" It was chosen because WebGPU could not be used: {w}."))
+                    .map(|w| format!(" WebGPU could not be used: {w}."))
                     .unwrap_or_default();
                 view! {
                     <span data-testid="cpu-note">
@@ -207,7 +207,8 @@ pub fn ModelPanel(
 
     view! {
     <section class="model" aria-label="Model">
-        <form on:submit=move |ev| {
+        // novalidate: a relative archive path ("models/x.qins") is fine, resolved below.
+        <form novalidate on:submit=move |ev| {
             ev.prevent_default();
             let url = model_url.get_untracked();
             start_load(url.clone(), url, true);
