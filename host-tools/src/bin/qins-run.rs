@@ -268,6 +268,10 @@ fn run() -> Result<()> {
             "gpu_bytes": info.adapter.as_ref().map(|_| info.gpu_bytes),
             "kv_cache": info.adapter.as_ref().map(|_| info.kv_cache),
             "compute": info.adapter.as_ref().map(|_| info.precision),
+            // Resident memory after the run and its peak (the load maps the archive, so the
+            // peak holds the file's pages and the loaded tensors at once); null off Linux.
+            "rss_bytes": proc_status_bytes("VmRSS"),
+            "peak_rss_bytes": proc_status_bytes("VmHWM"),
             "engine": info,
         }));
     } else if let Some(p) = &args.prompt {
@@ -292,6 +296,14 @@ fn run() -> Result<()> {
         bail!("nothing to do: give --prompt, --chat, --tokenize, --logits-for or --bench");
     }
     Ok(())
+}
+
+/// A `kB` line of /proc/self/status, in bytes (Linux only).
+fn proc_status_bytes(key: &str) -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with(key))?;
+    let kb: u64 = line[key.len() + 1..].trim().trim_end_matches("kB").trim().parse().ok()?;
+    Some(kb * 1024)
 }
 
 fn chat(args: &Args, gen: &mut Generator<AnyEngine>, params: &SamplingParams) -> Result<()> {

@@ -356,7 +356,25 @@ pub fn open(path: &std::path::Path, opts: &LoadOptions) -> Result<Loaded> {
     // their checksum was verified (wrong weights, as a changed file would give), not memory
     // safety: every length comes from the verified manifest.
     match unsafe { memmap2::Mmap::map(&file) } {
-        Ok(map) => loader.feed(&map)?,
+        Ok(map) => {
+            // In large pieces (only a chunk straddling two is copied), each piece's pages
+            // dropped from this process once fed: the loaded tensors are copies, so keeping
+            // the file's pages too would double the load's peak resident memory.
+            const PIECE: usize = 64 << 20;
+            for start in (0..map.len()).step_by(PIECE) {
+                let end = (start + PIECE).min(map.len());
+                loader.feed(&map[start..end])?;
+                // SAFETY: a read-only file mapping: dropped pages are read from the file again
+                // if touched, and no reference into them outlives `feed`.
+                let _ = unsafe {
+                    map.unchecked_advise_range(
+                        memmap2::UncheckedAdvice::DontNeed,
+                        start,
+                        end - start,
+                    )
+                };
+            }
+        }
         // Not mappable (a pipe, some network filesystems): read it in pieces.
         Err(_) => {
             crate::format::read_all(&mut std::io::BufReader::with_capacity(1 << 20, file), |b| {
@@ -364,5 +382,13 @@ pub fn open(path: &std::path::Path, opts: &LoadOptions) -> Result<Loaded> {
             })?
         }
     }
-    block_on(loader.finish())
+    let loaded = block_on(loader.finish())?;
+    // The load's chunk buffers are free now, but glibc keeps freed heap pages (its mmap
+    // threshold grows past 16 MiB chunks): give them back, or they stay resident (~20 MB).
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only returns free heap memory to the system.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+    Ok(loaded)
 }
