@@ -65,7 +65,16 @@ unsafe fn row8(codes: &[u8], cb: &Codebook8, x: &[f32], group: usize, scales: &[
     let table =
         |p: usize, t: usize| _mm512_loadu_si512(cb.planes[p].as_ptr().add(64 * t) as *const _);
     let planes: [[__m512i; 4]; 4] = std::array::from_fn(|p| std::array::from_fn(|t| table(p, t)));
-    let mut total = _mm512_setzero_ps();
+    // The scale of column c, without a division per vector: groups are powers of two here
+    // (16, 32, 64…) but for odd archives.
+    let shift = group.is_power_of_two().then(|| group.trailing_zeros());
+    let scale_of = |c: usize| match (scales.len(), shift) {
+        (1, _) => scales[0],
+        (_, Some(shift)) => scales[c >> shift],
+        _ => scales[c / group],
+    };
+    // Two sums: one FMA's latency hides behind the other's.
+    let (mut total, mut total2) = (_mm512_setzero_ps(), _mm512_setzero_ps());
     for b in 0..blocks {
         let q = _mm512_permutexvar_epi8(
             order,
@@ -88,51 +97,59 @@ unsafe fn row8(codes: &[u8], cb: &Codebook8, x: &[f32], group: usize, scales: &[
         ];
         for (k, w) in w.into_iter().enumerate() {
             let c = 64 * b + 16 * k;
-            let s = scales[if scales.len() == 1 { 0 } else { c / group }];
             let prod = _mm512_mul_ps(_mm512_castsi512_ps(w), _mm512_loadu_ps(x.as_ptr().add(c)));
-            total = _mm512_fmadd_ps(prod, _mm512_set1_ps(s), total);
+            let s = _mm512_set1_ps(scale_of(c));
+            if k % 2 == 0 {
+                total = _mm512_fmadd_ps(prod, s, total);
+            } else {
+                total2 = _mm512_fmadd_ps(prod, s, total2);
+            }
         }
     }
     let rest: f32 = (64 * blocks..n)
-        .map(|c| {
-            let s = scales[if scales.len() == 1 { 0 } else { c / group }];
-            s * cb.values[codes[c] as usize] * x[c]
-        })
+        .map(|c| scale_of(c) * cb.values[codes[c] as usize] * x[c])
         .sum();
-    hsum512(total) + rest
+    hsum512(_mm512_add_ps(total, total2)) + rest
 }
 
 #[target_feature(enable = "avx512f,avx512bw,avx2,fma")]
 unsafe fn row4(codes: &[u8], cb: &Codebook8, x: &[f32], group: usize, scales: &[f32]) -> f32 {
     let cb = &cb.values;
     let n = x.len().min(codes.len() * 2);
-    let blocks = if group.is_multiple_of(16) || scales.len() == 1 {
-        n / 16
-    } else {
-        0
-    };
-    // SAFETY: the codebook has 16 floats; block b reads code bytes 8b .. 8b + 8 and columns
-    // 16b .. 16b + 16, both inside the row since 16b + 16 <= n.
+    // SAFETY: the codebook has 16 floats; a vector at column c (even, c + 16 <= n) reads code
+    // bytes c/2 .. c/2 + 8 and columns c .. c + 16, both inside the row.
     let table = _mm512_loadu_ps(cb.as_ptr());
     let twice = _mm_setr_epi8(0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6, 7, 7);
     let shifts = _mm512_setr_epi32(0, 4, 0, 4, 0, 4, 0, 4, 0, 4, 0, 4, 0, 4, 0, 4);
-    let mut total = _mm512_setzero_ps();
-    for b in 0..blocks {
-        let bytes = _mm_loadl_epi64(codes.as_ptr().add(8 * b) as *const __m128i);
+    let weights = |c: usize| {
+        let bytes = _mm_loadl_epi64(codes.as_ptr().add(c / 2) as *const __m128i);
         let idx = _mm512_cvtepu8_epi32(_mm_shuffle_epi8(bytes, twice));
         // The permute reads the low 4 bits: the low nibble for even columns, the high one
         // (shifted down) for odd ones.
-        let w = _mm512_permutexvar_ps(_mm512_srlv_epi32(idx, shifts), table);
-        let c = 16 * b;
-        let s = scales[if scales.len() == 1 { 0 } else { c / group }];
-        let prod = _mm512_mul_ps(w, _mm512_loadu_ps(x.as_ptr().add(c)));
-        total = _mm512_fmadd_ps(prod, _mm512_set1_ps(s), total);
+        _mm512_permutexvar_ps(_mm512_srlv_epi32(idx, shifts), table)
+    };
+    let (mut total, mut tail) = (_mm512_setzero_ps(), 0f32);
+    // One scale per group (the whole row for the per-row codecs): sum a group's products in
+    // two accumulators, then scale once. Groups are even, so every group starts at an even
+    // column and its vectors at whole code bytes.
+    let span = if scales.len() == 1 { n } else { group };
+    for (g, &s) in scales.iter().enumerate() {
+        let (mut c, end) = (g * span, ((g + 1) * span).min(n));
+        let (mut a0, mut a1) = (_mm512_setzero_ps(), _mm512_setzero_ps());
+        while c + 32 <= end {
+            a0 = _mm512_fmadd_ps(weights(c), _mm512_loadu_ps(x.as_ptr().add(c)), a0);
+            a1 = _mm512_fmadd_ps(weights(c + 16), _mm512_loadu_ps(x.as_ptr().add(c + 16)), a1);
+            c += 32;
+        }
+        if c + 16 <= end {
+            a0 = _mm512_fmadd_ps(weights(c), _mm512_loadu_ps(x.as_ptr().add(c)), a0);
+            c += 16;
+        }
+        let rest: f32 = (c..end)
+            .map(|c| cb[((codes[c / 2] >> ((c % 2) * 4)) & 15) as usize] * x[c])
+            .sum();
+        total = _mm512_fmadd_ps(_mm512_add_ps(a0, a1), _mm512_set1_ps(s), total);
+        tail += s * rest;
     }
-    let rest: f32 = (16 * blocks..n)
-        .map(|c| {
-            let s = scales[if scales.len() == 1 { 0 } else { c / group }];
-            s * cb[((codes[c / 2] >> ((c % 2) * 4)) & 15) as usize] * x[c]
-        })
-        .sum();
-    hsum512(total) + rest
+    hsum512(total) + tail
 }

@@ -102,26 +102,23 @@ impl PackedMatrix {
 
     /// Row `r`'s values of a per-group f16 section (scales or offsets) into `out`.
     fn group_halves(&self, section: Section, r: usize, out: &mut Vec<f32>) {
+        use half::slice::{HalfBitsSliceExt, HalfFloatSliceExt};
         let g = self.groups();
-        out.clear();
-        out.extend(
-            self.halves(section)[r * g..(r + 1) * g]
-                .iter()
-                .map(|&h| f16::from_bits(h).to_f32()),
-        );
+        out.resize(g, 0.0);
+        // The slice conversion runs on F16C (or NEON) where the CPU has it.
+        self.halves(section)[r * g..(r + 1) * g]
+            .reinterpret_cast::<f16>()
+            .convert_to_f32_slice(out);
     }
 
-    /// Σ_g offset_g · (Σ of x over group g) for row `r`: what the affine codecs add.
-    fn offset_term(&self, r: usize, x_group_sums: &[f32]) -> f32 {
+    /// Σ_g offset_g · (Σ of x over group g) for row `r`: what the affine codecs add (an f16
+    /// dot product, so the kernels' own).
+    fn offset_term(&self, k: &Kernels, r: usize, x_group_sums: &[f32]) -> f32 {
         if !self.codec.has_offset() {
             return 0.0;
         }
         let g = self.groups();
-        self.halves(self.layout.offsets)[r * g..(r + 1) * g]
-            .iter()
-            .zip(x_group_sums)
-            .map(|(&o, s)| f16::from_bits(o).to_f32() * s)
-            .sum()
+        (k.dot_f16)(&self.halves(self.layout.offsets)[r * g..(r + 1) * g], x_group_sums)
     }
 
     /// Row `r` times `x` (`x_group_sums`: x summed per group, for the offsets).
@@ -150,7 +147,7 @@ impl PackedMatrix {
                 } else {
                     (k.row8)(codes, &self.codebook, x, self.group(), scratch)
                 };
-                dot + self.offset_term(r, x_group_sums)
+                dot + self.offset_term(k, r, x_group_sums)
             }
         }
     }
