@@ -158,10 +158,11 @@ fn qins8_codebook_is_the_projective_one() {
     let (bytes, _) = encode(Codec::Qins8, &[1.0, -0.5, 0.25, 0.0], 1, 4).unwrap();
     let l = Codec::Qins8.layout(1, 4).unwrap();
     let codebook = read_f32s(&bytes[l.codebook.offset..l.codebook.offset + l.codebook.len]);
-    for b in 0..256usize {
+    assert_eq!(codebook.len(), 256);
+    for (b, &value) in codebook.iter().enumerate() {
         let k = (b & 0x7f) + 1;
         let sign = if b & 0x80 != 0 { -1.0 } else { 1.0 };
-        assert_eq!(codebook[b], sign / k as f32);
+        assert_eq!(value, sign / k as f32);
     }
     let codes = &bytes[l.codes.offset..l.codes.offset + 4];
     assert_eq!(codes, &[0x00, 0x81, 0x03, 0x7f]);

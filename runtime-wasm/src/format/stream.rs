@@ -316,7 +316,7 @@ fn decode_chunk<'a>(
     }
     if c.encoding != ChunkEncoding::Raw {
         let t = Instant::now();
-        check_crc(&format!("chunk {index} (decoded bytes)"), c.crc32_raw, &raw)?;
+        check_crc(&format!("chunk {index} (decoded bytes)"), c.crc32_raw, raw)?;
         times.checksum_s += t.elapsed().as_secs_f64();
     }
     Ok(raw)
