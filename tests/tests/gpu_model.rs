@@ -2,13 +2,15 @@
 //! Phi-3 (longrope, crossing original_max_position_embeddings) and Llama (GQA, tied), for a
 //! float and a quantized codec, with the f32 KV cache (within 1e-3) and the default f16 one
 //! (within [`F16_KV_TOLERANCE`]), and with f16 products in the LUT mat-vecs (opt-in, within
-//! [`F16_COMPUTE_TOLERANCE`]); and greedy decoding of SmolLM2 lut8 equal on both engines.
+//! [`F16_COMPUTE_TOLERANCE`]); and greedy decoding of SmolLM2 lut8 equal on the GPU, the f32
+//! reference and the packed CPU engine.
 
 use qins_runtime::chat::{Generator, Message, SamplingParams};
 use qins_runtime::codec::Codec;
 use qins_runtime::cpu::{CpuEngine, CpuModel};
 use qins_runtime::engine::{block_on, Engine, Select};
 use qins_runtime::gpu::{CacheConfig, Compute, GpuContext, GpuEngine, GpuModel, GpuOptions};
+use qins_runtime::load::{open, Backend, LoadOptions};
 use qins_runtime::model::Weights;
 use qins_tests::{
     convert_to, fixture, gpu, gpu_with, gpu_with_max_binding, ids, reference, smollm2_gguf,
@@ -138,6 +140,18 @@ fn smollm2_lut8_greedy_is_identical_on_gpu_and_cpu() {
         on_cpu.tokenizer.decode(&a, false),
         on_gpu.tokenizer.decode(&b, false)
     );
+    // The packed CPU engine (the archive's codes, SIMD kernels, tiled prefill) too.
+    let opts = LoadOptions {
+        backend: Backend::Cpu,
+        ..Default::default()
+    };
+    let mut packed = open(&path, &opts).unwrap().generator;
+    let c: Vec<u32> = packed
+        .generate(&prompt, SamplingParams::default(), 8, false)
+        .unwrap()
+        .map(|e| e.unwrap().id)
+        .collect();
+    assert_eq!(c, b, "packed CPU: {:?}", packed.tokenizer.decode(&c, false));
     // Sampled with top-k and a repetition penalty: the GPU chooses the candidates
     // (select.wgsl), the CPU engine takes them from its whole row; same seed, same tokens.
     let sampled = SamplingParams {

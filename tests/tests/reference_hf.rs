@@ -1,4 +1,5 @@
-//! The CPU reference engine against Hugging Face transformers on the tiny checkpoints: logits
+//! The CPU engines (the f32 reference and the packed one) against Hugging Face transformers on
+//! the tiny checkpoints: logits
 //! at every position within 1e-4 for prompts shorter and longer than Phi-3's
 //! original_max_position_embeddings, and the greedy generation that crosses it; Llama (GQA, tied)
 //! and Qwen2 (Q/K/V biases, untied head) the same way.
@@ -7,6 +8,8 @@ use qins_runtime::chat::{Generator, SamplingParams};
 use qins_runtime::codec::Codec;
 use qins_runtime::cpu::{CpuEngine, CpuModel};
 use qins_runtime::engine::{block_on, Engine};
+use qins_runtime::format::Manifest;
+use qins_runtime::load::{open, Backend, LoadOptions};
 use qins_runtime::model::Weights;
 use qins_tests::{convert_to, fixture, ids, reference};
 
@@ -14,8 +17,21 @@ fn check(name: &str) {
     let dir = tempfile::tempdir().unwrap();
     let path = convert_to(&fixture(name), Codec::F32, dir.path());
     let (manifest, weights) = Weights::read(std::fs::File::open(&path).unwrap(), None).unwrap();
+    let engine = CpuEngine::new(CpuModel::new(manifest.config.clone(), weights));
+    check_engine(name, "reference", &manifest, engine);
+    // The packed CPU engine on the same archive: its f32 kernels, its tiled prefill.
+    let opts = LoadOptions {
+        backend: Backend::Cpu,
+        max_context: manifest.config.max_position_embeddings,
+        ..Default::default()
+    };
+    let loaded = open(&path, &opts).unwrap();
+    assert_eq!(loaded.info.backend, "cpu");
+    check_engine(name, "packed", &manifest, loaded.generator.engine);
+}
+
+fn check_engine<E: Engine>(name: &str, what: &str, manifest: &Manifest, mut engine: E) {
     let reference = reference(name);
-    let mut engine = CpuEngine::new(CpuModel::new(manifest.config.clone(), weights));
     let vocab = manifest.config.vocab_size;
     for case in ["short", "long"] {
         let r = &reference["logits"][case];
@@ -30,7 +46,7 @@ fn check(name: &str) {
         }
         assert!(
             worst < 1e-4,
-            "{name} {case} ({} tokens): max |Δlogit| {worst}",
+            "{name} [{what}] {case} ({} tokens): max |Δlogit| {worst}",
             tokens.len()
         );
     }
@@ -51,17 +67,21 @@ fn check(name: &str) {
             .fold(0f32, f32::max);
         assert!(
             worst < 1e-4,
-            "{name} generation step {step}: max |Δlogit| {worst}"
+            "{name} [{what}] generation step {step}: max |Δlogit| {worst}"
         );
         logits = block_on(engine.extend(&[generated[step]], false)).unwrap();
     }
-    let mut gen = Generator::new(engine, &manifest).unwrap();
+    let mut gen = Generator::new(engine, manifest).unwrap();
     let out: Vec<u32> = gen
         .generate(&ids(&g["prompt"]), SamplingParams::default(), 12, true)
         .unwrap()
         .map(|e| e.unwrap().id)
         .collect();
-    assert_eq!(out, ids(&g["generated"]), "{name}: greedy continuation");
+    assert_eq!(
+        out,
+        ids(&g["generated"]),
+        "{name} [{what}]: greedy continuation"
+    );
 }
 
 #[test]

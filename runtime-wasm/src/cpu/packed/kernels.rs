@@ -1,5 +1,5 @@
 //! The dot products the packed CPU engine is made of, on the stored codes: one portable
-//! version of each (the reference the SIMD ones are tested against, and what aarch64 and a
+//! version of each (the reference the SIMD ones are tested against, and what other CPUs and a
 //! wasm32 build without SIMD128 run) and a table of whichever versions this CPU can run.
 //!
 //! A row is `groups` of `group` columns, each with its own scale: the kernels return
@@ -79,6 +79,8 @@ impl Kernels {
             all.push(k);
             all.extend(super::avx512::kernels(&k));
         }
+        #[cfg(target_arch = "aarch64")]
+        all.push(super::neon::kernels());
         #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
         all.push(super::simd128::kernels());
         all

@@ -118,7 +118,10 @@ impl PackedMatrix {
             return 0.0;
         }
         let g = self.groups();
-        (k.dot_f16)(&self.halves(self.layout.offsets)[r * g..(r + 1) * g], x_group_sums)
+        (k.dot_f16)(
+            &self.halves(self.layout.offsets)[r * g..(r + 1) * g],
+            x_group_sums,
+        )
     }
 
     /// Row `r` times `x` (`x_group_sums`: x summed per group, for the offsets).

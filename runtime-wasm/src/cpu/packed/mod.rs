@@ -7,6 +7,8 @@ mod avx2;
 mod avx512;
 mod kernels;
 mod matrix;
+#[cfg(target_arch = "aarch64")]
+mod neon;
 #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
 mod simd128;
 #[cfg(test)]

@@ -1,0 +1,190 @@
+//! aarch64 kernels on NEON (every aarch64 CPU, the M4 included; no run-time check needed).
+//! 8-bit codes look up 16 weights at once in the codebook's four byte planes: `tbl` on the
+//! first 64 entries, then `tbx` on each next 64 (an index out of a table's range keeps what
+//! the previous lookup found); 4-bit codes need one `tbl` per plane. Zips put the bytes back
+//! together into f32 lanes. Written with intrinsics because no maintained crate offers LUT
+//! dot products.
+
+use std::arch::aarch64::*;
+
+use super::kernels::{Codebook8, Kernels};
+
+pub fn kernels() -> Kernels {
+    // SAFETY (for every wrapper below): NEON is part of the aarch64 baseline.
+    Kernels {
+        name: "neon",
+        row8: |q, cb, x, g, s| unsafe { row8(q, cb, x, g, s) },
+        row4: |q, cb, x, g, s| unsafe { row4(q, cb, x, g, s) },
+        dot_f16: |w, x| unsafe { dot_f16(w, x) },
+        dot_f32: |w, x| unsafe { dot_f32(w, x) },
+    }
+}
+
+/// The f32 lanes of 16 weights whose bytes are `b0..b3` (byte p of weight i in lane i of bp):
+/// interleave bytes, then byte pairs.
+#[inline]
+#[target_feature(enable = "neon")]
+fn assemble(b0: uint8x16_t, b1: uint8x16_t, b2: uint8x16_t, b3: uint8x16_t) -> [float32x4_t; 4] {
+    let (lo01, hi01) = (vzip1q_u8(b0, b1), vzip2q_u8(b0, b1));
+    let (lo23, hi23) = (vzip1q_u8(b2, b3), vzip2q_u8(b2, b3));
+    let (lo01, hi01) = (vreinterpretq_u16_u8(lo01), vreinterpretq_u16_u8(hi01));
+    let (lo23, hi23) = (vreinterpretq_u16_u8(lo23), vreinterpretq_u16_u8(hi23));
+    [
+        vreinterpretq_f32_u16(vzip1q_u16(lo01, lo23)),
+        vreinterpretq_f32_u16(vzip2q_u16(lo01, lo23)),
+        vreinterpretq_f32_u16(vzip1q_u16(hi01, hi23)),
+        vreinterpretq_f32_u16(vzip2q_u16(hi01, hi23)),
+    ]
+}
+
+/// Σ of `w[k] · x[c + 4k]` into two accumulators.
+///
+/// # Safety
+/// `c + 16 <= x.len()`.
+#[inline]
+#[target_feature(enable = "neon")]
+unsafe fn fma16(
+    w: [float32x4_t; 4],
+    x: &[f32],
+    c: usize,
+    a: (float32x4_t, float32x4_t),
+) -> (float32x4_t, float32x4_t) {
+    let p = x.as_ptr().add(c);
+    let a0 = vfmaq_f32(a.0, w[0], vld1q_f32(p));
+    let a1 = vfmaq_f32(a.1, w[1], vld1q_f32(p.add(4)));
+    let a0 = vfmaq_f32(a0, w[2], vld1q_f32(p.add(8)));
+    let a1 = vfmaq_f32(a1, w[3], vld1q_f32(p.add(12)));
+    (a0, a1)
+}
+
+#[target_feature(enable = "neon")]
+unsafe fn row8(codes: &[u8], cb: &Codebook8, x: &[f32], group: usize, scales: &[f32]) -> f32 {
+    let n = x.len().min(codes.len());
+    // SAFETY: each plane has 256 bytes: four 64-byte tables.
+    let tables: [[uint8x16x4_t; 4]; 4] = std::array::from_fn(|p| {
+        std::array::from_fn(|t| vld1q_u8_x4(cb.planes[p].as_ptr().add(64 * t)))
+    });
+    let lookup = |p: usize, idx: [uint8x16_t; 4]| {
+        let r = vqtbl4q_u8(tables[p][0], idx[0]);
+        let r = vqtbx4q_u8(r, tables[p][1], idx[1]);
+        let r = vqtbx4q_u8(r, tables[p][2], idx[2]);
+        vqtbx4q_u8(r, tables[p][3], idx[3])
+    };
+    let (mut total, mut tail) = (vdupq_n_f32(0.0), 0f32);
+    let span = if scales.len() == 1 { n } else { group };
+    for (g, &s) in scales.iter().enumerate() {
+        let (mut c, end) = (g * span, ((g + 1) * span).min(n));
+        let mut acc = (vdupq_n_f32(0.0), vdupq_n_f32(0.0));
+        while c + 16 <= end {
+            // SAFETY: c + 16 <= end <= n bounds the code and x reads.
+            let q = vld1q_u8(codes.as_ptr().add(c));
+            // Each table sees its 64 entries at 0..64; other codes wrap out of its range.
+            let idx = [
+                q,
+                vsubq_u8(q, vdupq_n_u8(64)),
+                vsubq_u8(q, vdupq_n_u8(128)),
+                vsubq_u8(q, vdupq_n_u8(192)),
+            ];
+            let w = assemble(
+                lookup(0, idx),
+                lookup(1, idx),
+                lookup(2, idx),
+                lookup(3, idx),
+            );
+            acc = fma16(w, x, c, acc);
+            c += 16;
+        }
+        let rest: f32 = (c..end).map(|c| cb.values[codes[c] as usize] * x[c]).sum();
+        total = vfmaq_n_f32(total, vaddq_f32(acc.0, acc.1), s);
+        tail += s * rest;
+    }
+    vaddvq_f32(total) + tail
+}
+
+#[target_feature(enable = "neon")]
+unsafe fn row4(codes: &[u8], cb: &Codebook8, x: &[f32], group: usize, scales: &[f32]) -> f32 {
+    let n = x.len().min(codes.len() * 2);
+    // SAFETY: each plane has 256 bytes; the first 16 are the 4-bit codebook's.
+    let planes: [uint8x16_t; 4] = std::array::from_fn(|p| vld1q_u8(cb.planes[p].as_ptr()));
+    let (mut total, mut tail) = (vdupq_n_f32(0.0), 0f32);
+    // Groups are even: each starts at a whole code byte.
+    let span = if scales.len() == 1 { n } else { group };
+    for (g, &s) in scales.iter().enumerate() {
+        let (mut c, end) = (g * span, ((g + 1) * span).min(n));
+        let mut acc = (vdupq_n_f32(0.0), vdupq_n_f32(0.0));
+        while c + 16 <= end {
+            // SAFETY: c is even and c + 16 <= n: bytes c/2 .. c/2 + 8 exist.
+            let b = vld1_u8(codes.as_ptr().add(c / 2));
+            // The 16 codes in column order: byte i's low nibble, then its high one.
+            let idx = vcombine_u8(
+                vzip1_u8(vand_u8(b, vdup_n_u8(15)), vshr_n_u8::<4>(b)),
+                vzip2_u8(vand_u8(b, vdup_n_u8(15)), vshr_n_u8::<4>(b)),
+            );
+            let [b0, b1, b2, b3] = planes.map(|p| vqtbl1q_u8(p, idx));
+            acc = fma16(assemble(b0, b1, b2, b3), x, c, acc);
+            c += 16;
+        }
+        let rest: f32 = (c..end)
+            .map(|c| cb.values[((codes[c / 2] >> (4 * (c & 1))) & 15) as usize] * x[c])
+            .sum();
+        total = vfmaq_n_f32(total, vaddq_f32(acc.0, acc.1), s);
+        tail += s * rest;
+    }
+    vaddvq_f32(total) + tail
+}
+
+/// Four f16 values (as u32 lanes) as f32: exponent and mantissa moved into place and scaled by
+/// 2^112, which rebiases the exponent exactly (subnormals included); infinities and NaNs get
+/// the all-ones exponent. (The f16 conversion intrinsics need Rust's unstable f16 type.)
+#[inline]
+#[target_feature(enable = "neon")]
+fn f16_to_f32(h: uint32x4_t) -> float32x4_t {
+    let sign = vshlq_n_u32::<16>(vandq_u32(h, vdupq_n_u32(0x8000)));
+    let bits = vshlq_n_u32::<13>(vandq_u32(h, vdupq_n_u32(0x7fff)));
+    let value = vmulq_f32(
+        vreinterpretq_f32_u32(bits),
+        vdupq_n_f32(f32::from_bits(0x7780_0000)),
+    );
+    let inf_nan = vcgeq_u32(bits, vdupq_n_u32(0x7c00 << 13));
+    let value = vorrq_u32(
+        vreinterpretq_u32_f32(value),
+        vandq_u32(inf_nan, vdupq_n_u32(0x7f80_0000)),
+    );
+    vreinterpretq_f32_u32(vorrq_u32(value, sign))
+}
+
+#[target_feature(enable = "neon")]
+unsafe fn dot_f16(w: &[u16], x: &[f32]) -> f32 {
+    let n = w.len().min(x.len());
+    let (mut a0, mut a1) = (vdupq_n_f32(0.0), vdupq_n_f32(0.0));
+    let mut c = 0;
+    while c + 8 <= n {
+        // SAFETY: c + 8 <= n bounds both reads.
+        let h = vld1q_u16(w.as_ptr().add(c));
+        let lo = f16_to_f32(vmovl_u16(vget_low_u16(h)));
+        let hi = f16_to_f32(vmovl_u16(vget_high_u16(h)));
+        a0 = vfmaq_f32(a0, lo, vld1q_f32(x.as_ptr().add(c)));
+        a1 = vfmaq_f32(a1, hi, vld1q_f32(x.as_ptr().add(c + 4)));
+        c += 8;
+    }
+    let rest: f32 = (c..n)
+        .map(|c| half::f16::from_bits(w[c]).to_f32() * x[c])
+        .sum();
+    vaddvq_f32(vaddq_f32(a0, a1)) + rest
+}
+
+#[target_feature(enable = "neon")]
+unsafe fn dot_f32(w: &[f32], x: &[f32]) -> f32 {
+    let n = w.len().min(x.len());
+    let (mut a0, mut a1) = (vdupq_n_f32(0.0), vdupq_n_f32(0.0));
+    let mut c = 0;
+    while c + 8 <= n {
+        // SAFETY: c + 8 <= n bounds all four reads.
+        let (wp, xp) = (w.as_ptr().add(c), x.as_ptr().add(c));
+        a0 = vfmaq_f32(a0, vld1q_f32(wp), vld1q_f32(xp));
+        a1 = vfmaq_f32(a1, vld1q_f32(wp.add(4)), vld1q_f32(xp.add(4)));
+        c += 8;
+    }
+    let rest: f32 = (c..n).map(|c| w[c] * x[c]).sum();
+    vaddvq_f32(vaddq_f32(a0, a1)) + rest
+}
