@@ -178,7 +178,8 @@ def speed(a, log):
         adapter = r.get("adapter") or "CPU"
         rows.append({"name": name, "where": adapter if isinstance(adapter, str) else json.dumps(adapter),
                      "load_ms": r["load_s"] * 1e3, "cached_load_ms": None, "prefill_tok_s": r["prefill_tok_s"],
-                     "ttft_ms": r["ttft_ms"], "decode_tok_s": r["decode_tok_s"], "tokens": tokens})
+                     "ttft_ms": r["ttft_ms"], "decode_tok_s": r["decode_tok_s"], "tokens": tokens,
+                     "mem_mb": (r.get("rss_bytes") or 0) / 1e6 or None})
     if not a.skip_browser:
         out = run([os.path.join(ROOT, "scripts", "dev.sh"), "web-bench", lut8g, str(a.browser_tokens)])
         r = last_json(out, "first_load_ms")
@@ -191,7 +192,21 @@ def speed(a, log):
                      "load_ms": r["first_load_ms"], "cached_load_ms": r["cached_load_ms"],
                      "prefill_tok_s": st["prefill_tok_s"], "ttft_ms": st["ttft_ms"],
                      "decode_tok_s": st["decode_tok_s"], "tokens": st["generated_tokens"],
-                     "peak_wasm_mb": r.get("peak_wasm_bytes", 0) / 1e6})
+                     "mem_mb": r.get("peak_wasm_bytes", 0) / 1e6})
+        # The CPU engine in wasm (no WebGPU involved, one thread) next to the native one on one thread.
+        for name, model in (("lut8g", lut8g), ("lut4a", lut4a)):
+            out = run([os.path.join(ROOT, "scripts", "dev.sh"), "web-bench", model, "64", "cpu"])
+            r, native = last_json(out, "first_load_ms"), last_json(out)
+            st = r["stats"]
+            rows.append({"name": f"qins {name} · headless Chromium, CPU engine (wasm, 1 thread)", "where": "CPU",
+                         "load_ms": r["first_load_ms"], "cached_load_ms": r["cached_load_ms"],
+                         "prefill_tok_s": st["prefill_tok_s"], "ttft_ms": st["ttft_ms"],
+                         "decode_tok_s": st["decode_tok_s"], "tokens": st["generated_tokens"],
+                         "mem_mb": r.get("peak_wasm_bytes", 0) / 1e6})
+            rows.append({"name": f"qins {name} · CPU, 1 thread", "where": "CPU", "load_ms": native["load_s"] * 1e3,
+                         "cached_load_ms": None, "prefill_tok_s": native["prefill_tok_s"],
+                         "ttft_ms": native["ttft_ms"], "decode_tok_s": native["decode_tok_s"],
+                         "tokens": native["generated_tokens"], "mem_mb": (native.get("rss_bytes") or 0) / 1e6 or None})
     try:
         import llama_cpp  # noqa: F401
         out = run([sys.executable, os.path.join(ROOT, "scripts", "llamacpp_speed.py"), GGUF, "F32", "Q8_0", "Q4_1"])
@@ -199,7 +214,7 @@ def speed(a, log):
             r = json.loads(line)
             rows.append({"name": r["name"] + " (peer)", "where": "CPU", "load_ms": None, "cached_load_ms": None,
                          "prefill_tok_s": r["prefill_tok_s"], "ttft_ms": r["ttft_ms"],
-                         "decode_tok_s": r["decode_tok_s"], "tokens": 64})
+                         "decode_tok_s": r["decode_tok_s"], "tokens": 64, "mem_mb": None})
     except ImportError:
         log("llama-cpp-python missing: llama.cpp speed rows skipped")
     bench = json.loads(run([os.path.join(BIN, "qins-bench"), "--small", "--iters", "10", "--json",
@@ -208,13 +223,14 @@ def speed(a, log):
 
 
 def speed_section(rows, bench, meta):
-    table = ["| engine | device | load ms | cached load ms | prefill tok/s | TTFT ms | decode tok/s | tokens |",
-             "|--------|--------|--------:|---------------:|--------------:|--------:|-------------:|-------:|"]
+    table = ["| engine | device | load ms | cached load ms | prefill tok/s | TTFT ms | decode tok/s | tokens | memory MB |",
+             "|--------|--------|--------:|---------------:|--------------:|--------:|-------------:|-------:|----------:|"]
     num = lambda v, f="{:.1f}": "—" if v is None else f.format(v)
     for r in rows:
         table.append(f'| {r["name"]} | {r["where"]} | {num(r["load_ms"], "{:.0f}")} | '
                      f'{num(r["cached_load_ms"], "{:.0f}")} | {num(r["prefill_tok_s"], "{:.2f}")} | '
-                     f'{num(r["ttft_ms"], "{:.0f}")} | {num(r["decode_tok_s"], "{:.2f}")} | {r["tokens"]} |')
+                     f'{num(r["ttft_ms"], "{:.0f}")} | {num(r["decode_tok_s"], "{:.2f}")} | {r["tokens"]} | '
+                     f'{num(r.get("mem_mb"), "{:.0f}")} |')
     kern = ["| kernel | shape | GB/s | of copy |", "|--------|-------|-----:|--------:|",
             f'| copy | — | {bench["copy_gb_s"]:.2f} | 100 % |']
     for k in bench["results"]:
@@ -225,8 +241,11 @@ def speed_section(rows, bench, meta):
         "the 42-token chat prompt of `qins-run --bench`, greedy decoding of the number of tokens in the last column "
         "(fewer where the engine is slow). GPU rows use the default f16 KV cache and f32 compute. Load times include "
         "creating the GPU device and compiling pipelines; the browser loads over localhost from `qins-serve` (first: "
-        "network, cached: the Cache API). llama.cpp (llama-cpp-python) runs in the same script on the same cores as "
-        "the peer; nothing else ran meanwhile.", "", *table, "",
+        "network, cached: the browser's store). The CPU engine in Chromium runs without WebGPU (`load(url, {backend: "
+        "\"cpu\"})`, SIMD128, one thread), next to the native CPU engine on one thread (`RAYON_NUM_THREADS=1`). Memory: "
+        "resident set after the run natively (`rss_bytes`), peak wasm memory in the browser. llama.cpp "
+        "(llama-cpp-python) runs in the same script on the same cores as the peer; nothing else ran meanwhile.",
+        "", *table, "",
         "![tokens/s by backend](speed.svg)", "",
         f'Mat-vec kernels vs a copy kernel on `{bench["device"]}` (`qins-bench --small`):', "", *kern])
 
@@ -448,7 +467,9 @@ def load_main(a):
               open(os.path.join(ROOT, "docs", "results-load.json"), "w"), indent=1)
     path = os.path.join(ROOT, "docs", "RESULTS.md")
     section = load_section(rows, conversion, meta)
-    open(path, "w").write(replace_section(open(path).read(), "load", section))
+    # Read before opening for writing: `open(path, "w")` truncates the file first.
+    doc = replace_section(open(path).read(), "load", section)
+    open(path, "w").write(doc)
     print(section)
 
 
