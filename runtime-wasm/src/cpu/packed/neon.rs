@@ -70,35 +70,26 @@ unsafe fn row8(codes: &[u8], cb: &Codebook8, x: &[f32], group: usize, scales: &[
         let r = vqtbx4q_u8(r, tables[p][2], idx[2]);
         vqtbx4q_u8(r, tables[p][3], idx[3])
     };
-    let (mut total, mut tail) = (vdupq_n_f32(0.0), 0f32);
-    let span = if scales.len() == 1 { n } else { group };
-    for (g, &s) in scales.iter().enumerate() {
-        let (mut c, end) = (g * span, ((g + 1) * span).min(n));
-        let mut acc = (vdupq_n_f32(0.0), vdupq_n_f32(0.0));
-        while c + 16 <= end {
-            // SAFETY: c + 16 <= end <= n bounds the code and x reads.
-            let q = vld1q_u8(codes.as_ptr().add(c));
-            // Each table sees its 64 entries at 0..64; other codes wrap out of its range.
-            let idx = [
-                q,
-                vsubq_u8(q, vdupq_n_u8(64)),
-                vsubq_u8(q, vdupq_n_u8(128)),
-                vsubq_u8(q, vdupq_n_u8(192)),
-            ];
-            let w = assemble(
-                lookup(0, idx),
-                lookup(1, idx),
-                lookup(2, idx),
-                lookup(3, idx),
-            );
-            acc = fma16(w, x, c, acc);
-            c += 16;
-        }
-        let rest: f32 = (c..end).map(|c| cb.values[codes[c] as usize] * x[c]).sum();
-        total = vfmaq_n_f32(total, vaddq_f32(acc.0, acc.1), s);
-        tail += s * rest;
-    }
-    vaddvq_f32(total) + tail
+    let sixteen = |c: usize| {
+        // SAFETY: `grouped` asks for c + 16 <= n.
+        let q = vld1q_u8(codes.as_ptr().add(c));
+        // Each table sees its 64 entries at 0..64; other codes wrap out of its range.
+        let idx = [
+            q,
+            vsubq_u8(q, vdupq_n_u8(64)),
+            vsubq_u8(q, vdupq_n_u8(128)),
+            vsubq_u8(q, vdupq_n_u8(192)),
+        ];
+        assemble(
+            lookup(0, idx),
+            lookup(1, idx),
+            lookup(2, idx),
+            lookup(3, idx),
+        )
+    };
+    grouped(x, n, group, scales, sixteen, |c| {
+        cb.values[codes[c] as usize]
+    })
 }
 
 #[target_feature(enable = "neon")]
@@ -106,27 +97,44 @@ unsafe fn row4(codes: &[u8], cb: &Codebook8, x: &[f32], group: usize, scales: &[
     let n = x.len().min(codes.len() * 2);
     // SAFETY: each plane has 256 bytes; the first 16 are the 4-bit codebook's.
     let planes: [uint8x16_t; 4] = std::array::from_fn(|p| vld1q_u8(cb.planes[p].as_ptr()));
+    let sixteen = |c: usize| {
+        // SAFETY: `grouped` asks for c + 16 <= n, and c is even (groups are): bytes c/2 ..
+        // c/2 + 8 exist.
+        let b = vld1_u8(codes.as_ptr().add(c / 2));
+        // The 16 codes in column order: byte i's low nibble, then its high one.
+        let (lo, hi) = (vand_u8(b, vdup_n_u8(15)), vshr_n_u8::<4>(b));
+        let idx = vcombine_u8(vzip1_u8(lo, hi), vzip2_u8(lo, hi));
+        let [b0, b1, b2, b3] = planes.map(|p| vqtbl1q_u8(p, idx));
+        assemble(b0, b1, b2, b3)
+    };
+    let one = |c: usize| cb.values[((codes[c / 2] >> (4 * (c & 1))) & 15) as usize];
+    grouped(x, n, group, scales, sixteen, one)
+}
+
+/// Σ_g scale_g · Σ_{c∈g} w_c · x_c over the first `n` columns: 16 weights at a time from
+/// `sixteen(c)` (called with c + 16 <= n), the rest of each group one by one from `one(c)`.
+/// One scale per group (the whole row for the per-row codecs), applied once per group.
+#[inline]
+#[target_feature(enable = "neon")]
+unsafe fn grouped(
+    x: &[f32],
+    n: usize,
+    group: usize,
+    scales: &[f32],
+    sixteen: impl Fn(usize) -> [float32x4_t; 4],
+    one: impl Fn(usize) -> f32,
+) -> f32 {
     let (mut total, mut tail) = (vdupq_n_f32(0.0), 0f32);
-    // Groups are even: each starts at a whole code byte.
     let span = if scales.len() == 1 { n } else { group };
     for (g, &s) in scales.iter().enumerate() {
         let (mut c, end) = (g * span, ((g + 1) * span).min(n));
         let mut acc = (vdupq_n_f32(0.0), vdupq_n_f32(0.0));
         while c + 16 <= end {
-            // SAFETY: c is even and c + 16 <= n: bytes c/2 .. c/2 + 8 exist.
-            let b = vld1_u8(codes.as_ptr().add(c / 2));
-            // The 16 codes in column order: byte i's low nibble, then its high one.
-            let idx = vcombine_u8(
-                vzip1_u8(vand_u8(b, vdup_n_u8(15)), vshr_n_u8::<4>(b)),
-                vzip2_u8(vand_u8(b, vdup_n_u8(15)), vshr_n_u8::<4>(b)),
-            );
-            let [b0, b1, b2, b3] = planes.map(|p| vqtbl1q_u8(p, idx));
-            acc = fma16(assemble(b0, b1, b2, b3), x, c, acc);
+            // SAFETY: c + 16 <= end <= n <= x.len().
+            acc = fma16(sixteen(c), x, c, acc);
             c += 16;
         }
-        let rest: f32 = (c..end)
-            .map(|c| cb.values[((codes[c / 2] >> (4 * (c & 1))) & 15) as usize] * x[c])
-            .sum();
+        let rest: f32 = (c..end).map(|c| one(c) * x[c]).sum();
         total = vfmaq_n_f32(total, vaddq_f32(acc.0, acc.1), s);
         tail += s * rest;
     }
