@@ -156,19 +156,17 @@ pub struct Loaded {
 impl Loader {
     /// `expected_len`: the archive's length when known (file size, Content-Length).
     pub fn new(device: &Device, expected_len: Option<u64>, opts: &LoadOptions) -> Self {
+        let cpu = |tensors, fallback| {
+            Sink::Cpu(CpuSink {
+                reader: TensorReader::new(expected_len),
+                tensors,
+                decode_s: 0.0,
+                fallback,
+            })
+        };
         let sink = match device {
-            Device::Cpu { fallback } => Sink::Cpu(CpuSink {
-                reader: TensorReader::new(expected_len),
-                tensors: CpuTensors::Packed(HashMap::new()),
-                decode_s: 0.0,
-                fallback: fallback.clone(),
-            }),
-            Device::Reference => Sink::Cpu(CpuSink {
-                reader: TensorReader::new(expected_len),
-                tensors: CpuTensors::Reference(HashMap::new()),
-                decode_s: 0.0,
-                fallback: None,
-            }),
+            Device::Cpu { fallback } => cpu(CpuTensors::Packed(HashMap::new()), fallback.clone()),
+            Device::Reference => cpu(CpuTensors::Reference(HashMap::new()), None),
             Device::Gpu(ctx) => Sink::Gpu(GpuLoader::new(
                 ctx.clone(),
                 expected_len,

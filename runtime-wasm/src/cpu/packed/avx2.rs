@@ -35,23 +35,12 @@ pub(super) fn hsum(v: __m256) -> f32 {
 unsafe fn row8(codes: &[u8], cb: &Codebook8, x: &[f32], group: usize, scales: &[f32]) -> f32 {
     let cb = &cb.values;
     let n = x.len().min(codes.len());
-    let (mut total, mut tail) = (_mm256_setzero_ps(), 0f32);
-    for (g, &s) in scales.iter().enumerate() {
-        let (start, end) = (g * group, ((g + 1) * group).min(n));
-        let mut acc = _mm256_setzero_ps();
-        let mut c = start;
-        while c + 8 <= end {
-            // SAFETY: c + 8 <= n bounds both reads; the codes index a 256-entry table.
-            let q = _mm_loadl_epi64(codes.as_ptr().add(c) as *const __m128i);
-            let w = _mm256_i32gather_ps::<4>(cb.as_ptr(), _mm256_cvtepu8_epi32(q));
-            acc = _mm256_fmadd_ps(w, _mm256_loadu_ps(x.as_ptr().add(c)), acc);
-            c += 8;
-        }
-        let rest: f32 = (c..end).map(|c| cb[codes[c] as usize] * x[c]).sum();
-        total = _mm256_fmadd_ps(acc, _mm256_set1_ps(s), total);
-        tail += s * rest;
-    }
-    hsum(total) + tail
+    let eight = |c: usize| {
+        // SAFETY: `grouped` asks for c + 8 <= n; the codes index a 256-entry table.
+        let q = _mm_loadl_epi64(codes.as_ptr().add(c) as *const __m128i);
+        _mm256_i32gather_ps::<4>(cb.as_ptr(), _mm256_cvtepu8_epi32(q))
+    };
+    grouped(x, n, group, scales, eight, |c| cb[codes[c] as usize])
 }
 
 #[target_feature(enable = "avx2,fma")]
@@ -66,26 +55,43 @@ unsafe fn row4(codes: &[u8], cb: &Codebook8, x: &[f32], group: usize, scales: &[
     let twice = _mm_setr_epi8(0, 0, 1, 1, 2, 2, 3, 3, -1, -1, -1, -1, -1, -1, -1, -1);
     let shifts = _mm256_setr_epi32(0, 4, 0, 4, 0, 4, 0, 4);
     let nibble = _mm256_set1_epi32(15);
+    let eight = |c: usize| {
+        // SAFETY: `grouped` asks for c + 8 <= n, and c is even (groups are): bytes c/2 ..
+        // c/2 + 4 exist.
+        let b = _mm_cvtsi32_si128((codes.as_ptr().add(c / 2) as *const i32).read_unaligned());
+        let idx = _mm256_cvtepu8_epi32(_mm_shuffle_epi8(b, twice));
+        let idx = _mm256_and_si256(_mm256_srlv_epi32(idx, shifts), nibble);
+        let lo = _mm256_permutevar8x32_ps(lo_tab, idx);
+        let hi = _mm256_permutevar8x32_ps(hi_tab, idx);
+        // Bit 3 of the code, moved to the sign bit, picks the upper half of the codebook.
+        _mm256_blendv_ps(lo, hi, _mm256_castsi256_ps(_mm256_slli_epi32::<28>(idx)))
+    };
+    let one = |c: usize| cb[((codes[c / 2] >> ((c % 2) * 4)) & 15) as usize];
+    grouped(x, n, group, scales, eight, one)
+}
+
+/// Σ_g scale_g · Σ_{c∈g} w_c · x_c over the first `n` columns: 8 weights at a time from
+/// `eight(c)` (called with c + 8 <= n), the rest of each group one by one from `one(c)`.
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn grouped(
+    x: &[f32],
+    n: usize,
+    group: usize,
+    scales: &[f32],
+    eight: impl Fn(usize) -> __m256,
+    one: impl Fn(usize) -> f32,
+) -> f32 {
     let (mut total, mut tail) = (_mm256_setzero_ps(), 0f32);
     for (g, &s) in scales.iter().enumerate() {
-        let (start, end) = (g * group, ((g + 1) * group).min(n));
+        let (mut c, end) = (g * group, ((g + 1) * group).min(n));
         let mut acc = _mm256_setzero_ps();
-        let mut c = start;
         while c + 8 <= end {
-            // SAFETY: c is even and c + 8 <= n, so bytes c/2 .. c/2 + 4 exist.
-            let b = _mm_cvtsi32_si128((codes.as_ptr().add(c / 2) as *const i32).read_unaligned());
-            let idx = _mm256_cvtepu8_epi32(_mm_shuffle_epi8(b, twice));
-            let idx = _mm256_and_si256(_mm256_srlv_epi32(idx, shifts), nibble);
-            let lo = _mm256_permutevar8x32_ps(lo_tab, idx);
-            let hi = _mm256_permutevar8x32_ps(hi_tab, idx);
-            // Bit 3 of the code, moved to the sign bit, picks the upper half of the codebook.
-            let w = _mm256_blendv_ps(lo, hi, _mm256_castsi256_ps(_mm256_slli_epi32::<28>(idx)));
-            acc = _mm256_fmadd_ps(w, _mm256_loadu_ps(x.as_ptr().add(c)), acc);
+            // SAFETY: c + 8 <= end <= n <= x.len().
+            acc = _mm256_fmadd_ps(eight(c), _mm256_loadu_ps(x.as_ptr().add(c)), acc);
             c += 8;
         }
-        let rest: f32 = (c..end)
-            .map(|c| cb[((codes[c / 2] >> ((c % 2) * 4)) & 15) as usize] * x[c])
-            .sum();
+        let rest: f32 = (c..end).map(|c| one(c) * x[c]).sum();
         total = _mm256_fmadd_ps(acc, _mm256_set1_ps(s), total);
         tail += s * rest;
     }
