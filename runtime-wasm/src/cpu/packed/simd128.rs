@@ -39,27 +39,19 @@ unsafe fn load4(x: &[f32], c: usize) -> v128 {
 fn row8(codes: &[u8], cb: &Codebook8, x: &[f32], group: usize, scales: &[f32]) -> f32 {
     let cb = &cb.values;
     let n = x.len().min(codes.len());
-    let (mut total, mut tail) = (f32x4_splat(0.0), 0f32);
-    for (g, &s) in scales.iter().enumerate() {
-        let (start, end) = (g * group, ((g + 1) * group).min(n));
-        // Two accumulators: one add's latency hides behind the other's.
-        let (mut a0, mut a1) = (f32x4_splat(0.0), f32x4_splat(0.0));
-        let mut c = start;
-        while c + 8 <= end {
-            let q = &codes[c..c + 8];
-            let w = |i: usize| cb[q[i] as usize];
-            let (w0, w1) = (f32x4(w(0), w(1), w(2), w(3)), f32x4(w(4), w(5), w(6), w(7)));
-            // SAFETY: c + 8 <= end <= x.len().
-            let (x0, x1) = unsafe { (load4(x, c), load4(x, c + 4)) };
-            a0 = f32x4_add(a0, f32x4_mul(w0, x0));
-            a1 = f32x4_add(a1, f32x4_mul(w1, x1));
-            c += 8;
-        }
-        let rest: f32 = (c..end).map(|c| cb[codes[c] as usize] * x[c]).sum();
-        total = f32x4_add(total, f32x4_mul(f32x4_add(a0, a1), f32x4_splat(s)));
-        tail += s * rest;
-    }
-    hsum(total) + tail
+    let sixteen = |c: usize| {
+        let q = &codes[c..c + 16];
+        let w = |i: usize| {
+            f32x4(
+                cb[q[i] as usize],
+                cb[q[i + 1] as usize],
+                cb[q[i + 2] as usize],
+                cb[q[i + 3] as usize],
+            )
+        };
+        [w(0), w(4), w(8), w(12)]
+    };
+    grouped(x, n, group, scales, sixteen, |c| cb[codes[c] as usize])
 }
 
 fn row4(codes: &[u8], cb: &Codebook8, x: &[f32], group: usize, scales: &[f32]) -> f32 {
@@ -71,28 +63,50 @@ fn row4(codes: &[u8], cb: &Codebook8, x: &[f32], group: usize, scales: &[f32]) -
         .each_ref()
         .map(|p| unsafe { v128_load(p.as_ptr() as *const v128) });
     let low_nibble = u8x16_splat(15);
+    let sixteen = |c: usize| {
+        // SAFETY: `grouped` asks for c + 16 <= n, and c is even (groups are): the 8 bytes
+        // c/2 .. c/2 + 8 exist.
+        let b = unsafe { v128_load64_zero(codes.as_ptr().add(c / 2) as *const u64) };
+        // The 16 codes in column order: byte i's low nibble, then its high one.
+        let (lo, hi) = (v128_and(b, low_nibble), u8x16_shr(b, 4));
+        let idx = u8x16_shuffle::<0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23>(lo, hi);
+        let [p0, p1, p2, p3] = planes.map(|p| u8x16_swizzle(p, idx));
+        // Bytes 0 and 1, then 2 and 3, of weights 0–7 and 8–15; then whole weights.
+        let b01 = u8x16_shuffle::<0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23>;
+        let b01_hi = u8x16_shuffle::<8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31>;
+        let (lo01, hi01, lo23, hi23) = (b01(p0, p1), b01_hi(p0, p1), b01(p2, p3), b01_hi(p2, p3));
+        let first = u16x8_shuffle::<0, 8, 1, 9, 2, 10, 3, 11>;
+        let second = u16x8_shuffle::<4, 12, 5, 13, 6, 14, 7, 15>;
+        [
+            first(lo01, lo23),
+            second(lo01, lo23),
+            first(hi01, hi23),
+            second(hi01, hi23),
+        ]
+    };
+    let one = |c: usize| cb.values[((codes[c / 2] >> (4 * (c & 1))) & 15) as usize];
+    grouped(x, n, group, scales, sixteen, one)
+}
+
+/// Σ_g scale_g · Σ_{c∈g} w_c · x_c over the first `n` columns: 16 weights at a time from
+/// `sixteen(c)` (called with c + 16 <= n), the rest of each group one by one from `one(c)`.
+#[inline]
+fn grouped(
+    x: &[f32],
+    n: usize,
+    group: usize,
+    scales: &[f32],
+    sixteen: impl Fn(usize) -> [v128; 4],
+    one: impl Fn(usize) -> f32,
+) -> f32 {
     let (mut total, mut tail) = (f32x4_splat(0.0), 0f32);
     for (g, &s) in scales.iter().enumerate() {
-        let (start, end) = (g * group, ((g + 1) * group).min(n));
+        let (mut c, end) = (g * group, ((g + 1) * group).min(n));
+        // Two accumulators: one add's latency hides behind the other's.
         let (mut a0, mut a1) = (f32x4_splat(0.0), f32x4_splat(0.0));
-        let mut c = start;
         while c + 16 <= end {
-            // SAFETY: c is even and c + 16 <= n, so the 8 bytes c/2 .. c/2 + 8 exist.
-            let b = unsafe { v128_load64_zero(codes.as_ptr().add(c / 2) as *const u64) };
-            // The 16 codes in column order: byte i's low nibble, then its high one.
-            let (lo, hi) = (v128_and(b, low_nibble), u8x16_shr(b, 4));
-            let idx =
-                u8x16_shuffle::<0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23>(lo, hi);
-            let [p0, p1, p2, p3] = planes.map(|p| u8x16_swizzle(p, idx));
-            // Bytes 0 and 1, then 2 and 3, of weights 0–7 and 8–15; then whole weights.
-            let b01 = u8x16_shuffle::<0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23>;
-            let b01_hi =
-                u8x16_shuffle::<8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31>;
-            let (lo01, hi01, lo23, hi23) =
-                (b01(p0, p1), b01_hi(p0, p1), b01(p2, p3), b01_hi(p2, p3));
-            let first = u16x8_shuffle::<0, 8, 1, 9, 2, 10, 3, 11>;
-            let second = u16x8_shuffle::<4, 12, 5, 13, 6, 14, 7, 15>;
-            // SAFETY: c + 16 <= end <= x.len().
+            let w = sixteen(c);
+            // SAFETY: c + 16 <= end <= n <= x.len().
             let xs = unsafe {
                 [
                     load4(x, c),
@@ -101,15 +115,13 @@ fn row4(codes: &[u8], cb: &Codebook8, x: &[f32], group: usize, scales: &[f32]) -
                     load4(x, c + 12),
                 ]
             };
-            a0 = f32x4_add(a0, f32x4_mul(first(lo01, lo23), xs[0]));
-            a1 = f32x4_add(a1, f32x4_mul(second(lo01, lo23), xs[1]));
-            a0 = f32x4_add(a0, f32x4_mul(first(hi01, hi23), xs[2]));
-            a1 = f32x4_add(a1, f32x4_mul(second(hi01, hi23), xs[3]));
+            a0 = f32x4_add(a0, f32x4_mul(w[0], xs[0]));
+            a1 = f32x4_add(a1, f32x4_mul(w[1], xs[1]));
+            a0 = f32x4_add(a0, f32x4_mul(w[2], xs[2]));
+            a1 = f32x4_add(a1, f32x4_mul(w[3], xs[3]));
             c += 16;
         }
-        let rest: f32 = (c..end)
-            .map(|c| cb.values[((codes[c / 2] >> (4 * (c & 1))) & 15) as usize] * x[c])
-            .sum();
+        let rest: f32 = (c..end).map(|c| one(c) * x[c]).sum();
         total = f32x4_add(total, f32x4_mul(f32x4_add(a0, a1), f32x4_splat(s)));
         tail += s * rest;
     }
