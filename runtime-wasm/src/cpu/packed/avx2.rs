@@ -5,7 +5,7 @@
 
 use std::arch::x86_64::*;
 
-use super::kernels::{Codebook8, Kernels};
+use super::kernels::{row4_q16_blocks, Codebook8, Kernels, Levels4, Q16Blocks, Row4Codes};
 
 /// These kernels when this CPU has the instructions they use.
 pub fn kernels() -> Option<Kernels> {
@@ -20,6 +20,7 @@ pub fn kernels() -> Option<Kernels> {
         row4: |q, cb, x, g, s| unsafe { row4(q, cb, x, g, s) },
         dot_f16: |w, x| unsafe { dot_f16(w, x) },
         dot_f32: |w, x| unsafe { dot_f32(w, x) },
+        row4_q16: Some(|row, l, a, s| unsafe { row4_q16(row, l, a, s) }),
     })
 }
 
@@ -68,6 +69,82 @@ unsafe fn row4(codes: &[u8], cb: &Codebook8, x: &[f32], group: usize, scales: &[
     };
     let one = |c: usize| cb[((codes[c / 2] >> ((c % 2) * 4)) & 15) as usize];
     grouped(x, n, group, scales, eight, one)
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn row4_q16(row: Row4Codes, levels: &Levels4, a: &Q16Blocks, scratch: &mut Vec<f32>) -> f32 {
+    let base = scales_and_base(row, levels, a, scratch);
+    let scales = &scratch[..];
+    let blocks = row4_q16_blocks(row, a, scales.len());
+    // SAFETY: `levels` is 16 bytes; block b reads code bytes 16b .. 16b + 16 and activations
+    // 32b .. 32b + 32, inside both slices (b < blocks).
+    let table = _mm_loadu_si128(levels.levels.as_ptr() as *const _);
+    let nibble = _mm_set1_epi8(15);
+    let block = |b: usize| {
+        let q = _mm_loadu_si128(row.codes.as_ptr().add(16 * b) as *const _);
+        let lo = _mm_shuffle_epi8(table, _mm_and_si128(q, nibble));
+        let hi = _mm_shuffle_epi8(table, _mm_and_si128(_mm_srli_epi16::<4>(q), nibble));
+        let v = a.values.as_ptr().add(32 * b);
+        // pmaddwd: u8 levels widened to i16, times the i16 activations, pairs summed in i32.
+        let dot = |w: __m128i, v: *const i16| {
+            _mm256_madd_epi16(_mm256_cvtepu8_epi16(w), _mm256_loadu_si256(v as *const _))
+        };
+        let sum = _mm256_add_epi32(dot(lo, v), dot(hi, v.add(16)));
+        let sd = _mm256_set1_ps(scales[a.group_of(b)] * a.scales[b]);
+        (_mm256_cvtepi32_ps(sum), sd)
+    };
+    // Two sums: one FMA's latency hides behind the other's.
+    let (mut t0, mut t1, mut b) = (_mm256_setzero_ps(), _mm256_setzero_ps(), 0);
+    while b + 2 <= blocks {
+        let ((p0, s0), (p1, s1)) = (block(b), block(b + 1));
+        t0 = _mm256_fmadd_ps(p0, s0, t0);
+        t1 = _mm256_fmadd_ps(p1, s1, t1);
+        b += 2;
+    }
+    if b < blocks {
+        let (p, s) = block(b);
+        t0 = _mm256_fmadd_ps(p, s, t0);
+    }
+    levels.step * hsum(_mm256_add_ps(t0, t1)) + base
+}
+
+/// The row's group scales as f32 into `scratch`, and the term its codes do not carry:
+/// Σ_g (scale_g · min + offset_g) · Σ_{c∈g} x_c, eight groups at a time.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) unsafe fn scales_and_base(
+    row: Row4Codes,
+    levels: &Levels4,
+    a: &Q16Blocks,
+    scratch: &mut Vec<f32>,
+) -> f32 {
+    let groups = row.scales.len().min(a.group_sums.len());
+    let affine = !row.offsets.is_empty();
+    scratch.resize(groups, 0.0);
+    let min = _mm256_set1_ps(levels.min);
+    let (mut base, mut rest, mut g) = (_mm256_setzero_ps(), 0f32, 0);
+    while g + 8 <= groups {
+        // SAFETY: g + 8 <= groups bounds the scales, offsets (when affine: as long as the
+        // scales), scratch and group sums.
+        let s = _mm256_cvtph_ps(_mm_loadu_si128(row.scales.as_ptr().add(g) as *const _));
+        _mm256_storeu_ps(scratch.as_mut_ptr().add(g), s);
+        let o = match affine {
+            true => _mm256_cvtph_ps(_mm_loadu_si128(row.offsets.as_ptr().add(g) as *const _)),
+            false => _mm256_setzero_ps(),
+        };
+        let sums = _mm256_loadu_ps(a.group_sums.as_ptr().add(g));
+        base = _mm256_fmadd_ps(_mm256_fmadd_ps(s, min, o), sums, base);
+        g += 8;
+    }
+    for (g, out) in scratch.iter_mut().enumerate().skip(g) {
+        let f32_of = |h: u16| half::f16::from_bits(h).to_f32();
+        let (s, o) = (
+            f32_of(row.scales[g]),
+            row.offsets.get(g).map_or(0.0, |&o| f32_of(o)),
+        );
+        *out = s;
+        rest += (s * levels.min + o) * a.group_sums[g];
+    }
+    hsum(base) + rest
 }
 
 /// Σ_g scale_g · Σ_{c∈g} w_c · x_c over the first `n` columns: 8 weights at a time from

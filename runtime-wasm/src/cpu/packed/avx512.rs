@@ -7,8 +7,8 @@
 
 use std::arch::x86_64::*;
 
-use super::avx2::hsum;
-use super::kernels::{Codebook8, Kernels};
+use super::avx2::{hsum, scales_and_base};
+use super::kernels::{row4_q16_blocks, Codebook8, Kernels, Levels4, Q16Blocks, Row4Codes};
 
 /// These kernels when this CPU has the instructions they use (`base`: the AVX2 set, whose f16
 /// and f32 dot products they keep).
@@ -16,12 +16,17 @@ pub fn kernels(base: &Kernels) -> Option<Kernels> {
     let ok = is_x86_feature_detected!("avx512f")
         && is_x86_feature_detected!("avx512bw")
         && is_x86_feature_detected!("avx512vbmi");
-    // SAFETY (for both wrappers): only reachable through this table, which exists only when
+    let vnni = is_x86_feature_detected!("avx512vnni");
+    // SAFETY (for the wrappers): only reachable through this table, which exists only when
     // the features their bodies are compiled for are present.
     ok.then_some(Kernels {
         name: "avx512",
         row8: |q, cb, x, g, s| unsafe { row8(q, cb, x, g, s) },
         row4: |q, cb, x, g, s| unsafe { row4(q, cb, x, g, s) },
+        row4_q16: match vnni {
+            true => Some(|row, l, a, s| unsafe { row4_q16(row, l, a, s) }),
+            false => base.row4_q16,
+        },
         ..*base
     })
 }
@@ -110,6 +115,40 @@ unsafe fn row8(codes: &[u8], cb: &Codebook8, x: &[f32], group: usize, scales: &[
         .map(|c| scale_of(c) * cb.values[codes[c] as usize] * x[c])
         .sum();
     hsum512(_mm512_add_ps(total, total2)) + rest
+}
+
+/// The integer kernel with VNNI's i16 dot product (vpdpwssd): one block of 32 per step.
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx2,fma,f16c")]
+unsafe fn row4_q16(row: Row4Codes, levels: &Levels4, a: &Q16Blocks, scratch: &mut Vec<f32>) -> f32 {
+    let base = scales_and_base(row, levels, a, scratch);
+    let scales = &scratch[..];
+    let blocks = row4_q16_blocks(row, a, scales.len());
+    // SAFETY: `levels` is 16 bytes; block b reads code bytes 16b .. 16b + 16 and activations
+    // 32b .. 32b + 32, inside both slices (b < blocks).
+    let table = _mm256_broadcastsi128_si256(_mm_loadu_si128(levels.levels.as_ptr() as *const _));
+    let nibble = _mm_set1_epi8(15);
+    let block = |b: usize| {
+        let q = _mm_loadu_si128(row.codes.as_ptr().add(16 * b) as *const _);
+        let lo = _mm_and_si128(q, nibble);
+        let hi = _mm_and_si128(_mm_srli_epi16::<4>(q), nibble);
+        let w = _mm512_cvtepu8_epi16(_mm256_shuffle_epi8(table, _mm256_set_m128i(hi, lo)));
+        let v = _mm512_loadu_si512(a.values.as_ptr().add(32 * b) as *const _);
+        let sum = _mm512_dpwssd_epi32(_mm512_setzero_si512(), w, v);
+        let sd = _mm512_set1_ps(scales[a.group_of(b)] * a.scales[b]);
+        (_mm512_cvtepi32_ps(sum), sd)
+    };
+    let (mut t0, mut t1, mut b) = (_mm512_setzero_ps(), _mm512_setzero_ps(), 0);
+    while b + 2 <= blocks {
+        let ((p0, s0), (p1, s1)) = (block(b), block(b + 1));
+        t0 = _mm512_fmadd_ps(p0, s0, t0);
+        t1 = _mm512_fmadd_ps(p1, s1, t1);
+        b += 2;
+    }
+    if b < blocks {
+        let (p, s) = block(b);
+        t0 = _mm512_fmadd_ps(p, s, t0);
+    }
+    levels.step * hsum512(_mm512_add_ps(t0, t1)) + base
 }
 
 #[target_feature(enable = "avx512f,avx512bw,avx2,fma")]

@@ -2,7 +2,7 @@
 
 use half::f16;
 
-use super::kernels::{Codebook8, Kernels};
+use super::kernels::{Codebook8, Kernels, Levels4, Q16Blocks, Row4Codes};
 use crate::codec::{decode_row, Codec, Layout, RowCodes, Section};
 use crate::{QinsError, Result};
 
@@ -17,6 +17,9 @@ pub struct PackedMatrix {
     words: Vec<u32>,
     /// The codebook (zeros for float codecs), padded to 256 entries so any byte indexes it.
     codebook: Box<Codebook8>,
+    /// The 4-bit codebook as integer levels, where the shape suits the integer kernels
+    /// (columns and groups in whole blocks of 32).
+    levels: Option<Levels4>,
 }
 
 /// Rows per parallel work item of a mat-vec: enough work to be worth a task.
@@ -47,6 +50,9 @@ impl PackedMatrix {
             *c = f32::from_le_bytes([b[0], b[1], b[2], b[3]]);
         }
         let codebook = Box::new(Codebook8::new(values));
+        let blocks = |n: usize| n.is_multiple_of(32);
+        let levels = (codec.code_bits() == 4 && blocks(cols) && codec.group().is_some_and(blocks))
+            .then(|| Levels4::new(&values));
         Ok(Self {
             codec,
             rows,
@@ -54,6 +60,7 @@ impl PackedMatrix {
             layout,
             words,
             codebook,
+            levels,
         })
     }
 
@@ -89,7 +96,7 @@ impl PackedMatrix {
     }
 
     /// Row `r`'s scales into `out` (one per group).
-    fn scales(&self, r: usize, out: &mut Vec<f32>) {
+    pub(super) fn scales(&self, r: usize, out: &mut Vec<f32>) {
         match self.codec.group() {
             Some(_) => self.group_halves(self.layout.scales, r, out),
             None => {
@@ -124,15 +131,29 @@ impl PackedMatrix {
         )
     }
 
-    /// Row `r` times `x` (`x_group_sums`: x summed per group, for the offsets).
+    /// Row `r` times `x` (`x_group_sums`: x summed per group, for the offsets; `q16`: x
+    /// quantized, for the integer kernel).
     fn row_dot(
         &self,
         k: &Kernels,
         r: usize,
         x: &[f32],
         x_group_sums: &[f32],
+        q16: Option<&Q16Blocks>,
         scratch: &mut Vec<f32>,
     ) -> f32 {
+        if let (Some(a), Some(levels), Some(row4_q16)) = (q16, &self.levels, k.row4_q16) {
+            let g = self.groups();
+            let row = Row4Codes {
+                codes: self.codes(r),
+                scales: &self.halves(self.layout.scales)[r * g..(r + 1) * g],
+                offsets: match self.codec.has_offset() {
+                    true => &self.halves(self.layout.offsets)[r * g..(r + 1) * g],
+                    false => &[],
+                },
+            };
+            return row4_q16(row, levels, a, scratch);
+        }
         match self.codec {
             Codec::F32 => {
                 let w: &[f32] = bytemuck::cast_slice(self.section(self.layout.codes));
@@ -155,7 +176,12 @@ impl PackedMatrix {
         }
     }
 
-    /// `x` summed over each group of columns (only the affine codecs need it).
+    /// Whether `k` multiplies this matrix on quantized activations.
+    fn uses_q16(&self, k: &Kernels) -> bool {
+        self.levels.is_some() && k.row4_q16.is_some()
+    }
+
+    /// `x` summed over each group of columns (the affine codecs need it).
     fn group_sums(&self, x: &[f32]) -> Vec<f32> {
         if self.codec.has_offset() {
             x.chunks(self.group()).map(|g| g.iter().sum()).collect()
@@ -168,11 +194,18 @@ impl PackedMatrix {
     pub fn matvec_with(&self, k: &Kernels, x: &[f32], out: &mut [f32]) {
         assert_eq!(x.len(), self.cols, "activation width");
         assert_eq!(out.len(), self.rows, "output height");
-        let sums = self.group_sums(x);
+        let q16 = self
+            .uses_q16(k)
+            .then(|| Q16Blocks::quantize(x, self.group() / 32));
+        let sums = match q16 {
+            Some(_) => Vec::new(),
+            None => self.group_sums(x),
+        };
         let task = |(t, chunk): (usize, &mut [f32])| {
             let mut scratch = Vec::with_capacity(self.groups());
             for (i, o) in chunk.iter_mut().enumerate() {
-                *o = self.row_dot(k, t * ROWS_PER_TASK + i, x, &sums, &mut scratch);
+                let r = t * ROWS_PER_TASK + i;
+                *o = self.row_dot(k, r, x, &sums, q16.as_ref(), &mut scratch);
             }
         };
         #[cfg(feature = "parallel")]

@@ -7,7 +7,9 @@
 
 use std::arch::aarch64::*;
 
-use super::kernels::{Codebook8, Kernels};
+use super::kernels::{
+    row4_q16_blocks, scales_and_base, Codebook8, Kernels, Levels4, Q16Blocks, Row4Codes,
+};
 
 pub fn kernels() -> Kernels {
     // SAFETY (for every wrapper below): NEON is part of the aarch64 baseline.
@@ -17,6 +19,7 @@ pub fn kernels() -> Kernels {
         row4: |q, cb, x, g, s| unsafe { row4(q, cb, x, g, s) },
         dot_f16: |w, x| unsafe { dot_f16(w, x) },
         dot_f32: |w, x| unsafe { dot_f32(w, x) },
+        row4_q16: Some(|row, l, a, s| unsafe { row4_q16(row, l, a, s) }),
     }
 }
 
@@ -90,6 +93,47 @@ unsafe fn row8(codes: &[u8], cb: &Codebook8, x: &[f32], group: usize, scales: &[
     grouped(x, n, group, scales, sixteen, |c| {
         cb.values[codes[c] as usize]
     })
+}
+
+/// 4-bit codes times i16 activations: 16 levels per `tbl`, widened to i16 and multiplied
+/// into i32 lanes by `smull`/`smlal` (exact integers within each block of 32).
+#[target_feature(enable = "neon")]
+unsafe fn row4_q16(row: Row4Codes, levels: &Levels4, a: &Q16Blocks, scratch: &mut Vec<f32>) -> f32 {
+    let base = scales_and_base(row, levels, a, scratch);
+    let scales = &scratch[..];
+    let blocks = row4_q16_blocks(row, a, scales.len());
+    // SAFETY: `levels` is 16 bytes; block b reads code bytes 16b .. 16b + 16 and activations
+    // 32b .. 32b + 32, inside both slices (b < blocks).
+    let table = vld1q_u8(levels.levels.as_ptr());
+    let nibble = vdupq_n_u8(15);
+    let (mut acc0, mut acc1) = (vdupq_n_f32(0.0), vdupq_n_f32(0.0));
+    for b in 0..blocks {
+        let q = vld1q_u8(row.codes.as_ptr().add(16 * b));
+        let v = |i: usize| vld1q_s16(a.values.as_ptr().add(32 * b + 8 * i));
+        let lo = vqtbl1q_u8(table, vandq_u8(q, nibble));
+        let hi = vqtbl1q_u8(table, vshrq_n_u8::<4>(q));
+        let wide = |w: uint8x8_t| vreinterpretq_s16_u16(vmovl_u8(w));
+        let w = [
+            wide(vget_low_u8(lo)),
+            wide(vget_high_u8(lo)),
+            wide(vget_low_u8(hi)),
+            wide(vget_high_u8(hi)),
+        ];
+        // Each i32 lane sums 8 products of at most 255 · 32767: no overflow.
+        let mut sum = vmull_s16(vget_low_s16(w[0]), vget_low_s16(v(0)));
+        sum = vmlal_high_s16(sum, w[0], v(0));
+        for i in 1..4 {
+            sum = vmlal_s16(sum, vget_low_s16(w[i]), vget_low_s16(v(i)));
+            sum = vmlal_high_s16(sum, w[i], v(i));
+        }
+        let sd = vdupq_n_f32(scales[a.group_of(b)] * a.scales[b]);
+        if b % 2 == 0 {
+            acc0 = vfmaq_f32(acc0, vcvtq_f32_s32(sum), sd);
+        } else {
+            acc1 = vfmaq_f32(acc1, vcvtq_f32_s32(sum), sd);
+        }
+    }
+    levels.step * vaddvq_f32(vaddq_f32(acc0, acc1)) + base
 }
 
 #[target_feature(enable = "neon")]

@@ -10,7 +10,9 @@
 
 use core::arch::wasm32::*;
 
-use super::kernels::{Codebook8, Kernels};
+use super::kernels::{
+    row4_q16_blocks, scales_and_base, Codebook8, Kernels, Levels4, Q16Blocks, Row4Codes,
+};
 
 pub fn kernels() -> Kernels {
     Kernels {
@@ -19,6 +21,7 @@ pub fn kernels() -> Kernels {
         row4,
         dot_f16,
         dot_f32,
+        row4_q16: Some(row4_q16),
     }
 }
 
@@ -52,6 +55,39 @@ fn row8(codes: &[u8], cb: &Codebook8, x: &[f32], group: usize, scales: &[f32]) -
         [w(0), w(4), w(8), w(12)]
     };
     grouped(x, n, group, scales, sixteen, |c| cb[codes[c] as usize])
+}
+
+/// 4-bit codes times i16 activations: 16 levels per `i8x16.swizzle`, widened to i16 and
+/// multiplied pairwise by `i32x4.dot_i16x8_s` (exact integers within each block of 32).
+fn row4_q16(row: Row4Codes, levels: &Levels4, a: &Q16Blocks, scratch: &mut Vec<f32>) -> f32 {
+    let base = scales_and_base(row, levels, a, scratch);
+    let scales = &scratch[..];
+    let blocks = row4_q16_blocks(row, a, scales.len());
+    // SAFETY: `levels` is 16 bytes; block b reads code bytes 16b .. 16b + 16 and activations
+    // 32b .. 32b + 32, inside both slices (b < blocks).
+    let table = unsafe { v128_load(levels.levels.as_ptr() as *const v128) };
+    let nibble = u8x16_splat(15);
+    let mut acc = f32x4_splat(0.0);
+    for b in 0..blocks {
+        let q = unsafe { v128_load(row.codes.as_ptr().add(16 * b) as *const v128) };
+        let v =
+            |i: usize| unsafe { v128_load(a.values.as_ptr().add(32 * b + 8 * i) as *const v128) };
+        let lo = u8x16_swizzle(table, v128_and(q, nibble));
+        let hi = u8x16_swizzle(table, u8x16_shr(q, 4));
+        let sum = i32x4_add(
+            i32x4_add(
+                i32x4_dot_i16x8(u16x8_extend_low_u8x16(lo), v(0)),
+                i32x4_dot_i16x8(u16x8_extend_high_u8x16(lo), v(1)),
+            ),
+            i32x4_add(
+                i32x4_dot_i16x8(u16x8_extend_low_u8x16(hi), v(2)),
+                i32x4_dot_i16x8(u16x8_extend_high_u8x16(hi), v(3)),
+            ),
+        );
+        let sd = f32x4_splat(scales[a.group_of(b)] * a.scales[b]);
+        acc = f32x4_add(acc, f32x4_mul(f32x4_convert_i32x4(sum), sd));
+    }
+    levels.step * hsum(acc) + base
 }
 
 fn row4(codes: &[u8], cb: &Codebook8, x: &[f32], group: usize, scales: &[f32]) -> f32 {

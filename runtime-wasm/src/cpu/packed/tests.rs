@@ -1,6 +1,7 @@
 //! Every packed kernel set against the f32 reference (decode, then a plain product) on odd
 //! shapes, for every codec, one token and batches: like the GPU ops tests (tests/gpu_ops.rs).
 
+use super::kernels::Levels4;
 use super::{Kernels, PackedMatrix};
 use crate::codec::{decode, encode, Codec};
 
@@ -44,7 +45,8 @@ const SHAPES: &[(usize, usize)] = &[(1, 1), (3, 7), (33, 65), (70, 130), (5, 576
 
 #[test]
 fn every_kernel_set_matches_the_decoded_reference() {
-    for k in Kernels::available() {
+    // Exactly: the integer kernels (tested below) quantize the activations.
+    for k in Kernels::available().into_iter().map(Kernels::exact) {
         for codec in codecs() {
             for &(rows, cols) in SHAPES {
                 let (bytes, _) = encode(codec, &weights(rows * cols, 7), rows, cols).unwrap();
@@ -74,6 +76,87 @@ fn every_kernel_set_matches_the_decoded_reference() {
             }
         }
     }
+}
+
+/// Shapes the integer kernels take: columns in whole blocks of 32.
+const BLOCK_SHAPES: &[(usize, usize)] = &[(1, 32), (3, 64), (33, 96), (70, 160), (5, 576)];
+
+#[test]
+fn the_integer_kernels_stay_within_the_quantization_bound() {
+    let sets: Vec<Kernels> = Kernels::available()
+        .into_iter()
+        .filter(|k| k.row4_q16.is_some())
+        .collect();
+    assert!(sets.iter().any(|k| k.name == "portable"));
+    for k in &sets {
+        for codec in ["lut4", "lut4a", "int4"] {
+            for group in [32, 64] {
+                let codec = Codec::from_name(codec, group).unwrap();
+                for &(rows, cols) in BLOCK_SHAPES {
+                    let (bytes, _) = encode(codec, &weights(rows * cols, 5), rows, cols).unwrap();
+                    let w = decode(codec, &bytes, rows, cols).unwrap();
+                    let m = PackedMatrix::new(codec, rows, cols, &bytes).unwrap();
+                    let levels = Levels4::new(&decode_codebook(codec, rows, cols, &bytes));
+                    for n in [1, 2] {
+                        let x = weights(n * cols, 3 + n as u32);
+                        let got = m.matmul_t_with(k, &x, n);
+                        for t in 0..n {
+                            let xr = &x[t * cols..(t + 1) * cols];
+                            for r in 0..rows {
+                                let wr = &w[r * cols..(r + 1) * cols];
+                                let want: f64 =
+                                    xr.iter().zip(wr).map(|(a, b)| (a * b) as f64).sum();
+                                let bound = q16_bound(xr, wr, &m, r, levels, group);
+                                let err = (got[t * rows + r] as f64 - want).abs();
+                                assert!(
+                                    err <= bound,
+                                    "{} {}: {rows}x{cols} n={n} [{t},{r}]: {} vs {want}, bound {bound}",
+                                    k.name,
+                                    codec.name(),
+                                    got[t * rows + r]
+                                );
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The codebook of an encoded tensor.
+fn decode_codebook(codec: Codec, rows: usize, cols: usize, bytes: &[u8]) -> Vec<f32> {
+    let cb = codec.layout(rows, cols).unwrap().codebook;
+    bytes[cb.offset..cb.end()]
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .collect()
+}
+
+/// The most a row's integer product may differ from the exact one: each activation rounds by
+/// at most half its block's step (amax / 32767), each weight's level by half the levels' step
+/// times its group's scale; plus f32 rounding.
+fn q16_bound(
+    x: &[f32],
+    w: &[f32],
+    m: &PackedMatrix,
+    r: usize,
+    levels: Levels4,
+    group: usize,
+) -> f64 {
+    let mut scales = Vec::new();
+    m.scales(r, &mut scales);
+    let step = levels.step;
+    let mut bound = 0f64;
+    for (b, (x, w)) in x.chunks(32).zip(w.chunks(32)).enumerate() {
+        let amax = x.iter().fold(0f32, |m, v| m.max(v.abs())) as f64;
+        for (i, (&x, &w)) in x.iter().zip(w).enumerate() {
+            let scale = scales[(32 * b + i) / group].abs() as f64;
+            bound += w.abs() as f64 * amax / 65534.0 + scale * step as f64 * 0.5 * x.abs() as f64;
+        }
+    }
+    let exact: f64 = x.iter().zip(w).map(|(a, b)| (a * b).abs() as f64).sum();
+    bound * 1.001 + 1e-5 * exact + 1e-6
 }
 
 #[test]
