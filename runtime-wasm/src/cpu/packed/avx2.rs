@@ -5,7 +5,7 @@
 
 use std::arch::x86_64::*;
 
-use super::kernels::{row4_q16_blocks, Codebook8, Kernels, Levels4, Q16Blocks, Row4Codes};
+use super::kernels::{self, row4_q16_blocks, Codebook8, Kernels, Levels4, Q16Blocks, Row4Codes};
 
 /// These kernels when this CPU has the instructions they use.
 pub fn kernels() -> Option<Kernels> {
@@ -74,8 +74,7 @@ unsafe fn row4(codes: &[u8], cb: &Codebook8, x: &[f32], group: usize, scales: &[
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn row4_q16(row: Row4Codes, levels: &Levels4, a: &Q16Blocks, scratch: &mut Vec<f32>) -> f32 {
     let base = scales_and_base(row, levels, a, scratch);
-    let scales = &scratch[..];
-    let blocks = row4_q16_blocks(row, a, scales.len());
+    let (factors, blocks) = (&scratch[..], row4_q16_blocks(row, a));
     // SAFETY: `levels` is 16 bytes; block b reads code bytes 16b .. 16b + 16 and activations
     // 32b .. 32b + 32, inside both slices (b < blocks).
     let table = _mm_loadu_si128(levels.levels.as_ptr() as *const _);
@@ -90,7 +89,7 @@ unsafe fn row4_q16(row: Row4Codes, levels: &Levels4, a: &Q16Blocks, scratch: &mu
             _mm256_madd_epi16(_mm256_cvtepu8_epi16(w), _mm256_loadu_si256(v as *const _))
         };
         let sum = _mm256_add_epi32(dot(lo, v), dot(hi, v.add(16)));
-        let sd = _mm256_set1_ps(scales[a.group_of(b)] * a.scales[b]);
+        let sd = _mm256_set1_ps(factors[b]);
         (_mm256_cvtepi32_ps(sum), sd)
     };
     // Two sums: one FMA's latency hides behind the other's.
@@ -108,8 +107,8 @@ unsafe fn row4_q16(row: Row4Codes, levels: &Levels4, a: &Q16Blocks, scratch: &mu
     levels.step * hsum(_mm256_add_ps(t0, t1)) + base
 }
 
-/// The row's group scales as f32 into `scratch`, and the term its codes do not carry:
-/// Σ_g (scale_g · min + offset_g) · Σ_{c∈g} x_c, eight groups at a time.
+/// As kernels::scales_and_base, eight groups at a time where groups are blocks (32
+/// columns, the usual); larger groups take the portable loop.
 #[target_feature(enable = "avx2,fma,f16c")]
 pub(super) unsafe fn scales_and_base(
     row: Row4Codes,
@@ -117,34 +116,48 @@ pub(super) unsafe fn scales_and_base(
     a: &Q16Blocks,
     scratch: &mut Vec<f32>,
 ) -> f32 {
-    let groups = row.scales.len().min(a.group_sums.len());
+    let blocks = row4_q16_blocks(row, a);
+    if a.per_group != 1 {
+        return kernels::scales_and_base(row, levels, a, scratch);
+    }
     let affine = !row.offsets.is_empty();
-    scratch.resize(groups, 0.0);
-    let min = _mm256_set1_ps(levels.min);
-    let (mut base, mut rest, mut g) = (_mm256_setzero_ps(), 0f32, 0);
-    while g + 8 <= groups {
-        // SAFETY: g + 8 <= groups bounds the scales, offsets (when affine: as long as the
-        // scales), scratch and group sums.
+    // Every entry is written before it is read: no clearing.
+    scratch.resize(blocks, 0.0);
+    let (min, mut base, mut g) = (_mm256_set1_ps(levels.min), _mm256_setzero_ps(), 0);
+    while g + 8 <= blocks {
+        // SAFETY: blocks are groups here, and g + 8 <= blocks bounds the scales, the offsets
+        // (as long as the scales when affine), the group sums, the activation scales and
+        // the factors.
         let s = _mm256_cvtph_ps(_mm_loadu_si128(row.scales.as_ptr().add(g) as *const _));
-        _mm256_storeu_ps(scratch.as_mut_ptr().add(g), s);
         let o = match affine {
             true => _mm256_cvtph_ps(_mm_loadu_si128(row.offsets.as_ptr().add(g) as *const _)),
             false => _mm256_setzero_ps(),
         };
         let sums = _mm256_loadu_ps(a.group_sums.as_ptr().add(g));
         base = _mm256_fmadd_ps(_mm256_fmadd_ps(s, min, o), sums, base);
+        let d = _mm256_loadu_ps(a.scales.as_ptr().add(g));
+        _mm256_storeu_ps(scratch.as_mut_ptr().add(g), _mm256_mul_ps(s, d));
         g += 8;
     }
-    for (g, out) in scratch.iter_mut().enumerate().skip(g) {
-        let f32_of = |h: u16| half::f16::from_bits(h).to_f32();
-        let (s, o) = (
-            f32_of(row.scales[g]),
-            row.offsets.get(g).map_or(0.0, |&o| f32_of(o)),
-        );
-        *out = s;
+    let mut rest = 0f32;
+    for g in g..blocks {
+        let s = f16_to_f32(row.scales[g]);
+        let o = if affine {
+            f16_to_f32(row.offsets[g])
+        } else {
+            0.0
+        };
         rest += (s * levels.min + o) * a.group_sums[g];
+        scratch[g] = s * a.scales[g];
     }
     hsum(base) + rest
+}
+
+/// One f16 (as bits) to f32 on F16C, inline (the half crate's scalar conversion is a call).
+#[inline]
+#[target_feature(enable = "avx2,f16c")]
+fn f16_to_f32(h: u16) -> f32 {
+    _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(h as i32)))
 }
 
 /// Σ_g scale_g · Σ_{c∈g} w_c · x_c over the first `n` columns: 8 weights at a time from

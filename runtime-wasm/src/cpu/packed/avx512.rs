@@ -121,8 +121,7 @@ unsafe fn row8(codes: &[u8], cb: &Codebook8, x: &[f32], group: usize, scales: &[
 #[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx2,fma,f16c")]
 unsafe fn row4_q16(row: Row4Codes, levels: &Levels4, a: &Q16Blocks, scratch: &mut Vec<f32>) -> f32 {
     let base = scales_and_base(row, levels, a, scratch);
-    let scales = &scratch[..];
-    let blocks = row4_q16_blocks(row, a, scales.len());
+    let (factors, blocks) = (&scratch[..], row4_q16_blocks(row, a));
     // SAFETY: `levels` is 16 bytes; block b reads code bytes 16b .. 16b + 16 and activations
     // 32b .. 32b + 32, inside both slices (b < blocks).
     let table = _mm256_broadcastsi128_si256(_mm_loadu_si128(levels.levels.as_ptr() as *const _));
@@ -134,7 +133,7 @@ unsafe fn row4_q16(row: Row4Codes, levels: &Levels4, a: &Q16Blocks, scratch: &mu
         let w = _mm512_cvtepu8_epi16(_mm256_shuffle_epi8(table, _mm256_set_m128i(hi, lo)));
         let v = _mm512_loadu_si512(a.values.as_ptr().add(32 * b) as *const _);
         let sum = _mm512_dpwssd_epi32(_mm512_setzero_si512(), w, v);
-        let sd = _mm512_set1_ps(scales[a.group_of(b)] * a.scales[b]);
+        let sd = _mm512_set1_ps(factors[b]);
         (_mm512_cvtepi32_ps(sum), sd)
     };
     let (mut t0, mut t1, mut b) = (_mm512_setzero_ps(), _mm512_setzero_ps(), 0);

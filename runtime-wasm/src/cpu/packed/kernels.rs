@@ -78,16 +78,6 @@ impl Q16Blocks {
             per_group,
         }
     }
-
-    /// Block `b`'s group (groups of 32 columns, the usual, need no division).
-    #[inline]
-    pub fn group_of(&self, b: usize) -> usize {
-        if self.per_group == 1 {
-            b
-        } else {
-            b / self.per_group
-        }
-    }
 }
 
 /// One row of 4-bit codes as stored: two codes a byte, and per group an f16 scale and, for
@@ -126,7 +116,7 @@ impl Levels4 {
 /// One row of 4-bit codes times quantized activations, whose weights are
 /// `scale_g · (min + step · level) + offset_g`: `step · Σ_b scale_g(b) · d_b · (Σ_{c∈b}
 /// level_c · q_c, in integers) + Σ_g (scale_g · min + offset_g) · Σ_{c∈g} x_c`.
-/// `scratch` holds the row's scales as f32.
+/// `scratch` holds each block's scale factor.
 pub type Row4Q16 =
     fn(row: Row4Codes<'_>, levels: &Levels4, a: &Q16Blocks, scratch: &mut Vec<f32>) -> f32;
 /// Σ w_c · x_c over f16 weights (as stored bits).
@@ -231,8 +221,7 @@ fn row4(codes: &[u8], codebook: &Codebook8, x: &[f32], group: usize, scales: &[f
 
 fn row4_q16(row: Row4Codes<'_>, levels: &Levels4, a: &Q16Blocks, scratch: &mut Vec<f32>) -> f32 {
     let base = scales_and_base(row, levels, a, scratch);
-    let blocks = row4_q16_blocks(row, a, scratch.len());
-    let dot: f32 = (0..blocks)
+    let dot: f32 = (0..row4_q16_blocks(row, a))
         .map(|b| {
             let (q, v) = (
                 &row.codes[16 * b..16 * b + 16],
@@ -244,22 +233,24 @@ fn row4_q16(row: Row4Codes<'_>, levels: &Levels4, a: &Q16Blocks, scratch: &mut V
                         + levels.levels[(q[i] >> 4) as usize] as i32 * v[16 + i] as i32
                 })
                 .sum();
-            scratch[a.group_of(b)] * a.scales[b] * sum as f32
+            scratch[b] * sum as f32
         })
         .sum();
     levels.step * dot + base
 }
 
-/// Blocks a 4-bit row and its activations both have, within `groups` groups.
-pub(super) fn row4_q16_blocks(row: Row4Codes, a: &Q16Blocks, groups: usize) -> usize {
+/// Blocks a 4-bit row and its activations both have.
+pub(super) fn row4_q16_blocks(row: Row4Codes, a: &Q16Blocks) -> usize {
+    let groups = row.scales.len().min(a.group_sums.len());
     a.scales
         .len()
         .min(row.codes.len() / 16)
         .min(groups * a.per_group)
 }
 
-/// The row's group scales as f32 into `scratch`, and the term its codes do not carry:
-/// Σ_g (scale_g · min + offset_g) · Σ_{c∈g} x_c.
+/// Block b's weight for its integer sum (its group's scale times its activations' scale)
+/// into `scratch[b]`, and the term the codes do not carry: Σ_g (scale_g · min + offset_g) ·
+/// Σ_{c∈g} x_c.
 pub(super) fn scales_and_base(
     row: Row4Codes,
     levels: &Levels4,
@@ -268,10 +259,14 @@ pub(super) fn scales_and_base(
 ) -> f32 {
     let f32_of = |h: u16| half::f16::from_bits(h).to_f32();
     scratch.clear();
+    scratch.resize(row4_q16_blocks(row, a), 0.0);
     let mut base = 0f32;
     for (g, (&s, x_sum)) in row.scales.iter().zip(&a.group_sums).enumerate() {
         let (s, offset) = (f32_of(s), row.offsets.get(g).map_or(0.0, |&o| f32_of(o)));
-        scratch.push(s);
+        let blocks = g * a.per_group..((g + 1) * a.per_group).min(scratch.len());
+        for b in blocks {
+            scratch[b] = s * a.scales[b];
+        }
         base += (s * levels.min + offset) * x_sum;
     }
     base

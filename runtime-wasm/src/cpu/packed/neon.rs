@@ -100,8 +100,7 @@ unsafe fn row8(codes: &[u8], cb: &Codebook8, x: &[f32], group: usize, scales: &[
 #[target_feature(enable = "neon")]
 unsafe fn row4_q16(row: Row4Codes, levels: &Levels4, a: &Q16Blocks, scratch: &mut Vec<f32>) -> f32 {
     let base = scales_and_base(row, levels, a, scratch);
-    let scales = &scratch[..];
-    let blocks = row4_q16_blocks(row, a, scales.len());
+    let (factors, blocks) = (&scratch[..], row4_q16_blocks(row, a));
     // SAFETY: `levels` is 16 bytes; block b reads code bytes 16b .. 16b + 16 and activations
     // 32b .. 32b + 32, inside both slices (b < blocks).
     let table = vld1q_u8(levels.levels.as_ptr());
@@ -126,7 +125,7 @@ unsafe fn row4_q16(row: Row4Codes, levels: &Levels4, a: &Q16Blocks, scratch: &mu
             sum = vmlal_s16(sum, vget_low_s16(w[i]), vget_low_s16(v(i)));
             sum = vmlal_high_s16(sum, w[i], v(i));
         }
-        let sd = vdupq_n_f32(scales[a.group_of(b)] * a.scales[b]);
+        let sd = vdupq_n_f32(factors[b]);
         if b % 2 == 0 {
             acc0 = vfmaq_f32(acc0, vcvtq_f32_s32(sum), sd);
         } else {

@@ -61,8 +61,7 @@ fn row8(codes: &[u8], cb: &Codebook8, x: &[f32], group: usize, scales: &[f32]) -
 /// multiplied pairwise by `i32x4.dot_i16x8_s` (exact integers within each block of 32).
 fn row4_q16(row: Row4Codes, levels: &Levels4, a: &Q16Blocks, scratch: &mut Vec<f32>) -> f32 {
     let base = scales_and_base(row, levels, a, scratch);
-    let scales = &scratch[..];
-    let blocks = row4_q16_blocks(row, a, scales.len());
+    let (factors, blocks) = (&scratch[..], row4_q16_blocks(row, a));
     // SAFETY: `levels` is 16 bytes; block b reads code bytes 16b .. 16b + 16 and activations
     // 32b .. 32b + 32, inside both slices (b < blocks).
     let table = unsafe { v128_load(levels.levels.as_ptr() as *const v128) };
@@ -84,7 +83,7 @@ fn row4_q16(row: Row4Codes, levels: &Levels4, a: &Q16Blocks, scratch: &mut Vec<f
                 i32x4_dot_i16x8(u16x8_extend_high_u8x16(hi), v(3)),
             ),
         );
-        let sd = f32x4_splat(scales[a.group_of(b)] * a.scales[b]);
+        let sd = f32x4_splat(factors[b]);
         acc = f32x4_add(acc, f32x4_mul(f32x4_convert_i32x4(sum), sd));
     }
     levels.step * hsum(acc) + base
