@@ -140,7 +140,7 @@ pub(super) unsafe fn scales_and_base(
         g += 8;
     }
     let mut rest = 0f32;
-    for g in g..blocks {
+    for (g, factor) in scratch.iter_mut().enumerate().skip(g) {
         let s = f16_to_f32(row.scales[g]);
         let o = if affine {
             f16_to_f32(row.offsets[g])
@@ -148,7 +148,7 @@ pub(super) unsafe fn scales_and_base(
             0.0
         };
         rest += (s * levels.min + o) * a.group_sums[g];
-        scratch[g] = s * a.scales[g];
+        *factor = s * a.scales[g];
     }
     hsum(base) + rest
 }

@@ -61,13 +61,13 @@ fn row8(codes: &[u8], cb: &Codebook8, x: &[f32], group: usize, scales: &[f32]) -
 /// multiplied pairwise by `i32x4.dot_i16x8_s` (exact integers within each block of 32).
 fn row4_q16(row: Row4Codes, levels: &Levels4, a: &Q16Blocks, scratch: &mut Vec<f32>) -> f32 {
     let base = scales_and_base(row, levels, a, scratch);
-    let (factors, blocks) = (&scratch[..], row4_q16_blocks(row, a));
+    let blocks = row4_q16_blocks(row, a);
     // SAFETY: `levels` is 16 bytes; block b reads code bytes 16b .. 16b + 16 and activations
     // 32b .. 32b + 32, inside both slices (b < blocks).
     let table = unsafe { v128_load(levels.levels.as_ptr() as *const v128) };
     let nibble = u8x16_splat(15);
     let mut acc = f32x4_splat(0.0);
-    for b in 0..blocks {
+    for (b, &factor) in scratch[..blocks].iter().enumerate() {
         let q = unsafe { v128_load(row.codes.as_ptr().add(16 * b) as *const v128) };
         let v =
             |i: usize| unsafe { v128_load(a.values.as_ptr().add(32 * b + 8 * i) as *const v128) };
@@ -83,7 +83,7 @@ fn row4_q16(row: Row4Codes, levels: &Levels4, a: &Q16Blocks, scratch: &mut Vec<f
                 i32x4_dot_i16x8(u16x8_extend_high_u8x16(hi), v(3)),
             ),
         );
-        let sd = f32x4_splat(factors[b]);
+        let sd = f32x4_splat(factor);
         acc = f32x4_add(acc, f32x4_mul(f32x4_convert_i32x4(sum), sd));
     }
     levels.step * hsum(acc) + base
