@@ -248,10 +248,12 @@ fn the_wasm_simd_kernels_match_the_portable_ones() {
         ("lut4", 6),
         ("lut4a", 32),
         ("int4", 6),
+        ("lut4", 64),
     ];
     for (name, group) in codecs {
         let codec = Codec::from_name(name, group).unwrap();
-        for (rows, cols) in [(1, 1), (3, 7), (33, 65), (5, 131), (64, 31)] {
+        // Columns in whole blocks of 32 take the integer kernels for 4-bit codes.
+        for (rows, cols) in [(1, 1), (3, 7), (33, 65), (5, 131), (64, 31), (3, 64), (9, 576)] {
             let (bytes, _) = encode(codec, &values(rows * cols, 3), rows, cols).unwrap();
             let m = PackedMatrix::new(codec, rows, cols, &bytes).unwrap();
             for n in [1, 3] {

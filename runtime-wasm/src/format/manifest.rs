@@ -12,7 +12,8 @@ pub struct Manifest {
     /// Tool and version that wrote the archive.
     pub converter: String,
     pub config: ModelConfig,
-    /// The Hugging Face `tokenizer.json`, verbatim (or rebuilt from GGUF metadata).
+    /// The Hugging Face `tokenizer.json`, verbatim (or rebuilt from GGUF metadata). Null in a
+    /// loaded model's manifest (load::Loaded): its generator's tokenizer was built from it.
     pub tokenizer: serde_json::Value,
     pub chat_template: Option<String>,
     pub bos_token: Option<String>,

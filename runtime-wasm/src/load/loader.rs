@@ -317,6 +317,10 @@ impl Loader {
             None => Tokenizer::from_manifest(&manifest)?,
         };
         let generator = Generator::with_tokenizer(engine, &manifest, tokenizer)?;
+        // The built tokenizer holds what it needs; the JSON tree (~9 MB for a 49k vocabulary)
+        // would only sit in memory.
+        let mut manifest = manifest;
+        manifest.tokenizer = serde_json::Value::Null;
         info.context = generator.engine.capacity();
         let (tokens, vocab) = (generator.tokenizer.vocab_size(), manifest.config.vocab_size);
         if tokens > vocab {
