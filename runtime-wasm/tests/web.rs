@@ -253,7 +253,15 @@ fn the_wasm_simd_kernels_match_the_portable_ones() {
     for (name, group) in codecs {
         let codec = Codec::from_name(name, group).unwrap();
         // Columns in whole blocks of 32 take the integer kernels for 4-bit codes.
-        for (rows, cols) in [(1, 1), (3, 7), (33, 65), (5, 131), (64, 31), (3, 64), (9, 576)] {
+        for (rows, cols) in [
+            (1, 1),
+            (3, 7),
+            (33, 65),
+            (5, 131),
+            (64, 31),
+            (3, 64),
+            (9, 576),
+        ] {
             let (bytes, _) = encode(codec, &values(rows * cols, 3), rows, cols).unwrap();
             let m = PackedMatrix::new(codec, rows, cols, &bytes).unwrap();
             for n in [1, 3] {

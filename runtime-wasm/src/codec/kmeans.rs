@@ -158,8 +158,10 @@ pub struct Nearest {
     lo: f32,
     /// Grid cells per unit of `x`.
     per_unit: f32,
-    /// Per cell, the number of midpoints below its lower edge.
+    /// Per cell, the number of midpoints below its lower edge; then one more entry, so that a
+    /// 32-bit gather at the last cell stays inside.
     first: Vec<u16>,
+    cells: usize,
 }
 
 impl Nearest {
@@ -192,25 +194,95 @@ impl Nearest {
         } else {
             0.0
         };
-        let first = (0..cells)
+        let mut first: Vec<u16> = (0..cells)
             .map(|c| {
                 let edge = lo + c as f32 / per_unit.max(f32::MIN_POSITIVE);
                 mids.partition_point(|&m| m < edge) as u16
             })
             .collect();
+        first.push(0);
         mids.push(f32::INFINITY);
         Self {
             mids,
             lo,
             per_unit,
             first,
+            cells,
         }
+    }
+
+    /// `out[i] = self.index(xs[i])`, eight at a time with AVX2 gathers where the CPU has
+    /// them: the group fit assigns every weight 16 times, and one lookup's chain of dependent
+    /// loads (cell, first midpoint, midpoints) bounded it.
+    pub fn indices(&self, xs: &[f32], out: &mut [u32]) {
+        let mut done = 0;
+        #[cfg(target_arch = "x86_64")]
+        if std::is_x86_feature_detected!("avx2") {
+            // SAFETY: AVX2 is present.
+            done = unsafe { self.indices_avx2(xs, out) };
+        }
+        for (o, &x) in out[done..].iter_mut().zip(&xs[done..]) {
+            *o = self.index(x) as u32;
+        }
+    }
+
+    /// The whole groups of eight of [`Self::indices`]; returns how many values it did.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2")]
+    unsafe fn indices_avx2(&self, xs: &[f32], out: &mut [u32]) -> usize {
+        use std::arch::x86_64::*;
+        let n = xs.len().min(out.len()) / 8 * 8;
+        let len = self.mids.len() - 1;
+        let (lo, per_unit) = (_mm256_set1_ps(self.lo), _mm256_set1_ps(self.per_unit));
+        let last_cell = _mm256_set1_ps((self.cells - 1) as f32);
+        let (low16, one, zero) = (
+            _mm256_set1_epi32(0xffff),
+            _mm256_set1_epi32(1),
+            _mm256_setzero_ps(),
+        );
+        let (first, mids) = (self.first.as_ptr() as *const i32, self.mids.as_ptr());
+        for c in (0..n).step_by(8) {
+            // SAFETY (every load and gather): c + 8 <= n; cells are clamped to the grid (whose
+            // table has a padding entry for the 4-byte read), indices to 0..=len (mids has
+            // len + 1 entries, +inf last).
+            let x = _mm256_loadu_ps(xs.as_ptr().add(c));
+            // As `index`: NaN and values below the grid to cell 0 (max returns its second
+            // operand for NaN), values above it to the last cell.
+            let t = _mm256_mul_ps(_mm256_sub_ps(x, lo), per_unit);
+            let cell = _mm256_cvttps_epi32(_mm256_min_ps(_mm256_max_ps(t, zero), last_cell));
+            let i0 = _mm256_and_si256(_mm256_i32gather_epi32::<2>(first, cell), low16);
+            let below = |i: __m256i| {
+                let m = _mm256_i32gather_ps::<4>(mids, i);
+                _mm256_castps_si256(_mm256_cmp_ps::<_CMP_LT_OQ>(m, x))
+            };
+            // A true comparison is all ones: subtracting it adds one.
+            let up = below(i0);
+            let i = _mm256_sub_epi32(i0, up);
+            // Right when the midpoint after (having moved up; i0 < len then) is not below x,
+            // or, not having moved, when the one before is (or there is none).
+            let before = _mm256_max_epi32(_mm256_sub_epi32(i0, one), _mm256_setzero_si256());
+            let next = _mm256_blendv_epi8(before, i, up);
+            let next_below = below(next);
+            let has_before = _mm256_cmpgt_epi32(i0, _mm256_setzero_si256());
+            let wrong =
+                _mm256_blendv_epi8(_mm256_andnot_si256(next_below, has_before), next_below, up);
+            _mm256_storeu_si256(out.as_mut_ptr().add(c) as *mut __m256i, i);
+            let mut wrong = _mm256_movemask_ps(_mm256_castsi256_ps(wrong));
+            while wrong != 0 {
+                // A cell with several midpoints, or rounding at a cell's edge: as `index`.
+                let k = wrong.trailing_zeros() as usize;
+                out[c + k] = self.index(xs[c + k]) as u32;
+                wrong &= wrong - 1;
+            }
+            debug_assert!(out[c..c + 8].iter().all(|&i| i as usize <= len));
+        }
+        n
     }
 
     pub fn index(&self, x: f32) -> usize {
         let len = self.mids.len() - 1;
         // `as usize` saturates: below the grid (and NaN) gives cell 0.
-        let cell = (((x - self.lo) * self.per_unit) as usize).min(self.first.len() - 1);
+        let cell = (((x - self.lo) * self.per_unit) as usize).min(self.cells - 1);
         let mut i = self.first[cell] as usize;
         i += (self.mids[i] < x) as usize;
         // Not `>=`: NaN must walk down to 0, as partition_point gives it.
@@ -285,12 +357,18 @@ mod tests {
                 f32::MAX,
                 f32::MIN,
             ]);
-            for x in xs {
+            for &x in &xs {
                 assert_eq!(
                     n.index(x),
                     mids.partition_point(|&m| m < x),
                     "{x} in {cb:?}"
                 );
+            }
+            // The vector path (where the CPU has it) and its scalar tail agree with `index`.
+            let mut got = vec![0u32; xs.len()];
+            n.indices(&xs, &mut got);
+            for (&x, &i) in xs.iter().zip(&got) {
+                assert_eq!(i as usize, n.index(x), "{x} in {cb:?}");
             }
         }
     }
