@@ -198,11 +198,7 @@ fn fit_group(
         };
         for _ in 0..4 {
             assign(a, &mut c);
-            let n = sum4(g, alpha, &c, |_, al, _| al);
-            let sc = sum4(g, alpha, &c, |_, al, c| al * c as f64);
-            let sw = sum4(g, alpha, &c, |w, al, _| al * w as f64);
-            let scc = sum4(g, alpha, &c, |_, al, c| al * c as f64 * c as f64);
-            let scw = sum4(g, alpha, &c, |w, al, c| al * c as f64 * w as f64);
+            let [n, sc, sw, scc, scw] = moments(g, alpha, &c);
             let (s, o) = if offset {
                 let var = n * scc - sc * sc;
                 if var <= 1e-12 * n * scc {
@@ -230,6 +226,36 @@ fn fit_group(
         }
     }
     best.0
+}
+
+/// Σ α, Σ α·c, Σ α·w, Σ α·c², Σ α·c·w over a group (c the assigned values), each as
+/// [`sum4`] adds it, in one pass.
+fn moments(g: &[f32], alpha: &[f64], c: &[f32]) -> [f64; 5] {
+    let terms = |w: f32, al: f64, c: f32| {
+        let (w, c) = (w as f64, c as f64);
+        [al, al * c, al * w, al * c * c, al * c * w]
+    };
+    let mut acc = [[0f64; 4]; 5];
+    let (gs, als, cs) = (g.chunks_exact(4), alpha.chunks_exact(4), c.chunks_exact(4));
+    let mut tail = [0f64; 5];
+    for (q, tail) in tail.iter_mut().enumerate() {
+        *tail = gs
+            .remainder()
+            .iter()
+            .zip(als.remainder())
+            .zip(cs.remainder())
+            .map(|((&w, &al), &c)| terms(w, al, c)[q])
+            .sum();
+    }
+    for ((w, al), c) in gs.zip(als).zip(cs) {
+        for i in 0..4 {
+            let t = terms(w[i], al[i], c[i]);
+            for q in 0..5 {
+                acc[q][i] += t[q];
+            }
+        }
+    }
+    std::array::from_fn(|q| (acc[q][0] + acc[q][1]) + (acc[q][2] + acc[q][3]) + tail[q])
 }
 
 /// Σ_i f(w_i, α_i, c_i) in four interleaved partial sums: one serial chain of f64 adds (3–4
