@@ -18,6 +18,7 @@ pub mod engine;
 pub mod error;
 pub mod format;
 pub mod gpu;
+mod huge_pages;
 pub mod load;
 pub mod model;
 #[cfg(target_arch = "wasm32")]

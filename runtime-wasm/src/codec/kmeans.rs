@@ -215,12 +215,14 @@ impl Nearest {
     /// them: the group fit assigns every weight 16 times, and one lookup's chain of dependent
     /// loads (cell, first midpoint, midpoints) bounded it.
     pub fn indices(&self, xs: &[f32], out: &mut [u32]) {
-        let mut done = 0;
         #[cfg(target_arch = "x86_64")]
-        if std::is_x86_feature_detected!("avx2") {
+        let done = match std::is_x86_feature_detected!("avx2") {
             // SAFETY: AVX2 is present.
-            done = unsafe { self.indices_avx2(xs, out) };
-        }
+            true => unsafe { self.indices_avx2(xs, out) },
+            false => 0,
+        };
+        #[cfg(not(target_arch = "x86_64"))]
+        let done = 0;
         for (o, &x) in out[done..].iter_mut().zip(&xs[done..]) {
             *o = self.index(x) as u32;
         }

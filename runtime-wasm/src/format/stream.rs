@@ -363,6 +363,7 @@ impl TensorReader {
             {
                 if current.is_empty() {
                     current.reserve_exact(entry.bytes as usize);
+                    crate::huge_pages::advise(current);
                 }
                 current.extend_from_slice(bytes);
                 if complete {

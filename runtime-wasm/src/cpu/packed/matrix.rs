@@ -42,8 +42,21 @@ impl PackedMatrix {
                 bytes.len()
             )));
         }
-        let mut words = vec![0u32; bytes.len().div_ceil(4)];
-        bytemuck::cast_slice_mut::<u32, u8>(&mut words)[..bytes.len()].copy_from_slice(bytes);
+        let n = bytes.len().div_ceil(4);
+        let mut words = Vec::with_capacity(n);
+        crate::huge_pages::advise(&words);
+        // Built word by word from the bytes, not zeroed first: one write of fresh pages.
+        let (whole, tail) = bytes.split_at(bytes.len() / 4 * 4);
+        words.extend(
+            whole
+                .chunks_exact(4)
+                .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]])),
+        );
+        if !tail.is_empty() {
+            let mut last = [0u8; 4];
+            last[..tail.len()].copy_from_slice(tail);
+            words.push(u32::from_le_bytes(last));
+        }
         let mut values = [0f32; 256];
         let cb = &bytes[layout.codebook.offset..layout.codebook.end()];
         for (c, b) in values.iter_mut().zip(cb.chunks_exact(4)) {
