@@ -173,10 +173,11 @@ fn fit_group(
         }
     };
     let error = |a: Affine, c: &[f32]| -> f64 {
-        sum4(g, alpha, c, |w, al, c| {
+        let [e] = sums4(g, alpha, c, |w, al, c| {
             let d = (w - a.scale * c - a.offset) as f64;
-            al * d * d
-        })
+            [al * d * d]
+        });
+        e
     };
     assign(current, &mut c);
     let mut best = (current, error(current, &c));
@@ -198,7 +199,11 @@ fn fit_group(
         };
         for _ in 0..4 {
             assign(a, &mut c);
-            let [n, sc, sw, scc, scw] = moments(g, alpha, &c);
+            // Σ α, Σ α·c, Σ α·w, Σ α·c², Σ α·c·w.
+            let [n, sc, sw, scc, scw] = sums4(g, alpha, &c, |w, al, c| {
+                let (w, c) = (w as f64, c as f64);
+                [al, al * c, al * w, al * c * c, al * c * w]
+            });
             let (s, o) = if offset {
                 let var = n * scc - sc * sc;
                 if var <= 1e-12 * n * scc {
@@ -228,16 +233,19 @@ fn fit_group(
     best.0
 }
 
-/// Σ α, Σ α·c, Σ α·w, Σ α·c², Σ α·c·w over a group (c the assigned values), each as
-/// [`sum4`] adds it, in one pass.
-fn moments(g: &[f32], alpha: &[f64], c: &[f32]) -> [f64; 5] {
-    let terms = |w: f32, al: f64, c: f32| {
-        let (w, c) = (w as f64, c as f64);
-        [al, al * c, al * w, al * c * c, al * c * w]
-    };
-    let mut acc = [[0f64; 4]; 5];
+/// Σ_i terms(w_i, α_i, c_i) over a group, each of the Q terms in four interleaved partial
+/// sums: one serial chain of f64 adds (3–4 cycles each) bounded the group fit, and four let
+/// the compiler use vector adds; all Q in one pass.
+#[inline]
+fn sums4<const Q: usize>(
+    g: &[f32],
+    alpha: &[f64],
+    c: &[f32],
+    terms: impl Fn(f32, f64, f32) -> [f64; Q],
+) -> [f64; Q] {
+    let mut acc = [[0f64; 4]; Q];
     let (gs, als, cs) = (g.chunks_exact(4), alpha.chunks_exact(4), c.chunks_exact(4));
-    let mut tail = [0f64; 5];
+    let mut tail = [0f64; Q];
     for (q, tail) in tail.iter_mut().enumerate() {
         *tail = gs
             .remainder()
@@ -250,33 +258,12 @@ fn moments(g: &[f32], alpha: &[f64], c: &[f32]) -> [f64; 5] {
     for ((w, al), c) in gs.zip(als).zip(cs) {
         for i in 0..4 {
             let t = terms(w[i], al[i], c[i]);
-            for q in 0..5 {
+            for q in 0..Q {
                 acc[q][i] += t[q];
             }
         }
     }
     std::array::from_fn(|q| (acc[q][0] + acc[q][1]) + (acc[q][2] + acc[q][3]) + tail[q])
-}
-
-/// Σ_i f(w_i, α_i, c_i) in four interleaved partial sums: one serial chain of f64 adds (3–4
-/// cycles each) bounded the group fit, and four let the compiler use vector adds.
-#[inline]
-fn sum4(g: &[f32], alpha: &[f64], c: &[f32], f: impl Fn(f32, f64, f32) -> f64) -> f64 {
-    let mut acc = [0f64; 4];
-    let (gs, als, cs) = (g.chunks_exact(4), alpha.chunks_exact(4), c.chunks_exact(4));
-    let tail: f64 = gs
-        .remainder()
-        .iter()
-        .zip(als.remainder())
-        .zip(cs.remainder())
-        .map(|((&w, &al), &c)| f(w, al, c))
-        .sum();
-    for ((w, al), c) in gs.zip(als).zip(cs) {
-        for i in 0..4 {
-            acc[i] += f(w[i], al[i], c[i]);
-        }
-    }
-    (acc[0] + acc[1]) + (acc[2] + acc[3]) + tail
 }
 
 /// The int4 baseline: uniform levels k/7 on absmax group scales, i.e. round-to-nearest int4.

@@ -5,7 +5,9 @@
 
 use std::arch::x86_64::*;
 
-use super::kernels::{self, row4_q16_blocks, Codebook8, Kernels, Levels4, Q16Blocks, Row4Codes};
+use super::kernels::{
+    self, row4_q16_blocks, two_sums, Codebook8, Kernels, Levels4, Q16Blocks, Row4Codes,
+};
 
 /// These kernels when this CPU has the instructions they use.
 pub fn kernels() -> Option<Kernels> {
@@ -89,21 +91,11 @@ unsafe fn row4_q16(row: Row4Codes, levels: &Levels4, a: &Q16Blocks, scratch: &mu
             _mm256_madd_epi16(_mm256_cvtepu8_epi16(w), _mm256_loadu_si256(v as *const _))
         };
         let sum = _mm256_add_epi32(dot(lo, v), dot(hi, v.add(16)));
-        let sd = _mm256_set1_ps(factors[b]);
-        (_mm256_cvtepi32_ps(sum), sd)
+        _mm256_cvtepi32_ps(sum)
     };
-    // Two sums: one FMA's latency hides behind the other's.
-    let (mut t0, mut t1, mut b) = (_mm256_setzero_ps(), _mm256_setzero_ps(), 0);
-    while b + 2 <= blocks {
-        let ((p0, s0), (p1, s1)) = (block(b), block(b + 1));
-        t0 = _mm256_fmadd_ps(p0, s0, t0);
-        t1 = _mm256_fmadd_ps(p1, s1, t1);
-        b += 2;
-    }
-    if b < blocks {
-        let (p, s) = block(b);
-        t0 = _mm256_fmadd_ps(p, s, t0);
-    }
+    let (t0, t1) = two_sums(blocks, _mm256_setzero_ps(), |b, t| {
+        _mm256_fmadd_ps(block(b), _mm256_set1_ps(factors[b]), t)
+    });
     levels.step * hsum(_mm256_add_ps(t0, t1)) + base
 }
 

@@ -8,7 +8,9 @@
 use std::arch::x86_64::*;
 
 use super::avx2::{hsum, scales_and_base};
-use super::kernels::{row4_q16_blocks, Codebook8, Kernels, Levels4, Q16Blocks, Row4Codes};
+use super::kernels::{
+    row4_q16_blocks, two_sums, Codebook8, Kernels, Levels4, Q16Blocks, Row4Codes,
+};
 
 /// These kernels when this CPU has the instructions they use (`base`: the AVX2 set, whose f16
 /// and f32 dot products they keep).
@@ -133,20 +135,11 @@ unsafe fn row4_q16(row: Row4Codes, levels: &Levels4, a: &Q16Blocks, scratch: &mu
         let w = _mm512_cvtepu8_epi16(_mm256_shuffle_epi8(table, _mm256_set_m128i(hi, lo)));
         let v = _mm512_loadu_si512(a.values.as_ptr().add(32 * b) as *const _);
         let sum = _mm512_dpwssd_epi32(_mm512_setzero_si512(), w, v);
-        let sd = _mm512_set1_ps(factors[b]);
-        (_mm512_cvtepi32_ps(sum), sd)
+        _mm512_cvtepi32_ps(sum)
     };
-    let (mut t0, mut t1, mut b) = (_mm512_setzero_ps(), _mm512_setzero_ps(), 0);
-    while b + 2 <= blocks {
-        let ((p0, s0), (p1, s1)) = (block(b), block(b + 1));
-        t0 = _mm512_fmadd_ps(p0, s0, t0);
-        t1 = _mm512_fmadd_ps(p1, s1, t1);
-        b += 2;
-    }
-    if b < blocks {
-        let (p, s) = block(b);
-        t0 = _mm512_fmadd_ps(p, s, t0);
-    }
+    let (t0, t1) = two_sums(blocks, _mm512_setzero_ps(), |b, t| {
+        _mm512_fmadd_ps(block(b), _mm512_set1_ps(factors[b]), t)
+    });
     levels.step * hsum512(_mm512_add_ps(t0, t1)) + base
 }
 

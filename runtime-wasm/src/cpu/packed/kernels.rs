@@ -70,7 +70,7 @@ impl Q16Blocks {
                 d
             })
             .collect();
-        let group_sums = x.chunks(32 * per_group).map(|g| g.iter().sum()).collect();
+        let group_sums = group_sums(x, 32 * per_group);
         Self {
             values,
             scales,
@@ -78,6 +78,11 @@ impl Q16Blocks {
             per_group,
         }
     }
+}
+
+/// `x` summed over each group of `group` columns.
+pub fn group_sums(x: &[f32], group: usize) -> Vec<f32> {
+    x.chunks(group).map(|g| g.iter().sum()).collect()
 }
 
 /// One row of 4-bit codes as stored: two codes a byte, and per group an f16 scale and, for
@@ -237,6 +242,24 @@ fn row4_q16(row: Row4Codes<'_>, levels: &Levels4, a: &Q16Blocks, scratch: &mut V
         })
         .sum();
     levels.step * dot + base
+}
+
+/// `step` folded over blocks 0..n into two sums, even blocks into the first and odd ones
+/// into the second, so that one vector FMA's latency hides behind the other's (the integer
+/// kernels' block loop, whatever the vector type).
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+#[inline(always)]
+pub(super) fn two_sums<V: Copy>(n: usize, zero: V, step: impl Fn(usize, V) -> V) -> (V, V) {
+    let (mut even, mut odd, mut b) = (zero, zero, 0);
+    while b + 2 <= n {
+        even = step(b, even);
+        odd = step(b + 1, odd);
+        b += 2;
+    }
+    if b < n {
+        even = step(b, even);
+    }
+    (even, odd)
 }
 
 /// Blocks a 4-bit row and its activations both have.

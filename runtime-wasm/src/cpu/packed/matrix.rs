@@ -2,7 +2,7 @@
 
 use half::f16;
 
-use super::kernels::{Codebook8, Kernels, Levels4, Q16Blocks, Row4Codes};
+use super::kernels::{self, Codebook8, Kernels, Levels4, Q16Blocks, Row4Codes};
 use crate::codec::{decode_row, Codec, Layout, RowCodes, Section};
 use crate::{QinsError, Result};
 
@@ -123,12 +123,17 @@ impl PackedMatrix {
     /// Row `r`'s values of a per-group f16 section (scales or offsets) into `out`.
     fn group_halves(&self, section: Section, r: usize, out: &mut Vec<f32>) {
         use half::slice::{HalfBitsSliceExt, HalfFloatSliceExt};
-        let g = self.groups();
-        out.resize(g, 0.0);
+        out.resize(self.groups(), 0.0);
         // The slice conversion runs on F16C (or NEON) where the CPU has it.
-        self.halves(section)[r * g..(r + 1) * g]
+        self.row_halves(section, r)
             .reinterpret_cast::<f16>()
             .convert_to_f32_slice(out);
+    }
+
+    /// Row `r`'s f16 bits of a per-group section (scales or offsets).
+    fn row_halves(&self, section: Section, r: usize) -> &[u16] {
+        let g = self.groups();
+        &self.halves(section)[r * g..(r + 1) * g]
     }
 
     /// Σ_g offset_g · (Σ of x over group g) for row `r`: what the affine codecs add (an f16
@@ -137,11 +142,7 @@ impl PackedMatrix {
         if !self.codec.has_offset() {
             return 0.0;
         }
-        let g = self.groups();
-        (k.dot_f16)(
-            &self.halves(self.layout.offsets)[r * g..(r + 1) * g],
-            x_group_sums,
-        )
+        (k.dot_f16)(self.row_halves(self.layout.offsets, r), x_group_sums)
     }
 
     /// Row `r` times `x` (`x_group_sums`: x summed per group, for the offsets; `q16`: x
@@ -156,12 +157,11 @@ impl PackedMatrix {
         scratch: &mut Vec<f32>,
     ) -> f32 {
         if let (Some(a), Some(levels), Some(row4_q16)) = (q16, &self.levels, k.row4_q16) {
-            let g = self.groups();
             let row = Row4Codes {
                 codes: self.codes(r),
-                scales: &self.halves(self.layout.scales)[r * g..(r + 1) * g],
+                scales: self.row_halves(self.layout.scales, r),
                 offsets: match self.codec.has_offset() {
-                    true => &self.halves(self.layout.offsets)[r * g..(r + 1) * g],
+                    true => self.row_halves(self.layout.offsets, r),
                     false => &[],
                 },
             };
@@ -197,7 +197,7 @@ impl PackedMatrix {
     /// `x` summed over each group of columns (the affine codecs need it).
     fn group_sums(&self, x: &[f32]) -> Vec<f32> {
         if self.codec.has_offset() {
-            x.chunks(self.group()).map(|g| g.iter().sum()).collect()
+            kernels::group_sums(x, self.group())
         } else {
             Vec::new()
         }

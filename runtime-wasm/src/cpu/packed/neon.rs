@@ -8,7 +8,7 @@
 use std::arch::aarch64::*;
 
 use super::kernels::{
-    row4_q16_blocks, scales_and_base, Codebook8, Kernels, Levels4, Q16Blocks, Row4Codes,
+    row4_q16_blocks, scales_and_base, two_sums, Codebook8, Kernels, Levels4, Q16Blocks, Row4Codes,
 };
 
 pub fn kernels() -> Kernels {
@@ -105,8 +105,7 @@ unsafe fn row4_q16(row: Row4Codes, levels: &Levels4, a: &Q16Blocks, scratch: &mu
     // 32b .. 32b + 32, inside both slices (b < blocks).
     let table = vld1q_u8(levels.levels.as_ptr());
     let nibble = vdupq_n_u8(15);
-    let (mut acc0, mut acc1) = (vdupq_n_f32(0.0), vdupq_n_f32(0.0));
-    for b in 0..blocks {
+    let block = |b: usize| {
         let q = vld1q_u8(row.codes.as_ptr().add(16 * b));
         let v = |i: usize| vld1q_s16(a.values.as_ptr().add(32 * b + 8 * i));
         let lo = vqtbl1q_u8(table, vandq_u8(q, nibble));
@@ -125,13 +124,11 @@ unsafe fn row4_q16(row: Row4Codes, levels: &Levels4, a: &Q16Blocks, scratch: &mu
             sum = vmlal_s16(sum, vget_low_s16(w[i]), vget_low_s16(v(i)));
             sum = vmlal_high_s16(sum, w[i], v(i));
         }
-        let sd = vdupq_n_f32(factors[b]);
-        if b % 2 == 0 {
-            acc0 = vfmaq_f32(acc0, vcvtq_f32_s32(sum), sd);
-        } else {
-            acc1 = vfmaq_f32(acc1, vcvtq_f32_s32(sum), sd);
-        }
-    }
+        vcvtq_f32_s32(sum)
+    };
+    let (acc0, acc1) = two_sums(blocks, vdupq_n_f32(0.0), |b, acc| {
+        vfmaq_f32(acc, block(b), vdupq_n_f32(factors[b]))
+    });
     levels.step * vaddvq_f32(vaddq_f32(acc0, acc1)) + base
 }
 
