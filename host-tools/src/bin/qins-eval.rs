@@ -70,6 +70,7 @@ fn run() -> Result<()> {
     let ctx = opts.max_context;
     let loaded = open(&args.model, &opts)?;
     let (manifest, mut gen) = (loaded.manifest, loaded.generator);
+    let tokens = gen.tokenizer.encode(&text, false)?;
     let mut reference = match &args.reference {
         Some(p) => {
             // The reference runs on the f32 CPU engine whatever the model's backend.
@@ -81,7 +82,7 @@ fn run() -> Result<()> {
             let (m, g) = (r.manifest, r.generator);
             // What matters is that both read the text as the same tokens.
             if m.config.vocab_size != manifest.config.vocab_size
-                || g.tokenizer.encode(&text, false)? != gen.tokenizer.encode(&text, false)?
+                || g.tokenizer.encode(&text, false)? != tokens
             {
                 bail!(
                     "{}: a reference must share the model's tokenizer",
@@ -92,7 +93,6 @@ fn run() -> Result<()> {
         }
         None => None,
     };
-    let tokens = gen.tokenizer.encode(&text, false)?;
     let bos = if manifest.add_bos_token {
         manifest.config.bos_token_id
     } else {
