@@ -26,7 +26,7 @@ def main():
         path = f32 if ty == "F32" else os.path.join(tmp, f"{ty}.gguf")
         if ty != "F32":
             quantize(f32, path, ty)
-        llm = llama_cpp.Llama(model_path=path, n_ctx=512, n_batch=512, verbose=False, n_threads=os.cpu_count())
+        llm = llama_cpp.Llama(model_path=path, n_ctx=512, n_batch=512, verbose=False, n_threads=int(os.environ.get("THREADS", os.cpu_count())))
         toks = llm.tokenize(PROMPT.encode(), add_bos=False, special=True)
         t0 = time.perf_counter()
         llm.eval(toks)

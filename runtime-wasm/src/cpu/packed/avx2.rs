@@ -6,7 +6,8 @@
 use std::arch::x86_64::*;
 
 use super::kernels::{
-    self, row4_q16_blocks, two_sums, Codebook8, Kernels, Levels4, Q16Blocks, Row4Codes,
+    self, each_row, row4_q16_blocks, two_sums, Codebook8, Kernels, Levels4, Q16Blocks, Row4Codes,
+    Rows4,
 };
 
 /// These kernels when this CPU has the instructions they use.
@@ -22,7 +23,7 @@ pub fn kernels() -> Option<Kernels> {
         row4: |q, cb, x, g, s| unsafe { row4(q, cb, x, g, s) },
         dot_f16: |w, x| unsafe { dot_f16(w, x) },
         dot_f32: |w, x| unsafe { dot_f32(w, x) },
-        row4_q16: Some(|row, l, a, s| unsafe { row4_q16(row, l, a, s) }),
+        row4_q16: Some(|rows, first, l, a, out| unsafe { rows4_q16(rows, first, l, a, out) }),
     })
 }
 
@@ -73,6 +74,22 @@ unsafe fn row4(codes: &[u8], cb: &Codebook8, x: &[f32], group: usize, scales: &[
     grouped(x, n, group, scales, eight, one)
 }
 
+/// Block b's integer product as f32s: its 32 codes' levels (two byte shuffles, widened to
+/// i16) times its activations with pmaddwd, pairs summed in i32.
+#[inline]
+#[target_feature(enable = "avx2")]
+unsafe fn block(codes: *const u8, values: *const i16, table: __m128i) -> __m256 {
+    let nibble = _mm_set1_epi8(15);
+    let q = _mm_loadu_si128(codes as *const _);
+    let lo = _mm_shuffle_epi8(table, _mm_and_si128(q, nibble));
+    let hi = _mm_shuffle_epi8(table, _mm_and_si128(_mm_srli_epi16::<4>(q), nibble));
+    let dot = |w: __m128i, v: *const i16| {
+        _mm256_madd_epi16(_mm256_cvtepu8_epi16(w), _mm256_loadu_si256(v as *const _))
+    };
+    _mm256_cvtepi32_ps(_mm256_add_epi32(dot(lo, values), dot(hi, values.add(16))))
+}
+
+/// One row of the integer kernel (groups of several blocks).
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn row4_q16(row: Row4Codes, levels: &Levels4, a: &Q16Blocks, scratch: &mut Vec<f32>) -> f32 {
     let base = scales_and_base(row, levels, a, scratch);
@@ -80,23 +97,102 @@ unsafe fn row4_q16(row: Row4Codes, levels: &Levels4, a: &Q16Blocks, scratch: &mu
     // SAFETY: `levels` is 16 bytes; block b reads code bytes 16b .. 16b + 16 and activations
     // 32b .. 32b + 32, inside both slices (b < blocks).
     let table = _mm_loadu_si128(levels.levels.as_ptr() as *const _);
-    let nibble = _mm_set1_epi8(15);
-    let block = |b: usize| {
-        let q = _mm_loadu_si128(row.codes.as_ptr().add(16 * b) as *const _);
-        let lo = _mm_shuffle_epi8(table, _mm_and_si128(q, nibble));
-        let hi = _mm_shuffle_epi8(table, _mm_and_si128(_mm_srli_epi16::<4>(q), nibble));
-        let v = a.values.as_ptr().add(32 * b);
-        // pmaddwd: u8 levels widened to i16, times the i16 activations, pairs summed in i32.
-        let dot = |w: __m128i, v: *const i16| {
-            _mm256_madd_epi16(_mm256_cvtepu8_epi16(w), _mm256_loadu_si256(v as *const _))
-        };
-        let sum = _mm256_add_epi32(dot(lo, v), dot(hi, v.add(16)));
-        _mm256_cvtepi32_ps(sum)
-    };
     let (t0, t1) = two_sums(blocks, _mm256_setzero_ps(), |b, t| {
-        _mm256_fmadd_ps(block(b), _mm256_set1_ps(factors[b]), t)
+        let sum = block(
+            row.codes.as_ptr().add(16 * b),
+            a.values.as_ptr().add(32 * b),
+            table,
+        );
+        _mm256_fmadd_ps(sum, _mm256_set1_ps(factors[b]), t)
     });
     levels.step * hsum(_mm256_add_ps(t0, t1)) + base
+}
+
+/// Whether rows `..end` can take the one-pass kernels: groups are blocks, and every row up
+/// to `end` has its codes, scales and (when affine) offsets, and the activations all blocks.
+pub(super) fn whole_rows(rows: Rows4, end: usize, a: &Q16Blocks) -> bool {
+    let blocks = a.scales.len();
+    let stored = |len: usize| len >= end * blocks;
+    a.per_group == 1
+        && rows.groups == blocks
+        && a.group_sums.len() == blocks
+        && a.values.len() == 32 * blocks
+        && (end == 0
+            || rows.codes.len() >= (end - 1) * rows.stride + 16 * blocks
+                && stored(rows.scales.len())
+                && (rows.offsets.is_empty() || stored(rows.offsets.len())))
+}
+
+/// Rows of the integer kernel. Where groups are blocks (32 columns, the usual) each row is
+/// one pass: per run of 8 groups, their factors (scale × activation scale) and codes-free
+/// terms in one vector each, then the run's blocks; other groups go row by row.
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn rows4_q16(rows: Rows4, first: usize, levels: &Levels4, a: &Q16Blocks, out: &mut [f32]) {
+    let blocks = a.scales.len();
+    if !whole_rows(rows, first + out.len(), a) {
+        return each_row(rows, first, levels, a, out, |r, l, a, s| {
+            row4_q16(r, l, a, s)
+        });
+    }
+    let table = _mm_loadu_si128(levels.levels.as_ptr() as *const _);
+    let (min, affine) = (_mm256_set1_ps(levels.min), !rows.offsets.is_empty());
+    let lanes = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    let mut factors = [0f32; 8];
+    for (i, o) in out.iter_mut().enumerate() {
+        let r = first + i;
+        // SAFETY: `whole_rows` checked that every row up to the last of `out` has its codes,
+        // scales and (when affine) offsets; a run's loads read only its n lanes.
+        let codes = rows.codes.as_ptr().add(r * rows.stride);
+        let scales = rows.scales.as_ptr().add(r * blocks);
+        let offsets = rows
+            .offsets
+            .as_ptr()
+            .add(if affine { r * blocks } else { 0 });
+        let (mut t0, mut t1, mut base) = (
+            _mm256_setzero_ps(),
+            _mm256_setzero_ps(),
+            _mm256_setzero_ps(),
+        );
+        let mut g = 0;
+        while g < blocks {
+            let n = (blocks - g).min(8);
+            let mask = _mm256_cmpgt_epi32(_mm256_set1_epi32(n as i32), lanes);
+            let halves = |p: *const u16| {
+                let mut h = [0u16; 8];
+                std::ptr::copy_nonoverlapping(p.add(g), h.as_mut_ptr(), n);
+                _mm256_cvtph_ps(_mm_loadu_si128(h.as_ptr() as *const _))
+            };
+            let s = halves(scales);
+            let o = if affine {
+                halves(offsets)
+            } else {
+                _mm256_setzero_ps()
+            };
+            let x_sums = _mm256_maskload_ps(a.group_sums.as_ptr().add(g), mask);
+            base = _mm256_fmadd_ps(_mm256_fmadd_ps(s, min, o), x_sums, base);
+            let d = _mm256_maskload_ps(a.scales.as_ptr().add(g), mask);
+            _mm256_storeu_ps(factors.as_mut_ptr(), _mm256_mul_ps(s, d));
+            let sum = |k: usize| {
+                block(
+                    codes.add(16 * (g + k)),
+                    a.values.as_ptr().add(32 * (g + k)),
+                    table,
+                )
+            };
+            let mut k = 0;
+            while k + 2 <= n {
+                t0 = _mm256_fmadd_ps(sum(k), _mm256_set1_ps(factors[k]), t0);
+                t1 = _mm256_fmadd_ps(sum(k + 1), _mm256_set1_ps(factors[k + 1]), t1);
+                k += 2;
+            }
+            if k < n {
+                t0 = _mm256_fmadd_ps(sum(k), _mm256_set1_ps(factors[k]), t0);
+            }
+            g += n;
+        }
+        let step = _mm256_set1_ps(levels.step);
+        *o = hsum(_mm256_fmadd_ps(_mm256_add_ps(t0, t1), step, base));
+    }
 }
 
 /// As kernels::scales_and_base, eight groups at a time where groups are blocks (32

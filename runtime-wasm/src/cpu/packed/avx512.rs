@@ -7,9 +7,9 @@
 
 use std::arch::x86_64::*;
 
-use super::avx2::{hsum, scales_and_base};
+use super::avx2::{hsum, scales_and_base, whole_rows};
 use super::kernels::{
-    row4_q16_blocks, two_sums, Codebook8, Kernels, Levels4, Q16Blocks, Row4Codes,
+    each_row, row4_q16_blocks, two_sums, Codebook8, Kernels, Levels4, Q16Blocks, Row4Codes, Rows4,
 };
 
 /// These kernels when this CPU has the instructions they use (`base`: the AVX2 set, whose f16
@@ -18,7 +18,7 @@ pub fn kernels(base: &Kernels) -> Option<Kernels> {
     let ok = is_x86_feature_detected!("avx512f")
         && is_x86_feature_detected!("avx512bw")
         && is_x86_feature_detected!("avx512vbmi");
-    let vnni = is_x86_feature_detected!("avx512vnni");
+    let vnni = is_x86_feature_detected!("avx512vnni") && is_x86_feature_detected!("avx512vl");
     // SAFETY (for the wrappers): only reachable through this table, which exists only when
     // the features their bodies are compiled for are present.
     ok.then_some(Kernels {
@@ -26,7 +26,7 @@ pub fn kernels(base: &Kernels) -> Option<Kernels> {
         row8: |q, cb, x, g, s| unsafe { row8(q, cb, x, g, s) },
         row4: |q, cb, x, g, s| unsafe { row4(q, cb, x, g, s) },
         row4_q16: match vnni {
-            true => Some(|row, l, a, s| unsafe { row4_q16(row, l, a, s) }),
+            true => Some(|rows, first, l, a, out| unsafe { rows4_q16(rows, first, l, a, out) }),
             false => base.row4_q16,
         },
         ..*base
@@ -119,28 +119,116 @@ unsafe fn row8(codes: &[u8], cb: &Codebook8, x: &[f32], group: usize, scales: &[
     hsum512(_mm512_add_ps(total, total2)) + rest
 }
 
-/// The integer kernel with VNNI's i16 dot product (vpdpwssd): one block of 32 per step.
+/// Block b's integer product as f32s: its 32 codes' levels (one byte shuffle, widened to
+/// i16) times its activations with VNNI's i16 dot product (vpdpwssd).
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx2")]
+unsafe fn block(codes: *const u8, values: *const i16, table: __m256i) -> __m512 {
+    let nibble = _mm_set1_epi8(15);
+    let q = _mm_loadu_si128(codes as *const _);
+    let lo = _mm_and_si128(q, nibble);
+    let hi = _mm_and_si128(_mm_srli_epi16::<4>(q), nibble);
+    let w = _mm512_cvtepu8_epi16(_mm256_shuffle_epi8(table, _mm256_set_m128i(hi, lo)));
+    let v = _mm512_loadu_si512(values as *const _);
+    _mm512_cvtepi32_ps(_mm512_dpwssd_epi32(_mm512_setzero_si512(), w, v))
+}
+
+/// The 16 levels in both 128-bit lanes, for `block`'s shuffle.
+#[inline]
+#[target_feature(enable = "avx2")]
+fn level_table(levels: &Levels4) -> __m256i {
+    // SAFETY: `levels` is 16 bytes.
+    unsafe { _mm256_broadcastsi128_si256(_mm_loadu_si128(levels.levels.as_ptr() as *const _)) }
+}
+
+/// One row of the integer kernel (groups of several blocks).
 #[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx2,fma,f16c")]
 unsafe fn row4_q16(row: Row4Codes, levels: &Levels4, a: &Q16Blocks, scratch: &mut Vec<f32>) -> f32 {
     let base = scales_and_base(row, levels, a, scratch);
     let (factors, blocks) = (&scratch[..], row4_q16_blocks(row, a));
-    // SAFETY: `levels` is 16 bytes; block b reads code bytes 16b .. 16b + 16 and activations
-    // 32b .. 32b + 32, inside both slices (b < blocks).
-    let table = _mm256_broadcastsi128_si256(_mm_loadu_si128(levels.levels.as_ptr() as *const _));
-    let nibble = _mm_set1_epi8(15);
-    let block = |b: usize| {
-        let q = _mm_loadu_si128(row.codes.as_ptr().add(16 * b) as *const _);
-        let lo = _mm_and_si128(q, nibble);
-        let hi = _mm_and_si128(_mm_srli_epi16::<4>(q), nibble);
-        let w = _mm512_cvtepu8_epi16(_mm256_shuffle_epi8(table, _mm256_set_m128i(hi, lo)));
-        let v = _mm512_loadu_si512(a.values.as_ptr().add(32 * b) as *const _);
-        let sum = _mm512_dpwssd_epi32(_mm512_setzero_si512(), w, v);
-        _mm512_cvtepi32_ps(sum)
-    };
+    let table = level_table(levels);
+    // SAFETY: block b reads code bytes 16b .. 16b + 16 and activations 32b .. 32b + 32,
+    // inside both slices (b < blocks).
     let (t0, t1) = two_sums(blocks, _mm512_setzero_ps(), |b, t| {
-        _mm512_fmadd_ps(block(b), _mm512_set1_ps(factors[b]), t)
+        let sum = block(
+            row.codes.as_ptr().add(16 * b),
+            a.values.as_ptr().add(32 * b),
+            table,
+        );
+        _mm512_fmadd_ps(sum, _mm512_set1_ps(factors[b]), t)
     });
     levels.step * hsum512(_mm512_add_ps(t0, t1)) + base
+}
+
+/// Rows of the integer kernel. Where groups are blocks (32 columns, the usual) each row is
+/// one pass: per run of 16 groups, their factors (scale × activation scale) and codes-free
+/// terms in one vector each, then the run's blocks; other groups go row by row.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+unsafe fn rows4_q16(rows: Rows4, first: usize, levels: &Levels4, a: &Q16Blocks, out: &mut [f32]) {
+    let blocks = a.scales.len();
+    if !whole_rows(rows, first + out.len(), a) {
+        return each_row(rows, first, levels, a, out, |r, l, a, s| {
+            row4_q16(r, l, a, s)
+        });
+    }
+    let (table, min, affine) = (
+        level_table(levels),
+        _mm512_set1_ps(levels.min),
+        !rows.offsets.is_empty(),
+    );
+    let mut factors = [0f32; 16];
+    for (i, o) in out.iter_mut().enumerate() {
+        let r = first + i;
+        // SAFETY: `whole_rows` checked that every row up to the last of `out` has its codes,
+        // scales and (when affine) offsets; masked loads read only the run's lanes.
+        let codes = rows.codes.as_ptr().add(r * rows.stride);
+        let scales = rows.scales.as_ptr().add(r * blocks);
+        let offsets = rows
+            .offsets
+            .as_ptr()
+            .add(if affine { r * blocks } else { 0 });
+        let (mut t0, mut t1, mut base) = (
+            _mm512_setzero_ps(),
+            _mm512_setzero_ps(),
+            _mm512_setzero_ps(),
+        );
+        let mut g = 0;
+        while g < blocks {
+            let n = (blocks - g).min(16);
+            let m = (u32::MAX >> (32 - n)) as __mmask16;
+            let halves =
+                |p: *const u16| _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, p.add(g) as *const _));
+            let s = halves(scales);
+            let o = if affine {
+                halves(offsets)
+            } else {
+                _mm512_setzero_ps()
+            };
+            let x_sums = _mm512_maskz_loadu_ps(m, a.group_sums.as_ptr().add(g));
+            base = _mm512_fmadd_ps(_mm512_fmadd_ps(s, min, o), x_sums, base);
+            let d = _mm512_maskz_loadu_ps(m, a.scales.as_ptr().add(g));
+            _mm512_storeu_ps(factors.as_mut_ptr(), _mm512_mul_ps(s, d));
+            let sum = |k: usize| {
+                block(
+                    codes.add(16 * (g + k)),
+                    a.values.as_ptr().add(32 * (g + k)),
+                    table,
+                )
+            };
+            let mut k = 0;
+            while k + 2 <= n {
+                t0 = _mm512_fmadd_ps(sum(k), _mm512_set1_ps(factors[k]), t0);
+                t1 = _mm512_fmadd_ps(sum(k + 1), _mm512_set1_ps(factors[k + 1]), t1);
+                k += 2;
+            }
+            if k < n {
+                t0 = _mm512_fmadd_ps(sum(k), _mm512_set1_ps(factors[k]), t0);
+            }
+            g += n;
+        }
+        let step = _mm512_set1_ps(levels.step);
+        *o = hsum512(_mm512_fmadd_ps(_mm512_add_ps(t0, t1), step, base));
+    }
 }
 
 #[target_feature(enable = "avx512f,avx512bw,avx2,fma")]

@@ -94,6 +94,33 @@ pub struct Row4Codes<'a> {
     pub offsets: &'a [u16],
 }
 
+/// Consecutive rows of 4-bit codes as stored: row `r`'s codes from `codes[r * stride]`, its
+/// `groups` f16 scale bits (and offset bits, for the affine codecs; empty otherwise) from
+/// `[r * groups]`.
+#[derive(Clone, Copy)]
+pub struct Rows4<'a> {
+    pub codes: &'a [u8],
+    pub stride: usize,
+    pub scales: &'a [u16],
+    pub offsets: &'a [u16],
+    pub groups: usize,
+}
+
+impl<'a> Rows4<'a> {
+    /// Row `r`, or None past the stored rows.
+    pub fn row(&self, r: usize, cols: usize) -> Option<Row4Codes<'a>> {
+        let g = self.groups;
+        Some(Row4Codes {
+            codes: self.codes.get(r * self.stride..)?.get(..cols.div_ceil(2))?,
+            scales: self.scales.get(r * g..(r + 1) * g)?,
+            offsets: match self.offsets.is_empty() {
+                true => &[],
+                false => self.offsets.get(r * g..(r + 1) * g)?,
+            },
+        })
+    }
+}
+
 /// A 16-entry codebook as 8-bit levels: value ≈ `min + step · levels[code]`, exact for a
 /// uniform codebook (255 = 15 · 17), otherwise within 1/510 of the codebook's range (about
 /// 1/34 of a 4-bit code's own step). Bytes, so one byte shuffle looks 16 or 32 of them up.
@@ -118,12 +145,13 @@ impl Levels4 {
     }
 }
 
-/// One row of 4-bit codes times quantized activations, whose weights are
-/// `scale_g · (min + step · level) + offset_g`: `step · Σ_b scale_g(b) · d_b · (Σ_{c∈b}
-/// level_c · q_c, in integers) + Σ_g (scale_g · min + offset_g) · Σ_{c∈g} x_c`.
-/// `scratch` holds each block's scale factor.
-pub type Row4Q16 =
-    fn(row: Row4Codes<'_>, levels: &Levels4, a: &Q16Blocks, scratch: &mut Vec<f32>) -> f32;
+/// Rows `first .. first + out.len()` of 4-bit codes times quantized activations, into `out`.
+/// A row's weights are `scale_g · (min + step · level) + offset_g`, so its product is `step ·
+/// Σ_b scale_g(b) · d_b · (Σ_{c∈b} level_c · q_c, in integers) + Σ_g (scale_g · min +
+/// offset_g) · Σ_{c∈g} x_c`. A call per run of rows, so the per-row costs of a short row
+/// (SmolLM2's are 18 blocks) can be folded into the block loop.
+pub type Rows4Q16 =
+    fn(rows: Rows4<'_>, first: usize, levels: &Levels4, a: &Q16Blocks, out: &mut [f32]);
 /// Σ w_c · x_c over f16 weights (as stored bits).
 pub type DotF16 = fn(w: &[u16], x: &[f32]) -> f32;
 /// Σ w_c · x_c over f32 weights.
@@ -139,7 +167,7 @@ pub struct Kernels {
     pub dot_f32: DotF32,
     /// The integer kernel for 4-bit rows, where this set has one worth using; without it the
     /// 4-bit codecs run on `row4`, exactly (no activation quantization).
-    pub row4_q16: Option<Row4Q16>,
+    pub row4_q16: Option<Rows4Q16>,
 }
 
 impl Kernels {
@@ -149,7 +177,7 @@ impl Kernels {
         row4,
         dot_f16,
         dot_f32,
-        row4_q16: Some(row4_q16),
+        row4_q16: Some(|rows, first, l, a, out| each_row(rows, first, l, a, out, row4_q16)),
     };
 
     /// This set without its integer kernels: every product exact in f32.
@@ -242,6 +270,26 @@ fn row4_q16(row: Row4Codes<'_>, levels: &Levels4, a: &Q16Blocks, scratch: &mut V
         })
         .sum();
     levels.step * dot + base
+}
+
+/// Rows `first ..` into `out`, one `row4_q16` call each (the kernel sets without a one-pass
+/// kernel, and groups of more than one block); a row's kernel keeps its blocks' factors in
+/// `scratch`.
+#[inline(always)]
+pub(super) fn each_row(
+    rows: Rows4,
+    first: usize,
+    levels: &Levels4,
+    a: &Q16Blocks,
+    out: &mut [f32],
+    row4_q16: impl Fn(Row4Codes, &Levels4, &Q16Blocks, &mut Vec<f32>) -> f32,
+) {
+    let cols = 32 * a.scales.len();
+    let mut scratch = Vec::with_capacity(rows.groups * a.per_group);
+    for (i, o) in out.iter_mut().enumerate() {
+        let row = rows.row(first + i, cols).expect("rows inside the matrix");
+        *o = row4_q16(row, levels, a, &mut scratch);
+    }
 }
 
 /// `step` folded over blocks 0..n into two sums, even blocks into the first and odd ones

@@ -2,7 +2,7 @@
 
 use half::f16;
 
-use super::kernels::{self, Codebook8, Kernels, Levels4, Q16Blocks, Row4Codes};
+use super::kernels::{self, Codebook8, Kernels, Levels4, Q16Blocks, Rows4};
 use crate::codec::{decode_row, Codec, Layout, RowCodes, Section};
 use crate::{QinsError, Result};
 
@@ -145,28 +145,15 @@ impl PackedMatrix {
         (k.dot_f16)(self.row_halves(self.layout.offsets, r), x_group_sums)
     }
 
-    /// Row `r` times `x` (`x_group_sums`: x summed per group, for the offsets; `q16`: x
-    /// quantized, for the integer kernel).
+    /// Row `r` times `x` in f32 (`x_group_sums`: x summed per group, for the offsets).
     fn row_dot(
         &self,
         k: &Kernels,
         r: usize,
         x: &[f32],
         x_group_sums: &[f32],
-        q16: Option<&Q16Blocks>,
         scratch: &mut Vec<f32>,
     ) -> f32 {
-        if let (Some(a), Some(levels), Some(row4_q16)) = (q16, &self.levels, k.row4_q16) {
-            let row = Row4Codes {
-                codes: self.codes(r),
-                scales: self.row_halves(self.layout.scales, r),
-                offsets: match self.codec.has_offset() {
-                    true => self.row_halves(self.layout.offsets, r),
-                    false => &[],
-                },
-            };
-            return row4_q16(row, levels, a, scratch);
-        }
         match self.codec {
             Codec::F32 => {
                 let w: &[f32] = bytemuck::cast_slice(self.section(self.layout.codes));
@@ -189,9 +176,18 @@ impl PackedMatrix {
         }
     }
 
-    /// Whether `k` multiplies this matrix on quantized activations.
-    fn uses_q16(&self, k: &Kernels) -> bool {
-        self.levels.is_some() && k.row4_q16.is_some()
+    /// The matrix as rows of 4-bit codes, for the integer kernels.
+    fn rows4(&self) -> Rows4<'_> {
+        Rows4 {
+            codes: &bytemuck::cast_slice::<u32, u8>(&self.words)[self.layout.codes.offset..],
+            stride: self.layout.code_stride,
+            scales: self.halves(self.layout.scales),
+            offsets: match self.codec.has_offset() {
+                true => self.halves(self.layout.offsets),
+                false => &[],
+            },
+            groups: self.groups(),
+        }
     }
 
     /// `x` summed over each group of columns (the affine codecs need it).
@@ -207,18 +203,24 @@ impl PackedMatrix {
     pub fn matvec_with(&self, k: &Kernels, x: &[f32], out: &mut [f32]) {
         assert_eq!(x.len(), self.cols, "activation width");
         assert_eq!(out.len(), self.rows, "output height");
-        let q16 = self
-            .uses_q16(k)
-            .then(|| Q16Blocks::quantize(x, self.group() / 32));
+        let q16 = match (self.levels, k.row4_q16) {
+            (Some(levels), Some(rows4_q16)) => {
+                Some((levels, rows4_q16, Q16Blocks::quantize(x, self.group() / 32)))
+            }
+            _ => None,
+        };
         let sums = match q16 {
             Some(_) => Vec::new(),
             None => self.group_sums(x),
         };
         let task = |(t, chunk): (usize, &mut [f32])| {
+            let first = t * ROWS_PER_TASK;
+            if let Some((levels, rows4_q16, a)) = &q16 {
+                return rows4_q16(self.rows4(), first, levels, a, chunk);
+            }
             let mut scratch = Vec::with_capacity(self.groups());
             for (i, o) in chunk.iter_mut().enumerate() {
-                let r = t * ROWS_PER_TASK + i;
-                *o = self.row_dot(k, r, x, &sums, q16.as_ref(), &mut scratch);
+                *o = self.row_dot(k, first + i, x, &sums, &mut scratch);
             }
         };
         #[cfg(feature = "parallel")]

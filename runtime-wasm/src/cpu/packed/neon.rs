@@ -8,7 +8,8 @@
 use std::arch::aarch64::*;
 
 use super::kernels::{
-    row4_q16_blocks, scales_and_base, two_sums, Codebook8, Kernels, Levels4, Q16Blocks, Row4Codes,
+    each_row, row4_q16_blocks, scales_and_base, two_sums, Codebook8, Kernels, Levels4, Q16Blocks,
+    Row4Codes,
 };
 
 pub fn kernels() -> Kernels {
@@ -19,7 +20,11 @@ pub fn kernels() -> Kernels {
         row4: |q, cb, x, g, s| unsafe { row4(q, cb, x, g, s) },
         dot_f16: |w, x| unsafe { dot_f16(w, x) },
         dot_f32: |w, x| unsafe { dot_f32(w, x) },
-        row4_q16: Some(|row, l, a, s| unsafe { row4_q16(row, l, a, s) }),
+        row4_q16: Some(|rows, first, l, a, out| {
+            each_row(rows, first, l, a, out, |r, l, a, s| unsafe {
+                row4_q16(r, l, a, s)
+            })
+        }),
     }
 }
 

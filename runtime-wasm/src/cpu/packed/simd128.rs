@@ -11,7 +11,7 @@
 use core::arch::wasm32::*;
 
 use super::kernels::{
-    row4_q16_blocks, scales_and_base, Codebook8, Kernels, Levels4, Q16Blocks, Row4Codes,
+    each_row, row4_q16_blocks, scales_and_base, Codebook8, Kernels, Levels4, Q16Blocks, Row4Codes,
 };
 
 pub fn kernels() -> Kernels {
@@ -21,7 +21,7 @@ pub fn kernels() -> Kernels {
         row4,
         dot_f16,
         dot_f32,
-        row4_q16: Some(row4_q16),
+        row4_q16: Some(|rows, first, l, a, out| each_row(rows, first, l, a, out, row4_q16)),
     }
 }
 

@@ -79,7 +79,8 @@ fn every_kernel_set_matches_the_decoded_reference() {
 }
 
 /// Shapes the integer kernels take: columns in whole blocks of 32.
-const BLOCK_SHAPES: &[(usize, usize)] = &[(1, 32), (3, 64), (33, 96), (70, 160), (5, 576)];
+const BLOCK_SHAPES: &[(usize, usize)] =
+    &[(1, 32), (3, 64), (33, 96), (70, 160), (5, 576), (2, 1056)];
 
 #[test]
 fn the_integer_kernels_stay_within_the_quantization_bound() {
