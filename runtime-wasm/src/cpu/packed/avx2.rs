@@ -74,22 +74,29 @@ unsafe fn row4(codes: &[u8], cb: &Codebook8, x: &[f32], group: usize, scales: &[
     grouped(x, n, group, scales, eight, one)
 }
 
-/// Block b's integer product as f32s: its 32 codes' levels (two byte shuffles, widened to
-/// i16) times its activations with pmaddwd, pairs summed in i32.
+/// A block's 32 codes as their levels (two byte shuffles: even columns, then odd ones).
 #[inline]
 #[target_feature(enable = "avx2")]
-unsafe fn block(codes: *const u8, values: *const i16, table: __m128i) -> __m256 {
+unsafe fn block_levels(codes: *const u8, table: __m128i) -> [__m128i; 2] {
     let nibble = _mm_set1_epi8(15);
     let q = _mm_loadu_si128(codes as *const _);
     let lo = _mm_shuffle_epi8(table, _mm_and_si128(q, nibble));
     let hi = _mm_shuffle_epi8(table, _mm_and_si128(_mm_srli_epi16::<4>(q), nibble));
+    [lo, hi]
+}
+
+/// A block's levels times its 32 activations: u8 levels widened to i16, pmaddwd, pairs
+/// summed in i32, as f32s.
+#[inline]
+#[target_feature(enable = "avx2")]
+unsafe fn block_dot([lo, hi]: [__m128i; 2], values: *const i16) -> __m256 {
     let dot = |w: __m128i, v: *const i16| {
         _mm256_madd_epi16(_mm256_cvtepu8_epi16(w), _mm256_loadu_si256(v as *const _))
     };
     _mm256_cvtepi32_ps(_mm256_add_epi32(dot(lo, values), dot(hi, values.add(16))))
 }
 
-/// One row of the integer kernel (groups of several blocks).
+/// One row and token of the integer kernel (groups of several blocks).
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn row4_q16(row: Row4Codes, levels: &Levels4, a: &Q16Blocks, scratch: &mut Vec<f32>) -> f32 {
     let base = scales_and_base(row, levels, a, scratch);
@@ -98,101 +105,156 @@ unsafe fn row4_q16(row: Row4Codes, levels: &Levels4, a: &Q16Blocks, scratch: &mu
     // 32b .. 32b + 32, inside both slices (b < blocks).
     let table = _mm_loadu_si128(levels.levels.as_ptr() as *const _);
     let (t0, t1) = two_sums(blocks, _mm256_setzero_ps(), |b, t| {
-        let sum = block(
-            row.codes.as_ptr().add(16 * b),
-            a.values.as_ptr().add(32 * b),
-            table,
-        );
+        let w = block_levels(row.codes.as_ptr().add(16 * b), table);
+        let sum = block_dot(w, a.values.as_ptr().add(32 * b));
         _mm256_fmadd_ps(sum, _mm256_set1_ps(factors[b]), t)
     });
     levels.step * hsum(_mm256_add_ps(t0, t1)) + base
 }
 
-/// Whether rows `..end` can take the one-pass kernels: groups are blocks, and every row up
-/// to `end` has its codes, scales and (when affine) offsets, and the activations all blocks.
-pub(super) fn whole_rows(rows: Rows4, end: usize, a: &Q16Blocks) -> bool {
-    let blocks = a.scales.len();
+/// Whether rows `..end` times `tokens` can take the one-pass kernels: groups are blocks;
+/// every token has all blocks; every row up to `end` has its codes, scales and (when
+/// affine) offsets.
+pub(super) fn whole_rows(rows: Rows4, end: usize, tokens: &[Q16Blocks]) -> bool {
+    let blocks = rows.groups;
     let stored = |len: usize| len >= end * blocks;
-    a.per_group == 1
-        && rows.groups == blocks
-        && a.group_sums.len() == blocks
-        && a.values.len() == 32 * blocks
-        && (end == 0
-            || rows.codes.len() >= (end - 1) * rows.stride + 16 * blocks
-                && stored(rows.scales.len())
-                && (rows.offsets.is_empty() || stored(rows.offsets.len())))
+    tokens.iter().all(|a| {
+        a.per_group == 1
+            && a.scales.len() == blocks
+            && a.group_sums.len() == blocks
+            && a.values.len() == 32 * blocks
+    }) && (end == 0
+        || rows.codes.len() >= (end - 1) * rows.stride + 16 * blocks
+            && stored(rows.scales.len())
+            && (rows.offsets.is_empty() || stored(rows.offsets.len())))
 }
 
-/// Rows of the integer kernel. Where groups are blocks (32 columns, the usual) each row is
-/// one pass: per run of 8 groups, their factors (scale × activation scale) and codes-free
-/// terms in one vector each, then the run's blocks; other groups go row by row.
+/// A row of a matrix that passed `whole_rows`: its codes, f16 scale and offset bits.
+#[derive(Clone, Copy)]
+pub(super) struct OneRow {
+    pub codes: *const u8,
+    pub scales: *const u16,
+    pub offsets: Option<*const u16>,
+    pub blocks: usize,
+}
+
+impl OneRow {
+    /// Row `r` of `rows`.
+    ///
+    /// # Safety
+    /// `rows` passed `whole_rows` for an end past `r`.
+    pub unsafe fn new(rows: Rows4, r: usize) -> Self {
+        let blocks = rows.groups;
+        // SAFETY: `whole_rows` checked that row r has its codes, scales and offsets.
+        unsafe {
+            Self {
+                codes: rows.codes.as_ptr().add(r * rows.stride),
+                scales: rows.scales.as_ptr().add(r * blocks),
+                offsets: (!rows.offsets.is_empty()).then(|| rows.offsets.as_ptr().add(r * blocks)),
+                blocks,
+            }
+        }
+    }
+}
+
+/// Rows times tokens with the integer kernel (as kernels::Rows4Q16). Where groups are
+/// blocks (32 columns, the usual) a row is one pass per four tokens; other groups go row by
+/// row and token by token.
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn rows4_q16(rows: Rows4, first: usize, levels: &Levels4, a: &Q16Blocks, out: &mut [f32]) {
-    let blocks = a.scales.len();
-    if !whole_rows(rows, first + out.len(), a) {
-        return each_row(rows, first, levels, a, out, |r, l, a, s| {
+unsafe fn rows4_q16(
+    rows: Rows4,
+    first: usize,
+    levels: &Levels4,
+    tokens: &[Q16Blocks],
+    out: &mut [f32],
+) {
+    let n = tokens.len();
+    if n == 0 || !whole_rows(rows, first + out.len() / n, tokens) {
+        return each_row(rows, first, levels, tokens, out, |r, l, a, s| {
             row4_q16(r, l, a, s)
         });
     }
-    let table = _mm_loadu_si128(levels.levels.as_ptr() as *const _);
-    let (min, affine) = (_mm256_set1_ps(levels.min), !rows.offsets.is_empty());
-    let lanes = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
-    let mut factors = [0f32; 8];
-    for (i, o) in out.iter_mut().enumerate() {
-        let r = first + i;
-        // SAFETY: `whole_rows` checked that every row up to the last of `out` has its codes,
-        // scales and (when affine) offsets; a run's loads read only its n lanes.
-        let codes = rows.codes.as_ptr().add(r * rows.stride);
-        let scales = rows.scales.as_ptr().add(r * blocks);
-        let offsets = rows
-            .offsets
-            .as_ptr()
-            .add(if affine { r * blocks } else { 0 });
-        let (mut t0, mut t1, mut base) = (
-            _mm256_setzero_ps(),
-            _mm256_setzero_ps(),
-            _mm256_setzero_ps(),
-        );
-        let mut g = 0;
-        while g < blocks {
-            let n = (blocks - g).min(8);
-            let mask = _mm256_cmpgt_epi32(_mm256_set1_epi32(n as i32), lanes);
-            let halves = |p: *const u16| {
-                let mut h = [0u16; 8];
-                std::ptr::copy_nonoverlapping(p.add(g), h.as_mut_ptr(), n);
-                _mm256_cvtph_ps(_mm_loadu_si128(h.as_ptr() as *const _))
+    for (i, out) in out.chunks_exact_mut(n).enumerate() {
+        let row = OneRow::new(rows, first + i);
+        let mut t = 0;
+        while t < n {
+            let (a, o) = (&tokens[t..], &mut out[t..]);
+            t += match n - t {
+                1 => row_tokens::<1>(row, levels, a, o),
+                2 | 3 => row_tokens::<2>(row, levels, a, o),
+                _ => row_tokens::<4>(row, levels, a, o),
             };
-            let s = halves(scales);
-            let o = if affine {
-                halves(offsets)
-            } else {
-                _mm256_setzero_ps()
-            };
-            let x_sums = _mm256_maskload_ps(a.group_sums.as_ptr().add(g), mask);
-            base = _mm256_fmadd_ps(_mm256_fmadd_ps(s, min, o), x_sums, base);
-            let d = _mm256_maskload_ps(a.scales.as_ptr().add(g), mask);
-            _mm256_storeu_ps(factors.as_mut_ptr(), _mm256_mul_ps(s, d));
-            let sum = |k: usize| {
-                block(
-                    codes.add(16 * (g + k)),
-                    a.values.as_ptr().add(32 * (g + k)),
-                    table,
-                )
-            };
-            let mut k = 0;
-            while k + 2 <= n {
-                t0 = _mm256_fmadd_ps(sum(k), _mm256_set1_ps(factors[k]), t0);
-                t1 = _mm256_fmadd_ps(sum(k + 1), _mm256_set1_ps(factors[k + 1]), t1);
-                k += 2;
-            }
-            if k < n {
-                t0 = _mm256_fmadd_ps(sum(k), _mm256_set1_ps(factors[k]), t0);
-            }
-            g += n;
         }
-        let step = _mm256_set1_ps(levels.step);
-        *o = hsum(_mm256_fmadd_ps(_mm256_add_ps(t0, t1), step, base));
     }
+}
+
+/// One row times the first T tokens into `out[..T]`; returns T. Per run of 8 groups the
+/// scales are converted once and each token's factors (scale × activation scale) and
+/// codes-free terms take a vector each; each block's levels are looked up once for the T
+/// tokens. One token alternates two sums so that one FMA's latency hides behind the other's.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn row_tokens<const T: usize>(
+    row: OneRow,
+    levels: &Levels4,
+    tokens: &[Q16Blocks],
+    out: &mut [f32],
+) -> usize {
+    let table = _mm_loadu_si128(levels.levels.as_ptr() as *const _);
+    let (min, lanes) = (
+        _mm256_set1_ps(levels.min),
+        _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7),
+    );
+    let mut sums = [[_mm256_setzero_ps(); T]; 2];
+    let mut base = [_mm256_setzero_ps(); T];
+    let mut factors = [[0f32; 8]; T];
+    let mut g = 0;
+    while g < row.blocks {
+        let n = (row.blocks - g).min(8);
+        let mask = _mm256_cmpgt_epi32(_mm256_set1_epi32(n as i32), lanes);
+        // SAFETY (this loop): the run's loads read only its n lanes, inside the row's scales
+        // and offsets and each token's scales, sums and values (`whole_rows`).
+        let halves = |p: *const u16| {
+            let mut h = [0u16; 8];
+            std::ptr::copy_nonoverlapping(p.add(g), h.as_mut_ptr(), n);
+            _mm256_cvtph_ps(_mm_loadu_si128(h.as_ptr() as *const _))
+        };
+        let s = halves(row.scales);
+        let o = row.offsets.map_or(_mm256_setzero_ps(), halves);
+        let codes_free = _mm256_fmadd_ps(s, min, o);
+        for t in 0..T {
+            let a = &tokens[t];
+            let x_sums = _mm256_maskload_ps(a.group_sums.as_ptr().add(g), mask);
+            base[t] = _mm256_fmadd_ps(codes_free, x_sums, base[t]);
+            let d = _mm256_maskload_ps(a.scales.as_ptr().add(g), mask);
+            _mm256_storeu_ps(factors[t].as_mut_ptr(), _mm256_mul_ps(s, d));
+        }
+        let block = |k: usize, sums: &mut [__m256; T]| {
+            let b = g + k;
+            let w = block_levels(row.codes.add(16 * b), table);
+            for t in 0..T {
+                let dot = block_dot(w, tokens[t].values.as_ptr().add(32 * b));
+                sums[t] = _mm256_fmadd_ps(dot, _mm256_set1_ps(factors[t][k]), sums[t]);
+            }
+        };
+        let [even, odd] = &mut sums;
+        let mut k = 0;
+        while k + 2 <= n {
+            block(k, even);
+            block(k + 1, odd);
+            k += 2;
+        }
+        if k < n {
+            block(k, even);
+        }
+        g += n;
+    }
+    let step = _mm256_set1_ps(levels.step);
+    for t in 0..T {
+        let sum = _mm256_add_ps(sums[0][t], sums[1][t]);
+        out[t] = hsum(_mm256_fmadd_ps(sum, step, base[t]));
+    }
+    T
 }
 
 /// As kernels::scales_and_base, eight groups at a time where groups are blocks (32

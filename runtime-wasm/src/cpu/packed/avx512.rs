@@ -7,7 +7,7 @@
 
 use std::arch::x86_64::*;
 
-use super::avx2::{hsum, scales_and_base, whole_rows};
+use super::avx2::{hsum, scales_and_base, whole_rows, OneRow};
 use super::kernels::{
     each_row, row4_q16_blocks, two_sums, Codebook8, Kernels, Levels4, Q16Blocks, Row4Codes, Rows4,
 };
@@ -119,21 +119,27 @@ unsafe fn row8(codes: &[u8], cb: &Codebook8, x: &[f32], group: usize, scales: &[
     hsum512(_mm512_add_ps(total, total2)) + rest
 }
 
-/// Block b's integer product as f32s: its 32 codes' levels (one byte shuffle, widened to
-/// i16) times its activations with VNNI's i16 dot product (vpdpwssd).
+/// A block's 32 codes as their i16 levels (one byte shuffle, widened), the block's even
+/// columns in the low half as the activations have them.
 #[inline]
-#[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx2")]
-unsafe fn block(codes: *const u8, values: *const i16, table: __m256i) -> __m512 {
+#[target_feature(enable = "avx512f,avx512bw,avx2")]
+unsafe fn block_levels(codes: *const u8, table: __m256i) -> __m512i {
     let nibble = _mm_set1_epi8(15);
     let q = _mm_loadu_si128(codes as *const _);
     let lo = _mm_and_si128(q, nibble);
     let hi = _mm_and_si128(_mm_srli_epi16::<4>(q), nibble);
-    let w = _mm512_cvtepu8_epi16(_mm256_shuffle_epi8(table, _mm256_set_m128i(hi, lo)));
+    _mm512_cvtepu8_epi16(_mm256_shuffle_epi8(table, _mm256_set_m128i(hi, lo)))
+}
+
+/// A block's levels times its 32 activations with VNNI's i16 dot product (vpdpwssd), as f32s.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+unsafe fn block_dot(w: __m512i, values: *const i16) -> __m512 {
     let v = _mm512_loadu_si512(values as *const _);
     _mm512_cvtepi32_ps(_mm512_dpwssd_epi32(_mm512_setzero_si512(), w, v))
 }
 
-/// The 16 levels in both 128-bit lanes, for `block`'s shuffle.
+/// The 16 levels in both 128-bit lanes, for `block_levels`' shuffle.
 #[inline]
 #[target_feature(enable = "avx2")]
 fn level_table(levels: &Levels4) -> __m256i {
@@ -141,7 +147,7 @@ fn level_table(levels: &Levels4) -> __m256i {
     unsafe { _mm256_broadcastsi128_si256(_mm_loadu_si128(levels.levels.as_ptr() as *const _)) }
 }
 
-/// One row of the integer kernel (groups of several blocks).
+/// One row and token of the integer kernel (groups of several blocks).
 #[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx2,fma,f16c")]
 unsafe fn row4_q16(row: Row4Codes, levels: &Levels4, a: &Q16Blocks, scratch: &mut Vec<f32>) -> f32 {
     let base = scales_and_base(row, levels, a, scratch);
@@ -150,85 +156,104 @@ unsafe fn row4_q16(row: Row4Codes, levels: &Levels4, a: &Q16Blocks, scratch: &mu
     // SAFETY: block b reads code bytes 16b .. 16b + 16 and activations 32b .. 32b + 32,
     // inside both slices (b < blocks).
     let (t0, t1) = two_sums(blocks, _mm512_setzero_ps(), |b, t| {
-        let sum = block(
-            row.codes.as_ptr().add(16 * b),
-            a.values.as_ptr().add(32 * b),
-            table,
-        );
+        let w = block_levels(row.codes.as_ptr().add(16 * b), table);
+        let sum = block_dot(w, a.values.as_ptr().add(32 * b));
         _mm512_fmadd_ps(sum, _mm512_set1_ps(factors[b]), t)
     });
     levels.step * hsum512(_mm512_add_ps(t0, t1)) + base
 }
 
-/// Rows of the integer kernel. Where groups are blocks (32 columns, the usual) each row is
-/// one pass: per run of 16 groups, their factors (scale × activation scale) and codes-free
-/// terms in one vector each, then the run's blocks; other groups go row by row.
+/// Rows times tokens with the integer kernel (as kernels::Rows4Q16). Where groups are
+/// blocks (32 columns, the usual) a row is one pass per four tokens; other groups go row by
+/// row and token by token.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
-unsafe fn rows4_q16(rows: Rows4, first: usize, levels: &Levels4, a: &Q16Blocks, out: &mut [f32]) {
-    let blocks = a.scales.len();
-    if !whole_rows(rows, first + out.len(), a) {
-        return each_row(rows, first, levels, a, out, |r, l, a, s| {
+unsafe fn rows4_q16(
+    rows: Rows4,
+    first: usize,
+    levels: &Levels4,
+    tokens: &[Q16Blocks],
+    out: &mut [f32],
+) {
+    let n = tokens.len();
+    if n == 0 || !whole_rows(rows, first + out.len() / n, tokens) {
+        return each_row(rows, first, levels, tokens, out, |r, l, a, s| {
             row4_q16(r, l, a, s)
         });
     }
-    let (table, min, affine) = (
-        level_table(levels),
-        _mm512_set1_ps(levels.min),
-        !rows.offsets.is_empty(),
-    );
-    let mut factors = [0f32; 16];
-    for (i, o) in out.iter_mut().enumerate() {
-        let r = first + i;
-        // SAFETY: `whole_rows` checked that every row up to the last of `out` has its codes,
-        // scales and (when affine) offsets; masked loads read only the run's lanes.
-        let codes = rows.codes.as_ptr().add(r * rows.stride);
-        let scales = rows.scales.as_ptr().add(r * blocks);
-        let offsets = rows
-            .offsets
-            .as_ptr()
-            .add(if affine { r * blocks } else { 0 });
-        let (mut t0, mut t1, mut base) = (
-            _mm512_setzero_ps(),
-            _mm512_setzero_ps(),
-            _mm512_setzero_ps(),
-        );
-        let mut g = 0;
-        while g < blocks {
-            let n = (blocks - g).min(16);
-            let m = (u32::MAX >> (32 - n)) as __mmask16;
-            let halves =
-                |p: *const u16| _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, p.add(g) as *const _));
-            let s = halves(scales);
-            let o = if affine {
-                halves(offsets)
-            } else {
-                _mm512_setzero_ps()
+    for (i, out) in out.chunks_exact_mut(n).enumerate() {
+        let row = OneRow::new(rows, first + i);
+        let mut t = 0;
+        while t < n {
+            let (a, o) = (&tokens[t..], &mut out[t..]);
+            t += match n - t {
+                1 => row_tokens::<1>(row, levels, a, o),
+                2 | 3 => row_tokens::<2>(row, levels, a, o),
+                _ => row_tokens::<4>(row, levels, a, o),
             };
-            let x_sums = _mm512_maskz_loadu_ps(m, a.group_sums.as_ptr().add(g));
-            base = _mm512_fmadd_ps(_mm512_fmadd_ps(s, min, o), x_sums, base);
-            let d = _mm512_maskz_loadu_ps(m, a.scales.as_ptr().add(g));
-            _mm512_storeu_ps(factors.as_mut_ptr(), _mm512_mul_ps(s, d));
-            let sum = |k: usize| {
-                block(
-                    codes.add(16 * (g + k)),
-                    a.values.as_ptr().add(32 * (g + k)),
-                    table,
-                )
-            };
-            let mut k = 0;
-            while k + 2 <= n {
-                t0 = _mm512_fmadd_ps(sum(k), _mm512_set1_ps(factors[k]), t0);
-                t1 = _mm512_fmadd_ps(sum(k + 1), _mm512_set1_ps(factors[k + 1]), t1);
-                k += 2;
-            }
-            if k < n {
-                t0 = _mm512_fmadd_ps(sum(k), _mm512_set1_ps(factors[k]), t0);
-            }
-            g += n;
         }
-        let step = _mm512_set1_ps(levels.step);
-        *o = hsum512(_mm512_fmadd_ps(_mm512_add_ps(t0, t1), step, base));
     }
+}
+
+/// One row times the first T tokens into `out[..T]`; returns T. Per run of 16 groups the
+/// scales are converted once and each token's factors (scale × activation scale) and
+/// codes-free terms take a vector each; each block's levels are looked up once for the T
+/// tokens. One token alternates two sums so that one FMA's latency hides behind the other's.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+unsafe fn row_tokens<const T: usize>(
+    row: OneRow,
+    levels: &Levels4,
+    tokens: &[Q16Blocks],
+    out: &mut [f32],
+) -> usize {
+    let (table, min) = (level_table(levels), _mm512_set1_ps(levels.min));
+    let mut sums = [[_mm512_setzero_ps(); T]; 2];
+    let mut base = [_mm512_setzero_ps(); T];
+    let mut factors = [[0f32; 16]; T];
+    let mut g = 0;
+    while g < row.blocks {
+        let n = (row.blocks - g).min(16);
+        let m = (u32::MAX >> (32 - n)) as __mmask16;
+        // SAFETY (this loop): masked loads read only the run's n lanes, inside the row's
+        // scales and offsets and each token's scales, sums and values (`whole_rows`).
+        let halves =
+            |p: *const u16| _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, p.add(g) as *const _));
+        let s = halves(row.scales);
+        let o = row.offsets.map_or(_mm512_setzero_ps(), halves);
+        let codes_free = _mm512_fmadd_ps(s, min, o);
+        for t in 0..T {
+            let a = &tokens[t];
+            let x_sums = _mm512_maskz_loadu_ps(m, a.group_sums.as_ptr().add(g));
+            base[t] = _mm512_fmadd_ps(codes_free, x_sums, base[t]);
+            let d = _mm512_maskz_loadu_ps(m, a.scales.as_ptr().add(g));
+            _mm512_storeu_ps(factors[t].as_mut_ptr(), _mm512_mul_ps(s, d));
+        }
+        let block = |k: usize, sums: &mut [__m512; T]| {
+            let b = g + k;
+            let w = block_levels(row.codes.add(16 * b), table);
+            for t in 0..T {
+                let dot = block_dot(w, tokens[t].values.as_ptr().add(32 * b));
+                sums[t] = _mm512_fmadd_ps(dot, _mm512_set1_ps(factors[t][k]), sums[t]);
+            }
+        };
+        let [even, odd] = &mut sums;
+        let mut k = 0;
+        while k + 2 <= n {
+            block(k, even);
+            block(k + 1, odd);
+            k += 2;
+        }
+        if k < n {
+            block(k, even);
+        }
+        g += n;
+    }
+    let step = _mm512_set1_ps(levels.step);
+    for t in 0..T {
+        let sum = _mm512_add_ps(sums[0][t], sums[1][t]);
+        out[t] = hsum512(_mm512_fmadd_ps(sum, step, base[t]));
+    }
+    T
 }
 
 #[target_feature(enable = "avx512f,avx512bw,avx2,fma")]

@@ -145,13 +145,15 @@ impl Levels4 {
     }
 }
 
-/// Rows `first .. first + out.len()` of 4-bit codes times quantized activations, into `out`.
-/// A row's weights are `scale_g · (min + step · level) + offset_g`, so its product is `step ·
-/// Σ_b scale_g(b) · d_b · (Σ_{c∈b} level_c · q_c, in integers) + Σ_g (scale_g · min +
-/// offset_g) · Σ_{c∈g} x_c`. A call per run of rows, so the per-row costs of a short row
-/// (SmolLM2's are 18 blocks) can be folded into the block loop.
+/// Rows `first ..` of 4-bit codes times the quantized activations of one or more tokens:
+/// `out[i · tokens.len() + t]` is row `first + i` times token `t` (a run of rows, all its
+/// tokens). A row's weights are `scale_g · (min + step · level) + offset_g`, so its product
+/// is `step · Σ_b scale_g(b) · d_b · (Σ_{c∈b} level_c · q_c, in integers) + Σ_g (scale_g ·
+/// min + offset_g) · Σ_{c∈g} x_c`. A call per run of rows, so the per-row costs of a short
+/// row (SmolLM2's are 18 blocks) fold into the block loop, and each block's levels are
+/// looked up once for all the tokens of a prompt.
 pub type Rows4Q16 =
-    fn(rows: Rows4<'_>, first: usize, levels: &Levels4, a: &Q16Blocks, out: &mut [f32]);
+    fn(rows: Rows4<'_>, first: usize, levels: &Levels4, tokens: &[Q16Blocks], out: &mut [f32]);
 /// Σ w_c · x_c over f16 weights (as stored bits).
 pub type DotF16 = fn(w: &[u16], x: &[f32]) -> f32;
 /// Σ w_c · x_c over f32 weights.
@@ -272,23 +274,27 @@ fn row4_q16(row: Row4Codes<'_>, levels: &Levels4, a: &Q16Blocks, scratch: &mut V
     levels.step * dot + base
 }
 
-/// Rows `first ..` into `out`, one `row4_q16` call each (the kernel sets without a one-pass
-/// kernel, and groups of more than one block); a row's kernel keeps its blocks' factors in
-/// `scratch`.
+/// Rows `first ..` times `tokens` into `out` (as [`Rows4Q16`]), one `row4_q16` call per row
+/// and token (the kernel sets without a one-pass kernel, and groups of more than one block);
+/// a row's kernel keeps its blocks' factors in `scratch`.
 #[inline(always)]
 pub(super) fn each_row(
     rows: Rows4,
     first: usize,
     levels: &Levels4,
-    a: &Q16Blocks,
+    tokens: &[Q16Blocks],
     out: &mut [f32],
     row4_q16: impl Fn(Row4Codes, &Levels4, &Q16Blocks, &mut Vec<f32>) -> f32,
 ) {
-    let cols = 32 * a.scales.len();
-    let mut scratch = Vec::with_capacity(rows.groups * a.per_group);
-    for (i, o) in out.iter_mut().enumerate() {
+    let Some(cols) = tokens.first().map(|a| 32 * a.scales.len()) else {
+        return;
+    };
+    let mut scratch = Vec::with_capacity(rows.groups * tokens[0].per_group);
+    for (i, o) in out.chunks_mut(tokens.len()).enumerate() {
         let row = rows.row(first + i, cols).expect("rows inside the matrix");
-        *o = row4_q16(row, levels, a, &mut scratch);
+        for (o, a) in o.iter_mut().zip(tokens) {
+            *o = row4_q16(row, levels, a, &mut scratch);
+        }
     }
 }
 

@@ -203,21 +203,12 @@ impl PackedMatrix {
     pub fn matvec_with(&self, k: &Kernels, x: &[f32], out: &mut [f32]) {
         assert_eq!(x.len(), self.cols, "activation width");
         assert_eq!(out.len(), self.rows, "output height");
-        let q16 = match (self.levels, k.row4_q16) {
-            (Some(levels), Some(rows4_q16)) => {
-                Some((levels, rows4_q16, Q16Blocks::quantize(x, self.group() / 32)))
-            }
-            _ => None,
-        };
-        let sums = match q16 {
-            Some(_) => Vec::new(),
-            None => self.group_sums(x),
-        };
+        if self.integer_matmul(k, x, 1, out) {
+            return;
+        }
+        let sums = self.group_sums(x);
         let task = |(t, chunk): (usize, &mut [f32])| {
             let first = t * ROWS_PER_TASK;
-            if let Some((levels, rows4_q16, a)) = &q16 {
-                return rows4_q16(self.rows4(), first, levels, a, chunk);
-            }
             let mut scratch = Vec::with_capacity(self.groups());
             for (i, o) in chunk.iter_mut().enumerate() {
                 *o = self.row_dot(k, first + i, x, &sums, &mut scratch);
@@ -230,6 +221,50 @@ impl PackedMatrix {
         }
         #[cfg(not(feature = "parallel"))]
         out.chunks_mut(ROWS_PER_TASK).enumerate().for_each(task);
+    }
+
+    /// `n` tokens of `x` ([n, cols]) times the matrix into `out` ([n, rows]) with `k`'s
+    /// integer kernel, when the matrix and `k` have one (false otherwise, `out` untouched):
+    /// the activations quantized once, each run of rows read once for all the tokens.
+    fn integer_matmul(&self, k: &Kernels, x: &[f32], n: usize, out: &mut [f32]) -> bool {
+        let (Some(levels), Some(rows4_q16)) = (self.levels, k.row4_q16) else {
+            return false;
+        };
+        if n == 0 {
+            return true;
+        }
+        let per_group = self.group() / 32;
+        let tokens: Vec<Q16Blocks> = x
+            .chunks_exact(self.cols)
+            .map(|x| Q16Blocks::quantize(x, per_group))
+            .collect();
+        // The kernel writes rows × tokens; one token needs no transposing.
+        let mut by_row = (n > 1).then(|| vec![0f32; self.rows * n]);
+        let target = by_row.as_deref_mut().unwrap_or(&mut *out);
+        let task = |(t, chunk): (usize, &mut [f32])| {
+            rows4_q16(self.rows4(), t * ROWS_PER_TASK, &levels, &tokens, chunk)
+        };
+        #[cfg(feature = "parallel")]
+        {
+            use rayon::prelude::*;
+            target
+                .par_chunks_mut(ROWS_PER_TASK * n)
+                .enumerate()
+                .for_each(task);
+        }
+        #[cfg(not(feature = "parallel"))]
+        target
+            .chunks_mut(ROWS_PER_TASK * n)
+            .enumerate()
+            .for_each(task);
+        if let Some(by_row) = by_row {
+            for (r, row) in by_row.chunks_exact(n).enumerate() {
+                for (t, &v) in row.iter().enumerate() {
+                    out[t * self.rows + r] = v;
+                }
+            }
+        }
+        true
     }
 
     /// Rows `r0..r0 + out.len() / cols` decoded to f32 (the embedding's rows, a mat-mat's tile).
@@ -284,6 +319,9 @@ impl PackedMatrix {
         let (m, kk) = (self.rows, self.cols);
         assert_eq!(x.len(), n * kk, "activation shape");
         let mut out = vec![0f32; n * m];
+        if self.integer_matmul(k, x, n, &mut out) {
+            return out;
+        }
         if n <= MATVEC_TOKENS {
             for (t, o) in out.chunks_exact_mut(m).enumerate() {
                 self.matvec_with(k, &x[t * kk..(t + 1) * kk], o);

@@ -98,7 +98,8 @@ fn the_integer_kernels_stay_within_the_quantization_bound() {
                     let w = decode(codec, &bytes, rows, cols).unwrap();
                     let m = PackedMatrix::new(codec, rows, cols, &bytes).unwrap();
                     let levels = Levels4::new(&decode_codebook(codec, rows, cols, &bytes));
-                    for n in [1, 2] {
+                    // Token counts that take each of the kernels' 4-, 2- and 1-token passes.
+                    for n in [1, 2, 3, 5, 8] {
                         let x = weights(n * cols, 3 + n as u32);
                         let got = m.matmul_t_with(k, &x, n);
                         for t in 0..n {
