@@ -6,8 +6,8 @@
 use std::arch::x86_64::*;
 
 use super::kernels::{
-    self, each_row, row4_q16_blocks, two_sums, Codebook8, Kernels, Levels4, Q16Blocks, Row4Codes,
-    Rows4,
+    self, each_row, row4_q16_blocks, two_sums, CodeRows, Codebook8, Kernels, Levels4, Q16Blocks,
+    Row4Codes,
 };
 
 /// These kernels when this CPU has the instructions they use.
@@ -24,6 +24,7 @@ pub fn kernels() -> Option<Kernels> {
         dot_f16: |w, x| unsafe { dot_f16(w, x) },
         dot_f32: |w, x| unsafe { dot_f32(w, x) },
         row4_q16: Some(|rows, first, l, a, out| unsafe { rows4_q16(rows, first, l, a, out) }),
+        row8_q16: None,
     })
 }
 
@@ -112,10 +113,15 @@ unsafe fn row4_q16(row: Row4Codes, levels: &Levels4, a: &Q16Blocks, scratch: &mu
     levels.step * hsum(_mm256_add_ps(t0, t1)) + base
 }
 
-/// Whether rows `..end` times `tokens` can take the one-pass kernels: groups are blocks;
-/// every token has all blocks; every row up to `end` has its codes, scales and (when
-/// affine) offsets.
-pub(super) fn whole_rows(rows: Rows4, end: usize, tokens: &[Q16Blocks]) -> bool {
+/// Whether rows `..end` times `tokens` can take the one-pass kernels: groups are blocks of
+/// `block_bytes` code bytes; every token has all blocks; every row up to `end` has its
+/// codes, scales and (when affine) offsets.
+pub(super) fn whole_rows(
+    rows: CodeRows,
+    end: usize,
+    tokens: &[Q16Blocks],
+    block_bytes: usize,
+) -> bool {
     let blocks = rows.groups;
     let stored = |len: usize| len >= end * blocks;
     tokens.iter().all(|a| {
@@ -123,10 +129,11 @@ pub(super) fn whole_rows(rows: Rows4, end: usize, tokens: &[Q16Blocks]) -> bool 
             && a.scales.len() == blocks
             && a.group_sums.len() == blocks
             && a.values.len() == 32 * blocks
-    }) && (end == 0
-        || rows.codes.len() >= (end - 1) * rows.stride + 16 * blocks
-            && stored(rows.scales.len())
-            && (rows.offsets.is_empty() || stored(rows.offsets.len())))
+    }) && rows.row_bytes == block_bytes * blocks
+        && (end == 0
+            || rows.codes.len() >= (end - 1) * rows.stride + rows.row_bytes
+                && stored(rows.scales.len())
+                && (rows.offsets.is_empty() || stored(rows.offsets.len())))
 }
 
 /// A row of a matrix that passed `whole_rows`: its codes, f16 scale and offset bits.
@@ -143,7 +150,7 @@ impl OneRow {
     ///
     /// # Safety
     /// `rows` passed `whole_rows` for an end past `r`.
-    pub unsafe fn new(rows: Rows4, r: usize) -> Self {
+    pub unsafe fn new(rows: CodeRows, r: usize) -> Self {
         let blocks = rows.groups;
         // SAFETY: `whole_rows` checked that row r has its codes, scales and offsets.
         unsafe {
@@ -162,14 +169,14 @@ impl OneRow {
 /// row and token by token.
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn rows4_q16(
-    rows: Rows4,
+    rows: CodeRows,
     first: usize,
     levels: &Levels4,
     tokens: &[Q16Blocks],
     out: &mut [f32],
 ) {
     let n = tokens.len();
-    if n == 0 || !whole_rows(rows, first + out.len() / n, tokens) {
+    if n == 0 || !whole_rows(rows, first + out.len() / n, tokens, 16) {
         return each_row(rows, first, levels, tokens, out, |r, l, a, s| {
             row4_q16(r, l, a, s)
         });

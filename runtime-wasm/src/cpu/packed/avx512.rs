@@ -9,7 +9,8 @@ use std::arch::x86_64::*;
 
 use super::avx2::{hsum, scales_and_base, whole_rows, OneRow};
 use super::kernels::{
-    each_row, row4_q16_blocks, two_sums, Codebook8, Kernels, Levels4, Q16Blocks, Row4Codes, Rows4,
+    self, each_row, row4_q16_blocks, two_sums, CodeRows, Codebook8, Kernels, Levels4, Levels8,
+    Q16Blocks, Row4Codes,
 };
 
 /// These kernels when this CPU has the instructions they use (`base`: the AVX2 set, whose f16
@@ -28,6 +29,10 @@ pub fn kernels(base: &Kernels) -> Option<Kernels> {
         row4_q16: match vnni {
             true => Some(|rows, first, l, a, out| unsafe { rows4_q16(rows, first, l, a, out) }),
             false => base.row4_q16,
+        },
+        row8_q16: match vnni {
+            true => Some(|rows, first, l, a, out| unsafe { rows8_q16(rows, first, l, a, out) }),
+            false => None,
         },
         ..*base
     })
@@ -163,50 +168,142 @@ unsafe fn row4_q16(row: Row4Codes, levels: &Levels4, a: &Q16Blocks, scratch: &mu
     levels.step * hsum512(_mm512_add_ps(t0, t1)) + base
 }
 
-/// Rows times tokens with the integer kernel (as kernels::Rows4Q16). Where groups are
+/// Rows times tokens with the 4-bit integer kernel (as kernels::Rows4Q16). Where groups are
 /// blocks (32 columns, the usual) a row is one pass per four tokens; other groups go row by
 /// row and token by token.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
 unsafe fn rows4_q16(
-    rows: Rows4,
+    rows: CodeRows,
     first: usize,
     levels: &Levels4,
     tokens: &[Q16Blocks],
     out: &mut [f32],
 ) {
     let n = tokens.len();
-    if n == 0 || !whole_rows(rows, first + out.len() / n, tokens) {
+    if n == 0 || !whole_rows(rows, first + out.len() / n, tokens, 16) {
         return each_row(rows, first, levels, tokens, out, |r, l, a, s| {
             row4_q16(r, l, a, s)
         });
     }
+    let table = level_table(levels);
     for (i, out) in out.chunks_exact_mut(n).enumerate() {
         let row = OneRow::new(rows, first + i);
-        let mut t = 0;
-        while t < n {
-            let (a, o) = (&tokens[t..], &mut out[t..]);
-            t += match n - t {
-                1 => row_tokens::<1>(row, levels, a, o),
-                2 | 3 => row_tokens::<2>(row, levels, a, o),
-                _ => row_tokens::<4>(row, levels, a, o),
-            };
-        }
+        // SAFETY: block b of a row that passed `whole_rows` is its bytes 16b .. 16b + 16.
+        let one = |b: usize| block_levels(row.codes.add(16 * b), table);
+        let pair = |b: usize| [one(b), one(b + 1)];
+        let codebook = Affine {
+            step: levels.step,
+            min: levels.min,
+        };
+        row_tokens(row, codebook, tokens, out, pair, one);
+    }
+}
+
+/// Rows times tokens with the 8-bit integer kernel (as kernels::Rows8Q16): as `rows4_q16`,
+/// each pair of blocks' 64 codes looked up at once in the levels' two byte planes (two
+/// 128-entry byte permutes and a blend per plane), the bytes interleaved into i16s.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vbmi,avx512vnni,avx2,fma,f16c")]
+unsafe fn rows8_q16(
+    rows: CodeRows,
+    first: usize,
+    levels: &Levels8,
+    tokens: &[Q16Blocks],
+    out: &mut [f32],
+) {
+    let n = tokens.len();
+    if n == 0 || !whole_rows(rows, first + out.len() / n, tokens, 32) {
+        return kernels::rows8_q16(rows, first, levels, tokens, out);
+    }
+    // SAFETY: every load reads 64 bytes inside a plane (256 bytes) or `PAIR_ORDER`.
+    let table =
+        |p: usize, t: usize| _mm512_loadu_si512(levels.planes[p].as_ptr().add(64 * t) as *const _);
+    let planes: [[__m512i; 4]; 2] = std::array::from_fn(|p| std::array::from_fn(|t| table(p, t)));
+    let order = _mm512_loadu_si512(pair_order().as_ptr() as *const _);
+    let lookup = |codes: *const u8, mask: __mmask64| {
+        let q = _mm512_permutexvar_epi8(order, _mm512_maskz_loadu_epi8(mask, codes as *const _));
+        let upper = _mm512_movepi8_mask(q);
+        let plane = |p: [__m512i; 4]| {
+            let lo = _mm512_permutex2var_epi8(p[0], q, p[1]);
+            let hi = _mm512_permutex2var_epi8(p[2], q, p[3]);
+            _mm512_mask_blend_epi8(upper, lo, hi)
+        };
+        let (low, high) = (plane(planes[0]), plane(planes[1]));
+        [
+            _mm512_unpacklo_epi8(low, high),
+            _mm512_unpackhi_epi8(low, high),
+        ]
+    };
+    let codebook = Affine {
+        step: levels.step,
+        min: 0.0,
+    };
+    for (i, out) in out.chunks_exact_mut(n).enumerate() {
+        let row = OneRow::new(rows, first + i);
+        // SAFETY: block b of a row that passed `whole_rows` is its bytes 32b .. 32b + 32; a
+        // pair's blocks b and b + 1 both exist, a lone block's load is masked to its 32.
+        let pair = |b: usize| lookup(row.codes.add(32 * b), u64::MAX);
+        let one = |b: usize| lookup(row.codes.add(32 * b), u32::MAX as u64)[0];
+        row_tokens(row, codebook, tokens, out, pair, one);
+    }
+}
+
+/// The order to permute a pair of blocks' 64 codes into so that, after the byte interleave
+/// of the two planes (within 128-bit lanes), word vector v holds block v in the activations'
+/// order (even columns, then odd ones): vector v's word 8·lane + w comes from byte 16·lane +
+/// 8·v + w.
+fn pair_order() -> [u8; 64] {
+    let column = |p: usize| if p < 16 { 2 * p } else { 2 * (p - 16) + 1 };
+    std::array::from_fn(|i| {
+        let (lane, v, w) = (i / 16, i % 16 / 8, i % 8);
+        (32 * v + column(8 * lane + w)) as u8
+    })
+}
+
+/// A codebook's levels as values: `min + step · level`.
+#[derive(Clone, Copy)]
+struct Affine {
+    step: f32,
+    min: f32,
+}
+
+/// One row times all `tokens` into `out`, T tokens at a time (four, then two, then one).
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+unsafe fn row_tokens(
+    row: OneRow,
+    codebook: Affine,
+    tokens: &[Q16Blocks],
+    out: &mut [f32],
+    pair: impl Fn(usize) -> [__m512i; 2],
+    one: impl Fn(usize) -> __m512i,
+) {
+    let (n, mut t) = (tokens.len(), 0);
+    while t < n {
+        let (a, o) = (&tokens[t..], &mut out[t..]);
+        t += match n - t {
+            1 => row_t_tokens::<1>(row, codebook, a, o, &pair, &one),
+            2 | 3 => row_t_tokens::<2>(row, codebook, a, o, &pair, &one),
+            _ => row_t_tokens::<4>(row, codebook, a, o, &pair, &one),
+        };
     }
 }
 
 /// One row times the first T tokens into `out[..T]`; returns T. Per run of 16 groups the
 /// scales are converted once and each token's factors (scale × activation scale) and
-/// codes-free terms take a vector each; each block's levels are looked up once for the T
-/// tokens. One token alternates two sums so that one FMA's latency hides behind the other's.
+/// codes-free terms take a vector each; each block's levels (from `pair` or `one`) are
+/// looked up once for the T tokens. Blocks alternate between two sums so that one FMA's
+/// latency hides behind the other's.
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
-unsafe fn row_tokens<const T: usize>(
+unsafe fn row_t_tokens<const T: usize>(
     row: OneRow,
-    levels: &Levels4,
+    codebook: Affine,
     tokens: &[Q16Blocks],
     out: &mut [f32],
+    pair: &impl Fn(usize) -> [__m512i; 2],
+    one: &impl Fn(usize) -> __m512i,
 ) -> usize {
-    let (table, min) = (level_table(levels), _mm512_set1_ps(levels.min));
+    let min = _mm512_set1_ps(codebook.min);
     let mut sums = [[_mm512_setzero_ps(); T]; 2];
     let mut base = [_mm512_setzero_ps(); T];
     let mut factors = [[0f32; 16]; T];
@@ -228,27 +325,26 @@ unsafe fn row_tokens<const T: usize>(
             let d = _mm512_maskz_loadu_ps(m, a.scales.as_ptr().add(g));
             _mm512_storeu_ps(factors[t].as_mut_ptr(), _mm512_mul_ps(s, d));
         }
-        let block = |k: usize, sums: &mut [__m512; T]| {
-            let b = g + k;
-            let w = block_levels(row.codes.add(16 * b), table);
+        let block = |k: usize, w: __m512i, sums: &mut [__m512; T]| {
             for t in 0..T {
-                let dot = block_dot(w, tokens[t].values.as_ptr().add(32 * b));
+                let dot = block_dot(w, tokens[t].values.as_ptr().add(32 * (g + k)));
                 sums[t] = _mm512_fmadd_ps(dot, _mm512_set1_ps(factors[t][k]), sums[t]);
             }
         };
         let [even, odd] = &mut sums;
         let mut k = 0;
         while k + 2 <= n {
-            block(k, even);
-            block(k + 1, odd);
+            let [w0, w1] = pair(g + k);
+            block(k, w0, even);
+            block(k + 1, w1, odd);
             k += 2;
         }
         if k < n {
-            block(k, even);
+            block(k, one(g + k), even);
         }
         g += n;
     }
-    let step = _mm512_set1_ps(levels.step);
+    let step = _mm512_set1_ps(codebook.step);
     for t in 0..T {
         let sum = _mm512_add_ps(sums[0][t], sums[1][t]);
         out[t] = hsum512(_mm512_fmadd_ps(sum, step, base[t]));

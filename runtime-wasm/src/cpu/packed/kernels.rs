@@ -94,24 +94,25 @@ pub struct Row4Codes<'a> {
     pub offsets: &'a [u16],
 }
 
-/// Consecutive rows of 4-bit codes as stored: row `r`'s codes from `codes[r * stride]`, its
-/// `groups` f16 scale bits (and offset bits, for the affine codecs; empty otherwise) from
-/// `[r * groups]`.
+/// Consecutive rows of codes as stored: row `r`'s `row_bytes` code bytes from `codes[r *
+/// stride]`, its `groups` f16 scale bits (and offset bits, for the affine codecs; empty
+/// otherwise) from `[r * groups]`.
 #[derive(Clone, Copy)]
-pub struct Rows4<'a> {
+pub struct CodeRows<'a> {
     pub codes: &'a [u8],
     pub stride: usize,
+    pub row_bytes: usize,
     pub scales: &'a [u16],
     pub offsets: &'a [u16],
     pub groups: usize,
 }
 
-impl<'a> Rows4<'a> {
+impl<'a> CodeRows<'a> {
     /// Row `r`, or None past the stored rows.
-    pub fn row(&self, r: usize, cols: usize) -> Option<Row4Codes<'a>> {
+    pub fn row(&self, r: usize) -> Option<Row4Codes<'a>> {
         let g = self.groups;
         Some(Row4Codes {
-            codes: self.codes.get(r * self.stride..)?.get(..cols.div_ceil(2))?,
+            codes: self.codes.get(r * self.stride..)?.get(..self.row_bytes)?,
             scales: self.scales.get(r * g..(r + 1) * g)?,
             offsets: match self.offsets.is_empty() {
                 true => &[],
@@ -145,6 +146,86 @@ impl Levels4 {
     }
 }
 
+/// A 256-entry codebook as signed 15-bit integer levels: value ≈ `step · level`, within
+/// max|value| / 32766 (at least 64 times finer than 8-bit codes' own spacing), so that level ×
+/// 16-bit activation pairs sum in i32 without overflow. Also as the two byte planes of the
+/// i16s, which byte permutes look 64 codes up in at a time.
+pub struct Levels8 {
+    pub levels: [i16; 256],
+    pub planes: [[u8; 256]; 2],
+    pub step: f32,
+}
+
+impl Levels8 {
+    /// The levels of a finite codebook (None otherwise).
+    pub fn new(codebook: &[f32; 256]) -> Option<Self> {
+        let max = codebook.iter().fold(0f32, |m, v| m.max(v.abs()));
+        if !max.is_finite() {
+            return None;
+        }
+        let step = if max > 0.0 { max / 16383.0 } else { 0.0 };
+        let levels: [i16; 256] = std::array::from_fn(|c| match step > 0.0 {
+            true => (codebook[c] / step).round().clamp(-16383.0, 16383.0) as i16,
+            false => 0,
+        });
+        let planes = std::array::from_fn(|p| std::array::from_fn(|c| levels[c].to_le_bytes()[p]));
+        Some(Self {
+            levels,
+            planes,
+            step,
+        })
+    }
+}
+
+/// Rows of 8-bit codes times quantized tokens, as [`Rows4Q16`] (weights `scale_g · step ·
+/// level + offset_g`).
+pub type Rows8Q16 =
+    fn(rows: CodeRows<'_>, first: usize, levels: &Levels8, tokens: &[Q16Blocks], out: &mut [f32]);
+
+/// The portable [`Rows8Q16`], a row and a token at a time: the reference for the SIMD ones,
+/// and what they fall back to for groups of more than one block.
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+pub fn rows8_q16(
+    rows: CodeRows,
+    first: usize,
+    levels: &Levels8,
+    tokens: &[Q16Blocks],
+    out: &mut [f32],
+) {
+    let f32_of = |h: u16| half::f16::from_bits(h).to_f32();
+    let l = |c: u8| levels.levels[c as usize] as i32;
+    for (i, out) in out.chunks_mut(tokens.len().max(1)).enumerate() {
+        let row = rows.row(first + i).expect("rows inside the matrix");
+        for (o, a) in out.iter_mut().zip(tokens) {
+            let blocks: Vec<f32> = row
+                .codes
+                .chunks_exact(32)
+                .zip(a.values.chunks_exact(32))
+                .zip(&a.scales)
+                .map(|((q, v), d)| {
+                    // A pair fits i32 (the SIMD kernels' lanes); 32 products need i64.
+                    let sum: i64 = (0..16)
+                        .map(|i| {
+                            (l(q[2 * i]) * v[i] as i32 + l(q[2 * i + 1]) * v[16 + i] as i32) as i64
+                        })
+                        .sum();
+                    d * sum as f32
+                })
+                .collect();
+            *o = (row.scales.iter().enumerate().zip(&a.group_sums))
+                .map(|((g, &s), x_sum)| {
+                    let dot: f32 = blocks
+                        .chunks(a.per_group)
+                        .nth(g)
+                        .map_or(0.0, |b| b.iter().sum());
+                    let offset = row.offsets.get(g).map_or(0.0, |&o| f32_of(o));
+                    f32_of(s) * levels.step * dot + offset * x_sum
+                })
+                .sum();
+        }
+    }
+}
+
 /// Rows `first ..` of 4-bit codes times the quantized activations of one or more tokens:
 /// `out[i · tokens.len() + t]` is row `first + i` times token `t` (a run of rows, all its
 /// tokens). A row's weights are `scale_g · (min + step · level) + offset_g`, so its product
@@ -153,7 +234,7 @@ impl Levels4 {
 /// row (SmolLM2's are 18 blocks) fold into the block loop, and each block's levels are
 /// looked up once for all the tokens of a prompt.
 pub type Rows4Q16 =
-    fn(rows: Rows4<'_>, first: usize, levels: &Levels4, tokens: &[Q16Blocks], out: &mut [f32]);
+    fn(rows: CodeRows<'_>, first: usize, levels: &Levels4, tokens: &[Q16Blocks], out: &mut [f32]);
 /// Σ w_c · x_c over f16 weights (as stored bits).
 pub type DotF16 = fn(w: &[u16], x: &[f32]) -> f32;
 /// Σ w_c · x_c over f32 weights.
@@ -170,6 +251,8 @@ pub struct Kernels {
     /// The integer kernel for 4-bit rows, where this set has one worth using; without it the
     /// 4-bit codecs run on `row4`, exactly (no activation quantization).
     pub row4_q16: Option<Rows4Q16>,
+    /// The integer kernel for grouped 8-bit rows, where this set has one faster than `row8`.
+    pub row8_q16: Option<Rows8Q16>,
 }
 
 impl Kernels {
@@ -180,12 +263,14 @@ impl Kernels {
         dot_f16,
         dot_f32,
         row4_q16: Some(|rows, first, l, a, out| each_row(rows, first, l, a, out, row4_q16)),
+        row8_q16: None,
     };
 
     /// This set without its integer kernels: every product exact in f32.
     pub fn exact(self) -> Kernels {
         Kernels {
             row4_q16: None,
+            row8_q16: None,
             ..self
         }
     }
@@ -279,19 +364,19 @@ fn row4_q16(row: Row4Codes<'_>, levels: &Levels4, a: &Q16Blocks, scratch: &mut V
 /// a row's kernel keeps its blocks' factors in `scratch`.
 #[inline(always)]
 pub(super) fn each_row(
-    rows: Rows4,
+    rows: CodeRows,
     first: usize,
     levels: &Levels4,
     tokens: &[Q16Blocks],
     out: &mut [f32],
     row4_q16: impl Fn(Row4Codes, &Levels4, &Q16Blocks, &mut Vec<f32>) -> f32,
 ) {
-    let Some(cols) = tokens.first().map(|a| 32 * a.scales.len()) else {
+    let Some(a0) = tokens.first() else {
         return;
     };
-    let mut scratch = Vec::with_capacity(rows.groups * tokens[0].per_group);
+    let mut scratch = Vec::with_capacity(rows.groups * a0.per_group);
     for (i, o) in out.chunks_mut(tokens.len()).enumerate() {
-        let row = rows.row(first + i, cols).expect("rows inside the matrix");
+        let row = rows.row(first + i).expect("rows inside the matrix");
         for (o, a) in o.iter_mut().zip(tokens) {
             *o = row4_q16(row, levels, a, &mut scratch);
         }

@@ -2,7 +2,9 @@
 
 use half::f16;
 
-use super::kernels::{self, Codebook8, Kernels, Levels4, Q16Blocks, Rows4};
+use super::kernels::{
+    self, CodeRows, Codebook8, Kernels, Levels4, Levels8, Q16Blocks, Rows4Q16, Rows8Q16,
+};
 use crate::codec::{decode_row, Codec, Layout, RowCodes, Section};
 use crate::{QinsError, Result};
 
@@ -20,6 +22,16 @@ pub struct PackedMatrix {
     /// The 4-bit codebook as integer levels, where the shape suits the integer kernels
     /// (columns and groups in whole blocks of 32).
     levels: Option<Levels4>,
+    /// The 8-bit codebook as integer levels, where the shape suits the integer kernels
+    /// (columns in whole blocks, groups of one block).
+    levels8: Option<Box<Levels8>>,
+}
+
+/// A matrix's integer kernel and the levels it reads.
+#[derive(Clone, Copy)]
+enum Integer<'a> {
+    Four(Levels4, Rows4Q16),
+    Eight(&'a Levels8, Rows8Q16),
 }
 
 /// Rows per parallel work item of a mat-vec: enough work to be worth a task.
@@ -66,6 +78,9 @@ impl PackedMatrix {
         let blocks = |n: usize| n.is_multiple_of(32);
         let levels = (codec.code_bits() == 4 && blocks(cols) && codec.group().is_some_and(blocks))
             .then(|| Levels4::new(&values));
+        let levels8 = (codec.code_bits() == 8 && blocks(cols) && codec.group() == Some(32))
+            .then(|| Levels8::new(&values).map(Box::new))
+            .flatten();
         Ok(Self {
             codec,
             rows,
@@ -74,6 +89,7 @@ impl PackedMatrix {
             words,
             codebook,
             levels,
+            levels8,
         })
     }
 
@@ -93,11 +109,14 @@ impl PackedMatrix {
     fn codes(&self, r: usize) -> &[u8] {
         let stride = self.layout.code_stride;
         let start = self.layout.codes.offset + r * stride;
-        let len = match self.codec.code_bits() {
+        &bytemuck::cast_slice::<u32, u8>(&self.words)[start..start + self.row_bytes()]
+    }
+    /// Bytes of one row's codes.
+    fn row_bytes(&self) -> usize {
+        match self.codec.code_bits() {
             4 => self.cols.div_ceil(2),
             _ => self.cols,
-        };
-        &bytemuck::cast_slice::<u32, u8>(&self.words)[start..start + len]
+        }
     }
 
     /// Columns per scale: a group, or the whole row for the per-row codecs.
@@ -177,10 +196,11 @@ impl PackedMatrix {
     }
 
     /// The matrix as rows of 4-bit codes, for the integer kernels.
-    fn rows4(&self) -> Rows4<'_> {
-        Rows4 {
+    fn code_rows(&self) -> CodeRows<'_> {
+        CodeRows {
             codes: &bytemuck::cast_slice::<u32, u8>(&self.words)[self.layout.codes.offset..],
             stride: self.layout.code_stride,
+            row_bytes: self.row_bytes(),
             scales: self.halves(self.layout.scales),
             offsets: match self.codec.has_offset() {
                 true => self.halves(self.layout.offsets),
@@ -227,8 +247,10 @@ impl PackedMatrix {
     /// integer kernel, when the matrix and `k` have one (false otherwise, `out` untouched):
     /// the activations quantized once, each run of rows read once for all the tokens.
     fn integer_matmul(&self, k: &Kernels, x: &[f32], n: usize, out: &mut [f32]) -> bool {
-        let (Some(levels), Some(rows4_q16)) = (self.levels, k.row4_q16) else {
-            return false;
+        let integer = match (self.levels, k.row4_q16, &self.levels8, k.row8_q16) {
+            (Some(levels), Some(kernel), ..) => Integer::Four(levels, kernel),
+            (_, _, Some(levels), Some(kernel)) => Integer::Eight(levels, kernel),
+            _ => return false,
         };
         if n == 0 {
             return true;
@@ -242,7 +264,11 @@ impl PackedMatrix {
         let mut by_row = (n > 1).then(|| vec![0f32; self.rows * n]);
         let target = by_row.as_deref_mut().unwrap_or(&mut *out);
         let task = |(t, chunk): (usize, &mut [f32])| {
-            rows4_q16(self.rows4(), t * ROWS_PER_TASK, &levels, &tokens, chunk)
+            let (rows, first) = (self.code_rows(), t * ROWS_PER_TASK);
+            match integer {
+                Integer::Four(levels, kernel) => kernel(rows, first, &levels, &tokens, chunk),
+                Integer::Eight(levels, kernel) => kernel(rows, first, levels, &tokens, chunk),
+            }
         };
         #[cfg(feature = "parallel")]
         {

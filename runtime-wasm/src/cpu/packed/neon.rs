@@ -25,6 +25,7 @@ pub fn kernels() -> Kernels {
                 row4_q16(r, l, a, s)
             })
         }),
+        row8_q16: None,
     }
 }
 

@@ -22,6 +22,7 @@ pub fn kernels() -> Kernels {
         dot_f16,
         dot_f32,
         row4_q16: Some(|rows, first, l, a, out| each_row(rows, first, l, a, out, row4_q16)),
+        row8_q16: None,
     }
 }
 

@@ -1,7 +1,7 @@
 //! Every packed kernel set against the f32 reference (decode, then a plain product) on odd
 //! shapes, for every codec, one token and batches: like the GPU ops tests (tests/gpu_ops.rs).
 
-use super::kernels::Levels4;
+use super::kernels::{Levels4, Levels8};
 use super::{Kernels, PackedMatrix};
 use crate::codec::{decode, encode, Codec};
 
@@ -84,20 +84,38 @@ const BLOCK_SHAPES: &[(usize, usize)] =
 
 #[test]
 fn the_integer_kernels_stay_within_the_quantization_bound() {
-    let sets: Vec<Kernels> = Kernels::available()
-        .into_iter()
-        .filter(|k| k.row4_q16.is_some())
-        .collect();
-    assert!(sets.iter().any(|k| k.name == "portable"));
+    // Each set with an integer kernel, and the portable 8-bit one (no set uses it by itself:
+    // it is the SIMD kernels' fallback).
+    let mut sets = Kernels::available();
+    sets.push(Kernels {
+        name: "portable rows8_q16",
+        row8_q16: Some(super::kernels::rows8_q16),
+        ..Kernels::PORTABLE
+    });
+    assert!(sets
+        .iter()
+        .any(|k| k.name == "portable" && k.row4_q16.is_some()));
     for k in &sets {
-        for codec in ["lut4", "lut4a", "int4"] {
+        let codecs = [
+            ("lut4", k.row4_q16.is_some()),
+            ("lut4a", k.row4_q16.is_some()),
+            ("int4", k.row4_q16.is_some()),
+            ("lut8g", k.row8_q16.is_some()),
+            ("lut8a", k.row8_q16.is_some()),
+        ];
+        for (codec, _) in codecs.iter().filter(|(_, has)| *has) {
             for group in [32, 64] {
                 let codec = Codec::from_name(codec, group).unwrap();
                 for &(rows, cols) in BLOCK_SHAPES {
                     let (bytes, _) = encode(codec, &weights(rows * cols, 5), rows, cols).unwrap();
                     let w = decode(codec, &bytes, rows, cols).unwrap();
                     let m = PackedMatrix::new(codec, rows, cols, &bytes).unwrap();
-                    let levels = Levels4::new(&decode_codebook(codec, rows, cols, &bytes));
+                    let codebook = decode_codebook(codec, rows, cols, &bytes);
+                    // How far a level may be from its codebook entry, per unit of scale.
+                    let level_error = match codec.code_bits() {
+                        4 => Levels4::new(&codebook).step * 0.5,
+                        _ => Levels8::new(&codebook.try_into().unwrap()).unwrap().step * 0.5,
+                    };
                     // Token counts that take each of the kernels' 4-, 2- and 1-token passes.
                     for n in [1, 2, 3, 5, 8] {
                         let x = weights(n * cols, 3 + n as u32);
@@ -108,7 +126,7 @@ fn the_integer_kernels_stay_within_the_quantization_bound() {
                                 let wr = &w[r * cols..(r + 1) * cols];
                                 let want: f64 =
                                     xr.iter().zip(wr).map(|(a, b)| (a * b) as f64).sum();
-                                let bound = q16_bound(xr, wr, &m, r, levels, group);
+                                let bound = q16_bound(xr, wr, &m, r, level_error, group);
                                 let err = (got[t * rows + r] as f64 - want).abs();
                                 assert!(
                                     err <= bound,
@@ -136,25 +154,24 @@ fn decode_codebook(codec: Codec, rows: usize, cols: usize, bytes: &[u8]) -> Vec<
 }
 
 /// The most a row's integer product may differ from the exact one: each activation rounds by
-/// at most half its block's step (amax / 32767), each weight's level by half the levels' step
-/// times its group's scale; plus f32 rounding.
+/// at most half its block's step (amax / 32767), each weight's level by `level_error` times
+/// its group's scale; plus f32 rounding.
 fn q16_bound(
     x: &[f32],
     w: &[f32],
     m: &PackedMatrix,
     r: usize,
-    levels: Levels4,
+    level_error: f32,
     group: usize,
 ) -> f64 {
     let mut scales = Vec::new();
     m.scales(r, &mut scales);
-    let step = levels.step;
     let mut bound = 0f64;
     for (b, (x, w)) in x.chunks(32).zip(w.chunks(32)).enumerate() {
         let amax = x.iter().fold(0f32, |m, v| m.max(v.abs())) as f64;
         for (i, (&x, &w)) in x.iter().zip(w).enumerate() {
             let scale = scales[(32 * b + i) / group].abs() as f64;
-            bound += w.abs() as f64 * amax / 65534.0 + scale * step as f64 * 0.5 * x.abs() as f64;
+            bound += w.abs() as f64 * amax / 65534.0 + scale * level_error as f64 * x.abs() as f64;
         }
     }
     let exact: f64 = x.iter().zip(w).map(|(a, b)| (a * b).abs() as f64).sum();
