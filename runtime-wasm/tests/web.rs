@@ -264,7 +264,8 @@ fn the_wasm_simd_kernels_match_the_portable_ones() {
         ] {
             let (bytes, _) = encode(codec, &values(rows * cols, 3), rows, cols).unwrap();
             let m = PackedMatrix::new(codec, rows, cols, &bytes).unwrap();
-            for n in [1, 3] {
+            // One token, and the integer kernels' 2-, 1- and 4-token passes.
+            for n in [1, 3, 5] {
                 let x = values(n * cols, 5 + n as u32);
                 let want = m.matmul_t_with(&Kernels::PORTABLE, &x, n);
                 for k in &sets {

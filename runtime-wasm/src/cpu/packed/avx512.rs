@@ -7,10 +7,10 @@
 
 use std::arch::x86_64::*;
 
-use super::avx2::{hsum, scales_and_base, whole_rows, OneRow};
+use super::avx2::{hsum, scales_and_base};
 use super::kernels::{
-    self, each_row, row4_q16_blocks, two_sums, CodeRows, Codebook8, Kernels, Levels4, Levels8,
-    Q16Blocks, Row4Codes,
+    self, each_row, row4_q16_blocks, two_sums, whole_rows, CodeRows, Codebook8, Kernels, Levels4,
+    Levels8, OneRow, Q16Blocks, Row4Codes,
 };
 
 /// These kernels when this CPU has the instructions they use (`base`: the AVX2 set, whose f16

@@ -383,6 +383,57 @@ pub(super) fn each_row(
     }
 }
 
+/// Whether rows `..end` times `tokens` can take the one-pass kernels: groups are blocks of
+/// `block_bytes` code bytes; every token has all blocks; every row up to `end` has its
+/// codes, scales and (when affine) offsets.
+pub(super) fn whole_rows(
+    rows: CodeRows,
+    end: usize,
+    tokens: &[Q16Blocks],
+    block_bytes: usize,
+) -> bool {
+    let blocks = rows.groups;
+    let stored = |len: usize| len >= end * blocks;
+    tokens.iter().all(|a| {
+        a.per_group == 1
+            && a.scales.len() == blocks
+            && a.group_sums.len() == blocks
+            && a.values.len() == 32 * blocks
+    }) && rows.row_bytes == block_bytes * blocks
+        && (end == 0
+            || rows.codes.len() >= (end - 1) * rows.stride + rows.row_bytes
+                && stored(rows.scales.len())
+                && (rows.offsets.is_empty() || stored(rows.offsets.len())))
+}
+
+/// A row of a matrix that passed `whole_rows`: its codes, f16 scale and offset bits.
+#[derive(Clone, Copy)]
+pub(super) struct OneRow {
+    pub codes: *const u8,
+    pub scales: *const u16,
+    pub offsets: Option<*const u16>,
+    pub blocks: usize,
+}
+
+impl OneRow {
+    /// Row `r` of `rows`.
+    ///
+    /// # Safety
+    /// `rows` passed `whole_rows` for an end past `r`.
+    pub unsafe fn new(rows: CodeRows, r: usize) -> Self {
+        let blocks = rows.groups;
+        // SAFETY: `whole_rows` checked that row r has its codes, scales and offsets.
+        unsafe {
+            Self {
+                codes: rows.codes.as_ptr().add(r * rows.stride),
+                scales: rows.scales.as_ptr().add(r * blocks),
+                offsets: (!rows.offsets.is_empty()).then(|| rows.offsets.as_ptr().add(r * blocks)),
+                blocks,
+            }
+        }
+    }
+}
+
 /// `step` folded over blocks 0..n into two sums, even blocks into the first and odd ones
 /// into the second, so that one vector FMA's latency hides behind the other's (the integer
 /// kernels' block loop, whatever the vector type).

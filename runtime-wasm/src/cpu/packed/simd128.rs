@@ -11,7 +11,8 @@
 use core::arch::wasm32::*;
 
 use super::kernels::{
-    each_row, row4_q16_blocks, scales_and_base, Codebook8, Kernels, Levels4, Q16Blocks, Row4Codes,
+    each_row, row4_q16_blocks, scales_and_base, whole_rows, CodeRows, Codebook8, Kernels, Levels4,
+    OneRow, Q16Blocks, Row4Codes,
 };
 
 pub fn kernels() -> Kernels {
@@ -21,7 +22,7 @@ pub fn kernels() -> Kernels {
         row4,
         dot_f16,
         dot_f32,
-        row4_q16: Some(|rows, first, l, a, out| each_row(rows, first, l, a, out, row4_q16)),
+        row4_q16: Some(rows4_q16),
         row8_q16: None,
     }
 }
@@ -88,6 +89,87 @@ fn row4_q16(row: Row4Codes, levels: &Levels4, a: &Q16Blocks, scratch: &mut Vec<f
         acc = f32x4_add(acc, f32x4_mul(f32x4_convert_i32x4(sum), sd));
     }
     levels.step * hsum(acc) + base
+}
+
+/// Rows times tokens with the integer kernel (as kernels::Rows4Q16). Where groups are
+/// blocks (32 columns, the usual) a row is one pass per four tokens: no per-row scale pass,
+/// and each block's levels are looked up once for the four; other groups go row by row and
+/// token by token.
+fn rows4_q16(
+    rows: CodeRows,
+    first: usize,
+    levels: &Levels4,
+    tokens: &[Q16Blocks],
+    out: &mut [f32],
+) {
+    let n = tokens.len();
+    if n == 0 || !whole_rows(rows, first + out.len() / n, tokens, 16) {
+        return each_row(rows, first, levels, tokens, out, row4_q16);
+    }
+    for (i, out) in out.chunks_exact_mut(n).enumerate() {
+        // SAFETY: the rows passed `whole_rows`.
+        let row = unsafe { OneRow::new(rows, first + i) };
+        let mut t = 0;
+        while t < n {
+            let (a, o) = (&tokens[t..], &mut out[t..]);
+            t += match n - t {
+                1 => row_tokens::<1>(row, levels, a, o),
+                2 | 3 => row_tokens::<2>(row, levels, a, o),
+                _ => row_tokens::<4>(row, levels, a, o),
+            };
+        }
+    }
+}
+
+/// One row times the first T tokens into `out[..T]`; returns T. Scales (no f16 conversion
+/// in WebAssembly's SIMD: the half crate's, one per block) and factors are scalars here.
+#[inline(always)]
+fn row_tokens<const T: usize>(
+    row: OneRow,
+    levels: &Levels4,
+    tokens: &[Q16Blocks],
+    out: &mut [f32],
+) -> usize {
+    let f32_of = |p: *const u16, b: usize| {
+        // SAFETY: b < row.blocks, inside the row's scales or offsets (`whole_rows`).
+        half::f16::from_bits(unsafe { *p.add(b) }).to_f32()
+    };
+    // SAFETY: `levels` is 16 bytes.
+    let table = unsafe { v128_load(levels.levels.as_ptr() as *const v128) };
+    let nibble = u8x16_splat(15);
+    let (mut sums, mut base) = ([f32x4_splat(0.0); T], [0f32; T]);
+    for b in 0..row.blocks {
+        let s = f32_of(row.scales, b);
+        let codes_free = s * levels.min + row.offsets.map_or(0.0, |o| f32_of(o, b));
+        // SAFETY: block b's 16 code bytes and each token's 32 activations are inside the
+        // row and the tokens (`whole_rows`).
+        let q = unsafe { v128_load(row.codes.add(16 * b) as *const v128) };
+        let lo = u8x16_swizzle(table, v128_and(q, nibble));
+        let hi = u8x16_swizzle(table, u8x16_shr(q, 4));
+        let w = [
+            u16x8_extend_low_u8x16(lo),
+            u16x8_extend_high_u8x16(lo),
+            u16x8_extend_low_u8x16(hi),
+            u16x8_extend_high_u8x16(hi),
+        ];
+        for t in 0..T {
+            let a = &tokens[t];
+            let v = |i: usize| unsafe {
+                v128_load(a.values.as_ptr().add(32 * b + 8 * i) as *const v128)
+            };
+            let sum = i32x4_add(
+                i32x4_add(i32x4_dot_i16x8(w[0], v(0)), i32x4_dot_i16x8(w[1], v(1))),
+                i32x4_add(i32x4_dot_i16x8(w[2], v(2)), i32x4_dot_i16x8(w[3], v(3))),
+            );
+            let factor = f32x4_splat(s * a.scales[b]);
+            sums[t] = f32x4_add(sums[t], f32x4_mul(f32x4_convert_i32x4(sum), factor));
+            base[t] += codes_free * a.group_sums[b];
+        }
+    }
+    for t in 0..T {
+        out[t] = levels.step * hsum(sums[t]) + base[t];
+    }
+    T
 }
 
 fn row4(codes: &[u8], cb: &Codebook8, x: &[f32], group: usize, scales: &[f32]) -> f32 {
