@@ -8,8 +8,8 @@
 use std::arch::aarch64::*;
 
 use super::kernels::{
-    each_row, row4_q16_blocks, scales_and_base, two_sums, Codebook8, Kernels, Levels4, Q16Blocks,
-    Row4Codes,
+    each_row, row4_q16_blocks, scales_and_base, two_sums, whole_rows, CodeRows, Codebook8, Kernels,
+    Levels4, OneRow, Q16Blocks, Row4Codes,
 };
 
 pub fn kernels() -> Kernels {
@@ -20,11 +20,7 @@ pub fn kernels() -> Kernels {
         row4: |q, cb, x, g, s| unsafe { row4(q, cb, x, g, s) },
         dot_f16: |w, x| unsafe { dot_f16(w, x) },
         dot_f32: |w, x| unsafe { dot_f32(w, x) },
-        row4_q16: Some(|rows, first, l, a, out| {
-            each_row(rows, first, l, a, out, |r, l, a, s| unsafe {
-                row4_q16(r, l, a, s)
-            })
-        }),
+        row4_q16: Some(|rows, first, l, a, out| unsafe { rows4_q16(rows, first, l, a, out) }),
         row8_q16: None,
     }
 }
@@ -103,6 +99,39 @@ unsafe fn row8(codes: &[u8], cb: &Codebook8, x: &[f32], group: usize, scales: &[
 
 /// 4-bit codes times i16 activations: 16 levels per `tbl`, widened to i16 and multiplied
 /// into i32 lanes by `smull`/`smlal` (exact integers within each block of 32).
+/// A block's 32 codes as their i16 levels (two table lookups, widened): even columns, then
+/// odd ones, as the activations have them.
+#[inline]
+#[target_feature(enable = "neon")]
+unsafe fn block_levels(codes: *const u8, table: uint8x16_t) -> [int16x8_t; 4] {
+    let q = vld1q_u8(codes);
+    let lo = vqtbl1q_u8(table, vandq_u8(q, vdupq_n_u8(15)));
+    let hi = vqtbl1q_u8(table, vshrq_n_u8::<4>(q));
+    let wide = |w: uint8x8_t| vreinterpretq_s16_u16(vmovl_u8(w));
+    [
+        wide(vget_low_u8(lo)),
+        wide(vget_high_u8(lo)),
+        wide(vget_low_u8(hi)),
+        wide(vget_high_u8(hi)),
+    ]
+}
+
+/// A block's levels times its 32 activations (widening multiply-adds), as f32s.
+#[inline]
+#[target_feature(enable = "neon")]
+unsafe fn block_dot(w: [int16x8_t; 4], values: *const i16) -> float32x4_t {
+    let v = |i: usize| vld1q_s16(values.add(8 * i));
+    // Each i32 lane sums 8 products of at most 255 · 32767: no overflow.
+    let mut sum = vmull_s16(vget_low_s16(w[0]), vget_low_s16(v(0)));
+    sum = vmlal_high_s16(sum, w[0], v(0));
+    for i in 1..4 {
+        sum = vmlal_s16(sum, vget_low_s16(w[i]), vget_low_s16(v(i)));
+        sum = vmlal_high_s16(sum, w[i], v(i));
+    }
+    vcvtq_f32_s32(sum)
+}
+
+/// One row and token of the integer kernel (groups of several blocks).
 #[target_feature(enable = "neon")]
 unsafe fn row4_q16(row: Row4Codes, levels: &Levels4, a: &Q16Blocks, scratch: &mut Vec<f32>) -> f32 {
     let base = scales_and_base(row, levels, a, scratch);
@@ -110,32 +139,76 @@ unsafe fn row4_q16(row: Row4Codes, levels: &Levels4, a: &Q16Blocks, scratch: &mu
     // SAFETY: `levels` is 16 bytes; block b reads code bytes 16b .. 16b + 16 and activations
     // 32b .. 32b + 32, inside both slices (b < blocks).
     let table = vld1q_u8(levels.levels.as_ptr());
-    let nibble = vdupq_n_u8(15);
-    let block = |b: usize| {
-        let q = vld1q_u8(row.codes.as_ptr().add(16 * b));
-        let v = |i: usize| vld1q_s16(a.values.as_ptr().add(32 * b + 8 * i));
-        let lo = vqtbl1q_u8(table, vandq_u8(q, nibble));
-        let hi = vqtbl1q_u8(table, vshrq_n_u8::<4>(q));
-        let wide = |w: uint8x8_t| vreinterpretq_s16_u16(vmovl_u8(w));
-        let w = [
-            wide(vget_low_u8(lo)),
-            wide(vget_high_u8(lo)),
-            wide(vget_low_u8(hi)),
-            wide(vget_high_u8(hi)),
-        ];
-        // Each i32 lane sums 8 products of at most 255 · 32767: no overflow.
-        let mut sum = vmull_s16(vget_low_s16(w[0]), vget_low_s16(v(0)));
-        sum = vmlal_high_s16(sum, w[0], v(0));
-        for i in 1..4 {
-            sum = vmlal_s16(sum, vget_low_s16(w[i]), vget_low_s16(v(i)));
-            sum = vmlal_high_s16(sum, w[i], v(i));
-        }
-        vcvtq_f32_s32(sum)
-    };
     let (acc0, acc1) = two_sums(blocks, vdupq_n_f32(0.0), |b, acc| {
-        vfmaq_f32(acc, block(b), vdupq_n_f32(factors[b]))
+        let w = block_levels(row.codes.as_ptr().add(16 * b), table);
+        let sum = block_dot(w, a.values.as_ptr().add(32 * b));
+        vfmaq_f32(acc, sum, vdupq_n_f32(factors[b]))
     });
     levels.step * vaddvq_f32(vaddq_f32(acc0, acc1)) + base
+}
+
+/// Rows times tokens with the integer kernel (as kernels::Rows4Q16). Where groups are
+/// blocks (32 columns, the usual) a row is one pass per four tokens: no per-row scale pass,
+/// and each block's levels are looked up once for the four; other groups go row by row and
+/// token by token.
+#[target_feature(enable = "neon")]
+unsafe fn rows4_q16(
+    rows: CodeRows,
+    first: usize,
+    levels: &Levels4,
+    tokens: &[Q16Blocks],
+    out: &mut [f32],
+) {
+    let n = tokens.len();
+    if n == 0 || !whole_rows(rows, first + out.len() / n, tokens, 16) {
+        return each_row(rows, first, levels, tokens, out, |r, l, a, s| {
+            row4_q16(r, l, a, s)
+        });
+    }
+    for (i, out) in out.chunks_exact_mut(n).enumerate() {
+        let row = OneRow::new(rows, first + i);
+        let mut t = 0;
+        while t < n {
+            let (a, o) = (&tokens[t..], &mut out[t..]);
+            t += match n - t {
+                1 => row_tokens::<1>(row, levels, a, o),
+                2 | 3 => row_tokens::<2>(row, levels, a, o),
+                _ => row_tokens::<4>(row, levels, a, o),
+            };
+        }
+    }
+}
+
+/// One row times the first T tokens into `out[..T]`; returns T. Per block the scale is
+/// converted once (NEON's fcvt) and its levels looked up once for the T tokens.
+#[inline]
+#[target_feature(enable = "neon")]
+unsafe fn row_tokens<const T: usize>(
+    row: OneRow,
+    levels: &Levels4,
+    tokens: &[Q16Blocks],
+    out: &mut [f32],
+) -> usize {
+    // SAFETY (this function): b < row.blocks, inside the row's codes, scales and offsets
+    // and each token's blocks (`whole_rows`).
+    let f32_of = |p: *const u16, b: usize| half::f16::from_bits(*p.add(b)).to_f32();
+    let table = vld1q_u8(levels.levels.as_ptr());
+    let (mut sums, mut base) = ([vdupq_n_f32(0.0); T], [0f32; T]);
+    for b in 0..row.blocks {
+        let s = f32_of(row.scales, b);
+        let codes_free = s * levels.min + row.offsets.map_or(0.0, |o| f32_of(o, b));
+        let w = block_levels(row.codes.add(16 * b), table);
+        for t in 0..T {
+            let a = &tokens[t];
+            let sum = block_dot(w, a.values.as_ptr().add(32 * b));
+            sums[t] = vfmaq_f32(sums[t], sum, vdupq_n_f32(s * a.scales[b]));
+            base[t] += codes_free * a.group_sums[b];
+        }
+    }
+    for t in 0..T {
+        out[t] = levels.step * vaddvq_f32(sums[t]) + base[t];
+    }
+    T
 }
 
 #[target_feature(enable = "neon")]
