@@ -20,9 +20,22 @@ pub fn init_logging() {
         .try_init();
 }
 
+/// glibc gives each thread that meets a busy heap its own arena, and memory freed in one
+/// arena is not reused by another: a model built on the thread pool kept ~8 MB more resident
+/// (SmolLM2 lut4a-g32 on the CPU engine: 120 → 112 MB with one arena, decode speed unchanged
+/// in an A/B). The tools allocate little once a model is loaded, so one arena costs nothing.
+fn one_malloc_arena() {
+    // SAFETY: mallopt only changes the allocator's policy; it runs before any other thread.
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 1);
+    }
+}
+
 /// The shared `main` of the tools: logging, then `run`; an error is one line on stderr and a
 /// failing exit status, never a panic or a backtrace.
 pub fn main_with(tool: &str, run: impl FnOnce() -> anyhow::Result<()>) -> std::process::ExitCode {
+    one_malloc_arena();
     init_logging();
     let _runtime_dir = headless::quiet_wayland_probe();
     match run() {
