@@ -9,7 +9,7 @@ use std::arch::x86_64::*;
 
 use super::avx2::{hsum, scales_and_base};
 use super::kernels::{
-    self, each_row, row4_q16_blocks, two_sums, whole_rows, CodeRows, Codebook8, Kernels, Levels4,
+    self, each_row, one_pass, row4_q16_blocks, two_sums, CodeRows, Codebook8, Kernels, Levels4,
     Levels8, OneRow, Q16Blocks, Row4Codes,
 };
 
@@ -179,23 +179,20 @@ unsafe fn rows4_q16(
     tokens: &[Q16Blocks],
     out: &mut [f32],
 ) {
-    let n = tokens.len();
-    if n == 0 || !whole_rows(rows, first + out.len() / n, tokens, 16) {
-        return each_row(rows, first, levels, tokens, out, |r, l, a, s| {
-            row4_q16(r, l, a, s)
-        });
-    }
     let table = level_table(levels);
-    for (i, out) in out.chunks_exact_mut(n).enumerate() {
-        let row = OneRow::new(rows, first + i);
+    let codebook = Affine {
+        step: levels.step,
+        min: levels.min,
+    };
+    let done = one_pass(rows, first, tokens, out, 16, |row, a, o| {
         // SAFETY: block b of a row that passed `whole_rows` is its bytes 16b .. 16b + 16.
         let one = |b: usize| block_levels(row.codes.add(16 * b), table);
-        let pair = |b: usize| [one(b), one(b + 1)];
-        let codebook = Affine {
-            step: levels.step,
-            min: levels.min,
-        };
-        row_tokens(row, codebook, tokens, out, pair, one);
+        row_tokens(row, codebook, a, o, |b| [one(b), one(b + 1)], one)
+    });
+    if !done {
+        each_row(rows, first, levels, tokens, out, |r, l, a, s| {
+            row4_q16(r, l, a, s)
+        });
     }
 }
 
@@ -210,10 +207,6 @@ unsafe fn rows8_q16(
     tokens: &[Q16Blocks],
     out: &mut [f32],
 ) {
-    let n = tokens.len();
-    if n == 0 || !whole_rows(rows, first + out.len() / n, tokens, 32) {
-        return kernels::rows8_q16(rows, first, levels, tokens, out);
-    }
     // SAFETY: every load reads 64 bytes inside a plane (256 bytes) or `PAIR_ORDER`.
     let table =
         |p: usize, t: usize| _mm512_loadu_si512(levels.planes[p].as_ptr().add(64 * t) as *const _);
@@ -237,13 +230,15 @@ unsafe fn rows8_q16(
         step: levels.step,
         min: 0.0,
     };
-    for (i, out) in out.chunks_exact_mut(n).enumerate() {
-        let row = OneRow::new(rows, first + i);
+    let done = one_pass(rows, first, tokens, out, 32, |row, a, o| {
         // SAFETY: block b of a row that passed `whole_rows` is its bytes 32b .. 32b + 32; a
         // pair's blocks b and b + 1 both exist, a lone block's load is masked to its 32.
         let pair = |b: usize| lookup(row.codes.add(32 * b), u64::MAX);
         let one = |b: usize| lookup(row.codes.add(32 * b), u32::MAX as u64)[0];
-        row_tokens(row, codebook, tokens, out, pair, one);
+        row_tokens(row, codebook, a, o, pair, one)
+    });
+    if !done {
+        kernels::rows8_q16(rows, first, levels, tokens, out);
     }
 }
 
@@ -266,7 +261,8 @@ struct Affine {
     min: f32,
 }
 
-/// One row times all `tokens` into `out`, T tokens at a time (four, then two, then one).
+/// One row times the first of `tokens` into `out`: four, two or one of them (as many as
+/// there are, up to four); returns how many.
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
 unsafe fn row_tokens(
@@ -276,15 +272,11 @@ unsafe fn row_tokens(
     out: &mut [f32],
     pair: impl Fn(usize) -> [__m512i; 2],
     one: impl Fn(usize) -> __m512i,
-) {
-    let (n, mut t) = (tokens.len(), 0);
-    while t < n {
-        let (a, o) = (&tokens[t..], &mut out[t..]);
-        t += match n - t {
-            1 => row_t_tokens::<1>(row, codebook, a, o, &pair, &one),
-            2 | 3 => row_t_tokens::<2>(row, codebook, a, o, &pair, &one),
-            _ => row_t_tokens::<4>(row, codebook, a, o, &pair, &one),
-        };
+) -> usize {
+    match tokens.len() {
+        1 => row_t_tokens::<1>(row, codebook, tokens, out, &pair, &one),
+        2 | 3 => row_t_tokens::<2>(row, codebook, tokens, out, &pair, &one),
+        _ => row_t_tokens::<4>(row, codebook, tokens, out, &pair, &one),
     }
 }
 

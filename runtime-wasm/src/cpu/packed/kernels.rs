@@ -434,6 +434,37 @@ impl OneRow {
     }
 }
 
+/// Rows `first ..` times `tokens` into `out` (as [`Rows4Q16`]) in one pass per row:
+/// `row_tokens` multiplies a row by the first of the tokens left (as many as it takes at
+/// once) and returns how many it did. False, with nothing written, where the rows cannot take
+/// one pass (`whole_rows`, blocks of `block_bytes` code bytes).
+#[inline(always)]
+pub(super) fn one_pass(
+    rows: CodeRows,
+    first: usize,
+    tokens: &[Q16Blocks],
+    out: &mut [f32],
+    block_bytes: usize,
+    row_tokens: impl Fn(OneRow, &[Q16Blocks], &mut [f32]) -> usize,
+) -> bool {
+    let n = tokens.len();
+    if n == 0 {
+        return true;
+    }
+    if !whole_rows(rows, first + out.len() / n, tokens, block_bytes) {
+        return false;
+    }
+    for (i, out) in out.chunks_exact_mut(n).enumerate() {
+        // SAFETY: the rows passed `whole_rows`.
+        let row = unsafe { OneRow::new(rows, first + i) };
+        let mut t = 0;
+        while t < n {
+            t += row_tokens(row, &tokens[t..], &mut out[t..]);
+        }
+    }
+    true
+}
+
 /// `step` folded over blocks 0..n into two sums, even blocks into the first and odd ones
 /// into the second, so that one vector FMA's latency hides behind the other's (the integer
 /// kernels' block loop, whatever the vector type).

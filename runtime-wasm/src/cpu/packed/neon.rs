@@ -8,7 +8,7 @@
 use std::arch::aarch64::*;
 
 use super::kernels::{
-    each_row, row4_q16_blocks, scales_and_base, two_sums, whole_rows, CodeRows, Codebook8, Kernels,
+    each_row, one_pass, row4_q16_blocks, scales_and_base, two_sums, CodeRows, Codebook8, Kernels,
     Levels4, OneRow, Q16Blocks, Row4Codes,
 };
 
@@ -159,23 +159,15 @@ unsafe fn rows4_q16(
     tokens: &[Q16Blocks],
     out: &mut [f32],
 ) {
-    let n = tokens.len();
-    if n == 0 || !whole_rows(rows, first + out.len() / n, tokens, 16) {
-        return each_row(rows, first, levels, tokens, out, |r, l, a, s| {
+    let done = one_pass(rows, first, tokens, out, 16, |row, a, o| match a.len() {
+        1 => row_tokens::<1>(row, levels, a, o),
+        2 | 3 => row_tokens::<2>(row, levels, a, o),
+        _ => row_tokens::<4>(row, levels, a, o),
+    });
+    if !done {
+        each_row(rows, first, levels, tokens, out, |r, l, a, s| {
             row4_q16(r, l, a, s)
         });
-    }
-    for (i, out) in out.chunks_exact_mut(n).enumerate() {
-        let row = OneRow::new(rows, first + i);
-        let mut t = 0;
-        while t < n {
-            let (a, o) = (&tokens[t..], &mut out[t..]);
-            t += match n - t {
-                1 => row_tokens::<1>(row, levels, a, o),
-                2 | 3 => row_tokens::<2>(row, levels, a, o),
-                _ => row_tokens::<4>(row, levels, a, o),
-            };
-        }
     }
 }
 
