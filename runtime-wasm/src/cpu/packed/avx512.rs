@@ -276,7 +276,8 @@ unsafe fn row_tokens(
     match tokens.len() {
         1 => row_t_tokens::<1>(row, codebook, tokens, out, &pair, &one),
         2 | 3 => row_t_tokens::<2>(row, codebook, tokens, out, &pair, &one),
-        _ => row_t_tokens::<4>(row, codebook, tokens, out, &pair, &one),
+        4..8 => row_t_tokens::<4>(row, codebook, tokens, out, &pair, &one),
+        _ => row_t_tokens::<8>(row, codebook, tokens, out, &pair, &one),
     }
 }
 
@@ -328,7 +329,8 @@ unsafe fn row_t_tokens<const T: usize>(
         while k + 2 <= n {
             let [w0, w1] = pair(g + k);
             block(k, w0, even);
-            block(k + 1, w1, odd);
+            // Several tokens are independent sums already: one set keeps them in registers.
+            block(k + 1, w1, if T >= 4 { &mut *even } else { &mut *odd });
             k += 2;
         }
         if k < n {
