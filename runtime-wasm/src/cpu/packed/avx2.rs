@@ -100,7 +100,7 @@ unsafe fn block_dot([lo, hi]: [__m128i; 2], values: *const i16) -> __m256 {
 /// One row and token of the integer kernel (groups of several blocks).
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn row4_q16(row: Row4Codes, levels: &Levels4, a: &Q16Blocks, scratch: &mut Vec<f32>) -> f32 {
-    let base = scales_and_base(row, levels, a, scratch);
+    let base = kernels::scales_and_base(row, levels, a, scratch);
     let (factors, blocks) = (&scratch[..], row4_q16_blocks(row, a));
     // SAFETY: `levels` is 16 bytes; block b reads code bytes 16b .. 16b + 16 and activations
     // 32b .. 32b + 32, inside both slices (b < blocks).
@@ -203,59 +203,6 @@ unsafe fn row_tokens<const T: usize>(
         out[t] = hsum(_mm256_fmadd_ps(sum, step, base[t]));
     }
     T
-}
-
-/// As kernels::scales_and_base, eight groups at a time where groups are blocks (32
-/// columns, the usual); larger groups take the portable loop.
-#[target_feature(enable = "avx2,fma,f16c")]
-pub(super) unsafe fn scales_and_base(
-    row: Row4Codes,
-    levels: &Levels4,
-    a: &Q16Blocks,
-    scratch: &mut Vec<f32>,
-) -> f32 {
-    let blocks = row4_q16_blocks(row, a);
-    if a.per_group != 1 {
-        return kernels::scales_and_base(row, levels, a, scratch);
-    }
-    let affine = !row.offsets.is_empty();
-    // Every entry is written before it is read: no clearing.
-    scratch.resize(blocks, 0.0);
-    let (min, mut base, mut g) = (_mm256_set1_ps(levels.min), _mm256_setzero_ps(), 0);
-    while g + 8 <= blocks {
-        // SAFETY: blocks are groups here, and g + 8 <= blocks bounds the scales, the offsets
-        // (as long as the scales when affine), the group sums, the activation scales and
-        // the factors.
-        let s = _mm256_cvtph_ps(_mm_loadu_si128(row.scales.as_ptr().add(g) as *const _));
-        let o = match affine {
-            true => _mm256_cvtph_ps(_mm_loadu_si128(row.offsets.as_ptr().add(g) as *const _)),
-            false => _mm256_setzero_ps(),
-        };
-        let sums = _mm256_loadu_ps(a.group_sums.as_ptr().add(g));
-        base = _mm256_fmadd_ps(_mm256_fmadd_ps(s, min, o), sums, base);
-        let d = _mm256_loadu_ps(a.scales.as_ptr().add(g));
-        _mm256_storeu_ps(scratch.as_mut_ptr().add(g), _mm256_mul_ps(s, d));
-        g += 8;
-    }
-    let mut rest = 0f32;
-    for (g, factor) in scratch.iter_mut().enumerate().skip(g) {
-        let s = f16_to_f32(row.scales[g]);
-        let o = if affine {
-            f16_to_f32(row.offsets[g])
-        } else {
-            0.0
-        };
-        rest += (s * levels.min + o) * a.group_sums[g];
-        *factor = s * a.scales[g];
-    }
-    hsum(base) + rest
-}
-
-/// One f16 (as bits) to f32 on F16C, inline (the half crate's scalar conversion is a call).
-#[inline]
-#[target_feature(enable = "avx2,f16c")]
-fn f16_to_f32(h: u16) -> f32 {
-    _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(h as i32)))
 }
 
 /// Σ_g scale_g · Σ_{c∈g} w_c · x_c over the first `n` columns: 8 weights at a time from

@@ -7,7 +7,7 @@
 
 use std::arch::x86_64::*;
 
-use super::avx2::{hsum, scales_and_base};
+use super::avx2::hsum;
 use super::kernels::{
     self, each_row, one_pass, row4_q16_blocks, two_sums, CodeRows, Codebook8, Kernels, Levels4,
     Levels8, OneRow, Q16Blocks, Row4Codes,
@@ -155,7 +155,7 @@ fn level_table(levels: &Levels4) -> __m256i {
 /// One row and token of the integer kernel (groups of several blocks).
 #[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx2,fma,f16c")]
 unsafe fn row4_q16(row: Row4Codes, levels: &Levels4, a: &Q16Blocks, scratch: &mut Vec<f32>) -> f32 {
-    let base = scales_and_base(row, levels, a, scratch);
+    let base = kernels::scales_and_base(row, levels, a, scratch);
     let (factors, blocks) = (&scratch[..], row4_q16_blocks(row, a));
     let table = level_table(levels);
     // SAFETY: block b reads code bytes 16b .. 16b + 16 and activations 32b .. 32b + 32,
