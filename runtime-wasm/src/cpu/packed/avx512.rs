@@ -169,7 +169,7 @@ unsafe fn row4_q16(row: Row4Codes, levels: &Levels4, a: &Q16Blocks, scratch: &mu
 }
 
 /// Rows times tokens with the 4-bit integer kernel (as kernels::Rows4Q16). Where groups are
-/// blocks (32 columns, the usual) a row is one pass per four tokens; other groups go row by
+/// blocks (32 columns, the usual) a row is one pass per eight tokens; other groups go row by
 /// row and token by token.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
 unsafe fn rows4_q16(
@@ -207,7 +207,7 @@ unsafe fn rows8_q16(
     tokens: &[Q16Blocks],
     out: &mut [f32],
 ) {
-    // SAFETY: every load reads 64 bytes inside a plane (256 bytes) or `PAIR_ORDER`.
+    // SAFETY: every load reads 64 bytes inside a plane (256 bytes) or `pair_order()`.
     let table =
         |p: usize, t: usize| _mm512_loadu_si512(levels.planes[p].as_ptr().add(64 * t) as *const _);
     let planes: [[__m512i; 4]; 2] = std::array::from_fn(|p| std::array::from_fn(|t| table(p, t)));
@@ -261,8 +261,8 @@ struct Affine {
     min: f32,
 }
 
-/// One row times the first of `tokens` into `out`: four, two or one of them (as many as
-/// there are, up to four); returns how many.
+/// One row times the first of `tokens` into `out`: eight, four, two or one of them (as many
+/// as there are, up to eight); returns how many.
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
 unsafe fn row_tokens(

@@ -195,7 +195,7 @@ impl PackedMatrix {
         }
     }
 
-    /// The matrix as rows of 4-bit codes, for the integer kernels.
+    /// The matrix as rows of codes with their scale and offset bits, for the integer kernels.
     fn code_rows(&self) -> CodeRows<'_> {
         CodeRows {
             codes: &bytemuck::cast_slice::<u32, u8>(&self.words)[self.layout.codes.offset..],
