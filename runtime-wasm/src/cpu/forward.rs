@@ -235,16 +235,6 @@ pub fn attention(
         }
     };
     // Query rows are independent: spread them over cores on native targets.
-    #[cfg(feature = "parallel")]
-    {
-        use rayon::prelude::*;
-        out.par_chunks_mut(q_dim)
-            .enumerate()
-            .for_each(|(t, o)| row(t, o));
-    }
-    #[cfg(not(feature = "parallel"))]
-    out.chunks_mut(q_dim)
-        .enumerate()
-        .for_each(|(t, o)| row(t, o));
+    super::ops::for_each_chunk(&mut out, q_dim, row);
     out
 }

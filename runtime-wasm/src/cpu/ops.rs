@@ -1,5 +1,25 @@
 //! Dense f32 building blocks of the reference forward pass.
 
+/// `task(i, chunk)` for each chunk of `size` values of `out`, on the thread pool on native
+/// targets (the `parallel` feature), in order on one thread otherwise.
+pub(crate) fn for_each_chunk(
+    out: &mut [f32],
+    size: usize,
+    task: impl Fn(usize, &mut [f32]) + Sync + Send,
+) {
+    #[cfg(feature = "parallel")]
+    {
+        use rayon::prelude::*;
+        out.par_chunks_mut(size)
+            .enumerate()
+            .for_each(|(i, chunk)| task(i, chunk));
+    }
+    #[cfg(not(feature = "parallel"))]
+    out.chunks_mut(size)
+        .enumerate()
+        .for_each(|(i, chunk)| task(i, chunk));
+}
+
 /// `out[n][m] = Σ_k x[n][k] · w[m][k]`: activations times a row-major weight matrix transposed
 /// (`w` is [out_features, in_features], as stored). matrixmultiply does the blocking and, on
 /// native targets, the threading.

@@ -6,6 +6,7 @@ use super::kernels::{
     self, CodeRows, Codebook8, Kernels, Levels4, Levels8, Q16Blocks, Rows4Q16, Rows8Q16,
 };
 use crate::codec::{decode_row, Codec, Layout, RowCodes, Section};
+use crate::cpu::ops::for_each_chunk;
 use crate::{QinsError, Result};
 
 /// A `rows × cols` matrix in its stored layout (crate::codec): codebook, scales, offsets and
@@ -227,20 +228,13 @@ impl PackedMatrix {
             return;
         }
         let sums = self.group_sums(x);
-        let task = |(t, chunk): (usize, &mut [f32])| {
+        for_each_chunk(out, ROWS_PER_TASK, |t, chunk| {
             let first = t * ROWS_PER_TASK;
             let mut scratch = Vec::with_capacity(self.groups());
             for (i, o) in chunk.iter_mut().enumerate() {
                 *o = self.row_dot(k, first + i, x, &sums, &mut scratch);
             }
-        };
-        #[cfg(feature = "parallel")]
-        {
-            use rayon::prelude::*;
-            out.par_chunks_mut(ROWS_PER_TASK).enumerate().for_each(task);
-        }
-        #[cfg(not(feature = "parallel"))]
-        out.chunks_mut(ROWS_PER_TASK).enumerate().for_each(task);
+        });
     }
 
     /// `n` tokens of `x` ([n, cols]) times the matrix into `out` ([n, rows]) with `k`'s
@@ -263,26 +257,13 @@ impl PackedMatrix {
         // The kernel writes rows × tokens; one token needs no transposing.
         let mut by_row = (n > 1).then(|| vec![0f32; self.rows * n]);
         let target = by_row.as_deref_mut().unwrap_or(&mut *out);
-        let task = |(t, chunk): (usize, &mut [f32])| {
+        for_each_chunk(target, ROWS_PER_TASK * n, |t, chunk| {
             let (rows, first) = (self.code_rows(), t * ROWS_PER_TASK);
             match integer {
                 Integer::Four(levels, kernel) => kernel(rows, first, &levels, &tokens, chunk),
                 Integer::Eight(levels, kernel) => kernel(rows, first, levels, &tokens, chunk),
             }
-        };
-        #[cfg(feature = "parallel")]
-        {
-            use rayon::prelude::*;
-            target
-                .par_chunks_mut(ROWS_PER_TASK * n)
-                .enumerate()
-                .for_each(task);
-        }
-        #[cfg(not(feature = "parallel"))]
-        target
-            .chunks_mut(ROWS_PER_TASK * n)
-            .enumerate()
-            .for_each(task);
+        });
         if let Some(by_row) = by_row {
             for (r, row) in by_row.chunks_exact(n).enumerate() {
                 for (t, &v) in row.iter().enumerate() {
@@ -295,15 +276,7 @@ impl PackedMatrix {
 
     /// Rows `r0..r0 + out.len() / cols` decoded to f32 (the embedding's rows, a mat-mat's tile).
     pub fn decode_rows(&self, r0: usize, out: &mut [f32]) {
-        let cols = self.cols;
-        let task = |(i, row): (usize, &mut [f32])| self.decode_row(r0 + i, row);
-        #[cfg(feature = "parallel")]
-        {
-            use rayon::prelude::*;
-            out.par_chunks_mut(cols).enumerate().for_each(task);
-        }
-        #[cfg(not(feature = "parallel"))]
-        out.chunks_mut(cols).enumerate().for_each(task);
+        for_each_chunk(out, self.cols, |i, row| self.decode_row(r0 + i, row));
     }
 
     fn decode_row(&self, r: usize, out: &mut [f32]) {
