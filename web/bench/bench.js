@@ -7,7 +7,7 @@ const PROMPT = "Write a short story about a robot who learns to paint.";
 async function run() {
   const q = new URLSearchParams(location.search);
   const model = new URL(q.get("model"), location.href).href;
-  const tokens = Number(q.get("tokens") || 32);
+  const tokens = Number(q.get("tokens") ?? 32);
   // "auto" (WebGPU), or "cpu": the CPU engine in wasm (one thread).
   const backend = q.get("backend") || "auto";
   const out = { model, tokens, backend };
@@ -28,6 +28,8 @@ async function run() {
   out.network_stages = first.load_stages;
   out.cached_stages = second.load_stages;
   out.peak_wasm_bytes = second.peak_wasm_bytes;
+  // tokens=0: a load-only run (the load stages of a big archive on a software GPU).
+  if (tokens === 0) return out;
   let text = "";
   out.stats = await qins.generate(
     [{ role: "user", content: PROMPT }],

@@ -112,8 +112,22 @@ fn rows4_q16(
     }
 }
 
-/// One row times the first T tokens into `out[..T]`; returns T. Scales (no f16 conversion
-/// in WebAssembly's SIMD: the half crate's, one per block) and factors are scalars here.
+/// Every f16's f32 value (256 KiB, made at the first use). WebAssembly has no f16
+/// conversion; the half crate's software one is a dozen instructions with branches, and the
+/// 4-bit kernels convert a scale and an offset per block of 32 weights. A model's scales use
+/// a few exponents, so only a few KiB of the table are ever read.
+fn f16_table() -> &'static [f32; 65536] {
+    static TABLE: std::sync::OnceLock<Box<[f32; 65536]>> = std::sync::OnceLock::new();
+    TABLE.get_or_init(|| {
+        let values: Box<[f32]> = (0..=u16::MAX)
+            .map(|h| half::f16::from_bits(h).to_f32())
+            .collect();
+        values.try_into().expect("65536 values")
+    })
+}
+
+/// One row times the first T tokens into `out[..T]`; returns T. Scales (converted through
+/// [`f16_table`]) and factors are scalars here.
 #[inline(always)]
 fn row_tokens<const T: usize>(
     row: OneRow,
@@ -121,10 +135,9 @@ fn row_tokens<const T: usize>(
     tokens: &[Q16Blocks],
     out: &mut [f32],
 ) -> usize {
-    let f32_of = |p: *const u16, b: usize| {
-        // SAFETY: b < row.blocks, inside the row's scales or offsets (`whole_rows`).
-        half::f16::from_bits(unsafe { *p.add(b) }).to_f32()
-    };
+    let f16 = f16_table();
+    // SAFETY: b < row.blocks, inside the row's scales or offsets (`whole_rows`).
+    let f32_of = |p: *const u16, b: usize| f16[unsafe { *p.add(b) } as usize];
     // SAFETY: `levels` is 16 bytes.
     let table = unsafe { v128_load(levels.levels.as_ptr() as *const v128) };
     let nibble = u8x16_splat(15);
