@@ -1,9 +1,14 @@
 // Opens the benchmark page in headless Chromium (WebGPU via --enable-unsafe-webgpu) and prints
 // its result as one JSON line. Usage: node scripts/web_bench.mjs PAGE_URL [TIMEOUT_S]
-import { launch } from "../tests/e2e/chromium.mjs";
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { launchProfile } from "../tests/e2e/chromium.mjs";
 
 const [url, timeoutS = "900"] = process.argv.slice(2);
-const browser = await launch();
+// A fresh profile on disk, as a user's browser has: archives are stored with the disk's quota.
+const profile = mkdtempSync(join(tmpdir(), "qins-bench-"));
+const browser = await launchProfile(profile);
 try {
   const page = await browser.newPage();
   page.on("console", (m) => {
@@ -17,4 +22,5 @@ try {
   if (out.error) process.exitCode = 1;
 } finally {
   await browser.close();
+  rmSync(profile, { recursive: true, force: true });
 }
