@@ -92,6 +92,16 @@ fn map_rows<T: Send>(rows: usize, f: impl Fn(usize) -> Vec<T> + Sync + Send) -> 
     (0..rows).flat_map(f).collect()
 }
 
+/// [`fit_group`]'s buffers, reused over a row's groups: allocating them per group of 32
+/// weights cost more than a tenth of a conversion (malloc and its lock).
+#[derive(Default)]
+struct FitScratch {
+    t: Vec<f32>,
+    idx: Vec<u32>,
+    c: Vec<f32>,
+    before: Vec<f32>,
+}
+
 /// One group's stored parameters: `w ≈ scale · codebook[code] + offset`.
 #[derive(Clone, Copy)]
 struct Affine {
@@ -156,19 +166,22 @@ fn fit_group(
     nearest: &Nearest,
     current: Affine,
     offset: bool,
+    scratch: &mut FitScratch,
 ) -> Affine {
+    let FitScratch { t, idx, c, before } = scratch;
+    for v in [&mut *t, &mut *c, &mut *before] {
+        v.clear();
+        v.resize(g.len(), 0.0);
+    }
+    idx.clear();
+    idx.resize(g.len(), 0);
     // The assigned codebook values, shared by the sums of each pass.
-    let (mut c, mut t, mut idx) = (
-        vec![0f32; g.len()],
-        vec![0f32; g.len()],
-        vec![0u32; g.len()],
-    );
     let mut assign = |a: Affine, c: &mut [f32]| {
         for (t, &w) in t.iter_mut().zip(g) {
             *t = a.normalize(w);
         }
-        nearest.indices(&t, &mut idx);
-        for (c, &i) in c.iter_mut().zip(&idx) {
+        nearest.indices(t, idx);
+        for (c, &i) in c.iter_mut().zip(&*idx) {
             *c = codebook[i as usize];
         }
     };
@@ -179,8 +192,8 @@ fn fit_group(
         });
         e
     };
-    assign(current, &mut c);
-    let mut best = (current, error(current, &c));
+    assign(current, c);
+    let mut best = (current, error(current, c));
     let (lo, hi) = (codebook[0], codebook[codebook.len() - 1]);
     let range = Affine::range(g, offset);
     let (span, mid) = if offset {
@@ -197,10 +210,16 @@ fn fit_group(
             scale,
             offset: range.offset - scale * mid,
         };
-        for _ in 0..4 {
-            assign(a, &mut c);
+        for pass in 0..4 {
+            assign(a, c);
+            // The same assignment as the pass before fits the same `a` again: a fixed point,
+            // so the remaining passes would change nothing.
+            if pass > 0 && c == before {
+                break;
+            }
+            before.copy_from_slice(c);
             // Σ α, Σ α·c, Σ α·w, Σ α·c², Σ α·c·w.
-            let [n, sc, sw, scc, scw] = sums4(g, alpha, &c, |w, al, c| {
+            let [n, sc, sw, scc, scw] = sums4(g, alpha, c, |w, al, c| {
                 let (w, c) = (w as f64, c as f64);
                 [al, al * c, al * w, al * c * c, al * c * w]
             });
@@ -223,8 +242,8 @@ fn fit_group(
             };
         }
         if let Ok(a) = a.stored() {
-            assign(a, &mut c);
-            let e = error(a, &c);
+            assign(a, c);
+            let e = error(a, c);
             if a.scale > 0.0 && e < best.1 {
                 best = (a, e);
             }
@@ -365,12 +384,14 @@ pub fn encode_grouped(
             let nearest = Nearest::new(&codebook);
             let current = &params;
             params = map_rows(rows, |r| {
+                let mut scratch = FitScratch::default();
                 data[r * cols..(r + 1) * cols]
                     .chunks(group)
                     .zip(alpha.chunks(group))
                     .enumerate()
                     .map(|(gi, (g, al))| {
-                        fit_group(g, al, &codebook, &nearest, current[r * groups + gi], offset)
+                        let a = current[r * groups + gi];
+                        fit_group(g, al, &codebook, &nearest, a, offset, &mut scratch)
                     })
                     .collect()
             });
