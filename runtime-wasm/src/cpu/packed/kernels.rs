@@ -184,7 +184,6 @@ pub type Rows8Q16 =
 
 /// The portable [`Rows8Q16`], a row and a token at a time: the reference for the SIMD ones,
 /// and what they fall back to for groups of more than one block.
-#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 pub fn rows8_q16(
     rows: CodeRows,
     first: usize,
@@ -253,6 +252,10 @@ pub struct Kernels {
     pub row4_q16: Option<Rows4Q16>,
     /// The integer kernel for grouped 8-bit rows, where this set has one faster than `row8`.
     pub row8_q16: Option<Rows8Q16>,
+    /// Whether prompts (several tokens) take `row8_q16` too; where its lookups cost more than
+    /// decoding each weight tile once in f32 for all the tokens (SIMD128: one by one), only
+    /// single tokens do.
+    pub row8_q16_prompts: bool,
 }
 
 impl Kernels {
@@ -264,7 +267,19 @@ impl Kernels {
         dot_f32,
         row4_q16: Some(|rows, first, l, a, out| each_row(rows, first, l, a, out, row4_q16)),
         row8_q16: None,
+        row8_q16_prompts: false,
     };
+
+    /// The portable set with the portable 8-bit integer kernel (which no set picks by itself:
+    /// it is the SIMD kernels' fallback): what the SIMD integer kernels are checked against.
+    pub fn portable_integer() -> Kernels {
+        Kernels {
+            name: "portable integer",
+            row8_q16: Some(rows8_q16),
+            row8_q16_prompts: true,
+            ..Self::PORTABLE
+        }
+    }
 
     /// This set without its integer kernels: every product exact in f32.
     pub fn exact(self) -> Kernels {

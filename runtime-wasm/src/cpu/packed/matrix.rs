@@ -243,7 +243,9 @@ impl PackedMatrix {
     fn integer_matmul(&self, k: &Kernels, x: &[f32], n: usize, out: &mut [f32]) -> bool {
         let integer = match (self.levels, k.row4_q16, &self.levels8, k.row8_q16) {
             (Some(levels), Some(kernel), ..) => Integer::Four(levels, kernel),
-            (_, _, Some(levels), Some(kernel)) => Integer::Eight(levels, kernel),
+            (_, _, Some(levels), Some(kernel)) if n == 1 || k.row8_q16_prompts => {
+                Integer::Eight(levels, kernel)
+            }
             _ => return false,
         };
         if n == 0 {

@@ -22,6 +22,7 @@ pub fn kernels() -> Kernels {
         dot_f32: |w, x| unsafe { dot_f32(w, x) },
         row4_q16: Some(|rows, first, l, a, out| unsafe { rows4_q16(rows, first, l, a, out) }),
         row8_q16: None,
+        row8_q16_prompts: false,
     }
 }
 

@@ -84,14 +84,9 @@ const BLOCK_SHAPES: &[(usize, usize)] =
 
 #[test]
 fn the_integer_kernels_stay_within_the_quantization_bound() {
-    // Each set with an integer kernel, and the portable 8-bit one (no set uses it by itself:
-    // it is the SIMD kernels' fallback).
+    // Each set with an integer kernel, and the portable 8-bit one.
     let mut sets = Kernels::available();
-    sets.push(Kernels {
-        name: "portable rows8_q16",
-        row8_q16: Some(super::kernels::rows8_q16),
-        ..Kernels::PORTABLE
-    });
+    sets.push(Kernels::portable_integer());
     assert!(sets
         .iter()
         .any(|k| k.name == "portable" && k.row4_q16.is_some()));
