@@ -304,16 +304,20 @@ def load_table(a, log):
             log(f"{path} missing: {name} skipped (python3 scripts/results.py --model qwen2.5-coder-0.5b makes it)")
             continue
         mb = os.path.getsize(path) / 1e6
-        r = last_json(run([os.path.join(BIN, "qins-run"), path, "--bench-load", "--load-runs", "3", "--backend", "gpu",
-                           "--json"]), "loads")
-        rows.append({"name": name, "where": "native", "mb": mb, "stages": r["loads"][-1]["stages"],
-                     "ttft_ms": r["ttft_ms"]})
-        if a.skip_browser:
-            continue
-        b = last_json(run([os.path.join(ROOT, "scripts", "dev.sh"), "web-bench", path, "1"]), "network_stages")
-        for where, key in (("Chromium, network", "network_stages"), ("Chromium, from the store", "cached_stages")):
-            rows.append({"name": name, "where": where, "mb": mb, "stages": b[key], "ttft_ms": None,
-                         "peak_wasm_mb": b.get("peak_wasm_bytes", 0) / 1e6})
+        # The GPU path, then the CPU engine's: in the browser the latter has no GPU process to feed, so its rows show
+        # what the page's own path (store, checksum, zstd, wasm) costs next to the native one.
+        for backend, label in (("gpu", ""), ("cpu", "CPU engine, ")):
+            r = last_json(run([os.path.join(BIN, "qins-run"), path, "--bench-load", "--load-runs", "3", "--backend",
+                               backend, "--json"]), "loads")
+            rows.append({"name": name, "where": f"{label}native", "mb": mb, "stages": r["loads"][-1]["stages"],
+                         "ttft_ms": r["ttft_ms"]})
+            if a.skip_browser:
+                continue
+            b = last_json(run([os.path.join(ROOT, "scripts", "dev.sh"), "web-bench", path, "1", backend]),
+                          "network_stages")
+            for where, key in (("Chromium, network", "network_stages"), ("Chromium, from the store", "cached_stages")):
+                rows.append({"name": name, "where": label + where, "mb": mb, "stages": b[key], "ttft_ms": None,
+                             "peak_wasm_mb": b.get("peak_wasm_bytes", 0) / 1e6})
     return rows, conversion
 
 
@@ -333,7 +337,9 @@ def load_section(rows, conversion, meta):
         "(this machine's wgpu adapter, the last of three loads from a warm page cache), then the first token of a "
         "100-token prompt (TTFT). Chromium: `./scripts/dev.sh web-bench ARCHIVE 1` (headless, its WebGPU adapter), the "
         "first load from `qins-serve` over localhost, stored in the Origin Private File System as it streams, then a "
-        "second load from that store. Each stage in ms; stages overlap chunk by chunk on one thread, so they add up "
+        "second load from that store. The \"CPU engine\" rows are the same with `--backend cpu` (natively) and "
+        "`web-bench ARCHIVE 1 cpu` (the page's CPU engine in wasm): no GPU upload, so the browser rows show the "
+        "page's own path. Each stage in ms; stages overlap chunk by chunk on one thread, so they add up "
         "to the total: \"read\" is waiting for bytes, \"upload\" creating and writing GPU buffers, \"build\" what "
         "follows the last byte.", "", *table, "",
         f'Converting the Phi-3.5-mini-shaped archive ({conversion["layers"]} layers, {conversion["parameters"] / 1e6:.1f} M '
