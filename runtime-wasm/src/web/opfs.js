@@ -123,11 +123,12 @@ export async function openStored(dir, url) {
  * Starts storing `url` (`bytes` long when known): refused with a QuotaExceededError up front
  * when the origin's quota has no room for it. The copy counts only after commit().
  */
+const mb = (n) => `${(n / 1e6).toFixed(0)} MB`;
+
 export async function beginStore(dir, url, bytes) {
   if (bytes > 0 && navigator.storage.estimate) {
     const { usage = 0, quota = Infinity } = await navigator.storage.estimate();
     if (quota - usage < bytes) {
-      const mb = (n) => `${(n / 1e6).toFixed(0)} MB`;
       throw new DOMException(
         `the browser lets this site store ${mb(Math.max(0, quota - usage))} more; the archive needs ${mb(bytes)}`,
         "QuotaExceededError",
@@ -145,8 +146,16 @@ export async function beginStore(dir, url, bytes) {
     async write(view) {
       if (sync) {
         const n = sync.write(view, { at });
+        // A private window keeps its storage in memory, and a disk can fill meanwhile: the
+        // write stops short although estimate() allowed the whole archive. (Chromium then
+        // returns an error code as a huge count, 2^32 - 8, rather than throwing.)
+        if (n !== view.length) {
+          throw new DOMException(
+            `the browser's storage ran out after ${mb(at)} (a private window holds less than it reports)`,
+            "QuotaExceededError",
+          );
+        }
         at += n;
-        if (n !== view.length) throw new DOMException("the disk is full", "QuotaExceededError");
         return;
       }
       const copy = view.slice();
