@@ -272,8 +272,15 @@ fn the_wasm_simd_kernels_match_the_portable_ones() {
                 for k in &sets {
                     // An 8-bit integer kernel quantizes the activations as the portable one
                     // does; it takes prompts here too, to test its passes of several tokens.
-                    let k = &Kernels { row8_q16_prompts: true, ..*k };
-                    let want = if k.row8_q16.is_some() { &integer } else { &exact };
+                    let k = &Kernels {
+                        row8_q16_prompts: true,
+                        ..*k
+                    };
+                    let want = if k.row8_q16.is_some() {
+                        &integer
+                    } else {
+                        &exact
+                    };
                     let got = m.matmul_t_with(k, &x, n);
                     for (g, w) in got.iter().zip(want) {
                         let tol = 1e-4 * (1.0 + w.abs()) * (cols as f32).sqrt();

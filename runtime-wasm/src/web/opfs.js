@@ -119,12 +119,12 @@ export async function openStored(dir, url) {
   };
 }
 
+const mb = (n) => `${(n / 1e6).toFixed(0)} MB`;
+
 /**
  * Starts storing `url` (`bytes` long when known): refused with a QuotaExceededError up front
  * when the origin's quota has no room for it. The copy counts only after commit().
  */
-const mb = (n) => `${(n / 1e6).toFixed(0)} MB`;
-
 export async function beginStore(dir, url, bytes) {
   if (bytes > 0 && navigator.storage.estimate) {
     const { usage = 0, quota = Infinity } = await navigator.storage.estimate();
