@@ -7,7 +7,7 @@ use qins_runtime::cpu::{attention, rms_norm, Heads};
 use qins_runtime::engine::{block_on, Select};
 use qins_runtime::format::TensorEntry;
 use qins_runtime::gpu::{
-    Compute, Dispatch, GpuContext, GpuOptions, GpuTensor, HeadShape, Kernels, MatvecIo,
+    Compute, Dispatch, GpuContext, GpuOptions, GpuTensor, HeadShape, Kernels, MatvecIo, Prefill,
     RmsnormParams, Rows, SelectParams, Step,
 };
 use qins_runtime::model::Rope;
@@ -79,12 +79,14 @@ fn run_all(ctx: &GpuContext, dispatches: &[Dispatch], n: usize) {
 
 /// Each op on the whole tensor, on the tensor split by rows across bindings of `max_binding`
 /// bytes (as on an adapter with that maxStorageBufferBindingSize), and with the workgroup-memory
-/// reduction where the adapter's subgroups would otherwise be used (lavapipe has them).
+/// reduction where the adapter's subgroups would otherwise be used (lavapipe has them); that
+/// context also runs large batches through the mat-vec kernels instead of the tiled ones.
 /// The LUT mat-vecs' f16-compute variant (where the adapter has shader-f16, as lavapipe does)
 /// is a fourth.
 fn contexts(max_binding: u64) -> [(GpuContext, bool); 4] {
     let shared = gpu_with(GpuOptions {
         no_subgroups: true,
+        prefill: Prefill::Rows,
         ..Default::default()
     });
     assert!(!shared.subgroups);
@@ -137,8 +139,9 @@ fn matvec_matches_cpu_for_every_codec_and_batch() {
                     );
                 }
                 // Token rows padded apart (strides cols+3 and rows+2), accumulated onto existing values;
-                // 9 tokens cross the 8-token block of a workgroup.
-                for n in [1usize, 3, 9] {
+                // 9 tokens cross the 8-token block of a mat-vec workgroup and take the tiled
+                // kernel, 45 cross its 32-token tile.
+                for n in [1usize, 3, 9, 45] {
                     let (xs, ys) = (cols + 3, rows + 2);
                     let x = values(n * xs, 99 + n as u32);
                     let y0 = values(n * ys, 5);

@@ -8,6 +8,7 @@ export interface LoadOptions {
   compute?: "f32" | "f16";
   max_binding?: number;
   no_subgroups?: boolean;
+  prefill?: "tiled" | "rows";
 }
 
 export interface LoadProgress {

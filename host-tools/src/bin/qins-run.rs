@@ -69,6 +69,10 @@ struct Args {
     /// Print one JSON object with load_s, ttft_ms, prefill_tok_s, decode_tok_s.
     #[arg(long)]
     bench: bool,
+    /// With --bench: a prompt of exactly this many tokens (the chat prompt's ids repeated),
+    /// for prefill speed at a given length; default the chat prompt alone (about 60 tokens).
+    #[arg(long)]
+    bench_prompt: Option<usize>,
     /// Load the archive --load-runs times and print where each load's time went (device,
     /// read, checksum, zstd, upload, build) with MB/s per stage, then the time to the first
     /// token of a 100-token prompt.
@@ -247,7 +251,10 @@ fn run() -> Result<()> {
         } else {
             args.max_tokens
         };
-        let prompt = gen.chat_prompt_ids(&messages)?;
+        let mut prompt = gen.chat_prompt_ids(&messages)?;
+        if let Some(n) = args.bench_prompt {
+            prompt = prompt.iter().copied().cycle().take(n).collect();
+        }
         let mut run = gen.generate(&prompt, greedy, max, true)?;
         for ev in run.by_ref() {
             ev?;

@@ -38,6 +38,23 @@ pub struct GpuOptions {
     /// shader-f16 (sums stay f32).
     #[cfg_attr(feature = "cli", arg(long, value_enum, default_value_t = Compute::F32))]
     pub compute: Compute,
+    /// How the LUT kernels run prefill batches of more than 8 tokens: tiles of 64 rows × 32
+    /// tokens through workgroup memory, or the mat-vec kernels' 4 rows × 8 tokens (A/B runs;
+    /// the tests run both).
+    #[cfg_attr(feature = "cli", arg(long, value_enum, default_value_t = Prefill::Tiled))]
+    pub prefill: Prefill,
+}
+
+/// The LUT kernels' path for prefill batches (see [`GpuOptions::prefill`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "cli", derive(clap::ValueEnum))]
+#[serde(rename_all = "lowercase")]
+pub enum Prefill {
+    /// matmul_lut8.wgsl / matmul_lut4.wgsl: each weight decoded once per 32 tokens.
+    #[default]
+    Tiled,
+    /// The mat-vec kernels' batched path: each weight decoded once per 8 tokens.
+    Rows,
 }
 
 /// Device, queue and what the adapter can do (cheap to clone: wgpu handles are shared).
@@ -56,6 +73,8 @@ pub struct GpuContext {
     pub subgroups: bool,
     /// The device was opened with shader-f16 for the LUT mat-vecs' f16 products (opt-in).
     pub f16: bool,
+    /// The LUT kernels' path for prefill batches.
+    pub prefill: Prefill,
     lost: Slot,
     /// The first error no error scope caught (a kernel or buffer misuse): reported at the next
     /// read-back instead of wgpu's default handler, which panics (an abort in the browser).
@@ -167,6 +186,7 @@ impl GpuContext {
             features,
             subgroups,
             f16,
+            prefill: opts.prefill,
             limits,
             lost,
             uncaptured,

@@ -17,7 +17,7 @@ use crate::model::{take, ModelConfig, Rope, Tensors};
 use crate::{QinsError, Result};
 
 /// Tokens per prefill batch: each weight is read once per batch instead of once per token.
-pub const BATCH: usize = 32;
+pub const BATCH: usize = 64;
 
 /// The longest head rope_store.wgsl takes (its workgroup array).
 const MAX_HEAD_DIM: usize = 256;

@@ -8,7 +8,7 @@ use super::params::{
     AttentionParams, BiasParams, EmbedKind, MatvecKind, RmsnormParams, RopeParams, SelectParams,
     SiluMulParams,
 };
-use super::GpuContext;
+use super::{GpuContext, Prefill};
 
 /// A kernel bound to its buffers, ready to record into a compute pass.
 pub struct Dispatch {
@@ -19,6 +19,9 @@ pub struct Dispatch {
     pub tokens: Option<(usize, u32)>,
     /// A one-token variant (the mat-vecs' decode pipeline) with its own bind group.
     pub decode: Option<(wgpu::ComputePipeline, wgpu::BindGroup)>,
+    /// A variant for batches of more than [`Kernels::TILED_ABOVE`] tokens, with its own grid
+    /// (the LUT kernels' tiled prefill).
+    pub tiled: Option<Box<Dispatch>>,
 }
 
 impl Dispatch {
@@ -34,8 +37,17 @@ impl Dispatch {
         self
     }
 
+    /// Runs batches of more than [`Kernels::TILED_ABOVE`] tokens with `variant`.
+    pub fn with_tiled(mut self, variant: Dispatch) -> Self {
+        self.tiled = Some(Box::new(variant));
+        self
+    }
+
     /// Records the dispatch for a batch of `n` tokens.
     pub fn record(&self, pass: &mut wgpu::ComputePass<'_>, n: u32) {
+        if let Some(tiled) = self.tiled.as_deref().filter(|_| n > Kernels::TILED_ABOVE) {
+            return tiled.record(pass, n);
+        }
         let mut g = self.groups;
         if let Some((axis, per)) = self.tokens {
             g[axis] = n.div_ceil(per).max(1);
@@ -79,10 +91,12 @@ impl HeadShape {
 /// A mat-vec kernel built twice from its file: for batches (prefill) and for one token
 /// (decode). Apart, the decode pipeline is not sized by the batched path's 32 accumulators: with
 /// both in one shader, lavapipe's decode ran 17 % slower, and a GPU's occupancy follows a
-/// kernel's largest register need.
+/// kernel's largest register need. The LUT kinds add the tiled kernel for larger batches
+/// (matmul_lut8.wgsl, matmul_lut4.wgsl) unless the device was opened with `Prefill::Rows`.
 pub struct Matvec {
     pub prefill: wgpu::ComputePipeline,
     pub decode: wgpu::ComputePipeline,
+    pub tiled: Option<wgpu::ComputePipeline>,
 }
 
 pub struct Kernels {
@@ -155,6 +169,17 @@ impl Kernels {
 
     /// Rows per mat-vec workgroup (ROWS in matvec_common.wgsl).
     pub const MATVEC_ROWS: usize = 4;
+
+    /// Tokens per mat-vec workgroup in prefill (TB in matvec_common.wgsl).
+    pub const MATVEC_TOKENS: u32 = 8;
+
+    /// Rows and tokens per tiled workgroup (TM and TN in matmul_common.wgsl).
+    pub const TILE_ROWS: usize = 64;
+    pub const TILE_TOKENS: u32 = 32;
+
+    /// Batches of more tokens than this take the tiled kernel where there is one: up to one
+    /// mat-vec token block, the tile would compute 32 tokens' sums for at most 8.
+    pub const TILED_ABOVE: u32 = Self::MATVEC_TOKENS;
 
     pub fn new(ctx: &GpuContext) -> Self {
         // The reduction each mat-vec ends with: subgroupAdd where the device has subgroups.
@@ -260,6 +285,7 @@ impl Kernels {
                             "MATVEC_COMMON",
                             include_str!("../../../shaders/matvec_common.wgsl"),
                         ),
+                        ("WEIGHTS", include_str!("../../../shaders/weights.wgsl")),
                         ("REDUCE", self.reduce.1),
                         ("LANE_ID", self.reduce.0),
                         elem,
@@ -273,9 +299,36 @@ impl Kernels {
                 };
                 pipeline(&self.ctx, name, &format!("{enable}{src}"))
             };
+            let tiled = match kind {
+                MatvecKind::Lut8 => Some((
+                    "matmul_lut8",
+                    include_str!("../../../shaders/matmul_lut8.wgsl"),
+                )),
+                MatvecKind::Lut4 => Some((
+                    "matmul_lut4",
+                    include_str!("../../../shaders/matmul_lut4.wgsl"),
+                )),
+                MatvecKind::F32 | MatvecKind::F16 => None,
+            }
+            .filter(|_| self.ctx.prefill == Prefill::Tiled)
+            .map(|(name, src)| {
+                let src = preprocess(
+                    name,
+                    src,
+                    &[
+                        (
+                            "MATMUL_COMMON",
+                            include_str!("../../../shaders/matmul_common.wgsl"),
+                        ),
+                        ("WEIGHTS", include_str!("../../../shaders/weights.wgsl")),
+                    ],
+                );
+                pipeline(&self.ctx, name, &src)
+            });
             Matvec {
                 prefill: build("false"),
                 decode: build("true"),
+                tiled,
             }
         })
     }
@@ -321,6 +374,7 @@ impl Kernels {
             groups,
             tokens: None,
             decode: None,
+            tiled: None,
         }
     }
 

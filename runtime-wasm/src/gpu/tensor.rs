@@ -187,11 +187,21 @@ impl GpuTensor {
                 }
                 let groups = Kernels::grid(part.rows.div_ceil(Kernels::MATVEC_ROWS) as u32);
                 let decode = Kernels::bind_at(ctx, &pipeline.decode, &bindings, groups);
-                match io.rows {
-                    Rows::Last => decode,
-                    Rows::All => Kernels::bind_at(ctx, &pipeline.prefill, &bindings, groups)
-                        .per_tokens(2, 8)
-                        .with_decode(decode),
+                if io.rows == Rows::Last {
+                    return decode;
+                }
+                let batched = Kernels::bind_at(ctx, &pipeline.prefill, &bindings, groups)
+                    .per_tokens(2, Kernels::MATVEC_TOKENS)
+                    .with_decode(decode);
+                match &pipeline.tiled {
+                    Some(tiled) => {
+                        let groups = Kernels::grid(part.rows.div_ceil(Kernels::TILE_ROWS) as u32);
+                        batched.with_tiled(
+                            Kernels::bind_at(ctx, tiled, &bindings, groups)
+                                .per_tokens(2, Kernels::TILE_TOKENS),
+                        )
+                    }
+                    None => batched,
                 }
             })
             .collect()

@@ -1,0 +1,86 @@
+// Shared by the tiled prefill kernels (spliced in at their MATMUL_COMMON placeholder):
+// Y[t] (+)= W·X[t] for a batch, each workgroup computing a tile of TM rows × TN tokens. Per step
+// of TK columns the workgroup decodes the tile's weights once into workgroup memory (each weight
+// decoded once per TN tokens; the mat-vec kernels decode it once per 8 and read x from global
+// memory per weight) and stages the tokens' x values beside them; each thread then sums a block
+// of 4 rows × 4 tokens out of workgroup memory. The including file defines the codec's part:
+// `load_codebook` and `decode_tile`. Parameters and bindings are weights.wgsl's.
+{{WEIGHTS}}
+const THREADS: u32 = 128u;
+const TM: u32 = 64u;
+const TN: u32 = 32u;
+const TK: u32 = 32u;
+// ws[k * TM / 4 + r / 4][r % 4]: the weight of tile row r at column k0 + k; xs[k * TN / 4 +
+// t / 4][t % 4] likewise for token t. Vectors of four rows (tokens) so that a thread's block
+// takes one load of each per column.
+var<workgroup> ws: array<vec4<f32>, 512>;
+var<workgroup> xs: array<vec4<f32>, 256>;
+
+// The weight of tile row r at tile column k (zero past the columns: see decode_tile).
+fn put_w(k: u32, r: u32, v: f32) {
+    ws[k * (TM / 4u) + r / 4u][r % 4u] = v;
+}
+
+// x of the tile's tb tokens at columns k0 .. k0 + TK, zero past the columns and the batch (so
+// code padding and missing tokens add nothing).
+fn load_x(t0: u32, tb: u32, k0: u32, lid: u32) {
+    for (var i = lid; i < TK * TN; i += THREADS) {
+        let t = i / TK;
+        let k = i % TK;
+        var v = 0.0;
+        if (t < tb && k0 + k < p.cols) { v = x[(t0 + t) * p.x_stride + k0 + k]; }
+        xs[k * (TN / 4u) + t / 4u][t % 4u] = v;
+    }
+}
+
+// Row `row` (within the part) of a thread's block: its four tokens' sums, stored or added to y.
+fn store_row(row: u32, t0: u32, n: u32, a: vec4<f32>) {
+    if (row >= p.rows) { return; }
+    for (var t = 0u; t < 4u; t++) {
+        if (t0 + t < n) {
+            let at = (t0 + t) * p.y_stride + p.row0 + row;
+            var s = a[t];
+            if (p.accumulate != 0u) { s += y[at]; }
+            y[at] = s;
+        }
+    }
+}
+
+@compute @workgroup_size(128)
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+        @builtin(local_invocation_index) lid: u32) {
+    let n = step.n;
+    let t0 = wid.z * TN;
+    let first = (wid.x + wid.y * nwg.x) * TM;
+    if (t0 >= n || first >= p.rows) { return; }
+    let tb = min(TN, n - t0);
+    load_codebook(lid);
+    // The thread's block: rows 4·rg .. 4·rg + 3 and tokens 4·tg .. 4·tg + 3 of the tile.
+    let rg = lid % (TM / 4u);
+    let tg = lid / (TM / 4u);
+    var a0 = vec4<f32>();
+    var a1 = vec4<f32>();
+    var a2 = vec4<f32>();
+    var a3 = vec4<f32>();
+    for (var k0 = 0u; k0 < p.cols; k0 += TK) {
+        // The barrier also orders load_codebook before the first decode_tile's reads.
+        workgroupBarrier();
+        decode_tile(first, k0, lid);
+        load_x(t0, tb, k0, lid);
+        workgroupBarrier();
+        for (var k = 0u; k < TK; k++) {
+            let wv = ws[k * (TM / 4u) + rg];
+            let xv = xs[k * (TN / 4u) + tg];
+            a0 += wv.x * xv;
+            a1 += wv.y * xv;
+            a2 += wv.z * xv;
+            a3 += wv.w * xv;
+        }
+    }
+    let r = first + 4u * rg;
+    let t = t0 + 4u * tg;
+    store_row(r, t, n, a0);
+    store_row(r + 1u, t, n, a1);
+    store_row(r + 2u, t, n, a2);
+    store_row(r + 3u, t, n, a3);
+}

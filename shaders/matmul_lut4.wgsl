@@ -1,0 +1,34 @@
+// Y[t] (+)= W·X[t] for a prefill batch of 4-bit LUT codes (lut4, lut4a, int4): the tiled kernel
+// of matmul_common.wgsl with this codec's tile decode. Same weights and results as
+// matvec_lut4.wgsl (f32 arithmetic; summed in another order).
+{{MATMUL_COMMON}}
+var<workgroup> lut: array<f32, 16>;
+
+fn load_codebook(lid: u32) {
+    if (lid < 16u) { lut[lid] = bitcast<f32>(w[lid]); }
+}
+
+// The tile's TM rows × TK columns from k0: a word's eight nibbles (column 2j in the low nibble
+// of byte j) through the codebook, each times its group's scale plus its offset (a group may
+// start inside a word). Rows past the part repeat its last, words past the row are zero.
+fn decode_tile(first: u32, k0: u32, lid: u32) {
+    let words = (p.cols + 7u) / 8u;
+    for (var i = lid; i < TM * TK / 8u; i += THREADS) {
+        let r = i / (TK / 8u);
+        let k = 8u * (i % (TK / 8u));
+        let row = min(first + r, p.rows - 1u);
+        let c = k0 + k;
+        let wi = c / 8u;
+        if (wi >= words) {
+            for (var j = 0u; j < 8u; j++) { put_w(k + j, r, 0.0); }
+            continue;
+        }
+        let q = codes[row * p.stride_words + wi];
+        let tensor_row = row + p.row0;
+        var g = affine_at(tensor_row, c);
+        for (var j = 0u; j < 8u; j++) {
+            if (j > 0u && (c + j) % p.group == 0u && c + j < p.cols) { g = affine_at(tensor_row, c + j); }
+            put_w(k + j, r, g.x * lut[(q >> (4u * j)) & 0xfu] + g.y);
+        }
+    }
+}
