@@ -1,30 +1,72 @@
 #!/usr/bin/env bash
 # GPU figures from prebuilt release binaries alone (no Rust toolchain needed), on Linux x86_64
-# with an NVIDIA (or any Vulkan) GPU:
+# with an NVIDIA (or any Vulkan) GPU. Two parts:
+#
+#   scripts/gpu-bench.sh pack [BASE_REV]
+#     here: strips target/release's qins-convert, qins-run, qins-bench and qins-inspect into
+#     dist-gpu/new (xz-compressed: two sets must travel within the device's 64 MiB), and with
+#     BASE_REV also builds that commit in a worktree (target/gpu-base) and packs its qins-run
+#     and qins-bench into dist-gpu/base, so one device run measures both (A/B). Adds Debian's
+#     libvulkan.so.1 for machines without a Vulkan loader.
+#
 #   scripts/gpu-bench.sh [BIN_DIR] [OUT_DIR]
-# BIN_DIR holds qins-convert, qins-run, qins-bench and optionally libvulkan.so.1 (Debian's
-# libvulkan1, for machines without a Vulkan loader); `scripts/gpu-bench.sh pack` fills
-# dist-gpu/ with them from target/release. Results land in OUT_DIR as JSON files, each written
-# as soon as its step ends, so a run cut short keeps what it measured.
-# QINS_BENCH_QUICK=1 runs only the small steps (a smoke test on slow devices such as lavapipe).
+#     there: the steps below, most wanted first, each writing OUT_DIR/NAME.json (stdout) and
+#     NAME.err as soon as it ends, so a run cut short keeps what it measured. Steps that would
+#     start after QINS_BENCH_BUDGET_S seconds (default 480) are skipped and listed as such.
+#     QINS_BENCH_QUICK=1 runs only small steps (a smoke test on slow devices such as lavapipe).
+#     `python3 scripts/gpu_tables.py OUT_DIR` turns the results into RESULTS.md's tables.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
 if [ "${1:-}" = pack ]; then
-  mkdir -p dist-gpu
-  for b in qins-convert qins-run qins-bench; do strip -o "dist-gpu/$b" "target/release/$b"; done
-  lib=$(ldconfig -p | awk '/libvulkan.so.1 /{print $NF; exit}')
+  set -e
+  rm -rf dist-gpu && mkdir -p dist-gpu/new
+  for b in qins-convert qins-run qins-bench qins-inspect; do
+    strip -o "dist-gpu/new/$b" "target/release/$b"
+  done
+  git describe --always --dirty --abbrev=12 > dist-gpu/new/REV
+  if [ -n "${2:-}" ]; then
+    base=target/gpu-base
+    [ -d "$base" ] || git worktree add --detach "$base" "$2"
+    git -C "$base" checkout -q --detach "$2"
+    (cd "$base" && cargo build --release -p qins-host --bin qins-run --bin qins-bench)
+    mkdir -p dist-gpu/base
+    for b in qins-run qins-bench; do strip -o "dist-gpu/base/$b" "$base/target/release/$b"; done
+    git -C "$base" describe --always --abbrev=12 > dist-gpu/base/REV
+  fi
+  xz -T0 -6 dist-gpu/*/qins-*
+  lib=$(ldconfig -p | awk '/libvulkan.so.1 / && !f {print $NF; f = 1}')
   [ -n "$lib" ] && cp -L "$lib" dist-gpu/libvulkan.so.1
-  ls -la dist-gpu
+  du -ah dist-gpu
   exit 0
 fi
 
 BIN=$(cd "${1:-dist-gpu}" && pwd)
 OUT=${2:-gpu-bench-out}
 mkdir -p "$OUT"
+OUT=$(cd "$OUT" && pwd)
 WORK=${WORK:-$(mktemp -d)}
+BUDGET=${QINS_BENCH_BUDGET_S:-480}
 export XDG_RUNTIME_DIR="${XDG_RUNTIME_DIR:-/tmp}"
 [ -f "$BIN/libvulkan.so.1" ] && export LD_LIBRARY_PATH="$BIN${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+
+# The binaries, unpacked into WORK/new and WORK/base (xz, or Python's lzma where xz is missing).
+for set in new base; do
+  [ -d "$BIN/$set" ] || continue
+  mkdir -p "$WORK/$set"
+  for f in "$BIN/$set"/*; do
+    name=$(basename "$f" .xz)
+    if [ "$f" = "$BIN/$set/$name" ]; then
+      cp "$f" "$WORK/$set/$name"
+    elif command -v xz >/dev/null; then
+      xz -dc "$f" > "$WORK/$set/$name"
+    else
+      python3 -c 'import lzma, sys; sys.stdout.buffer.write(lzma.open(sys.argv[1]).read())' "$f" > "$WORK/$set/$name"
+    fi
+    chmod +x "$WORK/$set/$name"
+  done
+done
+NEW=$WORK/new BASE=$WORK/base
 
 # Headless containers: NVIDIA's stock manifest names libGLX_nvidia, which needs an X server
 # ("Could not get vkCreateInstance"); the same driver's libEGL_nvidia works without one.
@@ -35,44 +77,69 @@ fi
 {
   date -u; uname -a; nvidia-smi -L 2>&1
   ls /usr/share/vulkan/icd.d /etc/vulkan/icd.d 2>&1; echo "VK_ICD_FILENAMES=${VK_ICD_FILENAMES:-}"
+  for set in new base; do [ -f "$BIN/$set/REV" ] && echo "$set: $(cat "$BIN/$set/REV")"; done
 } > "$OUT/system.txt"
 
 step() {  # step NAME COMMAND...: stdout to OUT/NAME.json, stderr to OUT/NAME.err, timed
   local name=$1; shift
+  if [ "$SECONDS" -ge "$BUDGET" ]; then
+    echo "$name: skipped at $SECONDS s (budget $BUDGET s)" | tee -a "$OUT/steps.txt"
+    return
+  fi
+  if [ ! -x "$1" ]; then
+    echo "$name: skipped ($1 not packed)" | tee -a "$OUT/steps.txt"
+    return
+  fi
   local t0=$SECONDS
   "$@" > "$OUT/$name.json" 2> "$OUT/$name.err"
   echo "$name: exit $? in $((SECONDS - t0)) s" | tee -a "$OUT/steps.txt"
 }
 
+# convert NAME ARGS...: a synthetic archive at WORK/NAME.qins and its tensor list.
+convert() {
+  local name=$1; shift
+  step "convert-$name" "$NEW/qins-convert" "$@" -o "$WORK/$name.qins" --json
+  step "inspect-$name" "$NEW/qins-inspect" "$WORK/$name.qins" --json
+}
+
 if [ "${QINS_BENCH_QUICK:-0}" = 1 ]; then
-  step matvec "$BIN/qins-bench" --small --iters 3 --codecs lut8 --json
-  step convert-smollm2-lut8g "$BIN/qins-convert" --synthetic smollm2-135m --synthetic-layers 2 --codec lut8g -o "$WORK/s.qins" --json
-  step run-smollm2-lut8g "$BIN/qins-run" "$WORK/s.qins" --backend gpu --bench --max-tokens 4 --ctx 256
-  step run-smollm2-lut8g-split "$BIN/qins-run" "$WORK/s.qins" --backend gpu --bench --max-tokens 4 --ctx 256 --max-binding 4194304
+  step matvec "$NEW/qins-bench" --small --iters 2 --reps 2 --batch 16 --codecs lut8g,lut4a --json
+  step matvec-rows "$NEW/qins-bench" --small --iters 2 --reps 2 --batch 16 --codecs lut8g --json --prefill rows
+  convert smollm2-lut8g --synthetic smollm2-135m --synthetic-layers 2 --codec lut8g
+  run=("$WORK/smollm2-lut8g.qins" --backend gpu --bench --max-tokens 4 --ctx 256)
+  step run-smollm2-lut8g "$NEW/qins-run" "${run[@]}"
+  step run-smollm2-lut8g-p96 "$NEW/qins-run" "${run[@]}" --bench-prompt 96
+  step run-smollm2-lut8g-p96-rows "$NEW/qins-run" "${run[@]}" --bench-prompt 96 --prefill rows
+  step run-smollm2-lut8g-base "$BASE/qins-run" "${run[@]}"
   exit 0
 fi
 
-# Most wanted first: a lent machine's time may run out part-way.
-step matvec "$BIN/qins-bench" --iters 100 --json
-step matvec-no-subgroups "$BIN/qins-bench" --iters 100 --json --codecs lut8g,lut4a --no-subgroups
-step matvec-f16-compute "$BIN/qins-bench" --iters 100 --json --codecs lut8g,lut4a --compute f16
-for codec in lut8g lut4a lut8; do
-  step "convert-smollm2-$codec" "$BIN/qins-convert" --synthetic smollm2-135m --codec "$codec" -o "$WORK/smollm2.qins" --json
-  step "run-smollm2-$codec" "$BIN/qins-run" "$WORK/smollm2.qins" --backend gpu --bench --max-tokens 64 --ctx 1024
-done
-for codec in lut8g lut4a lut8; do
-  step "convert-phi35-$codec" "$BIN/qins-convert" --synthetic phi-3.5-mini --codec "$codec" -o "$WORK/phi35.qins" --json
-  step "run-phi35-$codec" "$BIN/qins-run" "$WORK/phi35.qins" --backend gpu --bench --max-tokens 64 --ctx 1024
+# Kernels: decode mat-vecs against the copy kernel, the fixed costs of a token, and prefill
+# batches of 64 tokens tiled and on the mat-vec path (issue 20's first two goals).
+step matvec "$NEW/qins-bench" --iters 50 --reps 10 --batch 64 --codecs lut8g,lut4a --json
+step matvec-rows "$NEW/qins-bench" --iters 50 --reps 10 --batch 64 --codecs lut8g,lut4a --json --prefill rows
+# End to end on Phi-3.5-mini's shapes: decode, a 512-token prompt tiled and not, the binary
+# before this work on the same archive, WebGPU's default binding limit, the kernel variants.
+for codec in lut8g lut4a; do
+  convert "phi35-$codec" --synthetic phi-3.5-mini --codec "$codec"
+  run=("$WORK/phi35-$codec.qins" --backend gpu --bench --ctx 1024)
+  step "run-phi35-$codec" "$NEW/qins-run" "${run[@]}" --max-tokens 64
+  step "run-phi35-$codec-p512" "$NEW/qins-run" "${run[@]}" --max-tokens 8 --bench-prompt 512
+  step "run-phi35-$codec-p512-rows" "$NEW/qins-run" "${run[@]}" --max-tokens 8 --bench-prompt 512 --prefill rows
+  step "run-phi35-$codec-base" "$BASE/qins-run" "${run[@]}" --max-tokens 64
+  step "run-phi35-$codec-binding128mib" "$NEW/qins-run" "${run[@]}" --max-tokens 64 --max-binding 134217728
   if [ "$codec" = lut8g ]; then
-    # The KV cache at full context: f16 (default) vs f32, memory and speed.
-    for kv in f16 f32; do
-      step "run-phi35-$codec-ctx4096-kv$kv" "$BIN/qins-run" "$WORK/phi35.qins" --backend gpu --bench --max-tokens 64 --ctx 4096 --kv-cache "$kv"
-    done
-    # WebGPU's default 128 MiB binding limit: every big tensor split by rows.
-    step "run-phi35-$codec-binding128mib" "$BIN/qins-run" "$WORK/phi35.qins" --backend gpu --bench --max-tokens 64 --ctx 1024 --max-binding 134217728
-    # A/B of the kernel variants: workgroup-memory reductions (the browser's path) and f16 products.
-    step "run-phi35-$codec-no-subgroups" "$BIN/qins-run" "$WORK/phi35.qins" --backend gpu --bench --max-tokens 64 --ctx 1024 --no-subgroups
-    step "run-phi35-$codec-compute-f16" "$BIN/qins-run" "$WORK/phi35.qins" --backend gpu --bench --max-tokens 64 --ctx 1024 --compute f16
+    step "run-phi35-$codec-no-subgroups" "$NEW/qins-run" "${run[@]}" --max-tokens 64 --no-subgroups
+    step "run-phi35-$codec-compute-f16" "$NEW/qins-run" "${run[@]}" --max-tokens 64 --compute f16
   fi
-  rm -f "$WORK/phi35.qins"
+  rm -f "$WORK/phi35-$codec.qins"
 done
+# The small model, and the kernels' earlier measurement (one dispatch per submission).
+convert smollm2-lut8g --synthetic smollm2-135m --codec lut8g
+run=("$WORK/smollm2-lut8g.qins" --backend gpu --bench --ctx 1024)
+step run-smollm2-lut8g "$NEW/qins-run" "${run[@]}" --max-tokens 64
+step run-smollm2-lut8g-p512 "$NEW/qins-run" "${run[@]}" --max-tokens 8 --bench-prompt 512
+step run-smollm2-lut8g-base "$BASE/qins-run" "${run[@]}" --max-tokens 64
+step matvec-base "$BASE/qins-bench" --iters 100 --codecs lut8g,lut4a --json
+step matvec-other-codecs "$NEW/qins-bench" --iters 50 --reps 10 --batch 64 --codecs lut8,qins8,f16 --json
+echo "done at $SECONDS s" | tee -a "$OUT/steps.txt"

@@ -1,5 +1,7 @@
 //! qins-bench: GPU mat-vec bandwidth for each codec on real model shapes, next to a plain copy
-//! kernel on the same device in the same run (the ratio survives noisy machines).
+//! kernel on the same device in the same run (the ratio survives noisy machines); the same
+//! tensors' prefill batches in tokens/s and GFLOP/s; and the fixed costs a decoded token pays
+//! (a submission waited on, a dispatch inside one).
 
 use std::process::ExitCode;
 
@@ -14,9 +16,17 @@ use web_time::Instant;
 #[derive(Parser)]
 #[command(version, about = "GPU mat-vec GB/s per codec vs a copy kernel")]
 struct Args {
-    /// Timed repetitions per measurement.
+    /// Timed submissions per measurement.
     #[arg(long, default_value_t = 50)]
     iters: u32,
+    /// Dispatches of the kernel recorded in each submission: kernel time without the
+    /// submission's own cost, which a single ~10 µs mat-vec on a fast GPU would not outweigh.
+    #[arg(long, default_value_t = 10)]
+    reps: u32,
+    /// Tokens of the prefill batch timed on each shape (0: none). The engine's batches hold up
+    /// to 64.
+    #[arg(long, default_value_t = 64)]
+    batch: usize,
     /// Only SmolLM2's shapes (for slow devices such as lavapipe).
     #[arg(long)]
     small: bool,
@@ -73,16 +83,33 @@ fn tensor_bytes(codec: Codec, layout: &Layout) -> Vec<u8> {
     b
 }
 
-/// Seconds per repetition of `run` (after one warm-up), waiting for the GPU each time round.
-fn time(ctx: &GpuContext, iters: u32, run: &dyn Fn()) -> Result<f64> {
-    run();
+/// Seconds per dispatch of `dispatches` recorded `reps` times in each of `iters` submissions
+/// (after one warm-up), for a batch of `n` tokens; the GPU is waited on once at the end.
+fn time(ctx: &GpuContext, iters: u32, reps: u32, dispatches: &[&Dispatch], n: u32) -> Result<f64> {
+    let all: Vec<&Dispatch> = (0..reps).flat_map(|_| dispatches.iter().copied()).collect();
+    Kernels::run(ctx, &all, n);
     Kernels::wait(ctx)?;
     let t = Instant::now();
     for _ in 0..iters {
-        run();
+        Kernels::run(ctx, &all, n);
     }
     Kernels::wait(ctx)?;
-    Ok(t.elapsed().as_secs_f64() / iters as f64)
+    Ok(t.elapsed().as_secs_f64() / (iters * reps) as f64)
+}
+
+/// Seconds per submission of `d` alone that is waited on and read back (16 bytes), as each
+/// decoded token's candidates are: the latency floor of a token.
+fn round_trip(ctx: &GpuContext, iters: u32, d: &Dispatch, out: &wgpu::Buffer) -> Result<f64> {
+    let mut total = 0.0;
+    for i in 0..=iters {
+        let t = Instant::now();
+        Kernels::run(ctx, &[d], 1);
+        pollster::block_on(ctx.read_back(out, 0, 16))?;
+        if i > 0 {
+            total += t.elapsed().as_secs_f64();
+        }
+    }
+    Ok(total / iters as f64)
 }
 
 fn run() -> Result<()> {
@@ -99,16 +126,26 @@ fn run() -> Result<()> {
         ctx.scratch("copy dst", (copy_bytes / 4) as usize),
     );
     let copy = k.copy(&src, &dst, copy_bytes);
-    let secs = time(&ctx, args.iters, &|| Kernels::run(&ctx, &[&copy], 1))?;
+    let secs = time(&ctx, args.iters, 1, &[&copy], 1)?;
     let copy_gbs = 2.0 * copy_bytes as f64 / secs / 1e9;
     rows_out
         .push(json!({"kernel": "copy", "bytes": copy_bytes, "us": secs * 1e6, "gb_s": copy_gbs}));
+
+    // The fixed costs: a 256-byte copy waited on and read back per submission, and the same
+    // copy recorded many times in one submission (a decoded token runs a few hundred such
+    // dispatches, one submission and one read-back).
+    let tiny = k.copy(&src, &dst, 256);
+    let submit = round_trip(&ctx, args.iters, &tiny, &dst)?;
+    let dispatch = time(&ctx, args.iters, 100, &[&tiny], 1)?;
+    rows_out.push(json!({"kernel": "submit + read-back", "us": submit * 1e6}));
+    rows_out.push(json!({"kernel": "dispatch in a submission", "us": dispatch * 1e6}));
 
     let shapes: Vec<_> = if args.small {
         SMOLLM2.to_vec()
     } else {
         PHI35.iter().chain(&SMOLLM2).copied().collect()
     };
+    let b = args.batch.max(1);
     for name in &args.codecs {
         let codec = Codec::from_name(name, 32)?;
         for &(label, rows, cols) in &shapes {
@@ -123,12 +160,12 @@ fn run() -> Result<()> {
                 error: None,
             };
             let t = GpuTensor::upload(&ctx, &entry, &bytes)?;
-            let (x, y) = (ctx.scratch("x", cols), ctx.scratch("y", rows));
+            let (x, y) = (ctx.scratch("x", b * cols), ctx.scratch("y", b * rows));
             let step = ctx.uniform("step", &Step::new(0, 1));
             let io = MatvecIo::new(&x, cols, &y, rows);
             let mv = t.matvec(&k, &io, &step);
             let mv: Vec<&Dispatch> = mv.iter().collect();
-            let secs = time(&ctx, args.iters, &|| Kernels::run(&ctx, &mv, 1))?;
+            let secs = time(&ctx, args.iters, args.reps, &mv, 1)?;
             // Weights dominate the traffic; activations are counted too.
             let moved = bytes.len() as f64 + 4.0 * (rows + cols) as f64;
             let gbs = moved / secs / 1e9;
@@ -136,26 +173,53 @@ fn run() -> Result<()> {
                 "kernel": format!("matvec {}", codec.name()), "shape": label, "rows": rows, "cols": cols,
                 "bytes": bytes.len(), "us": secs * 1e6, "gb_s": gbs, "fraction_of_copy": gbs / copy_gbs,
             }));
+            if args.batch == 0 {
+                continue;
+            }
+            // The same tensor on a prefill batch, through whichever kernel the engine picks for
+            // it (tiled unless --prefill rows).
+            ctx.write_uniform(&step, &Step::new(0, b));
+            let secs = time(&ctx, args.iters.div_ceil(4), args.reps, &mv, b as u32)?;
+            let flops = 2.0 * (rows * cols * b) as f64;
+            rows_out.push(json!({
+                "kernel": format!("prefill {}", codec.name()), "shape": label, "rows": rows, "cols": cols,
+                "tokens": b, "us": secs * 1e6, "tok_s": b as f64 / secs, "gflop_s": flops / secs / 1e9,
+                "weight_gb_s": bytes.len() as f64 / secs / 1e9,
+            }));
         }
     }
     if args.json {
         println!(
             "{}",
-            json!({"device": ctx.describe(), "copy_gb_s": copy_gbs, "results": rows_out})
+            json!({"device": ctx.describe(), "prefill": ctx.prefill, "copy_gb_s": copy_gbs,
+                   "submit_us": submit * 1e6, "dispatch_us": dispatch * 1e6, "results": rows_out})
         );
     } else {
+        println!("device: {}, prefill: {:?}", ctx.describe(), ctx.prefill);
         println!(
-            "{:<22} {:<18} {:>10} {:>10} {:>9}",
+            "{:<26} {:<18} {:>10} {:>10} {:>9}",
             "kernel", "shape", "µs", "GB/s", "of copy"
         );
         for r in &rows_out {
+            let f = |key: &str| r[key].as_f64();
+            let (rate, share) = match (f("gb_s"), f("gflop_s")) {
+                (Some(g), _) => (
+                    format!("{g:.2}"),
+                    format!("{:.0}%", 100.0 * f("fraction_of_copy").unwrap_or(1.0)),
+                ),
+                (None, Some(g)) => (
+                    format!("{g:.1} GF/s"),
+                    format!("{:.0} tok/s", f("tok_s").unwrap_or(0.0)),
+                ),
+                (None, None) => (String::new(), String::new()),
+            };
             println!(
-                "{:<22} {:<18} {:>10.1} {:>10.2} {:>8.0}%",
+                "{:<26} {:<18} {:>10.1} {:>10} {:>9}",
                 r["kernel"].as_str().unwrap_or(""),
                 r["shape"].as_str().unwrap_or("-"),
-                r["us"].as_f64().unwrap_or(0.0),
-                r["gb_s"].as_f64().unwrap_or(0.0),
-                100.0 * r["fraction_of_copy"].as_f64().unwrap_or(1.0)
+                f("us").unwrap_or(0.0),
+                rate,
+                share
             );
         }
     }

@@ -278,6 +278,12 @@ impl GpuModel {
         Kernels::run(&self.ctx, &all, n);
     }
 
+    /// Dispatches one decoded token records: the body, the last token's head, the sampling
+    /// candidates.
+    pub fn dispatches_per_token(&self) -> usize {
+        self.body.len() + self.head_last.len() + 1
+    }
+
     async fn read_logits(&self, rows: usize) -> Result<Vec<f32>> {
         self.ctx
             .read_f32(&self.logits, 0, rows * self.cfg.vocab_size)

@@ -110,6 +110,10 @@ pub struct EngineInfo {
     pub split_tensors: usize,
     /// GPU buffer bytes for weights, caches and activations (0 on the CPU engine).
     pub gpu_bytes: u64,
+    /// Kernel dispatches a decoded token records, in two submissions with one read-back
+    /// (0 on the CPU engine): with `qins-bench`'s per-dispatch and per-submission costs, the
+    /// fixed part of a token's time.
+    pub dispatches_per_token: usize,
     pub load_ms: f64,
     pub load_stages: LoadStages,
     pub generation: GenerationDefaults,
@@ -146,6 +150,7 @@ impl EngineInfo {
             layers: m.config.num_layers,
             split_tensors: 0,
             gpu_bytes: 0,
+            dispatches_per_token: 0,
             load_ms: 0.0,
             load_stages: LoadStages::default(),
             generation: m.generation.clone(),

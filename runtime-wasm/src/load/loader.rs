@@ -309,6 +309,7 @@ impl Loader {
                 info.kv_cache = if model.kv_f16 { "f16" } else { "f32" };
                 info.split_tensors = model.split_tensors;
                 info.gpu_bytes = model.gpu_bytes;
+                info.dispatches_per_token = model.dispatches_per_token();
                 (manifest, AnyEngine::Gpu(GpuEngine::new(model)), info)
             }
         };

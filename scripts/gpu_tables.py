@@ -1,0 +1,124 @@
+#!/usr/bin/env python3
+"""RESULTS.md's GPU tables from a `scripts/gpu-bench.sh` output folder, and issue 20's goals
+computed from them: python3 scripts/gpu_tables.py OUT_DIR. Missing steps are left out (a run
+cut short still gives what it measured)."""
+import json
+import os
+import sys
+
+
+def load(out, name):
+    try:
+        with open(os.path.join(out, name + ".json")) as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return None
+
+
+def kernels(bench, rows_bench, base):
+    """Decode mat-vecs (GB/s, share of the copy kernel) and prefill batches, per codec and shape."""
+    copy = bench["copy_gb_s"]
+    pre_rows = {(r["kernel"], r.get("shape")): r for r in (rows_bench or {}).get("results", [])}
+    old = {(r["kernel"], r.get("shape")): r for r in (base or {}).get("results", [])}
+    out = [f'Device: `{bench["device"]}`; copy kernel {copy:.0f} GB/s; a submission waited on and '
+           f'read back {bench["submit_us"]:.1f} µs; a dispatch inside a submission {bench["dispatch_us"]:.2f} µs.', "",
+           "| codec | shape | decode µs | GB/s | of copy | one dispatch per submission (before) | "
+           "prefill 64 tok/s tiled | GFLOP/s | mat-vec path tok/s | tiled / mat-vec |",
+           "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    res = bench["results"]
+    for r in res:
+        if not r["kernel"].startswith("matvec"):
+            continue
+        codec = r["kernel"].split(" ", 1)[1]
+        pre = next((p for p in res if p["kernel"] == "prefill " + codec and p["shape"] == r["shape"]), None)
+        alt = pre_rows.get(("prefill " + codec, r["shape"]))
+        before = old.get((r["kernel"], r["shape"]))
+        cells = [codec, r["shape"], f'{r["us"]:.1f}', f'{r["gb_s"]:.3g}', f'{100 * r["fraction_of_copy"]:.0f} %',
+                 f'{before["gb_s"]:.3g} GB/s' if before else "—",
+                 f'{pre["tok_s"]:.0f}' if pre else "—", f'{pre["gflop_s"]:.3g}' if pre else "—",
+                 f'{alt["tok_s"]:.0f}' if alt else "—",
+                 f'{pre["tok_s"] / alt["tok_s"]:.2f}×' if pre and alt else "—"]
+        out.append("| " + " | ".join(cells) + " |")
+    return out
+
+
+def runs(out_dir):
+    """Every end-to-end run, one row each."""
+    out = ["| run | prompt tokens | prefill tok/s | TTFT ms | decode tok/s | dispatches / token | GPU MB | load s |",
+           "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for f in sorted(os.listdir(out_dir)):
+        if not (f.startswith("run-") and f.endswith(".json")):
+            continue
+        r = load(out_dir, f[:-5])
+        if not r:
+            continue
+        disp = (r.get("engine") or {}).get("dispatches_per_token") or "—"
+        gpu = r.get("gpu_bytes")
+        out.append(f'| {f[4:-5]} | {r["prompt_tokens"]} | {r["prefill_tok_s"]:.0f} | {r["ttft_ms"]:.0f} | '
+                   f'{r["decode_tok_s"]:.1f} | {disp} | {gpu / 1e6:.0f} | {r["load_s"]:.2f} |'
+                   if gpu else f'| {f[4:-5]} | {r["prompt_tokens"]} | {r["prefill_tok_s"]:.0f} | '
+                   f'{r["ttft_ms"]:.0f} | {r["decode_tok_s"]:.1f} | {disp} | — | {r["load_s"]:.2f} |')
+    return out
+
+
+def bytes_per_token(inspect):
+    """Weight bytes a decoded token reads: every tensor, less the embedding table when the
+    output head has its own (a token reads one row of the table)."""
+    total = sum(t["bytes"] for t in inspect["tensors"])
+    if not inspect["config"].get("tie_word_embeddings"):
+        total -= next(t["bytes"] for t in inspect["tensors"] if t["name"] == "token_embd")
+    return total
+
+
+def goals(out_dir, bench):
+    out = []
+    copy = bench["copy_gb_s"] if bench else None
+    if bench:
+        for r in bench["results"]:
+            if r["kernel"].startswith("matvec") and r["shape"] in ("phi3.5 qkv", "phi3.5 gate_up", "phi3.5 down"):
+                f = r["fraction_of_copy"]
+                out.append(f'- decode mat-vec {r["kernel"][7:]} {r["shape"]}: {100 * f:.0f} % of copy '
+                           f'({"met" if f >= 0.7 else "not met"}, goal 70 %)')
+    for codec in ("lut8g", "lut4a"):
+        run, ins = load(out_dir, f"run-phi35-{codec}"), load(out_dir, f"inspect-phi35-{codec}")
+        if run and ins and copy:
+            b = bytes_per_token(ins)
+            bound = copy * 1e9 / b
+            share = run["decode_tok_s"] / bound
+            line = (f'- end-to-end decode {codec}: {run["decode_tok_s"]:.1f} tok/s, bound {bound:.0f} tok/s '
+                    f'({b / 1e9:.2f} GB a token at {copy:.0f} GB/s) = {100 * share:.0f} % '
+                    f'({"met" if share >= 0.5 else "not met"}, goal 50 %)')
+            disp = (run.get("engine") or {}).get("dispatches_per_token")
+            if disp:
+                fixed = bench["submit_us"] * 2 + disp * bench["dispatch_us"]
+                line += (f'; fixed cost a token ≈ {fixed:.0f} µs (2 submissions × {bench["submit_us"]:.0f} µs + '
+                         f'{disp} dispatches × {bench["dispatch_us"]:.1f} µs) of {1e6 / run["decode_tok_s"]:.0f} µs')
+            out.append(line)
+        p512 = load(out_dir, f"run-phi35-{codec}-p512")
+        if run and p512:
+            x = p512["prefill_tok_s"] / run["decode_tok_s"]
+            out.append(f'- prefill of 512 tokens {codec}: {p512["prefill_tok_s"]:.0f} tok/s = {x:.1f}× decode '
+                       f'({"met" if x >= 10 else "not met"}, goal 10×)')
+        lim = load(out_dir, f"run-phi35-{codec}-binding128mib")
+        if run and lim:
+            cost = 1 - lim["decode_tok_s"] / run["decode_tok_s"]
+            out.append(f'- 128 MiB bindings {codec}: decode {lim["decode_tok_s"]:.1f} vs {run["decode_tok_s"]:.1f} '
+                       f'tok/s, cost {100 * cost:.1f} % ({"met" if cost <= 0.05 else "not met"}, goal ≤ 5 %)')
+    return out
+
+
+def main():
+    out_dir = sys.argv[1] if len(sys.argv) > 1 else "gpu-bench-out"
+    bench = load(out_dir, "matvec")
+    lines = []
+    if bench:
+        lines += kernels(bench, load(out_dir, "matvec-rows"), load(out_dir, "matvec-base")) + [""]
+    lines += runs(out_dir) + [""] + goals(out_dir, bench)
+    steps = os.path.join(out_dir, "steps.txt")
+    if os.path.exists(steps):
+        lines += ["", "Steps:", "```", open(steps).read().rstrip(), "```"]
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
