@@ -261,8 +261,9 @@ impl GpuModel {
     }
 
     /// Queues one batch (≤ BATCH tokens) at position `pos`; `head` picks which logits to compute
-    /// (None: none, the last token's into row 0, or every token's).
-    fn batch(&self, tokens: &[u32], pos: usize, head: Option<Rows>) {
+    /// (None: none, the last token's into row 0, or every token's); `choose` adds the sampling
+    /// candidates of row 0 to the same submission (see [`GpuModel::prepare_select`]).
+    fn batch(&self, tokens: &[u32], pos: usize, head: Option<Rows>, choose: bool) {
         let n = tokens.len() as u32;
         self.ctx
             .write_uniform(&self.step, &Step::new(pos, tokens.len()));
@@ -275,11 +276,14 @@ impl GpuModel {
             Some(Rows::Last) => all.extend(&self.head_last),
             None => {}
         }
+        if choose {
+            all.push(&self.choose);
+        }
         Kernels::run(&self.ctx, &all, n);
     }
 
     /// Dispatches one decoded token records: the body, the last token's head, the sampling
-    /// candidates.
+    /// candidates — one submission, one read-back.
     pub fn dispatches_per_token(&self) -> usize {
         self.body.len() + self.head_last.len() + 1
     }
@@ -290,10 +294,10 @@ impl GpuModel {
             .await
     }
 
-    /// The candidates for `sel` chosen on the GPU from the last computed logits row 0: a few
-    /// hundred bytes come back instead of the row. None when more values tie at the k-th than
-    /// the kernel returns (the caller then reads the row).
-    pub async fn select(&self, sel: &Select) -> Result<Option<Vec<Candidate>>> {
+    /// Writes what the select kernel needs for `sel` (penalised tokens, k); returns k. The
+    /// kernel runs in the same submission as the token's forward pass (a submission costs tens
+    /// of microseconds on a fast GPU, a sizable share of a token there).
+    fn prepare_select(&self, sel: &Select) -> usize {
         let vocab = self.cfg.vocab_size;
         let k = sel.k.clamp(1, vocab);
         if sel.penalty != 1.0 {
@@ -309,7 +313,12 @@ impl GpuModel {
             &self.select_params,
             &SelectParams::new(vocab, k, sel.penalty),
         );
-        Kernels::run(&self.ctx, &[&self.choose], 1);
+        k
+    }
+
+    /// The candidates the select kernel chose (up to `k` and their ties), None when more
+    /// values tie at the k-th than the kernel returns (the caller then reads the row).
+    async fn read_candidates(&self, k: usize) -> Result<Option<Vec<Candidate>>> {
         // Header and pairs up to k (most rows have few ties), in one read.
         let words = 4 + 2 * (k + 16).min(Kernels::SELECT_CAP);
         let b = self
@@ -327,6 +336,15 @@ impl GpuModel {
                 .map(|j| (w[4 + 2 * j], f32::from_bits(w[5 + 2 * j])))
                 .collect(),
         ))
+    }
+
+    /// The candidates for `sel` chosen on the GPU from the last computed logits row 0: a few
+    /// hundred bytes come back instead of the row. None when more values tie at the k-th than
+    /// the kernel returns (the caller then reads the row).
+    pub async fn select(&self, sel: &Select) -> Result<Option<Vec<Candidate>>> {
+        let k = self.prepare_select(sel);
+        Kernels::run(&self.ctx, &[&self.choose], 1);
+        self.read_candidates(k).await
     }
 }
 
@@ -352,12 +370,13 @@ impl Forward for GpuModel {
         sel: &Select,
     ) -> Result<Vec<Candidate>> {
         self.use_rope(rope);
+        let k = self.prepare_select(sel);
         let batches = tokens.len().div_ceil(BATCH);
         for (i, chunk) in tokens.chunks(BATCH).enumerate() {
             let last = i + 1 == batches;
-            self.batch(chunk, start + i * BATCH, last.then_some(Rows::Last));
+            self.batch(chunk, start + i * BATCH, last.then_some(Rows::Last), last);
         }
-        match self.select(sel).await? {
+        match self.read_candidates(k).await? {
             Some(c) => Ok(c),
             None => Ok(sel.pick(&self.read_logits(1).await?)),
         }
@@ -384,7 +403,7 @@ impl Forward for GpuModel {
             } else {
                 None
             };
-            self.batch(chunk, start + i * BATCH, head);
+            self.batch(chunk, start + i * BATCH, head, false);
             if all {
                 out.extend(self.read_logits(chunk.len()).await?);
             } else if last {
