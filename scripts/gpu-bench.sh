@@ -15,6 +15,8 @@
 #     start after QINS_BENCH_BUDGET_S seconds (default 480) are skipped and listed as such.
 #     QINS_BENCH_QUICK=1 runs only small steps (a smoke test on slow devices such as lavapipe).
 #     `python3 scripts/gpu_tables.py OUT_DIR` turns the results into RESULTS.md's tables.
+#     On the lent machine (whose tool returns at most 8 files), with dist-gpu carried:
+#       scripts/gpu-bench.sh dist-gpu /tmp/gbo; tar czf "$OUT/gbo.tgz" -C /tmp gbo
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
@@ -105,21 +107,25 @@ convert() {
 if [ "${QINS_BENCH_QUICK:-0}" = 1 ]; then
   step matvec "$NEW/qins-bench" --small --iters 2 --reps 2 --batch 16 --codecs lut8g,lut4a --json
   step matvec-rows "$NEW/qins-bench" --small --iters 2 --reps 2 --batch 16 --codecs lut8g --json --prefill rows
+  step matvec-vec4 "$NEW/qins-bench" --small --iters 2 --reps 2 --batch 0 --codecs lut8g,lut4a --json --decode-loads vec4
   convert smollm2-lut8g --synthetic smollm2-135m --synthetic-layers 2 --codec lut8g
   run=("$WORK/smollm2-lut8g.qins" --backend gpu --bench --max-tokens 4 --ctx 256)
   step run-smollm2-lut8g "$NEW/qins-run" "${run[@]}"
   step run-smollm2-lut8g-p96 "$NEW/qins-run" "${run[@]}" --bench-prompt 96
   step run-smollm2-lut8g-p96-rows "$NEW/qins-run" "${run[@]}" --bench-prompt 96 --prefill rows
   step run-smollm2-lut8g-base "$BASE/qins-run" "${run[@]}"
+  step run-smollm2-lut8g-vec4 "$NEW/qins-run" "${run[@]}" --decode-loads vec4
   exit 0
 fi
 
-# Kernels: decode mat-vecs against the copy kernel, the fixed costs of a token, and prefill
-# batches of 64 tokens tiled and on the mat-vec path (issue 20's first two goals).
+# Kernels: decode mat-vecs against the copy kernel (u32 and vec4 code loads), the fixed costs
+# of a token, and prefill batches of 64 tokens tiled and on the mat-vec path.
 step matvec "$NEW/qins-bench" --iters 50 --reps 10 --batch 64 --codecs lut8g,lut4a --json
 step matvec-rows "$NEW/qins-bench" --iters 50 --reps 10 --batch 64 --codecs lut8g,lut4a --json --prefill rows
+step matvec-vec4 "$NEW/qins-bench" --iters 50 --reps 10 --batch 0 --codecs lut8g,lut4a --json --decode-loads vec4
 # End to end on Phi-3.5-mini's shapes: decode, a 512-token prompt tiled and not, the binary
-# before this work on the same archive, WebGPU's default binding limit, the kernel variants.
+# before this work on the same archive, vec4 code loads, WebGPU's default binding limit, the
+# other kernel variants.
 for codec in lut8g lut4a; do
   convert "phi35-$codec" --synthetic phi-3.5-mini --codec "$codec"
   run=("$WORK/phi35-$codec.qins" --backend gpu --bench --ctx 1024)
@@ -127,6 +133,7 @@ for codec in lut8g lut4a; do
   step "run-phi35-$codec-p512" "$NEW/qins-run" "${run[@]}" --max-tokens 8 --bench-prompt 512
   step "run-phi35-$codec-p512-rows" "$NEW/qins-run" "${run[@]}" --max-tokens 8 --bench-prompt 512 --prefill rows
   step "run-phi35-$codec-base" "$BASE/qins-run" "${run[@]}" --max-tokens 64
+  step "run-phi35-$codec-vec4" "$NEW/qins-run" "${run[@]}" --max-tokens 64 --decode-loads vec4
   step "run-phi35-$codec-binding128mib" "$NEW/qins-run" "${run[@]}" --max-tokens 64 --max-binding 134217728
   if [ "$codec" = lut8g ]; then
     step "run-phi35-$codec-no-subgroups" "$NEW/qins-run" "${run[@]}" --max-tokens 64 --no-subgroups

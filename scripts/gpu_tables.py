@@ -15,16 +15,19 @@ def load(out, name):
         return None
 
 
-def kernels(bench, rows_bench, base):
+def by_kernel(bench):
+    return {(r["kernel"], r.get("shape")): r for r in (bench or {}).get("results", [])}
+
+
+def kernels(bench, rows_bench, vec4_bench, base):
     """Decode mat-vecs (GB/s, share of the copy kernel) and prefill batches, per codec and shape."""
     copy = bench["copy_gb_s"]
-    pre_rows = {(r["kernel"], r.get("shape")): r for r in (rows_bench or {}).get("results", [])}
-    old = {(r["kernel"], r.get("shape")): r for r in (base or {}).get("results", [])}
+    pre_rows, vec4, old = by_kernel(rows_bench), by_kernel(vec4_bench), by_kernel(base)
     out = [f'Device: `{bench["device"]}`; copy kernel {copy:.0f} GB/s; a submission waited on and '
            f'read back {bench["submit_us"]:.1f} µs; a dispatch inside a submission {bench["dispatch_us"]:.2f} µs.', "",
-           "| codec | shape | decode µs | GB/s | of copy | one dispatch per submission (before) | "
+           "| codec | shape | decode µs | GB/s | of copy | vec4 loads: of copy | one dispatch per submission (before) | "
            "prefill 64 tok/s tiled | GFLOP/s | mat-vec path tok/s | tiled / mat-vec |",
-           "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+           "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     res = bench["results"]
     for r in res:
         if not r["kernel"].startswith("matvec"):
@@ -33,7 +36,9 @@ def kernels(bench, rows_bench, base):
         pre = next((p for p in res if p["kernel"] == "prefill " + codec and p["shape"] == r["shape"]), None)
         alt = pre_rows.get(("prefill " + codec, r["shape"]))
         before = old.get((r["kernel"], r["shape"]))
+        wide = vec4.get((r["kernel"], r["shape"]))
         cells = [codec, r["shape"], f'{r["us"]:.1f}', f'{r["gb_s"]:.3g}', f'{100 * r["fraction_of_copy"]:.0f} %',
+                 f'{100 * wide["fraction_of_copy"]:.0f} %' if wide else "—",
                  f'{before["gb_s"]:.3g} GB/s' if before else "—",
                  f'{pre["tok_s"]:.0f}' if pre else "—", f'{pre["gflop_s"]:.3g}' if pre else "—",
                  f'{alt["tok_s"]:.0f}' if alt else "—",
@@ -112,7 +117,8 @@ def main():
     bench = load(out_dir, "matvec")
     lines = []
     if bench:
-        lines += kernels(bench, load(out_dir, "matvec-rows"), load(out_dir, "matvec-base")) + [""]
+        lines += kernels(bench, load(out_dir, "matvec-rows"), load(out_dir, "matvec-vec4"),
+                         load(out_dir, "matvec-base")) + [""]
     lines += runs(out_dir) + [""] + goals(out_dir, bench)
     steps = os.path.join(out_dir, "steps.txt")
     if os.path.exists(steps):

@@ -6,6 +6,10 @@
 // The codebook's type: f32, or f16 with f16 compute (see matvec_lut8.wgsl).
 alias Lut = {{LUT_T}};
 var<workgroup> lut: array<Lut, 16>;
+// The same code rows read 32 codes at a time (decode with `--decode-loads vec4`, where rows
+// start on 16 bytes and a group holds whole vectors), as in matvec_lut8.wgsl.
+@group(0) @binding(6) var<storage, read> codes4: array<vec4<u32>>;
+const WIDE: bool = {{WIDE}};
 
 // Codebook values of a word's eight codes, the low four and the high four.
 fn values8(q: u32) -> mat2x4<Lut> {
@@ -18,6 +22,11 @@ fn values8(q: u32) -> mat2x4<Lut> {
 fn dot8(q: u32, xa: vec4<f32>, xb: vec4<f32>) -> f32 {
     let v = values8(q);
     return f32(dot(v[0], vec4<Lut>(xa)) + dot(v[1], vec4<Lut>(xb)));
+}
+
+// dot8 over a vector's four words: xa[j] and xb[j] are word j's low and high four x values.
+fn dot32(q: vec4<u32>, xa: mat4x4<f32>, xb: mat4x4<f32>) -> f32 {
+    return dot8(q.x, xa[0], xb[0]) + dot8(q.y, xa[1], xb[1]) + dot8(q.z, xa[2], xb[2]) + dot8(q.w, xa[3], xb[3]);
 }
 
 @compute @workgroup_size(64)
@@ -38,7 +47,23 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         // Decode with groups of whole words: one scale and offset per word and row.
         let xo = t0 * p.x_stride;
         var a = vec4<f32>();
-        for (var wi = id.lid; wi < words; wi += WG) {
+        var wide_words = 0u;
+        if (WIDE && p.stride_words % 4u == 0u && p.group % 32u == 0u) {
+            wide_words = words / 4u * 4u;
+            let base4 = base / 4u;
+            for (var v = id.lid; v < words / 4u; v += WG) {
+                let c = v * 32u;
+                let xa = mat4x4<f32>(x4(xo, c), x4(xo, c + 8u), x4(xo, c + 16u), x4(xo, c + 24u));
+                let xb = mat4x4<f32>(x4(xo, c + 4u), x4(xo, c + 12u), x4(xo, c + 20u), x4(xo, c + 28u));
+                let d = vec4<f32>(dot32(codes4[base4.x + v], xa, xb), dot32(codes4[base4.y + v], xa, xb),
+                                  dot32(codes4[base4.z + v], xa, xb), dot32(codes4[base4.w + v], xa, xb));
+                let g = affine4(tensor_rows, c);
+                let s = xa[0] + xa[1] + xa[2] + xa[3] + xb[0] + xb[1] + xb[2] + xb[3];
+                a += d * g.scale + dot(s, vec4<f32>(1.0)) * g.offset;
+            }
+        }
+        // Word by word where the vectors were not used (rows are whole vectors when they were).
+        for (var wi = wide_words + id.lid; wi < words; wi += WG) {
             let c = wi * 8u;
             let xa = x4(xo, c);
             let xb = x4(xo, c + 4u);

@@ -10,10 +10,22 @@
 // for (decode then multiplies in f16 and sums each word's four products into f32).
 alias Lut = {{LUT_T}};
 var<workgroup> lut: array<Lut, 256>;
+// The same code rows read 16 codes at a time (decode with `--decode-loads vec4`, where rows
+// start on 16 bytes and a group holds whole vectors): one 16-byte load per row instead of four
+// 4-byte ones, the group's scale read once for them.
+@group(0) @binding(6) var<storage, read> codes4: array<vec4<u32>>;
+const WIDE: bool = {{WIDE}};
 
 // Codebook values of a word's four codes.
 fn values4(q: u32) -> vec4<Lut> {
     return vec4<Lut>(lut[q & 0xffu], lut[(q >> 8u) & 0xffu], lut[(q >> 16u) & 0xffu], lut[q >> 24u]);
+}
+
+// Σ of 16 codes' codebook values times x: xs's columns are the four words' x vectors.
+// (each word's four products summed in Lut, as in the word loop, then in f32).
+fn dot16(q: vec4<u32>, xs: mat4x4<f32>) -> f32 {
+    return f32(dot(values4(q.x), vec4<Lut>(xs[0]))) + f32(dot(values4(q.y), vec4<Lut>(xs[1])))
+         + f32(dot(values4(q.z), vec4<Lut>(xs[2]))) + f32(dot(values4(q.w), vec4<Lut>(xs[3])));
 }
 
 // Per-row scales of 4 rows (1 with group scales).
@@ -43,7 +55,26 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         // Decode: the rows' four codes of a word against one vec4 of x.
         let xo = t0 * p.x_stride;
         var a = vec4<f32>();
-        for (var wi = id.lid; wi < words; wi += WG) {
+        var wide_words = 0u;
+        if (WIDE && p.stride_words % 4u == 0u && p.group % 16u == 0u) {
+            wide_words = words / 4u * 4u;
+            let base4 = base / 4u;
+            for (var v = id.lid; v < words / 4u; v += WG) {
+                let c = v * 16u;
+                let xs = mat4x4<f32>(x4(xo, c), x4(xo, c + 4u), x4(xo, c + 8u), x4(xo, c + 12u));
+                let d = vec4<f32>(dot16(codes4[base4.x + v], xs), dot16(codes4[base4.y + v], xs),
+                                  dot16(codes4[base4.z + v], xs), dot16(codes4[base4.w + v], xs));
+                if (grouped) {
+                    let g = affine4(tensor_rows, c);
+                    let xsum = dot(xs[0] + xs[1] + xs[2] + xs[3], vec4<f32>(1.0));
+                    a += d * g.scale + xsum * g.offset;
+                } else {
+                    a += d;
+                }
+            }
+        }
+        // Word by word where the vectors were not used (rows are whole vectors when they were).
+        for (var wi = wide_words + id.lid; wi < words; wi += WG) {
             let c = wi * 4u;
             let xv = x4(xo, c);
             let xl = vec4<Lut>(xv);

@@ -7,8 +7,8 @@ use qins_runtime::cpu::{attention, rms_norm, Heads};
 use qins_runtime::engine::{block_on, Select};
 use qins_runtime::format::TensorEntry;
 use qins_runtime::gpu::{
-    Compute, Dispatch, GpuContext, GpuOptions, GpuTensor, HeadShape, Kernels, MatvecIo, Prefill,
-    RmsnormParams, Rows, SelectParams, Step,
+    Compute, DecodeLoads, Dispatch, GpuContext, GpuOptions, GpuTensor, HeadShape, Kernels,
+    MatvecIo, Prefill, RmsnormParams, Rows, SelectParams, Step,
 };
 use qins_runtime::model::Rope;
 use qins_tests::{gpu, gpu_with, gpu_with_max_binding};
@@ -65,7 +65,18 @@ fn close(got: &[f32], want: &[f32], tol: f32, what: &str) {
     }
 }
 
-const SHAPES: [(usize, usize); 6] = [(1, 1), (1, 7), (3, 5), (17, 33), (65, 130), (300, 9)];
+/// (33, 96) and (5, 224) take the 16-byte decode loads: their code rows (8 and 4 bits) are whole
+/// vectors; 224 columns end in a partial group of 128.
+const SHAPES: [(usize, usize); 8] = [
+    (1, 1),
+    (1, 7),
+    (3, 5),
+    (17, 33),
+    (65, 130),
+    (300, 9),
+    (33, 96),
+    (5, 224),
+];
 
 /// The batch uniform every per-token kernel reads: first position, token count.
 fn step(ctx: &GpuContext, pos: u32, n: u32) -> wgpu::Buffer {
@@ -82,8 +93,8 @@ fn run_all(ctx: &GpuContext, dispatches: &[Dispatch], n: usize) {
 /// reduction where the adapter's subgroups would otherwise be used (lavapipe has them); that
 /// context also runs large batches through the mat-vec kernels instead of the tiled ones.
 /// The LUT mat-vecs' f16-compute variant (where the adapter has shader-f16, as lavapipe does)
-/// is a fourth.
-fn contexts(max_binding: u64) -> [(GpuContext, bool); 4] {
+/// is a fourth, with 16-byte code loads in decode; those loads on a split tensor a fifth.
+fn contexts(max_binding: u64) -> [(GpuContext, bool); 5] {
     let shared = gpu_with(GpuOptions {
         no_subgroups: true,
         prefill: Prefill::Rows,
@@ -98,14 +109,21 @@ fn contexts(max_binding: u64) -> [(GpuContext, bool); 4] {
     );
     let f16 = gpu_with(GpuOptions {
         compute: Compute::F16,
+        decode_loads: DecodeLoads::Vec4,
         ..Default::default()
     });
     assert_eq!(f16.f16, f16.features.contains(wgpu::Features::SHADER_F16));
+    let wide = gpu_with(GpuOptions {
+        max_binding: Some(max_binding),
+        decode_loads: DecodeLoads::Vec4,
+        ..Default::default()
+    });
     [
         (whole, false),
         (gpu_with_max_binding(Some(max_binding)), true),
         (shared, false),
         (f16, false),
+        (wide, true),
     ]
 }
 

@@ -9,6 +9,7 @@ export interface LoadOptions {
   max_binding?: number;
   no_subgroups?: boolean;
   prefill?: "tiled" | "rows";
+  decode_loads?: "u32" | "vec4";
 }
 
 export interface LoadProgress {

@@ -43,6 +43,22 @@ pub struct GpuOptions {
     /// the tests run both).
     #[cfg_attr(feature = "cli", arg(long, value_enum, default_value_t = Prefill::Tiled))]
     pub prefill: Prefill,
+    /// How the LUT decode mat-vecs read codes: a u32 word per row at a time, or a 16-byte
+    /// vector (where rows start on 16 bytes and groups hold whole vectors) — A/B runs.
+    #[cfg_attr(feature = "cli", arg(long, value_enum, default_value_t = DecodeLoads::U32))]
+    pub decode_loads: DecodeLoads,
+}
+
+/// The LUT decode mat-vecs' code loads (see [`GpuOptions::decode_loads`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "cli", derive(clap::ValueEnum))]
+#[serde(rename_all = "lowercase")]
+pub enum DecodeLoads {
+    /// One u32 word (4 or 8 codes) per row and iteration.
+    #[default]
+    U32,
+    /// One vec4<u32> (16 or 32 codes) per row and iteration, the word loop for the rest.
+    Vec4,
 }
 
 /// The LUT kernels' path for prefill batches (see [`GpuOptions::prefill`]).
@@ -75,6 +91,8 @@ pub struct GpuContext {
     pub f16: bool,
     /// The LUT kernels' path for prefill batches.
     pub prefill: Prefill,
+    /// The LUT decode mat-vecs' code loads.
+    pub decode_loads: DecodeLoads,
     lost: Slot,
     /// The first error no error scope caught (a kernel or buffer misuse): reported at the next
     /// read-back instead of wgpu's default handler, which panics (an abort in the browser).
@@ -187,6 +205,7 @@ impl GpuContext {
             subgroups,
             f16,
             prefill: opts.prefill,
+            decode_loads: opts.decode_loads,
             limits,
             lost,
             uncaptured,

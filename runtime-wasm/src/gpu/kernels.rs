@@ -8,7 +8,7 @@ use super::params::{
     AttentionParams, BiasParams, EmbedKind, MatvecKind, RmsnormParams, RopeParams, SelectParams,
     SiluMulParams,
 };
-use super::{GpuContext, Prefill};
+use super::{DecodeLoads, GpuContext, Prefill};
 
 /// A kernel bound to its buffers, ready to record into a compute pass.
 pub struct Dispatch {
@@ -270,28 +270,30 @@ impl Kernels {
                 ("", "f32")
             };
             let build = |decode: &str| {
-                // The float kernels have no codebook type, the LUT ones no element type.
-                let elem = if kind == MatvecKind::F32 || kind == MatvecKind::F16 {
-                    ("ELEM_F16", f16)
+                // The float kernels have no codebook type and no wide loads, the LUT ones no
+                // element type.
+                let wide = if self.ctx.decode_loads == DecodeLoads::Vec4 {
+                    "true"
                 } else {
-                    ("LUT_T", lut_t)
+                    "false"
                 };
-                let src = preprocess(
-                    name,
-                    src,
+                let mut defs = vec![
                     // In this order: the common part brings the placeholders after it.
-                    &[
-                        (
-                            "MATVEC_COMMON",
-                            include_str!("../../../shaders/matvec_common.wgsl"),
-                        ),
-                        ("WEIGHTS", include_str!("../../../shaders/weights.wgsl")),
-                        ("REDUCE", self.reduce.1),
-                        ("LANE_ID", self.reduce.0),
-                        elem,
-                        ("DECODE", decode),
-                    ],
-                );
+                    (
+                        "MATVEC_COMMON",
+                        include_str!("../../../shaders/matvec_common.wgsl"),
+                    ),
+                    ("WEIGHTS", include_str!("../../../shaders/weights.wgsl")),
+                    ("REDUCE", self.reduce.1),
+                    ("LANE_ID", self.reduce.0),
+                    ("DECODE", decode),
+                ];
+                if kind == MatvecKind::F32 || kind == MatvecKind::F16 {
+                    defs.push(("ELEM_F16", f16));
+                } else {
+                    defs.extend([("LUT_T", lut_t), ("WIDE", wide)]);
+                }
+                let src = preprocess(name, src, &defs);
                 let enable = if src.contains("alias Lut") {
                     enable
                 } else {

@@ -8,7 +8,7 @@ mod loader;
 mod params;
 mod tensor;
 
-pub use context::{Compute, GpuContext, GpuOptions, Prefill};
+pub use context::{Compute, DecodeLoads, GpuContext, GpuOptions, Prefill};
 pub use engine::{CacheConfig, GpuEngine, GpuModel};
 pub use kernels::{Dispatch, HeadShape, Kernels, Matvec};
 pub use loader::{GpuLoader, LoadProgress};

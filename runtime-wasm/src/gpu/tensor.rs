@@ -47,6 +47,8 @@ impl GpuTensor {
         if layout.codes.offset as u64 > limit {
             return Err(too_big("codebook and scales", layout.codes.offset as u64));
         }
+        // Parts are rounded up to 16 bytes (see `create`), so they are cut within a multiple.
+        let limit = limit / 16 * 16;
         let stride = layout.code_stride as u64;
         let pair = if stride.is_multiple_of(4) { 1 } else { 2 };
         let fit = (limit / stride.max(1)) as usize / pair * pair;
@@ -74,8 +76,10 @@ impl GpuTensor {
                 } else {
                     n * layout.code_stride
                 };
+                // Whole 16-byte vectors: the LUT mat-vecs also bind the codes as vec4<u32>
+                // (WebGPU wants at least one element in a binding).
                 Part {
-                    buffer: buffer(&entry.name, bytes as u64),
+                    buffer: buffer(&entry.name, bytes.next_multiple_of(16) as u64),
                     row0,
                     rows: n,
                 }
@@ -179,11 +183,14 @@ impl GpuTensor {
                     },
                 );
                 // The float kernels read no codebook or scales, so their layout has no
-                // binding 0.
-                let mut bindings =
+                // binding 0; the LUT mat-vecs also see the codes as vectors (binding 6), the
+                // tiled kernels do not.
+                let mut tiled_bindings =
                     vec![(1, io.x), (2, io.y), (3, &p), (4, step), (5, &part.buffer)];
+                let mut bindings = tiled_bindings.clone();
                 if !matches!(kind, MatvecKind::F32 | MatvecKind::F16) {
-                    bindings.push((0, &self.meta));
+                    tiled_bindings.push((0, &self.meta));
+                    bindings.extend([(0, &self.meta), (6, &part.buffer)]);
                 }
                 let groups = Kernels::grid(part.rows.div_ceil(Kernels::MATVEC_ROWS) as u32);
                 let decode = Kernels::bind_at(ctx, &pipeline.decode, &bindings, groups);
@@ -197,7 +204,7 @@ impl GpuTensor {
                     Some(tiled) => {
                         let groups = Kernels::grid(part.rows.div_ceil(Kernels::TILE_ROWS) as u32);
                         batched.with_tiled(
-                            Kernels::bind_at(ctx, tiled, &bindings, groups)
+                            Kernels::bind_at(ctx, tiled, &tiled_bindings, groups)
                                 .per_tokens(2, Kernels::TILE_TOKENS),
                         )
                     }
