@@ -236,7 +236,8 @@ web_bench() {
   cargo build --release -p qins-host
   start_server "$dir/server" ./target/release/qins-serve --dist "$dir" --models "$dir/models" \
     --addr 127.0.0.1:0
-  local url="$SERVER_URL?model=models/$(basename "$archive")&tokens=$tokens&backend=$backend"
+  # QINS_WEB_BENCH_QUERY: load options for A/B runs, e.g. "prefill=rows" (web/bench/bench.js).
+  local url="$SERVER_URL?model=models/$(basename "$archive")&tokens=$tokens&backend=$backend${QINS_WEB_BENCH_QUERY:+&$QINS_WEB_BENCH_QUERY}"
   if [ "$backend" = cpu ]; then
     log "browser (headless Chromium, the CPU engine in wasm, one thread): $url"
     node scripts/web_bench.mjs "$url" 1800

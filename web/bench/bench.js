@@ -10,18 +10,23 @@ async function run() {
   const tokens = Number(q.get("tokens") ?? 32);
   // "auto" (WebGPU), or "cpu": the CPU engine in wasm (one thread).
   const backend = q.get("backend") || "auto";
-  const out = { model, tokens, backend };
+  // Kernel variants for A/B runs (docs/WEB_API.md's load options), passed on when given.
+  const options = { cache: true, backend };
+  for (const key of ["prefill", "decode_loads", "compute"]) {
+    if (q.has(key)) options[key] = q.get(key);
+  }
+  const out = { model, tokens, backend, options };
   const qins = new QinsClient();
   await qins.deleteCachedArchive(model);
   let t = performance.now();
   let events = 0;
-  const first = await qins.load(model, { cache: true, backend }, () => events++);
+  const first = await qins.load(model, options, () => events++);
   out.first_load_ms = performance.now() - t;
   out.progress_events = events;
   out.info = first;
   out.stored = first.cache;
   t = performance.now();
-  const second = await qins.load(model, { cache: true, backend });
+  const second = await qins.load(model, options);
   out.cached_load_ms = performance.now() - t;
   out.second_from_cache = second.from_cache;
   // Where each load's time went (docs/WEB_API.md, load_stages).
