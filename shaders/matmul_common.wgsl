@@ -16,6 +16,17 @@ const TK: u32 = 32u;
 var<workgroup> ws: array<vec4<f32>, 512>;
 var<workgroup> xs: array<vec4<f32>, 256>;
 
+// Word i of the tile's codes, of `per` codes a word: its tile row r, the tile column k of its
+// first code, its row within the part (rows past the part repeat its last: their sums are
+// dropped), and its word index within that row. Consecutive i are consecutive words of a row.
+struct TileWord { r: u32, k: u32, row: u32, wi: u32 }
+
+fn tile_word(i: u32, per: u32, first: u32, k0: u32) -> TileWord {
+    let r = i / (TK / per);
+    let k = per * (i % (TK / per));
+    return TileWord(r, k, min(first + r, p.rows - 1u), (k0 + k) / per);
+}
+
 // The weight of tile row r at tile column k (zero past the columns: see decode_tile).
 fn put_w(k: u32, r: u32, v: f32) {
     ws[k * (TM / 4u) + r / 4u][r % 4u] = v;

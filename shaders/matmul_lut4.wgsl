@@ -10,25 +10,22 @@ fn load_codebook(lid: u32) {
 
 // The tile's TM rows × TK columns from k0: a word's eight nibbles (column 2j in the low nibble
 // of byte j) through the codebook, each times its group's scale plus its offset (a group may
-// start inside a word). Rows past the part repeat its last, words past the row are zero.
+// start inside a word). Words past the row are zero.
 fn decode_tile(first: u32, k0: u32, lid: u32) {
     let words = (p.cols + 7u) / 8u;
     for (var i = lid; i < TM * TK / 8u; i += THREADS) {
-        let r = i / (TK / 8u);
-        let k = 8u * (i % (TK / 8u));
-        let row = min(first + r, p.rows - 1u);
-        let c = k0 + k;
-        let wi = c / 8u;
-        if (wi >= words) {
-            for (var j = 0u; j < 8u; j++) { put_w(k + j, r, 0.0); }
+        let t = tile_word(i, 8u, first, k0);
+        if (t.wi >= words) {
+            for (var j = 0u; j < 8u; j++) { put_w(t.k + j, t.r, 0.0); }
             continue;
         }
-        let q = codes[row * p.stride_words + wi];
-        let tensor_row = row + p.row0;
+        let c = k0 + t.k;
+        let q = codes[t.row * p.stride_words + t.wi];
+        let tensor_row = t.row + p.row0;
         var g = affine_at(tensor_row, c);
         for (var j = 0u; j < 8u; j++) {
             if (j > 0u && (c + j) % p.group == 0u && c + j < p.cols) { g = affine_at(tensor_row, c + j); }
-            put_w(k + j, r, g.x * lut[(q >> (4u * j)) & 0xfu] + g.y);
+            put_w(t.k + j, t.r, g.x * lut[(q >> (4u * j)) & 0xfu] + g.y);
         }
     }
 }

@@ -10,31 +10,27 @@ fn load_codebook(lid: u32) {
 
 // The tile's TM rows × TK columns from k0: a word's four codes through the codebook, times the
 // row's scale or its group's (scale, offset) (groups are a multiple of 4 columns, so a word has
-// one). Consecutive threads read consecutive words of a row; rows past the part repeat its
-// last (their sums are dropped), words past the row are zero.
+// one). Words past the row are zero.
 fn decode_tile(first: u32, k0: u32, lid: u32) {
     let words = (p.cols + 3u) / 4u;
     for (var i = lid; i < TM * TK / 4u; i += THREADS) {
-        let r = i / (TK / 4u);
-        let k = 4u * (i % (TK / 4u));
-        let row = min(first + r, p.rows - 1u);
-        let wi = (k0 + k) / 4u;
+        let t = tile_word(i, 4u, first, k0);
         var v = vec4<f32>();
-        if (wi < words) {
-            let q = codes[row * p.stride_words + wi];
-            let tensor_row = row + p.row0;
+        if (t.wi < words) {
+            let q = codes[t.row * p.stride_words + t.wi];
+            let tensor_row = t.row + p.row0;
             var g = vec2<f32>(0.0);
             if (p.group != 0u) {
-                g = affine_at(tensor_row, 4u * wi);
+                g = affine_at(tensor_row, 4u * t.wi);
             } else {
                 g.x = bitcast<f32>(w[p.scales_off + tensor_row]);
             }
             let l = vec4<f32>(lut[q & 0xffu], lut[(q >> 8u) & 0xffu], lut[(q >> 16u) & 0xffu], lut[q >> 24u]);
             v = g.x * l + g.y;
         }
-        put_w(k, r, v.x);
-        put_w(k + 1u, r, v.y);
-        put_w(k + 2u, r, v.z);
-        put_w(k + 3u, r, v.w);
+        put_w(t.k, t.r, v.x);
+        put_w(t.k + 1u, t.r, v.y);
+        put_w(t.k + 2u, t.r, v.z);
+        put_w(t.k + 3u, t.r, v.w);
     }
 }
