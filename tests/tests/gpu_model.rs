@@ -9,7 +9,7 @@ use qins_runtime::chat::{Generator, Message, SamplingParams};
 use qins_runtime::codec::Codec;
 use qins_runtime::cpu::{CpuEngine, CpuModel};
 use qins_runtime::engine::{block_on, Engine, Select};
-use qins_runtime::gpu::{CacheConfig, Compute, GpuContext, GpuEngine, GpuModel, GpuOptions};
+use qins_runtime::gpu::{CacheConfig, Compute, GpuContext, GpuEngine, GpuModel, GpuOptions, BATCH};
 use qins_runtime::load::{open, Backend, LoadOptions};
 use qins_runtime::model::Weights;
 use qins_tests::{
@@ -222,7 +222,8 @@ fn gpu_prefix_reuse_matches_a_fresh_run() {
 
 /// Every weight tensor split by rows across 4 KiB bindings (the embedding/output head into 5
 /// to 20 parts), as on an adapter whose maxStorageBufferBindingSize is smaller than the
-/// tensors: the logits still match the CPU reference.
+/// tensors, and work buffers that hold only a few tokens (the batches shrink to fit, so the
+/// prompt runs as several): the logits still match the CPU reference.
 #[test]
 fn tensors_split_across_bindings_match_the_cpu() {
     let dir = tempfile::tempdir().unwrap();
@@ -232,6 +233,12 @@ fn tensors_split_across_bindings_match_the_cpu() {
             let path = convert_to(&fixture(name), codec, dir.path());
             let ctx = gpu_with_max_binding(Some(4096));
             let (_, mut cpu, mut gpu) = engines_on(ctx, &path, false);
+            let batch = gpu.model.batch_tokens;
+            assert!(
+                (1..BATCH).contains(&batch) && ids.len() > batch,
+                "{name}: batches of {batch} for {} tokens",
+                ids.len()
+            );
             let d = max_diff(
                 &block_on(gpu.extend(&ids, true)).unwrap(),
                 &block_on(cpu.extend(&ids, true)).unwrap(),

@@ -16,7 +16,10 @@ use crate::format::Manifest;
 use crate::model::{take, ModelConfig, Rope, Tensors};
 use crate::{QinsError, Result};
 
-/// Tokens per prefill batch: each weight is read once per batch instead of once per token.
+/// Most tokens per prefill batch: each weight is read once per batch instead of once per token.
+/// A model whose per-token work buffers (attention scores at a long context, logits of a
+/// large vocabulary) would exceed a binding at this size runs smaller batches
+/// ([`GpuModel::batch_size`]) rather than being refused.
 pub const BATCH: usize = 64;
 
 /// The longest head rope_store.wgsl takes (its workgroup array).
@@ -62,6 +65,8 @@ pub struct GpuModel {
     head_all: Vec<Dispatch>,
     /// Positions the KV cache holds.
     pub max_ctx: usize,
+    /// Tokens per batch ([`BATCH`] unless the binding limit asks for fewer).
+    pub batch_tokens: usize,
     /// Whether the KV cache stores f16 values.
     pub kv_f16: bool,
     /// Weight tensors split across several bindings (larger than the binding limit).
@@ -87,9 +92,24 @@ impl GpuModel {
         crate::engine::block_on(loader.finish())
     }
 
-    /// Work buffers for the heads and cache of `shape`: (label, bytes) of the largest ones.
-    fn scratch_sizes(cfg: &ModelConfig, shape: &HeadShape) -> [(&'static str, u64); 4] {
-        let (b, max_ctx) = (BATCH as u64, shape.max_ctx);
+    /// Tokens per batch under a binding limit of `max_binding` bytes: [`BATCH`], or as many as
+    /// the per-token work buffers allow (at least one; a token that does not fit is refused by
+    /// `check_limits`).
+    fn batch_size(cfg: &ModelConfig, shape: &HeadShape, max_binding: u64) -> usize {
+        let per_token = Self::scratch_sizes(cfg, shape, 1)
+            .iter()
+            .skip(1)
+            .map(|&(_, bytes)| bytes)
+            .max()
+            .unwrap_or(1)
+            .max(1);
+        BATCH.min((max_binding / per_token) as usize).max(1)
+    }
+
+    /// Work buffers for the heads and cache of `shape` and batches of `b` tokens: (label,
+    /// bytes) of the largest ones, the KV cache first (the only one not per token).
+    fn scratch_sizes(cfg: &ModelConfig, shape: &HeadShape, b: usize) -> [(&'static str, u64); 4] {
+        let (b, max_ctx) = (b as u64, shape.max_ctx);
         [
             ("KV cache of one layer", shape.cache_words() as u64 * 4),
             ("logits", b * cfg.vocab_size as u64 * 4),
@@ -121,7 +141,8 @@ impl GpuModel {
         for t in &manifest.tensors {
             GpuTensor::rows_per_part(t, ctx.max_binding)?;
         }
-        for (what, bytes) in Self::scratch_sizes(cfg, &shape) {
+        let b = Self::batch_size(cfg, &shape, ctx.max_binding);
+        for (what, bytes) in Self::scratch_sizes(cfg, &shape, b) {
             ctx.check_binding(what, bytes)?;
         }
         Ok(())
@@ -156,7 +177,7 @@ impl GpuModel {
             cfg.hidden_size,
             cfg.intermediate_size,
             cfg.vocab_size,
-            BATCH,
+            Self::batch_size(&cfg, &shape, ctx.max_binding),
         );
         let (q_dim, kv_dim) = (cfg.q_dim(), cfg.kv_dim());
         let qkv_dim = q_dim + 2 * kv_dim;
@@ -233,6 +254,7 @@ impl GpuModel {
             head_last,
             head_all,
             max_ctx,
+            batch_tokens: b,
             kv_f16: shape.kv_f16,
             split_tensors,
             gpu_bytes,
@@ -260,7 +282,7 @@ impl GpuModel {
         );
     }
 
-    /// Queues one batch (≤ BATCH tokens) at position `pos`; `head` picks which logits to compute
+    /// Queues one batch (≤ `self.batch_tokens` tokens) at position `pos`; `head` picks which logits to compute
     /// (None: none, the last token's into row 0, or every token's); `choose` adds the sampling
     /// candidates of row 0 to the same submission (see [`GpuModel::prepare_select`]).
     fn batch(&self, tokens: &[u32], pos: usize, head: Option<Rows>, choose: bool) {
@@ -371,10 +393,15 @@ impl Forward for GpuModel {
     ) -> Result<Vec<Candidate>> {
         self.use_rope(rope);
         let k = self.prepare_select(sel);
-        let batches = tokens.len().div_ceil(BATCH);
-        for (i, chunk) in tokens.chunks(BATCH).enumerate() {
+        let batches = tokens.len().div_ceil(self.batch_tokens);
+        for (i, chunk) in tokens.chunks(self.batch_tokens).enumerate() {
             let last = i + 1 == batches;
-            self.batch(chunk, start + i * BATCH, last.then_some(Rows::Last), last);
+            self.batch(
+                chunk,
+                start + i * self.batch_tokens,
+                last.then_some(Rows::Last),
+                last,
+            );
         }
         match self.read_candidates(k).await? {
             Some(c) => Ok(c),
@@ -393,8 +420,8 @@ impl Forward for GpuModel {
     ) -> Result<Vec<f32>> {
         self.use_rope(rope);
         let mut out = Vec::new();
-        let batches = tokens.len().div_ceil(BATCH);
-        for (i, chunk) in tokens.chunks(BATCH).enumerate() {
+        let batches = tokens.len().div_ceil(self.batch_tokens);
+        for (i, chunk) in tokens.chunks(self.batch_tokens).enumerate() {
             let last = i + 1 == batches;
             let head = if all {
                 Some(Rows::All)
@@ -403,7 +430,7 @@ impl Forward for GpuModel {
             } else {
                 None
             };
-            self.batch(chunk, start + i * BATCH, head, false);
+            self.batch(chunk, start + i * self.batch_tokens, head, false);
             if all {
                 out.extend(self.read_logits(chunk.len()).await?);
             } else if last {

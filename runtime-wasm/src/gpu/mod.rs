@@ -9,7 +9,7 @@ mod params;
 mod tensor;
 
 pub use context::{Compute, DecodeLoads, GpuContext, GpuOptions, Prefill};
-pub use engine::{CacheConfig, GpuEngine, GpuModel};
+pub use engine::{CacheConfig, GpuEngine, GpuModel, BATCH};
 pub use kernels::{Dispatch, HeadShape, Kernels, Matvec};
 pub use loader::{GpuLoader, LoadProgress};
 pub use params::{
