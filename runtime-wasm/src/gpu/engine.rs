@@ -19,7 +19,7 @@ use crate::{QinsError, Result};
 /// Most tokens per prefill batch: each weight is read once per batch instead of once per token.
 /// A model whose per-token work buffers (attention scores at a long context, logits of a
 /// large vocabulary) would exceed a binding at this size runs smaller batches
-/// ([`GpuModel::batch_size`]) rather than being refused.
+/// (`GpuModel::batch_tokens`) rather than being refused.
 pub const BATCH: usize = 64;
 
 /// The longest head rope_store.wgsl takes (its workgroup array).
@@ -282,9 +282,9 @@ impl GpuModel {
         );
     }
 
-    /// Queues one batch (≤ `self.batch_tokens` tokens) at position `pos`; `head` picks which logits to compute
-    /// (None: none, the last token's into row 0, or every token's); `choose` adds the sampling
-    /// candidates of row 0 to the same submission (see [`GpuModel::prepare_select`]).
+    /// Queues one batch (≤ `batch_tokens` tokens) at position `pos`; `head` picks which logits
+    /// to compute (None: none, the last token's into row 0, or every token's); `choose` adds the
+    /// sampling candidates of row 0 to the same submission (see `prepare_select`).
     fn batch(&self, tokens: &[u32], pos: usize, head: Option<Rows>, choose: bool) {
         let n = tokens.len() as u32;
         self.ctx
