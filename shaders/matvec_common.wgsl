@@ -96,12 +96,6 @@ fn finish(id: Ids, out: Out) {
 
 {{REDUCE}}
 
-// Value i of the part's codes read as f16 pairs (f16 weights).
-fn code_half(i: u32) -> f32 {
-    let pair = unpack2x16float(codes[i / 2u]);
-    return select(pair.x, pair.y, (i & 1u) == 1u);
-}
-
 // x[xo + c .. xo + c + 4], zero past the columns (code padding then adds nothing).
 fn x4(xo: u32, c: u32) -> vec4<f32> {
     if (c + 3u < p.cols) { return vec4<f32>(x[xo + c], x[xo + c + 1u], x[xo + c + 2u], x[xo + c + 3u]); }

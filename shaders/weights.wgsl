@@ -31,3 +31,9 @@ fn affine_at(row: u32, c: u32) -> vec2<f32> {
     if (p.offsets_off != 0u) { o = half_at(p.offsets_off, g); }
     return vec2<f32>(half_at(p.scales_off, g), o);
 }
+
+// Value i of the part's codes read as f16 pairs (f16 weights).
+fn code_half(i: u32) -> f32 {
+    let pair = unpack2x16float(codes[i / 2u]);
+    return select(pair.x, pair.y, (i & 1u) == 1u);
+}

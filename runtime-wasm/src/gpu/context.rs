@@ -38,9 +38,9 @@ pub struct GpuOptions {
     /// shader-f16 (sums stay f32).
     #[cfg_attr(feature = "cli", arg(long, value_enum, default_value_t = Compute::F32))]
     pub compute: Compute,
-    /// How the LUT kernels run prefill batches of more than 8 tokens: tiles of 64 rows × 32
-    /// tokens through workgroup memory, or the mat-vec kernels' 4 rows × 8 tokens (A/B runs;
-    /// the tests run both).
+    /// How prefill batches of more than 8 tokens run: tiles of 64 rows × 32 tokens through
+    /// workgroup memory, or the mat-vec kernels' 4 rows × 8 tokens (A/B runs; the tests run
+    /// both).
     #[cfg_attr(feature = "cli", arg(long, value_enum, default_value_t = Prefill::Tiled))]
     pub prefill: Prefill,
     /// How the LUT decode mat-vecs read codes: a u32 word per row at a time, or a 16-byte
@@ -61,12 +61,12 @@ pub enum DecodeLoads {
     Vec4,
 }
 
-/// The LUT kernels' path for prefill batches (see [`GpuOptions::prefill`]).
+/// The mat-vecs' path for prefill batches (see [`GpuOptions::prefill`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 #[cfg_attr(feature = "cli", derive(clap::ValueEnum))]
 #[serde(rename_all = "lowercase")]
 pub enum Prefill {
-    /// matmul_lut8.wgsl / matmul_lut4.wgsl: each weight decoded once per 32 tokens.
+    /// matmul_lut8/lut4/float.wgsl: each weight decoded once per 32 tokens.
     #[default]
     Tiled,
     /// The mat-vec kernels' batched path: each weight decoded once per 8 tokens.
@@ -89,7 +89,7 @@ pub struct GpuContext {
     pub subgroups: bool,
     /// The device was opened with shader-f16 for the LUT mat-vecs' f16 products (opt-in).
     pub f16: bool,
-    /// The LUT kernels' path for prefill batches.
+    /// The mat-vecs' path for prefill batches.
     pub prefill: Prefill,
     /// The LUT decode mat-vecs' code loads.
     pub decode_loads: DecodeLoads,

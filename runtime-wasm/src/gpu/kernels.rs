@@ -20,7 +20,7 @@ pub struct Dispatch {
     /// A one-token variant (the mat-vecs' decode pipeline) with its own bind group.
     pub decode: Option<(wgpu::ComputePipeline, wgpu::BindGroup)>,
     /// A variant for batches of more than [`Kernels::TILED_ABOVE`] tokens, with its own grid
-    /// (the LUT kernels' tiled prefill).
+    /// (the mat-vecs' tiled prefill).
     pub tiled: Option<Box<Dispatch>>,
 }
 
@@ -91,8 +91,9 @@ impl HeadShape {
 /// A mat-vec kernel built twice from its file: for batches (prefill) and for one token
 /// (decode). Apart, the decode pipeline is not sized by the batched path's 32 accumulators: with
 /// both in one shader, lavapipe's decode ran 17 % slower, and a GPU's occupancy follows a
-/// kernel's largest register need. The LUT kinds add the tiled kernel for larger batches
-/// (matmul_lut8.wgsl, matmul_lut4.wgsl) unless the device was opened with `Prefill::Rows`.
+/// kernel's largest register need. The tiled kernel for larger batches (matmul_lut8.wgsl,
+/// matmul_lut4.wgsl, matmul_float.wgsl) comes third unless the device was opened with
+/// `Prefill::Rows`.
 pub struct Matvec {
     pub prefill: wgpu::ComputePipeline,
     pub decode: wgpu::ComputePipeline,
@@ -301,31 +302,36 @@ impl Kernels {
                 };
                 pipeline(&self.ctx, name, &format!("{enable}{src}"))
             };
-            let tiled = match kind {
-                MatvecKind::Lut8 => Some((
+            let (tiled_name, tiled_src) = match kind {
+                MatvecKind::Lut8 => (
                     "matmul_lut8",
                     include_str!("../../../shaders/matmul_lut8.wgsl"),
-                )),
-                MatvecKind::Lut4 => Some((
+                ),
+                MatvecKind::Lut4 => (
                     "matmul_lut4",
                     include_str!("../../../shaders/matmul_lut4.wgsl"),
-                )),
-                MatvecKind::F32 | MatvecKind::F16 => None,
-            }
-            .filter(|_| self.ctx.prefill == Prefill::Tiled)
-            .map(|(name, src)| {
-                let src = preprocess(
-                    name,
-                    src,
-                    &[
-                        (
-                            "MATMUL_COMMON",
-                            include_str!("../../../shaders/matmul_common.wgsl"),
-                        ),
-                        ("WEIGHTS", include_str!("../../../shaders/weights.wgsl")),
-                    ],
-                );
-                pipeline(&self.ctx, name, &src)
+                ),
+                MatvecKind::F32 | MatvecKind::F16 => (
+                    "matmul_float",
+                    include_str!("../../../shaders/matmul_float.wgsl"),
+                ),
+            };
+            let tiled = (self.ctx.prefill == Prefill::Tiled).then(|| {
+                let mut defs = vec![
+                    (
+                        "MATMUL_COMMON",
+                        include_str!("../../../shaders/matmul_common.wgsl"),
+                    ),
+                    ("WEIGHTS", include_str!("../../../shaders/weights.wgsl")),
+                ];
+                if tiled_name == "matmul_float" {
+                    defs.push(("ELEM_F16", f16));
+                }
+                pipeline(
+                    &self.ctx,
+                    tiled_name,
+                    &preprocess(tiled_name, tiled_src, &defs),
+                )
             });
             Matvec {
                 prefill: build("false"),
