@@ -16,7 +16,7 @@ const TK: u32 = 32u;
 var<workgroup> ws: array<vec4<f32>, 512>;
 var<workgroup> xs: array<vec4<f32>, 256>;
 
-// Word i of the tile's codes, of `per` codes a word: its tile row r, the tile column k of its
+// Word i of the tile's codes, of `per` codes a word (1: a float value): its tile row r, the tile column k of its
 // first code, its row within the part (rows past the part repeat its last: their sums are
 // dropped), and its word index within that row. Consecutive i are consecutive words of a row.
 struct TileWord { r: u32, k: u32, row: u32, wi: u32 }

@@ -11,14 +11,12 @@ fn load_codebook(lid: u32) {}
 // consecutive values of a row, rows past the part repeat its last.
 fn decode_tile(first: u32, k0: u32, lid: u32) {
     for (var i = lid; i < TM * TK; i += THREADS) {
-        let r = i / TK;
-        let k = i % TK;
-        let row = min(first + r, p.rows - 1u);
+        let t = tile_word(i, 1u, first, k0);
         var v = 0.0;
-        if (k0 + k < p.cols) {
-            let at = row * p.cols + k0 + k;
+        if (t.wi < p.cols) {
+            let at = t.row * p.cols + t.wi;
             if (ELEM_F16 == 1u) { v = code_half(at); } else { v = bitcast<f32>(codes[at]); }
         }
-        put_w(k, r, v);
+        put_w(t.k, t.r, v);
     }
 }

@@ -49,7 +49,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         var a = vec4<f32>();
         var wide_words = 0u;
         if (WIDE && p.stride_words % 4u == 0u && p.group % 32u == 0u) {
-            wide_words = words / 4u * 4u;
+            wide_words = words;
             let base4 = base / 4u;
             for (var v = id.lid; v < words / 4u; v += WG) {
                 let c = v * 32u;
@@ -62,7 +62,8 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
                 a += d * g.scale + dot(s, vec4<f32>(1.0)) * g.offset;
             }
         }
-        // Word by word where the vectors were not used (rows are whole vectors when they were).
+        // Word by word where the vectors were not used (a row is whole vectors when they were:
+        // its stride, a multiple of 4 words, is its word count).
         for (var wi = wide_words + id.lid; wi < words; wi += WG) {
             let c = wi * 8u;
             let xa = x4(xo, c);

@@ -270,14 +270,15 @@ impl Kernels {
             } else {
                 ("", "f32")
             };
+            // The float kernels have no codebook type and no wide loads, the LUT ones no
+            // element type.
+            let float = matches!(kind, MatvecKind::F32 | MatvecKind::F16);
+            let wide = if self.ctx.decode_loads == DecodeLoads::Vec4 {
+                "true"
+            } else {
+                "false"
+            };
             let build = |decode: &str| {
-                // The float kernels have no codebook type and no wide loads, the LUT ones no
-                // element type.
-                let wide = if self.ctx.decode_loads == DecodeLoads::Vec4 {
-                    "true"
-                } else {
-                    "false"
-                };
                 let mut defs = vec![
                     // In this order: the common part brings the placeholders after it.
                     (
@@ -289,7 +290,7 @@ impl Kernels {
                     ("LANE_ID", self.reduce.0),
                     ("DECODE", decode),
                 ];
-                if kind == MatvecKind::F32 || kind == MatvecKind::F16 {
+                if float {
                     defs.push(("ELEM_F16", f16));
                 } else {
                     defs.extend([("LUT_T", lut_t), ("WIDE", wide)]);
@@ -324,7 +325,7 @@ impl Kernels {
                     ),
                     ("WEIGHTS", include_str!("../../../shaders/weights.wgsl")),
                 ];
-                if tiled_name == "matmul_float" {
+                if float {
                     defs.push(("ELEM_F16", f16));
                 }
                 pipeline(

@@ -110,7 +110,7 @@ pub struct EngineInfo {
     pub split_tensors: usize,
     /// GPU buffer bytes for weights, caches and activations (0 on the CPU engine).
     pub gpu_bytes: u64,
-    /// Kernel dispatches a decoded token records, in two submissions with one read-back
+    /// Kernel dispatches a decoded token records, in one submission with one read-back
     /// (0 on the CPU engine): with `qins-bench`'s per-dispatch and per-submission costs, the
     /// fixed part of a token's time.
     pub dispatches_per_token: usize,
