@@ -115,6 +115,7 @@ if [ "${QINS_BENCH_QUICK:-0}" = 1 ]; then
   step run-smollm2-lut8g-p96-rows "$NEW/qins-run" "${run[@]}" --bench-prompt 96 --prefill rows
   step run-smollm2-lut8g-base "$BASE/qins-run" "${run[@]}"
   step run-smollm2-lut8g-vec4 "$NEW/qins-run" "${run[@]}" --decode-loads vec4
+  step run-smollm2-lut8g-no-fusion "$NEW/qins-run" "${run[@]}" --no-fusion
   exit 0
 fi
 
@@ -124,8 +125,8 @@ step matvec "$NEW/qins-bench" --iters 50 --reps 10 --batch 64 --codecs lut8g,lut
 step matvec-rows "$NEW/qins-bench" --iters 50 --reps 10 --batch 64 --codecs lut8g,lut4a --json --prefill rows
 step matvec-vec4 "$NEW/qins-bench" --iters 50 --reps 10 --batch 0 --codecs lut8g,lut4a --json --decode-loads vec4
 # End to end on Phi-3.5-mini's shapes: decode, a 512-token prompt tiled and not, the binary
-# before this work on the same archive, vec4 code loads, WebGPU's default binding limit, the
-# other kernel variants.
+# before this work on the same archive, decode without the fused norms, vec4 code loads,
+# WebGPU's default binding limit, the other kernel variants.
 for codec in lut8g lut4a; do
   convert "phi35-$codec" --synthetic phi-3.5-mini --codec "$codec"
   run=("$WORK/phi35-$codec.qins" --backend gpu --bench --ctx 1024)
@@ -133,6 +134,7 @@ for codec in lut8g lut4a; do
   step "run-phi35-$codec-p512" "$NEW/qins-run" "${run[@]}" --max-tokens 8 --bench-prompt 512
   step "run-phi35-$codec-p512-rows" "$NEW/qins-run" "${run[@]}" --max-tokens 8 --bench-prompt 512 --prefill rows
   step "run-phi35-$codec-base" "$BASE/qins-run" "${run[@]}" --max-tokens 64
+  step "run-phi35-$codec-no-fusion" "$NEW/qins-run" "${run[@]}" --max-tokens 64 --no-fusion
   step "run-phi35-$codec-vec4" "$NEW/qins-run" "${run[@]}" --max-tokens 64 --decode-loads vec4
   step "run-phi35-$codec-binding128mib" "$NEW/qins-run" "${run[@]}" --max-tokens 64 --max-binding 134217728
   if [ "$codec" = lut8g ]; then
@@ -147,6 +149,7 @@ run=("$WORK/smollm2-lut8g.qins" --backend gpu --bench --ctx 1024)
 step run-smollm2-lut8g "$NEW/qins-run" "${run[@]}" --max-tokens 64
 step run-smollm2-lut8g-p512 "$NEW/qins-run" "${run[@]}" --max-tokens 8 --bench-prompt 512
 step run-smollm2-lut8g-base "$BASE/qins-run" "${run[@]}" --max-tokens 64
+step run-smollm2-lut8g-no-fusion "$NEW/qins-run" "${run[@]}" --max-tokens 64 --no-fusion
 step matvec-base "$BASE/qins-bench" --iters 100 --codecs lut8g,lut4a --json
 step matvec-other-codecs "$NEW/qins-bench" --iters 50 --reps 10 --batch 64 --codecs lut8,qins8,f16 --json
 echo "done at $SECONDS s" | tee -a "$OUT/steps.txt"

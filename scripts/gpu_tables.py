@@ -25,9 +25,11 @@ def kernels(bench, rows_bench, vec4_bench, base):
     pre_rows, vec4, old = by_kernel(rows_bench), by_kernel(vec4_bench), by_kernel(base)
     out = [f'Device: `{bench["device"]}`; copy kernel {copy:.0f} GB/s; a submission waited on and '
            f'read back {bench["submit_us"]:.1f} µs; a dispatch inside a submission {bench["dispatch_us"]:.2f} µs.', "",
-           "| codec | shape | decode µs | GB/s | of copy | vec4 loads: of copy | one dispatch per submission (before) | "
-           "prefill 64 tok/s tiled | GFLOP/s | mat-vec path tok/s | tiled / mat-vec |",
-           "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+           "| codec | shape | decode µs | GB/s | of copy | vec4 loads: of copy | norm or SiLU fused: µs | "
+           "one dispatch per submission (before) | prefill 64 tok/s tiled | GFLOP/s | mat-vec path tok/s | "
+           "tiled / mat-vec |",
+           "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    here = by_kernel(bench)
     res = bench["results"]
     for r in res:
         if not r["kernel"].startswith("matvec"):
@@ -37,8 +39,10 @@ def kernels(bench, rows_bench, vec4_bench, base):
         alt = pre_rows.get(("prefill " + codec, r["shape"]))
         before = old.get((r["kernel"], r["shape"]))
         wide = vec4.get((r["kernel"], r["shape"]))
+        fused = here.get(("fused " + r["kernel"], r["shape"]))
         cells = [codec, r["shape"], f'{r["us"]:.1f}', f'{r["gb_s"]:.3g}', f'{100 * r["fraction_of_copy"]:.0f} %',
                  f'{100 * wide["fraction_of_copy"]:.0f} %' if wide else "—",
+                 f'{fused["us"]:.1f}' if fused else "—",
                  f'{before["gb_s"]:.3g} GB/s' if before else "—",
                  f'{pre["tok_s"]:.0f}' if pre else "—", f'{pre["gflop_s"]:.3g}' if pre else "—",
                  f'{alt["tok_s"]:.0f}' if alt else "—",

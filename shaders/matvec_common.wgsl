@@ -12,6 +12,14 @@ const TB: u32 = 8u;
 const ROWS: u32 = 4u;
 // Built twice: the decode pipeline (one-token batches) and the prefill one (any batch).
 const DECODE: bool = {{DECODE}};
+// What the decode path computes x from (p.input): the x binding as it is, or the op that would
+// have written it fused in (one dispatch fewer per decoded token, and no x buffer round trip):
+// INPUT_NORM reads the residual rows and multiplies by the norm weight (the row's 1 / rms scales
+// the sums in `finish`); INPUT_SILU reads [gate; up] rows of 2 × cols and takes silu(gate) · up.
+{{INPUT_KINDS}}
+@group(0) @binding(7) var<storage, read> norm_w: array<f32>;
+// The item of a decode workgroup's stash that holds its threads' sums of squared residuals.
+const SS_ITEM: u32 = 4u;
 // Per-thread (or per-subgroup) shares of the ROWS × TB sums, item-minor so that the threads
 // summing them read consecutive words.
 const ITEMS: u32 = 32u;
@@ -88,6 +96,11 @@ fn finish(id: Ids, out: Out) {
     if (i < ITEMS && r < out.rows && t < out.tokens) {
         var s = 0.0;
         for (var k = 0u; k < slots(id); k++) { s += partial[k * ITEMS + i]; }
+        if (p.input == INPUT_NORM) {
+            var ss = 0.0;
+            for (var k = 0u; k < slots(id); k++) { ss += partial[k * ITEMS + SS_ITEM]; }
+            s *= 1.0 / sqrt(ss / f32(p.cols) + p.eps);
+        }
         let at = (out.t0 + t) * p.y_stride + p.row0 + out.first + r;
         if (p.accumulate != 0u) { s += y[at]; }
         y[at] = s;
@@ -102,6 +115,45 @@ fn x4(xo: u32, c: u32) -> vec4<f32> {
     var v = vec4<f32>();
     for (var j = 0u; c + j < p.cols; j++) { v[j] = x[xo + c + j]; }
     return v;
+}
+
+// x[xo + c .. xo + c + 4] as the decode path multiplies it (see INPUT_NORM), the raw values'
+// squares added to ss.
+fn xin4(xo: u32, c: u32, ss: ptr<function, f32>) -> vec4<f32> {
+    let xr = x4(xo, c);
+    *ss += dot(xr, xr);
+    if (p.input == INPUT_NORM) {
+        if (c + 3u < p.cols) { return xr * vec4<f32>(norm_w[c], norm_w[c + 1u], norm_w[c + 2u], norm_w[c + 3u]); }
+        var g = vec4<f32>();
+        for (var j = 0u; c + j < p.cols; j++) { g[j] = norm_w[c + j]; }
+        return xr * g;
+    }
+    if (p.input == INPUT_SILU) { return xr / (1.0 + exp(-xr)) * x4(xo + p.cols, c); }
+    return xr;
+}
+
+// The same for one column c < p.cols.
+fn xin1(xo: u32, c: u32, ss: ptr<function, f32>) -> f32 {
+    let xr = x[xo + c];
+    *ss += xr * xr;
+    if (p.input == INPUT_NORM) { return xr * norm_w[c]; }
+    if (p.input == INPUT_SILU) { return xr / (1.0 + exp(-xr)) * x[xo + p.cols + c]; }
+    return xr;
+}
+
+// Where the decode path's x row starts: the workgroup's token's, or with last_only and a fused
+// input the batch's last token's (unfused, the norm wrote that row into row 0).
+fn x_offset(t0: u32) -> u32 {
+    if (p.last_only == 1u && p.input != INPUT_PLAIN) { return (step.n - 1u) * p.x_stride; }
+    return t0 * p.x_stride;
+}
+
+// The decode path's last step: stashes the rows' sums (and the squares for the fused norm) and
+// stores them.
+fn finish_decode(id: Ids, a: vec4<f32>, ss: f32, t0: u32, first: u32, nr: u32) {
+    stash4(id, 0u, a);
+    stash4(id, SS_ITEM, vec4<f32>(ss, 0.0, 0.0, 0.0));
+    finish(id, Out(t0, first, 1u, nr, 1u));
 }
 
 // A decode workgroup's rows within the part: first .. first + count, rows past the part

@@ -20,14 +20,14 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     let nr = min(ROWS, p.rows - first);
     let base = rows4(first, nr) * p.cols;
     if (DECODE) {
-        let xo = t0 * p.x_stride;
+        let xo = x_offset(t0);
         var a = vec4<f32>();
+        var ss = 0.0;
         for (var c = id.lid; c < p.cols; c += WG) {
             let wv = vec4<f32>(weight(base.x + c), weight(base.y + c), weight(base.z + c), weight(base.w + c));
-            a += wv * x[xo + c];
+            a += wv * xin1(xo, c, &ss);
         }
-        stash4(id, 0u, a);
-        finish(id, Out(t0, first, 1u, nr, 1u));
+        finish_decode(id, a, ss, t0, first, nr);
         return;
     }
     let xrows = rows8(t0, tb);

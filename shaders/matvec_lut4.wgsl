@@ -45,16 +45,17 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     let tensor_rows = rows + vec4<u32>(p.row0);
     if (DECODE && (p.group & 7u) == 0u) {
         // Decode with groups of whole words: one scale and offset per word and row.
-        let xo = t0 * p.x_stride;
+        let xo = x_offset(t0);
         var a = vec4<f32>();
+        var ss = 0.0;
         var wide_words = 0u;
         if (WIDE && p.stride_words % 4u == 0u && p.group % 32u == 0u) {
             wide_words = words;
             let base4 = base / 4u;
             for (var v = id.lid; v < words / 4u; v += WG) {
                 let c = v * 32u;
-                let xa = mat4x4<f32>(x4(xo, c), x4(xo, c + 8u), x4(xo, c + 16u), x4(xo, c + 24u));
-                let xb = mat4x4<f32>(x4(xo, c + 4u), x4(xo, c + 12u), x4(xo, c + 20u), x4(xo, c + 28u));
+                let xa = mat4x4<f32>(xin4(xo, c, &ss), xin4(xo, c + 8u, &ss), xin4(xo, c + 16u, &ss), xin4(xo, c + 24u, &ss));
+                let xb = mat4x4<f32>(xin4(xo, c + 4u, &ss), xin4(xo, c + 12u, &ss), xin4(xo, c + 20u, &ss), xin4(xo, c + 28u, &ss));
                 let d = vec4<f32>(dot32(codes4[base4.x + v], xa, xb), dot32(codes4[base4.y + v], xa, xb),
                                   dot32(codes4[base4.z + v], xa, xb), dot32(codes4[base4.w + v], xa, xb));
                 let g = affine4(tensor_rows, c);
@@ -66,18 +67,18 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         // its stride, a multiple of 4 words, is its word count).
         for (var wi = wide_words + id.lid; wi < words; wi += WG) {
             let c = wi * 8u;
-            let xa = x4(xo, c);
-            let xb = x4(xo, c + 4u);
+            let xa = xin4(xo, c, &ss);
+            let xb = xin4(xo, c + 4u, &ss);
             let d = vec4<f32>(dot8(codes[base.x + wi], xa, xb), dot8(codes[base.y + wi], xa, xb),
                               dot8(codes[base.z + wi], xa, xb), dot8(codes[base.w + wi], xa, xb));
             let g = affine4(tensor_rows, c);
             a += d * g.scale + dot(xa + xb, vec4<f32>(1.0)) * g.offset;
         }
-        stash4(id, 0u, a);
-        finish(id, Out(t0, first, 1u, nr, 1u));
+        finish_decode(id, a, ss, t0, first, nr);
         return;
     }
-    // Prefill (and decode with groups that split words): code by code, as in matvec_lut8.wgsl.
+    // Prefill (and decode with groups that split words, which takes no fused input: see
+    // GpuTensor::fuses): code by code, as in matvec_lut8.wgsl.
     let xrows = rows8(t0, tb);
     var a = Acc32();
     for (var wi = id.lid; wi < words; wi += WG) {

@@ -53,15 +53,16 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     let tensor_rows = rows + vec4<u32>(p.row0);
     if (DECODE) {
         // Decode: the rows' four codes of a word against one vec4 of x.
-        let xo = t0 * p.x_stride;
+        let xo = x_offset(t0);
         var a = vec4<f32>();
+        var ss = 0.0;
         var wide_words = 0u;
         if (WIDE && p.stride_words % 4u == 0u && p.group % 16u == 0u) {
             wide_words = words;
             let base4 = base / 4u;
             for (var v = id.lid; v < words / 4u; v += WG) {
                 let c = v * 16u;
-                let xs = mat4x4<f32>(x4(xo, c), x4(xo, c + 4u), x4(xo, c + 8u), x4(xo, c + 12u));
+                let xs = mat4x4<f32>(xin4(xo, c, &ss), xin4(xo, c + 4u, &ss), xin4(xo, c + 8u, &ss), xin4(xo, c + 12u, &ss));
                 let d = vec4<f32>(dot16(codes4[base4.x + v], xs), dot16(codes4[base4.y + v], xs),
                                   dot16(codes4[base4.z + v], xs), dot16(codes4[base4.w + v], xs));
                 if (grouped) {
@@ -77,7 +78,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         // its stride, a multiple of 4 words, is its word count).
         for (var wi = wide_words + id.lid; wi < words; wi += WG) {
             let c = wi * 4u;
-            let xv = x4(xo, c);
+            let xv = xin4(xo, c, &ss);
             let xl = vec4<Lut>(xv);
             let d = vec4<f32>(f32(dot(values4(codes[base.x + wi]), xl)), f32(dot(values4(codes[base.y + wi]), xl)),
                               f32(dot(values4(codes[base.z + wi]), xl)), f32(dot(values4(codes[base.w + wi]), xl)));
@@ -88,8 +89,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
                 a += d;
             }
         }
-        stash4(id, 0u, a * row_scales(tensor_rows));
-        finish(id, Out(t0, first, 1u, nr, 1u));
+        finish_decode(id, a * row_scales(tensor_rows), ss, t0, first, nr);
         return;
     }
     // Prefill: each code decoded once for the block's tokens, each x value loaded once for the rows.

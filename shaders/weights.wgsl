@@ -9,6 +9,7 @@ struct MatvecParams {
     rows: u32, cols: u32, row0: u32, x_stride: u32,
     y_stride: u32, accumulate: u32, last_only: u32, stride_words: u32,
     scales_off: u32, group: u32, groups: u32, offsets_off: u32,
+    input: u32, eps: f32, _pad0: u32, _pad1: u32,
 }
 struct Step { pos: u32, n: u32, _pad0: u32, _pad1: u32 }
 @group(0) @binding(0) var<storage, read> w: array<u32>;

@@ -7,7 +7,7 @@ use qins_runtime::cpu::{attention, rms_norm, Heads};
 use qins_runtime::engine::{block_on, Select};
 use qins_runtime::format::TensorEntry;
 use qins_runtime::gpu::{
-    Compute, DecodeLoads, Dispatch, GpuContext, GpuOptions, GpuTensor, HeadShape, Kernels,
+    Compute, DecodeLoads, Dispatch, GpuContext, GpuOptions, GpuTensor, HeadShape, Input, Kernels,
     MatvecIo, Prefill, RmsnormParams, Rows, SelectParams, Step,
 };
 use qins_runtime::model::Rope;
@@ -91,13 +91,15 @@ fn run_all(ctx: &GpuContext, dispatches: &[Dispatch], n: usize) {
 /// Each op on the whole tensor, on the tensor split by rows across bindings of `max_binding`
 /// bytes (as on an adapter with that maxStorageBufferBindingSize), and with the workgroup-memory
 /// reduction where the adapter's subgroups would otherwise be used (lavapipe has them); that
-/// context also runs large batches through the mat-vec kernels instead of the tiled ones.
+/// context also runs large batches through the mat-vec kernels instead of the tiled ones, and
+/// decode without fused inputs.
 /// The LUT mat-vecs' f16-compute variant (where the adapter has shader-f16, as lavapipe does)
 /// is a fourth, with 16-byte code loads in decode; those loads on a split tensor a fifth.
 fn contexts(max_binding: u64) -> [(GpuContext, bool); 5] {
     let shared = gpu_with(GpuOptions {
         no_subgroups: true,
         prefill: Prefill::Rows,
+        no_fusion: true,
         ..Default::default()
     });
     assert!(!shared.subgroups);
@@ -202,6 +204,125 @@ fn matvec_matches_cpu_for_every_codec_and_batch() {
             }
         }
         assert_eq!(parts > 3, split, "{parts} extra parts");
+    }
+}
+
+/// The dense mat-vec `w · x` (rows × cols) of each token row of `x` (cols apart).
+fn dense_matvec(w: &[f32], x: &[f32], rows: usize, cols: usize) -> Vec<f32> {
+    x.chunks_exact(cols)
+        .flat_map(|xr| (0..rows).map(move |r| (0..cols).map(|c| w[r * cols + c] * xr[c]).sum()))
+        .collect()
+}
+
+/// A mat-vec after the RMSNorm or SiLU·mul that writes its x, as the engine binds them
+/// (`matvec_after`): fused into the decode path (one token, and the last-row head for any
+/// batch) where the kernel can, the producer's output buffer then left unwritten, so a decode
+/// that read it would see zeros.
+#[test]
+fn fused_norm_and_silu_inputs_match_cpu() {
+    let eps = 1e-5;
+    for (ctx, split) in contexts(8192) {
+        let k = Kernels::new(&ctx);
+        for codec in TEST_VARIANTS {
+            for (rows, cols) in [(1, 7), (17, 33), (65, 130), (33, 96), (5, 224)] {
+                let w = values(rows * cols, (rows * 5 + cols) as u32);
+                let (t, dense) = upload(&ctx, codec, &w, rows, cols);
+                let norm_w: Vec<f32> = values(cols, 11).iter().map(|v| 1.0 + 3.0 * v).collect();
+                let gb = ctx.storage("norm", bytemuck::cast_slice(&norm_w));
+                // Normalized rows are ~10× the other tests' x, and the f16 products' rounding
+                // (the norm is not fused there) grows with them.
+                let norm_tol = matvec_tol(&ctx, codec) * if ctx.f16 { 10.0 } else { 1.0 };
+                let what = |input: &str, n: usize| {
+                    format!(
+                        "{} {rows}x{cols} {input} n={n} split={split} f16={}",
+                        codec.name(),
+                        ctx.f16
+                    )
+                };
+                for n in [1usize, 3, 9] {
+                    let st = step(&ctx, 0, n as u32);
+                    // Residual rows with a large mean square (the norm's 1 / rms is far from 1).
+                    let raw: Vec<f32> = values(n * cols, 31 + n as u32)
+                        .iter()
+                        .map(|v| 20.0 * v)
+                        .collect();
+                    let rb = ctx.storage("raw", bytemuck::cast_slice(&raw));
+                    let mut normed = raw.clone();
+                    rms_norm(&mut normed, &norm_w, eps);
+                    let input = Input::Norm {
+                        raw: &rb,
+                        stride: cols,
+                        weight: &gb,
+                        eps,
+                    };
+                    let fused = t.fuses(&k, &input);
+                    if ctx.fusion && !ctx.f16 && matches!(codec, Codec::F32 | Codec::Lut8) {
+                        assert!(fused, "{} fuses the norm", codec.name());
+                    }
+                    let xn = ctx.scratch("xn", n * cols);
+                    let yb = ctx.scratch("y", n * rows);
+                    let norm =
+                        k.rmsnorm(&rb, &gb, &xn, RmsnormParams::new(cols, eps, Rows::All), &st);
+                    let d =
+                        t.matvec_after(&k, norm, input, MatvecIo::new(&xn, cols, &yb, rows), &st);
+                    assert_eq!(d[0].batches_only, fused);
+                    run_all(&ctx, &d, n);
+                    close(
+                        &block_on(ctx.read_f32(&yb, 0, n * rows)).unwrap(),
+                        &dense_matvec(&dense, &normed, rows, cols),
+                        norm_tol,
+                        &what("norm", n),
+                    );
+                    // The head: the batch's last row alone, into row 0.
+                    let (xl, yl) = (ctx.scratch("xl", cols), ctx.scratch("yl", rows));
+                    let norm = k.rmsnorm(
+                        &rb,
+                        &gb,
+                        &xl,
+                        RmsnormParams::new(cols, eps, Rows::Last),
+                        &st,
+                    );
+                    let io = MatvecIo::new(&xl, cols, &yl, rows).rows(Rows::Last);
+                    let d = t.matvec_after(&k, norm, input, io, &st);
+                    assert_eq!(d.len(), t.parts.len() + !fused as usize);
+                    run_all(&ctx, &d, n);
+                    close(
+                        &block_on(ctx.read_f32(&yl, 0, rows)).unwrap(),
+                        &dense_matvec(&dense, &normed[(n - 1) * cols..], rows, cols),
+                        norm_tol,
+                        &what("norm last-only", n),
+                    );
+
+                    // SiLU·mul of [gate; up] rows, accumulated onto y (the down projection).
+                    let gu = values(n * 2 * cols, 17 + n as u32);
+                    let gub = ctx.storage("gu", bytemuck::cast_slice(&gu));
+                    let act = ctx.scratch("act", n * cols);
+                    let y0 = values(n * rows, 3);
+                    let yb = ctx.storage("y", bytemuck::cast_slice(&y0));
+                    let input = Input::SiluMul {
+                        gu: &gub,
+                        stride: 2 * cols,
+                    };
+                    let io = MatvecIo::new(&act, cols, &yb, rows).accumulate();
+                    let silu = k.silu_mul(&gub, &act, cols, &st);
+                    let d = t.matvec_after(&k, silu, input, io, &st);
+                    assert_eq!(d[0].batches_only, t.fuses(&k, &input));
+                    run_all(&ctx, &d, n);
+                    let want: Vec<f32> =
+                        dense_matvec(&dense, &qins_runtime::cpu::silu_mul(&gu, cols), rows, cols)
+                            .iter()
+                            .zip(&y0)
+                            .map(|(a, b)| a + b)
+                            .collect();
+                    close(
+                        &block_on(ctx.read_f32(&yb, 0, n * rows)).unwrap(),
+                        &want,
+                        matvec_tol(&ctx, codec),
+                        &what("silu", n),
+                    );
+                }
+            }
+        }
     }
 }
 

@@ -15,6 +15,7 @@ async function run() {
   for (const key of ["prefill", "decode_loads", "compute"]) {
     if (q.has(key)) options[key] = q.get(key);
   }
+  if (q.has("no_fusion")) options.no_fusion = q.get("no_fusion") === "true";
   const out = { model, tokens, backend, options };
   const qins = new QinsClient();
   await qins.deleteCachedArchive(model);

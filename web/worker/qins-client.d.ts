@@ -10,6 +10,7 @@ export interface LoadOptions {
   no_subgroups?: boolean;
   prefill?: "tiled" | "rows";
   decode_loads?: "u32" | "vec4";
+  no_fusion?: boolean;
 }
 
 export interface LoadProgress {

@@ -1,7 +1,8 @@
 //! qins-bench: GPU mat-vec bandwidth for each codec on real model shapes, next to a plain copy
 //! kernel on the same device in the same run (the ratio survives noisy machines); the same
 //! tensors' prefill batches in tokens/s and GFLOP/s; and the fixed costs a decoded token pays
-//! (a submission waited on, a dispatch inside one).
+//! (a submission waited on, a dispatch inside one); and the decode mat-vecs with the RMSNorm or
+//! SiLU·mul before them fused in.
 
 use std::process::ExitCode;
 
@@ -9,7 +10,9 @@ use anyhow::Result;
 use clap::Parser;
 use qins_runtime::codec::{Codec, Layout};
 use qins_runtime::format::TensorEntry;
-use qins_runtime::gpu::{Dispatch, GpuContext, GpuOptions, GpuTensor, Kernels, MatvecIo, Step};
+use qins_runtime::gpu::{
+    Dispatch, GpuContext, GpuOptions, GpuTensor, Input, Kernels, MatvecIo, Step,
+};
 use serde_json::json;
 use web_time::Instant;
 
@@ -173,6 +176,34 @@ fn run() -> Result<()> {
                 "kernel": format!("matvec {}", codec.name()), "shape": label, "rows": rows, "cols": cols,
                 "bytes": bytes.len(), "us": secs * 1e6, "gb_s": gbs, "fraction_of_copy": gbs / copy_gbs,
             }));
+            // The decode mat-vec with the op before it fused (RMSNorm before qkv, gate_up and
+            // lm_head, SiLU·mul before down), as the engine runs it: its cost over the plain
+            // mat-vec against the dispatch it saves.
+            let (norm_w, gu) = (ctx.scratch("norm", cols), ctx.scratch("gu", 2 * cols));
+            let input = match label {
+                l if l.ends_with("down") => Some(Input::SiluMul {
+                    gu: &gu,
+                    stride: 2 * cols,
+                }),
+                l if l.ends_with("o_proj") => None,
+                _ => Some(Input::Norm {
+                    raw: &x,
+                    stride: cols,
+                    weight: &norm_w,
+                    eps: 1e-5,
+                }),
+            };
+            if let Some(input) = input.filter(|i| t.fuses(&k, i)) {
+                let fused = t.matvec(&k, &MatvecIo::new(&x, cols, &y, rows).input(input), &step);
+                let fused: Vec<&Dispatch> = fused.iter().collect();
+                let secs = time(&ctx, args.iters, args.reps, &fused, 1)?;
+                let gbs = moved / secs / 1e9;
+                rows_out.push(json!({
+                    "kernel": format!("fused matvec {}", codec.name()), "shape": label, "rows": rows,
+                    "cols": cols, "bytes": bytes.len(), "us": secs * 1e6, "gb_s": gbs,
+                    "fraction_of_copy": gbs / copy_gbs,
+                }));
+            }
             if args.batch == 0 {
                 continue;
             }

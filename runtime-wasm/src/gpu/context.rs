@@ -47,6 +47,10 @@ pub struct GpuOptions {
     /// vector (where rows start on 16 bytes and groups hold whole vectors) — A/B runs.
     #[cfg_attr(feature = "cli", arg(long, value_enum, default_value_t = DecodeLoads::U32))]
     pub decode_loads: DecodeLoads,
+    /// Run RMSNorm and SiLU·mul as their own dispatches in decode too, instead of fused into
+    /// the mat-vec that reads their output (A/B runs; the tests run both).
+    #[cfg_attr(feature = "cli", arg(long))]
+    pub no_fusion: bool,
 }
 
 /// The LUT decode mat-vecs' code loads (see [`GpuOptions::decode_loads`]).
@@ -93,6 +97,8 @@ pub struct GpuContext {
     pub prefill: Prefill,
     /// The LUT decode mat-vecs' code loads.
     pub decode_loads: DecodeLoads,
+    /// Decode fuses RMSNorm and SiLU·mul into the mat-vecs that read their output.
+    pub fusion: bool,
     lost: Slot,
     /// The first error no error scope caught (a kernel or buffer misuse): reported at the next
     /// read-back instead of wgpu's default handler, which panics (an abort in the browser).
@@ -206,6 +212,7 @@ impl GpuContext {
             f16,
             prefill: opts.prefill,
             decode_loads: opts.decode_loads,
+            fusion: !opts.no_fusion,
             limits,
             lost,
             uncaptured,

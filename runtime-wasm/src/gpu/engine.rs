@@ -10,7 +10,7 @@ use super::kernels::{Dispatch, HeadShape, Kernels};
 use super::params::{RmsnormParams, RopeParams, Rows, SelectParams, Step};
 #[cfg(not(target_arch = "wasm32"))]
 use super::GpuLoader;
-use super::{GpuContext, GpuTensor, MatvecIo};
+use super::{GpuContext, GpuTensor, Input, MatvecIo};
 use crate::engine::{Candidate, Forward, Select, Sequence};
 use crate::format::Manifest;
 use crate::model::{take, ModelConfig, Rope, Tensors};
@@ -210,10 +210,22 @@ impl GpuModel {
         let rope_params = k.rope_params(&shape, rope.scale);
         let norm = |rows| RmsnormParams::new(h, cfg.rms_norm_eps, rows);
         let mut body = w.token_embd.embed(&k, &tokens, &x, &step);
+        // RMSNorm of the residual x as a mat-vec's decode path computes it (fused: see
+        // GpuTensor::matvec_after).
+        let normed = |weight| Input::Norm {
+            raw: &x,
+            stride: h,
+            weight,
+            eps: cfg.rms_norm_eps,
+        };
         for (lw, (kc, vc)) in w.layers.iter().zip(&caches) {
-            body.push(k.rmsnorm(&x, lw.attn_norm.values(), &xn, norm(Rows::All), &step));
+            let attn_norm = k.rmsnorm(&x, lw.attn_norm.values(), &xn, norm(Rows::All), &step);
             let qkv_io = MatvecIo::new(&xn, h, &qkv, qkv_dim);
-            body.extend(lw.attn_qkv.matvec(&k, &qkv_io, &step));
+            let input = normed(lw.attn_norm.values());
+            body.extend(
+                lw.attn_qkv
+                    .matvec_after(&k, attn_norm, input, qkv_io, &step),
+            );
             if let Some(bias) = &lw.attn_qkv_bias {
                 body.push(k.add_bias(&qkv, bias.values(), qkv_dim, &step));
             }
@@ -222,18 +234,26 @@ impl GpuModel {
             // Residual adds are fused: the output and down projections accumulate onto x.
             let o = MatvecIo::new(&attn, q_dim, &x, h).accumulate();
             body.extend(lw.attn_output.matvec(&k, &o, &step));
-            body.push(k.rmsnorm(&x, lw.ffn_norm.values(), &xn, norm(Rows::All), &step));
+            let ffn_norm = k.rmsnorm(&x, lw.ffn_norm.values(), &xn, norm(Rows::All), &step);
             let gate_up = MatvecIo::new(&xn, h, &gu, 2 * ff);
-            body.extend(lw.ffn_gate_up.matvec(&k, &gate_up, &step));
-            body.push(k.silu_mul(&gu, &act, ff, &step));
+            let input = normed(lw.ffn_norm.values());
+            body.extend(
+                lw.ffn_gate_up
+                    .matvec_after(&k, ffn_norm, input, gate_up, &step),
+            );
+            let silu = k.silu_mul(&gu, &act, ff, &step);
             let down = MatvecIo::new(&act, ff, &x, h).accumulate();
-            body.extend(lw.ffn_down.matvec(&k, &down, &step));
+            let input = Input::SiluMul {
+                gu: &gu,
+                stride: 2 * ff,
+            };
+            body.extend(lw.ffn_down.matvec_after(&k, silu, input, down, &step));
         }
         let head = |rows: Rows| {
-            let mut head = vec![k.rmsnorm(&x, w.output_norm.values(), &xn, norm(rows), &step)];
+            let output_norm = k.rmsnorm(&x, w.output_norm.values(), &xn, norm(rows), &step);
             let io = MatvecIo::new(&xn, h, &logits, vocab).rows(rows);
-            head.extend(w.lm_head().matvec(&k, &io, &step));
-            head
+            let input = normed(w.output_norm.values());
+            w.lm_head().matvec_after(&k, output_norm, input, io, &step)
         };
         let (head_last, head_all) = (head(Rows::Last), head(Rows::All));
         let select_params = k.select_params(SelectParams::new(vocab, 1, 1.0));
@@ -307,7 +327,8 @@ impl GpuModel {
     /// Dispatches one decoded token records: the body, the last token's head, the sampling
     /// candidates — one submission, one read-back.
     pub fn dispatches_per_token(&self) -> usize {
-        self.body.len() + self.head_last.len() + 1
+        let recorded = |d: &[Dispatch]| d.iter().filter(|d| !d.batches_only).count();
+        recorded(&self.body) + recorded(&self.head_last) + 1
     }
 
     async fn read_logits(&self, rows: usize) -> Result<Vec<f32>> {

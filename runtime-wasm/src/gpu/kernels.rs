@@ -5,8 +5,8 @@
 //! prefill and one list of bound dispatches serves both.
 
 use super::params::{
-    AttentionParams, BiasParams, EmbedKind, MatvecKind, RmsnormParams, RopeParams, SelectParams,
-    SiluMulParams,
+    AttentionParams, BiasParams, EmbedKind, InputKind, MatvecKind, RmsnormParams, RopeParams,
+    SelectParams, SiluMulParams,
 };
 use super::{DecodeLoads, GpuContext, Prefill};
 
@@ -22,6 +22,8 @@ pub struct Dispatch {
     /// A variant for batches of more than [`Kernels::TILED_ABOVE`] tokens, with its own grid
     /// (the mat-vecs' tiled prefill).
     pub tiled: Option<Box<Dispatch>>,
+    /// Not recorded for one-token batches: the op the next mat-vec's decode path fuses.
+    pub batches_only: bool,
 }
 
 impl Dispatch {
@@ -43,8 +45,17 @@ impl Dispatch {
         self
     }
 
+    /// Leaves one-token batches to the next mat-vec, which fuses this op in its decode path.
+    pub fn batches_only(mut self) -> Self {
+        self.batches_only = true;
+        self
+    }
+
     /// Records the dispatch for a batch of `n` tokens.
     pub fn record(&self, pass: &mut wgpu::ComputePass<'_>, n: u32) {
+        if self.batches_only && n <= 1 {
+            return;
+        }
         if let Some(tiled) = self.tiled.as_deref().filter(|_| n > Kernels::TILED_ABOVE) {
             return tiled.record(pass, n);
         }
@@ -278,6 +289,7 @@ impl Kernels {
             } else {
                 "false"
             };
+            let input_kinds = InputKind::wgsl_consts();
             let build = |decode: &str| {
                 let mut defs = vec![
                     // In this order: the common part brings the placeholders after it.
@@ -289,6 +301,7 @@ impl Kernels {
                     ("REDUCE", self.reduce.1),
                     ("LANE_ID", self.reduce.0),
                     ("DECODE", decode),
+                    ("INPUT_KINDS", &input_kinds),
                 ];
                 if float {
                     defs.push(("ELEM_F16", f16));
@@ -384,6 +397,7 @@ impl Kernels {
             tokens: None,
             decode: None,
             tiled: None,
+            batches_only: false,
         }
     }
 

@@ -16,4 +16,4 @@ pub use params::{
     kernels_for, AttentionParams, EmbedKind, EmbedParams, MatvecKind, MatvecParams, Output,
     RmsnormParams, RopeParams, Rows, Sections, SelectParams, SiluMulParams, Step,
 };
-pub use tensor::{GpuTensor, MatvecIo, Part};
+pub use tensor::{GpuTensor, Input, MatvecIo, Part};

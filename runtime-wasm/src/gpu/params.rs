@@ -161,6 +161,37 @@ pub struct MatvecParams {
     pub accumulate: u32,
     pub last_only: u32,
     pub sections: Sections,
+    /// What the decode path computes x from ([`InputKind`]), and the fused norm's epsilon.
+    pub input: u32,
+    pub eps: f32,
+    pub _pad: [u32; 2],
+}
+
+/// What a mat-vec's decode path computes its x from: the x binding as it is, or the op that
+/// writes x fused into the mat-vec (matvec_common.wgsl's `INPUT_*`, generated from this by
+/// [`InputKind::wgsl_consts`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u32)]
+pub enum InputKind {
+    Plain = 0,
+    /// RMSNorm of the residual rows times the norm weight (binding 7).
+    Norm = 1,
+    /// silu(gate) · up of [gate; up] rows.
+    SiluMul = 2,
+}
+
+impl InputKind {
+    /// `const INPUT_…: u32 = n;` for each kind.
+    pub fn wgsl_consts() -> String {
+        [
+            (Self::Plain, "PLAIN"),
+            (Self::Norm, "NORM"),
+            (Self::SiluMul, "SILU"),
+        ]
+        .iter()
+        .map(|(k, name)| format!("const INPUT_{name}: u32 = {}u;\n", *k as u32))
+        .collect()
+    }
 }
 
 /// embed.wgsl's `EmbedParams`.

@@ -1,5 +1,7 @@
 use super::kernels::{Dispatch, Kernels};
-use super::params::{kernels_for, EmbedParams, MatvecKind, MatvecParams, Output, Rows, Sections};
+use super::params::{
+    kernels_for, EmbedParams, InputKind, MatvecKind, MatvecParams, Output, Rows, Sections,
+};
 use super::GpuContext;
 use crate::codec::{Codec, Layout};
 use crate::format::TensorEntry;
@@ -159,52 +161,114 @@ impl GpuTensor {
         }
     }
 
+    /// Whether this tensor's decode mat-vec can compute its x from `input` itself (and the
+    /// device was not opened with `no_fusion`). Not: 4-bit groups that split code words (that
+    /// decode takes the batched path's loads), and the norm under f16 products, which would
+    /// round the residual before its 1 / rms scaling brings it into range.
+    pub fn fuses(&self, k: &Kernels, input: &Input<'_>) -> bool {
+        let kind = kernels_for(self.codec).0;
+        let whole_words =
+            kind != MatvecKind::Lut4 || self.codec.group().is_some_and(|g| g % 8 == 0);
+        let lut = matches!(kind, MatvecKind::Lut8 | MatvecKind::Lut4);
+        let f16_norm = k.ctx.f16 && lut && matches!(input, Input::Norm { .. });
+        matches!(input, Input::Plain) || (k.ctx.fusion && whole_words && !f16_norm)
+    }
+
+    /// `producer` (the RMSNorm or SiLU·mul that writes `io.x`) then this tensor's mat-vec,
+    /// with the producer fused into the decode path where [`GpuTensor::fuses`] says it can be:
+    /// then the producer runs for batches only, or (a last-row head) not at all.
+    pub fn matvec_after(
+        &self,
+        k: &Kernels,
+        producer: Dispatch,
+        input: Input<'_>,
+        io: MatvecIo<'_>,
+        step: &wgpu::Buffer,
+    ) -> Vec<Dispatch> {
+        if !self.fuses(k, &input) {
+            return std::iter::once(producer)
+                .chain(self.matvec(k, &io, step))
+                .collect();
+        }
+        let io = io.input(input);
+        let producer = (io.rows == Rows::All).then(|| producer.batches_only());
+        producer
+            .into_iter()
+            .chain(self.matvec(k, &io, step))
+            .collect()
+    }
+
     /// `Y[t] (+)= W · X[t]` for each token row of the batch, with the kernel for this tensor's
-    /// codec; one dispatch per part.
+    /// codec; one dispatch per part. The decode path computes x from `io`'s input.
     pub fn matvec(&self, k: &Kernels, io: &MatvecIo<'_>, step: &wgpu::Buffer) -> Vec<Dispatch> {
         let ctx = &k.ctx;
         let (kind, _) = kernels_for(self.codec);
         let pipeline = k.matvec(kind);
         let sections = self.sections();
+        // The decode path's x binding, its row stride and binding 7 (the norm weight; the
+        // layout has the binding whether or not it is read).
+        let (dx, dx_stride, norm, kind_in, eps) = match io.input {
+            Input::Plain => (io.x, io.x_stride, io.x, InputKind::Plain, 0.0),
+            Input::Norm {
+                raw,
+                stride,
+                weight,
+                eps,
+            } => (raw, stride, weight, InputKind::Norm, eps),
+            Input::SiluMul { gu, stride } => (gu, stride, gu, InputKind::SiluMul, 0.0),
+        };
         self.parts
             .iter()
             .map(|part| {
-                let p = ctx.uniform(
-                    &self.name,
-                    &MatvecParams {
-                        rows: part.rows as u32,
-                        cols: self.cols as u32,
-                        row0: part.row0 as u32,
-                        x_stride: io.x_stride as u32,
-                        y_stride: io.y_stride as u32,
-                        accumulate: (io.output == Output::Accumulate) as u32,
-                        last_only: (io.rows == Rows::Last) as u32,
-                        sections,
-                    },
+                let params = |x_stride: usize, input: InputKind| {
+                    ctx.uniform(
+                        &self.name,
+                        &MatvecParams {
+                            rows: part.rows as u32,
+                            cols: self.cols as u32,
+                            row0: part.row0 as u32,
+                            x_stride: x_stride as u32,
+                            y_stride: io.y_stride as u32,
+                            accumulate: (io.output == Output::Accumulate) as u32,
+                            last_only: (io.rows == Rows::Last) as u32,
+                            sections,
+                            input: input as u32,
+                            eps,
+                            _pad: [0; 2],
+                        },
+                    )
+                };
+                let (p, dp) = (
+                    params(io.x_stride, InputKind::Plain),
+                    params(dx_stride, kind_in),
                 );
                 // The float kernels read no codebook or scales, so their layout has no
                 // binding 0; the LUT mat-vecs also see the codes as vectors (binding 6), the
                 // tiled kernels do not.
-                let mut tiled_bindings =
-                    vec![(1, io.x), (2, io.y), (3, &p), (4, step), (5, &part.buffer)];
-                let mut bindings = tiled_bindings.clone();
+                let mut tiled_b = vec![(1, io.x), (2, io.y), (3, &p), (4, step), (5, &part.buffer)];
+                let mut batched_b = tiled_b.clone();
+                batched_b.push((7, io.x));
+                let mut decode_b = vec![(1, dx), (2, io.y), (3, &dp), (4, step), (5, &part.buffer)];
+                decode_b.push((7, norm));
                 if !matches!(kind, MatvecKind::F32 | MatvecKind::F16) {
-                    tiled_bindings.push((0, &self.meta));
-                    bindings.extend([(0, &self.meta), (6, &part.buffer)]);
+                    tiled_b.push((0, &self.meta));
+                    for b in [&mut batched_b, &mut decode_b] {
+                        b.extend([(0, &self.meta), (6, &part.buffer)]);
+                    }
                 }
                 let groups = Kernels::grid(part.rows.div_ceil(Kernels::MATVEC_ROWS) as u32);
-                let decode = Kernels::bind_at(ctx, &pipeline.decode, &bindings, groups);
+                let decode = Kernels::bind_at(ctx, &pipeline.decode, &decode_b, groups);
                 if io.rows == Rows::Last {
                     return decode;
                 }
-                let batched = Kernels::bind_at(ctx, &pipeline.prefill, &bindings, groups)
+                let batched = Kernels::bind_at(ctx, &pipeline.prefill, &batched_b, groups)
                     .per_tokens(2, Kernels::MATVEC_TOKENS)
                     .with_decode(decode);
                 match &pipeline.tiled {
                     Some(tiled) => {
                         let groups = Kernels::grid(part.rows.div_ceil(Kernels::TILE_ROWS) as u32);
                         batched.with_tiled(
-                            Kernels::bind_at(ctx, tiled, &tiled_bindings, groups)
+                            Kernels::bind_at(ctx, tiled, &tiled_b, groups)
                                 .per_tokens(2, Kernels::TILE_TOKENS),
                         )
                     }
@@ -251,6 +315,27 @@ impl GpuTensor {
     }
 }
 
+/// What a mat-vec's decode path computes its x from (matvec_common.wgsl's `INPUT_*`): the x
+/// binding as it is, or the op that writes x, fused so that a decoded token skips that op's
+/// dispatch (see [`GpuTensor::matvec_after`]).
+#[derive(Clone, Copy)]
+pub enum Input<'a> {
+    Plain,
+    /// RMSNorm (`eps`) of `raw`'s rows, `stride` apart, times `weight`.
+    Norm {
+        raw: &'a wgpu::Buffer,
+        stride: usize,
+        weight: &'a wgpu::Buffer,
+        eps: f32,
+    },
+    /// silu(gate) · up of `gu`'s rows, `stride` apart: the mat-vec's columns of gate values,
+    /// then as many up values.
+    SiluMul {
+        gu: &'a wgpu::Buffer,
+        stride: usize,
+    },
+}
+
 /// A mat-vec's activations: `x` rows `x_stride` apart in, `y` rows `y_stride` apart out.
 pub struct MatvecIo<'a> {
     pub x: &'a wgpu::Buffer,
@@ -259,6 +344,8 @@ pub struct MatvecIo<'a> {
     pub y_stride: usize,
     pub output: Output,
     pub rows: Rows,
+    /// What the decode path reads instead of `x` (batches always read `x`).
+    pub input: Input<'a>,
 }
 
 impl<'a> MatvecIo<'a> {
@@ -271,7 +358,13 @@ impl<'a> MatvecIo<'a> {
             y_stride,
             output: Output::Write,
             rows: Rows::All,
+            input: Input::Plain,
         }
+    }
+
+    /// Decode computes x from `input` (the producer of `x` fused).
+    pub fn input(self, input: Input<'a>) -> Self {
+        Self { input, ..self }
     }
 
     /// Adds onto `y` instead (the fused residual adds).
