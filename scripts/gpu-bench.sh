@@ -116,6 +116,7 @@ if [ "${QINS_BENCH_QUICK:-0}" = 1 ]; then
   step run-smollm2-lut8g-base "$BASE/qins-run" "${run[@]}"
   step run-smollm2-lut8g-vec4 "$NEW/qins-run" "${run[@]}" --decode-loads vec4
   step run-smollm2-lut8g-no-fusion "$NEW/qins-run" "${run[@]}" --no-fusion
+  step run-smollm2-lut8g-split "$NEW/qins-run" "${run[@]}" --decode-attention split
   exit 0
 fi
 
@@ -152,4 +153,8 @@ step run-smollm2-lut8g-base "$BASE/qins-run" "${run[@]}" --max-tokens 64
 step run-smollm2-lut8g-no-fusion "$NEW/qins-run" "${run[@]}" --max-tokens 64 --no-fusion
 step matvec-base "$BASE/qins-bench" --iters 100 --codecs lut8g,lut4a --json
 step matvec-other-codecs "$NEW/qins-bench" --iters 50 --reps 10 --batch 64 --codecs lut8,qins8,f16 --json
+# Decode at a long context: attention over the whole context per head, and split over ranges.
+run=("$WORK/smollm2-lut8g.qins" --backend gpu --bench --ctx 4096 --max-tokens 64 --bench-prompt 3000)
+step run-smollm2-lut8g-p3000 "$NEW/qins-run" "${run[@]}"
+step run-smollm2-lut8g-p3000-split "$NEW/qins-run" "${run[@]}" --decode-attention split
 echo "done at $SECONDS s" | tee -a "$OUT/steps.txt"

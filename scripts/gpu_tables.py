@@ -51,6 +51,20 @@ def kernels(bench, rows_bench, vec4_bench, base):
     return out
 
 
+def attention(bench):
+    """A decoded token's attention at two context lengths, whole-context and split kernels."""
+    res = by_kernel(bench)
+    shapes = sorted({r["shape"] for r in bench["results"] if r["kernel"].startswith("attention")})
+    out = ["| heads, context | whole µs | GB/s | split µs | GB/s | split / whole speed |",
+           "|---|---:|---:|---:|---:|---:|"]
+    for s in shapes:
+        w, p = res.get(("attention whole", s)), res.get(("attention split", s))
+        if w and p:
+            out.append(f'| {s} | {w["us"]:.1f} | {w["gb_s"]:.3g} | {p["us"]:.1f} | {p["gb_s"]:.3g} | '
+                       f'{w["us"] / p["us"]:.2f}× |')
+    return out if len(out) > 2 else []
+
+
 def runs(out_dir):
     """Every end-to-end run, one row each."""
     out = ["| run | prompt tokens | prefill tok/s | TTFT ms | decode tok/s | dispatches / token | GPU MB | load s |",
@@ -123,6 +137,7 @@ def main():
     if bench:
         lines += kernels(bench, load(out_dir, "matvec-rows"), load(out_dir, "matvec-vec4"),
                          load(out_dir, "matvec-base")) + [""]
+        lines += attention(bench) + [""]
     lines += runs(out_dir) + [""] + goals(out_dir, bench)
     steps = os.path.join(out_dir, "steps.txt")
     if os.path.exists(steps):

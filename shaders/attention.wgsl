@@ -1,27 +1,12 @@
 // Causal grouped-query attention of each new token over the cache: token t (position
 // step.pos + t) sees positions 0..=step.pos + t; query head h reads KV head h / (nh / nkv).
-// One workgroup per (head, token): decode is the one-token case. The caches hold f32 bits, or
-// with kv_f16 two f16 values per word (see rope_store.wgsl).
-struct AttentionParams { nh: u32, nkv: u32, hd: u32, max_ctx: u32, scale: f32, kv_f16: u32, _pad1: u32, _pad2: u32 }
-struct Step { pos: u32, n: u32, _pad0: u32, _pad1: u32 }
-@group(0) @binding(0) var<storage, read> qkv: array<f32>;
-@group(0) @binding(1) var<storage, read> k_cache: array<u32>;
-@group(0) @binding(2) var<storage, read> v_cache: array<u32>;
-@group(0) @binding(3) var<storage, read_write> scores: array<f32>;
+// One workgroup per (head, token): decode is the one-token case (unless split:
+// attention_split.wgsl).
+{{ATTENTION_COMMON}}
 @group(0) @binding(4) var<storage, read_write> out: array<f32>;
-@group(0) @binding(5) var<uniform> p: AttentionParams;
-@group(0) @binding(6) var<uniform> step: Step;
 
 const WG: u32 = 256u;
 var<workgroup> red: array<f32, WG>;
-
-fn v_at(i: u32) -> f32 {
-    if (p.kv_f16 != 0u) {
-        let pair = unpack2x16float(v_cache[i / 2u]);
-        return select(pair.x, pair.y, (i & 1u) == 1u);
-    }
-    return bitcast<f32>(v_cache[i]);
-}
 
 @compute @workgroup_size(256)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
@@ -37,13 +22,9 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     for (var j = lid; j < len; j += WG) {
         var d = 0.0;
         let k_at = j * kv_dim + g * p.hd;
-        if (p.kv_f16 != 0u) {
-            for (var i = 0u; i < p.hd; i += 2u) {
-                let k = unpack2x16float(k_cache[(k_at + i) / 2u]);
-                d += qkv[q_at + i] * k.x + qkv[q_at + i + 1u] * k.y;
-            }
-        } else {
-            for (var i = 0u; i < p.hd; i++) { d += qkv[q_at + i] * bitcast<f32>(k_cache[k_at + i]); }
+        for (var i = 0u; i < p.hd; i += 2u) {
+            let k = k_pair(k_at + i);
+            d += qkv[q_at + i] * k.x + qkv[q_at + i + 1u] * k.y;
         }
         d *= p.scale;
         scores[sbase + j] = d;

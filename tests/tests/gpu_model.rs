@@ -9,7 +9,9 @@ use qins_runtime::chat::{Generator, Message, SamplingParams};
 use qins_runtime::codec::Codec;
 use qins_runtime::cpu::{CpuEngine, CpuModel};
 use qins_runtime::engine::{block_on, Engine, Select};
-use qins_runtime::gpu::{CacheConfig, Compute, GpuContext, GpuEngine, GpuModel, GpuOptions, BATCH};
+use qins_runtime::gpu::{
+    CacheConfig, Compute, DecodeAttention, GpuContext, GpuEngine, GpuModel, GpuOptions, BATCH,
+};
 use qins_runtime::load::{open, Backend, LoadOptions};
 use qins_runtime::model::Weights;
 use qins_tests::{
@@ -71,10 +73,11 @@ fn tiny_models_match_the_cpu_token_by_token() {
             },
         ] {
             let path = convert_to(&fixture(name), codec, dir.path());
-            for (kv_f16, f16_compute, tol) in [
-                (false, false, 1e-3),
-                (true, false, F16_KV_TOLERANCE),
-                (true, true, F16_COMPUTE_TOLERANCE),
+            // Decode attention split over the context in two of the three, whole in the other.
+            for (kv_f16, f16_compute, tol, attention) in [
+                (false, false, 1e-3, DecodeAttention::Split),
+                (true, false, F16_KV_TOLERANCE, DecodeAttention::Whole),
+                (true, true, F16_COMPUTE_TOLERANCE, DecodeAttention::Split),
             ] {
                 let ctx = gpu_with(GpuOptions {
                     compute: if f16_compute {
@@ -82,13 +85,14 @@ fn tiny_models_match_the_cpu_token_by_token() {
                     } else {
                         Compute::F32
                     },
+                    decode_attention: attention,
                     ..Default::default()
                 });
                 let (_, mut cpu, mut gpu) = engines_on(ctx, &path, kv_f16);
                 // A prompt, then single tokens past the longrope switch at 32 positions.
                 let (prompt, rest) = ids.split_at(20);
                 let what = format!(
-                    "{name} {} kv_f16={kv_f16} f16_compute={f16_compute}",
+                    "{name} {} kv_f16={kv_f16} f16_compute={f16_compute} {attention:?}",
                     codec.name()
                 );
                 let mut worst = max_diff(

@@ -7,8 +7,9 @@ use qins_runtime::cpu::{attention, rms_norm, Heads};
 use qins_runtime::engine::{block_on, Select};
 use qins_runtime::format::TensorEntry;
 use qins_runtime::gpu::{
-    Compute, DecodeLoads, Dispatch, GpuContext, GpuOptions, GpuTensor, HeadShape, Input, Kernels,
-    MatvecIo, Prefill, RmsnormParams, Rows, SelectParams, Step,
+    AttentionIo, Compute, DecodeAttention, DecodeLoads, Dispatch, GpuContext, GpuOptions,
+    GpuTensor, HeadShape, Input, Kernels, MatvecIo, Prefill, RmsnormParams, Rows, Runs,
+    SelectParams, Step,
 };
 use qins_runtime::model::Rope;
 use qins_tests::{gpu, gpu_with, gpu_with_max_binding};
@@ -265,7 +266,7 @@ fn fused_norm_and_silu_inputs_match_cpu() {
                         k.rmsnorm(&rb, &gb, &xn, RmsnormParams::new(cols, eps, Rows::All), &st);
                     let d =
                         t.matvec_after(&k, norm, input, MatvecIo::new(&xn, cols, &yb, rows), &st);
-                    assert_eq!(d[0].batches_only, fused);
+                    assert_eq!(d[0].runs == Runs::Batches, fused);
                     run_all(&ctx, &d, n);
                     close(
                         &block_on(ctx.read_f32(&yb, 0, n * rows)).unwrap(),
@@ -306,7 +307,7 @@ fn fused_norm_and_silu_inputs_match_cpu() {
                     let io = MatvecIo::new(&act, cols, &yb, rows).accumulate();
                     let silu = k.silu_mul(&gub, &act, cols, &st);
                     let d = t.matvec_after(&k, silu, input, io, &st);
-                    assert_eq!(d[0].batches_only, t.fuses(&k, &input));
+                    assert_eq!(d[0].runs == Runs::Batches, t.fuses(&k, &input));
                     run_all(&ctx, &d, n);
                     let want: Vec<f32> =
                         dense_matvec(&dense, &qins_runtime::cpu::silu_mul(&gu, cols), rows, cols)
@@ -475,6 +476,7 @@ fn rope_store_and_attention_match_cpu() {
             ctx.scratch("v", s.cache_words()),
         ];
         let scores = ctx.scratch("scores", 8 * s.nh * s.max_ctx);
+        let parts = ctx.scratch("parts", s.attention_parts());
         let (mut k_cpu, mut v_cpu) = (Vec::new(), Vec::new());
         let tol = if kv_f16 { 2e-3 } else { 1e-5 };
         let mut pos = 0;
@@ -491,8 +493,16 @@ fn rope_store_and_attention_match_cpu() {
                 &params,
                 &st,
             );
-            let attend = k.attention(&s, &qkv_gpu, [&caches[0], &caches[1]], &scores, &out, &st);
-            Kernels::run(&ctx, &[&store, &attend], n as u32);
+            let io = AttentionIo {
+                qkv: &qkv_gpu,
+                caches: [&caches[0], &caches[1]],
+                scores: &scores,
+                parts: &parts,
+                out: &out,
+            };
+            let attend = k.attention(&s, io, &st, DecodeAttention::Split);
+            let all: Vec<&Dispatch> = std::iter::once(&store).chain(&attend).collect();
+            Kernels::run(&ctx, &all, n as u32);
 
             let mut q = Vec::new();
             for (t, r) in qkv.chunks(row).enumerate() {
@@ -524,6 +534,95 @@ fn rope_store_and_attention_match_cpu() {
                 &format!("attention, {what}"),
             );
             pos += n;
+        }
+    }
+}
+
+/// Decoded tokens' attention split over ranges of the context and combined, against the CPU
+/// and the whole-context kernel: grouped heads (3 query heads a KV head), an odd head_dim,
+/// contexts shorter than the split count, ranges of one and two positions, a last range
+/// shorter than the others, ranges longer than a workgroup, both cache types.
+#[test]
+fn split_decode_attention_matches_cpu_across_ranges() {
+    let ctx = gpu();
+    let k = Kernels::new(&ctx);
+    let splits = Kernels::ATTENTION_SPLITS;
+    for kv_f16 in [false, true] {
+        let s = HeadShape {
+            nh: 6,
+            nkv: 2,
+            hd: 10,
+            rot_half: 5,
+            max_ctx: 70 * splits,
+            kv_f16,
+        };
+        let heads = Heads {
+            nh: s.nh,
+            nkv: s.nkv,
+            hd: s.hd,
+        };
+        let (q_dim, kv_dim) = (s.nh * s.hd, s.nkv * s.hd);
+        let row = q_dim + 2 * kv_dim;
+        // The caches written straight from known values (rope_store has its own test).
+        let keys = values(s.max_ctx * kv_dim, 3);
+        let vals = values(s.max_ctx * kv_dim, 4);
+        let cache = |v: &[f32]| {
+            let words: Vec<u32> = if kv_f16 {
+                v.chunks(2)
+                    .map(|p| {
+                        let lo = half::f16::from_f32(p[0]).to_bits() as u32;
+                        let hi = half::f16::from_f32(p[1]).to_bits() as u32;
+                        lo | hi << 16
+                    })
+                    .collect()
+            } else {
+                v.iter().map(|x| x.to_bits()).collect()
+            };
+            ctx.storage("cache", bytemuck::cast_slice(&words))
+        };
+        let round = |v: &[f32]| -> Vec<f32> {
+            if kv_f16 {
+                v.iter().map(|&x| half::f16::from_f32(x).to_f32()).collect()
+            } else {
+                v.to_vec()
+            }
+        };
+        let (kc, vc) = (cache(&keys), cache(&vals));
+        let (kr, vr) = (round(&keys), round(&vals));
+        let scores = ctx.scratch("scores", s.nh * s.max_ctx);
+        let parts = ctx.scratch("parts", s.attention_parts());
+        // Query rows of ±1.5 (15× values()), so that the softmax is far from flat.
+        let qkv: Vec<f32> = values(row, 9).iter().map(|v| 15.0 * v).collect();
+        let qkv_gpu = ctx.storage("qkv", bytemuck::cast_slice(&qkv));
+        for pos in [0, 5, splits - 1, splits, 200, s.max_ctx - 1] {
+            let st = step(&ctx, pos as u32, 1);
+            let mut outs = Vec::new();
+            for mode in [DecodeAttention::Split, DecodeAttention::Whole] {
+                let out = ctx.scratch("out", q_dim);
+                let io = AttentionIo {
+                    qkv: &qkv_gpu,
+                    caches: [&kc, &vc],
+                    scores: &scores,
+                    parts: &parts,
+                    out: &out,
+                };
+                let d = k.attention(&s, io, &st, mode);
+                Kernels::run(&ctx, &d.iter().collect::<Vec<_>>(), 1);
+                outs.push(block_on(ctx.read_f32(&out, 0, q_dim)).unwrap());
+            }
+            let len = pos + 1;
+            // The CPU reference attends over the cache's first len positions, the new one last.
+            let want = attention(
+                &qkv[..q_dim],
+                &kr[..len * kv_dim],
+                &vr[..len * kv_dim],
+                pos,
+                1,
+                heads,
+            );
+            let what = format!("kv_f16={kv_f16} at {pos}");
+            close(&outs[0], &want, 1e-5, &format!("split, {what}"));
+            close(&outs[1], &want, 1e-5, &format!("whole, {what}"));
         }
     }
 }

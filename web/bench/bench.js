@@ -12,7 +12,7 @@ async function run() {
   const backend = q.get("backend") || "auto";
   // Kernel variants for A/B runs (docs/WEB_API.md's load options), passed on when given.
   const options = { cache: true, backend };
-  for (const key of ["prefill", "decode_loads", "compute"]) {
+  for (const key of ["prefill", "decode_loads", "compute", "decode_attention"]) {
     if (q.has(key)) options[key] = q.get(key);
   }
   if (q.has("no_fusion")) options.no_fusion = q.get("no_fusion") === "true";

@@ -11,6 +11,7 @@ export interface LoadOptions {
   prefill?: "tiled" | "rows";
   decode_loads?: "u32" | "vec4";
   no_fusion?: boolean;
+  decode_attention?: "whole" | "split";
 }
 
 export interface LoadProgress {

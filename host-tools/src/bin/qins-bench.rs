@@ -2,7 +2,8 @@
 //! kernel on the same device in the same run (the ratio survives noisy machines); the same
 //! tensors' prefill batches in tokens/s and GFLOP/s; and the fixed costs a decoded token pays
 //! (a submission waited on, a dispatch inside one); and the decode mat-vecs with the RMSNorm or
-//! SiLU·mul before them fused in.
+//! SiLU·mul before them fused in; and a decoded token's attention at long contexts, split over
+//! chunks of the context and over the whole context per head.
 
 use std::process::ExitCode;
 
@@ -11,7 +12,8 @@ use clap::Parser;
 use qins_runtime::codec::{Codec, Layout};
 use qins_runtime::format::TensorEntry;
 use qins_runtime::gpu::{
-    Dispatch, GpuContext, GpuOptions, GpuTensor, Input, Kernels, MatvecIo, Step,
+    AttentionIo, DecodeAttention, Dispatch, GpuContext, GpuOptions, GpuTensor, HeadShape, Input,
+    Kernels, MatvecIo, Step,
 };
 use serde_json::json;
 use web_time::Instant;
@@ -142,6 +144,62 @@ fn run() -> Result<()> {
     let dispatch = time(&ctx, args.iters, 100, &[&tiny], 1)?;
     rows_out.push(json!({"kernel": "submit + read-back", "us": submit * 1e6}));
     rows_out.push(json!({"kernel": "dispatch in a submission", "us": dispatch * 1e6}));
+
+    // A decoded token's attention over an f16 cache of 4096 positions, at two lengths:
+    // GB/s of the keys and values it reads.
+    let heads: &[(&str, usize, usize, usize)] = if args.small {
+        &[("smollm2", 9, 3, 64)]
+    } else {
+        &[("phi3.5", 32, 32, 96), ("smollm2", 9, 3, 64)]
+    };
+    for &(label, nh, nkv, hd) in heads {
+        let s = HeadShape {
+            nh,
+            nkv,
+            hd,
+            rot_half: hd / 2,
+            max_ctx: 4096,
+            kv_f16: true,
+        };
+        let (kc, vc) = (
+            ctx.scratch("k", s.cache_words()),
+            ctx.scratch("v", s.cache_words()),
+        );
+        let qkv = ctx.scratch("qkv", (nh + 2 * nkv) * hd);
+        let scores = ctx.scratch("scores", nh * s.max_ctx);
+        let parts = ctx.scratch("parts", s.attention_parts());
+        let out = ctx.scratch("out", nh * hd);
+        for len in [512, 4096] {
+            let step = ctx.uniform("step", &Step::new(len - 1, 1));
+            for mode in [DecodeAttention::Split, DecodeAttention::Whole] {
+                let io = AttentionIo {
+                    qkv: &qkv,
+                    caches: [&kc, &vc],
+                    scores: &scores,
+                    parts: &parts,
+                    out: &out,
+                };
+                let d = k.attention(&s, io, &step, mode);
+                for (i, one) in d.iter().enumerate() {
+                    let t = time(&ctx, args.iters, args.reps, &[one], 1)?;
+                    eprintln!("{mode:?} {len} part {i}: {:.1} us", t * 1e6);
+                }
+                let secs = time(
+                    &ctx,
+                    args.iters,
+                    args.reps,
+                    &d.iter().collect::<Vec<_>>(),
+                    1,
+                )?;
+                let moved = (2 * len * nkv * hd * 2) as f64;
+                rows_out.push(json!({
+                    "kernel": format!("attention {mode:?}").to_lowercase(),
+                    "shape": format!("{label} ctx {len}"), "us": secs * 1e6, "gb_s": moved / secs / 1e9,
+                    "fraction_of_copy": moved / secs / 1e9 / copy_gbs,
+                }));
+            }
+        }
+    }
 
     let shapes: Vec<_> = if args.small {
         SMOLLM2.to_vec()

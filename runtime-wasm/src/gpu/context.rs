@@ -51,6 +51,25 @@ pub struct GpuOptions {
     /// the mat-vec that reads their output (A/B runs; the tests run both).
     #[cfg_attr(feature = "cli", arg(long))]
     pub no_fusion: bool,
+    /// A decoded token's attention: one workgroup per query head over the whole context, or
+    /// split over ranges of the context (many workgroups, then a combine) — A/B runs; the tests
+    /// run both.
+    #[cfg_attr(feature = "cli", arg(long, value_enum, default_value_t = DecodeAttention::Whole))]
+    pub decode_attention: DecodeAttention,
+}
+
+/// How a decoded token's attention runs (see [`GpuOptions::decode_attention`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "cli", derive(clap::ValueEnum))]
+#[serde(rename_all = "lowercase")]
+pub enum DecodeAttention {
+    /// attention.wgsl, one workgroup per query head (as batches run it).
+    #[default]
+    Whole,
+    /// attention_split.wgsl over 32 ranges of the context per KV head, then
+    /// attention_combine.wgsl. Not the default: on lavapipe it is 3× slower (a software
+    /// adapter gains nothing from the parallelism), and no GPU has measured it yet.
+    Split,
 }
 
 /// The LUT decode mat-vecs' code loads (see [`GpuOptions::decode_loads`]).
@@ -99,6 +118,8 @@ pub struct GpuContext {
     pub decode_loads: DecodeLoads,
     /// Decode fuses RMSNorm and SiLU·mul into the mat-vecs that read their output.
     pub fusion: bool,
+    /// How a decoded token's attention runs.
+    pub decode_attention: DecodeAttention,
     lost: Slot,
     /// The first error no error scope caught (a kernel or buffer misuse): reported at the next
     /// read-back instead of wgpu's default handler, which panics (an abort in the browser).
@@ -213,6 +234,7 @@ impl GpuContext {
             prefill: opts.prefill,
             decode_loads: opts.decode_loads,
             fusion: !opts.no_fusion,
+            decode_attention: opts.decode_attention,
             limits,
             lost,
             uncaptured,

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 #[cfg(not(target_arch = "wasm32"))]
 use std::io::Read;
 
-use super::kernels::{Dispatch, HeadShape, Kernels};
+use super::kernels::{AttentionIo, Dispatch, HeadShape, Kernels};
 use super::params::{RmsnormParams, RopeParams, Rows, SelectParams, Step};
 #[cfg(not(target_arch = "wasm32"))]
 use super::GpuLoader;
@@ -96,9 +96,8 @@ impl GpuModel {
     /// the per-token work buffers allow (at least one; a token that does not fit is refused by
     /// `check_limits`).
     fn batch_size(cfg: &ModelConfig, shape: &HeadShape, max_binding: u64) -> usize {
-        let per_token = Self::scratch_sizes(cfg, shape, 1)
+        let per_token = Self::per_token_sizes(cfg, shape)
             .iter()
-            .skip(1)
             .map(|&(_, bytes)| bytes)
             .max()
             .unwrap_or(1)
@@ -106,19 +105,28 @@ impl GpuModel {
         BATCH.min((max_binding / per_token) as usize).max(1)
     }
 
-    /// Work buffers for the heads and cache of `shape` and batches of `b` tokens: (label,
-    /// bytes) of the largest ones, the KV cache first (the only one not per token).
-    fn scratch_sizes(cfg: &ModelConfig, shape: &HeadShape, b: usize) -> [(&'static str, u64); 4] {
-        let (b, max_ctx) = (b as u64, shape.max_ctx);
+    /// The largest work buffers that grow with the batch: (label, bytes for one token).
+    fn per_token_sizes(cfg: &ModelConfig, shape: &HeadShape) -> [(&'static str, u64); 3] {
         [
-            ("KV cache of one layer", shape.cache_words() as u64 * 4),
-            ("logits", b * cfg.vocab_size as u64 * 4),
+            ("logits", cfg.vocab_size as u64 * 4),
             (
                 "attention scores",
-                b * cfg.num_heads as u64 * max_ctx as u64 * 4,
+                cfg.num_heads as u64 * shape.max_ctx as u64 * 4,
             ),
-            ("feed-forward", b * 2 * cfg.intermediate_size as u64 * 4),
+            ("feed-forward", 2 * cfg.intermediate_size as u64 * 4),
         ]
+    }
+
+    /// Work buffers for the heads and cache of `shape` and batches of `b` tokens: (label,
+    /// bytes) of the largest ones.
+    fn scratch_sizes(cfg: &ModelConfig, shape: &HeadShape, b: usize) -> Vec<(&'static str, u64)> {
+        let fixed = [
+            ("KV cache of one layer", shape.cache_words() as u64 * 4),
+            ("attention partial sums", shape.attention_parts() as u64 * 4),
+        ];
+        let per_token =
+            Self::per_token_sizes(cfg, shape).map(|(what, bytes)| (what, bytes * b as u64));
+        fixed.into_iter().chain(per_token).collect()
     }
 
     /// Refuses, before any download, a model whose tensors or work buffers exceed the
@@ -193,6 +201,7 @@ impl GpuModel {
         let act = scratch("act", b * ff);
         let logits = scratch("logits", b * vocab);
         let scores = scratch("scores", b * cfg.num_heads * max_ctx);
+        let parts = scratch("attention partial sums", shape.attention_parts());
         let seen = scratch("seen", vocab.div_ceil(32));
         let candidates = scratch("candidates", 4 + 2 * Kernels::SELECT_CAP);
         let tokens = scratch("tokens", b);
@@ -230,7 +239,14 @@ impl GpuModel {
                 body.push(k.add_bias(&qkv, bias.values(), qkv_dim, &step));
             }
             body.push(k.rope_store(&shape, &qkv, &inv_freq, [kc, vc], &rope_params, &step));
-            body.push(k.attention(&shape, &qkv, [kc, vc], &scores, &attn, &step));
+            let io = AttentionIo {
+                qkv: &qkv,
+                caches: [kc, vc],
+                scores: &scores,
+                parts: &parts,
+                out: &attn,
+            };
+            body.extend(k.attention(&shape, io, &step, k.ctx.decode_attention));
             // Residual adds are fused: the output and down projections accumulate onto x.
             let o = MatvecIo::new(&attn, q_dim, &x, h).accumulate();
             body.extend(lw.attn_output.matvec(&k, &o, &step));
@@ -327,7 +343,7 @@ impl GpuModel {
     /// Dispatches one decoded token records: the body, the last token's head, the sampling
     /// candidates — one submission, one read-back.
     pub fn dispatches_per_token(&self) -> usize {
-        let recorded = |d: &[Dispatch]| d.iter().filter(|d| !d.batches_only).count();
+        let recorded = |d: &[Dispatch]| d.iter().filter(|d| d.runs_for(1)).count();
         recorded(&self.body) + recorded(&self.head_last) + 1
     }
 

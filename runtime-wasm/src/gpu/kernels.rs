@@ -8,7 +8,17 @@ use super::params::{
     AttentionParams, BiasParams, EmbedKind, InputKind, MatvecKind, RmsnormParams, RopeParams,
     SelectParams, SiluMulParams,
 };
-use super::{DecodeLoads, GpuContext, Prefill};
+use super::{DecodeAttention, DecodeLoads, GpuContext, Prefill};
+
+/// Which batches a dispatch is recorded for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Runs {
+    Always,
+    /// Batches of more than one token: the op the next mat-vec's decode path fuses.
+    Batches,
+    /// One-token batches: the second half of split decode attention.
+    OneToken,
+}
 
 /// A kernel bound to its buffers, ready to record into a compute pass.
 pub struct Dispatch {
@@ -17,13 +27,14 @@ pub struct Dispatch {
     pub groups: [u32; 3],
     /// The grid axis that scales with the batch's token count, and tokens per workgroup on it.
     pub tokens: Option<(usize, u32)>,
-    /// A one-token variant (the mat-vecs' decode pipeline) with its own bind group.
-    pub decode: Option<(wgpu::ComputePipeline, wgpu::BindGroup)>,
+    /// A one-token variant with its own bind group and grid (the mat-vecs' decode pipeline,
+    /// split decode attention).
+    pub decode: Option<Box<Dispatch>>,
     /// A variant for batches of more than [`Kernels::TILED_ABOVE`] tokens, with its own grid
     /// (the mat-vecs' tiled prefill).
     pub tiled: Option<Box<Dispatch>>,
-    /// Not recorded for one-token batches: the op the next mat-vec's decode path fuses.
-    pub batches_only: bool,
+    /// The batches it is recorded for.
+    pub runs: Runs,
 }
 
 impl Dispatch {
@@ -33,9 +44,9 @@ impl Dispatch {
         self
     }
 
-    /// Runs one-token batches with `variant` (a pipeline with the same bindings).
+    /// Runs one-token batches with `variant` instead.
     pub fn with_decode(mut self, variant: Dispatch) -> Self {
-        self.decode = Some((variant.pipeline, variant.bind_group));
+        self.decode = Some(Box::new(variant));
         self
     }
 
@@ -45,16 +56,28 @@ impl Dispatch {
         self
     }
 
-    /// Leaves one-token batches to the next mat-vec, which fuses this op in its decode path.
-    pub fn batches_only(mut self) -> Self {
-        self.batches_only = true;
+    /// Records the dispatch only for the batches `runs` says.
+    pub fn only(mut self, runs: Runs) -> Self {
+        self.runs = runs;
         self
+    }
+
+    /// Whether a batch of `n` tokens records this dispatch.
+    pub fn runs_for(&self, n: u32) -> bool {
+        match self.runs {
+            Runs::Always => true,
+            Runs::Batches => n > 1,
+            Runs::OneToken => n <= 1,
+        }
     }
 
     /// Records the dispatch for a batch of `n` tokens.
     pub fn record(&self, pass: &mut wgpu::ComputePass<'_>, n: u32) {
-        if self.batches_only && n <= 1 {
+        if !self.runs_for(n) {
             return;
+        }
+        if let Some(decode) = self.decode.as_deref().filter(|_| n <= 1) {
+            return decode.record(pass, n);
         }
         if let Some(tiled) = self.tiled.as_deref().filter(|_| n > Kernels::TILED_ABOVE) {
             return tiled.record(pass, n);
@@ -63,14 +86,20 @@ impl Dispatch {
         if let Some((axis, per)) = self.tokens {
             g[axis] = n.div_ceil(per).max(1);
         }
-        let (pipeline, bind_group) = match &self.decode {
-            Some((p, b)) if n <= 1 => (p, b),
-            _ => (&self.pipeline, &self.bind_group),
-        };
-        pass.set_pipeline(pipeline);
-        pass.set_bind_group(0, bind_group, &[]);
+        pass.set_pipeline(&self.pipeline);
+        pass.set_bind_group(0, &self.bind_group, &[]);
         pass.dispatch_workgroups(g[0], g[1], g[2]);
     }
+}
+
+/// Attention's buffers: the batch's q, k and v rows in, the layer's caches, the work buffers
+/// (scores of the batched kernel, partial sums of split decode) and the output rows.
+pub struct AttentionIo<'a> {
+    pub qkv: &'a wgpu::Buffer,
+    pub caches: [&'a wgpu::Buffer; 2],
+    pub scores: &'a wgpu::Buffer,
+    pub parts: &'a wgpu::Buffer,
+    pub out: &'a wgpu::Buffer,
 }
 
 /// What rope_store.wgsl and attention.wgsl need to know of the heads and the KV cache.
@@ -88,6 +117,12 @@ pub struct HeadShape {
 }
 
 impl HeadShape {
+    /// f32s of split decode attention's partial sums: per query head and range of the
+    /// context ([`Kernels::ATTENTION_SPLITS`]), the max, the sum and head_dim weighted values.
+    pub fn attention_parts(&self) -> usize {
+        self.nh * Kernels::ATTENTION_SPLITS * (self.hd + 2)
+    }
+
     /// u32 words of one layer's K (or V) cache.
     pub fn cache_words(&self) -> usize {
         let values = self.max_ctx * self.nkv * self.hd;
@@ -123,6 +158,8 @@ pub struct Kernels {
     pub rmsnorm: wgpu::ComputePipeline,
     pub rope_store: wgpu::ComputePipeline,
     pub attention: wgpu::ComputePipeline,
+    pub attention_split: wgpu::ComputePipeline,
+    pub attention_combine: wgpu::ComputePipeline,
     pub silu_mul: wgpu::ComputePipeline,
     pub add_bias: wgpu::ComputePipeline,
     pub embed: wgpu::ComputePipeline,
@@ -179,6 +216,15 @@ impl Kernels {
     /// Most candidates select.wgsl returns (CAP there); more means many tied values.
     pub const SELECT_CAP: usize = 1024;
 
+    /// Ranges a decoded token's attention cuts the context into, a workgroup each per KV head
+    /// (spliced into attention_split.wgsl and attention_combine.wgsl): 32 gives Phi-3.5 1024
+    /// workgroups and SmolLM2 96 at any length.
+    pub const ATTENTION_SPLITS: usize = 32;
+    const _SPLITS_FIT_COMBINE: () = assert!(
+        Self::ATTENTION_SPLITS <= 64,
+        "attention_combine.wgsl takes a thread per range"
+    );
+
     /// Rows per mat-vec workgroup (ROWS in matvec_common.wgsl).
     pub const MATVEC_ROWS: usize = 4;
 
@@ -207,6 +253,8 @@ impl Kernels {
             ("", include_str!("../../../shaders/reduce_shared.wgsl"))
         };
 
+        let splits = format!("const SPLITS: u32 = {}u;", Self::ATTENTION_SPLITS);
+        let common = include_str!("../../../shaders/attention_common.wgsl");
         Self {
             matvec: Default::default(),
             ctx: ctx.clone(),
@@ -224,7 +272,29 @@ impl Kernels {
             attention: pipeline(
                 ctx,
                 "attention",
-                include_str!("../../../shaders/attention.wgsl"),
+                &preprocess(
+                    "attention",
+                    include_str!("../../../shaders/attention.wgsl"),
+                    &[("ATTENTION_COMMON", common)],
+                ),
+            ),
+            attention_split: pipeline(
+                ctx,
+                "attention_split",
+                &preprocess(
+                    "attention_split",
+                    include_str!("../../../shaders/attention_split.wgsl"),
+                    &[("ATTENTION_COMMON", common), ("SPLIT_CONSTS", &splits)],
+                ),
+            ),
+            attention_combine: pipeline(
+                ctx,
+                "attention_combine",
+                &preprocess(
+                    "attention_combine",
+                    include_str!("../../../shaders/attention_combine.wgsl"),
+                    &[("SPLIT_CONSTS", &splits)],
+                ),
             ),
             silu_mul: pipeline(
                 ctx,
@@ -397,7 +467,7 @@ impl Kernels {
             tokens: None,
             decode: None,
             tiled: None,
-            batches_only: false,
+            runs: Runs::Always,
         }
     }
 
@@ -474,16 +544,17 @@ impl Kernels {
     }
 
     /// Causal attention of each new token's q heads over the caches into `out`; `scores`
-    /// holds BATCH × nh × max_ctx f32s.
+    /// holds BATCH × nh × max_ctx f32s. With [`DecodeAttention::Split`] a one-token batch
+    /// runs attention_split.wgsl over ranges of the context into `parts` (f32s:
+    /// [`HeadShape::attention_parts`]) and attention_combine.wgsl, a second dispatch
+    /// recorded for one-token batches only.
     pub fn attention(
         &self,
         s: &HeadShape,
-        qkv: &wgpu::Buffer,
-        caches: [&wgpu::Buffer; 2],
-        scores: &wgpu::Buffer,
-        out: &wgpu::Buffer,
+        io: AttentionIo<'_>,
         step: &wgpu::Buffer,
-    ) -> Dispatch {
+        mode: DecodeAttention,
+    ) -> Vec<Dispatch> {
         let p = self.ctx.uniform(
             "attention",
             &AttentionParams {
@@ -496,13 +567,31 @@ impl Kernels {
                 _pad: [0; 2],
             },
         );
-        Self::bind(
+        let [kc, vc] = io.caches;
+        let whole = Self::bind(
             &self.ctx,
             &self.attention,
-            &[qkv, caches[0], caches[1], scores, out, &p, step],
+            &[io.qkv, kc, vc, io.scores, io.out, &p, step],
             [s.nh as u32, 1, 1],
         )
-        .per_tokens(1, 1)
+        .per_tokens(1, 1);
+        if mode == DecodeAttention::Whole {
+            return vec![whole];
+        }
+        let split = Self::bind(
+            &self.ctx,
+            &self.attention_split,
+            &[io.qkv, kc, vc, io.scores, io.parts, &p, step],
+            [s.nkv as u32, Self::ATTENTION_SPLITS as u32, 1],
+        );
+        let combine = Self::bind(
+            &self.ctx,
+            &self.attention_combine,
+            &[io.parts, io.out, &p, step],
+            [s.nh as u32, 1, 1],
+        )
+        .only(Runs::OneToken);
+        vec![whole.with_decode(split), combine]
     }
 
     /// `act[t] = silu(gate[t]) * up[t]` for rows of `ff` gate values then `ff` up values.

@@ -8,9 +8,9 @@ mod loader;
 mod params;
 mod tensor;
 
-pub use context::{Compute, DecodeLoads, GpuContext, GpuOptions, Prefill};
+pub use context::{Compute, DecodeAttention, DecodeLoads, GpuContext, GpuOptions, Prefill};
 pub use engine::{CacheConfig, GpuEngine, GpuModel, BATCH};
-pub use kernels::{Dispatch, HeadShape, Kernels, Matvec};
+pub use kernels::{AttentionIo, Dispatch, HeadShape, Kernels, Matvec, Runs};
 pub use loader::{GpuLoader, LoadProgress};
 pub use params::{
     kernels_for, AttentionParams, EmbedKind, EmbedParams, MatvecKind, MatvecParams, Output,

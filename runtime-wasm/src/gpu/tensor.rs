@@ -1,4 +1,4 @@
-use super::kernels::{Dispatch, Kernels};
+use super::kernels::{Dispatch, Kernels, Runs};
 use super::params::{
     kernels_for, EmbedParams, InputKind, MatvecKind, MatvecParams, Output, Rows, Sections,
 };
@@ -191,7 +191,7 @@ impl GpuTensor {
                 .collect();
         }
         let io = io.input(input);
-        let producer = (io.rows == Rows::All).then(|| producer.batches_only());
+        let producer = (io.rows == Rows::All).then(|| producer.only(Runs::Batches));
         producer
             .into_iter()
             .chain(self.matvec(k, &io, step))

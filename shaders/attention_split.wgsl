@@ -1,0 +1,84 @@
+// Decode attention split over the context (as flash-decoding does): the cached positions are cut
+// into SPLITS ranges of equal length, one workgroup per (KV head, range), each taking every
+// query head of its KV head in turn. A decoded token's attention then spreads over
+// nkv × SPLITS workgroups at any context length instead of one per query head (nine for
+// SmolLM2) walking the whole context, and a KV head's keys are read from memory once for its
+// group of query heads. Each writes, per query head and range, its scores' max m,
+// Σ exp(score - m) and Σ exp(score - m) · v; attention_combine.wgsl rescales and sums the
+// ranges. Decode only (one token at step.pos; batches take attention.wgsl, whose scores row and
+// caches this shares).
+{{ATTENTION_COMMON}}
+@group(0) @binding(4) var<storage, read_write> parts: array<f32>;
+
+{{SPLIT_CONSTS}}
+const WG: u32 = 64u;
+var<workgroup> maxes: array<f32, WG>;
+var<workgroup> sums: array<f32, WG>;
+// The query head (head_dim ≤ 256, as the engine checks).
+var<workgroup> qs: array<f32, 256>;
+
+// The staged query head's score against the key row at k_at.
+fn score(k_at: u32) -> f32 {
+    var d = 0.0;
+    for (var i = 0u; i < p.hd; i += 2u) {
+        let k = k_pair(k_at + i);
+        d += qs[i] * k.x + qs[i + 1u] * k.y;
+    }
+    return d * p.scale;
+}
+
+@compute @workgroup_size(64)
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let g = wid.x;
+    let c = wid.y;
+    let len = step.pos + 1u;
+    let per = (len + SPLITS - 1u) / SPLITS;
+    let j0 = c * per;
+    if (j0 >= len) { return; }
+    let j1 = min(j0 + per, len);
+    let group = p.nh / p.nkv;
+    let kv_dim = p.nkv * p.hd;
+    for (var hh = 0u; hh < group; hh++) {
+        let h = g * group + hh;
+        for (var i = lid; i < p.hd; i += WG) { qs[i] = qkv[h * p.hd + i]; }
+        workgroupBarrier();
+        // Scores of the range (a thread per position), then its max: every thread reads the
+        // WG threads' maxes (one barrier, where a tree reduction takes six).
+        let sbase = h * p.max_ctx;
+        var mx = -3.0e38;
+        for (var j = j0 + lid; j < j1; j += WG) {
+            let d = score(j * kv_dim + g * p.hd);
+            scores[sbase + j] = d;
+            mx = max(mx, d);
+        }
+        maxes[lid] = mx;
+        workgroupBarrier();
+        var m = maxes[0];
+        for (var i = 1u; i < WG; i++) { m = max(m, maxes[i]); }
+        var sum = 0.0;
+        for (var j = j0 + lid; j < j1; j += WG) {
+            let e = exp(scores[sbase + j] - m);
+            scores[sbase + j] = e;
+            sum += e;
+        }
+        sums[lid] = sum;
+        storageBarrier();
+        workgroupBarrier();
+        // The range's weighted values: a thread per dimension, consecutive dimensions' values
+        // read side by side.
+        let at = ((h * SPLITS) + c) * (p.hd + 2u);
+        for (var i = lid; i < p.hd; i += WG) {
+            var acc = 0.0;
+            for (var j = j0; j < j1; j++) { acc += scores[sbase + j] * v_at(j * kv_dim + g * p.hd + i); }
+            parts[at + 2u + i] = acc;
+        }
+        if (lid == 0u) {
+            var s = 0.0;
+            for (var i = 0u; i < WG; i++) { s += sums[i]; }
+            parts[at] = m;
+            parts[at + 1u] = s;
+        }
+        // qs, maxes and sums are rewritten for the next head.
+        workgroupBarrier();
+    }
+}
