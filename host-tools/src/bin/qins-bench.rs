@@ -234,6 +234,29 @@ fn run() -> Result<()> {
                 "kernel": format!("matvec {}", codec.name()), "shape": label, "rows": rows, "cols": cols,
                 "bytes": bytes.len(), "us": secs * 1e6, "gb_s": gbs, "fraction_of_copy": gbs / copy_gbs,
             }));
+            // A diagnostic on the largest shape of each model: the same tensor with every code
+            // equal, so that a warp's codebook lookups all read one workgroup-memory word
+            // (broadcast) instead of spreading over its banks. Much faster than the row above
+            // means the lookups' bank conflicts, not memory, bound the kernel.
+            if label.ends_with("gate_up") && !matches!(codec, Codec::F16 | Codec::F32) {
+                let mut same = bytes.clone();
+                same[layout.codes.offset..layout.codes.offset + layout.codes.len].fill(0x5a);
+                let t = GpuTensor::upload(&ctx, &entry, &same)?;
+                let mv = t.matvec(&k, &io, &step);
+                let secs = time(
+                    &ctx,
+                    args.iters,
+                    args.reps,
+                    &mv.iter().collect::<Vec<_>>(),
+                    1,
+                )?;
+                let gbs = moved / secs / 1e9;
+                rows_out.push(json!({
+                    "kernel": format!("matvec {} one code", codec.name()), "shape": label,
+                    "rows": rows, "cols": cols, "bytes": bytes.len(), "us": secs * 1e6, "gb_s": gbs,
+                    "fraction_of_copy": gbs / copy_gbs,
+                }));
+            }
             // The decode mat-vec with the op before it fused (RMSNorm before qkv, gate_up and
             // lm_head, SiLU·mul before down), as the engine runs it: its cost over the plain
             // mat-vec against the dispatch it saves.
