@@ -200,6 +200,22 @@ async fn loads_over_http_and_matches_the_native_engine() {
     assert_matches_native(&engine).await;
 }
 
+/// The kernel variants kept for A/B runs compile in the browser's WGSL compiler and give the
+/// native engine's logits and greedy reply: split decode attention, unfused norms, 16-byte
+/// code loads, prompts through the mat-vec kernels.
+#[wasm_bindgen_test]
+async fn the_a_b_kernel_variants_match_the_native_engine() {
+    let engine = QinsEngine::new();
+    load(
+        &engine,
+        &archive("tiny.qins"),
+        r#"{"cache":false,"decode_attention":"split","no_fusion":true,"decode_loads":"vec4","prefill":"rows"}"#,
+    )
+    .await
+    .expect("load with the A/B variants");
+    assert_matches_native(&engine).await;
+}
+
 /// The CPU engine in wasm, no GPU involved: the archive's codes kept as stored, the native
 /// engine's logits and greedy reply.
 #[wasm_bindgen_test]
@@ -321,7 +337,12 @@ async fn a_model_too_big_for_wasm_memory_is_refused_before_its_tensors() {
 #[wasm_bindgen_test]
 async fn load_options_are_checked_and_f16_compute_applies_only_with_shader_f16() {
     let engine = QinsEngine::new();
-    for bad in [r#"{"compute":"f8"}"#, r#"{"kv_cache":"f8"}"#] {
+    for bad in [
+        r#"{"compute":"f8"}"#,
+        r#"{"kv_cache":"f8"}"#,
+        r#"{"decode_attention":"paged"}"#,
+        r#"{"no_fusion":"yes"}"#,
+    ] {
         let err = load(&engine, &archive("tiny.qins"), bad)
             .await
             .expect_err(bad);
