@@ -125,7 +125,8 @@ fi
 step matvec "$NEW/qins-bench" --iters 50 --reps 10 --batch 64 --codecs lut8g,lut4a --json
 step matvec-rows "$NEW/qins-bench" --iters 50 --reps 10 --batch 64 --codecs lut8g,lut4a --json --prefill rows
 step matvec-vec4 "$NEW/qins-bench" --iters 50 --reps 10 --batch 0 --codecs lut8g,lut4a --json --decode-loads vec4
-# End to end on Phi-3.5-mini's shapes: decode, a 512-token prompt tiled and not, the binary
+# End to end on Phi-3.5-mini's shapes: decode, a 512-token prompt tiled and not (and in
+# batches of 256 tokens instead of 64), the binary
 # before this work on the same archive, decode without the fused norms, vec4 code loads,
 # WebGPU's default binding limit, the other kernel variants.
 for codec in lut8g lut4a; do
@@ -134,6 +135,7 @@ for codec in lut8g lut4a; do
   step "run-phi35-$codec" "$NEW/qins-run" "${run[@]}" --max-tokens 64
   step "run-phi35-$codec-p512" "$NEW/qins-run" "${run[@]}" --max-tokens 8 --bench-prompt 512
   step "run-phi35-$codec-p512-rows" "$NEW/qins-run" "${run[@]}" --max-tokens 8 --bench-prompt 512 --prefill rows
+  [ "$codec" = lut8g ] && step "run-phi35-$codec-p512-batch256" "$NEW/qins-run" "${run[@]}" --max-tokens 8 --bench-prompt 512 --prefill-batch 256
   step "run-phi35-$codec-base" "$BASE/qins-run" "${run[@]}" --max-tokens 64
   step "run-phi35-$codec-no-fusion" "$NEW/qins-run" "${run[@]}" --max-tokens 64 --no-fusion
   step "run-phi35-$codec-vec4" "$NEW/qins-run" "${run[@]}" --max-tokens 64 --decode-loads vec4

@@ -251,3 +251,38 @@ fn tensors_split_across_bindings_match_the_cpu() {
         }
     }
 }
+
+/// `prefill_batch` sets the prompt's batch size (here 7 tokens, so the prompt runs as several
+/// batches with a partial last one) and the logits still match the CPU; sizes outside 1 to
+/// 1024 are refused before a device is opened.
+#[test]
+fn a_chosen_prefill_batch_is_used_and_bad_ones_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let name = "tiny-llama";
+    let ids = ids(&reference(name)["logits"]["long"]["ids"]);
+    let path = convert_to(&fixture(name), Codec::Lut8, dir.path());
+    let ctx = gpu_with(GpuOptions {
+        prefill_batch: Some(7),
+        ..Default::default()
+    });
+    let (_, mut cpu, mut gpu) = engines_on(ctx, &path, false);
+    assert_eq!(gpu.model.batch_tokens, 7);
+    assert!(
+        !ids.len().is_multiple_of(7) && ids.len() > 14,
+        "{} ids",
+        ids.len()
+    );
+    let d = max_diff(
+        &block_on(gpu.extend(&ids, true)).unwrap(),
+        &block_on(cpu.extend(&ids, true)).unwrap(),
+    );
+    assert!(d < 1e-3, "max |Δ| {d}");
+    for bad in [0, 1025] {
+        let opts = GpuOptions {
+            prefill_batch: Some(bad),
+            ..Default::default()
+        };
+        let err = block_on(GpuContext::new(&opts)).err().expect("refused");
+        assert_eq!(err.kind(), "bad-request", "{bad}: {err}");
+    }
+}

@@ -16,6 +16,7 @@ async function run() {
     if (q.has(key)) options[key] = q.get(key);
   }
   if (q.has("no_fusion")) options.no_fusion = q.get("no_fusion") === "true";
+  if (q.has("prefill_batch")) options.prefill_batch = Number(q.get("prefill_batch"));
   const out = { model, tokens, backend, options };
   const qins = new QinsClient();
   await qins.deleteCachedArchive(model);

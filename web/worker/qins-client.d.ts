@@ -12,6 +12,7 @@ export interface LoadOptions {
   decode_loads?: "u32" | "vec4";
   no_fusion?: boolean;
   decode_attention?: "whole" | "split";
+  prefill_batch?: number;
 }
 
 export interface LoadProgress {

@@ -56,6 +56,11 @@ pub struct GpuOptions {
     /// run both.
     #[cfg_attr(feature = "cli", arg(long, value_enum, default_value_t = DecodeAttention::Whole))]
     pub decode_attention: DecodeAttention,
+    /// Most prompt tokens per batch (1 to 1024; default 64): each weight is read once per
+    /// batch, and a larger batch gives the tiled kernels more workgroups. Fewer where a
+    /// binding cannot hold that many tokens' work buffers.
+    #[cfg_attr(feature = "cli", arg(long))]
+    pub prefill_batch: Option<usize>,
 }
 
 /// How a decoded token's attention runs (see [`GpuOptions::decode_attention`]).
@@ -120,6 +125,8 @@ pub struct GpuContext {
     pub fusion: bool,
     /// How a decoded token's attention runs.
     pub decode_attention: DecodeAttention,
+    /// Most prompt tokens per batch, before the binding limit's cap.
+    pub prefill_batch: usize,
     lost: Slot,
     /// The first error no error scope caught (a kernel or buffer misuse): reported at the next
     /// read-back instead of wgpu's default handler, which panics (an abort in the browser).
@@ -145,6 +152,11 @@ fn gpu_err(what: &str, e: impl std::fmt::Display) -> QinsError {
 
 impl GpuContext {
     pub async fn new(opts: &GpuOptions) -> Result<Self> {
+        if let Some(b) = opts.prefill_batch.filter(|b| !(1..=1024).contains(b)) {
+            return Err(QinsError::BadRequest(format!(
+                "prefill_batch {b}: from 1 to 1024 tokens"
+            )));
+        }
         #[cfg(target_arch = "wasm32")]
         if !has_webgpu() {
             return Err(QinsError::NoWebGpu);
@@ -235,6 +247,7 @@ impl GpuContext {
             decode_loads: opts.decode_loads,
             fusion: !opts.no_fusion,
             decode_attention: opts.decode_attention,
+            prefill_batch: opts.prefill_batch.unwrap_or(crate::gpu::BATCH),
             limits,
             lost,
             uncaptured,

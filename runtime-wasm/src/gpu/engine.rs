@@ -16,10 +16,11 @@ use crate::format::Manifest;
 use crate::model::{take, ModelConfig, Rope, Tensors};
 use crate::{QinsError, Result};
 
-/// Most tokens per prefill batch: each weight is read once per batch instead of once per token.
-/// A model whose per-token work buffers (attention scores at a long context, logits of a
-/// large vocabulary) would exceed a binding at this size runs smaller batches
-/// (`GpuModel::batch_tokens`) rather than being refused.
+/// Most tokens per prefill batch unless `GpuOptions::prefill_batch` says otherwise: each
+/// weight is read once per batch instead of once per token. A model whose per-token work
+/// buffers (attention scores at a long context, logits of a large vocabulary) would exceed a
+/// binding at this size runs smaller batches (`GpuModel::batch_tokens`) rather than being
+/// refused.
 pub const BATCH: usize = 64;
 
 /// The longest head rope_store.wgsl takes (its workgroup array).
@@ -65,7 +66,7 @@ pub struct GpuModel {
     head_all: Vec<Dispatch>,
     /// Positions the KV cache holds.
     pub max_ctx: usize,
-    /// Tokens per batch ([`BATCH`] unless the binding limit asks for fewer).
+    /// Tokens per batch (the context's `prefill_batch` unless the binding limit asks for fewer).
     pub batch_tokens: usize,
     /// Whether the KV cache stores f16 values.
     pub kv_f16: bool,
@@ -92,17 +93,19 @@ impl GpuModel {
         crate::engine::block_on(loader.finish())
     }
 
-    /// Tokens per batch under a binding limit of `max_binding` bytes: [`BATCH`], or as many as
-    /// the per-token work buffers allow (at least one; a token that does not fit is refused by
-    /// `check_limits`).
-    fn batch_size(cfg: &ModelConfig, shape: &HeadShape, max_binding: u64) -> usize {
+    /// Tokens per batch on `ctx`: its `prefill_batch`, or as many as the per-token work
+    /// buffers allow under its binding limit (at least one; a token that does not fit is
+    /// refused by `check_limits`).
+    fn batch_size(cfg: &ModelConfig, shape: &HeadShape, ctx: &GpuContext) -> usize {
         let per_token = Self::per_token_sizes(cfg, shape)
             .iter()
             .map(|&(_, bytes)| bytes)
             .max()
             .unwrap_or(1)
             .max(1);
-        BATCH.min((max_binding / per_token) as usize).max(1)
+        ctx.prefill_batch
+            .min((ctx.max_binding / per_token) as usize)
+            .max(1)
     }
 
     /// The largest work buffers that grow with the batch: (label, bytes for one token).
@@ -149,7 +152,7 @@ impl GpuModel {
         for t in &manifest.tensors {
             GpuTensor::rows_per_part(t, ctx.max_binding)?;
         }
-        let b = Self::batch_size(cfg, &shape, ctx.max_binding);
+        let b = Self::batch_size(cfg, &shape, ctx);
         for (what, bytes) in Self::scratch_sizes(cfg, &shape, b) {
             ctx.check_binding(what, bytes)?;
         }
@@ -185,7 +188,7 @@ impl GpuModel {
             cfg.hidden_size,
             cfg.intermediate_size,
             cfg.vocab_size,
-            Self::batch_size(&cfg, &shape, ctx.max_binding),
+            Self::batch_size(&cfg, &shape, &ctx),
         );
         let (q_dim, kv_dim) = (cfg.q_dim(), cfg.kv_dim());
         let qkv_dim = q_dim + 2 * kv_dim;
