@@ -102,6 +102,25 @@ fn time(ctx: &GpuContext, iters: u32, reps: u32, dispatches: &[&Dispatch], n: u3
     Ok(t.elapsed().as_secs_f64() / (iters * reps) as f64)
 }
 
+/// A row of a kernel that moved `moved` bytes in `secs`: its GB/s and their share of the copy
+/// kernel's, with the fields of `extra` (an object).
+fn rate_row(
+    kernel: String,
+    shape: &str,
+    moved: f64,
+    secs: f64,
+    copy_gbs: f64,
+    extra: serde_json::Value,
+) -> serde_json::Value {
+    let gbs = moved / secs / 1e9;
+    let mut row = json!({"kernel": kernel, "shape": shape, "us": secs * 1e6, "gb_s": gbs,
+                         "fraction_of_copy": gbs / copy_gbs});
+    if let (Some(row), Some(extra)) = (row.as_object_mut(), extra.as_object()) {
+        row.extend(extra.clone());
+    }
+    row
+}
+
 /// Seconds per submission of `d` alone that is waited on and read back (16 bytes), as each
 /// decoded token's candidates are: the latency floor of a token.
 fn round_trip(ctx: &GpuContext, iters: u32, d: &Dispatch, out: &wgpu::Buffer) -> Result<f64> {
@@ -180,10 +199,6 @@ fn run() -> Result<()> {
                     out: &out,
                 };
                 let d = k.attention(&s, io, &step, mode);
-                for (i, one) in d.iter().enumerate() {
-                    let t = time(&ctx, args.iters, args.reps, &[one], 1)?;
-                    eprintln!("{mode:?} {len} part {i}: {:.1} us", t * 1e6);
-                }
                 let secs = time(
                     &ctx,
                     args.iters,
@@ -192,11 +207,9 @@ fn run() -> Result<()> {
                     1,
                 )?;
                 let moved = (2 * len * nkv * hd * 2) as f64;
-                rows_out.push(json!({
-                    "kernel": format!("attention {mode:?}").to_lowercase(),
-                    "shape": format!("{label} ctx {len}"), "us": secs * 1e6, "gb_s": moved / secs / 1e9,
-                    "fraction_of_copy": moved / secs / 1e9 / copy_gbs,
-                }));
+                let kernel = format!("attention {mode:?}").to_lowercase();
+                let shape = format!("{label} ctx {len}");
+                rows_out.push(rate_row(kernel, &shape, moved, secs, copy_gbs, json!({})));
             }
         }
     }
@@ -225,15 +238,29 @@ fn run() -> Result<()> {
             let step = ctx.uniform("step", &Step::new(0, 1));
             let io = MatvecIo::new(&x, cols, &y, rows);
             let mv = t.matvec(&k, &io, &step);
-            let mv: Vec<&Dispatch> = mv.iter().collect();
-            let secs = time(&ctx, args.iters, args.reps, &mv, 1)?;
             // Weights dominate the traffic; activations are counted too.
             let moved = bytes.len() as f64 + 4.0 * (rows + cols) as f64;
-            let gbs = moved / secs / 1e9;
-            rows_out.push(json!({
-                "kernel": format!("matvec {}", codec.name()), "shape": label, "rows": rows, "cols": cols,
-                "bytes": bytes.len(), "us": secs * 1e6, "gb_s": gbs, "fraction_of_copy": gbs / copy_gbs,
-            }));
+            let tensor = json!({"rows": rows, "cols": cols, "bytes": bytes.len()});
+            // Times dispatches `d` of this tensor on one token as `kernel`'s row.
+            let mut decode_row = |kernel: String, d: &[Dispatch]| -> Result<()> {
+                let secs = time(
+                    &ctx,
+                    args.iters,
+                    args.reps,
+                    &d.iter().collect::<Vec<_>>(),
+                    1,
+                )?;
+                rows_out.push(rate_row(
+                    kernel,
+                    label,
+                    moved,
+                    secs,
+                    copy_gbs,
+                    tensor.clone(),
+                ));
+                Ok(())
+            };
+            decode_row(format!("matvec {}", codec.name()), &mv)?;
             // A diagnostic on the largest shape of each model: the same tensor with every code
             // equal, so that a warp's codebook lookups all read one workgroup-memory word
             // (broadcast) instead of spreading over its banks. Much faster than the row above
@@ -242,20 +269,10 @@ fn run() -> Result<()> {
                 let mut same = bytes.clone();
                 same[layout.codes.offset..layout.codes.offset + layout.codes.len].fill(0x5a);
                 let t = GpuTensor::upload(&ctx, &entry, &same)?;
-                let mv = t.matvec(&k, &io, &step);
-                let secs = time(
-                    &ctx,
-                    args.iters,
-                    args.reps,
-                    &mv.iter().collect::<Vec<_>>(),
-                    1,
+                decode_row(
+                    format!("matvec {} one code", codec.name()),
+                    &t.matvec(&k, &io, &step),
                 )?;
-                let gbs = moved / secs / 1e9;
-                rows_out.push(json!({
-                    "kernel": format!("matvec {} one code", codec.name()), "shape": label,
-                    "rows": rows, "cols": cols, "bytes": bytes.len(), "us": secs * 1e6, "gb_s": gbs,
-                    "fraction_of_copy": gbs / copy_gbs,
-                }));
             }
             // The decode mat-vec with the op before it fused (RMSNorm before qkv, gate_up and
             // lm_head, SiLU·mul before down), as the engine runs it: its cost over the plain
@@ -276,14 +293,7 @@ fn run() -> Result<()> {
             };
             if let Some(input) = input.filter(|i| t.fuses(&k, i)) {
                 let fused = t.matvec(&k, &MatvecIo::new(&x, cols, &y, rows).input(input), &step);
-                let fused: Vec<&Dispatch> = fused.iter().collect();
-                let secs = time(&ctx, args.iters, args.reps, &fused, 1)?;
-                let gbs = moved / secs / 1e9;
-                rows_out.push(json!({
-                    "kernel": format!("fused matvec {}", codec.name()), "shape": label, "rows": rows,
-                    "cols": cols, "bytes": bytes.len(), "us": secs * 1e6, "gb_s": gbs,
-                    "fraction_of_copy": gbs / copy_gbs,
-                }));
+                decode_row(format!("fused matvec {}", codec.name()), &fused)?;
             }
             if args.batch == 0 {
                 continue;
@@ -291,6 +301,7 @@ fn run() -> Result<()> {
             // The same tensor on a prefill batch, through whichever kernel the engine picks for
             // it (tiled unless --prefill rows).
             ctx.write_uniform(&step, &Step::new(0, b));
+            let mv: Vec<&Dispatch> = mv.iter().collect();
             let secs = time(&ctx, args.iters.div_ceil(4), args.reps, &mv, b as u32)?;
             let flops = 2.0 * (rows * cols * b) as f64;
             rows_out.push(json!({

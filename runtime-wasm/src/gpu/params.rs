@@ -183,15 +183,24 @@ pub enum InputKind {
 impl InputKind {
     /// `const INPUT_…: u32 = n;` for each kind.
     pub fn wgsl_consts() -> String {
-        [
-            (Self::Plain, "PLAIN"),
-            (Self::Norm, "NORM"),
-            (Self::SiluMul, "SILU"),
-        ]
-        .iter()
-        .map(|(k, name)| format!("const INPUT_{name}: u32 = {}u;\n", *k as u32))
-        .collect()
+        wgsl_consts(
+            "INPUT",
+            &[
+                (Self::Plain as u32, "PLAIN"),
+                (Self::Norm as u32, "NORM"),
+                (Self::SiluMul as u32, "SILU"),
+            ],
+        )
     }
+}
+
+/// `const {prefix}_{name}: u32 = n;` for each (n, name): the WGSL side of a Rust enum, so its
+/// numbers live in Rust only.
+fn wgsl_consts(prefix: &str, items: &[(u32, &str)]) -> String {
+    items
+        .iter()
+        .map(|(n, name)| format!("const {prefix}_{name}: u32 = {n}u;\n"))
+        .collect()
 }
 
 /// embed.wgsl's `EmbedParams`.
@@ -241,10 +250,11 @@ impl EmbedKind {
 
     /// `const KIND_…: u32 = n;` for each kind, spliced into embed.wgsl.
     pub fn wgsl_consts() -> String {
-        Self::ALL
+        let items: Vec<(u32, &str)> = Self::ALL
             .iter()
-            .map(|(k, name)| format!("const KIND_{name}: u32 = {}u;\n", *k as u32))
-            .collect()
+            .map(|&(k, name)| (k as u32, name))
+            .collect();
+        wgsl_consts("KIND", &items)
     }
 }
 
