@@ -158,14 +158,18 @@ pub struct Kernels {
     pub rmsnorm: wgpu::ComputePipeline,
     pub rope_store: wgpu::ComputePipeline,
     pub attention: wgpu::ComputePipeline,
-    pub attention_split: wgpu::ComputePipeline,
-    pub attention_combine: wgpu::ComputePipeline,
+    /// attention_split.wgsl and attention_combine.wgsl, built on first use: only
+    /// `DecodeAttention::Split` needs them, and every pipeline costs compile time at load.
+    split_attention: std::sync::OnceLock<(wgpu::ComputePipeline, wgpu::ComputePipeline)>,
     pub silu_mul: wgpu::ComputePipeline,
     pub add_bias: wgpu::ComputePipeline,
     pub embed: wgpu::ComputePipeline,
     pub select: wgpu::ComputePipeline,
     pub copy: wgpu::ComputePipeline,
 }
+
+/// What attention.wgsl and attention_split.wgsl share (spliced in at ATTENTION_COMMON).
+const ATTENTION_COMMON: &str = include_str!("../../../shaders/attention_common.wgsl");
 
 /// The explicit preprocessing step: `{{NAME}}` placeholders replaced by values. A placeholder
 /// left without a value, or a value whose placeholder is not in `src`, is a bug in this
@@ -253,8 +257,6 @@ impl Kernels {
             ("", include_str!("../../../shaders/reduce_shared.wgsl"))
         };
 
-        let splits = format!("const SPLITS: u32 = {}u;", Self::ATTENTION_SPLITS);
-        let common = include_str!("../../../shaders/attention_common.wgsl");
         Self {
             matvec: Default::default(),
             ctx: ctx.clone(),
@@ -275,27 +277,10 @@ impl Kernels {
                 &preprocess(
                     "attention",
                     include_str!("../../../shaders/attention.wgsl"),
-                    &[("ATTENTION_COMMON", common)],
+                    &[("ATTENTION_COMMON", ATTENTION_COMMON)],
                 ),
             ),
-            attention_split: pipeline(
-                ctx,
-                "attention_split",
-                &preprocess(
-                    "attention_split",
-                    include_str!("../../../shaders/attention_split.wgsl"),
-                    &[("ATTENTION_COMMON", common), ("SPLIT_CONSTS", &splits)],
-                ),
-            ),
-            attention_combine: pipeline(
-                ctx,
-                "attention_combine",
-                &preprocess(
-                    "attention_combine",
-                    include_str!("../../../shaders/attention_combine.wgsl"),
-                    &[("SPLIT_CONSTS", &splits)],
-                ),
-            ),
+            split_attention: Default::default(),
             silu_mul: pipeline(
                 ctx,
                 "silu_mul",
@@ -318,6 +303,32 @@ impl Kernels {
             select: pipeline(ctx, "select", include_str!("../../../shaders/select.wgsl")),
             copy: pipeline(ctx, "copy", include_str!("../../../shaders/copy.wgsl")),
         }
+    }
+
+    /// The split decode attention pipelines (ranges, then their combine), built the first time
+    /// they are asked for.
+    fn split_attention(&self) -> &(wgpu::ComputePipeline, wgpu::ComputePipeline) {
+        self.split_attention.get_or_init(|| {
+            let splits = format!("const SPLITS: u32 = {}u;", Self::ATTENTION_SPLITS);
+            let build = |name: &str, src: &str, defs: &[(&str, &str)]| {
+                pipeline(&self.ctx, name, &preprocess(name, src, defs))
+            };
+            (
+                build(
+                    "attention_split",
+                    include_str!("../../../shaders/attention_split.wgsl"),
+                    &[
+                        ("ATTENTION_COMMON", ATTENTION_COMMON),
+                        ("SPLIT_CONSTS", &splits),
+                    ],
+                ),
+                build(
+                    "attention_combine",
+                    include_str!("../../../shaders/attention_combine.wgsl"),
+                    &[("SPLIT_CONSTS", &splits)],
+                ),
+            )
+        })
     }
 
     /// The mat-vec pipelines of `kind`, built the first time they are asked for.
@@ -578,15 +589,16 @@ impl Kernels {
         if mode == DecodeAttention::Whole {
             return vec![whole];
         }
+        let (split, combine) = self.split_attention();
         let split = Self::bind(
             &self.ctx,
-            &self.attention_split,
+            split,
             &[io.qkv, kc, vc, io.scores, io.parts, &p, step],
             [s.nkv as u32, Self::ATTENTION_SPLITS as u32, 1],
         );
         let combine = Self::bind(
             &self.ctx,
-            &self.attention_combine,
+            combine,
             &[io.parts, io.out, &p, step],
             [s.nh as u32, 1, 1],
         )

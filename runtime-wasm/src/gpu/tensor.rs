@@ -238,28 +238,36 @@ impl GpuTensor {
                         },
                     )
                 };
-                let (p, dp) = (
-                    params(io.x_stride, InputKind::Plain),
-                    params(dx_stride, kind_in),
-                );
                 // The float kernels read no codebook or scales, so their layout has no
                 // binding 0; the LUT mat-vecs also see the codes as vectors (binding 6), the
                 // tiled kernels do not.
-                let mut tiled_b = vec![(1, io.x), (2, io.y), (3, &p), (4, step), (5, &part.buffer)];
-                let mut batched_b = tiled_b.clone();
-                batched_b.push((7, io.x));
+                let lut = !matches!(kind, MatvecKind::F32 | MatvecKind::F16);
+                let dp = params(dx_stride, kind_in);
                 let mut decode_b = vec![(1, dx), (2, io.y), (3, &dp), (4, step), (5, &part.buffer)];
                 decode_b.push((7, norm));
-                if !matches!(kind, MatvecKind::F32 | MatvecKind::F16) {
-                    tiled_b.push((0, &self.meta));
-                    for b in [&mut batched_b, &mut decode_b] {
-                        b.extend([(0, &self.meta), (6, &part.buffer)]);
-                    }
+                if lut {
+                    decode_b.extend([(0, &self.meta), (6, &part.buffer)]);
                 }
                 let groups = Kernels::grid(part.rows.div_ceil(Kernels::MATVEC_ROWS) as u32);
                 let decode = Kernels::bind_at(ctx, &pipeline.decode, &decode_b, groups);
                 if io.rows == Rows::Last {
                     return decode;
+                }
+                // Batches read x as it is: the decode parameters serve them unless decode
+                // computes its x.
+                let p = if kind_in == InputKind::Plain {
+                    dp.clone()
+                } else {
+                    params(io.x_stride, InputKind::Plain)
+                };
+                let mut tiled_b = vec![(1, io.x), (2, io.y), (3, &p), (4, step), (5, &part.buffer)];
+                if lut {
+                    tiled_b.push((0, &self.meta));
+                }
+                let mut batched_b = tiled_b.clone();
+                batched_b.push((7, io.x));
+                if lut {
+                    batched_b.push((6, &part.buffer));
                 }
                 let batched = Kernels::bind_at(ctx, &pipeline.prefill, &batched_b, groups)
                     .per_tokens(2, Kernels::MATVEC_TOKENS)
