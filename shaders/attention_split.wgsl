@@ -33,10 +33,19 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     let c = wid.y;
     let len = step.pos + 1u;
     let per = (len + SPLITS - 1u) / SPLITS;
-    let j0 = c * per;
-    if (j0 >= len) { return; }
-    let j1 = min(j0 + per, len);
     let group = p.nh / p.nkv;
+    let j0 = c * per;
+    if (j0 >= len) {
+        // An empty range (contexts shorter than SPLITS ranges of `per`) adds nothing: max -3e38
+        // weighs it by exp(-3e38 - M) = 0 in the combine, which then sums every range with a
+        // constant bound (a bound read from a uniform made lavapipe's combine 100× slower).
+        for (var hh = 0u; hh < group; hh++) {
+            let at = ((g * group + hh) * SPLITS + c) * (p.hd + 2u);
+            for (var i = lid; i < p.hd + 2u; i += WG) { parts[at + i] = select(0.0, -3.0e38, i == 0u); }
+        }
+        return;
+    }
+    let j1 = min(j0 + per, len);
     let kv_dim = p.nkv * p.hd;
     for (var hh = 0u; hh < group; hh++) {
         let h = g * group + hh;

@@ -599,7 +599,7 @@ impl Kernels {
         let combine = Self::bind(
             &self.ctx,
             combine,
-            &[io.parts, io.out, &p, step],
+            &[io.parts, io.out, &p],
             [s.nh as u32, 1, 1],
         )
         .only(Runs::OneToken);
