@@ -117,6 +117,7 @@ if [ "${QINS_BENCH_QUICK:-0}" = 1 ]; then
   step run-smollm2-lut8g-vec4 "$NEW/qins-run" "${run[@]}" --decode-loads vec4
   step run-smollm2-lut8g-no-fusion "$NEW/qins-run" "${run[@]}" --no-fusion
   step run-smollm2-lut8g-split "$NEW/qins-run" "${run[@]}" --decode-attention split
+  step run-smollm2-lut8g-profile "$NEW/qins-run" "${run[@]}" --profile
   exit 0
 fi
 
@@ -125,14 +126,15 @@ fi
 step matvec "$NEW/qins-bench" --iters 50 --reps 10 --batch 64 --codecs lut8g,lut4a --json
 step matvec-rows "$NEW/qins-bench" --iters 50 --reps 10 --batch 64 --codecs lut8g,lut4a --json --prefill rows
 step matvec-vec4 "$NEW/qins-bench" --iters 50 --reps 10 --batch 0 --codecs lut8g,lut4a --json --decode-loads vec4
-# End to end on Phi-3.5-mini's shapes: decode, a 512-token prompt tiled and not (and in
-# batches of 256 tokens instead of 64), the binary
+# End to end on Phi-3.5-mini's shapes: decode (and its GPU time per kernel, `--profile`), a
+# 512-token prompt tiled and not (and in batches of 256 tokens instead of 64), the binary
 # before this work on the same archive, decode without the fused norms, vec4 code loads,
 # WebGPU's default binding limit, the other kernel variants.
 for codec in lut8g lut4a; do
   convert "phi35-$codec" --synthetic phi-3.5-mini --codec "$codec"
   run=("$WORK/phi35-$codec.qins" --backend gpu --bench --ctx 1024)
   step "run-phi35-$codec" "$NEW/qins-run" "${run[@]}" --max-tokens 64
+  step "run-phi35-$codec-profile" "$NEW/qins-run" "${run[@]}" --max-tokens 16 --profile
   step "run-phi35-$codec-p512" "$NEW/qins-run" "${run[@]}" --max-tokens 8 --bench-prompt 512
   step "run-phi35-$codec-p512-rows" "$NEW/qins-run" "${run[@]}" --max-tokens 8 --bench-prompt 512 --prefill rows
   [ "$codec" = lut8g ] && step "run-phi35-$codec-p512-batch256" "$NEW/qins-run" "${run[@]}" --max-tokens 8 --bench-prompt 512 --prefill-batch 256
@@ -150,6 +152,7 @@ done
 convert smollm2-lut8g --synthetic smollm2-135m --codec lut8g
 run=("$WORK/smollm2-lut8g.qins" --backend gpu --bench --ctx 1024)
 step run-smollm2-lut8g "$NEW/qins-run" "${run[@]}" --max-tokens 64
+step run-smollm2-lut8g-profile "$NEW/qins-run" "${run[@]}" --max-tokens 64 --profile
 step run-smollm2-lut8g-p512 "$NEW/qins-run" "${run[@]}" --max-tokens 8 --bench-prompt 512
 step run-smollm2-lut8g-base "$BASE/qins-run" "${run[@]}" --max-tokens 64
 step run-smollm2-lut8g-no-fusion "$NEW/qins-run" "${run[@]}" --max-tokens 64 --no-fusion

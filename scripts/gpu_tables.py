@@ -87,6 +87,45 @@ def runs(out_dir):
     return out
 
 
+def profiles(out_dir, bench):
+    """Where a decoded token's GPU time goes (`qins-run --profile`): per kernel, and for the
+    mat-vecs the GB/s of their tensors' bytes; the token's GPU span against the wall time per
+    token of the same model's unprofiled run (the rest is the host's and the submission's)."""
+    out = []
+    copy = bench["copy_gb_s"] if bench else None
+    for f in sorted(os.listdir(out_dir)):
+        if not (f.startswith("run-") and f.endswith("-profile.json")):
+            continue
+        name = f[4:-len("-profile.json")]
+        r = load(out_dir, f[:-5])
+        prof = (r or {}).get("profile")
+        if not prof:
+            continue
+        ins = load(out_dir, "inspect-" + name)
+        role_bytes = {}
+        for t in (ins or {}).get("tensors", []):
+            role = t["name"].split(".", 2)[2] if t["name"].startswith("layers.") else t["name"]
+            role_bytes["matvec " + role] = role_bytes.get("matvec " + role, 0) + t["bytes"]
+        plain = load(out_dir, "run-" + name)
+        span = prof["gpu_us_per_token"]
+        head = f'`{name}` with `--profile`, {prof["tokens"]} decoded tokens timed: GPU span {span:.0f} µs a token'
+        if plain and plain["decode_tok_s"]:
+            wall = 1e6 / plain["decode_tok_s"]
+            head += (f'; the unprofiled run takes {wall:.0f} µs a token, so {wall - span:.0f} µs '
+                     f'({100 * (wall - span) / wall:.0f} %) is outside the GPU span (host, submission, read-back)')
+        out += [head + ".", "",
+                "| kernel | dispatches / token | µs / token | share | GB/s | of copy |",
+                "|---|---:|---:|---:|---:|---:|"]
+        for k in prof["kernels"]:
+            b = role_bytes.get(k["kernel"])
+            gbs = b / (k["us_per_token"] * 1e3) if b and k["us_per_token"] > 0 else None
+            out.append(f'| {k["kernel"]} | {k["dispatches_per_token"]:g} | {k["us_per_token"]:.1f} | '
+                       f'{100 * k["share"]:.1f} % | {f"{gbs:.3g}" if gbs else "—"} | '
+                       f'{f"{100 * gbs / copy:.0f} %" if gbs and copy else "—"} |')
+        out.append("")
+    return out
+
+
 def bytes_per_token(inspect):
     """Weight bytes a decoded token reads: every tensor, less the embedding table when the
     output head has its own (a token reads one row of the table)."""
@@ -142,7 +181,7 @@ def main():
         lines += kernels(bench, load(out_dir, "matvec-rows"), load(out_dir, "matvec-vec4"),
                          load(out_dir, "matvec-base")) + [""]
         lines += attention(bench) + [""]
-    lines += runs(out_dir) + [""] + goals(out_dir, bench)
+    lines += runs(out_dir) + [""] + profiles(out_dir, bench) + goals(out_dir, bench)
     steps = os.path.join(out_dir, "steps.txt")
     if os.path.exists(steps):
         lines += ["", "Steps:", "```", open(steps).read().rstrip(), "```"]

@@ -286,3 +286,68 @@ fn a_chosen_prefill_batch_is_used_and_bad_ones_are_refused() {
         assert_eq!(err.kind(), "bad-request", "{bad}: {err}");
     }
 }
+
+/// `profile` times each dispatch of a decoded token (lavapipe has timestamps inside passes):
+/// every dispatch the token records is counted under its kernel or tensor role, the fused
+/// norms and SiLU·mul record none, prompt batches are not timed, and the chosen tokens are
+/// the unprofiled engine's.
+#[test]
+fn a_profiled_decode_times_every_dispatch_and_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let name = "tiny-llama";
+    let ids = ids(&reference(name)["logits"]["long"]["ids"]);
+    let path = convert_to(&fixture(name), Codec::Lut8, dir.path());
+    let ctx = gpu_with(GpuOptions {
+        profile: true,
+        ..Default::default()
+    });
+    assert!(ctx.profile, "the adapter has no timestamps inside passes");
+    let (manifest, _, mut profiled) = engines_on(ctx, &path, false);
+    let (_, _, mut plain) = engines(&path, false);
+    assert!(plain.model.profile().is_none());
+    let greedy = Select {
+        k: 1,
+        penalty: 1.0,
+        seen: Vec::new(),
+    };
+    let (mut a, mut b) = (ids[..5].to_vec(), ids[..5].to_vec());
+    for _ in 0..3 {
+        let next =
+            |e: &mut GpuEngine, run: &[u32]| block_on(e.extend_select(run, &greedy)).unwrap()[0].0;
+        let (ra, rb) = if profiled.len() == 0 {
+            (a.clone(), b.clone())
+        } else {
+            (vec![*a.last().unwrap()], vec![*b.last().unwrap()])
+        };
+        a.push(next(&mut profiled, &ra));
+        b.push(next(&mut plain, &rb));
+    }
+    assert_eq!(a, b);
+    let (kernels, tokens) = profiled.model.profile().unwrap();
+    // The prompt batch is not timed; the two one-token batches after it are.
+    assert_eq!(tokens, 2);
+    let count = |k: &str| {
+        kernels
+            .iter()
+            .find(|t| t.kernel == k)
+            .map_or(0.0, |t| t.dispatches_per_token)
+    };
+    let layers = manifest.config.num_layers as f64;
+    for k in [
+        "matvec attn_qkv",
+        "matvec ffn_down",
+        "attention",
+        "rope_store",
+    ] {
+        assert_eq!(count(k), layers, "{k}: {kernels:?}");
+    }
+    for k in ["embed", "select"] {
+        assert_eq!(count(k), 1.0, "{k}: {kernels:?}");
+    }
+    assert_eq!(count("rmsnorm") + count("silu_mul"), 0.0, "{kernels:?}");
+    let all: f64 = kernels.iter().map(|t| t.dispatches_per_token).sum();
+    assert_eq!(all as usize, profiled.model.dispatches_per_token());
+    let share: f64 = kernels.iter().map(|t| t.share).sum();
+    assert!((share - 1.0).abs() < 1e-9, "shares add up to {share}");
+    assert!(kernels.iter().map(|t| t.us_per_token).sum::<f64>() > 0.0);
+}

@@ -260,6 +260,18 @@ fn run() -> Result<()> {
             ev?;
         }
         let s = run.stats().clone();
+        drop(run);
+        // `--profile`: the decoded tokens' GPU time per kernel, and in all (its first
+        // dispatch's start to its last one's end: the rest of a token's wall time is the
+        // host's and the submission's).
+        let profile = gen
+            .engine
+            .gpu()
+            .and_then(|e| e.model.profile())
+            .map(|(kernels, tokens)| {
+                let gpu_us: f64 = kernels.iter().map(|k| k.us_per_token).sum();
+                json!({"tokens": tokens, "gpu_us_per_token": gpu_us, "kernels": kernels})
+            });
         print(json!({
             "backend": info.backend,
             "model": args.model.display().to_string(),
@@ -280,6 +292,7 @@ fn run() -> Result<()> {
             "rss_bytes": proc_status_bytes("VmRSS"),
             "peak_rss_bytes": proc_status_bytes("VmHWM"),
             "engine": info,
+            "profile": profile,
         }));
     } else if let Some(p) = &args.prompt {
         let mut messages = base_messages(&args);

@@ -61,6 +61,11 @@ pub struct GpuOptions {
     /// binding cannot hold that many tokens' work buffers.
     #[cfg_attr(feature = "cli", arg(long))]
     pub prefill_batch: Option<usize>,
+    /// Time each dispatch of a decoded token with GPU timestamps, where the adapter has
+    /// timestamps inside passes (Vulkan, Metal, DX12; not WebGPU): `qins-run --bench` then
+    /// prints where a token's time goes, per kernel. Adds a read-back a token.
+    #[cfg_attr(feature = "cli", arg(long))]
+    pub profile: bool,
 }
 
 /// How a decoded token's attention runs (see [`GpuOptions::decode_attention`]).
@@ -72,8 +77,8 @@ pub enum DecodeAttention {
     #[default]
     Whole,
     /// attention_split.wgsl over 32 ranges of the context per KV head, then
-    /// attention_combine.wgsl. Not the default: on lavapipe it is 3× slower (a software
-    /// adapter gains nothing from the parallelism), and no GPU has measured it yet.
+    /// attention_combine.wgsl. Not the default: on lavapipe it is slower (a software adapter
+    /// gains nothing from the parallelism), and no GPU has measured it yet.
     Split,
 }
 
@@ -127,6 +132,9 @@ pub struct GpuContext {
     pub decode_attention: DecodeAttention,
     /// Most prompt tokens per batch, before the binding limit's cap.
     pub prefill_batch: usize,
+    /// The device was opened with timestamps inside passes: decoded tokens are timed per
+    /// dispatch (`--profile`).
+    pub profile: bool,
     lost: Slot,
     /// The first error no error scope caught (a kernel or buffer misuse): reported at the next
     /// read-back instead of wgpu's default handler, which panics (an abort in the browser).
@@ -211,6 +219,14 @@ impl GpuContext {
         } else if f16_asked {
             tracing::warn!("{}: no shader-f16, computing in f32", info.name);
         }
+        let stamps =
+            wgpu::Features::TIMESTAMP_QUERY | wgpu::Features::TIMESTAMP_QUERY_INSIDE_PASSES;
+        let profile = opts.profile && features.contains(stamps);
+        if profile {
+            required_features |= stamps;
+        } else if opts.profile {
+            tracing::warn!("{}: no timestamps inside passes, not profiling", info.name);
+        }
         let (device, queue) = adapter
             .request_device(&wgpu::DeviceDescriptor {
                 label: Some("qins"),
@@ -248,6 +264,7 @@ impl GpuContext {
             fusion: !opts.no_fusion,
             decode_attention: opts.decode_attention,
             prefill_batch: opts.prefill_batch.unwrap_or(crate::gpu::BATCH),
+            profile,
             limits,
             lost,
             uncaptured,

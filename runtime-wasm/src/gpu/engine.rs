@@ -10,7 +10,7 @@ use super::kernels::{AttentionIo, Dispatch, HeadShape, Kernels};
 use super::params::{RmsnormParams, RopeParams, Rows, SelectParams, Step};
 #[cfg(not(target_arch = "wasm32"))]
 use super::GpuLoader;
-use super::{GpuContext, GpuTensor, Input, MatvecIo};
+use super::{GpuContext, GpuTensor, Input, KernelTime, MatvecIo, Profiler};
 use crate::engine::{Candidate, Forward, Select, Sequence};
 use crate::format::Manifest;
 use crate::model::{take, ModelConfig, Rope, Tensors};
@@ -76,6 +76,8 @@ pub struct GpuModel {
     pub gpu_bytes: u64,
     /// The rotary table in `inv_freq` and `rope_params`.
     rope: Option<Rope>,
+    /// Per-dispatch timestamps of decoded tokens (`--profile`).
+    profiler: Option<Profiler>,
 }
 
 impl GpuModel {
@@ -277,6 +279,7 @@ impl GpuModel {
         let (head_last, head_all) = (head(Rows::Last), head(Rows::All));
         let select_params = k.select_params(SelectParams::new(vocab, 1, 1.0));
         let choose = k.select(&logits, &seen, &candidates, &select_params);
+        let ctx_profile = ctx.profile.then(|| Profiler::new(&ctx));
         Ok(Self {
             ctx,
             cfg,
@@ -298,6 +301,7 @@ impl GpuModel {
             split_tensors,
             gpu_bytes,
             rope: Some(rope),
+            profiler: ctx_profile,
         })
     }
 
@@ -340,7 +344,24 @@ impl GpuModel {
         if choose {
             all.push(&self.choose);
         }
-        Kernels::run(&self.ctx, &all, n);
+        match &self.profiler {
+            Some(p) if n == 1 => p.run(&self.ctx, &all, n),
+            _ => Kernels::run(&self.ctx, &all, n),
+        }
+    }
+
+    /// Adds the last batch's kernel times to the profile, if it was timed.
+    async fn collect_profile(&self) -> Result<()> {
+        match &self.profiler {
+            Some(p) => p.collect(&self.ctx).await,
+            None => Ok(()),
+        }
+    }
+
+    /// Where decoded tokens' GPU time went, per kernel, and how many tokens were timed (None
+    /// without `--profile` or timestamps).
+    pub fn profile(&self) -> Option<(Vec<KernelTime>, u64)> {
+        self.profiler.as_ref().map(|p| (p.report(), p.tokens()))
     }
 
     /// Dispatches one decoded token records: the body, the last token's head, the sampling
@@ -442,6 +463,7 @@ impl Forward for GpuModel {
                 last.then_some(Rows::Last),
                 last,
             );
+            self.collect_profile().await?;
         }
         match self.read_candidates(k).await? {
             Some(c) => Ok(c),
@@ -471,6 +493,7 @@ impl Forward for GpuModel {
                 None
             };
             self.batch(chunk, start + i * self.batch_tokens, head, false);
+            self.collect_profile().await?;
             if all {
                 out.extend(self.read_logits(chunk.len()).await?);
             } else if last {

@@ -35,6 +35,8 @@ pub struct Dispatch {
     pub tiled: Option<Box<Dispatch>>,
     /// The batches it is recorded for.
     pub runs: Runs,
+    /// What `--profile` reports its time under: the kernel, or a mat-vec's tensor role.
+    pub name: String,
 }
 
 impl Dispatch {
@@ -53,6 +55,12 @@ impl Dispatch {
     /// Runs batches of more than [`Kernels::TILED_ABOVE`] tokens with `variant`.
     pub fn with_tiled(mut self, variant: Dispatch) -> Self {
         self.tiled = Some(Box::new(variant));
+        self
+    }
+
+    /// Names the dispatch for the profile (see [`Dispatch::name`]).
+    pub fn named(mut self, name: impl Into<String>) -> Self {
+        self.name = name.into();
         self
     }
 
@@ -479,6 +487,7 @@ impl Kernels {
             decode: None,
             tiled: None,
             runs: Runs::Always,
+            name: String::new(),
         }
     }
 
@@ -508,7 +517,8 @@ impl Kernels {
             &self.rmsnorm,
             &[x, weight, out, &p_buf, step],
             [1, 1, 1],
-        );
+        )
+        .named("rmsnorm");
         if p.last_only == 1 {
             d
         } else {
@@ -551,6 +561,7 @@ impl Kernels {
             &[qkv, inv_freq, caches[0], caches[1], params, step],
             [heads as u32, 1, 1],
         )
+        .named("rope_store")
         .per_tokens(1, 1)
     }
 
@@ -585,6 +596,7 @@ impl Kernels {
             &[io.qkv, kc, vc, io.scores, io.out, &p, step],
             [s.nh as u32, 1, 1],
         )
+        .named("attention")
         .per_tokens(1, 1);
         if mode == DecodeAttention::Whole {
             return vec![whole];
@@ -595,13 +607,15 @@ impl Kernels {
             split,
             &[io.qkv, kc, vc, io.scores, io.parts, &p, step],
             [s.nkv as u32, Self::ATTENTION_SPLITS as u32, 1],
-        );
+        )
+        .named("attention_split");
         let combine = Self::bind(
             &self.ctx,
             combine,
             &[io.parts, io.out, &p],
             [s.nh as u32, 1, 1],
         )
+        .named("attention_combine")
         .only(Runs::OneToken);
         vec![whole.with_decode(split), combine]
     }
@@ -627,6 +641,7 @@ impl Kernels {
             &[gu, act, &p, step],
             [(ff as u32).div_ceil(64), 1, 1],
         )
+        .named("silu_mul")
         .per_tokens(1, 1)
     }
 
@@ -651,6 +666,7 @@ impl Kernels {
             &[y, bias, &p, step],
             [(n as u32).div_ceil(64), 1, 1],
         )
+        .named("add_bias")
         .per_tokens(1, 1)
     }
 
@@ -670,6 +686,7 @@ impl Kernels {
             &[logits, seen, out, params],
             [1, 1, 1],
         )
+        .named("select")
     }
 
     /// A uniform holding `p`, to rewrite per call with [`GpuContext::write_uniform`].

@@ -6,6 +6,7 @@ mod engine;
 mod kernels;
 mod loader;
 mod params;
+mod profile;
 mod tensor;
 
 pub use context::{Compute, DecodeAttention, DecodeLoads, GpuContext, GpuOptions, Prefill};
@@ -16,4 +17,5 @@ pub use params::{
     kernels_for, AttentionParams, EmbedKind, EmbedParams, MatvecKind, MatvecParams, Output,
     RmsnormParams, RopeParams, Rows, Sections, SelectParams, SiluMulParams, Step,
 };
+pub use profile::{KernelTime, Profiler};
 pub use tensor::{GpuTensor, Input, MatvecIo, Part};

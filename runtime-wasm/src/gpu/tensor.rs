@@ -198,6 +198,17 @@ impl GpuTensor {
             .collect()
     }
 
+    /// The profile's name for this tensor's mat-vecs: "matvec " and the name without its
+    /// layer ("layers.7.attn_qkv" → "matvec attn_qkv"), so that a model's layers add up; the
+    /// tied head is "matvec token_embd".
+    fn role(&self) -> String {
+        let role = match self.name.strip_prefix("layers.") {
+            Some(rest) => rest.split_once('.').map_or(rest, |(_, r)| r),
+            None => &self.name,
+        };
+        format!("matvec {role}")
+    }
+
     /// `Y[t] (+)= W · X[t]` for each token row of the batch, with the kernel for this tensor's
     /// codec; one dispatch per part. The decode path computes x from `io`'s input.
     pub fn matvec(&self, k: &Kernels, io: &MatvecIo<'_>, step: &wgpu::Buffer) -> Vec<Dispatch> {
@@ -249,7 +260,8 @@ impl GpuTensor {
                     decode_b.extend([(0, &self.meta), (6, &part.buffer)]);
                 }
                 let groups = Kernels::grid(part.rows.div_ceil(Kernels::MATVEC_ROWS) as u32);
-                let decode = Kernels::bind_at(ctx, &pipeline.decode, &decode_b, groups);
+                let decode =
+                    Kernels::bind_at(ctx, &pipeline.decode, &decode_b, groups).named(self.role());
                 if io.rows == Rows::Last {
                     return decode;
                 }
@@ -270,6 +282,7 @@ impl GpuTensor {
                     batched_b.push((6, &part.buffer));
                 }
                 let batched = Kernels::bind_at(ctx, &pipeline.prefill, &batched_b, groups)
+                    .named(self.role())
                     .per_tokens(2, Kernels::MATVEC_TOKENS)
                     .with_decode(decode);
                 match &pipeline.tiled {
@@ -318,6 +331,7 @@ impl GpuTensor {
                     [(self.cols as u32).div_ceil(64), 1, 1],
                 )
                 .per_tokens(1, 1)
+                .named("embed")
             })
             .collect()
     }

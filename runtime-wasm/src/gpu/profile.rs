@@ -1,0 +1,144 @@
+//! `--profile`: GPU timestamps between the dispatches of each decoded token, summed per kernel
+//! (a mat-vec per tensor role), so that one run on a GPU says where a token's time goes —
+//! which `qins-bench`'s kernels in isolation cannot (caches, barriers between dependent
+//! dispatches, the small kernels' share). Native only: WebGPU has no timestamps inside a
+//! pass. Timing adds a read-back per token, so profiled runs are not speed runs.
+
+use std::cell::{Cell, RefCell};
+use std::collections::BTreeMap;
+
+use super::kernels::Dispatch;
+use super::GpuContext;
+use crate::Result;
+
+/// A decoded token's time in one kernel, summed over its dispatches.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct KernelTime {
+    /// The kernel, or "matvec ROLE" for a mat-vec (see [`Dispatch::name`]).
+    pub kernel: String,
+    pub dispatches_per_token: f64,
+    pub us_per_token: f64,
+    /// Share of the token's time from its first dispatch's start to its last one's end.
+    pub share: f64,
+}
+
+pub struct Profiler {
+    set: wgpu::QuerySet,
+    resolved: wgpu::Buffer,
+    period_ns: f64,
+    /// Names of the dispatches the last timed submission recorded, in order.
+    pending: RefCell<Vec<String>>,
+    /// Kernel → (nanoseconds, dispatches) over the timed tokens.
+    totals: RefCell<BTreeMap<String, (f64, u64)>>,
+    tokens: Cell<u64>,
+}
+
+impl Profiler {
+    /// Timestamps per submission: wgpu's most per query set (a token with more dispatches
+    /// is run untimed, with a warning).
+    const QUERIES: u32 = 4096;
+
+    pub fn new(ctx: &GpuContext) -> Self {
+        let set = ctx.device.create_query_set(&wgpu::QuerySetDescriptor {
+            label: Some("profile"),
+            ty: wgpu::QueryType::Timestamp,
+            count: Self::QUERIES,
+        });
+        let resolved = ctx.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("profile stamps"),
+            size: Self::QUERIES as u64 * 8,
+            usage: wgpu::BufferUsages::QUERY_RESOLVE | wgpu::BufferUsages::COPY_SRC,
+            mapped_at_creation: false,
+        });
+        Self {
+            set,
+            resolved,
+            period_ns: ctx.queue.get_timestamp_period() as f64,
+            pending: RefCell::default(),
+            totals: RefCell::default(),
+            tokens: Cell::new(0),
+        }
+    }
+
+    /// Records and submits `dispatches` for a batch of `n` tokens like [`Kernels::run`], with
+    /// a timestamp before each recorded dispatch and one after the last; [`Profiler::collect`]
+    /// then reads them.
+    ///
+    /// [`Kernels::run`]: super::Kernels::run
+    pub fn run(&self, ctx: &GpuContext, dispatches: &[&Dispatch], n: u32) {
+        let recorded: Vec<&Dispatch> = dispatches
+            .iter()
+            .copied()
+            .filter(|d| d.runs_for(n))
+            .collect();
+        let stamps = recorded.len() as u32 + 1;
+        let timed = stamps <= Self::QUERIES;
+        if !timed {
+            tracing::warn!("{} dispatches: too many to time", recorded.len());
+        }
+        let mut enc = ctx.device.create_command_encoder(&Default::default());
+        {
+            let mut pass = enc.begin_compute_pass(&Default::default());
+            for (i, d) in recorded.iter().enumerate() {
+                if timed {
+                    pass.write_timestamp(&self.set, i as u32);
+                }
+                d.record(&mut pass, n);
+            }
+            if timed {
+                pass.write_timestamp(&self.set, stamps - 1);
+            }
+        }
+        if timed {
+            enc.resolve_query_set(&self.set, 0..stamps, &self.resolved, 0);
+            *self.pending.borrow_mut() = recorded.iter().map(|d| d.name.clone()).collect();
+        }
+        ctx.queue.submit([enc.finish()]);
+    }
+
+    /// Adds the last timed submission's kernel times to the totals (nothing when none is
+    /// pending).
+    pub async fn collect(&self, ctx: &GpuContext) -> Result<()> {
+        let names = std::mem::take(&mut *self.pending.borrow_mut());
+        if names.is_empty() {
+            return Ok(());
+        }
+        let bytes = ctx
+            .read_back(&self.resolved, 0, (names.len() as u64 + 1) * 8)
+            .await?;
+        let stamps: Vec<u64> = bytemuck::pod_collect_to_vec(&bytes);
+        let mut totals = self.totals.borrow_mut();
+        for (name, pair) in names.into_iter().zip(stamps.windows(2)) {
+            // Wrapping: a device's timestamps may have fewer than 64 valid bits.
+            let ns = pair[1].wrapping_sub(pair[0]) as f64 * self.period_ns;
+            let e = totals.entry(name).or_default();
+            e.0 += ns;
+            e.1 += 1;
+        }
+        self.tokens.set(self.tokens.get() + 1);
+        Ok(())
+    }
+
+    /// Per-token kernel times over the timed tokens, the largest first.
+    pub fn report(&self) -> Vec<KernelTime> {
+        let tokens = self.tokens.get().max(1) as f64;
+        let totals = self.totals.borrow();
+        let all: f64 = totals.values().map(|(ns, _)| ns).sum();
+        let mut rows: Vec<KernelTime> = totals
+            .iter()
+            .map(|(kernel, &(ns, count))| KernelTime {
+                kernel: kernel.clone(),
+                dispatches_per_token: count as f64 / tokens,
+                us_per_token: ns / tokens / 1e3,
+                share: if all > 0.0 { ns / all } else { 0.0 },
+            })
+            .collect();
+        rows.sort_by(|a, b| b.us_per_token.total_cmp(&a.us_per_token));
+        rows
+    }
+
+    /// Decoded tokens timed so far.
+    pub fn tokens(&self) -> u64 {
+        self.tokens.get()
+    }
+}
