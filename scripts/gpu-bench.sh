@@ -107,12 +107,14 @@ convert() {
 if [ "${QINS_BENCH_QUICK:-0}" = 1 ]; then
   step matvec "$NEW/qins-bench" --small --iters 2 --reps 2 --batch 16 --codecs lut8g,lut4a --json
   step matvec-rows "$NEW/qins-bench" --small --iters 2 --reps 2 --batch 16 --codecs lut8g --json --prefill rows
+  step matvec-tiled64 "$NEW/qins-bench" --small --iters 2 --reps 2 --batch 16 --codecs lut8g --json --prefill tiled64
   step matvec-vec4 "$NEW/qins-bench" --small --iters 2 --reps 2 --batch 0 --codecs lut8g,lut4a --json --decode-loads vec4
   convert smollm2-lut8g --synthetic smollm2-135m --synthetic-layers 2 --codec lut8g
   run=("$WORK/smollm2-lut8g.qins" --backend gpu --bench --max-tokens 4 --ctx 256)
   step run-smollm2-lut8g "$NEW/qins-run" "${run[@]}"
   step run-smollm2-lut8g-p96 "$NEW/qins-run" "${run[@]}" --bench-prompt 96
   step run-smollm2-lut8g-p96-rows "$NEW/qins-run" "${run[@]}" --bench-prompt 96 --prefill rows
+  step run-smollm2-lut8g-p96-tiled64 "$NEW/qins-run" "${run[@]}" --bench-prompt 96 --prefill tiled64
   step run-smollm2-lut8g-base "$BASE/qins-run" "${run[@]}"
   step run-smollm2-lut8g-vec4 "$NEW/qins-run" "${run[@]}" --decode-loads vec4
   step run-smollm2-lut8g-no-fusion "$NEW/qins-run" "${run[@]}" --no-fusion
@@ -122,9 +124,11 @@ if [ "${QINS_BENCH_QUICK:-0}" = 1 ]; then
 fi
 
 # Kernels: decode mat-vecs against the copy kernel (u32 and vec4 code loads), the fixed costs
-# of a token, and prefill batches of 64 tokens tiled and on the mat-vec path.
+# of a token, and prefill batches of 64 tokens tiled (64 × 32 and 64 × 64) and on the mat-vec
+# path.
 step matvec "$NEW/qins-bench" --iters 50 --reps 10 --batch 64 --codecs lut8g,lut4a --json
 step matvec-rows "$NEW/qins-bench" --iters 50 --reps 10 --batch 64 --codecs lut8g,lut4a --json --prefill rows
+step matvec-tiled64 "$NEW/qins-bench" --iters 50 --reps 10 --batch 64 --codecs lut8g,lut4a --json --prefill tiled64
 step matvec-vec4 "$NEW/qins-bench" --iters 50 --reps 10 --batch 0 --codecs lut8g,lut4a --json --decode-loads vec4
 # End to end on Phi-3.5-mini's shapes: decode (and its GPU time per kernel, `--profile`), a
 # 512-token prompt tiled and not (and in batches of 256 tokens instead of 64), the binary
@@ -137,6 +141,7 @@ for codec in lut8g lut4a; do
   step "run-phi35-$codec-profile" "$NEW/qins-run" "${run[@]}" --max-tokens 16 --profile
   step "run-phi35-$codec-p512" "$NEW/qins-run" "${run[@]}" --max-tokens 8 --bench-prompt 512
   step "run-phi35-$codec-p512-rows" "$NEW/qins-run" "${run[@]}" --max-tokens 8 --bench-prompt 512 --prefill rows
+  step "run-phi35-$codec-p512-tiled64" "$NEW/qins-run" "${run[@]}" --max-tokens 8 --bench-prompt 512 --prefill tiled64
   [ "$codec" = lut8g ] && step "run-phi35-$codec-p512-batch256" "$NEW/qins-run" "${run[@]}" --max-tokens 8 --bench-prompt 512 --prefill-batch 256
   step "run-phi35-$codec-base" "$BASE/qins-run" "${run[@]}" --max-tokens 64
   step "run-phi35-$codec-no-fusion" "$NEW/qins-run" "${run[@]}" --max-tokens 64 --no-fusion

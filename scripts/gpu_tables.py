@@ -19,17 +19,18 @@ def by_kernel(bench):
     return {(r["kernel"], r.get("shape")): r for r in (bench or {}).get("results", [])}
 
 
-def kernels(bench, rows_bench, vec4_bench, base):
+def kernels(bench, rows_bench, vec4_bench, base, t64_bench):
     """Decode mat-vecs (GB/s, share of the copy kernel) and prefill batches, per codec and shape."""
     copy = bench["copy_gb_s"]
     pre_rows, vec4, old = by_kernel(rows_bench), by_kernel(vec4_bench), by_kernel(base)
+    t64 = by_kernel(t64_bench)
     out = [f'Device: `{bench["device"]}`; copy kernel {copy:.0f} GB/s; a submission waited on and '
            f'read back {bench["submit_us"]:.1f} µs; a dispatch inside a submission {bench["dispatch_us"]:.2f} µs.', "",
            "| codec | shape | decode µs | GB/s | of copy | vec4 loads: of copy | every code equal: of copy | "
            "norm or SiLU fused: µs | "
-           "one dispatch per submission (before) | prefill 64 tok/s tiled | GFLOP/s | mat-vec path tok/s | "
-           "tiled / mat-vec |",
-           "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+           "one dispatch per submission (before) | prefill 64 tok/s tiled | GFLOP/s | 64 × 64 tiles tok/s | "
+           "mat-vec path tok/s | tiled / mat-vec |",
+           "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     here = by_kernel(bench)
     res = bench["results"]
     for r in res:
@@ -38,6 +39,7 @@ def kernels(bench, rows_bench, vec4_bench, base):
         codec = r["kernel"].split(" ", 1)[1]
         pre = next((p for p in res if p["kernel"] == "prefill " + codec and p["shape"] == r["shape"]), None)
         alt = pre_rows.get(("prefill " + codec, r["shape"]))
+        wide64 = t64.get(("prefill " + codec, r["shape"]))
         before = old.get((r["kernel"], r["shape"]))
         wide = vec4.get((r["kernel"], r["shape"]))
         fused = here.get(("fused " + r["kernel"], r["shape"]))
@@ -48,6 +50,7 @@ def kernels(bench, rows_bench, vec4_bench, base):
                  f'{fused["us"]:.1f}' if fused else "—",
                  f'{before["gb_s"]:.3g} GB/s' if before else "—",
                  f'{pre["tok_s"]:.0f}' if pre else "—", f'{pre["gflop_s"]:.3g}' if pre else "—",
+                 f'{wide64["tok_s"]:.0f}' if wide64 else "—",
                  f'{alt["tok_s"]:.0f}' if alt else "—",
                  f'{pre["tok_s"] / alt["tok_s"]:.2f}×' if pre and alt else "—"]
         out.append("| " + " | ".join(cells) + " |")
@@ -179,7 +182,7 @@ def main():
     lines = []
     if bench:
         lines += kernels(bench, load(out_dir, "matvec-rows"), load(out_dir, "matvec-vec4"),
-                         load(out_dir, "matvec-base")) + [""]
+                         load(out_dir, "matvec-base"), load(out_dir, "matvec-tiled64")) + [""]
         lines += attention(bench) + [""]
     lines += runs(out_dir) + [""] + profiles(out_dir, bench) + goals(out_dir, bench)
     steps = os.path.join(out_dir, "steps.txt")

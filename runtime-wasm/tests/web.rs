@@ -202,18 +202,19 @@ async fn loads_over_http_and_matches_the_native_engine() {
 
 /// The kernel variants kept for A/B runs compile in the browser's WGSL compiler and give the
 /// native engine's logits and greedy reply: split decode attention, unfused norms, 16-byte
-/// code loads, prompts through the mat-vec kernels.
+/// code loads, prompts through the mat-vec kernels; then prompts through the 64 × 64 tiles.
 #[wasm_bindgen_test]
 async fn the_a_b_kernel_variants_match_the_native_engine() {
-    let engine = QinsEngine::new();
-    load(
-        &engine,
-        &archive("tiny.qins"),
+    for options in [
         r#"{"cache":false,"decode_attention":"split","no_fusion":true,"decode_loads":"vec4","prefill":"rows"}"#,
-    )
-    .await
-    .expect("load with the A/B variants");
-    assert_matches_native(&engine).await;
+        r#"{"cache":false,"prefill":"tiled64"}"#,
+    ] {
+        let engine = QinsEngine::new();
+        load(&engine, &archive("tiny.qins"), options)
+            .await
+            .unwrap_or_else(|e| panic!("load with {options}: {e:?}"));
+        assert_matches_native(&engine).await;
+    }
 }
 
 /// The CPU engine in wasm, no GPU involved: the archive's codes kept as stored, the native

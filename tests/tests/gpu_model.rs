@@ -10,7 +10,8 @@ use qins_runtime::codec::Codec;
 use qins_runtime::cpu::{CpuEngine, CpuModel};
 use qins_runtime::engine::{block_on, Engine, Select};
 use qins_runtime::gpu::{
-    CacheConfig, Compute, DecodeAttention, GpuContext, GpuEngine, GpuModel, GpuOptions, BATCH,
+    CacheConfig, Compute, DecodeAttention, GpuContext, GpuEngine, GpuModel, GpuOptions, Prefill,
+    BATCH,
 };
 use qins_runtime::load::{open, Backend, LoadOptions};
 use qins_runtime::model::Weights;
@@ -73,11 +74,24 @@ fn tiny_models_match_the_cpu_token_by_token() {
             },
         ] {
             let path = convert_to(&fixture(name), codec, dir.path());
-            // Decode attention split over the context in two of the three, whole in the other.
-            for (kv_f16, f16_compute, tol, attention) in [
-                (false, false, 1e-3, DecodeAttention::Split),
-                (true, false, F16_KV_TOLERANCE, DecodeAttention::Whole),
-                (true, true, F16_COMPUTE_TOLERANCE, DecodeAttention::Split),
+            // Decode attention split over the context in two of the three, whole in the other;
+            // the 20-token prompt through 64 × 64 tiles in the first, 64 × 32 in the others.
+            for (kv_f16, f16_compute, tol, attention, prefill) in [
+                (false, false, 1e-3, DecodeAttention::Split, Prefill::Tiled64),
+                (
+                    true,
+                    false,
+                    F16_KV_TOLERANCE,
+                    DecodeAttention::Whole,
+                    Prefill::Tiled,
+                ),
+                (
+                    true,
+                    true,
+                    F16_COMPUTE_TOLERANCE,
+                    DecodeAttention::Split,
+                    Prefill::Tiled,
+                ),
             ] {
                 let ctx = gpu_with(GpuOptions {
                     compute: if f16_compute {
@@ -86,13 +100,14 @@ fn tiny_models_match_the_cpu_token_by_token() {
                         Compute::F32
                     },
                     decode_attention: attention,
+                    prefill,
                     ..Default::default()
                 });
                 let (_, mut cpu, mut gpu) = engines_on(ctx, &path, kv_f16);
                 // A prompt, then single tokens past the longrope switch at 32 positions.
                 let (prompt, rest) = ids.split_at(20);
                 let what = format!(
-                    "{name} {} kv_f16={kv_f16} f16_compute={f16_compute} {attention:?}",
+                    "{name} {} kv_f16={kv_f16} f16_compute={f16_compute} {attention:?} {prefill:?}",
                     codec.name()
                 );
                 let mut worst = max_diff(

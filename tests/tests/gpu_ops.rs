@@ -95,7 +95,8 @@ fn run_all(ctx: &GpuContext, dispatches: &[Dispatch], n: usize) {
 /// context also runs large batches through the mat-vec kernels instead of the tiled ones, and
 /// decode without fused inputs.
 /// The LUT mat-vecs' f16-compute variant (where the adapter has shader-f16, as lavapipe does)
-/// is a fourth, with 16-byte code loads in decode; those loads on a split tensor a fifth.
+/// is a fourth, with 16-byte code loads in decode; those loads on a split tensor a fifth. The
+/// last two run prefill in the 64 × 64 tiles, the first two in the default 64 × 32.
 fn contexts(max_binding: u64) -> [(GpuContext, bool); 5] {
     let shared = gpu_with(GpuOptions {
         no_subgroups: true,
@@ -113,12 +114,14 @@ fn contexts(max_binding: u64) -> [(GpuContext, bool); 5] {
     let f16 = gpu_with(GpuOptions {
         compute: Compute::F16,
         decode_loads: DecodeLoads::Vec4,
+        prefill: Prefill::Tiled64,
         ..Default::default()
     });
     assert_eq!(f16.f16, f16.features.contains(wgpu::Features::SHADER_F16));
     let wide = gpu_with(GpuOptions {
         max_binding: Some(max_binding),
         decode_loads: DecodeLoads::Vec4,
+        prefill: Prefill::Tiled64,
         ..Default::default()
     });
     [
@@ -161,8 +164,8 @@ fn matvec_matches_cpu_for_every_codec_and_batch() {
                 }
                 // Token rows padded apart (strides cols+3 and rows+2), accumulated onto existing values;
                 // 9 tokens cross the 8-token block of a mat-vec workgroup and take the tiled
-                // kernel, 45 cross its 32-token tile.
-                for n in [1usize, 3, 9, 45] {
+                // kernel, 45 cross its 32-token tile, 70 the 64-token one.
+                for n in [1usize, 3, 9, 45, 70] {
                     let (xs, ys) = (cols + 3, rows + 2);
                     let x = values(n * xs, 99 + n as u32);
                     let y0 = values(n * ys, 5);

@@ -39,8 +39,8 @@ pub struct GpuOptions {
     #[cfg_attr(feature = "cli", arg(long, value_enum, default_value_t = Compute::F32))]
     pub compute: Compute,
     /// How prefill batches of more than 8 tokens run: tiles of 64 rows × 32 tokens through
-    /// workgroup memory, or the mat-vec kernels' 4 rows × 8 tokens (A/B runs; the tests run
-    /// both).
+    /// workgroup memory, tiles of 64 × 64, or the mat-vec kernels' 4 rows × 8 tokens (A/B
+    /// runs; the tests run all three).
     #[cfg_attr(feature = "cli", arg(long, value_enum, default_value_t = Prefill::Tiled))]
     pub prefill: Prefill,
     /// How the LUT decode mat-vecs read codes: a u32 word per row at a time, or a 16-byte
@@ -102,6 +102,10 @@ pub enum Prefill {
     /// matmul_lut8/lut4/float.wgsl: each weight decoded once per 32 tokens.
     #[default]
     Tiled,
+    /// The same kernels with tiles of 64 rows × 64 tokens and 8 × 4 sums a thread: each
+    /// weight decoded once per 64 tokens, 32 products per three workgroup-memory loads instead
+    /// of 16 per two (A/B runs; the ops tests run both tile shapes).
+    Tiled64,
     /// The mat-vec kernels' batched path: each weight decoded once per 8 tokens.
     Rows,
 }

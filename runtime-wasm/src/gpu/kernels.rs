@@ -20,6 +20,31 @@ pub enum Runs {
     OneToken,
 }
 
+/// A tiled prefill workgroup's shape beyond its 64 rows: tokens (TN), columns per step (TK),
+/// rows of a thread's block (BR).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Tile {
+    pub tokens: u32,
+    pub k: u32,
+    pub block_rows: u32,
+}
+
+impl Tile {
+    /// matmul_common.wgsl's TILE placeholder: the shape and its workgroup arrays' lengths.
+    fn wgsl_consts(&self) -> String {
+        let tm = Kernels::TILE_ROWS as u32;
+        format!(
+            "const TN: u32 = {}u;\nconst TK: u32 = {}u;\nconst BR: u32 = {}u;\n\
+             const WS_VECS: u32 = {}u;\nconst XS_VECS: u32 = {}u;",
+            self.tokens,
+            self.k,
+            self.block_rows,
+            self.k * tm / 4,
+            self.k * self.tokens / 4,
+        )
+    }
+}
+
 /// A kernel bound to its buffers, ready to record into a compute pass.
 pub struct Dispatch {
     pub pipeline: wgpu::ComputePipeline,
@@ -243,9 +268,24 @@ impl Kernels {
     /// Tokens per mat-vec workgroup in prefill (TB in matvec_common.wgsl).
     pub const MATVEC_TOKENS: u32 = 8;
 
-    /// Rows and tokens per tiled workgroup (TM and TN in matmul_common.wgsl).
+    /// Rows per tiled workgroup (TM in matmul_common.wgsl).
     pub const TILE_ROWS: usize = 64;
-    pub const TILE_TOKENS: u32 = 32;
+
+    /// The tiled kernels' shape for the context's prefill path (see matmul_common.wgsl).
+    pub fn tile(&self) -> Tile {
+        match self.ctx.prefill {
+            Prefill::Tiled64 => Tile {
+                tokens: 64,
+                k: 16,
+                block_rows: 8,
+            },
+            Prefill::Tiled | Prefill::Rows => Tile {
+                tokens: 32,
+                k: 32,
+                block_rows: 4,
+            },
+        }
+    }
 
     /// Batches of more tokens than this take the tiled kernel where there is one: up to one
     /// mat-vec token block, the tile would compute 32 tokens' sums for at most 8.
@@ -419,13 +459,15 @@ impl Kernels {
                     include_str!("../../../shaders/matmul_float.wgsl"),
                 ),
             };
-            let tiled = (self.ctx.prefill == Prefill::Tiled).then(|| {
+            let tile = self.tile().wgsl_consts();
+            let tiled = (self.ctx.prefill != Prefill::Rows).then(|| {
                 let mut defs = vec![
                     (
                         "MATMUL_COMMON",
                         include_str!("../../../shaders/matmul_common.wgsl"),
                     ),
                     ("WEIGHTS", include_str!("../../../shaders/weights.wgsl")),
+                    ("TILE", &tile),
                 ];
                 if float {
                     defs.push(("ELEM_F16", f16));

@@ -11,7 +11,7 @@ mod tensor;
 
 pub use context::{Compute, DecodeAttention, DecodeLoads, GpuContext, GpuOptions, Prefill};
 pub use engine::{CacheConfig, GpuEngine, GpuModel, BATCH};
-pub use kernels::{AttentionIo, Dispatch, HeadShape, Kernels, Matvec, Runs};
+pub use kernels::{AttentionIo, Dispatch, HeadShape, Kernels, Matvec, Runs, Tile};
 pub use loader::{GpuLoader, LoadProgress};
 pub use params::{
     kernels_for, AttentionParams, EmbedKind, EmbedParams, MatvecKind, MatvecParams, Output,

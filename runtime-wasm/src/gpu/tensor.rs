@@ -290,7 +290,7 @@ impl GpuTensor {
                         let groups = Kernels::grid(part.rows.div_ceil(Kernels::TILE_ROWS) as u32);
                         batched.with_tiled(
                             Kernels::bind_at(ctx, tiled, &tiled_b, groups)
-                                .per_tokens(2, Kernels::TILE_TOKENS),
+                                .per_tokens(2, k.tile().tokens),
                         )
                     }
                     None => batched,
