@@ -109,6 +109,7 @@ if [ "${QINS_BENCH_QUICK:-0}" = 1 ]; then
   step matvec-rows "$NEW/qins-bench" --small --iters 2 --reps 2 --batch 16 --codecs lut8g --json --prefill rows
   step matvec-tiled64 "$NEW/qins-bench" --small --iters 2 --reps 2 --batch 16 --codecs lut8g --json --prefill tiled64
   step matvec-vec4 "$NEW/qins-bench" --small --iters 2 --reps 2 --batch 0 --codecs lut8g,lut4a --json --decode-loads vec4
+  step matvec-drows8 "$NEW/qins-bench" --small --iters 2 --reps 2 --batch 0 --codecs lut8g,lut4a --json --decode-rows 8
   convert smollm2-lut8g --synthetic smollm2-135m --synthetic-layers 2 --codec lut8g
   run=("$WORK/smollm2-lut8g.qins" --backend gpu --bench --max-tokens 4 --ctx 256)
   step run-smollm2-lut8g "$NEW/qins-run" "${run[@]}"
@@ -117,19 +118,22 @@ if [ "${QINS_BENCH_QUICK:-0}" = 1 ]; then
   step run-smollm2-lut8g-p96-tiled64 "$NEW/qins-run" "${run[@]}" --bench-prompt 96 --prefill tiled64
   step run-smollm2-lut8g-base "$BASE/qins-run" "${run[@]}"
   step run-smollm2-lut8g-vec4 "$NEW/qins-run" "${run[@]}" --decode-loads vec4
+  step run-smollm2-lut8g-drows8 "$NEW/qins-run" "${run[@]}" --decode-rows 8
   step run-smollm2-lut8g-no-fusion "$NEW/qins-run" "${run[@]}" --no-fusion
   step run-smollm2-lut8g-split "$NEW/qins-run" "${run[@]}" --decode-attention split
   step run-smollm2-lut8g-profile "$NEW/qins-run" "${run[@]}" --profile
   exit 0
 fi
 
-# Kernels: decode mat-vecs against the copy kernel (u32 and vec4 code loads), the fixed costs
+# Kernels: decode mat-vecs against the copy kernel (u32 and vec4 code loads, 8 rows a
+# workgroup), the fixed costs
 # of a token, and prefill batches of 64 tokens tiled (64 × 32 and 64 × 64) and on the mat-vec
 # path.
 step matvec "$NEW/qins-bench" --iters 50 --reps 10 --batch 64 --codecs lut8g,lut4a --json
 step matvec-rows "$NEW/qins-bench" --iters 50 --reps 10 --batch 64 --codecs lut8g,lut4a --json --prefill rows
 step matvec-tiled64 "$NEW/qins-bench" --iters 50 --reps 10 --batch 64 --codecs lut8g,lut4a --json --prefill tiled64
 step matvec-vec4 "$NEW/qins-bench" --iters 50 --reps 10 --batch 0 --codecs lut8g,lut4a --json --decode-loads vec4
+step matvec-drows8 "$NEW/qins-bench" --iters 50 --reps 10 --batch 0 --codecs lut8g,lut4a --json --decode-rows 8
 # End to end on Phi-3.5-mini's shapes: decode (and its GPU time per kernel, `--profile`), a
 # 512-token prompt tiled and not (and in batches of 256 tokens instead of 64), the binary
 # before this work on the same archive, decode without the fused norms, vec4 code loads,
@@ -146,6 +150,7 @@ for codec in lut8g lut4a; do
   step "run-phi35-$codec-base" "$BASE/qins-run" "${run[@]}" --max-tokens 64
   step "run-phi35-$codec-no-fusion" "$NEW/qins-run" "${run[@]}" --max-tokens 64 --no-fusion
   step "run-phi35-$codec-vec4" "$NEW/qins-run" "${run[@]}" --max-tokens 64 --decode-loads vec4
+  step "run-phi35-$codec-drows8" "$NEW/qins-run" "${run[@]}" --max-tokens 64 --decode-rows 8
   step "run-phi35-$codec-binding128mib" "$NEW/qins-run" "${run[@]}" --max-tokens 64 --max-binding 134217728
   if [ "$codec" = lut8g ]; then
     step "run-phi35-$codec-no-subgroups" "$NEW/qins-run" "${run[@]}" --max-tokens 64 --no-subgroups

@@ -19,18 +19,19 @@ def by_kernel(bench):
     return {(r["kernel"], r.get("shape")): r for r in (bench or {}).get("results", [])}
 
 
-def kernels(bench, rows_bench, vec4_bench, base, t64_bench):
+def kernels(bench, rows_bench, vec4_bench, base, t64_bench, drows8_bench):
     """Decode mat-vecs (GB/s, share of the copy kernel) and prefill batches, per codec and shape."""
     copy = bench["copy_gb_s"]
     pre_rows, vec4, old = by_kernel(rows_bench), by_kernel(vec4_bench), by_kernel(base)
-    t64 = by_kernel(t64_bench)
+    t64, drows8 = by_kernel(t64_bench), by_kernel(drows8_bench)
     out = [f'Device: `{bench["device"]}`; copy kernel {copy:.0f} GB/s; a submission waited on and '
            f'read back {bench["submit_us"]:.1f} µs; a dispatch inside a submission {bench["dispatch_us"]:.2f} µs.', "",
-           "| codec | shape | decode µs | GB/s | of copy | vec4 loads: of copy | every code equal: of copy | "
+           "| codec | shape | decode µs | GB/s | of copy | vec4 loads: of copy | 8 rows a workgroup: of copy | "
+           "every code equal: of copy | "
            "norm or SiLU fused: µs | "
            "one dispatch per submission (before) | prefill 64 tok/s tiled | GFLOP/s | 64 × 64 tiles tok/s | "
            "mat-vec path tok/s | tiled / mat-vec |",
-           "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+           "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     here = by_kernel(bench)
     res = bench["results"]
     for r in res:
@@ -42,10 +43,12 @@ def kernels(bench, rows_bench, vec4_bench, base, t64_bench):
         wide64 = t64.get(("prefill " + codec, r["shape"]))
         before = old.get((r["kernel"], r["shape"]))
         wide = vec4.get((r["kernel"], r["shape"]))
+        eight = drows8.get((r["kernel"], r["shape"]))
         fused = here.get(("fused " + r["kernel"], r["shape"]))
         same = here.get((r["kernel"] + " one code", r["shape"]))
         cells = [codec, r["shape"], f'{r["us"]:.1f}', f'{r["gb_s"]:.3g}', f'{100 * r["fraction_of_copy"]:.0f} %',
                  f'{100 * wide["fraction_of_copy"]:.0f} %' if wide else "—",
+                 f'{100 * eight["fraction_of_copy"]:.0f} %' if eight else "—",
                  f'{100 * same["fraction_of_copy"]:.0f} %' if same else "—",
                  f'{fused["us"]:.1f}' if fused else "—",
                  f'{before["gb_s"]:.3g} GB/s' if before else "—",
@@ -182,7 +185,8 @@ def main():
     lines = []
     if bench:
         lines += kernels(bench, load(out_dir, "matvec-rows"), load(out_dir, "matvec-vec4"),
-                         load(out_dir, "matvec-base"), load(out_dir, "matvec-tiled64")) + [""]
+                         load(out_dir, "matvec-base"), load(out_dir, "matvec-tiled64"),
+                         load(out_dir, "matvec-drows8")) + [""]
         lines += attention(bench) + [""]
     lines += runs(out_dir) + [""] + profiles(out_dir, bench) + goals(out_dir, bench)
     steps = os.path.join(out_dir, "steps.txt")

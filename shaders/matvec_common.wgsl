@@ -10,6 +10,10 @@ const WG: u32 = 64u;
 // and token made Phi-3.5's wide rows load-bound). Decode (one token) has its own vec4 path.
 const TB: u32 = 8u;
 const ROWS: u32 = 4u;
+// Rows per decode workgroup (`--decode-rows`): 4, or 8 as two quads of rows sharing each x
+// load (a 4-row 8-bit workgroup loads as many bytes of x as of codes, a 4-bit one twice as
+// many). The second quad's code is dead with 4.
+const DROWS: u32 = {{DECODE_ROWS}}u;
 // Built twice: the decode pipeline (one-token batches) and the prefill one (any batch).
 const DECODE: bool = {{DECODE}};
 // What the decode path computes x from (p.input): the x binding as it is, or the op that would
@@ -18,8 +22,9 @@ const DECODE: bool = {{DECODE}};
 // the sums in `finish`); INPUT_SILU reads [gate; up] rows of 2 × cols and takes silu(gate) · up.
 {{INPUT_KINDS}}
 @group(0) @binding(7) var<storage, read> norm_w: array<f32>;
-// The item of a decode workgroup's stash that holds its threads' sums of squared residuals.
-const SS_ITEM: u32 = 4u;
+// The item of a decode workgroup's stash that holds its threads' sums of squared residuals
+// (after up to 8 rows' sums).
+const SS_ITEM: u32 = 8u;
 // Per-thread (or per-subgroup) shares of the ROWS × TB sums, item-minor so that the threads
 // summing them read consecutive words.
 const ITEMS: u32 = 32u;
@@ -148,18 +153,37 @@ fn x_offset(t0: u32) -> u32 {
     return t0 * p.x_stride;
 }
 
-// The decode path's last step: stashes the rows' sums (and the squares for the fused norm) and
-// stores them.
-fn finish_decode(id: Ids, a: vec4<f32>, ss: f32, t0: u32, first: u32, nr: u32) {
+// The decode path's last step: stashes the rows' sums (a: the first quad, b: the second with
+// DROWS 8) and the squares for the fused norm, and stores them.
+fn finish_decode(id: Ids, a: vec4<f32>, b: vec4<f32>, ss: f32, t0: u32, first: u32, nr: u32) {
     stash4(id, 0u, a);
+    if (DROWS == 8u) { stash4(id, 4u, b); }
     stash4(id, SS_ITEM, vec4<f32>(ss, 0.0, 0.0, 0.0));
     finish(id, Out(t0, first, 1u, nr, 1u));
 }
 
-// A decode workgroup's rows within the part: first .. first + count, rows past the part
-// repeating its last (their sums are computed and dropped) so that every row index is constant.
+// Rows a workgroup takes: ROWS in prefill, DROWS in decode.
+fn wg_rows() -> u32 {
+    return select(ROWS, DROWS, DECODE);
+}
+
+// Quad q of a workgroup's rows within the part: first + 4q .. first + 4q + 3 of first ..
+// first + count, rows past the part repeating its last (their sums are computed and dropped)
+// so that every row index is constant.
+fn quad_rows(first: u32, q: u32, count: u32) -> vec4<u32> {
+    return vec4<u32>(first) + min(vec4<u32>(4u * q) + vec4<u32>(0u, 1u, 2u, 3u), vec4<u32>(count - 1u));
+}
+
 fn rows4(first: u32, count: u32) -> vec4<u32> {
-    return vec4<u32>(first) + min(vec4<u32>(0u, 1u, 2u, 3u), vec4<u32>(count - 1u));
+    return quad_rows(first, 0u, count);
+}
+
+// Four rows' dot products d at column c as the sums take them: scaled and offset by the rows'
+// groups (sum of the x values times the offset) where the tensor has groups.
+fn with_groups(d: vec4<f32>, rows: vec4<u32>, c: u32, xsum: f32) -> vec4<f32> {
+    if (p.group == 0u) { return d; }
+    let g = affine4(rows, c);
+    return d * g.scale + xsum * g.offset;
 }
 
 // Group scales and offsets of 4 tensor rows at column c (see affine_at).

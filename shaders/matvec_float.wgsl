@@ -10,31 +10,39 @@ fn weight(i: u32) -> f32 {
     return bitcast<f32>(codes[i]);
 }
 
+// Column c of 4 rows starting at base.
+fn weights4(base: vec4<u32>, c: u32) -> vec4<f32> {
+    return vec4<f32>(weight(base.x + c), weight(base.y + c), weight(base.z + c), weight(base.w + c));
+}
+
 @compute @workgroup_size(64)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, id: Ids) {
     let n = select(step.n, 1u, p.last_only == 1u);
     let t0 = wid.z * TB;
-    let first = (wid.x + wid.y * nwg.x) * ROWS;
+    let first = (wid.x + wid.y * nwg.x) * wg_rows();
     if (t0 >= n || first >= p.rows) { return; }
     let tb = min(TB, n - t0);
-    let nr = min(ROWS, p.rows - first);
+    let nr = min(wg_rows(), p.rows - first);
     let base = rows4(first, nr) * p.cols;
     if (DECODE) {
+        // With DROWS 8 a second quad of rows (b) against the same x.
         let xo = x_offset(t0);
+        let base_b = quad_rows(first, 1u, nr) * p.cols;
         var a = vec4<f32>();
+        var b = vec4<f32>();
         var ss = 0.0;
         for (var c = id.lid; c < p.cols; c += WG) {
-            let wv = vec4<f32>(weight(base.x + c), weight(base.y + c), weight(base.z + c), weight(base.w + c));
-            a += wv * xin1(xo, c, &ss);
+            let xv = xin1(xo, c, &ss);
+            a += weights4(base, c) * xv;
+            if (DROWS == 8u) { b += weights4(base_b, c) * xv; }
         }
-        finish_decode(id, a, ss, t0, first, nr);
+        finish_decode(id, a, b, ss, t0, first, nr);
         return;
     }
     let xrows = rows8(t0, tb);
     var a = Acc32();
     for (var c = id.lid; c < p.cols; c += WG) {
-        let wv = vec4<f32>(weight(base.x + c), weight(base.y + c), weight(base.z + c), weight(base.w + c));
-        a = fma32(a, wv, x8(xrows, c));
+        a = fma32(a, weights4(base, c), x8(xrows, c));
     }
     finish32(id, a, Out(t0, first, TB, nr, tb));
 }

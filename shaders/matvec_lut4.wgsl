@@ -29,38 +29,53 @@ fn dot32(q: vec4<u32>, xa: mat4x4<f32>, xb: mat4x4<f32>) -> f32 {
     return dot8(q.x, xa[0], xb[0]) + dot8(q.y, xa[1], xb[1]) + dot8(q.z, xa[2], xb[2]) + dot8(q.w, xa[3], xb[3]);
 }
 
+// dot8 of 4 rows' word wi.
+fn word_dots(base: vec4<u32>, wi: u32, xa: vec4<f32>, xb: vec4<f32>) -> vec4<f32> {
+    return vec4<f32>(dot8(codes[base.x + wi], xa, xb), dot8(codes[base.y + wi], xa, xb),
+                     dot8(codes[base.z + wi], xa, xb), dot8(codes[base.w + wi], xa, xb));
+}
+
+// dot32 of 4 rows' code vector v (32 codes).
+fn wide_dots(base4: vec4<u32>, v: u32, xa: mat4x4<f32>, xb: mat4x4<f32>) -> vec4<f32> {
+    return vec4<f32>(dot32(codes4[base4.x + v], xa, xb), dot32(codes4[base4.y + v], xa, xb),
+                     dot32(codes4[base4.z + v], xa, xb), dot32(codes4[base4.w + v], xa, xb));
+}
+
 @compute @workgroup_size(64)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, id: Ids) {
     let n = select(step.n, 1u, p.last_only == 1u);
     let t0 = wid.z * TB;
-    let first = (wid.x + wid.y * nwg.x) * ROWS;
+    let first = (wid.x + wid.y * nwg.x) * wg_rows();
     if (t0 >= n || first >= p.rows) { return; }
     let tb = min(TB, n - t0);
-    let nr = min(ROWS, p.rows - first);
+    let nr = min(wg_rows(), p.rows - first);
     if (id.lid < 16u) { lut[id.lid] = Lut(bitcast<f32>(w[id.lid])); }
     workgroupBarrier();
     let words = (p.cols + 7u) / 8u;
-    let rows = rows4(first, nr);
-    let base = rows * p.stride_words;
-    let tensor_rows = rows + vec4<u32>(p.row0);
     if (DECODE && (p.group & 7u) == 0u) {
-        // Decode with groups of whole words: one scale and offset per word and row.
+        // Decode with groups of whole words: one scale and offset per word and row; with
+        // DROWS 8 a second quad of rows (b) against the same x.
         let xo = x_offset(t0);
+        let rows = rows4(first, nr);
+        let base = rows * p.stride_words;
+        let tensor_rows = rows + vec4<u32>(p.row0);
+        let rows_b = quad_rows(first, 1u, nr);
+        let base_b = rows_b * p.stride_words;
+        let tensor_rows_b = rows_b + vec4<u32>(p.row0);
         var a = vec4<f32>();
+        var b = vec4<f32>();
         var ss = 0.0;
         var wide_words = 0u;
         if (WIDE && p.stride_words % 4u == 0u && p.group % 32u == 0u) {
             wide_words = words;
-            let base4 = base / 4u;
             for (var v = id.lid; v < words / 4u; v += WG) {
                 let c = v * 32u;
                 let xa = mat4x4<f32>(xin4(xo, c, &ss), xin4(xo, c + 8u, &ss), xin4(xo, c + 16u, &ss), xin4(xo, c + 24u, &ss));
                 let xb = mat4x4<f32>(xin4(xo, c + 4u, &ss), xin4(xo, c + 12u, &ss), xin4(xo, c + 20u, &ss), xin4(xo, c + 28u, &ss));
-                let d = vec4<f32>(dot32(codes4[base4.x + v], xa, xb), dot32(codes4[base4.y + v], xa, xb),
-                                  dot32(codes4[base4.z + v], xa, xb), dot32(codes4[base4.w + v], xa, xb));
-                let g = affine4(tensor_rows, c);
                 let s = xa[0] + xa[1] + xa[2] + xa[3] + xb[0] + xb[1] + xb[2] + xb[3];
-                a += d * g.scale + dot(s, vec4<f32>(1.0)) * g.offset;
+                let xsum = dot(s, vec4<f32>(1.0));
+                a += with_groups(wide_dots(base / 4u, v, xa, xb), tensor_rows, c, xsum);
+                if (DROWS == 8u) { b += with_groups(wide_dots(base_b / 4u, v, xa, xb), tensor_rows_b, c, xsum); }
             }
         }
         // Word by word where the vectors were not used (a row is whole vectors when they were:
@@ -69,29 +84,37 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
             let c = wi * 8u;
             let xa = xin4(xo, c, &ss);
             let xb = xin4(xo, c + 4u, &ss);
-            let d = vec4<f32>(dot8(codes[base.x + wi], xa, xb), dot8(codes[base.y + wi], xa, xb),
-                              dot8(codes[base.z + wi], xa, xb), dot8(codes[base.w + wi], xa, xb));
-            let g = affine4(tensor_rows, c);
-            a += d * g.scale + dot(xa + xb, vec4<f32>(1.0)) * g.offset;
+            let xsum = dot(xa + xb, vec4<f32>(1.0));
+            a += with_groups(word_dots(base, wi, xa, xb), tensor_rows, c, xsum);
+            if (DROWS == 8u) { b += with_groups(word_dots(base_b, wi, xa, xb), tensor_rows_b, c, xsum); }
         }
-        finish_decode(id, a, ss, t0, first, nr);
+        finish_decode(id, a, b, ss, t0, first, nr);
         return;
     }
     // Prefill (and decode with groups that split words, which takes no fused input: see
-    // GpuTensor::fuses): code by code, as in matvec_lut8.wgsl.
+    // GpuTensor::fuses): code by code, as in matvec_lut8.wgsl, a quad of rows at a time (two
+    // in decode with DROWS 8).
     let xrows = rows8(t0, tb);
-    var a = Acc32();
-    for (var wi = id.lid; wi < words; wi += WG) {
-        let c = wi * 8u;
-        let q = vec4<u32>(codes[base.x + wi], codes[base.y + wi], codes[base.z + wi], codes[base.w + wi]);
-        // Within a word the scales change only where a group boundary falls.
-        var g = affine4(tensor_rows, c);
-        for (var j = 0u; j < min(8u, p.cols - c); j++) {
-            if (j > 0u && (c + j) % p.group == 0u) { g = affine4(tensor_rows, c + j); }
-            let k = (q >> vec4<u32>(4u * j)) & vec4<u32>(0xfu);
-            let v = g.scale * vec4<f32>(f32(lut[k.x]), f32(lut[k.y]), f32(lut[k.z]), f32(lut[k.w])) + g.offset;
-            a = fma32(a, v, x8(xrows, c + j));
+    for (var quad = 0u; quad < wg_rows() / 4u; quad++) {
+        let rows = quad_rows(first, quad, nr);
+        let base = rows * p.stride_words;
+        let tensor_rows = rows + vec4<u32>(p.row0);
+        var a = Acc32();
+        for (var wi = id.lid; wi < words; wi += WG) {
+            let c = wi * 8u;
+            let q = vec4<u32>(codes[base.x + wi], codes[base.y + wi], codes[base.z + wi], codes[base.w + wi]);
+            // Within a word the scales change only where a group boundary falls.
+            var g = affine4(tensor_rows, c);
+            for (var j = 0u; j < min(8u, p.cols - c); j++) {
+                if (j > 0u && (c + j) % p.group == 0u) { g = affine4(tensor_rows, c + j); }
+                let k = (q >> vec4<u32>(4u * j)) & vec4<u32>(0xfu);
+                let v = g.scale * vec4<f32>(f32(lut[k.x]), f32(lut[k.y]), f32(lut[k.z]), f32(lut[k.w])) + g.offset;
+                a = fma32(a, v, x8(xrows, c + j));
+            }
         }
+        // The previous quad's sums are read out of `partial` before this one's are stashed.
+        if (quad > 0u) { workgroupBarrier(); }
+        let done = 4u * quad;
+        finish32(id, a, Out(t0, first + done, TB, select(0u, nr - done, nr > done), tb));
     }
-    finish32(id, a, Out(t0, first, TB, nr, tb));
 }

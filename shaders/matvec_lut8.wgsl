@@ -28,6 +28,18 @@ fn dot16(q: vec4<u32>, xs: mat4x4<f32>) -> f32 {
          + f32(dot(values4(q.z), vec4<Lut>(xs[2]))) + f32(dot(values4(q.w), vec4<Lut>(xs[3])));
 }
 
+// The word-loop dot products of 4 rows' word wi with one x vector.
+fn word_dots(base: vec4<u32>, wi: u32, xl: vec4<Lut>) -> vec4<f32> {
+    return vec4<f32>(f32(dot(values4(codes[base.x + wi]), xl)), f32(dot(values4(codes[base.y + wi]), xl)),
+                     f32(dot(values4(codes[base.z + wi]), xl)), f32(dot(values4(codes[base.w + wi]), xl)));
+}
+
+// The same for 4 rows' code vector v (16 codes).
+fn wide_dots(base4: vec4<u32>, v: u32, xs: mat4x4<f32>) -> vec4<f32> {
+    return vec4<f32>(dot16(codes4[base4.x + v], xs), dot16(codes4[base4.y + v], xs),
+                     dot16(codes4[base4.z + v], xs), dot16(codes4[base4.w + v], xs));
+}
+
 // Per-row scales of 4 rows (1 with group scales).
 fn row_scales(rows: vec4<u32>) -> vec4<f32> {
     if (p.group != 0u) { return vec4<f32>(1.0); }
@@ -40,10 +52,10 @@ fn row_scales(rows: vec4<u32>) -> vec4<f32> {
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, id: Ids) {
     let n = select(step.n, 1u, p.last_only == 1u);
     let t0 = wid.z * TB;
-    let first = (wid.x + wid.y * nwg.x) * ROWS;
+    let first = (wid.x + wid.y * nwg.x) * wg_rows();
     if (t0 >= n || first >= p.rows) { return; }
     let tb = min(TB, n - t0);
-    let nr = min(ROWS, p.rows - first);
+    let nr = min(wg_rows(), p.rows - first);
     for (var i = id.lid; i < 256u; i += WG) { lut[i] = Lut(bitcast<f32>(w[i])); }
     workgroupBarrier();
     let words = (p.cols + 3u) / 4u;
@@ -52,26 +64,24 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     let base = rows * p.stride_words;
     let tensor_rows = rows + vec4<u32>(p.row0);
     if (DECODE) {
-        // Decode: the rows' four codes of a word against one vec4 of x.
+        // Decode: the rows' four codes of a word against one vec4 of x; with DROWS 8 a second
+        // quad of rows (b) against the same x.
         let xo = x_offset(t0);
+        let rows_b = quad_rows(first, 1u, nr);
+        let base_b = rows_b * p.stride_words;
+        let tensor_rows_b = rows_b + vec4<u32>(p.row0);
         var a = vec4<f32>();
+        var b = vec4<f32>();
         var ss = 0.0;
         var wide_words = 0u;
         if (WIDE && p.stride_words % 4u == 0u && p.group % 16u == 0u) {
             wide_words = words;
-            let base4 = base / 4u;
             for (var v = id.lid; v < words / 4u; v += WG) {
                 let c = v * 16u;
                 let xs = mat4x4<f32>(xin4(xo, c, &ss), xin4(xo, c + 4u, &ss), xin4(xo, c + 8u, &ss), xin4(xo, c + 12u, &ss));
-                let d = vec4<f32>(dot16(codes4[base4.x + v], xs), dot16(codes4[base4.y + v], xs),
-                                  dot16(codes4[base4.z + v], xs), dot16(codes4[base4.w + v], xs));
-                if (grouped) {
-                    let g = affine4(tensor_rows, c);
-                    let xsum = dot(xs[0] + xs[1] + xs[2] + xs[3], vec4<f32>(1.0));
-                    a += d * g.scale + xsum * g.offset;
-                } else {
-                    a += d;
-                }
+                let xsum = dot(xs[0] + xs[1] + xs[2] + xs[3], vec4<f32>(1.0));
+                a += with_groups(wide_dots(base / 4u, v, xs), tensor_rows, c, xsum);
+                if (DROWS == 8u) { b += with_groups(wide_dots(base_b / 4u, v, xs), tensor_rows_b, c, xsum); }
             }
         }
         // Word by word where the vectors were not used (a row is whole vectors when they were:
@@ -80,16 +90,11 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
             let c = wi * 4u;
             let xv = xin4(xo, c, &ss);
             let xl = vec4<Lut>(xv);
-            let d = vec4<f32>(f32(dot(values4(codes[base.x + wi]), xl)), f32(dot(values4(codes[base.y + wi]), xl)),
-                              f32(dot(values4(codes[base.z + wi]), xl)), f32(dot(values4(codes[base.w + wi]), xl)));
-            if (grouped) {
-                let g = affine4(tensor_rows, c);
-                a += d * g.scale + dot(xv, vec4<f32>(1.0)) * g.offset;
-            } else {
-                a += d;
-            }
+            let xsum = dot(xv, vec4<f32>(1.0));
+            a += with_groups(word_dots(base, wi, xl), tensor_rows, c, xsum);
+            if (DROWS == 8u) { b += with_groups(word_dots(base_b, wi, xl), tensor_rows_b, c, xsum); }
         }
-        finish_decode(id, a * row_scales(tensor_rows), ss, t0, first, nr);
+        finish_decode(id, a * row_scales(tensor_rows), b * row_scales(tensor_rows_b), ss, t0, first, nr);
         return;
     }
     // Prefill: each code decoded once for the block's tokens, each x value loaded once for the rows.

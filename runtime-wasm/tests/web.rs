@@ -202,12 +202,13 @@ async fn loads_over_http_and_matches_the_native_engine() {
 
 /// The kernel variants kept for A/B runs compile in the browser's WGSL compiler and give the
 /// native engine's logits and greedy reply: split decode attention, unfused norms, 16-byte
-/// code loads, prompts through the mat-vec kernels; then prompts through the 64 × 64 tiles.
+/// code loads, prompts through the mat-vec kernels; then prompts through the 64 × 64 tiles and
+/// decode mat-vecs of 8 rows a workgroup.
 #[wasm_bindgen_test]
 async fn the_a_b_kernel_variants_match_the_native_engine() {
     for options in [
         r#"{"cache":false,"decode_attention":"split","no_fusion":true,"decode_loads":"vec4","prefill":"rows"}"#,
-        r#"{"cache":false,"prefill":"tiled64"}"#,
+        r#"{"cache":false,"prefill":"tiled64","decode_rows":8}"#,
     ] {
         let engine = QinsEngine::new();
         load(&engine, &archive("tiny.qins"), options)

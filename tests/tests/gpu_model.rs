@@ -75,15 +75,24 @@ fn tiny_models_match_the_cpu_token_by_token() {
         ] {
             let path = convert_to(&fixture(name), codec, dir.path());
             // Decode attention split over the context in two of the three, whole in the other;
-            // the 20-token prompt through 64 × 64 tiles in the first, 64 × 32 in the others.
-            for (kv_f16, f16_compute, tol, attention, prefill) in [
-                (false, false, 1e-3, DecodeAttention::Split, Prefill::Tiled64),
+            // the 20-token prompt through 64 × 64 tiles in the first, 64 × 32 in the others;
+            // decode mat-vecs of 8 rows a workgroup in the first and last, 4 in the other.
+            for (kv_f16, f16_compute, tol, attention, prefill, rows) in [
+                (
+                    false,
+                    false,
+                    1e-3,
+                    DecodeAttention::Split,
+                    Prefill::Tiled64,
+                    8,
+                ),
                 (
                     true,
                     false,
                     F16_KV_TOLERANCE,
                     DecodeAttention::Whole,
                     Prefill::Tiled,
+                    4,
                 ),
                 (
                     true,
@@ -91,6 +100,7 @@ fn tiny_models_match_the_cpu_token_by_token() {
                     F16_COMPUTE_TOLERANCE,
                     DecodeAttention::Split,
                     Prefill::Tiled,
+                    8,
                 ),
             ] {
                 let ctx = gpu_with(GpuOptions {
@@ -101,13 +111,14 @@ fn tiny_models_match_the_cpu_token_by_token() {
                     },
                     decode_attention: attention,
                     prefill,
+                    decode_rows: Some(rows),
                     ..Default::default()
                 });
                 let (_, mut cpu, mut gpu) = engines_on(ctx, &path, kv_f16);
                 // A prompt, then single tokens past the longrope switch at 32 positions.
                 let (prompt, rest) = ids.split_at(20);
                 let what = format!(
-                    "{name} {} kv_f16={kv_f16} f16_compute={f16_compute} {attention:?} {prefill:?}",
+                    "{name} {} kv_f16={kv_f16} f16_compute={f16_compute} {attention:?} {prefill:?} rows={rows}",
                     codec.name()
                 );
                 let mut worst = max_diff(
@@ -269,7 +280,7 @@ fn tensors_split_across_bindings_match_the_cpu() {
 
 /// `prefill_batch` sets the prompt's batch size (here 7 tokens, so the prompt runs as several
 /// batches with a partial last one) and the logits still match the CPU; sizes outside 1 to
-/// 1024 are refused before a device is opened.
+/// 1024 are refused before a device is opened, as are decode rows other than 4 and 8.
 #[test]
 fn a_chosen_prefill_batch_is_used_and_bad_ones_are_refused() {
     let dir = tempfile::tempdir().unwrap();
@@ -299,6 +310,14 @@ fn a_chosen_prefill_batch_is_used_and_bad_ones_are_refused() {
         };
         let err = block_on(GpuContext::new(&opts)).err().expect("refused");
         assert_eq!(err.kind(), "bad-request", "{bad}: {err}");
+    }
+    for bad in [0, 5, 16] {
+        let opts = GpuOptions {
+            decode_rows: Some(bad),
+            ..Default::default()
+        };
+        let err = block_on(GpuContext::new(&opts)).err().expect("refused");
+        assert_eq!(err.kind(), "bad-request", "decode_rows {bad}: {err}");
     }
 }
 

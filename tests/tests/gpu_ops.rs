@@ -96,12 +96,14 @@ fn run_all(ctx: &GpuContext, dispatches: &[Dispatch], n: usize) {
 /// decode without fused inputs.
 /// The LUT mat-vecs' f16-compute variant (where the adapter has shader-f16, as lavapipe does)
 /// is a fourth, with 16-byte code loads in decode; those loads on a split tensor a fifth. The
-/// last two run prefill in the 64 × 64 tiles, the first two in the default 64 × 32.
+/// last two run prefill in the 64 × 64 tiles, the first two in the default 64 × 32; the last
+/// three decode 8 rows a workgroup (with both reductions), the first two 4.
 fn contexts(max_binding: u64) -> [(GpuContext, bool); 5] {
     let shared = gpu_with(GpuOptions {
         no_subgroups: true,
         prefill: Prefill::Rows,
         no_fusion: true,
+        decode_rows: Some(8),
         ..Default::default()
     });
     assert!(!shared.subgroups);
@@ -115,6 +117,7 @@ fn contexts(max_binding: u64) -> [(GpuContext, bool); 5] {
         compute: Compute::F16,
         decode_loads: DecodeLoads::Vec4,
         prefill: Prefill::Tiled64,
+        decode_rows: Some(8),
         ..Default::default()
     });
     assert_eq!(f16.f16, f16.features.contains(wgpu::Features::SHADER_F16));
@@ -122,6 +125,7 @@ fn contexts(max_binding: u64) -> [(GpuContext, bool); 5] {
         max_binding: Some(max_binding),
         decode_loads: DecodeLoads::Vec4,
         prefill: Prefill::Tiled64,
+        decode_rows: Some(8),
         ..Default::default()
     });
     [

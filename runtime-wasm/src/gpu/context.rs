@@ -61,6 +61,10 @@ pub struct GpuOptions {
     /// binding cannot hold that many tokens' work buffers.
     #[cfg_attr(feature = "cli", arg(long))]
     pub prefill_batch: Option<usize>,
+    /// Rows per decode mat-vec workgroup: 4 (default) or 8, two quads sharing each load of x
+    /// (A/B runs; the tests run both).
+    #[cfg_attr(feature = "cli", arg(long))]
+    pub decode_rows: Option<usize>,
     /// Time each dispatch of a decoded token with GPU timestamps, where the adapter has
     /// timestamps inside passes (Vulkan, Metal, DX12; not WebGPU): `qins-run --bench` then
     /// prints where a token's time goes, per kernel. Adds a read-back a token.
@@ -136,6 +140,8 @@ pub struct GpuContext {
     pub decode_attention: DecodeAttention,
     /// Most prompt tokens per batch, before the binding limit's cap.
     pub prefill_batch: usize,
+    /// Rows per decode mat-vec workgroup (4 or 8).
+    pub decode_rows: usize,
     /// The device was opened with timestamps inside passes: decoded tokens are timed per
     /// dispatch (`--profile`).
     pub profile: bool,
@@ -168,6 +174,9 @@ impl GpuContext {
             return Err(QinsError::BadRequest(format!(
                 "prefill_batch {b}: from 1 to 1024 tokens"
             )));
+        }
+        if let Some(r) = opts.decode_rows.filter(|r| ![4, 8].contains(r)) {
+            return Err(QinsError::BadRequest(format!("decode_rows {r}: 4 or 8")));
         }
         #[cfg(target_arch = "wasm32")]
         if !has_webgpu() {
@@ -268,6 +277,7 @@ impl GpuContext {
             fusion: !opts.no_fusion,
             decode_attention: opts.decode_attention,
             prefill_batch: opts.prefill_batch.unwrap_or(crate::gpu::BATCH),
+            decode_rows: opts.decode_rows.unwrap_or(crate::gpu::Kernels::MATVEC_ROWS),
             profile,
             limits,
             lost,

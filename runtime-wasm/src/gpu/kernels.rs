@@ -262,7 +262,8 @@ impl Kernels {
         "attention_combine.wgsl takes a thread per range"
     );
 
-    /// Rows per mat-vec workgroup (ROWS in matvec_common.wgsl).
+    /// Rows per mat-vec workgroup (ROWS in matvec_common.wgsl; in decode the default of
+    /// `GpuContext::decode_rows`, DROWS).
     pub const MATVEC_ROWS: usize = 4;
 
     /// Tokens per mat-vec workgroup in prefill (TB in matvec_common.wgsl).
@@ -419,6 +420,7 @@ impl Kernels {
                 "false"
             };
             let input_kinds = InputKind::wgsl_consts();
+            let decode_rows = self.ctx.decode_rows.to_string();
             let build = |decode: &str| {
                 let mut defs = vec![
                     // In this order: the common part brings the placeholders after it.
@@ -427,6 +429,7 @@ impl Kernels {
                         include_str!("../../../shaders/matvec_common.wgsl"),
                     ),
                     ("WEIGHTS", include_str!("../../../shaders/weights.wgsl")),
+                    ("DECODE_ROWS", &decode_rows),
                     ("REDUCE", self.reduce.1),
                     ("LANE_ID", self.reduce.0),
                     ("DECODE", decode),

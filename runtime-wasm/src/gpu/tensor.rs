@@ -259,9 +259,10 @@ impl GpuTensor {
                 if lut {
                     decode_b.extend([(0, &self.meta), (6, &part.buffer)]);
                 }
+                let decode_groups = Kernels::grid(part.rows.div_ceil(ctx.decode_rows) as u32);
+                let decode = Kernels::bind_at(ctx, &pipeline.decode, &decode_b, decode_groups)
+                    .named(self.role());
                 let groups = Kernels::grid(part.rows.div_ceil(Kernels::MATVEC_ROWS) as u32);
-                let decode =
-                    Kernels::bind_at(ctx, &pipeline.decode, &decode_b, groups).named(self.role());
                 if io.rows == Rows::Last {
                     return decode;
                 }
