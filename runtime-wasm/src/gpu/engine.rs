@@ -279,7 +279,7 @@ impl GpuModel {
         let (head_last, head_all) = (head(Rows::Last), head(Rows::All));
         let select_params = k.select_params(SelectParams::new(vocab, 1, 1.0));
         let choose = k.select(&logits, &seen, &candidates, &select_params);
-        let ctx_profile = ctx.profile.then(|| Profiler::new(&ctx));
+        let profiler = ctx.profile.then(|| Profiler::new(&ctx));
         Ok(Self {
             ctx,
             cfg,
@@ -301,7 +301,7 @@ impl GpuModel {
             split_tensors,
             gpu_bytes,
             rope: Some(rope),
-            profiler: ctx_profile,
+            profiler,
         })
     }
 
