@@ -303,21 +303,17 @@ fn a_chosen_prefill_batch_is_used_and_bad_ones_are_refused() {
         &block_on(cpu.extend(&ids, true)).unwrap(),
     );
     assert!(d < 1e-3, "max |Δ| {d}");
-    for bad in [0, 1025] {
-        let opts = GpuOptions {
-            prefill_batch: Some(bad),
-            ..Default::default()
-        };
-        let err = block_on(GpuContext::new(&opts)).err().expect("refused");
-        assert_eq!(err.kind(), "bad-request", "{bad}: {err}");
-    }
-    for bad in [0, 5, 16] {
-        let opts = GpuOptions {
-            decode_rows: Some(bad),
-            ..Default::default()
-        };
-        let err = block_on(GpuContext::new(&opts)).err().expect("refused");
-        assert_eq!(err.kind(), "bad-request", "decode_rows {bad}: {err}");
+    let batches = [0, 1025].map(|bad| GpuOptions {
+        prefill_batch: Some(bad),
+        ..Default::default()
+    });
+    let rows = [0, 5, 16].map(|bad| GpuOptions {
+        decode_rows: Some(bad),
+        ..Default::default()
+    });
+    for opts in batches.iter().chain(&rows) {
+        let err = block_on(GpuContext::new(opts)).err().expect("refused");
+        assert_eq!(err.kind(), "bad-request", "{opts:?}: {err}");
     }
 }
 

@@ -163,6 +163,18 @@ fn run() -> Result<()> {
     let dispatch = time(&ctx, args.iters, 100, &[&tiny], 1)?;
     rows_out.push(json!({"kernel": "submit + read-back", "us": submit * 1e6}));
     rows_out.push(json!({"kernel": "dispatch in a submission", "us": dispatch * 1e6}));
+    // The row of dispatches `d` on one token, as `kernel` on `shape` moving `moved` bytes.
+    let timed_row =
+        |kernel: String, shape: &str, moved: f64, d: &[Dispatch], extra: serde_json::Value| {
+            let secs = time(
+                &ctx,
+                args.iters,
+                args.reps,
+                &d.iter().collect::<Vec<_>>(),
+                1,
+            )?;
+            Ok::<_, anyhow::Error>(rate_row(kernel, shape, moved, secs, copy_gbs, extra))
+        };
 
     // A decoded token's attention over an f16 cache of 4096 positions, at two lengths:
     // GB/s of the keys and values it reads.
@@ -199,17 +211,10 @@ fn run() -> Result<()> {
                     out: &out,
                 };
                 let d = k.attention(&s, io, &step, mode);
-                let secs = time(
-                    &ctx,
-                    args.iters,
-                    args.reps,
-                    &d.iter().collect::<Vec<_>>(),
-                    1,
-                )?;
                 let moved = (2 * len * nkv * hd * 2) as f64;
                 let kernel = format!("attention {mode:?}").to_lowercase();
                 let shape = format!("{label} ctx {len}");
-                rows_out.push(rate_row(kernel, &shape, moved, secs, copy_gbs, json!({})));
+                rows_out.push(timed_row(kernel, &shape, moved, &d, json!({}))?);
             }
         }
     }
@@ -243,21 +248,7 @@ fn run() -> Result<()> {
             let tensor = json!({"rows": rows, "cols": cols, "bytes": bytes.len()});
             // Times dispatches `d` of this tensor on one token as `kernel`'s row.
             let mut decode_row = |kernel: String, d: &[Dispatch]| -> Result<()> {
-                let secs = time(
-                    &ctx,
-                    args.iters,
-                    args.reps,
-                    &d.iter().collect::<Vec<_>>(),
-                    1,
-                )?;
-                rows_out.push(rate_row(
-                    kernel,
-                    label,
-                    moved,
-                    secs,
-                    copy_gbs,
-                    tensor.clone(),
-                ));
+                rows_out.push(timed_row(kernel, label, moved, d, tensor.clone())?);
                 Ok(())
             };
             decode_row(format!("matvec {}", codec.name()), &mv)?;

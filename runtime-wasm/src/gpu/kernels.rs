@@ -755,13 +755,34 @@ impl Kernels {
 
     /// Records `dispatches` for a batch of `n` tokens in one compute pass and submits them.
     pub fn run(ctx: &GpuContext, dispatches: &[&Dispatch], n: u32) {
+        ctx.queue
+            .submit([Self::encode(ctx, dispatches, n, None).finish()]);
+    }
+
+    /// Records `dispatches` for a batch of `n` tokens in one compute pass; with `stamps`, a
+    /// timestamp before each dispatch the batch records and one after the last (queries 0 to
+    /// their count), which the set must hold (see `Profiler`).
+    pub fn encode(
+        ctx: &GpuContext,
+        dispatches: &[&Dispatch],
+        n: u32,
+        stamps: Option<&wgpu::QuerySet>,
+    ) -> wgpu::CommandEncoder {
         let mut enc = ctx.device.create_command_encoder(&Default::default());
         {
             let mut pass = enc.begin_compute_pass(&Default::default());
-            for d in dispatches {
+            let mut recorded = 0;
+            for d in dispatches.iter().filter(|d| d.runs_for(n)) {
+                if let Some(set) = stamps {
+                    pass.write_timestamp(set, recorded);
+                }
+                recorded += 1;
                 d.record(&mut pass, n);
             }
+            if let Some(set) = stamps {
+                pass.write_timestamp(set, recorded);
+            }
         }
-        ctx.queue.submit([enc.finish()]);
+        enc
     }
 }

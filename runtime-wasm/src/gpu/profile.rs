@@ -7,7 +7,7 @@
 use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
 
-use super::kernels::Dispatch;
+use super::kernels::{Dispatch, Kernels};
 use super::GpuContext;
 use crate::Result;
 
@@ -63,35 +63,21 @@ impl Profiler {
     /// Records and submits `dispatches` for a batch of `n` tokens like [`Kernels::run`], with
     /// a timestamp before each recorded dispatch and one after the last; [`Profiler::collect`]
     /// then reads them.
-    ///
-    /// [`Kernels::run`]: super::Kernels::run
     pub fn run(&self, ctx: &GpuContext, dispatches: &[&Dispatch], n: u32) {
-        let recorded: Vec<&Dispatch> = dispatches
+        let names: Vec<String> = dispatches
             .iter()
-            .copied()
             .filter(|d| d.runs_for(n))
+            .map(|d| d.name.clone())
             .collect();
-        let stamps = recorded.len() as u32 + 1;
+        let stamps = names.len() as u32 + 1;
         let timed = stamps <= Self::QUERIES;
         if !timed {
-            tracing::warn!("{} dispatches: too many to time", recorded.len());
+            tracing::warn!("{} dispatches: too many to time", names.len());
         }
-        let mut enc = ctx.device.create_command_encoder(&Default::default());
-        {
-            let mut pass = enc.begin_compute_pass(&Default::default());
-            for (i, d) in recorded.iter().enumerate() {
-                if timed {
-                    pass.write_timestamp(&self.set, i as u32);
-                }
-                d.record(&mut pass, n);
-            }
-            if timed {
-                pass.write_timestamp(&self.set, stamps - 1);
-            }
-        }
+        let mut enc = Kernels::encode(ctx, dispatches, n, timed.then_some(&self.set));
         if timed {
             enc.resolve_query_set(&self.set, 0..stamps, &self.resolved, 0);
-            *self.pending.borrow_mut() = recorded.iter().map(|d| d.name.clone()).collect();
+            *self.pending.borrow_mut() = names;
         }
         ctx.queue.submit([enc.finish()]);
     }
