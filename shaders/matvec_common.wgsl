@@ -22,6 +22,12 @@ const DECODE: bool = {{DECODE}};
 // the sums in `finish`); INPUT_SILU reads [gate; up] rows of 2 × cols and takes silu(gate) · up.
 {{INPUT_KINDS}}
 @group(0) @binding(7) var<storage, read> norm_w: array<f32>;
+// x and norm_w again as 16-byte vectors (the same buffers): where a row of x starts on 16
+// bytes, one load per 4 columns. Four scalar loads of threads 16 bytes apart each touched every
+// cache line of the four (on the H200 the fused norm, which doubles those loads, cost decode
+// 10-30 % a mat-vec).
+@group(0) @binding(8) var<storage, read> xv4: array<vec4<f32>>;
+@group(0) @binding(9) var<storage, read> norm4: array<vec4<f32>>;
 // The item of a decode workgroup's stash that holds its threads' sums of squared residuals
 // (after up to 8 rows' sums).
 const SS_ITEM: u32 = 8u;
@@ -57,6 +63,22 @@ fn rows8(t0: u32, tb: u32) -> Rows8 {
 fn x8(r: Rows8, c: u32) -> Acc8 {
     return Acc8(vec4<f32>(x[r.lo.x + c], x[r.lo.y + c], x[r.lo.z + c], x[r.lo.w + c]),
                 vec4<f32>(x[r.hi.x + c], x[r.hi.y + c], x[r.hi.z + c], x[r.hi.w + c]));
+}
+
+// Whether the block's rows of x start on 16 bytes, so that `xword8` may read them.
+fn x_aligned() -> bool {
+    return (p.x_stride & 3u) == 0u;
+}
+
+// X[t][c .. c + 4] of the block's 8 tokens (c + 3 < cols, rows aligned), one vec4 load a token
+// instead of four scalar ones, transposed: column j is column c + j's x of tokens 0-3 (lo) and
+// 4-7 (hi).
+struct XWord8 { lo: mat4x4<f32>, hi: mat4x4<f32> }
+
+fn xword8(r: Rows8, c: u32) -> XWord8 {
+    let lo = mat4x4<f32>(xv4[(r.lo.x + c) / 4u], xv4[(r.lo.y + c) / 4u], xv4[(r.lo.z + c) / 4u], xv4[(r.lo.w + c) / 4u]);
+    let hi = mat4x4<f32>(xv4[(r.hi.x + c) / 4u], xv4[(r.hi.y + c) / 4u], xv4[(r.hi.z + c) / 4u], xv4[(r.hi.w + c) / 4u]);
+    return XWord8(transpose(lo), transpose(hi));
 }
 
 // The prefill sums of a workgroup: 4 rows × the block's 8 tokens.
@@ -114,9 +136,13 @@ fn finish(id: Ids, out: Out) {
 
 {{REDUCE}}
 
-// x[xo + c .. xo + c + 4], zero past the columns (code padding then adds nothing).
+// x[xo + c .. xo + c + 4], zero past the columns (code padding then adds nothing); c is a
+// multiple of 4.
 fn x4(xo: u32, c: u32) -> vec4<f32> {
-    if (c + 3u < p.cols) { return vec4<f32>(x[xo + c], x[xo + c + 1u], x[xo + c + 2u], x[xo + c + 3u]); }
+    if (c + 3u < p.cols) {
+        if ((xo & 3u) == 0u) { return xv4[(xo + c) / 4u]; }
+        return vec4<f32>(x[xo + c], x[xo + c + 1u], x[xo + c + 2u], x[xo + c + 3u]);
+    }
     var v = vec4<f32>();
     for (var j = 0u; c + j < p.cols; j++) { v[j] = x[xo + c + j]; }
     return v;
@@ -128,7 +154,7 @@ fn xin4(xo: u32, c: u32, ss: ptr<function, f32>) -> vec4<f32> {
     let xr = x4(xo, c);
     *ss += dot(xr, xr);
     if (p.input == INPUT_NORM) {
-        if (c + 3u < p.cols) { return xr * vec4<f32>(norm_w[c], norm_w[c + 1u], norm_w[c + 2u], norm_w[c + 3u]); }
+        if (c + 3u < p.cols) { return xr * norm4[c / 4u]; }
         var g = vec4<f32>();
         for (var j = 0u; c + j < p.cols; j++) { g[j] = norm_w[c + j]; }
         return xr * g;

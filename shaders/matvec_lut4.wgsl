@@ -41,6 +41,13 @@ fn wide_dots(base4: vec4<u32>, v: u32, xa: mat4x4<f32>, xb: mat4x4<f32>) -> vec4
                      dot32(codes4[base4.z + v], xa, xb), dot32(codes4[base4.w + v], xa, xb));
 }
 
+// a + the 4 rows' code j of their words q (scaled and offset by g) times the tokens' x.
+fn code_fma(a: Acc32, q: vec4<u32>, j: u32, g: Affine4, xv: Acc8) -> Acc32 {
+    let k = (q >> vec4<u32>(4u * j)) & vec4<u32>(0xfu);
+    let v = g.scale * vec4<f32>(f32(lut[k.x]), f32(lut[k.y]), f32(lut[k.z]), f32(lut[k.w])) + g.offset;
+    return fma32(a, v, xv);
+}
+
 @compute @workgroup_size(64)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, id: Ids) {
     let n = select(step.n, 1u, p.last_only == 1u);
@@ -105,11 +112,25 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
             let q = vec4<u32>(codes[base.x + wi], codes[base.y + wi], codes[base.z + wi], codes[base.w + wi]);
             // Within a word the scales change only where a group boundary falls.
             var g = affine4(tensor_rows, c);
+            if (c + 7u < p.cols && x_aligned() && (p.group & 7u) == 0u) {
+                // Whole words in one group (all but a row's last with groups of whole words):
+                // the tokens' x as vectors, the eight codes unrolled so that every index is
+                // constant.
+                let xw = xword8(xrows, c);
+                a = code_fma(a, q, 0u, g, Acc8(xw.lo[0], xw.hi[0]));
+                a = code_fma(a, q, 1u, g, Acc8(xw.lo[1], xw.hi[1]));
+                a = code_fma(a, q, 2u, g, Acc8(xw.lo[2], xw.hi[2]));
+                a = code_fma(a, q, 3u, g, Acc8(xw.lo[3], xw.hi[3]));
+                let xv = xword8(xrows, c + 4u);
+                a = code_fma(a, q, 4u, g, Acc8(xv.lo[0], xv.hi[0]));
+                a = code_fma(a, q, 5u, g, Acc8(xv.lo[1], xv.hi[1]));
+                a = code_fma(a, q, 6u, g, Acc8(xv.lo[2], xv.hi[2]));
+                a = code_fma(a, q, 7u, g, Acc8(xv.lo[3], xv.hi[3]));
+                continue;
+            }
             for (var j = 0u; j < min(8u, p.cols - c); j++) {
                 if (j > 0u && (c + j) % p.group == 0u) { g = affine4(tensor_rows, c + j); }
-                let k = (q >> vec4<u32>(4u * j)) & vec4<u32>(0xfu);
-                let v = g.scale * vec4<f32>(f32(lut[k.x]), f32(lut[k.y]), f32(lut[k.z]), f32(lut[k.w])) + g.offset;
-                a = fma32(a, v, x8(xrows, c + j));
+                a = code_fma(a, q, j, g, x8(xrows, c + j));
             }
         }
         // The previous quad's sums are read out of `partial` before this one's are stashed.

@@ -48,6 +48,13 @@ fn row_scales(rows: vec4<u32>) -> vec4<f32> {
                      bitcast<f32>(w[s + rows.z]), bitcast<f32>(w[s + rows.w]));
 }
 
+// a + the 4 rows' code j of their words q (scaled and offset by g) times the tokens' x.
+fn code_fma(a: Acc32, q: vec4<u32>, j: u32, g: Affine4, xv: Acc8) -> Acc32 {
+    let k = (q >> vec4<u32>(8u * j)) & vec4<u32>(0xffu);
+    let v = g.scale * vec4<f32>(f32(lut[k.x]), f32(lut[k.y]), f32(lut[k.z]), f32(lut[k.w])) + g.offset;
+    return fma32(a, v, xv);
+}
+
 @compute @workgroup_size(64)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, id: Ids) {
     let n = select(step.n, 1u, p.last_only == 1u);
@@ -105,10 +112,18 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         let q = vec4<u32>(codes[base.x + wi], codes[base.y + wi], codes[base.z + wi], codes[base.w + wi]);
         var g = Affine4(row_scales(tensor_rows), vec4<f32>());
         if (grouped) { g = affine4(tensor_rows, c); }
+        if (c + 3u < p.cols && x_aligned()) {
+            // Whole words (all but a row's last): the tokens' x as vectors, the four codes
+            // unrolled so that every index is constant.
+            let xw = xword8(xrows, c);
+            a = code_fma(a, q, 0u, g, Acc8(xw.lo[0], xw.hi[0]));
+            a = code_fma(a, q, 1u, g, Acc8(xw.lo[1], xw.hi[1]));
+            a = code_fma(a, q, 2u, g, Acc8(xw.lo[2], xw.hi[2]));
+            a = code_fma(a, q, 3u, g, Acc8(xw.lo[3], xw.hi[3]));
+            continue;
+        }
         for (var j = 0u; j < min(4u, p.cols - c); j++) {
-            let k = (q >> vec4<u32>(8u * j)) & vec4<u32>(0xffu);
-            let v = g.scale * vec4<f32>(f32(lut[k.x]), f32(lut[k.y]), f32(lut[k.z]), f32(lut[k.w])) + g.offset;
-            a = fma32(a, v, x8(xrows, c + j));
+            a = code_fma(a, q, j, g, x8(xrows, c + j));
         }
     }
     finish32(id, a, Out(t0, first, TB, nr, tb));

@@ -363,10 +363,12 @@ fn a_profiled_decode_times_every_dispatch_and_changes_nothing() {
             .map_or(0.0, |t| t.dispatches_per_token)
     };
     let layers = manifest.config.num_layers as f64;
+    // Decode attention is split by default: its ranges kernel and combine, no whole kernel.
     for k in [
         "matvec attn_qkv",
         "matvec ffn_down",
-        "attention",
+        "attention_split",
+        "attention_combine",
         "rope_store",
     ] {
         assert_eq!(count(k), layers, "{k}: {kernels:?}");
@@ -374,7 +376,11 @@ fn a_profiled_decode_times_every_dispatch_and_changes_nothing() {
     for k in ["embed", "select"] {
         assert_eq!(count(k), 1.0, "{k}: {kernels:?}");
     }
-    assert_eq!(count("rmsnorm") + count("silu_mul"), 0.0, "{kernels:?}");
+    assert_eq!(
+        count("rmsnorm") + count("silu_mul") + count("attention"),
+        0.0,
+        "{kernels:?}"
+    );
     let all: f64 = kernels.iter().map(|t| t.dispatches_per_token).sum();
     assert_eq!(all as usize, profiled.model.dispatches_per_token());
     let share: f64 = kernels.iter().map(|t| t.share).sum();

@@ -96,18 +96,24 @@ fn run_all(ctx: &GpuContext, dispatches: &[Dispatch], n: usize) {
 /// decode without fused inputs.
 /// The LUT mat-vecs' f16-compute variant (where the adapter has shader-f16, as lavapipe does)
 /// is a fourth, with 16-byte code loads in decode; those loads on a split tensor a fifth. The
-/// last two run prefill in the 64 × 64 tiles, the first two in the default 64 × 32; the last
-/// three decode 8 rows a workgroup (with both reductions), the first two 4.
+/// last two run prefill in the 64 × 64 tiles, the first two in 64 × 32 (the third on the
+/// default mat-vec path); the last three decode the default 8 rows a workgroup (with both
+/// reductions), the first two 4.
 fn contexts(max_binding: u64) -> [(GpuContext, bool); 5] {
     let shared = gpu_with(GpuOptions {
         no_subgroups: true,
         prefill: Prefill::Rows,
         no_fusion: true,
-        decode_rows: Some(8),
         ..Default::default()
     });
     assert!(!shared.subgroups);
-    let whole = gpu();
+    let tiled = |max_binding| GpuOptions {
+        max_binding,
+        prefill: Prefill::Tiled,
+        decode_rows: Some(4),
+        ..Default::default()
+    };
+    let whole = gpu_with(tiled(None));
     assert_eq!(
         whole.subgroups,
         whole.features.contains(wgpu::Features::SUBGROUP),
@@ -117,7 +123,6 @@ fn contexts(max_binding: u64) -> [(GpuContext, bool); 5] {
         compute: Compute::F16,
         decode_loads: DecodeLoads::Vec4,
         prefill: Prefill::Tiled64,
-        decode_rows: Some(8),
         ..Default::default()
     });
     assert_eq!(f16.f16, f16.features.contains(wgpu::Features::SHADER_F16));
@@ -125,12 +130,11 @@ fn contexts(max_binding: u64) -> [(GpuContext, bool); 5] {
         max_binding: Some(max_binding),
         decode_loads: DecodeLoads::Vec4,
         prefill: Prefill::Tiled64,
-        decode_rows: Some(8),
         ..Default::default()
     });
     [
         (whole, false),
-        (gpu_with_max_binding(Some(max_binding)), true),
+        (gpu_with(tiled(Some(max_binding))), true),
         (shared, false),
         (f16, false),
         (wide, true),
@@ -166,11 +170,16 @@ fn matvec_matches_cpu_for_every_codec_and_batch() {
                         codec.name()
                     );
                 }
-                // Token rows padded apart (strides cols+3 and rows+2), accumulated onto existing values;
+                // Token rows padded apart (strides cols+3, or that on 16 bytes where the
+                // kernels read x as vectors, and rows+2), accumulated onto existing values;
                 // 9 tokens cross the 8-token block of a mat-vec workgroup and take the tiled
                 // kernel, 45 cross its 32-token tile, 70 the 64-token one.
                 for n in [1usize, 3, 9, 45, 70] {
-                    let (xs, ys) = (cols + 3, rows + 2);
+                    let xs = match n {
+                        3 | 45 => cols + 3,
+                        _ => (cols + 3).next_multiple_of(4),
+                    };
+                    let ys = rows + 2;
                     let x = values(n * xs, 99 + n as u32);
                     let y0 = values(n * ys, 5);
                     let xb = ctx.storage("x", bytemuck::cast_slice(&x));

@@ -8,10 +8,12 @@ export interface LoadOptions {
   compute?: "f32" | "f16";
   max_binding?: number;
   no_subgroups?: boolean;
-  prefill?: "tiled" | "rows";
+  prefill?: "rows" | "tiled" | "tiled64";
   decode_loads?: "u32" | "vec4";
   no_fusion?: boolean;
-  decode_attention?: "whole" | "split";
+  decode_attention?: "split" | "whole";
+  decode_rows?: 4 | 8;
+  profile?: boolean;
   prefill_batch?: number;
 }
 

@@ -38,10 +38,10 @@ pub struct GpuOptions {
     /// shader-f16 (sums stay f32).
     #[cfg_attr(feature = "cli", arg(long, value_enum, default_value_t = Compute::F32))]
     pub compute: Compute,
-    /// How prefill batches of more than 8 tokens run: tiles of 64 rows × 32 tokens through
-    /// workgroup memory, tiles of 64 × 64, or the mat-vec kernels' 4 rows × 8 tokens (A/B
-    /// runs; the tests run all three).
-    #[cfg_attr(feature = "cli", arg(long, value_enum, default_value_t = Prefill::Tiled))]
+    /// How prefill batches of more than 8 tokens run: the mat-vec kernels' 4 rows × 8 tokens
+    /// (default: the fastest on the H200, docs/RESULTS.md), tiles of 64 rows × 32 tokens
+    /// through workgroup memory, or tiles of 64 × 64 (A/B runs; the tests run all three).
+    #[cfg_attr(feature = "cli", arg(long, value_enum, default_value_t = Prefill::Rows))]
     pub prefill: Prefill,
     /// How the LUT decode mat-vecs read codes: a u32 word per row at a time, or a 16-byte
     /// vector (where rows start on 16 bytes and groups hold whole vectors) — A/B runs.
@@ -51,17 +51,17 @@ pub struct GpuOptions {
     /// the mat-vec that reads their output (A/B runs; the tests run both).
     #[cfg_attr(feature = "cli", arg(long))]
     pub no_fusion: bool,
-    /// A decoded token's attention: one workgroup per query head over the whole context, or
-    /// split over ranges of the context (many workgroups, then a combine) — A/B runs; the tests
-    /// run both.
-    #[cfg_attr(feature = "cli", arg(long, value_enum, default_value_t = DecodeAttention::Whole))]
+    /// A decoded token's attention: split over ranges of the context (many workgroups, then a
+    /// combine; the default), or one workgroup per query head over the whole context — A/B
+    /// runs; the tests run both.
+    #[cfg_attr(feature = "cli", arg(long, value_enum, default_value_t = DecodeAttention::Split))]
     pub decode_attention: DecodeAttention,
     /// Most prompt tokens per batch (1 to 1024; default 64): each weight is read once per
     /// batch, and a larger batch gives the tiled kernels more workgroups. Fewer where a
     /// binding cannot hold that many tokens' work buffers.
     #[cfg_attr(feature = "cli", arg(long))]
     pub prefill_batch: Option<usize>,
-    /// Rows per decode mat-vec workgroup: 4 (default) or 8, two quads sharing each load of x
+    /// Rows per decode mat-vec workgroup: 8 (default), two quads sharing each load of x, or 4
     /// (A/B runs; the tests run both).
     #[cfg_attr(feature = "cli", arg(long))]
     pub decode_rows: Option<usize>,
@@ -77,12 +77,14 @@ pub struct GpuOptions {
 #[cfg_attr(feature = "cli", derive(clap::ValueEnum))]
 #[serde(rename_all = "lowercase")]
 pub enum DecodeAttention {
-    /// attention.wgsl, one workgroup per query head (as batches run it).
-    #[default]
+    /// attention.wgsl, one workgroup per query head (as batches run it). Faster on lavapipe
+    /// (two cores gain nothing from the parallelism) and on the H200 at short contexts of
+    /// few-headed models (SmolLM2 at 512 positions: 45 vs 53 µs a layer).
     Whole,
     /// attention_split.wgsl over 32 ranges of the context per KV head, then
-    /// attention_combine.wgsl. Not the default: on lavapipe it is slower (a software adapter
-    /// gains nothing from the parallelism), and no GPU has measured it yet.
+    /// attention_combine.wgsl: on the H200 7× the whole kernel's speed at 4096 positions and
+    /// 1.6× at 512 (Phi-3.5's heads).
+    #[default]
     Split,
 }
 
@@ -103,14 +105,17 @@ pub enum DecodeLoads {
 #[cfg_attr(feature = "cli", derive(clap::ValueEnum))]
 #[serde(rename_all = "lowercase")]
 pub enum Prefill {
-    /// matmul_lut8/lut4/float.wgsl: each weight decoded once per 32 tokens.
-    #[default]
+    /// matmul_lut8/lut4/float.wgsl: each weight decoded once per 32 tokens. Faster on the
+    /// software adapters (SwiftShader 2.8×, lavapipe 1.1×), slower on the H200 (0.3–0.85× per
+    /// Phi-3.5 shape).
     Tiled,
     /// The same kernels with tiles of 64 rows × 64 tokens and 8 × 4 sums a thread: each
     /// weight decoded once per 64 tokens, 32 products per three workgroup-memory loads instead
     /// of 16 per two (A/B runs; the ops tests run both tile shapes).
     Tiled64,
-    /// The mat-vec kernels' batched path: each weight decoded once per 8 tokens.
+    /// The mat-vec kernels' batched path: each weight decoded once per 8 tokens. The default:
+    /// on the H200 a 512-token Phi-3.5 prompt runs at 879 tok/s this way against 475 tiled.
+    #[default]
     Rows,
 }
 
@@ -140,7 +145,7 @@ pub struct GpuContext {
     pub decode_attention: DecodeAttention,
     /// Most prompt tokens per batch, before the binding limit's cap.
     pub prefill_batch: usize,
-    /// Rows per decode mat-vec workgroup (4 or 8).
+    /// Rows per decode mat-vec workgroup (8 or 4).
     pub decode_rows: usize,
     /// The device was opened with timestamps inside passes: decoded tokens are timed per
     /// dispatch (`--profile`).
@@ -176,7 +181,7 @@ impl GpuContext {
             )));
         }
         if let Some(r) = opts.decode_rows.filter(|r| ![4, 8].contains(r)) {
-            return Err(QinsError::BadRequest(format!("decode_rows {r}: 4 or 8")));
+            return Err(QinsError::BadRequest(format!("decode_rows {r}: 8 or 4")));
         }
         #[cfg(target_arch = "wasm32")]
         if !has_webgpu() {
@@ -277,7 +282,7 @@ impl GpuContext {
             fusion: !opts.no_fusion,
             decode_attention: opts.decode_attention,
             prefill_batch: opts.prefill_batch.unwrap_or(crate::gpu::BATCH),
-            decode_rows: opts.decode_rows.unwrap_or(crate::gpu::Kernels::MATVEC_ROWS),
+            decode_rows: opts.decode_rows.unwrap_or(crate::gpu::Kernels::DECODE_ROWS),
             profile,
             limits,
             lost,

@@ -104,16 +104,24 @@ impl Dispatch {
         }
     }
 
+    /// The variant a batch of `n` tokens runs: the one-token or the tiled one where set.
+    fn variant(&self, n: u32) -> Option<&Dispatch> {
+        let decode = self.decode.as_deref().filter(|_| n <= 1);
+        decode.or(self.tiled.as_deref().filter(|_| n > Kernels::TILED_ABOVE))
+    }
+
+    /// The name of what a batch of `n` tokens runs (the profile's kernel).
+    pub fn name_for(&self, n: u32) -> &str {
+        self.variant(n).map_or(&self.name, |v| v.name_for(n))
+    }
+
     /// Records the dispatch for a batch of `n` tokens.
     pub fn record(&self, pass: &mut wgpu::ComputePass<'_>, n: u32) {
         if !self.runs_for(n) {
             return;
         }
-        if let Some(decode) = self.decode.as_deref().filter(|_| n <= 1) {
-            return decode.record(pass, n);
-        }
-        if let Some(tiled) = self.tiled.as_deref().filter(|_| n > Kernels::TILED_ABOVE) {
-            return tiled.record(pass, n);
+        if let Some(v) = self.variant(n) {
+            return v.record(pass, n);
         }
         let mut g = self.groups;
         if let Some((axis, per)) = self.tokens {
@@ -262,9 +270,12 @@ impl Kernels {
         "attention_combine.wgsl takes a thread per range"
     );
 
-    /// Rows per mat-vec workgroup (ROWS in matvec_common.wgsl; in decode the default of
-    /// `GpuContext::decode_rows`, DROWS).
+    /// Rows per mat-vec workgroup in prefill (ROWS in matvec_common.wgsl).
     pub const MATVEC_ROWS: usize = 4;
+
+    /// The default of `GpuContext::decode_rows` (DROWS in matvec_common.wgsl): on the H200 8
+    /// rows decode Phi-3.5 23 % faster than 4, in both lut8g and lut4a (docs/RESULTS.md).
+    pub const DECODE_ROWS: usize = 8;
 
     /// Tokens per mat-vec workgroup in prefill (TB in matvec_common.wgsl).
     pub const MATVEC_TOKENS: u32 = 8;

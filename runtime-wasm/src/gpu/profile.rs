@@ -67,7 +67,7 @@ impl Profiler {
         let names: Vec<String> = dispatches
             .iter()
             .filter(|d| d.runs_for(n))
-            .map(|d| d.name.clone())
+            .map(|d| d.name_for(n).to_string())
             .collect();
         let stamps = names.len() as u32 + 1;
         let timed = stamps <= Self::QUERIES;

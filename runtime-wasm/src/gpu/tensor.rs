@@ -250,14 +250,14 @@ impl GpuTensor {
                     )
                 };
                 // The float kernels read no codebook or scales, so their layout has no
-                // binding 0; the LUT mat-vecs also see the codes as vectors (binding 6), the
-                // tiled kernels do not.
+                // binding 0; the LUT mat-vecs also see the codes, x and the norm weight as
+                // vectors (bindings 6, 8 and 9), the tiled kernels do not.
                 let lut = !matches!(kind, MatvecKind::F32 | MatvecKind::F16);
                 let dp = params(dx_stride, kind_in);
                 let mut decode_b = vec![(1, dx), (2, io.y), (3, &dp), (4, step), (5, &part.buffer)];
                 decode_b.push((7, norm));
                 if lut {
-                    decode_b.extend([(0, &self.meta), (6, &part.buffer)]);
+                    decode_b.extend([(0, &self.meta), (6, &part.buffer), (8, dx), (9, norm)]);
                 }
                 let decode_groups = Kernels::grid(part.rows.div_ceil(ctx.decode_rows) as u32);
                 let decode = Kernels::bind_at(ctx, &pipeline.decode, &decode_b, decode_groups)
@@ -280,7 +280,7 @@ impl GpuTensor {
                 let mut batched_b = tiled_b.clone();
                 batched_b.push((7, io.x));
                 if lut {
-                    batched_b.push((6, &part.buffer));
+                    batched_b.extend([(6, &part.buffer), (8, io.x), (9, io.x)]);
                 }
                 let batched = Kernels::bind_at(ctx, &pipeline.prefill, &batched_b, groups)
                     .named(self.role())
@@ -291,6 +291,7 @@ impl GpuTensor {
                         let groups = Kernels::grid(part.rows.div_ceil(Kernels::TILE_ROWS) as u32);
                         batched.with_tiled(
                             Kernels::bind_at(ctx, tiled, &tiled_b, groups)
+                                .named(self.role())
                                 .per_tokens(2, k.tile().tokens),
                         )
                     }
