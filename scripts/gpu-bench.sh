@@ -105,79 +105,75 @@ convert() {
 }
 
 if [ "${QINS_BENCH_QUICK:-0}" = 1 ]; then
-  step matvec "$NEW/qins-bench" --small --iters 2 --reps 2 --batch 16 --codecs lut8g,lut4a --json
-  step matvec-rows "$NEW/qins-bench" --small --iters 2 --reps 2 --batch 16 --codecs lut8g --json --prefill rows
-  step matvec-tiled64 "$NEW/qins-bench" --small --iters 2 --reps 2 --batch 16 --codecs lut8g --json --prefill tiled64
-  step matvec-vec4 "$NEW/qins-bench" --small --iters 2 --reps 2 --batch 0 --codecs lut8g,lut4a --json --decode-loads vec4
-  step matvec-drows8 "$NEW/qins-bench" --small --iters 2 --reps 2 --batch 0 --codecs lut8g,lut4a --json --decode-rows 8
+  q=(--small --iters 2 --reps 2 --json)
+  step matvec "$NEW/qins-bench" "${q[@]}" --batch 16 --codecs lut8g,lut4a
+  step matvec-base "$BASE/qins-bench" "${q[@]}" --batch 16 --codecs lut8g,lut4a --decode-rows 8 --prefill rows
+  step matvec-tiled "$NEW/qins-bench" "${q[@]}" --batch 16 --codecs lut8g --prefill tiled
+  step matvec-tiled64 "$NEW/qins-bench" "${q[@]}" --batch 16 --codecs lut8g --prefill tiled64
+  step matvec-vec4 "$NEW/qins-bench" "${q[@]}" --batch 0 --codecs lut8g,lut4a --decode-loads vec4
+  step matvec-drows4 "$NEW/qins-bench" "${q[@]}" --batch 0 --codecs lut8g,lut4a --decode-rows 4
   convert smollm2-lut8g --synthetic smollm2-135m --synthetic-layers 2 --codec lut8g
   run=("$WORK/smollm2-lut8g.qins" --backend gpu --bench --max-tokens 4 --ctx 256)
   step run-smollm2-lut8g "$NEW/qins-run" "${run[@]}"
   step run-smollm2-lut8g-p96 "$NEW/qins-run" "${run[@]}" --bench-prompt 96
-  step run-smollm2-lut8g-p96-rows "$NEW/qins-run" "${run[@]}" --bench-prompt 96 --prefill rows
-  step run-smollm2-lut8g-p96-tiled64 "$NEW/qins-run" "${run[@]}" --bench-prompt 96 --prefill tiled64
-  step run-smollm2-lut8g-base "$BASE/qins-run" "${run[@]}"
+  step run-smollm2-lut8g-p96-tiled "$NEW/qins-run" "${run[@]}" --bench-prompt 96 --prefill tiled
+  step run-smollm2-lut8g-base "$BASE/qins-run" "${run[@]}" --decode-rows 8 --prefill rows --decode-attention split
   step run-smollm2-lut8g-vec4 "$NEW/qins-run" "${run[@]}" --decode-loads vec4
-  step run-smollm2-lut8g-drows8 "$NEW/qins-run" "${run[@]}" --decode-rows 8
-  step run-smollm2-lut8g-no-fusion "$NEW/qins-run" "${run[@]}" --no-fusion
-  step run-smollm2-lut8g-split "$NEW/qins-run" "${run[@]}" --decode-attention split
+  step run-smollm2-lut8g-whole "$NEW/qins-run" "${run[@]}" --decode-attention whole
   step run-smollm2-lut8g-profile "$NEW/qins-run" "${run[@]}" --profile
   exit 0
 fi
 
-# Converting Phi-3.5's shapes takes over a minute of the CPUs per codec and no GPU, so both
+# Converting Phi-3.5's shapes takes over two minutes of the CPUs per codec and no GPU, so the
 # archives are made in the background (on 3/4 of the cores, leaving the kernel steps' host side
-# its own) while the GPU runs the kernel steps; each codec's runs wait for its archive.
-for codec in lut8g lut4a; do
-  RAYON_NUM_THREADS=$(( $(nproc) * 3 / 4 + 1 )) convert "phi35-$codec" --synthetic phi-3.5-mini --codec "$codec"
-  touch "$WORK/phi35-$codec.made"
+# its own) while the GPU runs the other steps; each model's runs wait for its archive.
+for m in "smollm2-lut8g smollm2-135m lut8g" "phi35-lut8g phi-3.5-mini lut8g" "phi35-lut4a phi-3.5-mini lut4a"; do
+  set -- $m
+  RAYON_NUM_THREADS=$(( $(nproc) * 3 / 4 + 1 )) convert "$1" --synthetic "$2" --codec "$3"
+  touch "$WORK/$1.made"
 done &
+made() { until [ -e "$WORK/$1.made" ]; do sleep 1; done; }
 
-# Kernels: decode mat-vecs against the copy kernel (u32 and vec4 code loads, 8 rows a
-# workgroup), the fixed costs
-# of a token, and prefill batches of 64 tokens tiled (64 × 32 and 64 × 64) and on the mat-vec
-# path.
-step matvec "$NEW/qins-bench" --iters 50 --reps 10 --batch 64 --codecs lut8g,lut4a --json
-step matvec-rows "$NEW/qins-bench" --iters 50 --reps 10 --batch 64 --codecs lut8g,lut4a --json --prefill rows
-step matvec-tiled64 "$NEW/qins-bench" --iters 50 --reps 10 --batch 64 --codecs lut8g,lut4a --json --prefill tiled64
-step matvec-vec4 "$NEW/qins-bench" --iters 50 --reps 10 --batch 0 --codecs lut8g,lut4a --json --decode-loads vec4
-step matvec-drows8 "$NEW/qins-bench" --iters 50 --reps 10 --batch 0 --codecs lut8g,lut4a --json --decode-rows 8
-# End to end on Phi-3.5-mini's shapes: decode (and its GPU time per kernel, `--profile`), a
-# 512-token prompt tiled and not (and in batches of 256 tokens instead of 64), the binary
-# before this work on the same archive, decode without the fused norms, vec4 code loads,
-# WebGPU's default binding limit, the other kernel variants.
+# Kernels: decode mat-vecs against the copy kernel, the fixed costs of a token, 64-token
+# prefill batches; the defaults (8 decode rows, x as vectors, the mat-vec prefill path), then
+# each alternative, and the base binary with the same options (what x as vectors changed).
+k=(--iters 50 --reps 10 --codecs lut8g,lut4a --json)
+step matvec "$NEW/qins-bench" "${k[@]}" --batch 64
+step matvec-base "$BASE/qins-bench" "${k[@]}" --batch 64 --decode-rows 8 --prefill rows
+step matvec-tiled "$NEW/qins-bench" "${k[@]}" --batch 64 --prefill tiled
+step matvec-tiled64 "$NEW/qins-bench" "${k[@]}" --batch 64 --prefill tiled64
+step matvec-vec4 "$NEW/qins-bench" "${k[@]}" --batch 0 --decode-loads vec4
+step matvec-drows4 "$NEW/qins-bench" "${k[@]}" --batch 0 --decode-rows 4
+# The small model end to end: decode, its GPU time per kernel, a 512-token prompt, the base
+# binary with the same options, a long context with split (default) and whole attention.
+made smollm2-lut8g
+run=("$WORK/smollm2-lut8g.qins" --backend gpu --bench --ctx 4096)
+same=(--decode-rows 8 --prefill rows --decode-attention split)
+step run-smollm2-lut8g "$NEW/qins-run" "${run[@]}" --max-tokens 64
+step run-smollm2-lut8g-profile "$NEW/qins-run" "${run[@]}" --max-tokens 64 --profile
+step run-smollm2-lut8g-p512 "$NEW/qins-run" "${run[@]}" --max-tokens 8 --bench-prompt 512
+step run-smollm2-lut8g-base "$BASE/qins-run" "${run[@]}" --max-tokens 64 "${same[@]}"
+step run-smollm2-lut8g-whole "$NEW/qins-run" "${run[@]}" --max-tokens 64 --decode-attention whole
+step run-smollm2-lut8g-p3000 "$NEW/qins-run" "${run[@]}" --max-tokens 64 --bench-prompt 3000
+step run-smollm2-lut8g-p3000-whole "$NEW/qins-run" "${run[@]}" --max-tokens 64 --bench-prompt 3000 --decode-attention whole
+# Phi-3.5-mini's shapes: decode (and per kernel), a 512-token prompt on each prefill path and
+# in 256-token batches, the base binary with the same options, the other decode variants,
+# WebGPU's default binding limit.
 for codec in lut8g lut4a; do
-  until [ -e "$WORK/phi35-$codec.made" ]; do sleep 1; done
+  made "phi35-$codec"
   run=("$WORK/phi35-$codec.qins" --backend gpu --bench --ctx 1024)
   step "run-phi35-$codec" "$NEW/qins-run" "${run[@]}" --max-tokens 64
   step "run-phi35-$codec-profile" "$NEW/qins-run" "${run[@]}" --max-tokens 16 --profile
   step "run-phi35-$codec-p512" "$NEW/qins-run" "${run[@]}" --max-tokens 8 --bench-prompt 512
-  step "run-phi35-$codec-p512-rows" "$NEW/qins-run" "${run[@]}" --max-tokens 8 --bench-prompt 512 --prefill rows
-  step "run-phi35-$codec-p512-tiled64" "$NEW/qins-run" "${run[@]}" --max-tokens 8 --bench-prompt 512 --prefill tiled64
-  [ "$codec" = lut8g ] && step "run-phi35-$codec-p512-batch256" "$NEW/qins-run" "${run[@]}" --max-tokens 8 --bench-prompt 512 --prefill-batch 256
-  step "run-phi35-$codec-base" "$BASE/qins-run" "${run[@]}" --max-tokens 64
-  step "run-phi35-$codec-no-fusion" "$NEW/qins-run" "${run[@]}" --max-tokens 64 --no-fusion
-  step "run-phi35-$codec-vec4" "$NEW/qins-run" "${run[@]}" --max-tokens 64 --decode-loads vec4
-  step "run-phi35-$codec-drows8" "$NEW/qins-run" "${run[@]}" --max-tokens 64 --decode-rows 8
+  step "run-phi35-$codec-base" "$BASE/qins-run" "${run[@]}" --max-tokens 64 "${same[@]}"
   step "run-phi35-$codec-binding128mib" "$NEW/qins-run" "${run[@]}" --max-tokens 64 --max-binding 134217728
-  if [ "$codec" = lut8g ]; then
-    step "run-phi35-$codec-no-subgroups" "$NEW/qins-run" "${run[@]}" --max-tokens 64 --no-subgroups
-    step "run-phi35-$codec-compute-f16" "$NEW/qins-run" "${run[@]}" --max-tokens 64 --compute f16
-  fi
+  step "run-phi35-$codec-p512-tiled" "$NEW/qins-run" "${run[@]}" --max-tokens 8 --bench-prompt 512 --prefill tiled
+  step "run-phi35-$codec-p512-batch256" "$NEW/qins-run" "${run[@]}" --max-tokens 8 --bench-prompt 512 --prefill-batch 256
+  step "run-phi35-$codec-p512-base" "$BASE/qins-run" "${run[@]}" --max-tokens 8 --bench-prompt 512 "${same[@]}"
+  step "run-phi35-$codec-vec4" "$NEW/qins-run" "${run[@]}" --max-tokens 64 --decode-loads vec4
+  step "run-phi35-$codec-whole" "$NEW/qins-run" "${run[@]}" --max-tokens 64 --decode-attention whole
+  step "run-phi35-$codec-no-fusion" "$NEW/qins-run" "${run[@]}" --max-tokens 64 --no-fusion
   rm -f "$WORK/phi35-$codec.qins"
 done
-# The small model, and the kernels' earlier measurement (one dispatch per submission).
-convert smollm2-lut8g --synthetic smollm2-135m --codec lut8g
-run=("$WORK/smollm2-lut8g.qins" --backend gpu --bench --ctx 1024)
-step run-smollm2-lut8g "$NEW/qins-run" "${run[@]}" --max-tokens 64
-step run-smollm2-lut8g-profile "$NEW/qins-run" "${run[@]}" --max-tokens 64 --profile
-step run-smollm2-lut8g-p512 "$NEW/qins-run" "${run[@]}" --max-tokens 8 --bench-prompt 512
-step run-smollm2-lut8g-base "$BASE/qins-run" "${run[@]}" --max-tokens 64
-step run-smollm2-lut8g-no-fusion "$NEW/qins-run" "${run[@]}" --max-tokens 64 --no-fusion
-step matvec-base "$BASE/qins-bench" --iters 100 --codecs lut8g,lut4a --json
 step matvec-other-codecs "$NEW/qins-bench" --iters 50 --reps 10 --batch 64 --codecs lut8,qins8,f16 --json
-# Decode at a long context: attention over the whole context per head, and split over ranges.
-run=("$WORK/smollm2-lut8g.qins" --backend gpu --bench --ctx 4096 --max-tokens 64 --bench-prompt 3000)
-step run-smollm2-lut8g-p3000 "$NEW/qins-run" "${run[@]}"
-step run-smollm2-lut8g-p3000-split "$NEW/qins-run" "${run[@]}" --decode-attention split
 echo "done at $SECONDS s" | tee -a "$OUT/steps.txt"

@@ -19,43 +19,35 @@ def by_kernel(bench):
     return {(r["kernel"], r.get("shape")): r for r in (bench or {}).get("results", [])}
 
 
-def kernels(bench, rows_bench, vec4_bench, base, t64_bench, drows8_bench):
-    """Decode mat-vecs (GB/s, share of the copy kernel) and prefill batches, per codec and shape."""
+def kernels(bench, decode_alts, prefill_alts):
+    """Decode mat-vecs (GB/s, share of the copy kernel) and 64-token prefill batches, per codec
+    and shape, with a column for each other run of qins-bench present (label, its output)."""
     copy = bench["copy_gb_s"]
-    pre_rows, vec4, old = by_kernel(rows_bench), by_kernel(vec4_bench), by_kernel(base)
-    t64, drows8 = by_kernel(t64_bench), by_kernel(drows8_bench)
+    decode_alts = [(label, by_kernel(b)) for label, b in decode_alts if b]
+    prefill_alts = [(label, by_kernel(b)) for label, b in prefill_alts if b]
     out = [f'Device: `{bench["device"]}`; copy kernel {copy:.0f} GB/s; a submission waited on and '
            f'read back {bench["submit_us"]:.1f} µs; a dispatch inside a submission {bench["dispatch_us"]:.2f} µs.', "",
-           "| codec | shape | decode µs | GB/s | of copy | vec4 loads: of copy | 8 rows a workgroup: of copy | "
-           "every code equal: of copy | "
-           "norm or SiLU fused: µs | "
-           "one dispatch per submission (before) | prefill 64 tok/s tiled | GFLOP/s | 64 × 64 tiles tok/s | "
-           "mat-vec path tok/s | tiled / mat-vec |",
-           "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+           "| codec | shape | decode µs | GB/s | of copy | "
+           + "".join(f"{label}: of copy | " for label, _ in decode_alts)
+           + "every code equal: of copy | norm or SiLU fused: µs | prefill 64 tok/s | GFLOP/s | "
+           + "".join(f"{label}: tok/s | " for label, _ in prefill_alts),
+           "|---|---|" + "---:|" * (7 + len(decode_alts) + len(prefill_alts))]
     here = by_kernel(bench)
     res = bench["results"]
+    pct = lambda r: f'{100 * r["fraction_of_copy"]:.0f} %' if r else "—"
     for r in res:
         if not r["kernel"].startswith("matvec") or r["kernel"].endswith("one code"):
             continue
         codec = r["kernel"].split(" ", 1)[1]
-        pre = next((p for p in res if p["kernel"] == "prefill " + codec and p["shape"] == r["shape"]), None)
-        alt = pre_rows.get(("prefill " + codec, r["shape"]))
-        wide64 = t64.get(("prefill " + codec, r["shape"]))
-        before = old.get((r["kernel"], r["shape"]))
-        wide = vec4.get((r["kernel"], r["shape"]))
-        eight = drows8.get((r["kernel"], r["shape"]))
+        key = ("prefill " + codec, r["shape"])
+        pre = here.get(key)
         fused = here.get(("fused " + r["kernel"], r["shape"]))
         same = here.get((r["kernel"] + " one code", r["shape"]))
-        cells = [codec, r["shape"], f'{r["us"]:.1f}', f'{r["gb_s"]:.3g}', f'{100 * r["fraction_of_copy"]:.0f} %',
-                 f'{100 * wide["fraction_of_copy"]:.0f} %' if wide else "—",
-                 f'{100 * eight["fraction_of_copy"]:.0f} %' if eight else "—",
-                 f'{100 * same["fraction_of_copy"]:.0f} %' if same else "—",
-                 f'{fused["us"]:.1f}' if fused else "—",
-                 f'{before["gb_s"]:.3g} GB/s' if before else "—",
-                 f'{pre["tok_s"]:.0f}' if pre else "—", f'{pre["gflop_s"]:.3g}' if pre else "—",
-                 f'{wide64["tok_s"]:.0f}' if wide64 else "—",
-                 f'{alt["tok_s"]:.0f}' if alt else "—",
-                 f'{pre["tok_s"] / alt["tok_s"]:.2f}×' if pre and alt else "—"]
+        cells = [codec, r["shape"], f'{r["us"]:.1f}', f'{r["gb_s"]:.3g}', pct(r)]
+        cells += [pct(alt.get((r["kernel"], r["shape"]))) for _, alt in decode_alts]
+        cells += [pct(same), f'{fused["us"]:.1f}' if fused else "—",
+                  f'{pre["tok_s"]:.0f}' if pre else "—", f'{pre["gflop_s"]:.3g}' if pre else "—"]
+        cells += [f'{alt[key]["tok_s"]:.0f}' if key in alt else "—" for _, alt in prefill_alts]
         out.append("| " + " | ".join(cells) + " |")
     return out
 
@@ -184,9 +176,12 @@ def main():
     bench = load(out_dir, "matvec")
     lines = []
     if bench:
-        lines += kernels(bench, load(out_dir, "matvec-rows"), load(out_dir, "matvec-vec4"),
-                         load(out_dir, "matvec-base"), load(out_dir, "matvec-tiled64"),
-                         load(out_dir, "matvec-drows8")) + [""]
+        alt = lambda name: load(out_dir, name)
+        lines += kernels(bench,
+                         [("vec4 loads", alt("matvec-vec4")), ("4 rows", alt("matvec-drows4")),
+                          ("8 rows", alt("matvec-drows8")), ("base binary", alt("matvec-base"))],
+                         [("64 × 32 tiles", alt("matvec-tiled")), ("64 × 64 tiles", alt("matvec-tiled64")),
+                          ("mat-vec path", alt("matvec-rows")), ("base binary", alt("matvec-base"))]) + [""]
         lines += attention(bench) + [""]
     lines += runs(out_dir) + [""] + profiles(out_dir, bench) + goals(out_dir, bench)
     steps = os.path.join(out_dir, "steps.txt")
