@@ -74,7 +74,8 @@ fn tiny_models_match_the_cpu_token_by_token() {
             },
         ] {
             let path = convert_to(&fixture(name), codec, dir.path());
-            // Decode attention split over the context in two of the three, whole in the other;
+            // Decode attention auto in the first (whole, then split from position 26: the
+            // profile says both ran), whole in the second, split in the third;
             // the 20-token prompt through 64 × 64 tiles in the first, 64 × 32 in the others;
             // decode mat-vecs of 8 rows a workgroup in the first and last, 4 in the other.
             for (kv_f16, f16_compute, tol, attention, prefill, rows) in [
@@ -82,7 +83,7 @@ fn tiny_models_match_the_cpu_token_by_token() {
                     false,
                     false,
                     1e-3,
-                    DecodeAttention::Split,
+                    DecodeAttention::Auto,
                     Prefill::Tiled64,
                     8,
                 ),
@@ -110,6 +111,8 @@ fn tiny_models_match_the_cpu_token_by_token() {
                         Compute::F32
                     },
                     decode_attention: attention,
+                    split_attention_from: Some(26),
+                    profile: attention == DecodeAttention::Auto,
                     prefill,
                     decode_rows: Some(rows),
                     ..Default::default()
@@ -135,6 +138,13 @@ fn tiny_models_match_the_cpu_token_by_token() {
                     worst = worst.max(d);
                 }
                 eprintln!("{what}: max |Δ| {worst:.2e} over {} positions", ids.len());
+                if let Some((kernels, _)) = gpu.model.profile() {
+                    let ran = |k: &str| kernels.iter().any(|t| t.kernel == k);
+                    assert!(
+                        ran("attention") && ran("attention_split"),
+                        "{what}: {kernels:?}"
+                    );
+                }
             }
         }
     }
@@ -363,12 +373,11 @@ fn a_profiled_decode_times_every_dispatch_and_changes_nothing() {
             .map_or(0.0, |t| t.dispatches_per_token)
     };
     let layers = manifest.config.num_layers as f64;
-    // Decode attention is split by default: its ranges kernel and combine, no whole kernel.
+    // Auto decode attention at a short context: the whole kernel, no split one.
     for k in [
         "matvec attn_qkv",
         "matvec ffn_down",
-        "attention_split",
-        "attention_combine",
+        "attention",
         "rope_store",
     ] {
         assert_eq!(count(k), layers, "{k}: {kernels:?}");
@@ -377,7 +386,7 @@ fn a_profiled_decode_times_every_dispatch_and_changes_nothing() {
         assert_eq!(count(k), 1.0, "{k}: {kernels:?}");
     }
     assert_eq!(
-        count("rmsnorm") + count("silu_mul") + count("attention"),
+        count("rmsnorm") + count("silu_mul") + count("attention_split"),
         0.0,
         "{kernels:?}"
     );

@@ -95,7 +95,8 @@ fn run_all(ctx: &GpuContext, dispatches: &[Dispatch], n: usize) {
 /// context also runs large batches through the mat-vec kernels instead of the tiled ones, and
 /// decode without fused inputs.
 /// The LUT mat-vecs' f16-compute variant (where the adapter has shader-f16, as lavapipe does)
-/// is a fourth, with 16-byte code loads in decode; those loads on a split tensor a fifth. The
+/// is a fourth, with 16-byte code loads in decode; those loads on a split tensor a fifth (the
+/// first two load words, the third the default: vectors for 8-bit codes, words for 4-bit). The
 /// last two run prefill in the 64 × 64 tiles, the first two in 64 × 32 (the third on the
 /// default mat-vec path); the last three decode the default 8 rows a workgroup (with both
 /// reductions), the first two 4.
@@ -111,6 +112,7 @@ fn contexts(max_binding: u64) -> [(GpuContext, bool); 5] {
         max_binding,
         prefill: Prefill::Tiled,
         decode_rows: Some(4),
+        decode_loads: DecodeLoads::U32,
         ..Default::default()
     };
     let whole = gpu_with(tiled(None));
@@ -555,7 +557,7 @@ fn rope_store_and_attention_match_cpu() {
 }
 
 /// Decoded tokens' attention split over ranges of the context and combined, against the CPU
-/// and the whole-context kernel: grouped heads (3 query heads a KV head), an odd head_dim,
+/// and the whole-context kernel, and the auto mode's choice of the two by position: grouped heads (3 query heads a KV head), an odd head_dim,
 /// contexts shorter than the split count, ranges of one and two positions, a last range
 /// shorter than the others, ranges longer than a workgroup, both cache types.
 #[test]
@@ -612,10 +614,14 @@ fn split_decode_attention_matches_cpu_across_ranges() {
         let qkv_gpu = ctx.storage("qkv", bytemuck::cast_slice(&qkv));
         // A long context first: the short ones after it (empty ranges) would read its stale
         // ranges if the split kernel skipped empty ranges instead of writing them as neutral.
-        for pos in [200, 0, 5, splits - 1, splits, s.max_ctx - 1] {
+        for pos in [200, 0, 5, splits - 1, splits, 255, 256, s.max_ctx - 1] {
             let st = step(&ctx, pos as u32, 1);
             let mut outs = Vec::new();
-            for mode in [DecodeAttention::Split, DecodeAttention::Whole] {
+            for mode in [
+                DecodeAttention::Split,
+                DecodeAttention::Whole,
+                DecodeAttention::Auto,
+            ] {
                 let out = ctx.scratch("out", q_dim);
                 let io = AttentionIo {
                     qkv: &qkv_gpu,
@@ -625,7 +631,21 @@ fn split_decode_attention_matches_cpu_across_ranges() {
                     out: &out,
                 };
                 let d = k.attention(&s, io, &st, mode);
-                Kernels::run(&ctx, &d.iter().collect::<Vec<_>>(), 1);
+                let at = pos as u32;
+                let ran: Vec<&str> = d
+                    .iter()
+                    .filter(|d| d.runs_for(1, at))
+                    .map(|d| d.name_for(1, at))
+                    .collect();
+                let split = mode == DecodeAttention::Split
+                    || mode == DecodeAttention::Auto && at >= ctx.split_attention_from;
+                let want: &[&str] = if split {
+                    &["attention_split", "attention_combine"]
+                } else {
+                    &["attention"]
+                };
+                assert_eq!(ran, want, "{mode:?} at {pos}");
+                Kernels::run_at(&ctx, &d.iter().collect::<Vec<_>>(), 1, at);
                 outs.push(block_on(ctx.read_f32(&out, 0, q_dim)).unwrap());
             }
             let len = pos + 1;
@@ -641,6 +661,7 @@ fn split_decode_attention_matches_cpu_across_ranges() {
             let what = format!("kv_f16={kv_f16} at {pos}");
             close(&outs[0], &want, 1e-5, &format!("split, {what}"));
             close(&outs[1], &want, 1e-5, &format!("whole, {what}"));
+            close(&outs[2], &want, 1e-5, &format!("auto, {what}"));
         }
     }
 }

@@ -9,9 +9,10 @@ export interface LoadOptions {
   max_binding?: number;
   no_subgroups?: boolean;
   prefill?: "rows" | "tiled" | "tiled64";
-  decode_loads?: "u32" | "vec4";
+  decode_loads?: "auto" | "u32" | "vec4";
   no_fusion?: boolean;
-  decode_attention?: "split" | "whole";
+  decode_attention?: "auto" | "whole" | "split";
+  split_attention_from?: number;
   decode_rows?: 4 | 8;
   profile?: boolean;
   prefill_batch?: number;

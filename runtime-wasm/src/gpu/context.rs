@@ -44,18 +44,23 @@ pub struct GpuOptions {
     #[cfg_attr(feature = "cli", arg(long, value_enum, default_value_t = Prefill::Rows))]
     pub prefill: Prefill,
     /// How the LUT decode mat-vecs read codes: a u32 word per row at a time, or a 16-byte
-    /// vector (where rows start on 16 bytes and groups hold whole vectors) — A/B runs.
-    #[cfg_attr(feature = "cli", arg(long, value_enum, default_value_t = DecodeLoads::U32))]
+    /// vector (where rows start on 16 bytes and groups hold whole vectors); auto: vectors for
+    /// 8-bit codes, words for 4-bit ones (the H200's best of each).
+    #[cfg_attr(feature = "cli", arg(long, value_enum, default_value_t = DecodeLoads::Auto))]
     pub decode_loads: DecodeLoads,
     /// Run RMSNorm and SiLU·mul as their own dispatches in decode too, instead of fused into
     /// the mat-vec that reads their output (A/B runs; the tests run both).
     #[cfg_attr(feature = "cli", arg(long))]
     pub no_fusion: bool,
-    /// A decoded token's attention: split over ranges of the context (many workgroups, then a
-    /// combine; the default), or one workgroup per query head over the whole context — A/B
-    /// runs; the tests run both.
-    #[cfg_attr(feature = "cli", arg(long, value_enum, default_value_t = DecodeAttention::Split))]
+    /// A decoded token's attention: one workgroup per query head over the whole context,
+    /// split over ranges of the context (many workgroups, then a combine), or auto (the
+    /// default): whole for short contexts, split from 256 positions. The tests run all three.
+    #[cfg_attr(feature = "cli", arg(long, value_enum, default_value_t = DecodeAttention::Auto))]
     pub decode_attention: DecodeAttention,
+    /// With auto decode attention, the position from which a decoded token's attention is
+    /// split (default 256: `Kernels::SPLIT_ATTENTION_FROM`).
+    #[cfg_attr(feature = "cli", arg(long))]
+    pub split_attention_from: Option<u32>,
     /// Most prompt tokens per batch (1 to 1024; default 64): each weight is read once per
     /// batch, and a larger batch gives the tiled kernels more workgroups. Fewer where a
     /// binding cannot hold that many tokens' work buffers.
@@ -77,14 +82,18 @@ pub struct GpuOptions {
 #[cfg_attr(feature = "cli", derive(clap::ValueEnum))]
 #[serde(rename_all = "lowercase")]
 pub enum DecodeAttention {
+    /// Whole below [`Kernels::SPLIT_ATTENTION_FROM`](crate::gpu::Kernels::SPLIT_ATTENTION_FROM)
+    /// positions, split from there: each where the H200 measured it faster.
+    #[default]
+    Auto,
     /// attention.wgsl, one workgroup per query head (as batches run it). Faster on lavapipe
-    /// (two cores gain nothing from the parallelism) and on the H200 at short contexts of
-    /// few-headed models (SmolLM2 at 512 positions: 45 vs 53 µs a layer).
+    /// (two cores gain nothing from the parallelism) and on the H200 at short contexts (~60
+    /// positions: Phi-3.5 lut8g 106.5 against 102.2 tok/s split, SmolLM2 322 against 261).
     Whole,
     /// attention_split.wgsl over 32 ranges of the context per KV head, then
     /// attention_combine.wgsl: on the H200 7× the whole kernel's speed at 4096 positions and
-    /// 1.6× at 512 (Phi-3.5's heads).
-    #[default]
+    /// 1.6× at 512 (Phi-3.5's heads); SmolLM2 after a 3000-token prompt decodes at 170 tok/s
+    /// against 68.
     Split,
 }
 
@@ -93,8 +102,12 @@ pub enum DecodeAttention {
 #[cfg_attr(feature = "cli", derive(clap::ValueEnum))]
 #[serde(rename_all = "lowercase")]
 pub enum DecodeLoads {
-    /// One u32 word (4 or 8 codes) per row and iteration.
+    /// Vectors in the 8-bit kernels, words in the 4-bit ones: on the H200 16-byte loads took
+    /// Phi-3.5's 8-bit mat-vecs from 23–28 % of the copy kernel's bandwidth to 34–38 % (decode
+    /// 102 → 137 tok/s), and its 4-bit ones from 19–25 % down to 14–22 %.
     #[default]
+    Auto,
+    /// One u32 word (4 or 8 codes) per row and iteration.
     U32,
     /// One vec4<u32> (16 or 32 codes) per row and iteration, the word loop for the rest.
     Vec4,
@@ -143,6 +156,8 @@ pub struct GpuContext {
     pub fusion: bool,
     /// How a decoded token's attention runs.
     pub decode_attention: DecodeAttention,
+    /// With auto attention, the position from which decode attention is split.
+    pub split_attention_from: u32,
     /// Most prompt tokens per batch, before the binding limit's cap.
     pub prefill_batch: usize,
     /// Rows per decode mat-vec workgroup (8 or 4).
@@ -281,6 +296,9 @@ impl GpuContext {
             decode_loads: opts.decode_loads,
             fusion: !opts.no_fusion,
             decode_attention: opts.decode_attention,
+            split_attention_from: opts
+                .split_attention_from
+                .unwrap_or(crate::gpu::Kernels::SPLIT_ATTENTION_FROM),
             prefill_batch: opts.prefill_batch.unwrap_or(crate::gpu::BATCH),
             decode_rows: opts.decode_rows.unwrap_or(crate::gpu::Kernels::DECODE_ROWS),
             profile,

@@ -345,8 +345,8 @@ impl GpuModel {
             all.push(&self.choose);
         }
         match &self.profiler {
-            Some(p) if n == 1 => p.run(&self.ctx, &all, n),
-            _ => Kernels::run(&self.ctx, &all, n),
+            Some(p) if n == 1 => p.run(&self.ctx, &all, n, pos as u32),
+            _ => Kernels::run_at(&self.ctx, &all, n, pos as u32),
         }
     }
 
@@ -364,10 +364,11 @@ impl GpuModel {
         self.profiler.as_ref().map(|p| (p.report(), p.tokens()))
     }
 
-    /// Dispatches one decoded token records: the body, the last token's head, the sampling
-    /// candidates — one submission, one read-back.
+    /// Dispatches one decoded token records at the context's start: the body, the last
+    /// token's head, the sampling candidates — one submission, one read-back (auto decode
+    /// attention adds a dispatch a layer from `Kernels::SPLIT_ATTENTION_FROM` positions).
     pub fn dispatches_per_token(&self) -> usize {
-        let recorded = |d: &[Dispatch]| d.iter().filter(|d| d.runs_for(1)).count();
+        let recorded = |d: &[Dispatch]| d.iter().filter(|d| d.runs_for(1, 0)).count();
         recorded(&self.body) + recorded(&self.head_last) + 1
     }
 

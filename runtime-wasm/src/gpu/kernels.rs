@@ -16,8 +16,8 @@ pub enum Runs {
     Always,
     /// Batches of more than one token: the op the next mat-vec's decode path fuses.
     Batches,
-    /// One-token batches: the second half of split decode attention.
-    OneToken,
+    /// One-token batches at or past a position: the second half of split decode attention.
+    OneTokenFrom(u32),
 }
 
 /// A tiled prefill workgroup's shape beyond its 64 rows: tokens (TN), columns per step (TK),
@@ -53,8 +53,9 @@ pub struct Dispatch {
     /// The grid axis that scales with the batch's token count, and tokens per workgroup on it.
     pub tokens: Option<(usize, u32)>,
     /// A one-token variant with its own bind group and grid (the mat-vecs' decode pipeline,
-    /// split decode attention).
+    /// split decode attention), run from position `decode_from` on.
     pub decode: Option<Box<Dispatch>>,
+    pub decode_from: u32,
     /// A variant for batches of more than [`Kernels::TILED_ABOVE`] tokens, with its own grid
     /// (the mat-vecs' tiled prefill).
     pub tiled: Option<Box<Dispatch>>,
@@ -72,8 +73,14 @@ impl Dispatch {
     }
 
     /// Runs one-token batches with `variant` instead.
-    pub fn with_decode(mut self, variant: Dispatch) -> Self {
+    pub fn with_decode(self, variant: Dispatch) -> Self {
+        self.with_decode_from(variant, 0)
+    }
+
+    /// Runs one-token batches at or past position `from` with `variant` instead.
+    pub fn with_decode_from(mut self, variant: Dispatch, from: u32) -> Self {
         self.decode = Some(Box::new(variant));
+        self.decode_from = from;
         self
     }
 
@@ -95,33 +102,38 @@ impl Dispatch {
         self
     }
 
-    /// Whether a batch of `n` tokens records this dispatch.
-    pub fn runs_for(&self, n: u32) -> bool {
+    /// Whether a batch of `n` tokens from position `pos` records this dispatch.
+    pub fn runs_for(&self, n: u32, pos: u32) -> bool {
         match self.runs {
             Runs::Always => true,
             Runs::Batches => n > 1,
-            Runs::OneToken => n <= 1,
+            Runs::OneTokenFrom(from) => n <= 1 && pos >= from,
         }
     }
 
-    /// The variant a batch of `n` tokens runs: the one-token or the tiled one where set.
-    fn variant(&self, n: u32) -> Option<&Dispatch> {
-        let decode = self.decode.as_deref().filter(|_| n <= 1);
+    /// The variant a batch of `n` tokens from `pos` runs: the one-token or the tiled one
+    /// where set.
+    fn variant(&self, n: u32, pos: u32) -> Option<&Dispatch> {
+        let decode = self
+            .decode
+            .as_deref()
+            .filter(|_| n <= 1 && pos >= self.decode_from);
         decode.or(self.tiled.as_deref().filter(|_| n > Kernels::TILED_ABOVE))
     }
 
-    /// The name of what a batch of `n` tokens runs (the profile's kernel).
-    pub fn name_for(&self, n: u32) -> &str {
-        self.variant(n).map_or(&self.name, |v| v.name_for(n))
+    /// The name of what a batch of `n` tokens from `pos` runs (the profile's kernel).
+    pub fn name_for(&self, n: u32, pos: u32) -> &str {
+        self.variant(n, pos)
+            .map_or(&self.name, |v| v.name_for(n, pos))
     }
 
-    /// Records the dispatch for a batch of `n` tokens.
-    pub fn record(&self, pass: &mut wgpu::ComputePass<'_>, n: u32) {
-        if !self.runs_for(n) {
+    /// Records the dispatch for a batch of `n` tokens from position `pos`.
+    pub fn record(&self, pass: &mut wgpu::ComputePass<'_>, n: u32, pos: u32) {
+        if !self.runs_for(n, pos) {
             return;
         }
-        if let Some(v) = self.variant(n) {
-            return v.record(pass, n);
+        if let Some(v) = self.variant(n, pos) {
+            return v.record(pass, n, pos);
         }
         let mut g = self.groups;
         if let Some((axis, per)) = self.tokens {
@@ -265,9 +277,15 @@ impl Kernels {
     /// (spliced into attention_split.wgsl and attention_combine.wgsl): 32 gives Phi-3.5 1024
     /// workgroups and SmolLM2 96 at any length.
     pub const ATTENTION_SPLITS: usize = 32;
+
+    /// The position from which `DecodeAttention::Auto` splits a decoded token's attention
+    /// unless `GpuOptions::split_attention_from` says otherwise: on
+    /// the H200 the whole kernel was faster at ~60 positions for both models (with the combine
+    /// before its fix), split faster from 512 on Phi-3.5's heads and at 4096 on SmolLM2's.
+    pub const SPLIT_ATTENTION_FROM: u32 = 256;
     const _SPLITS_FIT_COMBINE: () = assert!(
-        Self::ATTENTION_SPLITS <= 64,
-        "attention_combine.wgsl takes a thread per range"
+        Self::ATTENTION_SPLITS <= 64 && Self::ATTENTION_SPLITS % 4 == 0,
+        "attention_combine.wgsl takes a thread per range and sums four ranges a turn"
     );
 
     /// Rows per mat-vec workgroup in prefill (ROWS in matvec_common.wgsl).
@@ -425,10 +443,9 @@ impl Kernels {
             // The float kernels have no codebook type and no wide loads, the LUT ones no
             // element type.
             let float = matches!(kind, MatvecKind::F32 | MatvecKind::F16);
-            let wide = if self.ctx.decode_loads == DecodeLoads::Vec4 {
-                "true"
-            } else {
-                "false"
+            let wide = match (self.ctx.decode_loads, kind) {
+                (DecodeLoads::Vec4, _) | (DecodeLoads::Auto, MatvecKind::Lut8) => "true",
+                _ => "false",
             };
             let input_kinds = InputKind::wgsl_consts();
             let decode_rows = self.ctx.decode_rows.to_string();
@@ -541,6 +558,7 @@ impl Kernels {
             groups,
             tokens: None,
             decode: None,
+            decode_from: 0,
             tiled: None,
             runs: Runs::Always,
             name: String::new(),
@@ -671,9 +689,15 @@ impl Kernels {
             &[io.parts, io.out, &p],
             [s.nh as u32, 1, 1],
         )
-        .named("attention_combine")
-        .only(Runs::OneToken);
-        vec![whole.with_decode(split), combine]
+        .named("attention_combine");
+        let from = match mode {
+            DecodeAttention::Auto => self.ctx.split_attention_from,
+            _ => 0,
+        };
+        vec![
+            whole.with_decode_from(split, from),
+            combine.only(Runs::OneTokenFrom(from)),
+        ]
     }
 
     /// `act[t] = silu(gate[t]) * up[t]` for rows of `ff` gate values then `ff` up values.
@@ -764,31 +788,38 @@ impl Kernels {
             .map_err(|e| crate::QinsError::Gpu(format!("GPU wait failed: {e}")))
     }
 
-    /// Records `dispatches` for a batch of `n` tokens in one compute pass and submits them.
+    /// Records `dispatches` for a batch of `n` tokens in one compute pass and submits them, as
+    /// at the context's start (what a dispatch run from a position needs: [`Kernels::run_at`]).
     pub fn run(ctx: &GpuContext, dispatches: &[&Dispatch], n: u32) {
-        ctx.queue
-            .submit([Self::encode(ctx, dispatches, n, None).finish()]);
+        Self::run_at(ctx, dispatches, n, 0);
     }
 
-    /// Records `dispatches` for a batch of `n` tokens in one compute pass; with `stamps`, a
-    /// timestamp before each dispatch the batch records and one after the last (queries 0 to
-    /// their count), which the set must hold (see `Profiler`).
+    /// [`Kernels::run`] for a batch from position `pos`.
+    pub fn run_at(ctx: &GpuContext, dispatches: &[&Dispatch], n: u32, pos: u32) {
+        ctx.queue
+            .submit([Self::encode(ctx, dispatches, n, pos, None).finish()]);
+    }
+
+    /// Records `dispatches` for a batch of `n` tokens from `pos` in one compute pass; with
+    /// `stamps`, a timestamp before each dispatch the batch records and one after the last
+    /// (queries 0 to their count), which the set must hold (see `Profiler`).
     pub fn encode(
         ctx: &GpuContext,
         dispatches: &[&Dispatch],
         n: u32,
+        pos: u32,
         stamps: Option<&wgpu::QuerySet>,
     ) -> wgpu::CommandEncoder {
         let mut enc = ctx.device.create_command_encoder(&Default::default());
         {
             let mut pass = enc.begin_compute_pass(&Default::default());
             let mut recorded = 0;
-            for d in dispatches.iter().filter(|d| d.runs_for(n)) {
+            for d in dispatches.iter().filter(|d| d.runs_for(n, pos)) {
                 if let Some(set) = stamps {
                     pass.write_timestamp(set, recorded);
                 }
                 recorded += 1;
-                d.record(&mut pass, n);
+                d.record(&mut pass, n, pos);
             }
             if let Some(set) = stamps {
                 pass.write_timestamp(set, recorded);

@@ -63,18 +63,18 @@ impl Profiler {
     /// Records and submits `dispatches` for a batch of `n` tokens like [`Kernels::run`], with
     /// a timestamp before each recorded dispatch and one after the last; [`Profiler::collect`]
     /// then reads them.
-    pub fn run(&self, ctx: &GpuContext, dispatches: &[&Dispatch], n: u32) {
+    pub fn run(&self, ctx: &GpuContext, dispatches: &[&Dispatch], n: u32, pos: u32) {
         let names: Vec<String> = dispatches
             .iter()
-            .filter(|d| d.runs_for(n))
-            .map(|d| d.name_for(n).to_string())
+            .filter(|d| d.runs_for(n, pos))
+            .map(|d| d.name_for(n, pos).to_string())
             .collect();
         let stamps = names.len() as u32 + 1;
         let timed = stamps <= Self::QUERIES;
         if !timed {
             tracing::warn!("{} dispatches: too many to time", names.len());
         }
-        let mut enc = Kernels::encode(ctx, dispatches, n, timed.then_some(&self.set));
+        let mut enc = Kernels::encode(ctx, dispatches, n, pos, timed.then_some(&self.set));
         if timed {
             enc.resolve_query_set(&self.set, 0..stamps, &self.resolved, 0);
             *self.pending.borrow_mut() = names;
