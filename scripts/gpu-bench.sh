@@ -107,19 +107,20 @@ convert() {
 if [ "${QINS_BENCH_QUICK:-0}" = 1 ]; then
   q=(--small --iters 2 --reps 2 --json)
   step matvec "$NEW/qins-bench" "${q[@]}" --batch 16 --codecs lut8g,lut4a
-  step matvec-base "$BASE/qins-bench" "${q[@]}" --batch 16 --codecs lut8g,lut4a --decode-rows 8 --prefill rows
+  step matvec-base "$BASE/qins-bench" "${q[@]}" --batch 16 --codecs lut8g,lut4a
   step matvec-tiled "$NEW/qins-bench" "${q[@]}" --batch 16 --codecs lut8g --prefill tiled
   step matvec-tiled64 "$NEW/qins-bench" "${q[@]}" --batch 16 --codecs lut8g --prefill tiled64
   step matvec-vec4 "$NEW/qins-bench" "${q[@]}" --batch 0 --codecs lut8g,lut4a --decode-loads vec4
+  step matvec-u32 "$NEW/qins-bench" "${q[@]}" --batch 0 --codecs lut8g,lut4a --decode-loads u32
   step matvec-drows4 "$NEW/qins-bench" "${q[@]}" --batch 0 --codecs lut8g,lut4a --decode-rows 4
   convert smollm2-lut8g --synthetic smollm2-135m --synthetic-layers 2 --codec lut8g
   run=("$WORK/smollm2-lut8g.qins" --backend gpu --bench --max-tokens 4 --ctx 256)
   step run-smollm2-lut8g "$NEW/qins-run" "${run[@]}"
   step run-smollm2-lut8g-p96 "$NEW/qins-run" "${run[@]}" --bench-prompt 96
   step run-smollm2-lut8g-p96-tiled "$NEW/qins-run" "${run[@]}" --bench-prompt 96 --prefill tiled
-  step run-smollm2-lut8g-base "$BASE/qins-run" "${run[@]}" --decode-rows 8 --prefill rows --decode-attention split
+  step run-smollm2-lut8g-base "$BASE/qins-run" "${run[@]}"
   step run-smollm2-lut8g-vec4 "$NEW/qins-run" "${run[@]}" --decode-loads vec4
-  step run-smollm2-lut8g-whole "$NEW/qins-run" "${run[@]}" --decode-attention whole
+  step run-smollm2-lut8g-split "$NEW/qins-run" "${run[@]}" --decode-attention split
   step run-smollm2-lut8g-profile "$NEW/qins-run" "${run[@]}" --profile
   exit 0
 fi
@@ -134,26 +135,31 @@ for m in "smollm2-lut8g smollm2-135m lut8g" "phi35-lut8g phi-3.5-mini lut8g" "ph
 done &
 made() { until [ -e "$WORK/$1.made" ]; do sleep 1; done; }
 
+# Options that make the base binary run this one's defaults where its own differ (none when
+# they are the same), e.g. QINS_BASE_OPTS="--decode-rows 8 --prefill rows" for 96e043c.
+read -ra same <<< "${QINS_BASE_OPTS:-}"
+
 # Kernels: decode mat-vecs against the copy kernel, the fixed costs of a token, 64-token
 # prefill batches; the defaults (8 decode rows, x as vectors, the mat-vec prefill path), then
-# each alternative, and the base binary with the same options (what x as vectors changed).
+# each alternative, and the base binary with the same options.
 k=(--iters 50 --reps 10 --codecs lut8g,lut4a --json)
 step matvec "$NEW/qins-bench" "${k[@]}" --batch 64
-step matvec-base "$BASE/qins-bench" "${k[@]}" --batch 64 --decode-rows 8 --prefill rows
+step matvec-base "$BASE/qins-bench" "${k[@]}" --batch 64 "${same[@]}"
 step matvec-tiled "$NEW/qins-bench" "${k[@]}" --batch 64 --prefill tiled
 step matvec-tiled64 "$NEW/qins-bench" "${k[@]}" --batch 64 --prefill tiled64
 step matvec-vec4 "$NEW/qins-bench" "${k[@]}" --batch 0 --decode-loads vec4
+step matvec-u32 "$NEW/qins-bench" "${k[@]}" --batch 0 --decode-loads u32
 step matvec-drows4 "$NEW/qins-bench" "${k[@]}" --batch 0 --decode-rows 4
 # The small model end to end: decode, its GPU time per kernel, a 512-token prompt, the base
-# binary with the same options, a long context with split (default) and whole attention.
+# binary with the same options, split attention at a short context (auto picks whole there), a
+# long context with auto (split there) and whole attention.
 made smollm2-lut8g
 run=("$WORK/smollm2-lut8g.qins" --backend gpu --bench --ctx 4096)
-same=(--decode-rows 8 --prefill rows --decode-attention split)
 step run-smollm2-lut8g "$NEW/qins-run" "${run[@]}" --max-tokens 64
 step run-smollm2-lut8g-profile "$NEW/qins-run" "${run[@]}" --max-tokens 64 --profile
 step run-smollm2-lut8g-p512 "$NEW/qins-run" "${run[@]}" --max-tokens 8 --bench-prompt 512
 step run-smollm2-lut8g-base "$BASE/qins-run" "${run[@]}" --max-tokens 64 "${same[@]}"
-step run-smollm2-lut8g-whole "$NEW/qins-run" "${run[@]}" --max-tokens 64 --decode-attention whole
+step run-smollm2-lut8g-split "$NEW/qins-run" "${run[@]}" --max-tokens 64 --decode-attention split
 step run-smollm2-lut8g-p3000 "$NEW/qins-run" "${run[@]}" --max-tokens 64 --bench-prompt 3000
 step run-smollm2-lut8g-p3000-whole "$NEW/qins-run" "${run[@]}" --max-tokens 64 --bench-prompt 3000 --decode-attention whole
 # Phi-3.5-mini's shapes: decode (and per kernel), a 512-token prompt on each prefill path and
@@ -171,7 +177,8 @@ for codec in lut8g lut4a; do
   step "run-phi35-$codec-p512-batch256" "$NEW/qins-run" "${run[@]}" --max-tokens 8 --bench-prompt 512 --prefill-batch 256
   step "run-phi35-$codec-p512-base" "$BASE/qins-run" "${run[@]}" --max-tokens 8 --bench-prompt 512 "${same[@]}"
   step "run-phi35-$codec-vec4" "$NEW/qins-run" "${run[@]}" --max-tokens 64 --decode-loads vec4
-  step "run-phi35-$codec-whole" "$NEW/qins-run" "${run[@]}" --max-tokens 64 --decode-attention whole
+  step "run-phi35-$codec-split" "$NEW/qins-run" "${run[@]}" --max-tokens 64 --decode-attention split
+  step "run-phi35-$codec-u32" "$NEW/qins-run" "${run[@]}" --max-tokens 64 --decode-loads u32
   step "run-phi35-$codec-no-fusion" "$NEW/qins-run" "${run[@]}" --max-tokens 64 --no-fusion
   rm -f "$WORK/phi35-$codec.qins"
 done
