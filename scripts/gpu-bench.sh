@@ -113,6 +113,7 @@ if [ "${QINS_BENCH_QUICK:-0}" = 1 ]; then
   step matvec-vec4 "$NEW/qins-bench" "${q[@]}" --batch 0 --codecs lut8g,lut4a --decode-loads vec4
   step matvec-u32 "$NEW/qins-bench" "${q[@]}" --batch 0 --codecs lut8g,lut4a --decode-loads u32
   step matvec-drows4 "$NEW/qins-bench" "${q[@]}" --batch 0 --codecs lut8g,lut4a --decode-rows 4
+  step matvec-threads256 "$NEW/qins-bench" "${q[@]}" --batch 0 --codecs lut8g,lut4a --decode-threads 256
   convert smollm2-lut8g --synthetic smollm2-135m --synthetic-layers 2 --codec lut8g
   run=("$WORK/smollm2-lut8g.qins" --backend gpu --bench --max-tokens 4 --ctx 256)
   step run-smollm2-lut8g "$NEW/qins-run" "${run[@]}"
@@ -150,6 +151,7 @@ step matvec-tiled64 "$NEW/qins-bench" "${k[@]}" --batch 64 --prefill tiled64
 step matvec-vec4 "$NEW/qins-bench" "${k[@]}" --batch 0 --decode-loads vec4
 step matvec-u32 "$NEW/qins-bench" "${k[@]}" --batch 0 --decode-loads u32
 step matvec-drows4 "$NEW/qins-bench" "${k[@]}" --batch 0 --decode-rows 4
+step matvec-threads256 "$NEW/qins-bench" "${k[@]}" --batch 0 --decode-threads 256
 # The small model end to end: decode, its GPU time per kernel, a 512-token prompt, the base
 # binary with the same options, split attention at a short context (auto picks whole there), a
 # long context with auto (split there) and whole attention.
@@ -179,6 +181,7 @@ for codec in lut8g lut4a; do
   step "run-phi35-$codec-vec4" "$NEW/qins-run" "${run[@]}" --max-tokens 64 --decode-loads vec4
   step "run-phi35-$codec-split" "$NEW/qins-run" "${run[@]}" --max-tokens 64 --decode-attention split
   step "run-phi35-$codec-u32" "$NEW/qins-run" "${run[@]}" --max-tokens 64 --decode-loads u32
+  step "run-phi35-$codec-threads256" "$NEW/qins-run" "${run[@]}" --max-tokens 64 --decode-threads 256
   step "run-phi35-$codec-no-fusion" "$NEW/qins-run" "${run[@]}" --max-tokens 64 --no-fusion
   rm -f "$WORK/phi35-$codec.qins"
 done

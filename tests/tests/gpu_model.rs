@@ -77,7 +77,8 @@ fn tiny_models_match_the_cpu_token_by_token() {
             // Decode attention auto in the first (whole, then split from position 26: the
             // profile says both ran), whole in the second, split in the third;
             // the 20-token prompt through 64 × 64 tiles in the first, 64 × 32 in the others;
-            // decode mat-vecs of 8 rows a workgroup in the first and last, 4 in the other.
+            // decode mat-vecs of 8 rows a workgroup in the first and last, 4 in the other; the
+            // last in workgroups of 256 threads.
             for (kv_f16, f16_compute, tol, attention, prefill, rows) in [
                 (
                     false,
@@ -115,6 +116,7 @@ fn tiny_models_match_the_cpu_token_by_token() {
                     profile: attention == DecodeAttention::Auto,
                     prefill,
                     decode_rows: Some(rows),
+                    decode_threads: Some(if f16_compute { 256 } else { 64 }),
                     ..Default::default()
                 });
                 let (_, mut cpu, mut gpu) = engines_on(ctx, &path, kv_f16);
@@ -321,7 +323,11 @@ fn a_chosen_prefill_batch_is_used_and_bad_ones_are_refused() {
         decode_rows: Some(bad),
         ..Default::default()
     });
-    for opts in batches.iter().chain(&rows) {
+    let threads = [0, 128, 1024].map(|bad| GpuOptions {
+        decode_threads: Some(bad),
+        ..Default::default()
+    });
+    for opts in batches.iter().chain(&rows).chain(&threads) {
         let err = block_on(GpuContext::new(opts)).err().expect("refused");
         assert_eq!(err.kind(), "bad-request", "{opts:?}: {err}");
     }

@@ -70,6 +70,10 @@ pub struct GpuOptions {
     /// (A/B runs; the tests run both).
     #[cfg_attr(feature = "cli", arg(long))]
     pub decode_rows: Option<usize>,
+    /// Threads per decode mat-vec workgroup: 64 (default) or 256 (four times the threads per
+    /// row, for tensors of few rows; with subgroups only, else 64 with a warning) — A/B runs.
+    #[cfg_attr(feature = "cli", arg(long))]
+    pub decode_threads: Option<usize>,
     /// Time each dispatch of a decoded token with GPU timestamps, where the adapter has
     /// timestamps inside passes (Vulkan, Metal, DX12; not WebGPU): `qins-run --bench` then
     /// prints where a token's time goes, per kernel. Adds a read-back a token.
@@ -162,6 +166,8 @@ pub struct GpuContext {
     pub prefill_batch: usize,
     /// Rows per decode mat-vec workgroup (8 or 4).
     pub decode_rows: usize,
+    /// Threads per decode mat-vec workgroup (64, or 256 with subgroups).
+    pub decode_threads: usize,
     /// The device was opened with timestamps inside passes: decoded tokens are timed per
     /// dispatch (`--profile`).
     pub profile: bool,
@@ -197,6 +203,11 @@ impl GpuContext {
         }
         if let Some(r) = opts.decode_rows.filter(|r| ![4, 8].contains(r)) {
             return Err(QinsError::BadRequest(format!("decode_rows {r}: 8 or 4")));
+        }
+        if let Some(t) = opts.decode_threads.filter(|t| ![64, 256].contains(t)) {
+            return Err(QinsError::BadRequest(format!(
+                "decode_threads {t}: 64 or 256"
+            )));
         }
         #[cfg(target_arch = "wasm32")]
         if !has_webgpu() {
@@ -281,6 +292,14 @@ impl GpuContext {
             tracing::error!(error = %e, "GPU error");
             set_once(&flag, e.to_string());
         }));
+        let mut decode_threads = opts.decode_threads.unwrap_or(64);
+        if decode_threads > 64 && !subgroups {
+            tracing::warn!(
+                "{}: decode_threads {decode_threads} needs subgroups, using 64",
+                info.name
+            );
+            decode_threads = 64;
+        }
         let adapter_max = limits
             .max_storage_buffer_binding_size
             .min(limits.max_buffer_size);
@@ -301,6 +320,7 @@ impl GpuContext {
                 .unwrap_or(crate::gpu::Kernels::SPLIT_ATTENTION_FROM),
             prefill_batch: opts.prefill_batch.unwrap_or(crate::gpu::BATCH),
             decode_rows: opts.decode_rows.unwrap_or(crate::gpu::Kernels::DECODE_ROWS),
+            decode_threads,
             profile,
             limits,
             lost,

@@ -449,7 +449,8 @@ impl Kernels {
             };
             let input_kinds = InputKind::wgsl_consts();
             let decode_rows = self.ctx.decode_rows.to_string();
-            let build = |decode: &str| {
+            let decode_threads = self.ctx.decode_threads.to_string();
+            let build = |decode: &str, threads: &str| {
                 let mut defs = vec![
                     // In this order: the common part brings the placeholders after it.
                     (
@@ -462,6 +463,7 @@ impl Kernels {
                     ("LANE_ID", self.reduce.0),
                     ("DECODE", decode),
                     ("INPUT_KINDS", &input_kinds),
+                    ("WG", threads),
                 ];
                 if float {
                     defs.push(("ELEM_F16", f16));
@@ -510,8 +512,8 @@ impl Kernels {
                 )
             });
             Matvec {
-                prefill: build("false"),
-                decode: build("true"),
+                prefill: build("false", "64"),
+                decode: build("true", &decode_threads),
                 tiled,
             }
         })
