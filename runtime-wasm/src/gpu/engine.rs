@@ -366,7 +366,7 @@ impl GpuModel {
 
     /// Dispatches one decoded token records at the context's start: the body, the last
     /// token's head, the sampling candidates — one submission, one read-back (auto decode
-    /// attention adds a dispatch a layer from `Kernels::SPLIT_ATTENTION_FROM` positions).
+    /// attention adds a dispatch a layer from `GpuContext::split_attention_from` positions).
     pub fn dispatches_per_token(&self) -> usize {
         let recorded = |d: &[Dispatch]| d.iter().filter(|d| d.runs_for(1, 0)).count();
         recorded(&self.body) + recorded(&self.head_last) + 1

@@ -55,6 +55,8 @@ pub struct Dispatch {
     /// A one-token variant with its own bind group and grid (the mat-vecs' decode pipeline,
     /// split decode attention), run from position `decode_from` on.
     pub decode: Option<Box<Dispatch>>,
+    /// The first position whose one-token batches run `decode` (0: all; auto attention's
+    /// threshold, which the combine's `Runs::OneTokenFrom` repeats).
     pub decode_from: u32,
     /// A variant for batches of more than [`Kernels::TILED_ABOVE`] tokens, with its own grid
     /// (the mat-vecs' tiled prefill).
