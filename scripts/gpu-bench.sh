@@ -146,12 +146,12 @@ read -ra same <<< "${QINS_BASE_OPTS:-}"
 k=(--iters 50 --reps 10 --codecs lut8g,lut4a --json)
 step matvec "$NEW/qins-bench" "${k[@]}" --batch 64
 step matvec-base "$BASE/qins-bench" "${k[@]}" --batch 64 "${same[@]}"
-step matvec-tiled "$NEW/qins-bench" "${k[@]}" --batch 64 --prefill tiled
-step matvec-tiled64 "$NEW/qins-bench" "${k[@]}" --batch 64 --prefill tiled64
-step matvec-vec4 "$NEW/qins-bench" "${k[@]}" --batch 0 --decode-loads vec4
-step matvec-u32 "$NEW/qins-bench" "${k[@]}" --batch 0 --decode-loads u32
-step matvec-drows4 "$NEW/qins-bench" "${k[@]}" --batch 0 --decode-rows 4
-step matvec-threads256 "$NEW/qins-bench" "${k[@]}" --batch 0 --decode-threads 256
+step matvec-tiled "$NEW/qins-bench" "${k[@]}" --batch 64 --no-probes --prefill tiled
+step matvec-tiled64 "$NEW/qins-bench" "${k[@]}" --batch 64 --no-probes --prefill tiled64
+step matvec-vec4 "$NEW/qins-bench" "${k[@]}" --batch 0 --no-probes --decode-loads vec4
+step matvec-u32 "$NEW/qins-bench" "${k[@]}" --batch 0 --no-probes --decode-loads u32
+step matvec-drows4 "$NEW/qins-bench" "${k[@]}" --batch 0 --no-probes --decode-rows 4
+step matvec-threads256 "$NEW/qins-bench" "${k[@]}" --batch 0 --no-probes --decode-threads 256
 # The small model end to end: decode, its GPU time per kernel, a 512-token prompt, the base
 # binary with the same options, split attention at a short context (auto picks whole there), a
 # long context with auto (split there) and whole attention.

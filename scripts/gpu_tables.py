@@ -25,16 +25,27 @@ def kernels(bench, decode_alts, prefill_alts):
     copy = bench["copy_gb_s"]
     decode_alts = [(label, by_kernel(b)) for label, b in decode_alts if b]
     prefill_alts = [(label, by_kernel(b)) for label, b in prefill_alts if b]
+    probes = [("ArithmeticCodebook", "no lookups"), ("NoGroups", "no group scales")]
     out = [f'Device: `{bench["device"]}`; copy kernel {copy:.0f} GB/s; a submission waited on and '
-           f'read back {bench["submit_us"]:.1f} µs; a dispatch inside a submission {bench["dispatch_us"]:.2f} µs.', "",
-           "| codec | shape | decode µs | GB/s | of copy | "
+           f'read back {bench["submit_us"]:.1f} µs; a dispatch inside a submission {bench["dispatch_us"]:.2f} µs. '
+           'Shares of copy: the tensor repeated (from the caches where it fits them) / from memory '
+           '(copies of it in turn), where the binary measured both.', "",
+           "| codec | shape | decode µs | GB/s | of copy | from memory µs | "
+           + "".join(f"probe {label}: µs from memory | " for _, label in probes)
            + "".join(f"{label}: of copy | " for label, _ in decode_alts)
            + "every code equal: of copy | norm or SiLU fused: µs | prefill 64 tok/s | GFLOP/s | "
            + "".join(f"{label}: tok/s | " for label, _ in prefill_alts),
-           "|---|---|" + "---:|" * (7 + len(decode_alts) + len(prefill_alts))]
+           "|---|---|" + "---:|" * (8 + len(probes) + len(decode_alts) + len(prefill_alts))]
     here = by_kernel(bench)
     res = bench["results"]
-    pct = lambda r: f'{100 * r["fraction_of_copy"]:.0f} %' if r else "—"
+
+    def pct(r):
+        if not r:
+            return "—"
+        cold = r.get("cold_fraction_of_copy")
+        return f'{100 * r["fraction_of_copy"]:.0f} %' + (f' / {100 * cold:.0f} %' if cold else "")
+
+    cold_us = lambda r: f'{r["cold_us"]:.1f}' if r and "cold_us" in r else "—"
     for r in res:
         if not r["kernel"].startswith("matvec") or r["kernel"].endswith("one code"):
             continue
@@ -43,7 +54,8 @@ def kernels(bench, decode_alts, prefill_alts):
         pre = here.get(key)
         fused = here.get(("fused " + r["kernel"], r["shape"]))
         same = here.get((r["kernel"] + " one code", r["shape"]))
-        cells = [codec, r["shape"], f'{r["us"]:.1f}', f'{r["gb_s"]:.3g}', pct(r)]
+        cells = [codec, r["shape"], f'{r["us"]:.1f}', f'{r["gb_s"]:.3g}', pct(r), cold_us(r)]
+        cells += [cold_us(here.get((f"probe {codec} {name}", r["shape"]))) for name, _ in probes]
         cells += [pct(alt.get((r["kernel"], r["shape"]))) for _, alt in decode_alts]
         cells += [pct(same), f'{fused["us"]:.1f}' if fused else "—",
                   f'{pre["tok_s"]:.0f}' if pre else "—", f'{pre["gflop_s"]:.3g}' if pre else "—"]
@@ -140,8 +152,10 @@ def goals(out_dir, bench):
         for r in bench["results"]:
             if (r["kernel"].startswith("matvec") and not r["kernel"].endswith("one code")
                     and r["shape"] in ("phi3.5 qkv", "phi3.5 gate_up", "phi3.5 down")):
-                f = r["fraction_of_copy"]
-                out.append(f'- decode mat-vec {r["kernel"][7:]} {r["shape"]}: {100 * f:.0f} % of copy '
+                # From memory where measured: the copy kernel's bytes come from there too.
+                f = r.get("cold_fraction_of_copy", r["fraction_of_copy"])
+                where = "from memory" if "cold_fraction_of_copy" in r else "repeated"
+                out.append(f'- decode mat-vec {r["kernel"][7:]} {r["shape"]}: {100 * f:.0f} % of copy, {where} '
                            f'({"met" if f >= 0.7 else "not met"}, goal 70 %)')
     for codec in ("lut8g", "lut4a"):
         run, ins = load(out_dir, f"run-phi35-{codec}"), load(out_dir, f"inspect-phi35-{codec}")

@@ -25,6 +25,10 @@ const DECODE: bool = {{DECODE}};
 // INPUT_NORM reads the residual rows and multiplies by the norm weight (the row's 1 / rms scales
 // the sums in `finish`); INPUT_SILU reads [gate; up] rows of 2 × cols and takes silu(gate) · up.
 {{INPUT_KINDS}}
+// Part of the decode path's work left out where PROBE says: qins-bench's diagnosis of what
+// bounds the kernel, never the engine's (gpu/params.rs's MatvecProbe). Exact on tensors whose
+// codebook entry k is k / 256 - 0.5, scales 1 and offsets 0 (MatvecProbe::fit).
+{{PROBES}}
 @group(0) @binding(7) var<storage, read> norm_w: array<f32>;
 // x and norm_w again as 16-byte vectors (the same buffers): where a row of x starts on 16
 // bytes, one load per 4 columns. Four scalar loads of threads 16 bytes apart each touched every
@@ -211,7 +215,7 @@ fn rows4(first: u32, count: u32) -> vec4<u32> {
 // Four rows' dot products d at column c as the sums take them: scaled and offset by the rows'
 // groups (sum of the x values times the offset) where the tensor has groups.
 fn with_groups(d: vec4<f32>, rows: vec4<u32>, c: u32, xsum: f32) -> vec4<f32> {
-    if (p.group == 0u) { return d; }
+    if (p.group == 0u || PROBE == PROBE_NO_GROUPS) { return d; }
     let g = affine4(rows, c);
     return d * g.scale + xsum * g.offset;
 }
@@ -225,4 +229,9 @@ fn affine4(rows: vec4<u32>, c: u32) -> Affine4 {
     let d = affine_at(rows.z, c);
     let e = affine_at(rows.w, c);
     return Affine4(vec4<f32>(a.x, b.x, d.x, e.x), vec4<f32>(a.y, b.y, d.y, e.y));
+}
+
+// Codebook values of codes k as PROBE_ARITHMETIC computes them instead of looking them up.
+fn probe_values(k: vec4<u32>) -> vec4<f32> {
+    return vec4<f32>(k) / 256.0 - 0.5;
 }

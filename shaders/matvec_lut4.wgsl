@@ -13,6 +13,11 @@ const WIDE: bool = {{WIDE}};
 
 // Codebook values of a word's eight codes, the low four and the high four.
 fn values8(q: u32) -> mat2x4<Lut> {
+    if (PROBE == PROBE_ARITHMETIC) {
+        let lo = (vec4<u32>(q) >> vec4<u32>(0u, 4u, 8u, 12u)) & vec4<u32>(0xfu);
+        let hi = (vec4<u32>(q) >> vec4<u32>(16u, 20u, 24u, 28u)) & vec4<u32>(0xfu);
+        return mat2x4<Lut>(vec4<Lut>(probe_values(lo)), vec4<Lut>(probe_values(hi)));
+    }
     return mat2x4<Lut>(
         vec4<Lut>(lut[q & 0xfu], lut[(q >> 4u) & 0xfu], lut[(q >> 8u) & 0xfu], lut[(q >> 12u) & 0xfu]),
         vec4<Lut>(lut[(q >> 16u) & 0xfu], lut[(q >> 20u) & 0xfu], lut[(q >> 24u) & 0xfu], lut[q >> 28u]));

@@ -18,6 +18,9 @@ const WIDE: bool = {{WIDE}};
 
 // Codebook values of a word's four codes.
 fn values4(q: u32) -> vec4<Lut> {
+    if (PROBE == PROBE_ARITHMETIC) {
+        return vec4<Lut>(probe_values(vec4<u32>(q & 0xffu, (q >> 8u) & 0xffu, (q >> 16u) & 0xffu, q >> 24u)));
+    }
     return vec4<Lut>(lut[q & 0xffu], lut[(q >> 8u) & 0xffu], lut[(q >> 16u) & 0xffu], lut[q >> 24u]);
 }
 

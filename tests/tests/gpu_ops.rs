@@ -8,8 +8,8 @@ use qins_runtime::engine::{block_on, Select};
 use qins_runtime::format::TensorEntry;
 use qins_runtime::gpu::{
     AttentionIo, Compute, DecodeAttention, DecodeLoads, Dispatch, GpuContext, GpuOptions,
-    GpuTensor, HeadShape, Input, Kernels, MatvecIo, Prefill, RmsnormParams, Rows, Runs,
-    SelectParams, Step,
+    GpuTensor, HeadShape, Input, Kernels, MatvecIo, MatvecProbe, Prefill, RmsnormParams, Rows,
+    Runs, SelectParams, Step,
 };
 use qins_runtime::model::Rope;
 use qins_tests::{gpu, gpu_with, gpu_with_max_binding};
@@ -230,6 +230,75 @@ fn matvec_matches_cpu_for_every_codec_and_batch() {
             }
         }
         assert_eq!(parts > 3, split, "{parts} extra parts");
+    }
+}
+
+/// qins-bench's probes (`MatvecProbe`): on a tensor fitted for them (`MatvecProbe::fit`) each
+/// decodes what the whole kernel does, through the word and the vector loops; on the encoder's
+/// own codebook and scales the output moves, so a probe that left nothing out would fail.
+/// Lut4 with groups that split words decodes code by code, where no probe applies.
+#[test]
+fn matvec_probes_are_exact_on_fitted_tensors() {
+    for loads in [DecodeLoads::U32, DecodeLoads::Vec4] {
+        for probe in [MatvecProbe::ArithmeticCodebook, MatvecProbe::NoGroups] {
+            let mut ctx = gpu_with(GpuOptions {
+                decode_loads: loads,
+                ..Default::default()
+            });
+            ctx.matvec_probe = probe;
+            let k = Kernels::new(&ctx);
+            for codec in TEST_VARIANTS {
+                if matches!(codec, Codec::F32 | Codec::F16) {
+                    continue;
+                }
+                let probed = match (probe, codec.group()) {
+                    (MatvecProbe::NoGroups, None) => false,
+                    (_, Some(g)) if codec.code_bits() == 4 => g % 8 == 0,
+                    _ => true,
+                };
+                for (rows, cols) in [(17, 33), (33, 96), (5, 224)] {
+                    let w = values(rows * cols, (rows * 3 + cols) as u32);
+                    let (mut bytes, _) = encode(codec, &w, rows, cols).unwrap();
+                    let x = values(cols, 7);
+                    let what = format!("{probe:?} {loads:?} {} {rows}x{cols}", codec.name());
+                    let decode_with = |bytes: &[u8]| {
+                        let entry = TensorEntry {
+                            name: "w".into(),
+                            shape: vec![rows, cols],
+                            codec,
+                            offset: 0,
+                            bytes: bytes.len() as u64,
+                            error: None,
+                        };
+                        let t = GpuTensor::upload(&ctx, &entry, bytes).unwrap();
+                        let (xb, yb) = (
+                            ctx.storage("x", bytemuck::cast_slice(&x)),
+                            ctx.scratch("y", rows),
+                        );
+                        let d =
+                            t.matvec(&k, &MatvecIo::new(&xb, cols, &yb, rows), &step(&ctx, 0, 1));
+                        run_all(&ctx, &d, 1);
+                        let dense = decode(codec, bytes, rows, cols).unwrap();
+                        let got = block_on(ctx.read_f32(&yb, 0, rows)).unwrap();
+                        (got, dense_matvec(&dense, &x, rows, cols))
+                    };
+                    let tol = matvec_tol(&ctx, codec, cols);
+                    let (got, want) = decode_with(&bytes);
+                    let moved = got
+                        .iter()
+                        .zip(&want)
+                        .any(|(g, w)| (g - w).abs() > 100.0 * tol * w.abs().max(1.0));
+                    assert_eq!(
+                        moved, probed,
+                        "{what}: output moved on the encoder's tensor"
+                    );
+                    let layout = codec.layout(rows, cols).unwrap();
+                    MatvecProbe::fit(codec, &layout, &mut bytes);
+                    let (got, want) = decode_with(&bytes);
+                    close(&got, &want, tol, &what);
+                }
+            }
+        }
     }
 }
 

@@ -1,5 +1,8 @@
 //! qins-bench: GPU mat-vec bandwidth for each codec on real model shapes, next to a plain copy
-//! kernel on the same device in the same run (the ratio survives noisy machines); the same
+//! kernel on the same device in the same run (the ratio survives noisy machines), each tensor
+//! repeated (from the caches where it fits them) and from memory (copies of it in turn, as a
+//! model's tensors are read); the probes, the decode mat-vec with part of its work left out
+//! (what that part costs; `MatvecProbe`); the same
 //! tensors' prefill batches in tokens/s and GFLOP/s; and the fixed costs a decoded token pays
 //! (a submission waited on, a dispatch inside one); and the decode mat-vecs with the RMSNorm or
 //! SiLU·mul before them fused in; and a decoded token's attention at long contexts, split over
@@ -13,7 +16,7 @@ use qins_runtime::codec::{Codec, Layout};
 use qins_runtime::format::TensorEntry;
 use qins_runtime::gpu::{
     AttentionIo, DecodeAttention, Dispatch, GpuContext, GpuOptions, GpuTensor, HeadShape, Input,
-    Kernels, MatvecIo, Step,
+    Kernels, MatvecIo, MatvecProbe, Step,
 };
 use serde_json::json;
 use web_time::Instant;
@@ -44,6 +47,9 @@ struct Args {
     codecs: Vec<String>,
     #[arg(long)]
     json: bool,
+    /// Leave the probes out (A/B runs of other options, which need only the kernels' rows).
+    #[arg(long)]
+    no_probes: bool,
     #[command(flatten)]
     gpu: GpuOptions,
 }
@@ -62,7 +68,8 @@ const SMOLLM2: [(&str, usize, usize); 4] = [
 ];
 
 /// Stored bytes of a plausible tensor: timing does not depend on the values, so codes are
-/// pseudo-random and scales 1, skipping codebook fitting on hundreds of millions of weights.
+/// pseudo-random, skipping codebook fitting on hundreds of millions of weights; codebook and
+/// scales are those on which the probes compute what the whole kernel does (MatvecProbe::fit).
 fn tensor_bytes(codec: Codec, layout: &Layout) -> Vec<u8> {
     let mut b = vec![0u8; layout.total];
     let mut s = 0x1234_5678u32;
@@ -72,19 +79,7 @@ fn tensor_bytes(codec: Codec, layout: &Layout) -> Vec<u8> {
         s ^= s << 5;
         *v = (s >> 24) as u8 & if codec == Codec::F16 { 0x3b } else { 0xff };
     }
-    for (i, c) in b[..layout.codebook.len].chunks_exact_mut(4).enumerate() {
-        c.copy_from_slice(&(i as f32 / 256.0 - 0.5).to_le_bytes());
-    }
-    let one: &[u8] = if codec.group().is_some() {
-        &[0x00, 0x3c]
-    } else {
-        &[0, 0, 0x80, 0x3f]
-    };
-    for c in b[layout.scales.offset..layout.scales.offset + layout.scales.len]
-        .chunks_exact_mut(one.len())
-    {
-        c.copy_from_slice(one);
-    }
+    MatvecProbe::fit(codec, layout, &mut b);
     b
 }
 
@@ -225,6 +220,17 @@ fn run() -> Result<()> {
         PHI35.iter().chain(&SMOLLM2).copied().collect()
     };
     let b = args.batch.max(1);
+    // Kernels with each probe, on clones of the context (see MatvecProbe).
+    let probes: Vec<(MatvecProbe, Kernels)> =
+        [MatvecProbe::ArithmeticCodebook, MatvecProbe::NoGroups]
+            .into_iter()
+            .filter(|_| !args.no_probes)
+            .map(|probe| {
+                let mut c = ctx.clone();
+                c.matvec_probe = probe;
+                (probe, Kernels::new(&c))
+            })
+            .collect();
     for name in &args.codecs {
         let codec = Codec::from_name(name, 32)?;
         for &(label, rows, cols) in &shapes {
@@ -239,31 +245,90 @@ fn run() -> Result<()> {
                 error: None,
             };
             let t = GpuTensor::upload(&ctx, &entry, &bytes)?;
-            let (x, y) = (ctx.scratch("x", b * cols), ctx.scratch("y", b * rows));
+            // Copies of the tensor, recorded in turn: a tensor repeated alone runs from the
+            // caches after its first pass where it fits them (the H200's L2 holds 50 MB, more
+            // than most Phi-3.5 tensors), which a model's tensors, each read once a token, do
+            // not. The copies (with the first, the copy kernel's bytes, at most 256) pass them.
+            let copies = (copy_bytes as usize).div_ceil(bytes.len()).clamp(1, 256);
+            let mut tensors = vec![t];
+            for _ in 1..copies {
+                tensors.push(GpuTensor::upload(&ctx, &entry, &bytes)?);
+            }
+            let t = &tensors[0];
+            // Activations of plausible size, so that the probes' outputs are worth comparing.
+            let xs: Vec<u8> = (0..b * cols)
+                .flat_map(|i| (((i % 13) as f32 - 6.0) * 0.05).to_le_bytes())
+                .collect();
+            let (x, y) = (ctx.storage("x", &xs), ctx.scratch("y", b * rows));
             let step = ctx.uniform("step", &Step::new(0, 1));
             let io = MatvecIo::new(&x, cols, &y, rows);
             let mv = t.matvec(&k, &io, &step);
             // Weights dominate the traffic; activations are counted too.
             let moved = bytes.len() as f64 + 4.0 * (rows + cols) as f64;
             let tensor = json!({"rows": rows, "cols": cols, "bytes": bytes.len()});
-            // Times dispatches `d` of this tensor on one token as `kernel`'s row.
-            let mut decode_row = |kernel: String, d: &[Dispatch]| -> Result<()> {
-                rows_out.push(timed_row(kernel, label, moved, d, tensor.clone())?);
-                Ok(())
+            // The decode row of `kernel`, whose dispatches of a tensor `dispatch` makes: the
+            // tensor repeated (from the caches where it fits them) and the copies in turn
+            // (from memory, `cold_*`), with the output of the first tensor's run.
+            let decode_row = |kernel: String, dispatch: &dyn Fn(&GpuTensor) -> Vec<Dispatch>| {
+                let mut row = timed_row(kernel, label, moved, &dispatch(t), tensor.clone())?;
+                let y_out = pollster::block_on(ctx.read_f32(&y, 0, rows))?;
+                let all: Vec<Dispatch> = tensors.iter().flat_map(dispatch).collect();
+                let turn: Vec<&Dispatch> = all.iter().cycle().take(all.len().max(10)).collect();
+                let secs = time(&ctx, args.iters, 1, &turn, 1)? / turn.len() as f64;
+                let gbs = moved / secs / 1e9;
+                row["cold_us"] = json!(secs * 1e6);
+                row["cold_gb_s"] = json!(gbs);
+                row["cold_fraction_of_copy"] = json!(gbs / copy_gbs);
+                row["copies"] = json!(tensors.len());
+                Ok::<_, anyhow::Error>((row, y_out))
             };
-            decode_row(format!("matvec {}", codec.name()), &mv)?;
+            let (row, y_whole) = decode_row(format!("matvec {}", codec.name()), &|t| {
+                t.matvec(&k, &io, &step)
+            })?;
+            rows_out.push(row);
+            // The probes: the kernel with part of its work left out (the same output on these
+            // tensors, checked), so that the time saved is that part's cost.
+            for (probe, pk) in &probes {
+                let applies = match probe {
+                    MatvecProbe::NoGroups => codec.group().is_some(),
+                    _ => codec.is_lut(),
+                };
+                if !applies {
+                    continue;
+                }
+                let (row, y_probe) =
+                    decode_row(format!("probe {} {probe:?}", codec.name()), &|t| {
+                        t.matvec(pk, &io, &step)
+                    })?;
+                let worst = y_probe
+                    .iter()
+                    .zip(&y_whole)
+                    .map(|(p, w)| (p - w).abs() / w.abs().max(1.0))
+                    .fold(0f32, f32::max);
+                anyhow::ensure!(
+                    worst <= 1e-5,
+                    "{} {label}: the {probe:?} probe changed the output ({worst:e}): it does not \
+                     measure the same work",
+                    codec.name()
+                );
+                rows_out.push(row);
+            }
             // A diagnostic on the largest shape of each model: the same tensor with every code
             // equal, so that a warp's codebook lookups all read one workgroup-memory word
-            // (broadcast) instead of spreading over its banks. Much faster than the row above
+            // (broadcast) instead of spreading over its banks. Much faster than the mat-vec row
             // means the lookups' bank conflicts, not memory, bound the kernel.
             if label.ends_with("gate_up") && !matches!(codec, Codec::F16 | Codec::F32) {
                 let mut same = bytes.clone();
                 same[layout.codes.offset..layout.codes.offset + layout.codes.len].fill(0x5a);
                 let t = GpuTensor::upload(&ctx, &entry, &same)?;
-                decode_row(
+                let mv = t.matvec(&k, &io, &step);
+                rows_out.push(timed_row(
                     format!("matvec {} one code", codec.name()),
-                    &t.matvec(&k, &io, &step),
-                )?;
+                    label,
+                    moved,
+                    &mv,
+                    tensor.clone(),
+                )?);
             }
             // The decode mat-vec with the op before it fused (RMSNorm before qkv, gate_up and
             // lm_head, SiLU·mul before down), as the engine runs it: its cost over the plain
@@ -284,7 +349,13 @@ fn run() -> Result<()> {
             };
             if let Some(input) = input.filter(|i| t.fuses(&k, i)) {
                 let fused = t.matvec(&k, &MatvecIo::new(&x, cols, &y, rows).input(input), &step);
-                decode_row(format!("fused matvec {}", codec.name()), &fused)?;
+                rows_out.push(timed_row(
+                    format!("fused matvec {}", codec.name()),
+                    label,
+                    moved,
+                    &fused,
+                    tensor.clone(),
+                )?);
             }
             if args.batch == 0 {
                 continue;
@@ -311,8 +382,8 @@ fn run() -> Result<()> {
     } else {
         println!("device: {}, prefill: {:?}", ctx.describe(), ctx.prefill);
         println!(
-            "{:<26} {:<18} {:>10} {:>10} {:>9}",
-            "kernel", "shape", "µs", "GB/s", "of copy"
+            "{:<36} {:<18} {:>10} {:>10} {:>9} {:>10} {:>9}",
+            "kernel", "shape", "µs", "GB/s", "of copy", "cold µs", "of copy"
         );
         for r in &rows_out {
             let f = |key: &str| r[key].as_f64();
@@ -327,13 +398,20 @@ fn run() -> Result<()> {
                 ),
                 (None, None) => (String::new(), String::new()),
             };
+            // From memory (the tensor's copies in turn), where measured.
+            let (cold, cold_share) = match (f("cold_us"), f("cold_fraction_of_copy")) {
+                (Some(us), Some(c)) => (format!("{us:.1}"), format!("{:.0}%", 100.0 * c)),
+                _ => (String::new(), String::new()),
+            };
             println!(
-                "{:<26} {:<18} {:>10.1} {:>10} {:>9}",
+                "{:<36} {:<18} {:>10.1} {:>10} {:>9} {:>10} {:>9}",
                 r["kernel"].as_str().unwrap_or(""),
                 r["shape"].as_str().unwrap_or("-"),
                 f("us").unwrap_or(0.0),
                 rate,
-                share
+                share,
+                cold,
+                cold_share
             );
         }
     }

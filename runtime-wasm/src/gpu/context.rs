@@ -171,6 +171,9 @@ pub struct GpuContext {
     /// The device was opened with timestamps inside passes: decoded tokens are timed per
     /// dispatch (`--profile`).
     pub profile: bool,
+    /// Part of the decode mat-vecs' work left out, for qins-bench's diagnosis (set on a clone
+    /// of the context before `Kernels::new`; never by the engine, whose results it changes).
+    pub matvec_probe: crate::gpu::MatvecProbe,
     lost: Slot,
     /// The first error no error scope caught (a kernel or buffer misuse): reported at the next
     /// read-back instead of wgpu's default handler, which panics (an abort in the browser).
@@ -322,6 +325,7 @@ impl GpuContext {
             decode_rows: opts.decode_rows.unwrap_or(crate::gpu::Kernels::DECODE_ROWS),
             decode_threads,
             profile,
+            matvec_probe: Default::default(),
             limits,
             lost,
             uncaptured,

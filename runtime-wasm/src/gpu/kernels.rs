@@ -452,6 +452,7 @@ impl Kernels {
             let input_kinds = InputKind::wgsl_consts();
             let decode_rows = self.ctx.decode_rows.to_string();
             let decode_threads = self.ctx.decode_threads.to_string();
+            let probes = self.ctx.matvec_probe.wgsl_consts();
             let build = |decode: &str, threads: &str| {
                 let mut defs = vec![
                     // In this order: the common part brings the placeholders after it.
@@ -465,6 +466,7 @@ impl Kernels {
                     ("LANE_ID", self.reduce.0),
                     ("DECODE", decode),
                     ("INPUT_KINDS", &input_kinds),
+                    ("PROBES", &probes),
                     ("WG", threads),
                 ];
                 if float {

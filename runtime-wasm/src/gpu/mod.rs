@@ -14,8 +14,8 @@ pub use engine::{CacheConfig, GpuEngine, GpuModel, BATCH};
 pub use kernels::{AttentionIo, Dispatch, HeadShape, Kernels, Matvec, Runs, Tile};
 pub use loader::{GpuLoader, LoadProgress};
 pub use params::{
-    kernels_for, AttentionParams, EmbedKind, EmbedParams, MatvecKind, MatvecParams, Output,
-    RmsnormParams, RopeParams, Rows, Sections, SelectParams, SiluMulParams, Step,
+    kernels_for, AttentionParams, EmbedKind, EmbedParams, MatvecKind, MatvecParams, MatvecProbe,
+    Output, RmsnormParams, RopeParams, Rows, Sections, SelectParams, SiluMulParams, Step,
 };
 pub use profile::{KernelTime, Profiler};
 pub use tensor::{GpuTensor, Input, MatvecIo, Part};
