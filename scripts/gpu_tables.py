@@ -78,6 +78,14 @@ def attention(bench):
     return out if len(out) > 2 else []
 
 
+def select(bench):
+    """A decoded token's sampling candidates (select.wgsl) per vocabulary and k."""
+    rows = [r for r in bench["results"] if r["kernel"] == "select"]
+    out = ["| vocabulary, k | select µs |", "|---|---:|"]
+    out += [f'| {r["shape"]} | {r["us"]:.1f} |' for r in rows]
+    return out if rows else []
+
+
 def runs(out_dir):
     """Every end-to-end run, one row each."""
     out = ["| run | prompt tokens | prefill tok/s | TTFT ms | decode tok/s | dispatches / token | GPU MB | load s |",
@@ -197,6 +205,7 @@ def main():
                          [("64 × 32 tiles", alt("matvec-tiled")), ("64 × 64 tiles", alt("matvec-tiled64")),
                           ("mat-vec path", alt("matvec-rows")), ("base binary", alt("matvec-base"))]) + [""]
         lines += attention(bench) + [""]
+        lines += select(bench) + [""]
     lines += runs(out_dir) + [""] + profiles(out_dir, bench) + goals(out_dir, bench)
     steps = os.path.join(out_dir, "steps.txt")
     if os.path.exists(steps):

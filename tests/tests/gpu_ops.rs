@@ -750,30 +750,34 @@ fn select_matches_cpu() {
     let ctx = gpu();
     let k = Kernels::new(&ctx);
     let cap = Kernels::SELECT_CAP;
-    for n in [1usize, 7, 300, 4099] {
+    // One slice of the row a workgroup, a few, and many (70001: 69 workgroups).
+    for n in [1usize, 7, 300, 4099, 70001] {
         // Few distinct values, so the k-th is usually tied.
         let row: Vec<f32> = values(n, n as u32)
             .iter()
             .map(|v| (v * 8.0).round() / 4.0)
             .collect();
         let seen: Vec<u32> = (0..n as u32).step_by(3).collect();
-        for (kk, penalty) in [(1, 1.0), (5, 1.0), (40, 1.3), (n, 1.0), (3, 0.8)] {
+        let logits = ctx.storage("logits", bytemuck::cast_slice(&row));
+        let mut bits = vec![0u32; n.div_ceil(32)];
+        for &t in &seen {
+            bits[t as usize / 32] |= 1 << (t % 32);
+        }
+        let seen_b = ctx.storage("seen", bytemuck::cast_slice(&bits));
+        let out = ctx.scratch("out", 4 + 2 * cap);
+        let params = k.select_params(SelectParams::new(n, 1, 1.0));
+        // The same dispatches for every selection, as the engine runs them: each run leaves
+        // the kernel's work buffer and the count ready for the next.
+        let d = k.select(&logits, &seen_b, &out, &params, n);
+        for (kk, penalty) in [(1, 1.0), (5, 1.0), (40, 1.3), (n, 1.0), (3, 0.8), (1, 1.0)] {
             let sel = Select {
                 k: kk,
                 penalty,
                 seen: seen.clone(),
             };
             let want = sel.pick(&row);
-            let logits = ctx.storage("logits", bytemuck::cast_slice(&row));
-            let mut bits = vec![0u32; n.div_ceil(32)];
-            for &t in &seen {
-                bits[t as usize / 32] |= 1 << (t % 32);
-            }
-            let seen_b = ctx.storage("seen", bytemuck::cast_slice(&bits));
-            let out = ctx.scratch("out", 4 + 2 * cap);
-            let params = k.select_params(SelectParams::new(n, kk.min(n), penalty));
-            let d = k.select(&logits, &seen_b, &out, &params);
-            Kernels::run(&ctx, &[&d], 1);
+            ctx.write_uniform(&params, &SelectParams::new(n, kk.min(n), penalty));
+            run_all(&ctx, &d, 1);
             let w: Vec<u32> = bytemuck::cast_slice(
                 &block_on(ctx.read_back(&out, 0, (4 + 2 * cap) as u64 * 4)).unwrap(),
             )

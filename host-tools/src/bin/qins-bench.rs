@@ -2,11 +2,11 @@
 //! kernel on the same device in the same run (the ratio survives noisy machines), each tensor
 //! repeated (from the caches where it fits them) and from memory (copies of it in turn, as a
 //! model's tensors are read); the probes, the decode mat-vec with part of its work left out
-//! (what that part costs; `MatvecProbe`); the same
-//! tensors' prefill batches in tokens/s and GFLOP/s; and the fixed costs a decoded token pays
-//! (a submission waited on, a dispatch inside one); and the decode mat-vecs with the RMSNorm or
-//! SiLU·mul before them fused in; and a decoded token's attention at long contexts, split over
-//! chunks of the context and over the whole context per head.
+//! (what that part costs; `MatvecProbe`); the same tensors' prefill batches in tokens/s and
+//! GFLOP/s; the fixed costs a decoded token pays (a submission waited on, a dispatch inside
+//! one); the decode mat-vecs with the RMSNorm or SiLU·mul before them fused in; a decoded
+//! token's attention at long contexts, split over chunks of the context and over the whole
+//! context per head; and a decoded token's sampling candidates over three vocabularies.
 
 use std::process::ExitCode;
 
@@ -16,7 +16,7 @@ use qins_runtime::codec::{Codec, Layout};
 use qins_runtime::format::TensorEntry;
 use qins_runtime::gpu::{
     AttentionIo, DecodeAttention, Dispatch, GpuContext, GpuOptions, GpuTensor, HeadShape, Input,
-    Kernels, MatvecIo, MatvecProbe, Step,
+    Kernels, MatvecIo, MatvecProbe, SelectParams, Step,
 };
 use serde_json::json;
 use web_time::Instant;
@@ -170,6 +170,29 @@ fn run() -> Result<()> {
             )?;
             Ok::<_, anyhow::Error>(rate_row(kernel, shape, moved, secs, copy_gbs, extra))
         };
+
+    // A decoded token's sampling candidates (select.wgsl) over the vocabularies of Phi-3.5,
+    // SmolLM2 and Qwen2.5: greedy (k = 1) and top-k 40 with a repetition penalty.
+    for vocab in [32064usize, 49152, 151936] {
+        let row: Vec<u8> = (0..vocab)
+            .flat_map(|i| (((i * 7919) % 1013) as f32 * 0.02 - 10.0).to_le_bytes())
+            .collect();
+        let logits = ctx.storage("logits", &row);
+        let seen = ctx.scratch("seen", vocab.div_ceil(32));
+        let out = ctx.scratch("out", 4 + 2 * Kernels::SELECT_CAP);
+        for (kk, penalty) in [(1, 1.0), (40, 1.1)] {
+            let params = k.select_params(SelectParams::new(vocab, kk, penalty));
+            let d = k.select(&logits, &seen, &out, &params, vocab);
+            let shape = format!("vocab {vocab} k {kk}");
+            rows_out.push(timed_row(
+                "select".into(),
+                &shape,
+                4.0 * vocab as f64,
+                &d,
+                json!({}),
+            )?);
+        }
+    }
 
     // A decoded token's attention over an f16 cache of 4096 positions, at two lengths:
     // GB/s of the keys and values it reads.

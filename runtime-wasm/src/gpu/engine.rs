@@ -58,7 +58,8 @@ pub struct GpuModel {
     seen: wgpu::Buffer,
     select_params: wgpu::Buffer,
     candidates: wgpu::Buffer,
-    choose: Dispatch,
+    /// The sampling candidates' dispatches (select.wgsl's rounds and gather).
+    choose: Vec<Dispatch>,
     /// Embedding and every layer, for a batch.
     body: Vec<Dispatch>,
     /// Final norm and output head for the batch's last token only, or for all of them.
@@ -278,7 +279,7 @@ impl GpuModel {
         };
         let (head_last, head_all) = (head(Rows::Last), head(Rows::All));
         let select_params = k.select_params(SelectParams::new(vocab, 1, 1.0));
-        let choose = k.select(&logits, &seen, &candidates, &select_params);
+        let choose = k.select(&logits, &seen, &candidates, &select_params, vocab);
         let profiler = ctx.profile.then(|| Profiler::new(&ctx));
         Ok(Self {
             ctx,
@@ -342,7 +343,7 @@ impl GpuModel {
             None => {}
         }
         if choose {
-            all.push(&self.choose);
+            all.extend(&self.choose);
         }
         match &self.profiler {
             Some(p) if n == 1 => p.run(&self.ctx, &all, n, pos as u32),
@@ -369,7 +370,7 @@ impl GpuModel {
     /// attention adds a dispatch a layer from `GpuContext::split_attention_from` positions).
     pub fn dispatches_per_token(&self) -> usize {
         let recorded = |d: &[Dispatch]| d.iter().filter(|d| d.runs_for(1, 0)).count();
-        recorded(&self.body) + recorded(&self.head_last) + 1
+        recorded(&self.body) + recorded(&self.head_last) + self.choose.len()
     }
 
     async fn read_logits(&self, rows: usize) -> Result<Vec<f32>> {
@@ -427,7 +428,7 @@ impl GpuModel {
     /// the kernel returns (the caller then reads the row).
     pub async fn select(&self, sel: &Select) -> Result<Option<Vec<Candidate>>> {
         let k = self.prepare_select(sel);
-        Kernels::run(&self.ctx, &[&self.choose], 1);
+        Kernels::run(&self.ctx, &self.choose.iter().collect::<Vec<_>>(), 1);
         self.read_candidates(k).await
     }
 }

@@ -275,6 +275,13 @@ impl Kernels {
     /// Most candidates select.wgsl returns (CAP there); more means many tied values.
     pub const SELECT_CAP: usize = 1024;
 
+    /// Values of the row a select.wgsl workgroup takes (SLICE there).
+    pub const SELECT_SLICE: usize = 1024;
+
+    /// Dispatches of select.wgsl a selection takes: a radix round per byte of the keys, then
+    /// the gather.
+    pub const SELECT_DISPATCHES: u32 = 5;
+
     /// Ranges a decoded token's attention cuts the context into, a workgroup each per KV head
     /// (spliced into attention_split.wgsl and attention_combine.wgsl): 32 gives Phi-3.5 1024
     /// workgroups and SmolLM2 96 at any length.
@@ -758,21 +765,31 @@ impl Kernels {
 
     /// The sampling candidates of `logits` (select.wgsl) into `out`: a 4-word header (count,
     /// threshold key) and up to [`Kernels::SELECT_CAP`] (id, value bits) pairs. `params` holds
-    /// a [`SelectParams`]; `seen` the penalised tokens as a bitset.
+    /// a [`SelectParams`] for rows of `n` values; `seen` the penalised tokens as a bitset. Five
+    /// dispatches, the rounds of the radix select and the gather, sharing a work buffer of
+    /// theirs (zeroed at creation; each run leaves it ready for the next).
     pub fn select(
         &self,
         logits: &wgpu::Buffer,
         seen: &wgpu::Buffer,
         out: &wgpu::Buffer,
         params: &wgpu::Buffer,
-    ) -> Dispatch {
-        Self::bind(
-            &self.ctx,
-            &self.select,
-            &[logits, seen, out, params],
-            [1, 1, 1],
-        )
-        .named("select")
+        n: usize,
+    ) -> Vec<Dispatch> {
+        let work = self.ctx.scratch("select work", 4 * 256 + 16);
+        let groups = n.div_ceil(Self::SELECT_SLICE).max(1) as u32;
+        (0..Self::SELECT_DISPATCHES)
+            .map(|r| {
+                let round = self.ctx.uniform("select round", &[r, 0, 0, 0]);
+                Self::bind(
+                    &self.ctx,
+                    &self.select,
+                    &[logits, seen, out, params, &work, &round],
+                    Self::grid(groups),
+                )
+                .named("select")
+            })
+            .collect()
     }
 
     /// A uniform holding `p`, to rewrite per call with [`GpuContext::write_uniform`].
