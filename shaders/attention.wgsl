@@ -18,15 +18,11 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     let kv_dim = p.nkv * p.hd;
     let q_at = t * (p.nh + 2u * p.nkv) * p.hd + h * p.hd;
     let sbase = (t * p.nh + h) * p.max_ctx;
+    for (var i = lid; i < p.hd; i += WG) { qs[i] = qkv[q_at + i]; }
+    workgroupBarrier();
     var mx = -3.0e38;
     for (var j = lid; j < len; j += WG) {
-        var d = 0.0;
-        let k_at = j * kv_dim + g * p.hd;
-        for (var i = 0u; i < p.hd; i += 2u) {
-            let k = k_pair(k_at + i);
-            d += qkv[q_at + i] * k.x + qkv[q_at + i + 1u] * k.y;
-        }
-        d *= p.scale;
+        let d = score(j * kv_dim + g * p.hd);
         scores[sbase + j] = d;
         mx = max(mx, d);
     }
@@ -58,11 +54,17 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     let groups = WG / p.hd;
     let gi = lid / p.hd;
     let i = lid % p.hd;
+    let vb = g * p.hd + i;
     var acc = 0.0;
     if (gi < groups) {
-        for (var j = gi; j < len; j += groups) {
-            acc += scores[sbase + j] * v_at(j * kv_dim + g * p.hd + i);
+        var j = gi;
+        // Four positions a turn, their scores and values loaded together.
+        for (; j + 3u * groups < len; j += 4u * groups) {
+            let js = vec4<u32>(j) + vec4<u32>(0u, 1u, 2u, 3u) * groups;
+            let s = vec4<f32>(scores[sbase + js.x], scores[sbase + js.y], scores[sbase + js.z], scores[sbase + js.w]);
+            acc += dot(s, v4(js * kv_dim + vb));
         }
+        for (; j < len; j += groups) { acc += scores[sbase + j] * v_at(j * kv_dim + vb); }
     }
     workgroupBarrier();
     red[lid] = acc;

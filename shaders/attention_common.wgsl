@@ -24,3 +24,56 @@ fn v_at(i: u32) -> f32 {
     }
     return bitcast<f32>(v_cache[i]);
 }
+
+// Four positions' values at i (each i's own dimension), loaded together.
+fn v4(i: vec4<u32>) -> vec4<f32> {
+    if (p.kv_f16 != 0u) {
+        let w = vec4<u32>(v_cache[i.x / 2u], v_cache[i.y / 2u], v_cache[i.z / 2u], v_cache[i.w / 2u]);
+        let a = unpack2x16float(w.x);
+        let b = unpack2x16float(w.y);
+        let c = unpack2x16float(w.z);
+        let d = unpack2x16float(w.w);
+        let odd = (i & vec4<u32>(1u)) == vec4<u32>(1u);
+        return select(vec4<f32>(a.x, b.x, c.x, d.x), vec4<f32>(a.y, b.y, c.y, d.y), odd);
+    }
+    return bitcast<vec4<f32>>(vec4<u32>(v_cache[i.x], v_cache[i.y], v_cache[i.z], v_cache[i.w]));
+}
+
+// The query head being scored, staged by the kernel (head_dim ≤ 256, as the engine checks).
+var<workgroup> qs: array<f32, 256>;
+
+fn q4(i: u32) -> vec4<f32> {
+    return vec4<f32>(qs[i], qs[i + 1u], qs[i + 2u], qs[i + 3u]);
+}
+
+// The staged query head's score against the key row at k_at: 16 dimensions a turn (8 from an
+// f32 cache), their cache words loaded together before any is used, then pairs. A pair a turn
+// waited on memory once a pair (on the H200 SmolLM2's attention at ~100 positions took 25 µs a
+// layer, a quarter of its token).
+fn score(k_at: u32) -> f32 {
+    var d = 0.0;
+    var i = 0u;
+    if (p.kv_f16 != 0u) {
+        for (; i + 16u <= p.hd; i += 16u) {
+            let w = (k_at + i) / 2u;
+            let a = vec4<u32>(k_cache[w], k_cache[w + 1u], k_cache[w + 2u], k_cache[w + 3u]);
+            let b = vec4<u32>(k_cache[w + 4u], k_cache[w + 5u], k_cache[w + 6u], k_cache[w + 7u]);
+            d += dot(q4(i), vec4<f32>(unpack2x16float(a.x), unpack2x16float(a.y)))
+               + dot(q4(i + 4u), vec4<f32>(unpack2x16float(a.z), unpack2x16float(a.w)))
+               + dot(q4(i + 8u), vec4<f32>(unpack2x16float(b.x), unpack2x16float(b.y)))
+               + dot(q4(i + 12u), vec4<f32>(unpack2x16float(b.z), unpack2x16float(b.w)));
+        }
+    } else {
+        for (; i + 8u <= p.hd; i += 8u) {
+            let w = k_at + i;
+            let a = vec4<u32>(k_cache[w], k_cache[w + 1u], k_cache[w + 2u], k_cache[w + 3u]);
+            let b = vec4<u32>(k_cache[w + 4u], k_cache[w + 5u], k_cache[w + 6u], k_cache[w + 7u]);
+            d += dot(q4(i), bitcast<vec4<f32>>(a)) + dot(q4(i + 4u), bitcast<vec4<f32>>(b));
+        }
+    }
+    for (; i < p.hd; i += 2u) {
+        let k = k_pair(k_at + i);
+        d += qs[i] * k.x + qs[i + 1u] * k.y;
+    }
+    return d * p.scale;
+}

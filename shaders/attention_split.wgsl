@@ -14,19 +14,6 @@
 const WG: u32 = 64u;
 var<workgroup> maxes: array<f32, WG>;
 var<workgroup> sums: array<f32, WG>;
-// The query head (head_dim ≤ 256, as the engine checks).
-var<workgroup> qs: array<f32, 256>;
-
-// The staged query head's score against the key row at k_at.
-fn score(k_at: u32) -> f32 {
-    var d = 0.0;
-    for (var i = 0u; i < p.hd; i += 2u) {
-        let k = k_pair(k_at + i);
-        d += qs[i] * k.x + qs[i + 1u] * k.y;
-    }
-    return d * p.scale;
-}
-
 @compute @workgroup_size(64)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
     let g = wid.x;
@@ -77,8 +64,15 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
         // read side by side.
         let at = ((h * SPLITS) + c) * (p.hd + 2u);
         for (var i = lid; i < p.hd; i += WG) {
+            let vb = g * p.hd + i;
             var acc = 0.0;
-            for (var j = j0; j < j1; j++) { acc += scores[sbase + j] * v_at(j * kv_dim + g * p.hd + i); }
+            var j = j0;
+            // Four positions a turn, their scores and values loaded together.
+            for (; j + 4u <= j1; j += 4u) {
+                let s = vec4<f32>(scores[sbase + j], scores[sbase + j + 1u], scores[sbase + j + 2u], scores[sbase + j + 3u]);
+                acc += dot(s, v4((vec4<u32>(j) + vec4<u32>(0u, 1u, 2u, 3u)) * kv_dim + vb));
+            }
+            for (; j < j1; j++) { acc += scores[sbase + j] * v_at(j * kv_dim + vb); }
             parts[at + 2u + i] = acc;
         }
         if (lid == 0u) {

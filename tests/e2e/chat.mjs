@@ -246,6 +246,9 @@ try {
   try {
     const page = await lost.newPage();
     page.on("pageerror", (e) => failures.push(`page error (device lost): ${e.message}`));
+    // Its log comes out with the others': the one time this step failed (a reply after the
+    // reload that never finished in 120 s) it left nothing to tell why.
+    page.on("console", (m) => console.error(`[page, device lost] ${m.text()}`));
     await page.goto(`${base}/?model=models/tiny.qins&test-hooks`);
     await loaded(page);
     await page.click("summary");
@@ -271,7 +274,11 @@ try {
     await page.fill("[data-testid=prompt]", "Are you back?");
     await page.press("[data-testid=prompt]", "Enter");
     const after = page.locator("[data-testid=assistant-turn]").last();
-    await after.locator("[data-testid=reply-stats]").waitFor({ timeout: 120_000 });
+    await after.locator("[data-testid=reply-stats]").waitFor({ timeout: 120_000 }).catch(async (e) => {
+      const status = await page.textContent("[data-testid=load-status]").catch(() => "?");
+      const text = await after.textContent().catch(() => "?");
+      throw new Error(`${e.message}\nload status: ${status}\nthe reply so far: ${text}`);
+    });
     assert.equal(await after.locator(".error").count(), 0, "the reply after the reload has no error");
   } catch (e) {
     failures.push(e.stack || String(e));

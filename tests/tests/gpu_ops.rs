@@ -633,20 +633,23 @@ fn rope_store_and_attention_match_cpu() {
 }
 
 /// Decoded tokens' attention split over ranges of the context and combined, against the CPU
-/// and the whole-context kernel, and the auto mode's choice of the two by position: grouped heads (3 query heads a KV head), an odd head_dim,
-/// contexts shorter than the split count, ranges of one and two positions, a last range
+/// and the whole-context kernel, and the auto mode's choice of the two by position: grouped
+/// heads (3 query heads a KV head), head_dims of 10 and 34 (the key loads' turns and their
+/// tail), contexts shorter than the split count, ranges of one and two positions, a last range
 /// shorter than the others, ranges longer than a workgroup, both cache types.
 #[test]
 fn split_decode_attention_matches_cpu_across_ranges() {
     let ctx = gpu();
     let k = Kernels::new(&ctx);
     let splits = Kernels::ATTENTION_SPLITS;
-    for kv_f16 in [false, true] {
+    // head_dim 10 scores in pairs from an f16 cache, 34 in two turns of 16 and a pair (f32:
+    // four turns of 8 and a pair).
+    for (kv_f16, hd) in [(false, 10), (true, 10), (false, 34), (true, 34)] {
         let s = HeadShape {
             nh: 6,
             nkv: 2,
-            hd: 10,
-            rot_half: 5,
+            hd,
+            rot_half: hd / 2,
             max_ctx: 70 * splits,
             kv_f16,
         };
@@ -734,7 +737,7 @@ fn split_decode_attention_matches_cpu_across_ranges() {
                 1,
                 heads,
             );
-            let what = format!("kv_f16={kv_f16} at {pos}");
+            let what = format!("kv_f16={kv_f16} hd={hd} at {pos}");
             close(&outs[0], &want, 1e-5, &format!("split, {what}"));
             close(&outs[1], &want, 1e-5, &format!("whole, {what}"));
             close(&outs[2], &want, 1e-5, &format!("auto, {what}"));
