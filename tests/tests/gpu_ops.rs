@@ -34,6 +34,17 @@ fn upload(
     cols: usize,
 ) -> (GpuTensor, Vec<f32>) {
     let (bytes, _) = encode(codec, w, rows, cols).unwrap();
+    upload_bytes(ctx, codec, &bytes, rows, cols)
+}
+
+/// A stored tensor on the GPU, and its values decoded on the CPU.
+fn upload_bytes(
+    ctx: &GpuContext,
+    codec: Codec,
+    bytes: &[u8],
+    rows: usize,
+    cols: usize,
+) -> (GpuTensor, Vec<f32>) {
     let entry = TensorEntry {
         name: "w".into(),
         shape: vec![rows, cols],
@@ -43,8 +54,8 @@ fn upload(
         error: None,
     };
     (
-        GpuTensor::upload(ctx, &entry, &bytes).unwrap(),
-        decode(codec, &bytes, rows, cols).unwrap(),
+        GpuTensor::upload(ctx, &entry, bytes).unwrap(),
+        decode(codec, bytes, rows, cols).unwrap(),
     )
 }
 
@@ -262,15 +273,7 @@ fn matvec_probes_are_exact_on_fitted_tensors() {
                     let x = values(cols, 7);
                     let what = format!("{probe:?} {loads:?} {} {rows}x{cols}", codec.name());
                     let decode_with = |bytes: &[u8]| {
-                        let entry = TensorEntry {
-                            name: "w".into(),
-                            shape: vec![rows, cols],
-                            codec,
-                            offset: 0,
-                            bytes: bytes.len() as u64,
-                            error: None,
-                        };
-                        let t = GpuTensor::upload(&ctx, &entry, bytes).unwrap();
+                        let (t, dense) = upload_bytes(&ctx, codec, bytes, rows, cols);
                         let (xb, yb) = (
                             ctx.storage("x", bytemuck::cast_slice(&x)),
                             ctx.scratch("y", rows),
@@ -278,7 +281,6 @@ fn matvec_probes_are_exact_on_fitted_tensors() {
                         let d =
                             t.matvec(&k, &MatvecIo::new(&xb, cols, &yb, rows), &step(&ctx, 0, 1));
                         run_all(&ctx, &d, 1);
-                        let dense = decode(codec, bytes, rows, cols).unwrap();
                         let got = block_on(ctx.read_f32(&yb, 0, rows)).unwrap();
                         (got, dense_matvec(&dense, &x, rows, cols))
                     };
