@@ -153,7 +153,7 @@ step matvec-u32 "$NEW/qins-bench" "${k[@]}" --batch 0 --no-probes --decode-loads
 step matvec-drows4 "$NEW/qins-bench" "${k[@]}" --batch 0 --no-probes --decode-rows 4
 step matvec-threads256 "$NEW/qins-bench" "${k[@]}" --batch 0 --no-probes --decode-threads 256
 # The small model end to end: decode, its GPU time per kernel, a 512-token prompt, the base
-# binary with the same options, split attention at a short context (auto picks whole there), a
+# binary with the same options (and its time per kernel), split attention at a short context (auto picks whole there), a
 # long context with auto (split there) and whole attention.
 made smollm2-lut8g
 run=("$WORK/smollm2-lut8g.qins" --backend gpu --bench --ctx 4096)
@@ -161,6 +161,7 @@ step run-smollm2-lut8g "$NEW/qins-run" "${run[@]}" --max-tokens 64
 step run-smollm2-lut8g-profile "$NEW/qins-run" "${run[@]}" --max-tokens 64 --profile
 step run-smollm2-lut8g-p512 "$NEW/qins-run" "${run[@]}" --max-tokens 8 --bench-prompt 512
 step run-smollm2-lut8g-base "$BASE/qins-run" "${run[@]}" --max-tokens 64 "${same[@]}"
+step run-smollm2-lut8g-base-profile "$BASE/qins-run" "${run[@]}" --max-tokens 64 --profile "${same[@]}"
 step run-smollm2-lut8g-split "$NEW/qins-run" "${run[@]}" --max-tokens 64 --decode-attention split
 step run-smollm2-lut8g-p3000 "$NEW/qins-run" "${run[@]}" --max-tokens 64 --bench-prompt 3000
 step run-smollm2-lut8g-p3000-whole "$NEW/qins-run" "${run[@]}" --max-tokens 64 --bench-prompt 3000 --decode-attention whole
@@ -174,6 +175,7 @@ for codec in lut8g lut4a; do
   step "run-phi35-$codec-profile" "$NEW/qins-run" "${run[@]}" --max-tokens 16 --profile
   step "run-phi35-$codec-p512" "$NEW/qins-run" "${run[@]}" --max-tokens 8 --bench-prompt 512
   step "run-phi35-$codec-base" "$BASE/qins-run" "${run[@]}" --max-tokens 64 "${same[@]}"
+  step "run-phi35-$codec-base-profile" "$BASE/qins-run" "${run[@]}" --max-tokens 16 --profile "${same[@]}"
   step "run-phi35-$codec-binding128mib" "$NEW/qins-run" "${run[@]}" --max-tokens 64 --max-binding 134217728
   step "run-phi35-$codec-p512-tiled" "$NEW/qins-run" "${run[@]}" --max-tokens 8 --bench-prompt 512 --prefill tiled
   step "run-phi35-$codec-p512-batch256" "$NEW/qins-run" "${run[@]}" --max-tokens 8 --bench-prompt 512 --prefill-batch 256

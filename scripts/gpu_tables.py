@@ -119,7 +119,8 @@ def profiles(out_dir, bench):
         prof = (r or {}).get("profile")
         if not prof:
             continue
-        ins = load(out_dir, "inspect-" + name)
+        # The base binary's runs use the same archive as this one's.
+        ins = load(out_dir, "inspect-" + name) or load(out_dir, "inspect-" + name.removesuffix("-base"))
         role_bytes = {}
         for t in (ins or {}).get("tensors", []):
             role = t["name"].split(".", 2)[2] if t["name"].startswith("layers.") else t["name"]
