@@ -34,10 +34,14 @@ fn dot32(q: vec4<u32>, xa: mat4x4<f32>, xb: mat4x4<f32>) -> f32 {
     return dot8(q.x, xa[0], xb[0]) + dot8(q.y, xa[1], xb[1]) + dot8(q.z, xa[2], xb[2]) + dot8(q.w, xa[3], xb[3]);
 }
 
-// dot8 of 4 rows' word wi.
-fn word_dots(base: vec4<u32>, wi: u32, xa: vec4<f32>, xb: vec4<f32>) -> vec4<f32> {
-    return vec4<f32>(dot8(codes[base.x + wi], xa, xb), dot8(codes[base.y + wi], xa, xb),
-                     dot8(codes[base.z + wi], xa, xb), dot8(codes[base.w + wi], xa, xb));
+// Word wi of 4 rows.
+fn words4(base: vec4<u32>, wi: u32) -> vec4<u32> {
+    return vec4<u32>(codes[base.x + wi], codes[base.y + wi], codes[base.z + wi], codes[base.w + wi]);
+}
+
+// dot8 of 4 rows' words q.
+fn word_dots(q: vec4<u32>, xa: vec4<f32>, xb: vec4<f32>) -> vec4<f32> {
+    return vec4<f32>(dot8(q.x, xa, xb), dot8(q.y, xa, xb), dot8(q.z, xa, xb), dot8(q.w, xa, xb));
 }
 
 // dot32 of 4 rows' code vector v (32 codes).
@@ -91,14 +95,30 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
             }
         }
         // Word by word where the vectors were not used (a row is whole vectors when they were:
-        // its stride, a multiple of 4 words, is its word count).
-        for (var wi = wide_words + id.lid; wi < words; wi += WG) {
+        // its stride, a multiple of 4 words, is its word count), the next turn's words loaded
+        // before this turn's are decoded, so that a thread's loads overlap its arithmetic
+        // instead of each turn waiting on its 32 bytes of codes (the 4-bit kernels ran at
+        // 15-25 % of the copy kernel's bandwidth on the H200 with the L2 holding the tensor;
+        // not yet measured on a GPU). The turn after a thread's last loads its last word
+        // again, unused.
+        var wi = wide_words + id.lid;
+        let last = max(words, 1u) - 1u;
+        var qa = words4(base, min(wi, last));
+        var qb = vec4<u32>();
+        if (DROWS == 8u) { qb = words4(base_b, min(wi, last)); }
+        for (; wi < words; wi += WG) {
+            let next = min(wi + WG, last);
+            let na = words4(base, next);
+            var nb = vec4<u32>();
+            if (DROWS == 8u) { nb = words4(base_b, next); }
             let c = wi * 8u;
             let xa = xin4(xo, c, &ss);
             let xb = xin4(xo, c + 4u, &ss);
             let xsum = dot(xa + xb, vec4<f32>(1.0));
-            a += with_groups(word_dots(base, wi, xa, xb), tensor_rows, c, xsum);
-            if (DROWS == 8u) { b += with_groups(word_dots(base_b, wi, xa, xb), tensor_rows_b, c, xsum); }
+            a += with_groups(word_dots(qa, xa, xb), tensor_rows, c, xsum);
+            if (DROWS == 8u) { b += with_groups(word_dots(qb, xa, xb), tensor_rows_b, c, xsum); }
+            qa = na;
+            qb = nb;
         }
         finish_decode(id, a, b, ss, t0, first, nr);
         return;

@@ -79,8 +79,10 @@ fn close(got: &[f32], want: &[f32], tol: f32, what: &str) {
 
 /// (33, 96) and (5, 224) take the 16-byte decode loads: their code rows (8 and 4 bits) are whole
 /// vectors; 224 columns end in a partial group of 128. (3, 8256) takes every decode loop more
-/// than one turn: 516 vectors of 8-bit codes, 258 of 4-bit, over workgroups of 256 threads.
-const SHAPES: [(usize, usize); 9] = [
+/// than one turn: 516 vectors of 8-bit codes, 258 of 4-bit, over workgroups of 256 threads;
+/// (9, 1088) takes both quads of an 8-row workgroup more than one turn (68 vectors of 8-bit
+/// codes, 136 words of 4-bit, over 64 threads).
+const SHAPES: [(usize, usize); 10] = [
     (1, 1),
     (1, 7),
     (3, 5),
@@ -90,6 +92,7 @@ const SHAPES: [(usize, usize); 9] = [
     (33, 96),
     (5, 224),
     (3, 8256),
+    (9, 1088),
 ];
 
 /// The batch uniform every per-token kernel reads: first position, token count.
