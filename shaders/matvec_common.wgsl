@@ -40,9 +40,10 @@ const DECODE: bool = {{DECODE}};
 // (after up to 8 rows' sums).
 const SS_ITEM: u32 = 8u;
 // Per-thread (or per-subgroup) shares of the ROWS × TB sums, item-minor so that the threads
-// summing them read consecutive words.
+// summing them read consecutive words: ITEMS a slot, a slot per thread or with subgroups per
+// subgroup (at most WG / the adapter's smallest subgroup; `GpuContext::matvec_partial_len`).
 const ITEMS: u32 = 32u;
-var<workgroup> partial: array<f32, 2048>;
+var<workgroup> partial: array<f32, {{PARTIAL}}>;
 
 // The entry point's per-invocation built-in inputs: the thread's index and, with subgroups, its
 // lane, its subgroup and the subgroup count. The workgroup's id is passed apart: browsers'

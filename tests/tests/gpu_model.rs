@@ -117,6 +117,7 @@ fn tiny_models_match_the_cpu_token_by_token() {
                     prefill,
                     decode_rows: Some(rows),
                     decode_threads: Some(if f16_compute { 256 } else { 64 }),
+                    decode_lut_copies: Some(if f16_compute { 16 } else { 1 }),
                     ..Default::default()
                 });
                 let (_, mut cpu, mut gpu) = engines_on(ctx, &path, kv_f16);
@@ -292,7 +293,8 @@ fn tensors_split_across_bindings_match_the_cpu() {
 
 /// `prefill_batch` sets the prompt's batch size (here 7 tokens, so the prompt runs as several
 /// batches with a partial last one) and the logits still match the CPU; sizes outside 1 to
-/// 1024 are refused before a device is opened, as are decode rows other than 4 and 8.
+/// 1024 are refused before a device is opened, as are decode rows other than 4 and 8, decode
+/// threads other than 64 and 256 and codebook copies other than 1, 16 and 32.
 #[test]
 fn a_chosen_prefill_batch_is_used_and_bad_ones_are_refused() {
     let dir = tempfile::tempdir().unwrap();
@@ -327,7 +329,11 @@ fn a_chosen_prefill_batch_is_used_and_bad_ones_are_refused() {
         decode_threads: Some(bad),
         ..Default::default()
     });
-    for opts in batches.iter().chain(&rows).chain(&threads) {
+    let copies = [0, 8, 64].map(|bad| GpuOptions {
+        decode_lut_copies: Some(bad),
+        ..Default::default()
+    });
+    for opts in batches.iter().chain(&rows).chain(&threads).chain(&copies) {
         let err = block_on(GpuContext::new(opts)).err().expect("refused");
         assert_eq!(err.kind(), "bad-request", "{opts:?}: {err}");
     }

@@ -7,9 +7,9 @@ use qins_runtime::cpu::{attention, rms_norm, Heads};
 use qins_runtime::engine::{block_on, Select};
 use qins_runtime::format::TensorEntry;
 use qins_runtime::gpu::{
-    AttentionIo, Compute, DecodeAttention, DecodeLoads, Dispatch, GpuContext, GpuOptions,
-    GpuTensor, HeadShape, Input, Kernels, MatvecIo, MatvecProbe, Prefill, RmsnormParams, Rows,
-    Runs, SelectParams, Step,
+    matvec_partial_len, AttentionIo, Compute, DecodeAttention, DecodeLoads, Dispatch, GpuContext,
+    GpuOptions, GpuTensor, HeadShape, Input, Kernels, MatvecIo, MatvecProbe, Prefill,
+    RmsnormParams, Rows, Runs, SelectParams, Step,
 };
 use qins_runtime::model::Rope;
 use qins_tests::{gpu, gpu_with, gpu_with_max_binding};
@@ -115,7 +115,8 @@ fn run_all(ctx: &GpuContext, dispatches: &[Dispatch], n: usize) {
 /// first two load words, the third the default: vectors for 8-bit codes, words for 4-bit). The
 /// last two run prefill in the 64 × 64 tiles, the first two in 64 × 32 (the third on the
 /// default mat-vec path); the last three decode the default 8 rows a workgroup (with both
-/// reductions), the first two 4; the last two decode in workgroups of 256 threads.
+/// reductions), the first two 4; the last two decode in workgroups of 256 threads. The first
+/// two keep 16 copies of the 8-bit codebook in decode, the last 32.
 fn contexts(max_binding: u64) -> [(GpuContext, bool); 5] {
     let shared = gpu_with(GpuOptions {
         no_subgroups: true,
@@ -129,6 +130,7 @@ fn contexts(max_binding: u64) -> [(GpuContext, bool); 5] {
         prefill: Prefill::Tiled,
         decode_rows: Some(4),
         decode_loads: DecodeLoads::U32,
+        decode_lut_copies: Some(16),
         ..Default::default()
     };
     let whole = gpu_with(tiled(None));
@@ -151,8 +153,18 @@ fn contexts(max_binding: u64) -> [(GpuContext, bool); 5] {
         decode_loads: DecodeLoads::Vec4,
         prefill: Prefill::Tiled64,
         decode_threads: Some(256),
+        decode_lut_copies: Some(32),
         ..Default::default()
     });
+    // 32 copies where the adapter's workgroup storage holds them beside the reduction, else
+    // one (lavapipe's 32 KiB: 16 copies and the 4-bit kernel's 1 KiB fit, 32 do not).
+    let storage = wide.limits.max_compute_workgroup_storage_size as usize;
+    let needs = 32 * 1024 + 4 * matvec_partial_len(true, wide.info.subgroup_min_size, 256);
+    assert_eq!(whole.decode_lut_copies, 16);
+    assert_eq!(
+        wide.decode_lut_copies,
+        if storage >= needs { 32 } else { 1 }
+    );
     [
         (whole, false),
         (gpu_with(tiled(Some(max_binding))), true),

@@ -15,6 +15,7 @@ export interface LoadOptions {
   split_attention_from?: number;
   decode_rows?: 4 | 8;
   decode_threads?: 64 | 256;
+  decode_lut_copies?: 1 | 16 | 32;
   profile?: boolean;
   prefill_batch?: number;
 }

@@ -74,6 +74,14 @@ pub struct GpuOptions {
     /// row, for tensors of few rows; with subgroups only, else 64 with a warning) — A/B runs.
     #[cfg_attr(feature = "cli", arg(long))]
     pub decode_threads: Option<usize>,
+    /// Copies of the codebook the 8-bit decode mat-vecs keep in workgroup memory: 1 (default),
+    /// 16 or 32, each thread reading the copy of its lane modulo the copies so that a warp's
+    /// lookups spread over the memory's banks (A/B runs; the tests run them). Takes 1 KiB a
+    /// copy of the adapter's workgroup storage beside the reduction's (8 KiB: 24 or 40 KiB,
+    /// more than WebGPU's default 16, or 17 and 33 where subgroups reduce); 1 with a warning
+    /// where it has less.
+    #[cfg_attr(feature = "cli", arg(long))]
+    pub decode_lut_copies: Option<usize>,
     /// Time each dispatch of a decoded token with GPU timestamps, where the adapter has
     /// timestamps inside passes (Vulkan, Metal, DX12; not WebGPU): `qins-run --bench` then
     /// prints where a token's time goes, per kernel. Adds a read-back a token.
@@ -168,6 +176,8 @@ pub struct GpuContext {
     pub decode_rows: usize,
     /// Threads per decode mat-vec workgroup (64, or 256 with subgroups).
     pub decode_threads: usize,
+    /// Copies of the codebook in the 8-bit decode mat-vecs' workgroup memory (1, 16 or 32).
+    pub decode_lut_copies: usize,
     /// The device was opened with timestamps inside passes: decoded tokens are timed per
     /// dispatch (`--profile`).
     pub profile: bool,
@@ -178,6 +188,19 @@ pub struct GpuContext {
     /// The first error no error scope caught (a kernel or buffer misuse): reported at the next
     /// read-back instead of wgpu's default handler, which panics (an abort in the browser).
     uncaptured: Slot,
+}
+
+/// Floats of a mat-vec workgroup's reduction memory (matvec_common.wgsl's `partial`, 32 items a
+/// slot) for workgroups of `threads`: a slot per thread, or with subgroups per subgroup, of
+/// which there are at most threads / the adapter's smallest subgroup (8 KiB became 256 bytes on
+/// the H200, leaving room for the codebook's copies).
+pub fn matvec_partial_len(subgroups: bool, min_subgroup: u32, threads: usize) -> usize {
+    let slots = if subgroups {
+        threads / (min_subgroup.max(1) as usize)
+    } else {
+        threads
+    };
+    slots.max(1) * 32
 }
 
 /// A message set from a wgpu callback, read by the engine.
@@ -206,6 +229,11 @@ impl GpuContext {
         }
         if let Some(r) = opts.decode_rows.filter(|r| ![4, 8].contains(r)) {
             return Err(QinsError::BadRequest(format!("decode_rows {r}: 8 or 4")));
+        }
+        if let Some(c) = opts.decode_lut_copies.filter(|c| ![1, 16, 32].contains(c)) {
+            return Err(QinsError::BadRequest(format!(
+                "decode_lut_copies {c}: 1, 16 or 32"
+            )));
         }
         if let Some(t) = opts.decode_threads.filter(|t| ![64, 256].contains(t)) {
             return Err(QinsError::BadRequest(format!(
@@ -303,6 +331,17 @@ impl GpuContext {
             );
             decode_threads = 64;
         }
+        // The copies' KiB each beside the reduction's (matvec_common.wgsl's `partial`).
+        let mut decode_lut_copies = opts.decode_lut_copies.unwrap_or(1);
+        let partial = matvec_partial_len(subgroups, info.subgroup_min_size, decode_threads);
+        let needs = (decode_lut_copies << 10) as u32 + 4 * partial as u32;
+        if decode_lut_copies > 1 && limits.max_compute_workgroup_storage_size < needs {
+            tracing::warn!(
+                "{}: decode_lut_copies {decode_lut_copies} needs {needs} bytes of workgroup storage, using 1",
+                info.name
+            );
+            decode_lut_copies = 1;
+        }
         let adapter_max = limits
             .max_storage_buffer_binding_size
             .min(limits.max_buffer_size);
@@ -324,6 +363,7 @@ impl GpuContext {
             prefill_batch: opts.prefill_batch.unwrap_or(crate::gpu::BATCH),
             decode_rows: opts.decode_rows.unwrap_or(crate::gpu::Kernels::DECODE_ROWS),
             decode_threads,
+            decode_lut_copies,
             profile,
             matvec_probe: Default::default(),
             limits,

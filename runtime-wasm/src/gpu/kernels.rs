@@ -261,7 +261,7 @@ fn pipeline(ctx: &GpuContext, name: &str, src: &str) -> wgpu::ComputePipeline {
             module: &module,
             entry_point: Some("main"),
             // Every kernel writes its workgroup memory before reading it, so the zeroing WGSL
-            // asks for (9 KiB per mat-vec workgroup) is skipped where wgpu allows it (natively;
+            // asks for (up to 9 KiB per mat-vec workgroup) is skipped where wgpu allows it (natively;
             // browsers always zero).
             compilation_options: wgpu::PipelineCompilationOptions {
                 zero_initialize_workgroup_memory: false,
@@ -458,9 +458,21 @@ impl Kernels {
             };
             let input_kinds = InputKind::wgsl_consts();
             let decode_rows = self.ctx.decode_rows.to_string();
-            let decode_threads = self.ctx.decode_threads.to_string();
             let probes = self.ctx.matvec_probe.wgsl_consts();
-            let build = |decode: &str, threads: &str| {
+            // The decode pipeline (one-token batches) and the prefill one: the first takes its
+            // threads and codebook copies from the options.
+            let build = |decode: bool, threads: usize, copies: usize| {
+                let partial = crate::gpu::matvec_partial_len(
+                    self.ctx.subgroups,
+                    self.ctx.info.subgroup_min_size,
+                    threads,
+                );
+                let [decode, threads, copies, partial] = [
+                    decode.to_string(),
+                    threads.to_string(),
+                    copies.to_string(),
+                    partial.to_string(),
+                ];
                 let mut defs = vec![
                     // In this order: the common part brings the placeholders after it.
                     (
@@ -471,15 +483,18 @@ impl Kernels {
                     ("DECODE_ROWS", &decode_rows),
                     ("REDUCE", self.reduce.1),
                     ("LANE_ID", self.reduce.0),
-                    ("DECODE", decode),
+                    ("DECODE", &decode),
                     ("INPUT_KINDS", &input_kinds),
                     ("PROBES", &probes),
-                    ("WG", threads),
+                    ("WG", &threads),
+                    ("PARTIAL", &partial),
                 ];
-                if float {
-                    defs.push(("ELEM_F16", f16));
-                } else {
-                    defs.extend([("LUT_T", lut_t), ("WIDE", wide)]);
+                match kind {
+                    MatvecKind::F32 | MatvecKind::F16 => defs.push(("ELEM_F16", f16)),
+                    MatvecKind::Lut8 => {
+                        defs.extend([("LUT_T", lut_t), ("WIDE", wide), ("LUT_COPIES", &copies)])
+                    }
+                    MatvecKind::Lut4 => defs.extend([("LUT_T", lut_t), ("WIDE", wide)]),
                 }
                 let src = preprocess(name, src, &defs);
                 let enable = if src.contains("alias Lut") {
@@ -523,8 +538,8 @@ impl Kernels {
                 )
             });
             Matvec {
-                prefill: build("false", "64"),
-                decode: build("true", &decode_threads),
+                prefill: build(false, 64, 1),
+                decode: build(true, self.ctx.decode_threads, self.ctx.decode_lut_copies),
                 tiled,
             }
         })

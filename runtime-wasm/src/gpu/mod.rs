@@ -9,7 +9,9 @@ mod params;
 mod profile;
 mod tensor;
 
-pub use context::{Compute, DecodeAttention, DecodeLoads, GpuContext, GpuOptions, Prefill};
+pub use context::{
+    matvec_partial_len, Compute, DecodeAttention, DecodeLoads, GpuContext, GpuOptions, Prefill,
+};
 pub use engine::{CacheConfig, GpuEngine, GpuModel, BATCH};
 pub use kernels::{AttentionIo, Dispatch, HeadShape, Kernels, Matvec, Runs, Tile};
 pub use loader::{GpuLoader, LoadProgress};
