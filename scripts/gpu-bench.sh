@@ -106,14 +106,17 @@ convert() {
 
 if [ "${QINS_BENCH_QUICK:-0}" = 1 ]; then
   q=(--small --iters 2 --reps 2 --json)
+  # The main step times the from-memory rows once; the others skip them (minutes on lavapipe).
+  qc=("${q[@]}" --no-cold)
   step matvec "$NEW/qins-bench" "${q[@]}" --batch 16 --codecs lut8g,lut4a
   step matvec-base "$BASE/qins-bench" "${q[@]}" --batch 16 --codecs lut8g,lut4a
-  step matvec-tiled "$NEW/qins-bench" "${q[@]}" --batch 16 --codecs lut8g --prefill tiled
-  step matvec-tiled64 "$NEW/qins-bench" "${q[@]}" --batch 16 --codecs lut8g --prefill tiled64
-  step matvec-vec4 "$NEW/qins-bench" "${q[@]}" --batch 0 --codecs lut8g,lut4a --decode-loads vec4
-  step matvec-u32 "$NEW/qins-bench" "${q[@]}" --batch 0 --codecs lut8g,lut4a --decode-loads u32
-  step matvec-drows4 "$NEW/qins-bench" "${q[@]}" --batch 0 --codecs lut8g,lut4a --decode-rows 4
-  step matvec-threads256 "$NEW/qins-bench" "${q[@]}" --batch 0 --codecs lut8g,lut4a --decode-threads 256
+  step matvec-tiled "$NEW/qins-bench" "${qc[@]}" --no-probes --batch 16 --codecs lut8g --prefill tiled
+  step matvec-tiled64 "$NEW/qins-bench" "${qc[@]}" --no-probes --batch 16 --codecs lut8g --prefill tiled64
+  step matvec-vec4 "$NEW/qins-bench" "${qc[@]}" --no-probes --batch 0 --codecs lut8g,lut4a --decode-loads vec4
+  step matvec-u32 "$NEW/qins-bench" "${qc[@]}" --no-probes --batch 0 --codecs lut8g,lut4a --decode-loads u32
+  step matvec-drows4 "$NEW/qins-bench" "${qc[@]}" --no-probes --batch 0 --codecs lut8g,lut4a --decode-rows 4
+  step matvec-threads256 "$NEW/qins-bench" "${qc[@]}" --no-probes --batch 0 --codecs lut8g,lut4a --decode-threads 256
+  step matvec-lutcopies16 "$NEW/qins-bench" "${qc[@]}" --no-probes --batch 0 --codecs lut8g --decode-lut-copies 16
   convert smollm2-lut8g --synthetic smollm2-135m --synthetic-layers 2 --codec lut8g
   run=("$WORK/smollm2-lut8g.qins" --backend gpu --bench --max-tokens 4 --ctx 256)
   step run-smollm2-lut8g "$NEW/qins-run" "${run[@]}"

@@ -50,6 +50,10 @@ struct Args {
     /// Leave the probes out (A/B runs of other options, which need only the kernels' rows).
     #[arg(long)]
     no_probes: bool,
+    /// Time the decode mat-vecs from the caches only, not from memory too (smoke tests on slow
+    /// devices, where hundreds of copies of a small tensor take minutes).
+    #[arg(long)]
+    no_cold: bool,
     #[command(flatten)]
     gpu: GpuOptions,
 }
@@ -272,7 +276,11 @@ fn run() -> Result<()> {
             // caches after its first pass where it fits them (the H200's L2 holds 50 MB, more
             // than most Phi-3.5 tensors), which a model's tensors, each read once a token, do
             // not. The copies (with the first, the copy kernel's bytes, at most 256) pass them.
-            let copies = (copy_bytes as usize).div_ceil(bytes.len()).clamp(1, 256);
+            let copies = if args.no_cold {
+                0
+            } else {
+                (copy_bytes as usize).div_ceil(bytes.len()).clamp(1, 256)
+            };
             let mut tensors = vec![t];
             for _ in 1..copies {
                 tensors.push(GpuTensor::upload(&ctx, &entry, &bytes)?);
@@ -295,6 +303,9 @@ fn run() -> Result<()> {
             let decode_row = |kernel: String, dispatch: &dyn Fn(&GpuTensor) -> Vec<Dispatch>| {
                 let mut row = timed_row(kernel, label, moved, &dispatch(t), tensor.clone())?;
                 let y_out = pollster::block_on(ctx.read_f32(&y, 0, rows))?;
+                if args.no_cold {
+                    return Ok((row, y_out));
+                }
                 let all: Vec<Dispatch> = tensors.iter().flat_map(dispatch).collect();
                 let turn: Vec<&Dispatch> = all.iter().cycle().take(all.len().max(10)).collect();
                 let secs = time(&ctx, args.iters, 1, &turn, 1)? / turn.len() as f64;
