@@ -54,18 +54,8 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     let groups = WG / p.hd;
     let gi = lid / p.hd;
     let i = lid % p.hd;
-    let vb = g * p.hd + i;
     var acc = 0.0;
-    if (gi < groups) {
-        var j = gi;
-        // Four positions a turn, their scores and values loaded together.
-        for (; j + 3u * groups < len; j += 4u * groups) {
-            let js = vec4<u32>(j) + vec4<u32>(0u, 1u, 2u, 3u) * groups;
-            let s = vec4<f32>(scores[sbase + js.x], scores[sbase + js.y], scores[sbase + js.z], scores[sbase + js.w]);
-            acc += dot(s, v4(js * kv_dim + vb));
-        }
-        for (; j < len; j += groups) { acc += scores[sbase + j] * v_at(j * kv_dim + vb); }
-    }
+    if (gi < groups) { acc = weighted_values(sbase, gi, len, groups, kv_dim, g * p.hd + i); }
     workgroupBarrier();
     red[lid] = acc;
     workgroupBarrier();

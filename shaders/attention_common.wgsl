@@ -39,6 +39,21 @@ fn v4(i: vec4<u32>) -> vec4<f32> {
     return bitcast<vec4<f32>>(vec4<u32>(v_cache[i.x], v_cache[i.y], v_cache[i.z], v_cache[i.w]));
 }
 
+// Σ scores[sbase + j] · the value of dimension vb at position j, for j from `first` below `end`
+// in steps of `stride`: four positions a turn, their scores and values loaded together (one a
+// turn waited on memory each time).
+fn weighted_values(sbase: u32, first: u32, end: u32, stride: u32, kv_dim: u32, vb: u32) -> f32 {
+    var acc = 0.0;
+    var j = first;
+    for (; j + 3u * stride < end; j += 4u * stride) {
+        let js = vec4<u32>(j) + vec4<u32>(0u, 1u, 2u, 3u) * stride;
+        let s = vec4<f32>(scores[sbase + js.x], scores[sbase + js.y], scores[sbase + js.z], scores[sbase + js.w]);
+        acc += dot(s, v4(js * kv_dim + vb));
+    }
+    for (; j < end; j += stride) { acc += scores[sbase + j] * v_at(j * kv_dim + vb); }
+    return acc;
+}
+
 // The query head being scored, staged by the kernel (head_dim ≤ 256, as the engine checks).
 var<workgroup> qs: array<f32, 256>;
 

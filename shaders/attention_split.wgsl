@@ -64,16 +64,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
         // read side by side.
         let at = ((h * SPLITS) + c) * (p.hd + 2u);
         for (var i = lid; i < p.hd; i += WG) {
-            let vb = g * p.hd + i;
-            var acc = 0.0;
-            var j = j0;
-            // Four positions a turn, their scores and values loaded together.
-            for (; j + 4u <= j1; j += 4u) {
-                let s = vec4<f32>(scores[sbase + j], scores[sbase + j + 1u], scores[sbase + j + 2u], scores[sbase + j + 3u]);
-                acc += dot(s, v4((vec4<u32>(j) + vec4<u32>(0u, 1u, 2u, 3u)) * kv_dim + vb));
-            }
-            for (; j < j1; j++) { acc += scores[sbase + j] * v_at(j * kv_dim + vb); }
-            parts[at + 2u + i] = acc;
+            parts[at + 2u + i] = weighted_values(sbase, j0, j1, 1u, kv_dim, g * p.hd + i);
         }
         if (lid == 0u) {
             var s = 0.0;

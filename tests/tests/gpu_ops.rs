@@ -277,11 +277,7 @@ fn matvec_probes_are_exact_on_fitted_tensors() {
                 if matches!(codec, Codec::F32 | Codec::F16) {
                     continue;
                 }
-                let probed = match (probe, codec.group()) {
-                    (MatvecProbe::NoGroups, None) => false,
-                    (_, Some(g)) if codec.code_bits() == 4 => g % 8 == 0,
-                    _ => true,
-                };
+                let probed = probe.applies(codec);
                 for (rows, cols) in [(17, 33), (33, 96), (5, 224)] {
                     let w = values(rows * cols, (rows * 3 + cols) as u32);
                     let (mut bytes, _) = encode(codec, &w, rows, cols).unwrap();

@@ -322,14 +322,7 @@ fn run() -> Result<()> {
             rows_out.push(row);
             // The probes: the kernel with part of its work left out (the same output on these
             // tensors, checked), so that the time saved is that part's cost.
-            for (probe, pk) in &probes {
-                let applies = match probe {
-                    MatvecProbe::NoGroups => codec.group().is_some(),
-                    _ => codec.is_lut(),
-                };
-                if !applies {
-                    continue;
-                }
+            for (probe, pk) in probes.iter().filter(|(probe, _)| probe.applies(codec)) {
                 let (row, y_probe) =
                     decode_row(format!("probe {} {probe:?}", codec.name()), &|t| {
                         t.matvec(pk, &io, &step)

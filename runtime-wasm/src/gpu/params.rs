@@ -226,6 +226,19 @@ impl MatvecProbe {
         s
     }
 
+    /// Whether the probe leaves part of the decode work out on `codec`'s tensors: a codebook
+    /// to compute (LUT codecs), group scales to skip (grouped ones); 4-bit codes with groups
+    /// that split words decode code by code, where no probe applies.
+    pub fn applies(self, codec: Codec) -> bool {
+        let whole_words = codec.code_bits() != 4 || codec.group().is_some_and(|g| g % 8 == 0);
+        let part = match self {
+            Self::None => false,
+            Self::ArithmeticCodebook => codec.is_lut(),
+            Self::NoGroups => codec.group().is_some(),
+        };
+        part && whole_words
+    }
+
     /// Rewrites a stored tensor's codebook to entry k = k / 256 − 0.5, its scales to 1 and its
     /// offsets to 0, keeping its codes: a tensor on which every probe computes exactly what the
     /// whole kernel does.
