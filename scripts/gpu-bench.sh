@@ -116,7 +116,7 @@ if [ "${QINS_BENCH_QUICK:-0}" = 1 ]; then
   step matvec-u32 "$NEW/qins-bench" "${qc[@]}" --no-probes --batch 0 --codecs lut8g,lut4a --decode-loads u32
   step matvec-drows4 "$NEW/qins-bench" "${qc[@]}" --no-probes --batch 0 --codecs lut8g,lut4a --decode-rows 4
   step matvec-threads256 "$NEW/qins-bench" "${qc[@]}" --no-probes --batch 0 --codecs lut8g,lut4a --decode-threads 256
-  step matvec-lutcopies16 "$NEW/qins-bench" "${qc[@]}" --no-probes --batch 0 --codecs lut8g --decode-lut-copies 16
+  step matvec-threads64 "$NEW/qins-bench" "${qc[@]}" --no-probes --batch 0 --codecs lut8g,lut4a --decode-threads 64
   convert smollm2-lut8g --synthetic smollm2-135m --synthetic-layers 2 --codec lut8g
   run=("$WORK/smollm2-lut8g.qins" --backend gpu --bench --max-tokens 4 --ctx 256)
   step run-smollm2-lut8g "$NEW/qins-run" "${run[@]}"
@@ -155,8 +155,8 @@ step matvec-vec4 "$NEW/qins-bench" "${k[@]}" --batch 0 --no-probes --decode-load
 step matvec-u32 "$NEW/qins-bench" "${k[@]}" --batch 0 --no-probes --decode-loads u32
 step matvec-drows4 "$NEW/qins-bench" "${k[@]}" --batch 0 --no-probes --decode-rows 4
 step matvec-threads256 "$NEW/qins-bench" "${k[@]}" --batch 0 --no-probes --decode-threads 256
-step matvec-lutcopies16 "$NEW/qins-bench" "${k[@]}" --batch 0 --no-probes --decode-lut-copies 16
-step matvec-lutcopies32 "$NEW/qins-bench" "${k[@]}" --batch 0 --no-probes --decode-lut-copies 32
+step matvec-threads64 "$NEW/qins-bench" "${k[@]}" --batch 0 --no-probes --decode-threads 64
+step matvec-threads128 "$NEW/qins-bench" "${k[@]}" --batch 0 --no-probes --decode-threads 128
 # The small model end to end: decode, its GPU time per kernel, a 512-token prompt, the base
 # binary with the same options (and its time per kernel), split attention at a short context (auto picks whole there), a
 # long context with auto (split there) and whole attention.
@@ -189,7 +189,8 @@ for codec in lut8g lut4a; do
   step "run-phi35-$codec-split" "$NEW/qins-run" "${run[@]}" --max-tokens 64 --decode-attention split
   step "run-phi35-$codec-u32" "$NEW/qins-run" "${run[@]}" --max-tokens 64 --decode-loads u32
   step "run-phi35-$codec-threads256" "$NEW/qins-run" "${run[@]}" --max-tokens 64 --decode-threads 256
-  [ "$codec" = lut8g ] && step "run-phi35-$codec-lutcopies32" "$NEW/qins-run" "${run[@]}" --max-tokens 64 --decode-lut-copies 32
+  step "run-phi35-$codec-threads64" "$NEW/qins-run" "${run[@]}" --max-tokens 64 --decode-threads 64
+  step "run-phi35-$codec-threads128" "$NEW/qins-run" "${run[@]}" --max-tokens 64 --decode-threads 128
   step "run-phi35-$codec-no-fusion" "$NEW/qins-run" "${run[@]}" --max-tokens 64 --no-fusion
   rm -f "$WORK/phi35-$codec.qins"
 done

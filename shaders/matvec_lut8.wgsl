@@ -9,21 +9,7 @@
 // The codebook's type: f32, or f16 where the device has shader-f16 and f16 compute was asked
 // for (decode then multiplies in f16 and sums each word's four products into f32).
 alias Lut = {{LUT_T}};
-// Copies of the codebook (decode with `--decode-lut-copies 16|32`; else 1): entry k of copy c
-// at k * COPIES + c, each thread reading the copy of its lane modulo COPIES, so that a warp's 32
-// lookups spread over the memory's 32 banks. With one copy, 32 random codes put 3.1 lookups on
-// the busiest bank on average (each a cycle of its own); with 16, lanes l and l + 16 share 2
-// banks, 2; with 32 every lane has its own bank, 1 (8 copies would still put 2.9 there). Which
-// copy a thread reads changes its speed only.
-const COPIES: u32 = {{LUT_COPIES}}u;
-var<workgroup> lut: array<Lut, 256u * COPIES>;
-// This thread's copy.
-var<private> lut_copy: u32;
-
-// Codebook entry k.
-fn entry(k: u32) -> Lut {
-    return lut[k * COPIES + lut_copy];
-}
+var<workgroup> lut: array<Lut, 256>;
 // The same code rows read 16 codes at a time (decode with `--decode-loads vec4`, where rows
 // start on 16 bytes and a group holds whole vectors): one 16-byte load per row instead of four
 // 4-byte ones, the group's scale read once for them.
@@ -35,7 +21,7 @@ fn values4(q: u32) -> vec4<Lut> {
     if (PROBE == PROBE_ARITHMETIC) {
         return vec4<Lut>(probe_values(vec4<u32>(q & 0xffu, (q >> 8u) & 0xffu, (q >> 16u) & 0xffu, q >> 24u)));
     }
-    return vec4<Lut>(entry(q & 0xffu), entry((q >> 8u) & 0xffu), entry((q >> 16u) & 0xffu), entry(q >> 24u));
+    return vec4<Lut>(lut[q & 0xffu], lut[(q >> 8u) & 0xffu], lut[(q >> 16u) & 0xffu], lut[q >> 24u]);
 }
 
 // Σ of 16 codes' codebook values times x: xs's columns are the four words' x vectors.
@@ -68,7 +54,7 @@ fn row_scales(rows: vec4<u32>) -> vec4<f32> {
 // a + the 4 rows' code j of their words q (scaled and offset by g) times the tokens' x.
 fn code_fma(a: Acc32, q: vec4<u32>, j: u32, g: Affine4, xv: Acc8) -> Acc32 {
     let k = (q >> vec4<u32>(8u * j)) & vec4<u32>(0xffu);
-    let v = g.scale * vec4<f32>(f32(entry(k.x)), f32(entry(k.y)), f32(entry(k.z)), f32(entry(k.w))) + g.offset;
+    let v = g.scale * vec4<f32>(f32(lut[k.x]), f32(lut[k.y]), f32(lut[k.z]), f32(lut[k.w])) + g.offset;
     return fma32(a, v, xv);
 }
 
@@ -80,8 +66,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     if (t0 >= n || first >= p.rows) { return; }
     let tb = min(TB, n - t0);
     let nr = min(wg_rows(), p.rows - first);
-    lut_copy = id.lid % COPIES;
-    for (var i = id.lid; i < 256u * COPIES; i += WG) { lut[i] = Lut(bitcast<f32>(w[i / COPIES])); }
+    for (var i = id.lid; i < 256u; i += WG) { lut[i] = Lut(bitcast<f32>(w[i])); }
     workgroupBarrier();
     let words = (p.cols + 3u) / 4u;
     let grouped = p.group != 0u;

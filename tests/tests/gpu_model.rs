@@ -116,8 +116,9 @@ fn tiny_models_match_the_cpu_token_by_token() {
                     profile: attention == DecodeAttention::Auto,
                     prefill,
                     decode_rows: Some(rows),
-                    decode_threads: Some(if f16_compute { 256 } else { 64 }),
-                    decode_lut_copies: Some(if f16_compute { 16 } else { 1 }),
+                    // By rows (256 threads for these tiny tensors where subgroups allow), and
+                    // 128 for every tensor.
+                    decode_threads: f16_compute.then_some(128),
                     ..Default::default()
                 });
                 let (_, mut cpu, mut gpu) = engines_on(ctx, &path, kv_f16);
@@ -293,8 +294,8 @@ fn tensors_split_across_bindings_match_the_cpu() {
 
 /// `prefill_batch` sets the prompt's batch size (here 7 tokens, so the prompt runs as several
 /// batches with a partial last one) and the logits still match the CPU; sizes outside 1 to
-/// 1024 are refused before a device is opened, as are decode rows other than 4 and 8, decode
-/// threads other than 64 and 256 and codebook copies other than 1, 16 and 32.
+/// 1024 are refused before a device is opened, as are decode rows other than 4 and 8 and decode
+/// threads other than 64, 128 and 256.
 #[test]
 fn a_chosen_prefill_batch_is_used_and_bad_ones_are_refused() {
     let dir = tempfile::tempdir().unwrap();
@@ -325,15 +326,11 @@ fn a_chosen_prefill_batch_is_used_and_bad_ones_are_refused() {
         decode_rows: Some(bad),
         ..Default::default()
     });
-    let threads = [0, 128, 1024].map(|bad| GpuOptions {
+    let threads = [0, 32, 1024].map(|bad| GpuOptions {
         decode_threads: Some(bad),
         ..Default::default()
     });
-    let copies = [0, 8, 64].map(|bad| GpuOptions {
-        decode_lut_copies: Some(bad),
-        ..Default::default()
-    });
-    for opts in batches.iter().chain(&rows).chain(&threads).chain(&copies) {
+    for opts in batches.iter().chain(&rows).chain(&threads) {
         let err = block_on(GpuContext::new(opts)).err().expect("refused");
         assert_eq!(err.kind(), "bad-request", "{opts:?}: {err}");
     }

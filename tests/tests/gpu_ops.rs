@@ -7,9 +7,9 @@ use qins_runtime::cpu::{attention, rms_norm, Heads};
 use qins_runtime::engine::{block_on, Select};
 use qins_runtime::format::TensorEntry;
 use qins_runtime::gpu::{
-    matvec_partial_len, AttentionIo, Compute, DecodeAttention, DecodeLoads, Dispatch, GpuContext,
-    GpuOptions, GpuTensor, HeadShape, Input, Kernels, MatvecIo, MatvecProbe, Prefill,
-    RmsnormParams, Rows, Runs, SelectParams, Step,
+    AttentionIo, Compute, DecodeAttention, DecodeLoads, Dispatch, GpuContext, GpuOptions,
+    GpuTensor, HeadShape, Input, Kernels, MatvecIo, MatvecProbe, Prefill, RmsnormParams, Rows,
+    Runs, SelectParams, Step,
 };
 use qins_runtime::model::Rope;
 use qins_tests::{gpu, gpu_with, gpu_with_max_binding};
@@ -115,8 +115,9 @@ fn run_all(ctx: &GpuContext, dispatches: &[Dispatch], n: usize) {
 /// first two load words, the third the default: vectors for 8-bit codes, words for 4-bit). The
 /// last two run prefill in the 64 × 64 tiles, the first two in 64 × 32 (the third on the
 /// default mat-vec path); the last three decode the default 8 rows a workgroup (with both
-/// reductions), the first two 4; the last two decode in workgroups of 256 threads. The first
-/// two keep 16 copies of the 8-bit codebook in decode, the last 32.
+/// reductions), the first two 4. Decode workgroups: 64 threads in the first, by the tensor's
+/// rows in the second (256 here), 64 in the third (no subgroups), 256 in the fourth, 128 in the
+/// fifth.
 fn contexts(max_binding: u64) -> [(GpuContext, bool); 5] {
     let shared = gpu_with(GpuOptions {
         no_subgroups: true,
@@ -125,15 +126,15 @@ fn contexts(max_binding: u64) -> [(GpuContext, bool); 5] {
         ..Default::default()
     });
     assert!(!shared.subgroups);
-    let tiled = |max_binding| GpuOptions {
+    let tiled = |max_binding, decode_threads| GpuOptions {
         max_binding,
         prefill: Prefill::Tiled,
         decode_rows: Some(4),
         decode_loads: DecodeLoads::U32,
-        decode_lut_copies: Some(16),
+        decode_threads,
         ..Default::default()
     };
-    let whole = gpu_with(tiled(None));
+    let whole = gpu_with(tiled(None, Some(64)));
     assert_eq!(
         whole.subgroups,
         whole.features.contains(wgpu::Features::SUBGROUP),
@@ -146,28 +147,30 @@ fn contexts(max_binding: u64) -> [(GpuContext, bool); 5] {
         decode_threads: Some(256),
         ..Default::default()
     });
-    assert_eq!(f16.decode_threads, if f16.subgroups { 256 } else { 64 });
+    assert_eq!(
+        f16.decode_threads_for(1),
+        if f16.subgroups { 256 } else { 64 }
+    );
     assert_eq!(f16.f16, f16.features.contains(wgpu::Features::SHADER_F16));
     let wide = gpu_with(GpuOptions {
         max_binding: Some(max_binding),
         decode_loads: DecodeLoads::Vec4,
         prefill: Prefill::Tiled64,
-        decode_threads: Some(256),
-        decode_lut_copies: Some(32),
+        decode_threads: Some(128),
         ..Default::default()
     });
-    // 32 copies where the adapter's workgroup storage holds them beside the reduction, else
-    // one (lavapipe's 32 KiB: 16 copies and the 4-bit kernel's 1 KiB fit, 32 do not).
-    let storage = wide.limits.max_compute_workgroup_storage_size as usize;
-    let needs = 32 * 1024 + 4 * matvec_partial_len(true, wide.info.subgroup_min_size, 256);
-    assert_eq!(whole.decode_lut_copies, 16);
-    assert_eq!(
-        wide.decode_lut_copies,
-        if storage >= needs { 32 } else { 1 }
-    );
+    // The split context decodes by rows: 256 threads for every tensor here where subgroups
+    // allow it.
+    let split = gpu_with(tiled(Some(max_binding), None));
+    let auto = |rows| split.decode_threads_for(rows);
+    if split.subgroups {
+        assert_eq!((auto(16383), auto(16384)), (256, 64));
+    } else {
+        assert_eq!((auto(16383), auto(16384)), (64, 64));
+    }
     [
         (whole, false),
-        (gpu_with(tiled(Some(max_binding))), true),
+        (split, true),
         (shared, false),
         (f16, false),
         (wide, true),

@@ -14,8 +14,7 @@ export interface LoadOptions {
   decode_attention?: "auto" | "whole" | "split";
   split_attention_from?: number;
   decode_rows?: 4 | 8;
-  decode_threads?: 64 | 256;
-  decode_lut_copies?: 1 | 16 | 32;
+  decode_threads?: 64 | 128 | 256;
   profile?: boolean;
   prefill_batch?: number;
 }

@@ -70,18 +70,14 @@ pub struct GpuOptions {
     /// (A/B runs; the tests run both).
     #[cfg_attr(feature = "cli", arg(long))]
     pub decode_rows: Option<usize>,
-    /// Threads per decode mat-vec workgroup: 64 (default) or 256 (four times the threads per
-    /// row, for tensors of few rows; with subgroups only, else 64 with a warning) — A/B runs.
+    /// Threads per decode mat-vec workgroup: 64, 128 or 256 for every tensor, or unset (auto)
+    /// 256 for tensors of fewer than [`Kernels::WIDE_DECODE_BELOW_ROWS`] rows and 64 for the
+    /// rest, as the H200 measured them fastest. More than 64 with subgroups only (else 64 with
+    /// a warning).
+    ///
+    /// [`Kernels::WIDE_DECODE_BELOW_ROWS`]: crate::gpu::Kernels::WIDE_DECODE_BELOW_ROWS
     #[cfg_attr(feature = "cli", arg(long))]
     pub decode_threads: Option<usize>,
-    /// Copies of the codebook the 8-bit decode mat-vecs keep in workgroup memory: 1 (default),
-    /// 16 or 32, each thread reading the copy of its lane modulo the copies so that a warp's
-    /// lookups spread over the memory's banks (A/B runs; the tests run them). Takes 1 KiB a
-    /// copy of the adapter's workgroup storage beside the reduction's (8 KiB: 24 or 40 KiB,
-    /// more than WebGPU's default 16, or 17 and 33 where subgroups reduce); 1 with a warning
-    /// where it has less.
-    #[cfg_attr(feature = "cli", arg(long))]
-    pub decode_lut_copies: Option<usize>,
     /// Time each dispatch of a decoded token with GPU timestamps, where the adapter has
     /// timestamps inside passes (Vulkan, Metal, DX12; not WebGPU): `qins-run --bench` then
     /// prints where a token's time goes, per kernel. Adds a read-back a token.
@@ -174,10 +170,9 @@ pub struct GpuContext {
     pub prefill_batch: usize,
     /// Rows per decode mat-vec workgroup (8 or 4).
     pub decode_rows: usize,
-    /// Threads per decode mat-vec workgroup (64, or 256 with subgroups).
-    pub decode_threads: usize,
-    /// Copies of the codebook in the 8-bit decode mat-vecs' workgroup memory (1, 16 or 32).
-    pub decode_lut_copies: usize,
+    /// Threads per decode mat-vec workgroup (64, 128 or 256 with subgroups), or None: by the
+    /// tensor's rows (`decode_threads_for`).
+    pub decode_threads: Option<usize>,
     /// The device was opened with timestamps inside passes: decoded tokens are timed per
     /// dispatch (`--profile`).
     pub profile: bool,
@@ -193,7 +188,7 @@ pub struct GpuContext {
 /// Floats of a mat-vec workgroup's reduction memory (matvec_common.wgsl's `partial`, 32 items a
 /// slot) for workgroups of `threads`: a slot per thread, or with subgroups per subgroup, of
 /// which there are at most threads / the adapter's smallest subgroup (8 KiB became 256 bytes on
-/// the H200, leaving room for the codebook's copies).
+/// the H200).
 pub fn matvec_partial_len(subgroups: bool, min_subgroup: u32, threads: usize) -> usize {
     let slots = if subgroups {
         threads / (min_subgroup.max(1) as usize)
@@ -230,14 +225,9 @@ impl GpuContext {
         if let Some(r) = opts.decode_rows.filter(|r| ![4, 8].contains(r)) {
             return Err(QinsError::BadRequest(format!("decode_rows {r}: 8 or 4")));
         }
-        if let Some(c) = opts.decode_lut_copies.filter(|c| ![1, 16, 32].contains(c)) {
+        if let Some(t) = opts.decode_threads.filter(|t| ![64, 128, 256].contains(t)) {
             return Err(QinsError::BadRequest(format!(
-                "decode_lut_copies {c}: 1, 16 or 32"
-            )));
-        }
-        if let Some(t) = opts.decode_threads.filter(|t| ![64, 256].contains(t)) {
-            return Err(QinsError::BadRequest(format!(
-                "decode_threads {t}: 64 or 256"
+                "decode_threads {t}: 64, 128 or 256"
             )));
         }
         #[cfg(target_arch = "wasm32")]
@@ -323,24 +313,15 @@ impl GpuContext {
             tracing::error!(error = %e, "GPU error");
             set_once(&flag, e.to_string());
         }));
-        let mut decode_threads = opts.decode_threads.unwrap_or(64);
-        if decode_threads > 64 && !subgroups {
-            tracing::warn!(
-                "{}: decode_threads {decode_threads} needs subgroups, using 64",
-                info.name
-            );
-            decode_threads = 64;
-        }
-        // The copies' KiB each beside the reduction's (matvec_common.wgsl's `partial`).
-        let mut decode_lut_copies = opts.decode_lut_copies.unwrap_or(1);
-        let partial = matvec_partial_len(subgroups, info.subgroup_min_size, decode_threads);
-        let needs = (decode_lut_copies << 10) as u32 + 4 * partial as u32;
-        if decode_lut_copies > 1 && limits.max_compute_workgroup_storage_size < needs {
-            tracing::warn!(
-                "{}: decode_lut_copies {decode_lut_copies} needs {needs} bytes of workgroup storage, using 1",
-                info.name
-            );
-            decode_lut_copies = 1;
+        let mut decode_threads = opts.decode_threads;
+        if !subgroups {
+            if let Some(t) = decode_threads.filter(|&t| t > 64) {
+                tracing::warn!(
+                    "{}: decode_threads {t} needs subgroups, using 64",
+                    info.name
+                );
+            }
+            decode_threads = Some(64);
         }
         let adapter_max = limits
             .max_storage_buffer_binding_size
@@ -363,13 +344,31 @@ impl GpuContext {
             prefill_batch: opts.prefill_batch.unwrap_or(crate::gpu::BATCH),
             decode_rows: opts.decode_rows.unwrap_or(crate::gpu::Kernels::DECODE_ROWS),
             decode_threads,
-            decode_lut_copies,
             profile,
             matvec_probe: Default::default(),
             limits,
             lost,
             uncaptured,
         })
+    }
+
+    /// Threads per decode mat-vec workgroup for a tensor part of `rows` rows: the option, or
+    /// by default 256 below [`Kernels::WIDE_DECODE_BELOW_ROWS`](crate::gpu::Kernels::WIDE_DECODE_BELOW_ROWS) rows and 64 from there.
+    pub fn decode_threads_for(&self, rows: usize) -> usize {
+        self.decode_threads
+            .unwrap_or(if rows < crate::gpu::Kernels::WIDE_DECODE_BELOW_ROWS {
+                256
+            } else {
+                64
+            })
+    }
+
+    /// The decode workgroup sizes `decode_threads_for` can answer.
+    pub fn decode_thread_choices(&self) -> Vec<usize> {
+        match self.decode_threads {
+            Some(t) => vec![t],
+            None => vec![64, 256],
+        }
     }
 
     /// One line naming the adapter, its backend, its kind, whether it offers shader-f16 and

@@ -197,7 +197,9 @@ impl HeadShape {
 /// `Prefill::Rows`.
 pub struct Matvec {
     pub prefill: wgpu::ComputePipeline,
-    pub decode: wgpu::ComputePipeline,
+    /// The decode pipelines of 64, 128 and 256 threads a workgroup, each built on first use
+    /// (`Kernels::matvec_decode`).
+    decode: [std::sync::OnceLock<wgpu::ComputePipeline>; 3],
     pub tiled: Option<wgpu::ComputePipeline>,
 }
 
@@ -261,7 +263,7 @@ fn pipeline(ctx: &GpuContext, name: &str, src: &str) -> wgpu::ComputePipeline {
             module: &module,
             entry_point: Some("main"),
             // Every kernel writes its workgroup memory before reading it, so the zeroing WGSL
-            // asks for (up to 9 KiB per mat-vec workgroup, 40 with 32 codebook copies) is
+            // asks for (up to 9 KiB per mat-vec workgroup) is
             // skipped where wgpu allows it (natively; browsers always zero).
             compilation_options: wgpu::PipelineCompilationOptions {
                 zero_initialize_workgroup_memory: false,
@@ -303,6 +305,14 @@ impl Kernels {
     /// The default of `GpuContext::decode_rows` (DROWS in matvec_common.wgsl): on the H200 8
     /// rows decode Phi-3.5 23 % faster than 4, in both lut8g and lut4a (docs/RESULTS.md).
     pub const DECODE_ROWS: usize = 8;
+
+    /// Tensors (parts) of fewer rows than this decode in workgroups of 256 threads, the rest in
+    /// 64 (`GpuContext::decode_threads_for`). On the H200 (session 35) 256 threads took Phi-3.5's
+    /// o_proj, qkv and down (3072-9216 rows: at most 1152 workgroups of 8 rows, under nine a
+    /// multiprocessor) from 15-26 % of the copy kernel's bandwidth to 27-39 % in lut8g and from
+    /// 12-15 % to 18-27 % in lut4a, from memory; gate_up (16384 rows) and the 49152-row head
+    /// lost with them (51 → 42 %, 30 → 14 %).
+    pub const WIDE_DECODE_BELOW_ROWS: usize = 16384;
 
     /// Tokens per mat-vec workgroup in prefill (TB in matvec_common.wgsl).
     pub const MATVEC_TOKENS: u32 = 8;
@@ -418,8 +428,46 @@ impl Kernels {
         })
     }
 
-    /// The mat-vec pipelines of `kind`, built the first time they are asked for.
+    /// The mat-vec pipelines of `kind`, built the first time they are asked for, with the
+    /// decode pipelines the context's thread choice can pick (see [`Kernels::matvec_decode`]).
     pub fn matvec(&self, kind: MatvecKind) -> &Matvec {
+        let m = self.matvec[kind as usize].get_or_init(|| {
+            let tiled = (self.ctx.prefill != Prefill::Rows).then(|| self.matmul_pipeline(kind));
+            Matvec {
+                prefill: self.matvec_pipeline(kind, false, 64),
+                decode: Default::default(),
+                tiled,
+            }
+        });
+        for threads in self.ctx.decode_thread_choices() {
+            self.matvec_decode(kind, threads);
+        }
+        m
+    }
+
+    /// The decode pipeline of `kind` with `threads` per workgroup (64, 128 or 256), built the
+    /// first time it is asked for.
+    pub fn matvec_decode(&self, kind: MatvecKind, threads: usize) -> &wgpu::ComputePipeline {
+        let m = self.matvec[kind as usize]
+            .get()
+            .unwrap_or_else(|| self.matvec(kind));
+        let slot = match threads {
+            64 => 0,
+            128 => 1,
+            256 => 2,
+            _ => unreachable!("GpuContext::new refuses decode_threads {threads}"),
+        };
+        m.decode[slot].get_or_init(|| self.matvec_pipeline(kind, true, threads))
+    }
+
+    /// matvec_lut8.wgsl, matvec_lut4.wgsl or matvec_float.wgsl for `kind`: the decode pipeline
+    /// (one-token batches) or the prefill one, with `threads` per workgroup.
+    fn matvec_pipeline(
+        &self,
+        kind: MatvecKind,
+        decode: bool,
+        threads: usize,
+    ) -> wgpu::ComputePipeline {
         let (name, src, f16) = match kind {
             MatvecKind::Lut8 => (
                 "matvec_lut8",
@@ -442,107 +490,88 @@ impl Kernels {
                 "1",
             ),
         };
-        self.matvec[kind as usize].get_or_init(|| {
-            // The codebook's type in the LUT kernels: f16 (opt-in, shader-f16) or f32.
-            let (enable, lut_t) = if self.ctx.f16 {
-                ("enable f16;\n", "f16")
-            } else {
-                ("", "f32")
-            };
-            // The float kernels have no codebook type and no wide loads, the LUT ones no
-            // element type.
-            let float = matches!(kind, MatvecKind::F32 | MatvecKind::F16);
-            let wide = match (self.ctx.decode_loads, kind) {
-                (DecodeLoads::Vec4, _) | (DecodeLoads::Auto, MatvecKind::Lut8) => "true",
-                _ => "false",
-            };
-            let input_kinds = InputKind::wgsl_consts();
-            let decode_rows = self.ctx.decode_rows.to_string();
-            let probes = self.ctx.matvec_probe.wgsl_consts();
-            // The decode pipeline (one-token batches) and the prefill one: the first takes its
-            // threads and codebook copies from the options.
-            let build = |decode: bool, threads: usize, copies: usize| {
-                let partial = crate::gpu::matvec_partial_len(
-                    self.ctx.subgroups,
-                    self.ctx.info.subgroup_min_size,
-                    threads,
-                );
-                let [decode, threads, copies, partial] = [
-                    decode.to_string(),
-                    threads.to_string(),
-                    copies.to_string(),
-                    partial.to_string(),
-                ];
-                let mut defs = vec![
-                    // In this order: the common part brings the placeholders after it.
-                    (
-                        "MATVEC_COMMON",
-                        include_str!("../../../shaders/matvec_common.wgsl"),
-                    ),
-                    ("WEIGHTS", include_str!("../../../shaders/weights.wgsl")),
-                    ("DECODE_ROWS", &decode_rows),
-                    ("REDUCE", self.reduce.1),
-                    ("LANE_ID", self.reduce.0),
-                    ("DECODE", &decode),
-                    ("INPUT_KINDS", &input_kinds),
-                    ("PROBES", &probes),
-                    ("WG", &threads),
-                    ("PARTIAL", &partial),
-                ];
-                match kind {
-                    MatvecKind::F32 | MatvecKind::F16 => defs.push(("ELEM_F16", f16)),
-                    MatvecKind::Lut8 => {
-                        defs.extend([("LUT_T", lut_t), ("WIDE", wide), ("LUT_COPIES", &copies)])
-                    }
-                    MatvecKind::Lut4 => defs.extend([("LUT_T", lut_t), ("WIDE", wide)]),
-                }
-                let src = preprocess(name, src, &defs);
-                let enable = if src.contains("alias Lut") {
-                    enable
-                } else {
-                    ""
-                };
-                pipeline(&self.ctx, name, &format!("{enable}{src}"))
-            };
-            let (tiled_name, tiled_src) = match kind {
-                MatvecKind::Lut8 => (
-                    "matmul_lut8",
-                    include_str!("../../../shaders/matmul_lut8.wgsl"),
-                ),
-                MatvecKind::Lut4 => (
-                    "matmul_lut4",
-                    include_str!("../../../shaders/matmul_lut4.wgsl"),
-                ),
-                MatvecKind::F32 | MatvecKind::F16 => (
-                    "matmul_float",
-                    include_str!("../../../shaders/matmul_float.wgsl"),
-                ),
-            };
-            let tile = self.tile().wgsl_consts();
-            let tiled = (self.ctx.prefill != Prefill::Rows).then(|| {
-                let mut defs = vec![
-                    (
-                        "MATMUL_COMMON",
-                        include_str!("../../../shaders/matmul_common.wgsl"),
-                    ),
-                    ("WEIGHTS", include_str!("../../../shaders/weights.wgsl")),
-                    ("TILE", &tile),
-                ];
-                if float {
-                    defs.push(("ELEM_F16", f16));
-                }
-                pipeline(
-                    &self.ctx,
-                    tiled_name,
-                    &preprocess(tiled_name, tiled_src, &defs),
-                )
-            });
-            Matvec {
-                prefill: build(false, 64, 1),
-                decode: build(true, self.ctx.decode_threads, self.ctx.decode_lut_copies),
-                tiled,
-            }
-        })
+        // The codebook's type in the LUT kernels: f16 (opt-in, shader-f16) or f32.
+        let (enable, lut_t) = if self.ctx.f16 {
+            ("enable f16;\n", "f16")
+        } else {
+            ("", "f32")
+        };
+        // The float kernels have no codebook type and no wide loads, the LUT ones no element
+        // type.
+        let wide = match (self.ctx.decode_loads, kind) {
+            (DecodeLoads::Vec4, _) | (DecodeLoads::Auto, MatvecKind::Lut8) => "true",
+            _ => "false",
+        };
+        let input_kinds = InputKind::wgsl_consts();
+        let decode_rows = self.ctx.decode_rows.to_string();
+        let probes = self.ctx.matvec_probe.wgsl_consts();
+        let partial = crate::gpu::matvec_partial_len(
+            self.ctx.subgroups,
+            self.ctx.info.subgroup_min_size,
+            threads,
+        );
+        let [decode, threads, partial] =
+            [decode.to_string(), threads.to_string(), partial.to_string()];
+        let mut defs = vec![
+            // In this order: the common part brings the placeholders after it.
+            (
+                "MATVEC_COMMON",
+                include_str!("../../../shaders/matvec_common.wgsl"),
+            ),
+            ("WEIGHTS", include_str!("../../../shaders/weights.wgsl")),
+            ("DECODE_ROWS", &decode_rows),
+            ("REDUCE", self.reduce.1),
+            ("LANE_ID", self.reduce.0),
+            ("DECODE", &decode),
+            ("INPUT_KINDS", &input_kinds),
+            ("PROBES", &probes),
+            ("WG", &threads),
+            ("PARTIAL", &partial),
+        ];
+        match kind {
+            MatvecKind::F32 | MatvecKind::F16 => defs.push(("ELEM_F16", f16)),
+            MatvecKind::Lut8 | MatvecKind::Lut4 => defs.extend([("LUT_T", lut_t), ("WIDE", wide)]),
+        }
+        let src = preprocess(name, src, &defs);
+        let enable = if src.contains("alias Lut") {
+            enable
+        } else {
+            ""
+        };
+        pipeline(&self.ctx, name, &format!("{enable}{src}"))
+    }
+
+    /// The tiled prefill kernel of `kind` (matmul_lut8.wgsl, matmul_lut4.wgsl,
+    /// matmul_float.wgsl).
+    fn matmul_pipeline(&self, kind: MatvecKind) -> wgpu::ComputePipeline {
+        let (name, src) = match kind {
+            MatvecKind::Lut8 => (
+                "matmul_lut8",
+                include_str!("../../../shaders/matmul_lut8.wgsl"),
+            ),
+            MatvecKind::Lut4 => (
+                "matmul_lut4",
+                include_str!("../../../shaders/matmul_lut4.wgsl"),
+            ),
+            MatvecKind::F32 | MatvecKind::F16 => (
+                "matmul_float",
+                include_str!("../../../shaders/matmul_float.wgsl"),
+            ),
+        };
+        let tile = self.tile().wgsl_consts();
+        let f16 = if kind == MatvecKind::F16 { "1" } else { "0" };
+        let mut defs = vec![
+            (
+                "MATMUL_COMMON",
+                include_str!("../../../shaders/matmul_common.wgsl"),
+            ),
+            ("WEIGHTS", include_str!("../../../shaders/weights.wgsl")),
+            ("TILE", &tile),
+        ];
+        if matches!(kind, MatvecKind::F32 | MatvecKind::F16) {
+            defs.push(("ELEM_F16", f16));
+        }
+        pipeline(&self.ctx, name, &preprocess(name, src, &defs))
     }
 
     /// Binds `buffers` to bindings 0, 1, … in order.

@@ -260,7 +260,8 @@ impl GpuTensor {
                     decode_b.extend([(0, &self.meta), (6, &part.buffer), (8, dx), (9, norm)]);
                 }
                 let decode_groups = Kernels::grid(part.rows.div_ceil(ctx.decode_rows) as u32);
-                let decode = Kernels::bind_at(ctx, &pipeline.decode, &decode_b, decode_groups)
+                let decode_pipeline = k.matvec_decode(kind, ctx.decode_threads_for(part.rows));
+                let decode = Kernels::bind_at(ctx, decode_pipeline, &decode_b, decode_groups)
                     .named(self.role());
                 let groups = Kernels::grid(part.rows.div_ceil(Kernels::MATVEC_ROWS) as u32);
                 if io.rows == Rows::Last {
