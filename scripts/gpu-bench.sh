@@ -110,6 +110,7 @@ if [ "${QINS_BENCH_QUICK:-0}" = 1 ]; then
   qc=("${q[@]}" --no-cold)
   step matvec "$NEW/qins-bench" "${q[@]}" --batch 16 --codecs lut8g,lut4a
   step matvec-base "$BASE/qins-bench" "${q[@]}" --batch 16 --codecs lut8g,lut4a
+  step matvec-prows8 "$NEW/qins-bench" "${qc[@]}" --no-probes --batch 16 --codecs lut8g,lut4a --prefill-rows 8
   step matvec-tiled "$NEW/qins-bench" "${qc[@]}" --no-probes --batch 16 --codecs lut8g --prefill tiled
   step matvec-tiled64 "$NEW/qins-bench" "${qc[@]}" --no-probes --batch 16 --codecs lut8g --prefill tiled64
   step matvec-vec4 "$NEW/qins-bench" "${qc[@]}" --no-probes --batch 0 --codecs lut8g,lut4a --decode-loads vec4
@@ -122,6 +123,7 @@ if [ "${QINS_BENCH_QUICK:-0}" = 1 ]; then
   step run-smollm2-lut8g "$NEW/qins-run" "${run[@]}"
   step run-smollm2-lut8g-p96 "$NEW/qins-run" "${run[@]}" --bench-prompt 96
   step run-smollm2-lut8g-p96-tiled "$NEW/qins-run" "${run[@]}" --bench-prompt 96 --prefill tiled
+  step run-smollm2-lut8g-p96-prows8 "$NEW/qins-run" "${run[@]}" --bench-prompt 96 --prefill-rows 8
   step run-smollm2-lut8g-base "$BASE/qins-run" "${run[@]}"
   step run-smollm2-lut8g-vec4 "$NEW/qins-run" "${run[@]}" --decode-loads vec4
   step run-smollm2-lut8g-split "$NEW/qins-run" "${run[@]}" --decode-attention split
@@ -149,6 +151,7 @@ read -ra same <<< "${QINS_BASE_OPTS:-}"
 k=(--iters 50 --reps 10 --codecs lut8g,lut4a --json)
 step matvec "$NEW/qins-bench" "${k[@]}" --batch 64
 step matvec-base "$BASE/qins-bench" "${k[@]}" --batch 64 "${same[@]}"
+step matvec-prows8 "$NEW/qins-bench" "${k[@]}" --batch 64 --no-probes --no-cold --prefill-rows 8
 step matvec-tiled "$NEW/qins-bench" "${k[@]}" --batch 64 --no-probes --prefill tiled
 step matvec-tiled64 "$NEW/qins-bench" "${k[@]}" --batch 64 --no-probes --prefill tiled64
 step matvec-vec4 "$NEW/qins-bench" "${k[@]}" --batch 0 --no-probes --decode-loads vec4
@@ -182,6 +185,8 @@ for codec in lut8g lut4a; do
   step "run-phi35-$codec-base" "$BASE/qins-run" "${run[@]}" --max-tokens 64 "${same[@]}"
   step "run-phi35-$codec-base-profile" "$BASE/qins-run" "${run[@]}" --max-tokens 16 --profile "${same[@]}"
   step "run-phi35-$codec-binding128mib" "$NEW/qins-run" "${run[@]}" --max-tokens 64 --max-binding 134217728
+  step "run-phi35-$codec-p512-prows8" "$NEW/qins-run" "${run[@]}" --max-tokens 8 --bench-prompt 512 --prefill-rows 8
+  step "run-phi35-$codec-p512-prows8-batch256" "$NEW/qins-run" "${run[@]}" --max-tokens 8 --bench-prompt 512 --prefill-rows 8 --prefill-batch 256
   step "run-phi35-$codec-p512-tiled" "$NEW/qins-run" "${run[@]}" --max-tokens 8 --bench-prompt 512 --prefill tiled
   step "run-phi35-$codec-p512-batch256" "$NEW/qins-run" "${run[@]}" --max-tokens 8 --bench-prompt 512 --prefill-batch 256
   step "run-phi35-$codec-p512-base" "$BASE/qins-run" "${run[@]}" --max-tokens 8 --bench-prompt 512 "${same[@]}"

@@ -204,7 +204,7 @@ def main():
                          [("vec4 loads", alt("matvec-vec4")), ("u32 loads", alt("matvec-u32")), ("4 rows", alt("matvec-drows4")), ("64 threads", alt("matvec-threads64")), ("128 threads", alt("matvec-threads128")), ("256 threads", alt("matvec-threads256")),
                           ("16 codebook copies", alt("matvec-lutcopies16")), ("32 codebook copies", alt("matvec-lutcopies32")),
                           ("8 rows", alt("matvec-drows8")), ("base binary", alt("matvec-base"))],
-                         [("64 × 32 tiles", alt("matvec-tiled")), ("64 × 64 tiles", alt("matvec-tiled64")),
+                         [("8 rows a workgroup", alt("matvec-prows8")), ("64 × 32 tiles", alt("matvec-tiled")), ("64 × 64 tiles", alt("matvec-tiled64")),
                           ("mat-vec path", alt("matvec-rows")), ("base binary", alt("matvec-base"))]) + [""]
         lines += attention(bench) + [""]
         lines += select(bench) + [""]

@@ -12,8 +12,10 @@ const WG: u32 = {{WG}}u;
 // A workgroup takes ROWS rows and, in prefill, a block of up to TB tokens: each code is decoded
 // once for the TB tokens and each x value loaded once for the ROWS rows (an x load per weight
 // and token made Phi-3.5's wide rows load-bound). Decode (one token) has its own vec4 path.
+// ROWS (`--prefill-rows`) is 4, or 8 as two quads of rows sharing each load of the 8 tokens' x
+// (half the x loads per weight, twice the accumulators).
 const TB: u32 = 8u;
-const ROWS: u32 = 4u;
+const ROWS: u32 = {{PREFILL_ROWS}}u;
 // Rows per decode workgroup (`--decode-rows`): 4, or 8 as two quads of rows sharing each x
 // load (a 4-row 8-bit workgroup loads as many bytes of x as of codes, a 4-bit one twice as
 // many). The second quad's code is dead with 4.
@@ -110,6 +112,17 @@ fn finish32(id: Ids, a: Acc32, out: Out) {
     stash8(id, 2u, a.r2);
     stash8(id, 3u, a.r3);
     finish(id, out);
+}
+
+// Stores the sums of a workgroup's quads of rows (b: the second, where it takes 8 rows) for the
+// block's tokens, one quad after the other: the second's shares are stashed once the first's
+// are read out of `partial`.
+fn finish_quads(id: Ids, a: Acc32, b: Acc32, t0: u32, first: u32, nr: u32, tb: u32) {
+    finish32(id, a, Out(t0, first, TB, min(nr, 4u), tb));
+    if (wg_rows() == 8u) {
+        workgroupBarrier();
+        finish32(id, b, Out(t0, first + 4u, TB, select(0u, nr - 4u, nr > 4u), tb));
+    }
 }
 
 // The block's sums of one row, items row × TB + t.
@@ -211,6 +224,11 @@ fn quad_rows(first: u32, q: u32, count: u32) -> vec4<u32> {
 
 fn rows4(first: u32, count: u32) -> vec4<u32> {
     return quad_rows(first, 0u, count);
+}
+
+// Word wi of 4 code rows starting at words base (the LUT kernels).
+fn words4(base: vec4<u32>, wi: u32) -> vec4<u32> {
+    return vec4<u32>(codes[base.x + wi], codes[base.y + wi], codes[base.z + wi], codes[base.w + wi]);
 }
 
 // Four rows' dot products d at column c as the sums take them: scaled and offset by the rows'

@@ -39,10 +39,15 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         finish_decode(id, a, b, ss, t0, first, nr);
         return;
     }
+    // With ROWS 8 a second quad of rows (b) against the same x.
     let xrows = rows8(t0, tb);
+    let base_b = quad_rows(first, 1u, nr) * p.cols;
     var a = Acc32();
+    var b = Acc32();
     for (var c = id.lid; c < p.cols; c += WG) {
-        a = fma32(a, weights4(base, c), x8(xrows, c));
+        let xv = x8(xrows, c);
+        a = fma32(a, weights4(base, c), xv);
+        if (ROWS == 8u) { b = fma32(b, weights4(base_b, c), xv); }
     }
-    finish32(id, a, Out(t0, first, TB, nr, tb));
+    finish_quads(id, a, b, t0, first, nr, tb);
 }

@@ -34,11 +34,6 @@ fn dot32(q: vec4<u32>, xa: mat4x4<f32>, xb: mat4x4<f32>) -> f32 {
     return dot8(q.x, xa[0], xb[0]) + dot8(q.y, xa[1], xb[1]) + dot8(q.z, xa[2], xb[2]) + dot8(q.w, xa[3], xb[3]);
 }
 
-// Word wi of 4 rows.
-fn words4(base: vec4<u32>, wi: u32) -> vec4<u32> {
-    return vec4<u32>(codes[base.x + wi], codes[base.y + wi], codes[base.z + wi], codes[base.w + wi]);
-}
-
 // dot8 of 4 rows' words q.
 fn word_dots(q: vec4<u32>, xa: vec4<f32>, xb: vec4<f32>) -> vec4<f32> {
     return vec4<f32>(dot8(q.x, xa, xb), dot8(q.y, xa, xb), dot8(q.z, xa, xb), dot8(q.w, xa, xb));
@@ -57,6 +52,19 @@ fn code_fma(a: Acc32, q: vec4<u32>, j: u32, g: Affine4, xv: Acc8) -> Acc32 {
     return fma32(a, v, xv);
 }
 
+// a + the 4 rows' whole words q against the tokens' x vectors (xw: codes 0-3, xv: 4-7), the
+// eight codes unrolled so that every index is constant.
+fn word_fma(a: Acc32, q: vec4<u32>, g: Affine4, xw: XWord8, xv: XWord8) -> Acc32 {
+    let a1 = code_fma(a, q, 0u, g, Acc8(xw.lo[0], xw.hi[0]));
+    let a2 = code_fma(a1, q, 1u, g, Acc8(xw.lo[1], xw.hi[1]));
+    let a3 = code_fma(a2, q, 2u, g, Acc8(xw.lo[2], xw.hi[2]));
+    let a4 = code_fma(a3, q, 3u, g, Acc8(xw.lo[3], xw.hi[3]));
+    let a5 = code_fma(a4, q, 4u, g, Acc8(xv.lo[0], xv.hi[0]));
+    let a6 = code_fma(a5, q, 5u, g, Acc8(xv.lo[1], xv.hi[1]));
+    let a7 = code_fma(a6, q, 6u, g, Acc8(xv.lo[2], xv.hi[2]));
+    return code_fma(a7, q, 7u, g, Acc8(xv.lo[3], xv.hi[3]));
+}
+
 @compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, id: Ids) {
     let n = select(step.n, 1u, p.last_only == 1u);
@@ -68,16 +76,17 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     if (id.lid < 16u) { lut[id.lid] = Lut(bitcast<f32>(w[id.lid])); }
     workgroupBarrier();
     let words = (p.cols + 7u) / 8u;
+    // The workgroup's quads of rows (the second, b, where it takes 8).
+    let rows = rows4(first, nr);
+    let base = rows * p.stride_words;
+    let tensor_rows = rows + vec4<u32>(p.row0);
+    let rows_b = quad_rows(first, 1u, nr);
+    let base_b = rows_b * p.stride_words;
+    let tensor_rows_b = rows_b + vec4<u32>(p.row0);
     if (DECODE && (p.group & 7u) == 0u) {
         // Decode with groups of whole words: one scale and offset per word and row; with
         // DROWS 8 a second quad of rows (b) against the same x.
         let xo = x_offset(t0);
-        let rows = rows4(first, nr);
-        let base = rows * p.stride_words;
-        let tensor_rows = rows + vec4<u32>(p.row0);
-        let rows_b = quad_rows(first, 1u, nr);
-        let base_b = rows_b * p.stride_words;
-        let tensor_rows_b = rows_b + vec4<u32>(p.row0);
         var a = vec4<f32>();
         var b = vec4<f32>();
         var ss = 0.0;
@@ -124,43 +133,41 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         return;
     }
     // Prefill (and decode with groups that split words, which takes no fused input: see
-    // GpuTensor::fuses): code by code, as in matvec_lut8.wgsl, a quad of rows at a time (two
-    // in decode with DROWS 8).
+    // GpuTensor::fuses): code by code, as in matvec_lut8.wgsl, with 8 rows a workgroup (ROWS 8,
+    // or DROWS 8 in decode) two quads, a and b, against the same x.
     let xrows = rows8(t0, tb);
-    for (var quad = 0u; quad < wg_rows() / 4u; quad++) {
-        let rows = quad_rows(first, quad, nr);
-        let base = rows * p.stride_words;
-        let tensor_rows = rows + vec4<u32>(p.row0);
-        var a = Acc32();
-        for (var wi = id.lid; wi < words; wi += WG) {
-            let c = wi * 8u;
-            let q = vec4<u32>(codes[base.x + wi], codes[base.y + wi], codes[base.z + wi], codes[base.w + wi]);
-            // Within a word the scales change only where a group boundary falls.
-            var g = affine4(tensor_rows, c);
-            if (c + 7u < p.cols && x_aligned() && (p.group & 7u) == 0u) {
-                // Whole words in one group (all but a row's last with groups of whole words):
-                // the tokens' x as vectors, the eight codes unrolled so that every index is
-                // constant.
-                let xw = xword8(xrows, c);
-                a = code_fma(a, q, 0u, g, Acc8(xw.lo[0], xw.hi[0]));
-                a = code_fma(a, q, 1u, g, Acc8(xw.lo[1], xw.hi[1]));
-                a = code_fma(a, q, 2u, g, Acc8(xw.lo[2], xw.hi[2]));
-                a = code_fma(a, q, 3u, g, Acc8(xw.lo[3], xw.hi[3]));
-                let xv = xword8(xrows, c + 4u);
-                a = code_fma(a, q, 4u, g, Acc8(xv.lo[0], xv.hi[0]));
-                a = code_fma(a, q, 5u, g, Acc8(xv.lo[1], xv.hi[1]));
-                a = code_fma(a, q, 6u, g, Acc8(xv.lo[2], xv.hi[2]));
-                a = code_fma(a, q, 7u, g, Acc8(xv.lo[3], xv.hi[3]));
-                continue;
-            }
-            for (var j = 0u; j < min(8u, p.cols - c); j++) {
-                if (j > 0u && (c + j) % p.group == 0u) { g = affine4(tensor_rows, c + j); }
-                a = code_fma(a, q, j, g, x8(xrows, c + j));
-            }
+    let two = wg_rows() == 8u;
+    var a = Acc32();
+    var b = Acc32();
+    for (var wi = id.lid; wi < words; wi += WG) {
+        let c = wi * 8u;
+        let q = words4(base, wi);
+        // Within a word the scales change only where a group boundary falls.
+        var g = affine4(tensor_rows, c);
+        var qb = vec4<u32>();
+        var gb = Affine4();
+        if (two) {
+            qb = words4(base_b, wi);
+            gb = affine4(tensor_rows_b, c);
         }
-        // The previous quad's sums are read out of `partial` before this one's are stashed.
-        if (quad > 0u) { workgroupBarrier(); }
-        let done = 4u * quad;
-        finish32(id, a, Out(t0, first + done, TB, select(0u, nr - done, nr > done), tb));
+        if (c + 7u < p.cols && x_aligned() && (p.group & 7u) == 0u) {
+            // Whole words in one group (all but a row's last with groups of whole words): the
+            // tokens' x as vectors.
+            let xw = xword8(xrows, c);
+            let xv = xword8(xrows, c + 4u);
+            a = word_fma(a, q, g, xw, xv);
+            if (two) { b = word_fma(b, qb, gb, xw, xv); }
+            continue;
+        }
+        for (var j = 0u; j < min(8u, p.cols - c); j++) {
+            if (j > 0u && (c + j) % p.group == 0u) {
+                g = affine4(tensor_rows, c + j);
+                if (two) { gb = affine4(tensor_rows_b, c + j); }
+            }
+            let xj = x8(xrows, c + j);
+            a = code_fma(a, q, j, g, xj);
+            if (two) { b = code_fma(b, qb, j, gb, xj); }
+        }
     }
+    finish_quads(id, a, b, t0, first, nr, tb);
 }

@@ -58,6 +58,21 @@ fn code_fma(a: Acc32, q: vec4<u32>, j: u32, g: Affine4, xv: Acc8) -> Acc32 {
     return fma32(a, v, xv);
 }
 
+// The scales (and offsets) of 4 tensor rows' word at column c: the groups', or the rows'.
+fn word_affine(rows: vec4<u32>, c: u32, grouped: bool) -> Affine4 {
+    if (grouped) { return affine4(rows, c); }
+    return Affine4(row_scales(rows), vec4<f32>());
+}
+
+// a + the 4 rows' whole words q against the tokens' x vectors xw, the four codes unrolled so
+// that every index is constant.
+fn word_fma(a: Acc32, q: vec4<u32>, g: Affine4, xw: XWord8) -> Acc32 {
+    let a1 = code_fma(a, q, 0u, g, Acc8(xw.lo[0], xw.hi[0]));
+    let a2 = code_fma(a1, q, 1u, g, Acc8(xw.lo[1], xw.hi[1]));
+    let a3 = code_fma(a2, q, 2u, g, Acc8(xw.lo[2], xw.hi[2]));
+    return code_fma(a3, q, 3u, g, Acc8(xw.lo[3], xw.hi[3]));
+}
+
 @compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, id: Ids) {
     let n = select(step.n, 1u, p.last_only == 1u);
@@ -73,13 +88,14 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     let rows = rows4(first, nr);
     let base = rows * p.stride_words;
     let tensor_rows = rows + vec4<u32>(p.row0);
+    // The second quad of rows where a workgroup takes 8.
+    let rows_b = quad_rows(first, 1u, nr);
+    let base_b = rows_b * p.stride_words;
+    let tensor_rows_b = rows_b + vec4<u32>(p.row0);
     if (DECODE) {
         // Decode: the rows' four codes of a word against one vec4 of x; with DROWS 8 a second
         // quad of rows (b) against the same x.
         let xo = x_offset(t0);
-        let rows_b = quad_rows(first, 1u, nr);
-        let base_b = rows_b * p.stride_words;
-        let tensor_rows_b = rows_b + vec4<u32>(p.row0);
         var a = vec4<f32>();
         var b = vec4<f32>();
         var ss = 0.0;
@@ -107,27 +123,33 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         finish_decode(id, a * row_scales(tensor_rows), b * row_scales(tensor_rows_b), ss, t0, first, nr);
         return;
     }
-    // Prefill: each code decoded once for the block's tokens, each x value loaded once for the rows.
+    // Prefill: each code decoded once for the block's tokens, each x value loaded once for the
+    // rows (with ROWS 8, a second quad b against the same x).
     let xrows = rows8(t0, tb);
     var a = Acc32();
+    var b = Acc32();
     for (var wi = id.lid; wi < words; wi += WG) {
         let c = wi * 4u;
-        let q = vec4<u32>(codes[base.x + wi], codes[base.y + wi], codes[base.z + wi], codes[base.w + wi]);
-        var g = Affine4(row_scales(tensor_rows), vec4<f32>());
-        if (grouped) { g = affine4(tensor_rows, c); }
+        let q = words4(base, wi);
+        let g = word_affine(tensor_rows, c, grouped);
+        var qb = vec4<u32>();
+        var gb = Affine4();
+        if (ROWS == 8u) {
+            qb = words4(base_b, wi);
+            gb = word_affine(tensor_rows_b, c, grouped);
+        }
         if (c + 3u < p.cols && x_aligned()) {
-            // Whole words (all but a row's last): the tokens' x as vectors, the four codes
-            // unrolled so that every index is constant.
+            // Whole words (all but a row's last): the tokens' x as vectors.
             let xw = xword8(xrows, c);
-            a = code_fma(a, q, 0u, g, Acc8(xw.lo[0], xw.hi[0]));
-            a = code_fma(a, q, 1u, g, Acc8(xw.lo[1], xw.hi[1]));
-            a = code_fma(a, q, 2u, g, Acc8(xw.lo[2], xw.hi[2]));
-            a = code_fma(a, q, 3u, g, Acc8(xw.lo[3], xw.hi[3]));
+            a = word_fma(a, q, g, xw);
+            if (ROWS == 8u) { b = word_fma(b, qb, gb, xw); }
             continue;
         }
         for (var j = 0u; j < min(4u, p.cols - c); j++) {
-            a = code_fma(a, q, j, g, x8(xrows, c + j));
+            let xv = x8(xrows, c + j);
+            a = code_fma(a, q, j, g, xv);
+            if (ROWS == 8u) { b = code_fma(b, qb, j, gb, xv); }
         }
     }
-    finish32(id, a, Out(t0, first, TB, nr, tb));
+    finish_quads(id, a, b, t0, first, nr, tb);
 }

@@ -76,9 +76,10 @@ fn tiny_models_match_the_cpu_token_by_token() {
             let path = convert_to(&fixture(name), codec, dir.path());
             // Decode attention auto in the first (whole, then split from position 26: the
             // profile says both ran), whole in the second, split in the third;
-            // the 20-token prompt through 64 × 64 tiles in the first, 64 × 32 in the others;
-            // decode mat-vecs of 8 rows a workgroup in the first and last, 4 in the other; the
-            // last in workgroups of 256 threads.
+            // the 20-token prompt through 64 × 64 tiles in the first, 64 × 32 in the second,
+            // the mat-vec path's 8-row workgroups in the third; decode mat-vecs of 8 rows a
+            // workgroup in the first and last, 4 in the other; the last in workgroups of 128
+            // threads, the others by the tensors' rows.
             for (kv_f16, f16_compute, tol, attention, prefill, rows) in [
                 (
                     false,
@@ -101,7 +102,7 @@ fn tiny_models_match_the_cpu_token_by_token() {
                     true,
                     F16_COMPUTE_TOLERANCE,
                     DecodeAttention::Split,
-                    Prefill::Tiled,
+                    Prefill::Rows,
                     8,
                 ),
             ] {
@@ -116,6 +117,7 @@ fn tiny_models_match_the_cpu_token_by_token() {
                     profile: attention == DecodeAttention::Auto,
                     prefill,
                     decode_rows: Some(rows),
+                    prefill_rows: (prefill == Prefill::Rows).then_some(8),
                     // By rows (256 threads for these tiny tensors where subgroups allow), and
                     // 128 for every tensor.
                     decode_threads: f16_compute.then_some(128),
@@ -294,8 +296,8 @@ fn tensors_split_across_bindings_match_the_cpu() {
 
 /// `prefill_batch` sets the prompt's batch size (here 7 tokens, so the prompt runs as several
 /// batches with a partial last one) and the logits still match the CPU; sizes outside 1 to
-/// 1024 are refused before a device is opened, as are decode rows other than 4 and 8 and decode
-/// threads other than 64, 128 and 256.
+/// 1024 are refused before a device is opened, as are decode and prefill rows other than 4 and 8
+/// and decode threads other than 64, 128 and 256.
 #[test]
 fn a_chosen_prefill_batch_is_used_and_bad_ones_are_refused() {
     let dir = tempfile::tempdir().unwrap();
@@ -326,11 +328,20 @@ fn a_chosen_prefill_batch_is_used_and_bad_ones_are_refused() {
         decode_rows: Some(bad),
         ..Default::default()
     });
+    let prefill_rows = [0, 5, 16].map(|bad| GpuOptions {
+        prefill_rows: Some(bad),
+        ..Default::default()
+    });
     let threads = [0, 32, 1024].map(|bad| GpuOptions {
         decode_threads: Some(bad),
         ..Default::default()
     });
-    for opts in batches.iter().chain(&rows).chain(&threads) {
+    for opts in batches
+        .iter()
+        .chain(&rows)
+        .chain(&prefill_rows)
+        .chain(&threads)
+    {
         let err = block_on(GpuContext::new(opts)).err().expect("refused");
         assert_eq!(err.kind(), "bad-request", "{opts:?}: {err}");
     }

@@ -117,11 +117,13 @@ fn run_all(ctx: &GpuContext, dispatches: &[Dispatch], n: usize) {
 /// default mat-vec path); the last three decode the default 8 rows a workgroup (with both
 /// reductions), the first two 4. Decode workgroups: 64 threads in the first, by the tensor's
 /// rows in the second (256 here), 64 in the third (no subgroups), 256 in the fourth, 128 in the
-/// fifth.
+/// fifth. The third and fourth take 8 rows a workgroup on the mat-vec prefill path, the others 4
+/// (shapes of 1, 3, 5, 17 and 65 rows leave the second quad part-filled or empty).
 fn contexts(max_binding: u64) -> [(GpuContext, bool); 5] {
     let shared = gpu_with(GpuOptions {
         no_subgroups: true,
         prefill: Prefill::Rows,
+        prefill_rows: Some(8),
         no_fusion: true,
         ..Default::default()
     });
@@ -144,6 +146,7 @@ fn contexts(max_binding: u64) -> [(GpuContext, bool); 5] {
         compute: Compute::F16,
         decode_loads: DecodeLoads::Vec4,
         prefill: Prefill::Tiled64,
+        prefill_rows: Some(8),
         decode_threads: Some(256),
         ..Default::default()
     });

@@ -14,6 +14,7 @@ export interface LoadOptions {
   decode_attention?: "auto" | "whole" | "split";
   split_attention_from?: number;
   decode_rows?: 4 | 8;
+  prefill_rows?: 4 | 8;
   decode_threads?: 64 | 128 | 256;
   profile?: boolean;
   prefill_batch?: number;

@@ -70,6 +70,10 @@ pub struct GpuOptions {
     /// (A/B runs; the tests run both).
     #[cfg_attr(feature = "cli", arg(long))]
     pub decode_rows: Option<usize>,
+    /// Rows per mat-vec workgroup on the prefill path (`Prefill::Rows`): 4 (default) or 8, two
+    /// quads sharing each load of the 8 tokens' x (A/B runs; the tests run both).
+    #[cfg_attr(feature = "cli", arg(long))]
+    pub prefill_rows: Option<usize>,
     /// Threads per decode mat-vec workgroup: 64, 128 or 256 for every tensor, or unset (auto)
     /// 256 for tensors of fewer than [`Kernels::WIDE_DECODE_BELOW_ROWS`] rows and 64 for the
     /// rest, as the H200 measured them fastest. More than 64 with subgroups only (else 64 with
@@ -170,6 +174,8 @@ pub struct GpuContext {
     pub prefill_batch: usize,
     /// Rows per decode mat-vec workgroup (8 or 4).
     pub decode_rows: usize,
+    /// Rows per mat-vec workgroup on the prefill path (4 or 8).
+    pub prefill_rows: usize,
     /// Threads per decode mat-vec workgroup (64, 128 or 256 with subgroups), or None: by the
     /// tensor's rows (`decode_threads_for`).
     pub decode_threads: Option<usize>,
@@ -224,6 +230,9 @@ impl GpuContext {
         }
         if let Some(r) = opts.decode_rows.filter(|r| ![4, 8].contains(r)) {
             return Err(QinsError::BadRequest(format!("decode_rows {r}: 8 or 4")));
+        }
+        if let Some(r) = opts.prefill_rows.filter(|r| ![4, 8].contains(r)) {
+            return Err(QinsError::BadRequest(format!("prefill_rows {r}: 4 or 8")));
         }
         if let Some(t) = opts.decode_threads.filter(|t| ![64, 128, 256].contains(t)) {
             return Err(QinsError::BadRequest(format!(
@@ -343,6 +352,9 @@ impl GpuContext {
                 .unwrap_or(crate::gpu::Kernels::SPLIT_ATTENTION_FROM),
             prefill_batch: opts.prefill_batch.unwrap_or(crate::gpu::BATCH),
             decode_rows: opts.decode_rows.unwrap_or(crate::gpu::Kernels::DECODE_ROWS),
+            prefill_rows: opts
+                .prefill_rows
+                .unwrap_or(crate::gpu::Kernels::MATVEC_ROWS),
             decode_threads,
             profile,
             matvec_probe: Default::default(),

@@ -299,7 +299,8 @@ impl Kernels {
         "attention_combine.wgsl takes a thread per range and sums four ranges a turn"
     );
 
-    /// Rows per mat-vec workgroup in prefill (ROWS in matvec_common.wgsl).
+    /// The default of `GpuContext::prefill_rows` (ROWS in matvec_common.wgsl): rows per mat-vec
+    /// workgroup on the prefill path.
     pub const MATVEC_ROWS: usize = 4;
 
     /// The default of `GpuContext::decode_rows` (DROWS in matvec_common.wgsl): on the H200 8
@@ -504,6 +505,7 @@ impl Kernels {
         };
         let input_kinds = InputKind::wgsl_consts();
         let decode_rows = self.ctx.decode_rows.to_string();
+        let prefill_rows = self.ctx.prefill_rows.to_string();
         let probes = self.ctx.matvec_probe.wgsl_consts();
         let partial = crate::gpu::matvec_partial_len(
             self.ctx.subgroups,
@@ -520,6 +522,7 @@ impl Kernels {
             ),
             ("WEIGHTS", include_str!("../../../shaders/weights.wgsl")),
             ("DECODE_ROWS", &decode_rows),
+            ("PREFILL_ROWS", &prefill_rows),
             ("REDUCE", self.reduce.1),
             ("LANE_ID", self.reduce.0),
             ("DECODE", &decode),

@@ -263,7 +263,7 @@ impl GpuTensor {
                 let decode_pipeline = k.matvec_decode(kind, ctx.decode_threads_for(part.rows));
                 let decode = Kernels::bind_at(ctx, decode_pipeline, &decode_b, decode_groups)
                     .named(self.role());
-                let groups = Kernels::grid(part.rows.div_ceil(Kernels::MATVEC_ROWS) as u32);
+                let groups = Kernels::grid(part.rows.div_ceil(ctx.prefill_rows) as u32);
                 if io.rows == Rows::Last {
                     return decode;
                 }
