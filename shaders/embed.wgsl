@@ -1,12 +1,13 @@
 // x[t] = row tokens[t] of the embedding table, dequantized from any codec (docs/FORMAT.md
 // layouts) as `kind` says: one of the KIND_ constants, generated from gpu/params.rs's
-// EmbedKind. Grouped kinds add the group's f16 offset when offsets_off is not 0.
+// EmbedKind. Grouped kinds add the group's f16 offset where `paired` (see weights.wgsl's
+// affine_at).
 {{EMBED_KINDS}}
 // Field for field gpu/params.rs's EmbedParams.
 struct EmbedParams {
     kind: u32, cols: u32, row0: u32, rows: u32,
     stride_words: u32, scales_off: u32, group: u32, groups: u32,
-    offsets_off: u32, _pad0: u32, _pad1: u32, _pad2: u32,
+    paired: u32, _pad0: u32, _pad1: u32, _pad2: u32,
 }
 struct Step { pos: u32, n: u32, _pad0: u32, _pad1: u32 }
 // The table's codebook, scales and offsets (w) and the code rows row0 .. row0 + rows of one part
@@ -24,6 +25,12 @@ fn half_at(word_off: u32, i: u32) -> f32 {
     return select(pair.x, pair.y, (i & 1u) == 1u);
 }
 
+// Group g's scale and offset: one word, an f16 pair, where `paired`, else an f16 scale.
+fn group_affine(g: u32) -> vec2<f32> {
+    if (p.paired != 0u) { return unpack2x16float(w[p.scales_off + g]); }
+    return vec2<f32>(half_at(p.scales_off, g), 0.0);
+}
+
 @compute @workgroup_size(64)
 fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
     let c = gid.x;
@@ -34,8 +41,6 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
     let local = r - p.row0;
     let row = local * p.stride_words;
     let g = r * p.groups + c / max(p.group, 1u);
-    var o = 0.0;
-    if (p.offsets_off != 0u) { o = half_at(p.offsets_off, g); }
     var v = 0.0;
     switch p.kind {
         case KIND_LUT8_ROW: {
@@ -44,11 +49,13 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
         }
         case KIND_LUT4: {
             let q = (codes[row + c / 8u] >> (4u * (c % 8u))) & 0xfu;
-            v = bitcast<f32>(w[q]) * half_at(p.scales_off, g) + o;
+            let a = group_affine(g);
+            v = bitcast<f32>(w[q]) * a.x + a.y;
         }
         case KIND_LUT8_GROUP: {
             let q = (codes[row + c / 4u] >> (8u * (c % 4u))) & 0xffu;
-            v = bitcast<f32>(w[q]) * half_at(p.scales_off, g) + o;
+            let a = group_affine(g);
+            v = bitcast<f32>(w[q]) * a.x + a.y;
         }
         case KIND_F32: { v = bitcast<f32>(codes[local * p.cols + c]); }
         case KIND_F16, default: {

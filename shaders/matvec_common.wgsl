@@ -226,6 +226,16 @@ fn rows4(first: u32, count: u32) -> vec4<u32> {
     return quad_rows(first, 0u, count);
 }
 
+// A LUT workgroup's quads of rows: the first's code rows (word offsets) and tensor rows, and
+// the second's (b), which only workgroups of 8 rows use.
+struct Quads { base: vec4<u32>, rows: vec4<u32>, base_b: vec4<u32>, rows_b: vec4<u32> }
+
+fn quads(first: u32, count: u32) -> Quads {
+    let a = rows4(first, count);
+    let b = quad_rows(first, 1u, count);
+    return Quads(a * p.stride_words, a + vec4<u32>(p.row0), b * p.stride_words, b + vec4<u32>(p.row0));
+}
+
 // Word wi of 4 code rows starting at words base (the LUT kernels).
 fn words4(base: vec4<u32>, wi: u32) -> vec4<u32> {
     return vec4<u32>(codes[base.x + wi], codes[base.y + wi], codes[base.z + wi], codes[base.w + wi]);

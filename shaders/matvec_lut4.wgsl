@@ -76,13 +76,11 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     if (id.lid < 16u) { lut[id.lid] = Lut(bitcast<f32>(w[id.lid])); }
     workgroupBarrier();
     let words = (p.cols + 7u) / 8u;
-    // The workgroup's quads of rows (the second, b, where it takes 8).
-    let rows = rows4(first, nr);
-    let base = rows * p.stride_words;
-    let tensor_rows = rows + vec4<u32>(p.row0);
-    let rows_b = quad_rows(first, 1u, nr);
-    let base_b = rows_b * p.stride_words;
-    let tensor_rows_b = rows_b + vec4<u32>(p.row0);
+    let qd = quads(first, nr);
+    let base = qd.base;
+    let tensor_rows = qd.rows;
+    let base_b = qd.base_b;
+    let tensor_rows_b = qd.rows_b;
     if (DECODE && (p.group & 7u) == 0u) {
         // Decode with groups of whole words: one scale and offset per word and row; with
         // DROWS 8 a second quad of rows (b) against the same x.

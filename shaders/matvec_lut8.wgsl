@@ -85,13 +85,11 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     workgroupBarrier();
     let words = (p.cols + 3u) / 4u;
     let grouped = p.group != 0u;
-    let rows = rows4(first, nr);
-    let base = rows * p.stride_words;
-    let tensor_rows = rows + vec4<u32>(p.row0);
-    // The second quad of rows where a workgroup takes 8.
-    let rows_b = quad_rows(first, 1u, nr);
-    let base_b = rows_b * p.stride_words;
-    let tensor_rows_b = rows_b + vec4<u32>(p.row0);
+    let qd = quads(first, nr);
+    let base = qd.base;
+    let tensor_rows = qd.rows;
+    let base_b = qd.base_b;
+    let tensor_rows_b = qd.rows_b;
     if (DECODE) {
         // Decode: the rows' four codes of a word against one vec4 of x; with DROWS 8 a second
         // quad of rows (b) against the same x.

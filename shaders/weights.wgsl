@@ -8,7 +8,7 @@
 struct MatvecParams {
     rows: u32, cols: u32, row0: u32, x_stride: u32,
     y_stride: u32, accumulate: u32, last_only: u32, stride_words: u32,
-    scales_off: u32, group: u32, groups: u32, offsets_off: u32,
+    scales_off: u32, group: u32, groups: u32, paired: u32,
     input: u32, eps: f32, _pad0: u32, _pad1: u32,
 }
 struct Step { pos: u32, n: u32, _pad0: u32, _pad1: u32 }
@@ -25,12 +25,12 @@ fn half_at(off: u32, i: u32) -> f32 {
     return select(pair.x, pair.y, (i & 1u) == 1u);
 }
 
-// (scale, offset) of the group holding column c of a grouped codec (offsets_off 0: none).
+// (scale, offset) of the group holding column c of a grouped codec: one word a group where
+// the groups have offsets (p.paired: the loader wrote them as f16 pairs), else an f16 scale.
 fn affine_at(row: u32, c: u32) -> vec2<f32> {
     let g = row * p.groups + c / p.group;
-    var o = 0.0;
-    if (p.offsets_off != 0u) { o = half_at(p.offsets_off, g); }
-    return vec2<f32>(half_at(p.scales_off, g), o);
+    if (p.paired != 0u) { return unpack2x16float(w[p.scales_off + g]); }
+    return vec2<f32>(half_at(p.scales_off, g), 0.0);
 }
 
 // Value i of the part's codes read as f16 pairs (f16 weights).

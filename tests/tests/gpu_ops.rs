@@ -37,7 +37,9 @@ fn upload(
     upload_bytes(ctx, codec, &bytes, rows, cols)
 }
 
-/// A stored tensor on the GPU, and its values decoded on the CPU.
+/// A stored tensor on the GPU, and its values decoded on the CPU. Tensors of an odd row count
+/// are written in 12-byte pieces, as the loader streams them (the group scales and offsets of
+/// codecs with offsets are staged and written as pairs once their last piece arrives).
 fn upload_bytes(
     ctx: &GpuContext,
     codec: Codec,
@@ -53,10 +55,18 @@ fn upload_bytes(
         bytes: bytes.len() as u64,
         error: None,
     };
-    (
-        GpuTensor::upload(ctx, &entry, bytes).unwrap(),
-        decode(codec, bytes, rows, cols).unwrap(),
-    )
+    let tensor = if rows % 2 == 1 {
+        let t = GpuTensor::create(ctx, &entry).unwrap();
+        let mut padded = bytes.to_vec();
+        padded.resize(bytes.len().next_multiple_of(4), 0);
+        for (i, piece) in padded.chunks(12).enumerate() {
+            t.write(ctx, 12 * i as u64, piece);
+        }
+        t
+    } else {
+        GpuTensor::upload(ctx, &entry, bytes).unwrap()
+    };
+    (tensor, decode(codec, bytes, rows, cols).unwrap())
 }
 
 fn close(got: &[f32], want: &[f32], tol: f32, what: &str) {

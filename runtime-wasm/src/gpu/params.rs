@@ -144,8 +144,9 @@ pub struct Sections {
     pub group: u32,
     /// Groups per row.
     pub groups: u32,
-    /// Word offset of the group offsets (0 when the codec has none: word 0 is the codebook).
-    pub offsets_off: u32,
+    /// 1 where the groups have offsets: then each group is one word at `scales_off`, its
+    /// (scale, offset) f16 pair (`GpuTensor`'s `GroupPairs`); 0: an f16 scale each.
+    pub paired: u32,
 }
 
 /// matvec_common.wgsl's `MatvecParams`.

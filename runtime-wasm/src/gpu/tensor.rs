@@ -30,6 +30,67 @@ pub struct GpuTensor {
     pub layout: Layout,
     /// Rows per part (the last may hold fewer).
     rows_per_part: usize,
+    /// Codecs with group offsets: their scales and offsets as they stream in, until the last
+    /// byte of both arrives (see [`GroupPairs`]).
+    pairs: Option<std::sync::Mutex<GroupPairs>>,
+}
+
+/// A tensor's group scales and offsets gathered as they stream in, then written to `meta` as
+/// one word a group, its (scale, offset) f16 pair, at the scales' offset (the pairs take the
+/// bytes of both sections): the kernels load a group's scale and offset in one word instead of
+/// a half of each of two words (weights.wgsl's `affine_at`). On the H200, leaving the group
+/// loads out of the decode mat-vecs saved lut4a 20-40 % (docs/RESULTS.md, session 35). Each
+/// byte of the range is written once, in any order (the loader streams a tensor's bytes in
+/// order, `upload` writes them at once); host memory is one tensor's scales and offsets while
+/// it streams (12 MB for Phi-3.5's lut4a embedding).
+struct GroupPairs {
+    /// The archive bytes from the scales' start to the word holding the offsets' end.
+    start: u64,
+    bytes: Vec<u8>,
+    filled: usize,
+    scales: usize,
+    offsets: usize,
+    groups: usize,
+}
+
+impl GroupPairs {
+    fn new(layout: &Layout) -> Self {
+        let start = layout.scales.offset;
+        Self {
+            start: start as u64,
+            // To a word: the codes' section, aligned further, follows.
+            bytes: vec![0; layout.offsets.end().next_multiple_of(4) - start],
+            filled: 0,
+            scales: 0,
+            offsets: layout.offsets.offset - start,
+            groups: layout.scales.len / 2,
+        }
+    }
+
+    fn end(&self) -> u64 {
+        self.start + self.bytes.len() as u64
+    }
+
+    /// Stages `bytes` at archive offset `at` (within the range); once the range is whole,
+    /// writes the pairs to `meta`.
+    fn stage(&mut self, ctx: &GpuContext, meta: &wgpu::Buffer, at: u64, bytes: &[u8]) {
+        let i = (at - self.start) as usize;
+        self.bytes[i..i + bytes.len()].copy_from_slice(bytes);
+        self.filled += bytes.len();
+        if self.filled < self.bytes.len() {
+            return;
+        }
+        let half = |at: usize| [self.bytes[at], self.bytes[at + 1]];
+        let pairs: Vec<u8> = (0..self.groups)
+            .flat_map(|g| {
+                let [s0, s1] = half(self.scales + 2 * g);
+                let [o0, o1] = half(self.offsets + 2 * g);
+                [s0, s1, o0, o1]
+            })
+            .collect();
+        ctx.queue.write_buffer(meta, self.start, &pairs);
+        self.bytes = Vec::new();
+    }
 }
 
 impl GpuTensor {
@@ -94,14 +155,39 @@ impl GpuTensor {
             codec: entry.codec,
             rows,
             cols,
+            pairs: entry
+                .codec
+                .has_offset()
+                .then(|| std::sync::Mutex::new(GroupPairs::new(&layout))),
             layout,
             rows_per_part: per,
         })
     }
 
     /// Writes `bytes` of the stored tensor at `offset`; both must be multiples of 4 (the loader
-    /// carries the rest). Bytes are routed to the meta buffer or the parts they belong to.
-    pub fn write(&self, ctx: &GpuContext, mut offset: u64, mut bytes: &[u8]) {
+    /// carries the rest). Bytes are routed to the meta buffer or the parts they belong to, the
+    /// group scales and offsets of a codec with offsets through [`GroupPairs`].
+    pub fn write(&self, ctx: &GpuContext, offset: u64, bytes: &[u8]) {
+        if let Some(pairs) = &self.pairs {
+            let mut pairs = pairs.lock().unwrap_or_else(|e| e.into_inner());
+            let end = offset + bytes.len() as u64;
+            if offset < pairs.end() && end > pairs.start {
+                // Section offsets are multiples of 4, so each piece stays whole words.
+                let (a, b) = (pairs.start.max(offset), pairs.end().min(end));
+                let (before, rest) = bytes.split_at((a - offset) as usize);
+                let (staged, after) = rest.split_at((b - a) as usize);
+                pairs.stage(ctx, &self.meta, a, staged);
+                drop(pairs);
+                self.write_raw(ctx, offset, before);
+                self.write_raw(ctx, b, after);
+                return;
+            }
+        }
+        self.write_raw(ctx, offset, bytes)
+    }
+
+    /// `write` without the group pairs' staging.
+    fn write_raw(&self, ctx: &GpuContext, mut offset: u64, mut bytes: &[u8]) {
         let codes_at = self.layout.codes.offset as u64;
         let part_bytes = (self.rows_per_part * self.layout.code_stride) as u64;
         while !bytes.is_empty() {
@@ -140,24 +226,16 @@ impl GpuTensor {
 
     /// Where this tensor's sections sit, as the kernels take them.
     fn sections(&self) -> Sections {
-        let (group, groups, offsets_off) = match self.codec.group() {
-            None => (0, 0, 0),
-            Some(group) => (
-                group as u32,
-                self.cols.div_ceil(group) as u32,
-                if self.codec.has_offset() {
-                    (self.layout.offsets.offset / 4) as u32
-                } else {
-                    0
-                },
-            ),
+        let (group, groups) = match self.codec.group() {
+            None => (0, 0),
+            Some(group) => (group as u32, self.cols.div_ceil(group) as u32),
         };
         Sections {
             stride_words: (self.layout.code_stride / 4) as u32,
             scales_off: (self.layout.scales.offset / 4) as u32,
             group,
             groups,
-            offsets_off,
+            paired: self.pairs.is_some() as u32,
         }
     }
 
