@@ -70,7 +70,7 @@ fn tiny_models_match_the_cpu_token_by_token() {
             Codec::F32,
             Codec::Lut4 {
                 group: 32,
-                offset: false,
+                offset: true,
             },
         ] {
             let path = convert_to(&fixture(name), codec, dir.path());
