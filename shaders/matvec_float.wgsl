@@ -24,10 +24,10 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     let tb = min(TB, n - t0);
     let nr = min(wg_rows(), p.rows - first);
     let base = rows4(first, nr) * p.cols;
+    // The second quad of rows (b), against the same x where a workgroup takes 8.
+    let base_b = quad_rows(first, 1u, nr) * p.cols;
     if (DECODE) {
-        // With DROWS 8 a second quad of rows (b) against the same x.
         let xo = x_offset(t0);
-        let base_b = quad_rows(first, 1u, nr) * p.cols;
         var a = vec4<f32>();
         var b = vec4<f32>();
         var ss = 0.0;
@@ -39,9 +39,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         finish_decode(id, a, b, ss, t0, first, nr);
         return;
     }
-    // With ROWS 8 a second quad of rows (b) against the same x.
     let xrows = rows8(t0, tb);
-    let base_b = quad_rows(first, 1u, nr) * p.cols;
     var a = Acc32();
     var b = Acc32();
     for (var c = id.lid; c < p.cols; c += WG) {

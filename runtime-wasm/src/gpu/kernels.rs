@@ -263,8 +263,8 @@ fn pipeline(ctx: &GpuContext, name: &str, src: &str) -> wgpu::ComputePipeline {
             module: &module,
             entry_point: Some("main"),
             // Every kernel writes its workgroup memory before reading it, so the zeroing WGSL
-            // asks for (up to 9 KiB per mat-vec workgroup) is
-            // skipped where wgpu allows it (natively; browsers always zero).
+            // asks for (up to 9 KiB per mat-vec workgroup) is skipped where wgpu allows it
+            // (natively; browsers always zero).
             compilation_options: wgpu::PipelineCompilationOptions {
                 zero_initialize_workgroup_memory: false,
                 ..Default::default()

@@ -48,7 +48,7 @@ struct GroupPairs {
     start: u64,
     bytes: Vec<u8>,
     filled: usize,
-    scales: usize,
+    /// Where the offsets start in `bytes` (the scales start at 0).
     offsets: usize,
     groups: usize,
 }
@@ -61,7 +61,6 @@ impl GroupPairs {
             // To a word: the codes' section, aligned further, follows.
             bytes: vec![0; layout.offsets.end().next_multiple_of(4) - start],
             filled: 0,
-            scales: 0,
             offsets: layout.offsets.offset - start,
             groups: layout.scales.len / 2,
         }
@@ -83,7 +82,7 @@ impl GroupPairs {
         let half = |at: usize| [self.bytes[at], self.bytes[at + 1]];
         let pairs: Vec<u8> = (0..self.groups)
             .flat_map(|g| {
-                let [s0, s1] = half(self.scales + 2 * g);
+                let [s0, s1] = half(2 * g);
                 let [o0, o1] = half(self.offsets + 2 * g);
                 [s0, s1, o0, o1]
             })
