@@ -11,14 +11,30 @@
 // per three loads, each weight decoded once per 64 tokens; TK halved so that both tiles and an
 // 8-bit codebook stay within WebGPU's 16 KiB of workgroup memory).
 {{WEIGHTS}}
+// x again as 16-byte vectors (the same buffer), for staging four columns of a token per load
+// where its rows start on 16 bytes.
+@group(0) @binding(8) var<storage, read> xv4: array<vec4<f32>>;
 const THREADS: u32 = 128u;
 const TM: u32 = 64u;
 {{TILE}}
-// ws[k * TM / 4 + r / 4][r % 4]: the weight of tile row r at column k0 + k; xs[k * TN / 4 +
-// t / 4][t % 4] likewise for token t. Vectors of four rows (tokens) so that a thread's block
-// takes one load of each per column and four rows.
+// ws[k * TM / 4 + slot(k, r / 4)][r % 4]: the weight of tile row r at column k0 + k;
+// xs[k * TN / 4 + slot(k, t / 4)][t % 4] likewise for token t. Vectors of four rows (tokens) so
+// that a thread's block takes one load of each per column and four rows.
 var<workgroup> ws: array<vec4<f32>, WS_VECS>;
 var<workgroup> xs: array<vec4<f32>, XS_VECS>;
+
+// Where column k keeps its vector q of four rows (tokens): q with its low three bits XORed by a
+// function of k, a permutation of each column's vectors (a thread's block still reads one
+// vector). Unswizzled, the column-major stores put every store of a warp in the banks of one
+// row: a thread stages a word's consecutive columns of one row, a warp's 32 threads span 32 / TK
+// × 4 rows, and columns TM (TN) words apart share a bank, so the stores were 8- (codes) and
+// 32-way (x) bank conflicts, as costly as the sums they feed. With the swizzle the warp's
+// columns (TK / 4 words a row, 4 columns each) scatter its 32 / TK vectors of rows over all 8
+// vectors of a 128-byte bank line: its 32 stores of one column offset each go to a bank of
+// their own. Needs TK of 16 or 32 and 8 or more vectors a column.
+fn slot(k: u32, q: u32) -> u32 {
+    return q ^ (((k >> 2u) * (32u / TK)) & 7u);
+}
 
 // Word i of the tile's codes, of `per` codes a word (1: a float value): its tile row r, the tile column k of its
 // first code, its row within the part (rows past the part repeat its last: their sums are
@@ -33,19 +49,35 @@ fn tile_word(i: u32, per: u32, first: u32, k0: u32) -> TileWord {
 
 // The weight of tile row r at tile column k (zero past the columns: see decode_tile).
 fn put_w(k: u32, r: u32, v: f32) {
-    ws[k * (TM / 4u) + r / 4u][r % 4u] = v;
+    ws[k * (TM / 4u) + slot(k, r / 4u)][r % 4u] = v;
 }
 
 // x of the tile's tb tokens at columns k0 .. k0 + TK, zero past the columns and the batch (so
-// code padding and missing tokens add nothing).
+// code padding and missing tokens add nothing): a thread stages four columns of a token, as
+// decode_tile stages a word of a row (one vector load where the token's row starts on 16 bytes).
 fn load_x(t0: u32, tb: u32, k0: u32, lid: u32) {
-    for (var i = lid; i < TK * TN; i += THREADS) {
-        let t = i / TK;
-        let k = i % TK;
-        var v = 0.0;
-        if (t < tb && k0 + k < p.cols) { v = x[(t0 + t) * p.x_stride + k0 + k]; }
-        xs[k * (TN / 4u) + t / 4u][t % 4u] = v;
+    for (var i = lid; i < TN * TK / 4u; i += THREADS) {
+        let t = i / (TK / 4u);
+        let k = 4u * (i % (TK / 4u));
+        var v = vec4<f32>();
+        if (t < tb) {
+            let at = (t0 + t) * p.x_stride + k0 + k;
+            if (k0 + k + 3u < p.cols && (p.x_stride & 3u) == 0u) {
+                v = xv4[at / 4u];
+            } else {
+                for (var j = 0u; k0 + k + j < p.cols && j < 4u; j++) { v[j] = x[at + j]; }
+            }
+        }
+        put_x(k, t, v.x);
+        put_x(k + 1u, t, v.y);
+        put_x(k + 2u, t, v.z);
+        put_x(k + 3u, t, v.w);
     }
+}
+
+// x of tile token t at tile column k.
+fn put_x(k: u32, t: u32, v: f32) {
+    xs[k * (TN / 4u) + slot(k, t / 4u)][t % 4u] = v;
 }
 
 // Row `row` (within the part) of a thread's block: its four tokens' sums, stored or added to y.
@@ -70,11 +102,12 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     if (t0 >= n || first >= p.rows) { return; }
     let tb = min(TN, n - t0);
     load_codebook(lid);
-    // The thread's block: rows BR·rg .. BR·rg + BR - 1 and tokens 4·tg .. 4·tg + 3 of the
-    // tile; with BR 8 its second four rows sum into b (dead code with BR 4).
+    // The thread's block: rows 4·rg .. 4·rg + 3 and tokens 4·tg .. 4·tg + 3 of the tile; with
+    // BR 8 also rows TM / 2 + 4·rg .. (b; dead code with BR 4), a vector of rows TM / 8 past the
+    // first, so that the 8 threads of a quarter warp read 8 different vectors of a bank line.
     let rg = lid % (TM / BR);
     let tg = lid / (TM / BR);
-    let wq = rg * (BR / 4u);
+    let qb = rg + TM / 8u;
     var a0 = vec4<f32>();
     var a1 = vec4<f32>();
     var a2 = vec4<f32>();
@@ -90,14 +123,14 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         load_x(t0, tb, k0, lid);
         workgroupBarrier();
         for (var k = 0u; k < TK; k++) {
-            let wv = ws[k * (TM / 4u) + wq];
-            let xv = xs[k * (TN / 4u) + tg];
+            let wv = ws[k * (TM / 4u) + slot(k, rg)];
+            let xv = xs[k * (TN / 4u) + slot(k, tg)];
             a0 += wv.x * xv;
             a1 += wv.y * xv;
             a2 += wv.z * xv;
             a3 += wv.w * xv;
             if (BR == 8u) {
-                let wu = ws[k * (TM / 4u) + wq + 1u];
+                let wu = ws[k * (TM / 4u) + slot(k, qb)];
                 b0 += wu.x * xv;
                 b1 += wu.y * xv;
                 b2 += wu.z * xv;
@@ -105,16 +138,17 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
             }
         }
     }
-    let r = first + BR * rg;
+    let r = first + 4u * rg;
     let t = t0 + 4u * tg;
     store_row(r, t, n, a0);
     store_row(r + 1u, t, n, a1);
     store_row(r + 2u, t, n, a2);
     store_row(r + 3u, t, n, a3);
     if (BR == 8u) {
-        store_row(r + 4u, t, n, b0);
-        store_row(r + 5u, t, n, b1);
-        store_row(r + 6u, t, n, b2);
-        store_row(r + 7u, t, n, b3);
+        let rb = first + 4u * qb;
+        store_row(rb, t, n, b0);
+        store_row(rb + 1u, t, n, b1);
+        store_row(rb + 2u, t, n, b2);
+        store_row(rb + 3u, t, n, b3);
     }
 }

@@ -210,6 +210,18 @@ fn finish_decode(id: Ids, a: vec4<f32>, b: vec4<f32>, ss: f32, t0: u32, first: u
     finish(id, Out(t0, first, 1u, nr, 1u));
 }
 
+// A workgroup's first token and first row. Prefill grids have the token blocks on x, the axis
+// GPUs start workgroups along first, so the blocks that read the same rows' codes run side by
+// side and share them in the cache: with the rows first, every block of a batch streamed the
+// whole tensor (Phi-3.5's gate_up, 48 MiB in lut8g, about the H200's L2), 8 times for 64
+// tokens. Decode grids hold rows alone, on x and y.
+struct Block { t0: u32, first: u32 }
+
+fn block(wid: vec3<u32>, nwg: vec3<u32>) -> Block {
+    if (DECODE) { return Block(0u, (wid.x + wid.y * nwg.x) * DROWS); }
+    return Block(wid.x * TB, (wid.y + wid.z * nwg.y) * ROWS);
+}
+
 // Rows a workgroup takes: ROWS in prefill, DROWS in decode.
 fn wg_rows() -> u32 {
     return select(ROWS, DROWS, DECODE);

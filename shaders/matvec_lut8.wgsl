@@ -76,8 +76,9 @@ fn word_fma(a: Acc32, q: vec4<u32>, g: Affine4, xw: XWord8) -> Acc32 {
 @compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, id: Ids) {
     let n = select(step.n, 1u, p.last_only == 1u);
-    let t0 = wid.z * TB;
-    let first = (wid.x + wid.y * nwg.x) * wg_rows();
+    let blk = block(wid, nwg);
+    let t0 = blk.t0;
+    let first = blk.first;
     if (t0 >= n || first >= p.rows) { return; }
     let tb = min(TB, n - t0);
     let nr = min(wg_rows(), p.rows - first);

@@ -328,7 +328,7 @@ impl GpuTensor {
                 };
                 // The float kernels read no codebook or scales, so their layout has no
                 // binding 0; the LUT mat-vecs also see the codes, x and the norm weight as
-                // vectors (bindings 6, 8 and 9), the tiled kernels do not.
+                // vectors (bindings 6, 8 and 9), the tiled kernels x (8).
                 let lut = !matches!(kind, MatvecKind::F32 | MatvecKind::F16);
                 let dp = params(dx_stride, kind_in);
                 let mut decode_b = vec![(1, dx), (2, io.y), (3, &dp), (4, step), (5, &part.buffer)];
@@ -340,7 +340,8 @@ impl GpuTensor {
                 let decode_pipeline = k.matvec_decode(kind, ctx.decode_threads_for(part.rows));
                 let decode = Kernels::bind_at(ctx, decode_pipeline, &decode_b, decode_groups)
                     .named(self.role());
-                let groups = Kernels::grid(part.rows.div_ceil(ctx.prefill_rows) as u32);
+                // Prefill grids put the token blocks on x (see `block` in matvec_common.wgsl).
+                let [gx, gy, _] = Kernels::grid(part.rows.div_ceil(ctx.prefill_rows) as u32);
                 if io.rows == Rows::Last {
                     return decode;
                 }
@@ -351,18 +352,20 @@ impl GpuTensor {
                 } else {
                     params(io.x_stride, InputKind::Plain)
                 };
-                let mut tiled_b = vec![(1, io.x), (2, io.y), (3, &p), (4, step), (5, &part.buffer)];
+                let mut batched_b =
+                    vec![(1, io.x), (2, io.y), (3, &p), (4, step), (5, &part.buffer)];
                 if lut {
-                    tiled_b.push((0, &self.meta));
+                    batched_b.push((0, &self.meta));
                 }
-                let mut batched_b = tiled_b.clone();
+                let mut tiled_b = batched_b.clone();
+                tiled_b.push((8, io.x));
                 batched_b.push((7, io.x));
                 if lut {
                     batched_b.extend([(6, &part.buffer), (8, io.x), (9, io.x)]);
                 }
-                let batched = Kernels::bind_at(ctx, &pipeline.prefill, &batched_b, groups)
+                let batched = Kernels::bind_at(ctx, &pipeline.prefill, &batched_b, [1, gx, gy])
                     .named(self.role())
-                    .per_tokens(2, Kernels::MATVEC_TOKENS)
+                    .per_tokens(0, Kernels::MATVEC_TOKENS)
                     .with_decode(decode);
                 match &pipeline.tiled {
                     Some(tiled) => {
