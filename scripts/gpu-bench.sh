@@ -131,12 +131,14 @@ if [ "${QINS_BENCH_QUICK:-0}" = 1 ]; then
   exit 0
 fi
 
-# Converting Phi-3.5's shapes takes over two minutes of the CPUs per codec and no GPU, so the
-# archives are made in the background (on 3/4 of the cores, leaving the kernel steps' host side
-# its own) while the GPU runs the other steps; each model's runs wait for its archive.
+# The archives: synthetic weights in the models' exact shapes, each matrix's first 256 rows
+# fitted and repeated down it (`--repeat-rows`: the stored sizes and layout of a full
+# conversion, which took 3 minutes a codec for Phi-3.5 here and crowded out the lut4a runs).
+# Made in the background (on 3/4 of the cores, leaving the kernel steps' host side its own)
+# while the GPU runs the other steps; each model's runs wait for its archive.
 for m in "smollm2-lut8g smollm2-135m lut8g" "phi35-lut8g phi-3.5-mini lut8g" "phi35-lut4a phi-3.5-mini lut4a"; do
   set -- $m
-  RAYON_NUM_THREADS=$(( $(nproc) * 3 / 4 + 1 )) convert "$1" --synthetic "$2" --codec "$3"
+  RAYON_NUM_THREADS=$(( $(nproc) * 3 / 4 + 1 )) convert "$1" --synthetic "$2" --codec "$3" --repeat-rows 256
   touch "$WORK/$1.made"
 done &
 made() { until [ -e "$WORK/$1.made" ]; do sleep 1; done; }
@@ -148,17 +150,20 @@ read -ra same <<< "${QINS_BASE_OPTS:-}"
 # Kernels: decode mat-vecs against the copy kernel, the fixed costs of a token, 64-token
 # prefill batches; the defaults (8 decode rows, threads by the tensor's rows, x as vectors, the
 # mat-vec prefill path of 4 rows), then each open alternative, and the base binary with the
-# same options. Alternatives that lost on the H200 twice or more (the tiled prefill kernels,
-# 16-byte code loads for 4-bit codes and words for 8-bit ones, split attention below 256
-# positions, unfused inputs) stay flags but no longer run here: docs/RESULTS.md has them.
+# same options. The tiled prefill kernels run again, this binary's against the base's (session
+# 36 took their workgroup-memory stores' bank conflicts out). Alternatives that lost on the
+# H200 twice or more (16-byte code loads for 4-bit codes and words for 8-bit ones, split
+# attention below 256 positions, unfused inputs) stay flags but no longer run here:
+# docs/RESULTS.md has them.
 k=(--iters 50 --reps 10 --codecs lut8g,lut4a --json)
 step matvec "$NEW/qins-bench" "${k[@]}" --batch 64
 step matvec-base "$BASE/qins-bench" "${k[@]}" --batch 64 "${same[@]}"
+step matvec-tiled "$NEW/qins-bench" "${k[@]}" --batch 64 --no-probes --no-cold --prefill tiled
+step matvec-tiled-base "$BASE/qins-bench" "${k[@]}" --batch 64 --no-probes --no-cold --prefill tiled
+step matvec-tiled64 "$NEW/qins-bench" "${k[@]}" --batch 64 --no-probes --no-cold --prefill tiled64
 step matvec-prows8 "$NEW/qins-bench" "${k[@]}" --batch 64 --no-probes --no-cold --prefill-rows 8
 step matvec-threads64 "$NEW/qins-bench" "${k[@]}" --batch 0 --no-probes --decode-threads 64
-step matvec-threads128 "$NEW/qins-bench" "${k[@]}" --batch 0 --no-probes --decode-threads 128
 step matvec-threads256 "$NEW/qins-bench" "${k[@]}" --batch 0 --no-probes --decode-threads 256
-step matvec-drows4 "$NEW/qins-bench" "${k[@]}" --batch 0 --no-probes --decode-rows 4
 # The small model end to end: decode, its GPU time per kernel, a 512-token prompt, the base
 # binary with the same options (and its time per kernel), a long context.
 made smollm2-lut8g
@@ -169,25 +174,31 @@ step run-smollm2-lut8g-p512 "$NEW/qins-run" "${run[@]}" --max-tokens 8 --bench-p
 step run-smollm2-lut8g-base "$BASE/qins-run" "${run[@]}" --max-tokens 64 "${same[@]}"
 step run-smollm2-lut8g-base-profile "$BASE/qins-run" "${run[@]}" --max-tokens 64 --profile "${same[@]}"
 step run-smollm2-lut8g-p3000 "$NEW/qins-run" "${run[@]}" --max-tokens 64 --bench-prompt 3000
-# Phi-3.5-mini's shapes: decode (and per kernel), a 512-token prompt on the mat-vec path of 4
-# and of 8 rows and in 256-token batches, the base binary with the same options, the other
+# Phi-3.5-mini's shapes: decode (and per kernel), a 512-token prompt on the mat-vec path and
+# tiled, in the default 64-token batches and in 512 (a whole prompt a batch: 8 times the
+# workgroups a tiled dispatch has), each against the base binary; the base's decode, the other
 # decode variants, WebGPU's default binding limit.
 for codec in lut8g lut4a; do
   made "phi35-$codec"
   run=("$WORK/phi35-$codec.qins" --backend gpu --bench --ctx 1024)
+  p512=("${run[@]}" --max-tokens 8 --bench-prompt 512)
   step "run-phi35-$codec" "$NEW/qins-run" "${run[@]}" --max-tokens 64
   step "run-phi35-$codec-profile" "$NEW/qins-run" "${run[@]}" --max-tokens 16 --profile
-  step "run-phi35-$codec-p512" "$NEW/qins-run" "${run[@]}" --max-tokens 8 --bench-prompt 512
+  step "run-phi35-$codec-p512" "$NEW/qins-run" "${p512[@]}"
+  step "run-phi35-$codec-p512-base" "$BASE/qins-run" "${p512[@]}" "${same[@]}"
+  step "run-phi35-$codec-p512-tiled" "$NEW/qins-run" "${p512[@]}" --prefill tiled
+  step "run-phi35-$codec-p512-tiled-base" "$BASE/qins-run" "${p512[@]}" --prefill tiled
+  step "run-phi35-$codec-p512-batch512" "$NEW/qins-run" "${p512[@]}" --prefill-batch 512
+  step "run-phi35-$codec-p512-batch512-base" "$BASE/qins-run" "${p512[@]}" --prefill-batch 512 "${same[@]}"
+  step "run-phi35-$codec-p512-tiled-batch512" "$NEW/qins-run" "${p512[@]}" --prefill tiled --prefill-batch 512
+  step "run-phi35-$codec-p512-tiled-batch512-base" "$BASE/qins-run" "${p512[@]}" --prefill tiled --prefill-batch 512
+  step "run-phi35-$codec-p512-tiled64-batch512" "$NEW/qins-run" "${p512[@]}" --prefill tiled64 --prefill-batch 512
+  step "run-phi35-$codec-p512-prows8-batch512" "$NEW/qins-run" "${p512[@]}" --prefill-rows 8 --prefill-batch 512
   step "run-phi35-$codec-base" "$BASE/qins-run" "${run[@]}" --max-tokens 64 "${same[@]}"
   step "run-phi35-$codec-base-profile" "$BASE/qins-run" "${run[@]}" --max-tokens 16 --profile "${same[@]}"
-  step "run-phi35-$codec-p512-prows8" "$NEW/qins-run" "${run[@]}" --max-tokens 8 --bench-prompt 512 --prefill-rows 8
+  step "run-phi35-$codec-binding128mib" "$NEW/qins-run" "${run[@]}" --max-tokens 64 --max-binding 134217728
   step "run-phi35-$codec-threads64" "$NEW/qins-run" "${run[@]}" --max-tokens 64 --decode-threads 64
   step "run-phi35-$codec-threads256" "$NEW/qins-run" "${run[@]}" --max-tokens 64 --decode-threads 256
-  step "run-phi35-$codec-binding128mib" "$NEW/qins-run" "${run[@]}" --max-tokens 64 --max-binding 134217728
-  step "run-phi35-$codec-p512-batch256" "$NEW/qins-run" "${run[@]}" --max-tokens 8 --bench-prompt 512 --prefill-batch 256
-  step "run-phi35-$codec-p512-prows8-batch256" "$NEW/qins-run" "${run[@]}" --max-tokens 8 --bench-prompt 512 --prefill-rows 8 --prefill-batch 256
-  step "run-phi35-$codec-threads128" "$NEW/qins-run" "${run[@]}" --max-tokens 64 --decode-threads 128
-  step "run-phi35-$codec-drows4" "$NEW/qins-run" "${run[@]}" --max-tokens 64 --decode-rows 4
   rm -f "$WORK/phi35-$codec.qins"
 done
 step matvec-other-codecs "$NEW/qins-bench" --iters 50 --reps 10 --batch 64 --codecs lut8,qins8,f16 --json

@@ -5,7 +5,7 @@ use std::path::Path;
 
 use anyhow::{Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
-use qins_runtime::codec::{encode_weighted, Codec, ErrorStats, Importance};
+use qins_runtime::codec::{encode_weighted, repeat_rows, Codec, ErrorStats, Importance};
 use qins_runtime::format::Manifest;
 use qins_runtime::model::{TensorRole, Tensors};
 
@@ -28,6 +28,10 @@ pub struct ConvertOptions {
     pub progress: bool,
     /// Activation statistics weighting the learned codecs' errors (see [`crate::calibrate`]).
     pub calibration: Option<Calibration>,
+    /// Encode only each matrix's first N rows and repeat them down the matrix (synthetic speed
+    /// archives: real shapes and stored sizes in a fraction of the time; the error figures are
+    /// the samples').
+    pub repeat_rows: Option<usize>,
 }
 
 impl ConvertOptions {
@@ -41,6 +45,7 @@ impl ConvertOptions {
             chunk_limit: None,
             progress: false,
             calibration: None,
+            repeat_rows: None,
         }
     }
 }
@@ -106,14 +111,22 @@ pub fn convert(imp: Imported, opts: &ConvertOptions, out: &Path) -> Result<Summa
             .calibration
             .as_ref()
             .map_or(Importance::Uniform, |c| c.importance(&spec.name));
-        let (bytes, err) = encode_weighted(codec, &data, rows, cols, importance)
+        let sample_rows = match opts.repeat_rows {
+            Some(n) if spec.role == TensorRole::Matrix => n.clamp(1, rows),
+            _ => rows,
+        };
+        let sample = &data[..sample_rows * cols];
+        let (mut bytes, err) = encode_weighted(codec, sample, sample_rows, cols, importance)
             .with_context(|| format!("encoding {}", spec.name))?;
+        if sample_rows < rows {
+            bytes = repeat_rows(codec, &bytes, sample_rows, rows, cols)?;
+        }
         let n = data.len() as u64;
         params += n;
         if spec.role == TensorRole::Matrix {
             mparams += n;
             mbytes += bytes.len() as u64;
-            let sig: f64 = data.iter().map(|&v| (v as f64) * (v as f64)).sum();
+            let sig: f64 = sample.iter().map(|&v| (v as f64) * (v as f64)).sum();
             signal += sig;
             noise += err.rel_fro * err.rel_fro * sig;
             if worst.as_ref().is_none_or(|w| err.sqnr_db < w.1) {

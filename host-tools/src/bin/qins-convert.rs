@@ -48,6 +48,12 @@ struct Args {
     /// With --synthetic: fewer layers than the real model.
     #[arg(long)]
     synthetic_layers: Option<usize>,
+    /// With --synthetic: encode only each matrix's first N rows and repeat them down the
+    /// matrix, for speed and memory runs: the real shapes and stored sizes in a fraction of the
+    /// time (the weights repeat every N rows, the error figures are the samples', and the
+    /// repeats compress, so the archive is smaller than a real one).
+    #[arg(long, value_name = "N", requires = "synthetic")]
+    repeat_rows: Option<usize>,
     /// Weight the learned codebooks' errors by the activations a text produces (its mean square
     /// per input channel, measured in f32 before quantizing): a plain-text file kept apart from
     /// the text you evaluate on (the project's is data/corpus/calib.txt).
@@ -115,6 +121,7 @@ fn run() -> Result<()> {
         chunk_limit: None,
         progress: !args.json,
         calibration,
+        repeat_rows: args.repeat_rows,
     };
     let summary = convert(imported, &opts, &args.output)?;
     if args.json {

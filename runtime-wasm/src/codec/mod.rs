@@ -370,6 +370,55 @@ pub fn decode(codec: Codec, bytes: &[u8], rows: usize, cols: usize) -> Result<Ve
     })
 }
 
+/// The stored bytes of a `rows × cols` tensor whose rows cycle through the `sample_rows` rows
+/// that `sample` encodes (row r is the sample's row r mod sample_rows): the codebook as it is,
+/// each row's scales, offsets and codes copied. Every section is per row in row order, so this
+/// is byte for byte the encoding of the periodic matrix with the sample's codebook. It lets a
+/// synthetic speed archive of a large model's exact shapes and stored sizes be made without
+/// fitting every row (`qins-convert --repeat-rows`).
+pub fn repeat_rows(
+    codec: Codec,
+    sample: &[u8],
+    sample_rows: usize,
+    rows: usize,
+    cols: usize,
+) -> Result<Vec<u8>> {
+    let from = codec.layout(sample_rows, cols)?;
+    let to = codec.layout(rows, cols)?;
+    if sample_rows == 0 || sample.len() < from.total {
+        return Err(QinsError::Codec(format!(
+            "a sample of {sample_rows} rows of {cols} in {} needs {} bytes, got {}",
+            codec.name(),
+            from.total,
+            sample.len()
+        )));
+    }
+    let mut out = vec![0u8; to.total];
+    let codebook = from.codebook;
+    out[to.codebook.offset..to.codebook.end()]
+        .copy_from_slice(&sample[codebook.offset..codebook.end()]);
+    // Bytes per row of each section: scales and offsets hold the same count per row, and float
+    // tensors' codes are unpadded rows (code_stride is their row's bytes).
+    let per_row = |s: Section| s.len / sample_rows;
+    for (src, dst, width) in [
+        (from.scales, to.scales, per_row(from.scales)),
+        (from.offsets, to.offsets, per_row(from.offsets)),
+        (from.codes, to.codes, from.code_stride),
+    ] {
+        if width == 0 {
+            continue;
+        }
+        for (r, row) in out[dst.offset..dst.offset + rows * width]
+            .chunks_exact_mut(width)
+            .enumerate()
+        {
+            let at = src.offset + (r % sample_rows) * width;
+            row.copy_from_slice(&sample[at..at + width]);
+        }
+    }
+    Ok(out)
+}
+
 /// Bytes to little-endian f32s (the archive's byte order on every target).
 pub(crate) fn read_f32s(bytes: &[u8]) -> Vec<f32> {
     bytes

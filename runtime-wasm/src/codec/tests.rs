@@ -283,3 +283,30 @@ fn importance_lowers_the_weighted_error() {
         assert!(encode_weighted(LUT4_G32, &w, r, c, Importance::PerColumn(bad)).is_err());
     }
 }
+
+#[test]
+fn repeated_rows_decode_as_the_sample_cycled() {
+    for codec in all_codecs() {
+        for (sample_rows, rows, cols) in
+            [(1, 4, 7), (3, 3, 33), (3, 10, 5), (5, 17, 130), (2, 9, 1)]
+        {
+            let w = weights(sample_rows * cols, (sample_rows * 7 + cols) as u64);
+            let (sample, _) = encode(codec, &w, sample_rows, cols).unwrap();
+            let bytes = repeat_rows(codec, &sample, sample_rows, rows, cols).unwrap();
+            assert_eq!(bytes.len(), codec.layout(rows, cols).unwrap().total);
+            let want = decode(codec, &sample, sample_rows, cols).unwrap();
+            let got = decode(codec, &bytes, rows, cols).unwrap();
+            for r in 0..rows {
+                let s = r % sample_rows;
+                assert_eq!(
+                    got[r * cols..(r + 1) * cols],
+                    want[s * cols..(s + 1) * cols],
+                    "{codec:?} {rows}x{cols} row {r}"
+                );
+            }
+        }
+        let (sample, _) = encode(codec, &weights(6, 1), 2, 3).unwrap();
+        assert!(repeat_rows(codec, &sample[..sample.len() - 1], 2, 4, 3).is_err());
+        assert!(repeat_rows(codec, &sample, 0, 4, 3).is_err());
+    }
+}
