@@ -1,7 +1,6 @@
 // x[t] = row tokens[t] of the embedding table, dequantized from any codec (docs/FORMAT.md
 // layouts) as `kind` says: one of the KIND_ constants, generated from gpu/params.rs's
-// EmbedKind. Grouped kinds add the group's f16 offset where `paired` (see weights.wgsl's
-// affine_at).
+// EmbedKind. Grouped kinds add the group's f16 offset where `paired` (group_affine.wgsl).
 {{EMBED_KINDS}}
 // Field for field gpu/params.rs's EmbedParams.
 struct EmbedParams {
@@ -20,16 +19,7 @@ struct Step { pos: u32, n: u32, _pad0: u32, _pad1: u32 }
 @group(0) @binding(4) var<uniform> step: Step;
 @group(0) @binding(5) var<storage, read> codes: array<u32>;
 
-fn half_at(word_off: u32, i: u32) -> f32 {
-    let pair = unpack2x16float(w[word_off + i / 2u]);
-    return select(pair.x, pair.y, (i & 1u) == 1u);
-}
-
-// Group g's scale and offset: one word, an f16 pair, where `paired`, else an f16 scale.
-fn group_affine(g: u32) -> vec2<f32> {
-    if (p.paired != 0u) { return unpack2x16float(w[p.scales_off + g]); }
-    return vec2<f32>(half_at(p.scales_off, g), 0.0);
-}
+{{GROUP_AFFINE}}
 
 @compute @workgroup_size(64)
 fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
@@ -49,12 +39,12 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
         }
         case KIND_LUT4: {
             let q = (codes[row + c / 8u] >> (4u * (c % 8u))) & 0xfu;
-            let a = group_affine(g);
+            let a = group_affine(p.scales_off, p.paired, g);
             v = bitcast<f32>(w[q]) * a.x + a.y;
         }
         case KIND_LUT8_GROUP: {
             let q = (codes[row + c / 4u] >> (8u * (c % 4u))) & 0xffu;
-            let a = group_affine(g);
+            let a = group_affine(p.scales_off, p.paired, g);
             v = bitcast<f32>(w[q]) * a.x + a.y;
         }
         case KIND_F32: { v = bitcast<f32>(codes[local * p.cols + c]); }

@@ -19,18 +19,10 @@ struct Step { pos: u32, n: u32, _pad0: u32, _pad1: u32 }
 @group(0) @binding(4) var<uniform> step: Step;
 @group(0) @binding(5) var<storage, read> codes: array<u32>;
 
-// Entry i of an array of f16 pairs starting at word `off`.
-fn half_at(off: u32, i: u32) -> f32 {
-    let pair = unpack2x16float(w[off + i / 2u]);
-    return select(pair.x, pair.y, (i & 1u) == 1u);
-}
-
-// (scale, offset) of the group holding column c of a grouped codec: one word a group where
-// the groups have offsets (p.paired: the loader wrote them as f16 pairs), else an f16 scale.
+{{GROUP_AFFINE}}
+// (scale, offset) of the group holding column c of a grouped codec's tensor row.
 fn affine_at(row: u32, c: u32) -> vec2<f32> {
-    let g = row * p.groups + c / p.group;
-    if (p.paired != 0u) { return unpack2x16float(w[p.scales_off + g]); }
-    return vec2<f32>(half_at(p.scales_off, g), 0.0);
+    return group_affine(p.scales_off, p.paired, row * p.groups + c / p.group);
 }
 
 // Value i of the part's codes read as f16 pairs (f16 weights).

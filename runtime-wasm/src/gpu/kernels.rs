@@ -228,6 +228,14 @@ pub struct Kernels {
 /// What attention.wgsl and attention_split.wgsl share (spliced in at ATTENTION_COMMON).
 const ATTENTION_COMMON: &str = include_str!("../../../shaders/attention_common.wgsl");
 
+/// The tensor bindings the mat-vec and tiled kernels share (spliced in at WEIGHTS), with the
+/// group scale decoding they share with embed.wgsl (at GROUP_AFFINE, inside it).
+const WEIGHTS: [(&str, &str); 2] = [
+    ("WEIGHTS", include_str!("../../../shaders/weights.wgsl")),
+    ("GROUP_AFFINE", GROUP_AFFINE),
+];
+const GROUP_AFFINE: &str = include_str!("../../../shaders/group_affine.wgsl");
+
 /// The explicit preprocessing step: `{{NAME}}` placeholders replaced by values. A placeholder
 /// left without a value, or a value whose placeholder is not in `src`, is a bug in this
 /// crate's shaders, caught by the first test that builds the kernel.
@@ -395,7 +403,10 @@ impl Kernels {
                 &preprocess(
                     "embed",
                     include_str!("../../../shaders/embed.wgsl"),
-                    &[("EMBED_KINDS", &EmbedKind::wgsl_consts())],
+                    &[
+                        ("EMBED_KINDS", &EmbedKind::wgsl_consts()),
+                        ("GROUP_AFFINE", GROUP_AFFINE),
+                    ],
                 ),
             ),
             select: pipeline(ctx, "select", include_str!("../../../shaders/select.wgsl")),
@@ -520,7 +531,8 @@ impl Kernels {
                 "MATVEC_COMMON",
                 include_str!("../../../shaders/matvec_common.wgsl"),
             ),
-            ("WEIGHTS", include_str!("../../../shaders/weights.wgsl")),
+            WEIGHTS[0],
+            WEIGHTS[1],
             ("DECODE_ROWS", &decode_rows),
             ("PREFILL_ROWS", &prefill_rows),
             ("REDUCE", self.reduce.1),
@@ -568,7 +580,8 @@ impl Kernels {
                 "MATMUL_COMMON",
                 include_str!("../../../shaders/matmul_common.wgsl"),
             ),
-            ("WEIGHTS", include_str!("../../../shaders/weights.wgsl")),
+            WEIGHTS[0],
+            WEIGHTS[1],
             ("TILE", &tile),
         ];
         if matches!(kind, MatvecKind::F32 | MatvecKind::F16) {
