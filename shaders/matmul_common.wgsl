@@ -122,19 +122,26 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         decode_tile(first, k0, lid);
         load_x(t0, tb, k0, lid);
         workgroupBarrier();
-        for (var k = 0u; k < TK; k++) {
-            let wv = ws[k * (TM / 4u) + slot(k, rg)];
-            let xv = xs[k * (TN / 4u) + slot(k, tg)];
-            a0 += wv.x * xv;
-            a1 += wv.y * xv;
-            a2 += wv.z * xv;
-            a3 += wv.w * xv;
-            if (BR == 8u) {
-                let wu = ws[k * (TM / 4u) + slot(k, qb)];
-                b0 += wu.x * xv;
-                b1 += wu.y * xv;
-                b2 += wu.z * xv;
-                b3 += wu.w * xv;
+        // A word's four columns share their permutation (see slot): found once for them.
+        for (var k4 = 0u; k4 < TK; k4 += 4u) {
+            let f = slot(k4, 0u);
+            let wa = rg ^ f;
+            let wb = qb ^ f;
+            let xa = tg ^ f;
+            for (var k = k4; k < k4 + 4u; k++) {
+                let wv = ws[k * (TM / 4u) + wa];
+                let xv = xs[k * (TN / 4u) + xa];
+                a0 += wv.x * xv;
+                a1 += wv.y * xv;
+                a2 += wv.z * xv;
+                a3 += wv.w * xv;
+                if (BR == 8u) {
+                    let wu = ws[k * (TM / 4u) + wb];
+                    b0 += wu.x * xv;
+                    b1 += wu.y * xv;
+                    b2 += wu.z * xv;
+                    b3 += wu.w * xv;
+                }
             }
         }
     }
