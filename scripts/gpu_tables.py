@@ -64,6 +64,34 @@ def kernels(bench, decode_alts, prefill_alts):
     return out
 
 
+def fixed_and_streaming(bench):
+    """Each codec's decode mat-vecs fitted as t = fixed + bytes / rate (least squares over the
+    shapes, repeated): the fixed µs a dispatch pays whatever its size (launch, the chain of
+    dependent loads, the reduction) against the rate it streams at, which say whether a kernel
+    change should shorten the chain or widen the stream."""
+    out = []
+    by_codec = {}
+    for r in bench["results"]:
+        k = r["kernel"]
+        if k.startswith("matvec ") and not k.endswith("one code") and r.get("gb_s"):
+            by_codec.setdefault(k[7:], []).append((r["gb_s"] * r["us"] * 1e3, r["us"]))
+    for codec, pts in by_codec.items():
+        if len(pts) < 3:
+            continue
+        n = len(pts)
+        mx = sum(b for b, _ in pts) / n
+        my = sum(t for _, t in pts) / n
+        sxx = sum((b - mx) ** 2 for b, _ in pts)
+        if sxx == 0:
+            continue
+        slope = sum((b - mx) * (t - my) for b, t in pts) / sxx
+        fixed = my - slope * mx
+        rate = 1e-3 / slope if slope > 0 else float("inf")
+        out.append(f'- {codec}: {fixed:.1f} µs fixed a dispatch + streaming at {rate:.0f} GB/s '
+                   f'({100 * rate / bench["copy_gb_s"]:.0f} % of copy), fitted over {n} shapes')
+    return (["Decode mat-vecs as t = fixed + bytes / rate (repeated):"] + out) if out else []
+
+
 def attention(bench):
     """A decoded token's attention at two context lengths, whole-context and split kernels."""
     res = by_kernel(bench)
@@ -214,6 +242,7 @@ def main():
                           ("8 rows", alt("matvec-drows8")), ("base binary", alt("matvec-base"))],
                          [("8 rows a workgroup", alt("matvec-prows8")), ("64 × 32 tiles", alt("matvec-tiled")), ("64 × 32 tiles, base binary", alt("matvec-tiled-base")), ("64 × 64 tiles", alt("matvec-tiled64")),
                           ("mat-vec path", alt("matvec-rows")), ("base binary", alt("matvec-base"))]) + [""]
+        lines += fixed_and_streaming(bench) + [""]
         lines += attention(bench) + [""]
         lines += select(bench) + [""]
     lines += runs(out_dir) + [""] + profiles(out_dir, bench) + goals(out_dir, bench)
