@@ -70,6 +70,10 @@ const SMOLLM2: [(&str, usize, usize); 4] = [
     ("smollm2 down", 576, 1536),
     ("smollm2 lm_head", 49152, 576),
 ];
+/// A tensor of one decode workgroup (8 rows): its time is what a mat-vec dispatch costs
+/// whatever its size (launch, its chain of dependent loads, the reduction), next to the copy
+/// kernel's `dispatch in a submission`.
+const TINY: (&str, usize, usize) = ("tiny 8x64", 8, 64);
 
 /// Stored bytes of a plausible tensor: timing does not depend on the values, so codes are
 /// pseudo-random, skipping codebook fitting on hundreds of millions of weights; codebook and
@@ -241,11 +245,12 @@ fn run() -> Result<()> {
         }
     }
 
-    let shapes: Vec<_> = if args.small {
+    let mut shapes: Vec<_> = if args.small {
         SMOLLM2.to_vec()
     } else {
         PHI35.iter().chain(&SMOLLM2).copied().collect()
     };
+    shapes.push(TINY);
     let b = args.batch.max(1);
     // Kernels with each probe, on clones of the context (see MatvecProbe).
     let probes: Vec<(MatvecProbe, Kernels)> =
