@@ -112,7 +112,7 @@ pub fn convert(imp: Imported, opts: &ConvertOptions, out: &Path) -> Result<Summa
             .as_ref()
             .map_or(Importance::Uniform, |c| c.importance(&spec.name));
         let sample_rows = match opts.repeat_rows {
-            Some(n) if spec.role == TensorRole::Matrix => n.clamp(1, rows),
+            Some(n) if spec.role == TensorRole::Matrix => n.max(1).min(rows),
             _ => rows,
         };
         let sample = &data[..sample_rows * cols];
