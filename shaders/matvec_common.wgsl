@@ -4,10 +4,10 @@
 // and the x loads of the one-token and the 8-token paths. Parameters and bindings are
 // weights.wgsl's, spliced in first.
 {{WEIGHTS}}
-// Threads a workgroup: 64, or in decode with subgroups 256 (`--decode-threads`): four times
-// the threads per row, for tensors of few rows (Phi-3.5's o_proj and down give 384 workgroups
-// of 8 rows, under three a multiprocessor on an H200). The workgroup-memory reduction keeps a
-// slot per thread, so it takes 64.
+// Threads a workgroup: 64, or in decode with subgroups 192 or 256 (`--decode-threads`): three
+// or four times the threads per row, for tensors of few rows (Phi-3.5's o_proj and down give
+// 384 workgroups of 8 rows, under three a multiprocessor on an H200). The workgroup-memory
+// reduction keeps a slot per thread, so it takes 64.
 const WG: u32 = {{WG}}u;
 // A workgroup takes ROWS rows and, in prefill, a block of up to TB tokens: each code is decoded
 // once for the TB tokens and each x value loaded once for the ROWS rows (an x load per weight

@@ -126,8 +126,8 @@ fn run_all(ctx: &GpuContext, dispatches: &[Dispatch], n: usize) {
 /// last two run prefill in the 64 × 64 tiles, the first two in 64 × 32 (the third on the
 /// default mat-vec path); the last three decode the default 8 rows a workgroup (with both
 /// reductions), the first two 4. Decode workgroups: 64 threads in the first, by the tensor's
-/// rows in the second (256 here), 64 in the third (no subgroups), 256 in the fourth, 128 in the
-/// fifth. The third and fourth take 8 rows a workgroup on the mat-vec prefill path, the others 4
+/// shape in the second (192 here: its rows take few loads), 64 in the third (no subgroups), 256
+/// in the fourth, 128 in the fifth. The third and fourth take 8 rows a workgroup on the mat-vec prefill path, the others 4
 /// (shapes of 1, 3, 5, 17 and 65 rows leave the second quad part-filled or empty).
 fn contexts(max_binding: u64) -> [(GpuContext, bool); 5] {
     let shared = gpu_with(GpuOptions {
@@ -161,7 +161,7 @@ fn contexts(max_binding: u64) -> [(GpuContext, bool); 5] {
         ..Default::default()
     });
     assert_eq!(
-        f16.decode_threads_for(1),
+        f16.decode_threads_for(1, 1),
         if f16.subgroups { 256 } else { 64 }
     );
     assert_eq!(f16.f16, f16.features.contains(wgpu::Features::SHADER_F16));
@@ -172,14 +172,21 @@ fn contexts(max_binding: u64) -> [(GpuContext, bool); 5] {
         decode_threads: Some(128),
         ..Default::default()
     });
-    // The split context decodes by rows: 256 threads for every tensor here where subgroups
-    // allow it.
+    // The split context decodes by the tensor's shape where subgroups allow it.
     let split = gpu_with(tiled(Some(max_binding), None));
-    let auto = |rows| split.decode_threads_for(rows);
+    // By rows, then by the loads a row takes: 192 threads where they cover a row in as few
+    // turns as 256 (Phi-3.5's 3072 columns: 192 vectors of 8-bit codes, 384 words of 4-bit).
+    let auto = |rows, items| split.decode_threads_for(rows, items);
+    let picked = [
+        auto(16383, 512),
+        auto(16383, 192),
+        auto(16383, 384),
+        auto(16384, 192),
+    ];
     if split.subgroups {
-        assert_eq!((auto(16383), auto(16384)), (256, 64));
+        assert_eq!(picked, [256, 192, 192, 64]);
     } else {
-        assert_eq!((auto(16383), auto(16384)), (64, 64));
+        assert_eq!(picked, [64; 4]);
     }
     [
         (whole, false),

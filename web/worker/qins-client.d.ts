@@ -15,7 +15,7 @@ export interface LoadOptions {
   split_attention_from?: number;
   decode_rows?: 4 | 8;
   prefill_rows?: 4 | 8;
-  decode_threads?: 64 | 128 | 256;
+  decode_threads?: 64 | 128 | 192 | 256;
   profile?: boolean;
   prefill_batch?: number;
 }

@@ -74,10 +74,10 @@ pub struct GpuOptions {
     /// quads sharing each load of the 8 tokens' x (A/B runs; the tests run both).
     #[cfg_attr(feature = "cli", arg(long))]
     pub prefill_rows: Option<usize>,
-    /// Threads per decode mat-vec workgroup: 64, 128 or 256 for every tensor, or unset (auto)
-    /// 256 for tensors of fewer than [`Kernels::WIDE_DECODE_BELOW_ROWS`] rows and 64 for the
-    /// rest, as the H200 measured them fastest. More than 64 with subgroups only (else 64 with
-    /// a warning).
+    /// Threads per decode mat-vec workgroup: 64, 128, 192 or 256 for every tensor, or unset
+    /// (auto) 256 for tensors of fewer than [`Kernels::WIDE_DECODE_BELOW_ROWS`] rows (192 where
+    /// those take a row in as few turns) and 64 for the rest, as the H200 measured them
+    /// fastest. More than 64 with subgroups only (else 64 with a warning).
     ///
     /// [`Kernels::WIDE_DECODE_BELOW_ROWS`]: crate::gpu::Kernels::WIDE_DECODE_BELOW_ROWS
     #[cfg_attr(feature = "cli", arg(long))]
@@ -176,8 +176,8 @@ pub struct GpuContext {
     pub decode_rows: usize,
     /// Rows per mat-vec workgroup on the prefill path (4 or 8).
     pub prefill_rows: usize,
-    /// Threads per decode mat-vec workgroup (64, 128 or 256 with subgroups), or None: by the
-    /// tensor's rows (`decode_threads_for`).
+    /// Threads per decode mat-vec workgroup (64, 128, 192 or 256 with subgroups), or None: by
+    /// the tensor's shape (`decode_threads_for`).
     pub decode_threads: Option<usize>,
     /// The device was opened with timestamps inside passes: decoded tokens are timed per
     /// dispatch (`--profile`).
@@ -234,9 +234,12 @@ impl GpuContext {
         if let Some(r) = opts.prefill_rows.filter(|r| ![4, 8].contains(r)) {
             return Err(QinsError::BadRequest(format!("prefill_rows {r}: 4 or 8")));
         }
-        if let Some(t) = opts.decode_threads.filter(|t| ![64, 128, 256].contains(t)) {
+        if let Some(t) = opts
+            .decode_threads
+            .filter(|t| ![64, 128, 192, 256].contains(t))
+        {
             return Err(QinsError::BadRequest(format!(
-                "decode_threads {t}: 64, 128 or 256"
+                "decode_threads {t}: 64, 128, 192 or 256"
             )));
         }
         #[cfg(target_arch = "wasm32")]
@@ -364,22 +367,33 @@ impl GpuContext {
         })
     }
 
-    /// Threads per decode mat-vec workgroup for a tensor part of `rows` rows: the option, or
-    /// by default 256 below [`Kernels::WIDE_DECODE_BELOW_ROWS`](crate::gpu::Kernels::WIDE_DECODE_BELOW_ROWS) rows and 64 from there.
-    pub fn decode_threads_for(&self, rows: usize) -> usize {
-        self.decode_threads
-            .unwrap_or(if rows < crate::gpu::Kernels::WIDE_DECODE_BELOW_ROWS {
-                256
-            } else {
-                64
-            })
+    /// Threads per decode mat-vec workgroup for a tensor part of `rows` rows whose decode loop
+    /// takes `items` loads a row (`Kernels::decode_items`): the option, or by default 64 from
+    /// [`Kernels::WIDE_DECODE_BELOW_ROWS`](crate::gpu::Kernels::WIDE_DECODE_BELOW_ROWS) rows,
+    /// below it 256, or 192 where those take a row in as few turns. Phi-3.5's 3072-column rows
+    /// are 192 vectors of 16 codes (or 384 words of 4-bit codes): 256 threads left a quarter of
+    /// theirs idle (half in the second turn), still holding a slot on the multiprocessor, and
+    /// 192 fit a third more workgroups in a wave. Unmeasured on a GPU.
+    pub fn decode_threads_for(&self, rows: usize, items: usize) -> usize {
+        if let Some(t) = self.decode_threads {
+            return t;
+        }
+        if rows >= crate::gpu::Kernels::WIDE_DECODE_BELOW_ROWS {
+            return 64;
+        }
+        let turns = |threads: usize| items.div_ceil(threads);
+        if turns(192) <= turns(256) {
+            192
+        } else {
+            256
+        }
     }
 
     /// The decode workgroup sizes `decode_threads_for` can answer.
     pub fn decode_thread_choices(&self) -> Vec<usize> {
         match self.decode_threads {
             Some(t) => vec![t],
-            None => vec![64, 256],
+            None => vec![64, 192, 256],
         }
     }
 

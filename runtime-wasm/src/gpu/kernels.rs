@@ -197,9 +197,9 @@ impl HeadShape {
 /// `Prefill::Rows`.
 pub struct Matvec {
     pub prefill: wgpu::ComputePipeline,
-    /// The decode pipelines of 64, 128 and 256 threads a workgroup, each built on first use
-    /// (`Kernels::matvec_decode`).
-    decode: [std::sync::OnceLock<wgpu::ComputePipeline>; 3],
+    /// The decode pipelines of 64, 128, 192 and 256 threads a workgroup, each built on first
+    /// use (`Kernels::matvec_decode`).
+    decode: [std::sync::OnceLock<wgpu::ComputePipeline>; 4],
     pub tiled: Option<wgpu::ComputePipeline>,
 }
 
@@ -315,8 +315,8 @@ impl Kernels {
     /// rows decode Phi-3.5 23 % faster than 4, in both lut8g and lut4a (docs/RESULTS.md).
     pub const DECODE_ROWS: usize = 8;
 
-    /// Tensors (parts) of fewer rows than this decode in workgroups of 256 threads, the rest in
-    /// 64 (`GpuContext::decode_threads_for`). On the H200 (session 35) 256 threads took Phi-3.5's
+    /// Tensors (parts) of fewer rows than this decode in workgroups of 256 threads (or 192), the
+    /// rest in 64 (`GpuContext::decode_threads_for`). On the H200 (session 35) 256 threads took Phi-3.5's
     /// o_proj, qkv and down (3072-9216 rows: at most 1152 workgroups of 8 rows, under nine a
     /// multiprocessor) from 15-26 % of the copy kernel's bandwidth to 27-39 % in lut8g and from
     /// 12-15 % to 18-27 % in lut4a, from memory; gate_up (16384 rows) and the 49152-row head
@@ -457,8 +457,8 @@ impl Kernels {
         m
     }
 
-    /// The decode pipeline of `kind` with `threads` per workgroup (64, 128 or 256), built the
-    /// first time it is asked for.
+    /// The decode pipeline of `kind` with `threads` per workgroup (64, 128, 192 or 256), built
+    /// the first time it is asked for.
     pub fn matvec_decode(&self, kind: MatvecKind, threads: usize) -> &wgpu::ComputePipeline {
         let m = self.matvec[kind as usize]
             .get()
@@ -466,10 +466,38 @@ impl Kernels {
         let slot = match threads {
             64 => 0,
             128 => 1,
-            256 => 2,
+            192 => 2,
+            256 => 3,
             _ => unreachable!("GpuContext::new refuses decode_threads {threads}"),
         };
         m.decode[slot].get_or_init(|| self.matvec_pipeline(kind, true, threads))
+    }
+
+    /// Whether the LUT decode kernels of `kind` read 16-byte code vectors (WIDE).
+    fn wide_decode(&self, kind: MatvecKind) -> bool {
+        matches!(
+            (self.ctx.decode_loads, kind),
+            (DecodeLoads::Vec4, _) | (DecodeLoads::Auto, MatvecKind::Lut8)
+        )
+    }
+
+    /// Loads a decode mat-vec's threads take to cover a row of `cols` of `kind` (the turns of
+    /// its decode loop, all threads together): 16-byte vectors of codes where the kernel reads
+    /// them (WIDE; the few tensors whose rows or groups do not hold whole vectors, which the
+    /// kernel reads in words, are counted the same: this only picks a workgroup size), else
+    /// words, or a column each for float weights.
+    pub fn decode_items(&self, kind: MatvecKind, cols: usize) -> usize {
+        let codes_per_word = match kind {
+            MatvecKind::Lut8 => 4,
+            MatvecKind::Lut4 => 8,
+            MatvecKind::F32 | MatvecKind::F16 => return cols,
+        };
+        let words = cols.div_ceil(codes_per_word);
+        if self.wide_decode(kind) {
+            words.div_ceil(4)
+        } else {
+            words
+        }
     }
 
     /// matvec_lut8.wgsl, matvec_lut4.wgsl or matvec_float.wgsl for `kind`: the decode pipeline
@@ -510,9 +538,10 @@ impl Kernels {
         };
         // The float kernels have no codebook type and no wide loads, the LUT ones no element
         // type.
-        let wide = match (self.ctx.decode_loads, kind) {
-            (DecodeLoads::Vec4, _) | (DecodeLoads::Auto, MatvecKind::Lut8) => "true",
-            _ => "false",
+        let wide = if self.wide_decode(kind) {
+            "true"
+        } else {
+            "false"
         };
         let input_kinds = InputKind::wgsl_consts();
         let decode_rows = self.ctx.decode_rows.to_string();
