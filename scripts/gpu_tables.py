@@ -25,7 +25,7 @@ def kernels(bench, decode_alts, prefill_alts):
     copy = bench["copy_gb_s"]
     decode_alts = [(label, by_kernel(b)) for label, b in decode_alts if b]
     prefill_alts = [(label, by_kernel(b)) for label, b in prefill_alts if b]
-    probes = [("ArithmeticCodebook", "no lookups"), ("NoGroups", "no group scales")]
+    probes = [("ArithmeticCodebook", "no codebook (lookups, its load and barrier)"), ("NoGroups", "no group scales")]
     out = [f'Device: `{bench["device"]}`; copy kernel {copy:.0f} GB/s; a submission waited on and '
            f'read back {bench["submit_us"]:.1f} µs; a dispatch inside a submission {bench["dispatch_us"]:.2f} µs. '
            'Shares of copy: the tensor repeated (from the caches where it fits them) / from memory '

@@ -82,8 +82,11 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     if (t0 >= n || first >= p.rows) { return; }
     let tb = min(TB, n - t0);
     let nr = min(wg_rows(), p.rows - first);
-    for (var i = id.lid; i < 256u; i += WG) { lut[i] = Lut(bitcast<f32>(w[i])); }
-    workgroupBarrier();
+    // The probe's decode paths compute the codebook's values instead (see values4).
+    if (!(DECODE && PROBE == PROBE_ARITHMETIC)) {
+        for (var i = id.lid; i < 256u; i += WG) { lut[i] = Lut(bitcast<f32>(w[i])); }
+        workgroupBarrier();
+    }
     let words = (p.cols + 3u) / 4u;
     let grouped = p.group != 0u;
     let qd = quads(first, nr);

@@ -206,7 +206,9 @@ pub enum MatvecProbe {
     #[default]
     None = 0,
     /// Codebook values computed from the code (k / 256 − 0.5) instead of looked up in
-    /// workgroup memory: the lookups' cost.
+    /// workgroup memory, and the codebook not loaded there: the lookups' cost with the
+    /// codebook's load and barrier, a link of the chain of dependent loads every decode
+    /// workgroup waits on (since session 36; before, the load and barrier stayed).
     ArithmeticCodebook = 1,
     /// Group scales and offsets not read or applied: their loads' and arithmetic's cost.
     NoGroups = 2,
