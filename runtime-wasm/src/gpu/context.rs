@@ -389,14 +389,6 @@ impl GpuContext {
         }
     }
 
-    /// The decode workgroup sizes `decode_threads_for` can answer.
-    pub fn decode_thread_choices(&self) -> Vec<usize> {
-        match self.decode_threads {
-            Some(t) => vec![t],
-            None => vec![64, 192, 256],
-        }
-    }
-
     /// One line naming the adapter, its backend, its kind, whether it offers shader-f16 and
     /// whether the kernels use subgroups.
     pub fn describe(&self) -> String {

@@ -440,29 +440,37 @@ impl Kernels {
         })
     }
 
-    /// The mat-vec pipelines of `kind`, built the first time they are asked for, with the
-    /// decode pipelines the context's thread choice can pick (see [`Kernels::matvec_decode`]).
+    /// The mat-vec pipelines of `kind`, built the first time they are asked for; the decode
+    /// pipelines are built as tensors ask for them (see [`Kernels::matvec_decode_for`]).
     pub fn matvec(&self, kind: MatvecKind) -> &Matvec {
-        let m = self.matvec[kind as usize].get_or_init(|| {
+        self.matvec[kind as usize].get_or_init(|| {
             let tiled = (self.ctx.prefill != Prefill::Rows).then(|| self.matmul_pipeline(kind));
             Matvec {
                 prefill: self.matvec_pipeline(kind, false, 64),
                 decode: Default::default(),
                 tiled,
             }
-        });
-        for threads in self.ctx.decode_thread_choices() {
-            self.matvec_decode(kind, threads);
-        }
-        m
+        })
+    }
+
+    /// The decode pipeline of `kind` for a tensor (part) of `rows × cols`: the workgroup size
+    /// the context picks for that shape (`GpuContext::decode_threads_for`).
+    pub fn matvec_decode_for(
+        &self,
+        kind: MatvecKind,
+        rows: usize,
+        cols: usize,
+    ) -> &wgpu::ComputePipeline {
+        let threads = self
+            .ctx
+            .decode_threads_for(rows, self.decode_items(kind, cols));
+        self.matvec_decode(kind, threads)
     }
 
     /// The decode pipeline of `kind` with `threads` per workgroup (64, 128, 192 or 256), built
     /// the first time it is asked for.
-    pub fn matvec_decode(&self, kind: MatvecKind, threads: usize) -> &wgpu::ComputePipeline {
-        let m = self.matvec[kind as usize]
-            .get()
-            .unwrap_or_else(|| self.matvec(kind));
+    fn matvec_decode(&self, kind: MatvecKind, threads: usize) -> &wgpu::ComputePipeline {
+        let m = self.matvec(kind);
         let slot = match threads {
             64 => 0,
             128 => 1,
@@ -486,7 +494,7 @@ impl Kernels {
     /// them (WIDE; the few tensors whose rows or groups do not hold whole vectors, which the
     /// kernel reads in words, are counted the same: this only picks a workgroup size), else
     /// words, or a column each for float weights.
-    pub fn decode_items(&self, kind: MatvecKind, cols: usize) -> usize {
+    fn decode_items(&self, kind: MatvecKind, cols: usize) -> usize {
         let codes_per_word = match kind {
             MatvecKind::Lut8 => 4,
             MatvecKind::Lut4 => 8,

@@ -20,17 +20,16 @@ struct Filling {
 }
 
 /// The pipelines of the mat-vecs `m`'s matrices need (the embedding's only when it is the
-/// head), compiled while the tensors stream in rather than after the last byte.
+/// head), compiled while the tensors stream in rather than after the last byte: each kind's
+/// prefill pipeline and the decode pipeline of each matrix's shape (a tensor split across
+/// bindings whose parts pick another size builds that one when its dispatches are made).
 fn compile_kernels(ctx: &GpuContext, m: &Manifest) -> Background<Kernels> {
-    let mut kinds: Vec<MatvecKind> = Vec::new();
+    let mut shapes: Vec<(MatvecKind, usize, usize)> = Vec::new();
     for t in m.tensors.iter().filter(|t| t.shape.len() == 2) {
         if t.name == "token_embd" && !m.config.tie_word_embeddings {
             continue;
         }
-        let kind = kernels_for(t.codec).0;
-        if !kinds.contains(&kind) {
-            kinds.push(kind);
-        }
+        shapes.push((kernels_for(t.codec).0, t.shape[0], t.shape[1]));
     }
     let ctx = ctx.clone();
     Background::start("pipelines", move || {
@@ -39,8 +38,9 @@ fn compile_kernels(ctx: &GpuContext, m: &Manifest) -> Background<Kernels> {
         #[cfg(not(target_arch = "wasm32"))]
         let validation = ctx.device.push_error_scope(wgpu::ErrorFilter::Validation);
         let k = Kernels::new(&ctx);
-        for kind in kinds {
+        for (kind, rows, cols) in shapes {
             k.matvec(kind);
+            k.matvec_decode_for(kind, rows, cols);
         }
         #[cfg(not(target_arch = "wasm32"))]
         if let Some(e) = crate::engine::block_on(validation.pop()) {

@@ -337,9 +337,7 @@ impl GpuTensor {
                     decode_b.extend([(0, &self.meta), (6, &part.buffer), (8, dx), (9, norm)]);
                 }
                 let decode_groups = Kernels::grid(part.rows.div_ceil(ctx.decode_rows) as u32);
-                let items = k.decode_items(kind, self.cols);
-                let decode_pipeline =
-                    k.matvec_decode(kind, ctx.decode_threads_for(part.rows, items));
+                let decode_pipeline = k.matvec_decode_for(kind, part.rows, self.cols);
                 let decode = Kernels::bind_at(ctx, decode_pipeline, &decode_b, decode_groups)
                     .named(self.role());
                 // Prefill grids put the token blocks on x (see `block` in matvec_common.wgsl).
