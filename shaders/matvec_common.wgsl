@@ -256,8 +256,24 @@ fn words4(base: vec4<u32>, wi: u32) -> vec4<u32> {
 // Four rows' dot products d at column c as the sums take them: scaled and offset by the rows'
 // groups (sum of the x values times the offset) where the tensor has groups.
 fn with_groups(d: vec4<f32>, rows: vec4<u32>, c: u32, xsum: f32) -> vec4<f32> {
-    if (p.group == 0u || PROBE == PROBE_NO_GROUPS) { return d; }
-    let g = affine4(rows, c);
+    return apply_groups(d, groups_at(rows, c), xsum);
+}
+
+// Whether the sums take group scales and offsets (see with_groups).
+fn uses_groups() -> bool {
+    return p.group != 0u && PROBE != PROBE_NO_GROUPS;
+}
+
+// The group scales and offsets with_groups applies at column c of 4 rows (none read where it
+// applies none): loaded apart, so that the decode loops load a turn's ahead with its codes.
+fn groups_at(rows: vec4<u32>, c: u32) -> Affine4 {
+    if (!uses_groups()) { return Affine4(); }
+    return affine4(rows, c);
+}
+
+// with_groups with the groups g loaded by groups_at.
+fn apply_groups(d: vec4<f32>, g: Affine4, xsum: f32) -> vec4<f32> {
+    if (!uses_groups()) { return d; }
     return d * g.scale + xsum * g.offset;
 }
 

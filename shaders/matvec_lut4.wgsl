@@ -45,6 +45,15 @@ fn wide_dots(base4: vec4<u32>, v: u32, xa: mat4x4<f32>, xb: mat4x4<f32>) -> vec4
                      dot32(codes4[base4.z + v], xa, xb), dot32(codes4[base4.w + v], xa, xb));
 }
 
+// The codebook into workgroup memory for the lookups, and the barrier after which they may
+// read it (the probe's decode paths compute the values instead and skip both; groups that split
+// words still look them up).
+fn load_codebook(lid: u32) {
+    if (DECODE && PROBE == PROBE_ARITHMETIC && (p.group & 7u) == 0u) { return; }
+    if (lid < 16u) { lut[lid] = Lut(bitcast<f32>(w[lid])); }
+    workgroupBarrier();
+}
+
 // a + the 4 rows' code j of their words q (scaled and offset by g) times the tokens' x.
 fn code_fma(a: Acc32, q: vec4<u32>, j: u32, g: Affine4, xv: Acc8) -> Acc32 {
     let k = (q >> vec4<u32>(4u * j)) & vec4<u32>(0xfu);
@@ -74,11 +83,6 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     if (t0 >= n || first >= p.rows) { return; }
     let tb = min(TB, n - t0);
     let nr = min(wg_rows(), p.rows - first);
-    // The probe's decode paths compute the values (groups that split words still look them up).
-    if (!(DECODE && PROBE == PROBE_ARITHMETIC && (p.group & 7u) == 0u)) {
-        if (id.lid < 16u) { lut[id.lid] = Lut(bitcast<f32>(w[id.lid])); }
-        workgroupBarrier();
-    }
     let words = (p.cols + 7u) / 8u;
     let qd = quads(first, nr);
     let base = qd.base;
@@ -92,9 +96,26 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         var a = vec4<f32>();
         var b = vec4<f32>();
         var ss = 0.0;
-        var wide_words = 0u;
-        if (WIDE && p.stride_words % 4u == 0u && p.group % 32u == 0u) {
-            wide_words = words;
+        let wide = WIDE && p.stride_words % 4u == 0u && p.group % 32u == 0u;
+        let wide_words = select(0u, words, wide);
+        // The word loop's first turn of codes and group scales, loaded before the codebook and
+        // its barrier (see matvec_lut8.wgsl's decode path; unmeasured on a GPU).
+        var wi = wide_words + id.lid;
+        let last = max(words, 1u) - 1u;
+        var qa = vec4<u32>();
+        var qb = vec4<u32>();
+        var ga = Affine4();
+        var gb = Affine4();
+        if (wi < words) {
+            qa = words4(base, wi);
+            ga = groups_at(tensor_rows, wi * 8u);
+            if (DROWS == 8u) {
+                qb = words4(base_b, wi);
+                gb = groups_at(tensor_rows_b, wi * 8u);
+            }
+        }
+        load_codebook(id.lid);
+        if (wide) {
             for (var v = id.lid; v < words / 4u; v += WG) {
                 let c = v * 32u;
                 let xa = mat4x4<f32>(xin4(xo, c, &ss), xin4(xo, c + 8u, &ss), xin4(xo, c + 16u, &ss), xin4(xo, c + 24u, &ss));
@@ -106,30 +127,32 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
             }
         }
         // Word by word where the vectors were not used (a row is whole vectors when they were:
-        // its stride, a multiple of 4 words, is its word count), the next turn's words loaded
-        // before this turn's are decoded, so that a thread's loads overlap its arithmetic
-        // instead of each turn waiting on its 32 bytes of codes (the 4-bit kernels ran at
-        // 15-25 % of the copy kernel's bandwidth on the H200 with the L2 holding the tensor;
-        // not yet measured on a GPU). The turn after a thread's last loads its last word
-        // again, unused.
-        var wi = wide_words + id.lid;
-        let last = max(words, 1u) - 1u;
-        var qa = words4(base, min(wi, last));
-        var qb = vec4<u32>();
-        if (DROWS == 8u) { qb = words4(base_b, min(wi, last)); }
+        // its stride, a multiple of 4 words, is its word count), the next turn's words and
+        // group scales loaded before this turn's are decoded, so that a thread's loads overlap
+        // its arithmetic instead of each turn waiting on its 32 bytes of codes (the 4-bit
+        // kernels ran at 15-25 % of the copy kernel's bandwidth on the H200 with the L2 holding
+        // the tensor; not yet measured on a GPU). The turn after a thread's last loads its last
+        // word again, unused.
         for (; wi < words; wi += WG) {
             let next = min(wi + WG, last);
             let na = words4(base, next);
+            let nga = groups_at(tensor_rows, next * 8u);
             var nb = vec4<u32>();
-            if (DROWS == 8u) { nb = words4(base_b, next); }
+            var ngb = Affine4();
+            if (DROWS == 8u) {
+                nb = words4(base_b, next);
+                ngb = groups_at(tensor_rows_b, next * 8u);
+            }
             let c = wi * 8u;
             let xa = xin4(xo, c, &ss);
             let xb = xin4(xo, c + 4u, &ss);
             let xsum = dot(xa + xb, vec4<f32>(1.0));
-            a += with_groups(word_dots(qa, xa, xb), tensor_rows, c, xsum);
-            if (DROWS == 8u) { b += with_groups(word_dots(qb, xa, xb), tensor_rows_b, c, xsum); }
+            a += apply_groups(word_dots(qa, xa, xb), ga, xsum);
+            if (DROWS == 8u) { b += apply_groups(word_dots(qb, xa, xb), gb, xsum); }
             qa = na;
             qb = nb;
+            ga = nga;
+            gb = ngb;
         }
         finish_decode(id, a, b, ss, t0, first, nr);
         return;
@@ -137,6 +160,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     // Prefill (and decode with groups that split words, which takes no fused input: see
     // GpuTensor::fuses): code by code, as in matvec_lut8.wgsl, with 8 rows a workgroup (ROWS 8,
     // or DROWS 8 in decode) two quads, a and b, against the same x.
+    load_codebook(id.lid);
     let xrows = rows8(t0, tb);
     let two = wg_rows() == 8u;
     var a = Acc32();

@@ -37,10 +37,24 @@ fn word_dots(base: vec4<u32>, wi: u32, xl: vec4<Lut>) -> vec4<f32> {
                      f32(dot(values4(codes[base.z + wi]), xl)), f32(dot(values4(codes[base.w + wi]), xl)));
 }
 
-// The same for 4 rows' code vector v (16 codes).
-fn wide_dots(base4: vec4<u32>, v: u32, xs: mat4x4<f32>) -> vec4<f32> {
-    return vec4<f32>(dot16(codes4[base4.x + v], xs), dot16(codes4[base4.y + v], xs),
-                     dot16(codes4[base4.z + v], xs), dot16(codes4[base4.w + v], xs));
+// 4 rows' code vector v (16 codes each), rows at vectors base4.
+struct Codes16 { r0: vec4<u32>, r1: vec4<u32>, r2: vec4<u32>, r3: vec4<u32> }
+
+fn codes16(base4: vec4<u32>, v: u32) -> Codes16 {
+    return Codes16(codes4[base4.x + v], codes4[base4.y + v], codes4[base4.z + v], codes4[base4.w + v]);
+}
+
+// The dot products of 4 rows' code vectors q with the x vectors xs (see dot16).
+fn wide_dots(q: Codes16, xs: mat4x4<f32>) -> vec4<f32> {
+    return vec4<f32>(dot16(q.r0, xs), dot16(q.r1, xs), dot16(q.r2, xs), dot16(q.r3, xs));
+}
+
+// The codebook into workgroup memory for the lookups, and the barrier after which they may
+// read it (the probe's decode paths compute the values instead, and skip both).
+fn load_codebook(lid: u32) {
+    if (DECODE && PROBE == PROBE_ARITHMETIC) { return; }
+    for (var i = lid; i < 256u; i += WG) { lut[i] = Lut(bitcast<f32>(w[i])); }
+    workgroupBarrier();
 }
 
 // Per-row scales of 4 rows (1 with group scales).
@@ -82,11 +96,6 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     if (t0 >= n || first >= p.rows) { return; }
     let tb = min(TB, n - t0);
     let nr = min(wg_rows(), p.rows - first);
-    // The probe's decode paths compute the codebook's values instead (see values4).
-    if (!(DECODE && PROBE == PROBE_ARITHMETIC)) {
-        for (var i = id.lid; i < 256u; i += WG) { lut[i] = Lut(bitcast<f32>(w[i])); }
-        workgroupBarrier();
-    }
     let words = (p.cols + 3u) / 4u;
     let grouped = p.group != 0u;
     let qd = quads(first, nr);
@@ -101,16 +110,51 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         var a = vec4<f32>();
         var b = vec4<f32>();
         var ss = 0.0;
-        var wide_words = 0u;
-        if (WIDE && p.stride_words % 4u == 0u && p.group % 16u == 0u) {
-            wide_words = words;
-            for (var v = id.lid; v < words / 4u; v += WG) {
-                let c = v * 16u;
-                let xs = mat4x4<f32>(xin4(xo, c, &ss), xin4(xo, c + 4u, &ss), xin4(xo, c + 8u, &ss), xin4(xo, c + 12u, &ss));
-                let xsum = dot(xs[0] + xs[1] + xs[2] + xs[3], vec4<f32>(1.0));
-                a += with_groups(wide_dots(base / 4u, v, xs), tensor_rows, c, xsum);
-                if (DROWS == 8u) { b += with_groups(wide_dots(base_b / 4u, v, xs), tensor_rows_b, c, xsum); }
+        let wide = WIDE && p.stride_words % 4u == 0u && p.group % 16u == 0u;
+        let vectors = select(0u, words / 4u, wide);
+        let wide_words = select(0u, words, wide);
+        let last = max(vectors, 1u) - 1u;
+        let base4 = base / 4u;
+        let base4_b = base_b / 4u;
+        // A thread's first turn of codes and group scales is loaded before the codebook and its
+        // barrier, and each next turn's before this turn's are decoded: a workgroup of
+        // Phi-3.5's qkv or o_proj takes its rows in one turn, and waited on the codebook's load,
+        // the barrier, then its codes and scales, one after the other (a fixed 9-12 µs a
+        // dispatch by the H200's fit, against 2 for the copy kernel; unmeasured on a GPU). The
+        // turn after a thread's last loads its last vector again, unused.
+        var v = id.lid;
+        var qa = Codes16();
+        var qb = Codes16();
+        var ga = Affine4();
+        var gb = Affine4();
+        if (v < vectors) {
+            qa = codes16(base4, v);
+            ga = groups_at(tensor_rows, v * 16u);
+            if (DROWS == 8u) {
+                qb = codes16(base4_b, v);
+                gb = groups_at(tensor_rows_b, v * 16u);
             }
+        }
+        load_codebook(id.lid);
+        for (; v < vectors; v += WG) {
+            let next = min(v + WG, last);
+            let na = codes16(base4, next);
+            let nga = groups_at(tensor_rows, next * 16u);
+            var nb = Codes16();
+            var ngb = Affine4();
+            if (DROWS == 8u) {
+                nb = codes16(base4_b, next);
+                ngb = groups_at(tensor_rows_b, next * 16u);
+            }
+            let c = v * 16u;
+            let xs = mat4x4<f32>(xin4(xo, c, &ss), xin4(xo, c + 4u, &ss), xin4(xo, c + 8u, &ss), xin4(xo, c + 12u, &ss));
+            let xsum = dot(xs[0] + xs[1] + xs[2] + xs[3], vec4<f32>(1.0));
+            a += apply_groups(wide_dots(qa, xs), ga, xsum);
+            if (DROWS == 8u) { b += apply_groups(wide_dots(qb, xs), gb, xsum); }
+            qa = na;
+            qb = nb;
+            ga = nga;
+            gb = ngb;
         }
         // Word by word where the vectors were not used (a row is whole vectors when they were:
         // its stride, a multiple of 4 words, is its word count).
@@ -127,6 +171,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     }
     // Prefill: each code decoded once for the block's tokens, each x value loaded once for the
     // rows (with ROWS 8, a second quad b against the same x).
+    load_codebook(id.lid);
     let xrows = rows8(t0, tb);
     var a = Acc32();
     var b = Acc32();
