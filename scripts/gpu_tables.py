@@ -93,9 +93,15 @@ def fixed_and_streaming(bench):
 
 
 def attention(bench):
-    """A decoded token's attention at two context lengths, whole-context and split kernels."""
+    """A decoded token's attention at each context length, whole-context and split kernels."""
     res = by_kernel(bench)
-    shapes = sorted({r["shape"] for r in bench["results"] if r["kernel"].startswith("attention")})
+
+    def heads_then_length(shape):
+        label, _, length = shape.rpartition(" ")
+        return (label, int(length)) if length.isdigit() else (shape, 0)
+
+    shapes = sorted({r["shape"] for r in bench["results"] if r["kernel"].startswith("attention")},
+                    key=heads_then_length)
     out = ["| heads, context | whole µs | GB/s | split µs | GB/s | split / whole speed |",
            "|---|---:|---:|---:|---:|---:|"]
     for s in shapes:

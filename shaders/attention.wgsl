@@ -6,7 +6,33 @@
 @group(0) @binding(4) var<storage, read_write> out: array<f32>;
 
 const WG: u32 = 256u;
+// The reductions' partial results: a thread per 16 of the WG values, then every thread over
+// the 16 partials.
+const SPAN: u32 = 16u;
 var<workgroup> red: array<f32, WG>;
+var<workgroup> red16: array<f32, SPAN>;
+
+// The workgroup's max (is_max) or sum of every thread's v, in two barriers where a tree over
+// the 256 threads took eight, each a wait of the whole workgroup (twice a head). Thread k < 16
+// takes values k, k + 16, … so that the 16 read consecutive words. `red` and `red16` are free
+// again once it returns: every read of `red` precedes the second barrier, and a next call
+// writes `red16` only after its first.
+fn reduce(lid: u32, v: f32, is_max: bool) -> f32 {
+    red[lid] = v;
+    workgroupBarrier();
+    if (lid < SPAN) {
+        var r = red[lid];
+        for (var k = 1u; k < WG / SPAN; k++) {
+            let x = red[k * SPAN + lid];
+            r = select(r + x, max(r, x), is_max);
+        }
+        red16[lid] = r;
+    }
+    workgroupBarrier();
+    var r = red16[0];
+    for (var k = 1u; k < SPAN; k++) { r = select(r + red16[k], max(r, red16[k]), is_max); }
+    return r;
+}
 
 @compute @workgroup_size(256)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
@@ -20,43 +46,46 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     let sbase = (t * p.nh + h) * p.max_ctx;
     for (var i = lid; i < p.hd; i += WG) { qs[i] = qkv[q_at + i]; }
     workgroupBarrier();
-    var mx = -3.0e38;
-    for (var j = lid; j < len; j += WG) {
-        let d = score(j * kv_dim + g * p.hd);
-        scores[sbase + j] = d;
-        mx = max(mx, d);
+    // Up to WG positions (every decoded token's below the split, which takes longer contexts):
+    // a position a thread, its score kept in a register and its weight in workgroup memory
+    // instead of a row of `scores` written and read back twice, a storage barrier between.
+    let local = len <= WG;
+    var total = 0.0;
+    if (local) {
+        var d = -3.0e38;
+        if (lid < len) { d = score(lid * kv_dim + g * p.hd); }
+        let m = reduce(lid, d, true);
+        var e = 0.0;
+        if (lid < len) { e = exp(d - m); }
+        local_scores[lid] = e;
+        // Its barriers also show every thread the weights.
+        total = reduce(lid, e, false);
+    } else {
+        var mx = -3.0e38;
+        for (var j = lid; j < len; j += WG) {
+            let d = score(j * kv_dim + g * p.hd);
+            scores[sbase + j] = d;
+            mx = max(mx, d);
+        }
+        let m = reduce(lid, mx, true);
+        var sum = 0.0;
+        for (var j = lid; j < len; j += WG) {
+            let e = exp(scores[sbase + j] - m);
+            scores[sbase + j] = e;
+            sum += e;
+        }
+        storageBarrier();
+        total = reduce(lid, sum, false);
     }
-    red[lid] = mx;
-    workgroupBarrier();
-    for (var s = WG / 2u; s > 0u; s >>= 1u) {
-        if (lid < s) { red[lid] = max(red[lid], red[lid + s]); }
-        workgroupBarrier();
-    }
-    let m = red[0];
-    workgroupBarrier();
-    var sum = 0.0;
-    for (var j = lid; j < len; j += WG) {
-        let e = exp(scores[sbase + j] - m);
-        scores[sbase + j] = e;
-        sum += e;
-    }
-    red[lid] = sum;
-    storageBarrier();
-    workgroupBarrier();
-    for (var s = WG / 2u; s > 0u; s >>= 1u) {
-        if (lid < s) { red[lid] += red[lid + s]; }
-        workgroupBarrier();
-    }
-    let total = red[0];
     // The weighted sum of values: thread lid takes dimension lid % hd over every groups-th
     // position from lid / hd, so all WG threads work even on one long row (head_dim ≤ WG, as
-    // the engine checks), and the groups' sums meet in workgroup memory.
+    // the engine checks), and the groups' sums meet in workgroup memory (`red`, free since
+    // the last reduce).
     let groups = WG / p.hd;
     let gi = lid / p.hd;
     let i = lid % p.hd;
     var acc = 0.0;
-    if (gi < groups) { acc = weighted_values(sbase, gi, len, groups, kv_dim, g * p.hd + i); }
-    workgroupBarrier();
+    if (gi < groups) { acc = weighted_values(local, sbase, gi, len, groups, kv_dim, g * p.hd + i); }
     red[lid] = acc;
     workgroupBarrier();
     if (lid < p.hd) {

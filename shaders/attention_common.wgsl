@@ -39,18 +39,29 @@ fn v4(i: vec4<u32>) -> vec4<f32> {
     return bitcast<vec4<f32>>(vec4<u32>(v_cache[i.x], v_cache[i.y], v_cache[i.z], v_cache[i.w]));
 }
 
-// Σ scores[sbase + j] · the value of dimension vb at position j, for j from `first` below `end`
-// in steps of `stride`: four positions a turn, their scores and values loaded together (one a
-// turn waited on memory each time).
-fn weighted_values(sbase: u32, first: u32, end: u32, stride: u32, kv_dim: u32, vb: u32) -> f32 {
+// A context's weights in workgroup memory, where a workgroup holds them all (attention.wgsl's
+// decode path: up to 256 positions, a thread each), instead of a row of `scores`.
+var<workgroup> local_scores: array<f32, 256>;
+
+// Score j of the row at sbase: from `scores`, or with `local` from local_scores.
+fn score_at(local: bool, sbase: u32, j: u32) -> f32 {
+    if (local) { return local_scores[j]; }
+    return scores[sbase + j];
+}
+
+// Σ score j · the value of dimension vb at position j, for j from `first` below `end` in steps
+// of `stride` (scores as score_at reads them): four positions a turn, their scores and values
+// loaded together (one a turn waited on memory each time).
+fn weighted_values(local: bool, sbase: u32, first: u32, end: u32, stride: u32, kv_dim: u32, vb: u32) -> f32 {
     var acc = 0.0;
     var j = first;
     for (; j + 3u * stride < end; j += 4u * stride) {
         let js = vec4<u32>(j) + vec4<u32>(0u, 1u, 2u, 3u) * stride;
-        let s = vec4<f32>(scores[sbase + js.x], scores[sbase + js.y], scores[sbase + js.z], scores[sbase + js.w]);
+        let s = vec4<f32>(score_at(local, sbase, js.x), score_at(local, sbase, js.y),
+                          score_at(local, sbase, js.z), score_at(local, sbase, js.w));
         acc += dot(s, v4(js * kv_dim + vb));
     }
-    for (; j < end; j += stride) { acc += scores[sbase + j] * v_at(j * kv_dim + vb); }
+    for (; j < end; j += stride) { acc += score_at(local, sbase, j) * v_at(j * kv_dim + vb); }
     return acc;
 }
 

@@ -64,7 +64,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
         // read side by side.
         let at = ((h * SPLITS) + c) * (p.hd + 2u);
         for (var i = lid; i < p.hd; i += WG) {
-            parts[at + 2u + i] = weighted_values(sbase, j0, j1, 1u, kv_dim, g * p.hd + i);
+            parts[at + 2u + i] = weighted_values(false, sbase, j0, j1, 1u, kv_dim, g * p.hd + i);
         }
         if (lid == 0u) {
             var s = 0.0;

@@ -5,8 +5,8 @@
 //! (what that part costs; `MatvecProbe`); the same tensors' prefill batches in tokens/s and
 //! GFLOP/s; the fixed costs a decoded token pays (a submission waited on, a dispatch inside
 //! one); the decode mat-vecs with the RMSNorm or SiLU·mul before them fused in; a decoded
-//! token's attention at long contexts, split over chunks of the context and over the whole
-//! context per head; and a decoded token's sampling candidates over three vocabularies.
+//! token's attention at short and long contexts, split over chunks of the context and over the
+//! whole context per head; and a decoded token's sampling candidates over three vocabularies.
 
 use std::process::ExitCode;
 
@@ -202,8 +202,9 @@ fn run() -> Result<()> {
         }
     }
 
-    // A decoded token's attention over an f16 cache of 4096 positions, at two lengths:
-    // GB/s of the keys and values it reads.
+    // A decoded token's attention over an f16 cache of 4096 positions, at three lengths (128:
+    // the whole kernel's one-position-a-thread path, which auto decode takes below 256): GB/s
+    // of the keys and values it reads.
     let heads: &[(&str, usize, usize, usize)] = if args.small {
         &[("smollm2", 9, 3, 64)]
     } else {
@@ -226,7 +227,7 @@ fn run() -> Result<()> {
         let scores = ctx.scratch("scores", nh * s.max_ctx);
         let parts = ctx.scratch("parts", s.attention_parts());
         let out = ctx.scratch("out", nh * hd);
-        for len in [512, 4096] {
+        for len in [128, 512, 4096] {
             let step = ctx.uniform("step", &Step::new(len - 1, 1));
             for mode in [DecodeAttention::Split, DecodeAttention::Whole] {
                 let io = AttentionIo {
