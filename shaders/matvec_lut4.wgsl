@@ -45,6 +45,21 @@ fn wide_dots(base4: vec4<u32>, v: u32, xa: mat4x4<f32>, xb: mat4x4<f32>) -> vec4
                      dot32(codes4[base4.z + v], xa, xb), dot32(codes4[base4.w + v], xa, xb));
 }
 
+// A decode turn's loads for both quads of rows: their code words wi and group scales (loaded a
+// turn ahead: see the decode path).
+struct Turn { a: vec4<u32>, b: vec4<u32>, ga: Affine4, gb: Affine4 }
+
+fn turn_at(qd: Quads, wi: u32) -> Turn {
+    var t = Turn();
+    t.a = words4(qd.base, wi);
+    t.ga = groups_at(qd.rows, wi * 8u);
+    if (DROWS == 8u) {
+        t.b = words4(qd.base_b, wi);
+        t.gb = groups_at(qd.rows_b, wi * 8u);
+    }
+    return t;
+}
+
 // The codebook into workgroup memory for the lookups, and the barrier after which they may
 // read it (the probe's decode paths compute the values instead and skip both; groups that split
 // words still look them up).
@@ -102,18 +117,8 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         // its barrier (see matvec_lut8.wgsl's decode path; unmeasured on a GPU).
         var wi = wide_words + id.lid;
         let last = max(words, 1u) - 1u;
-        var qa = vec4<u32>();
-        var qb = vec4<u32>();
-        var ga = Affine4();
-        var gb = Affine4();
-        if (wi < words) {
-            qa = words4(base, wi);
-            ga = groups_at(tensor_rows, wi * 8u);
-            if (DROWS == 8u) {
-                qb = words4(base_b, wi);
-                gb = groups_at(tensor_rows_b, wi * 8u);
-            }
-        }
+        var turn = Turn();
+        if (wi < words) { turn = turn_at(qd, wi); }
         load_codebook(id.lid);
         if (wide) {
             for (var v = id.lid; v < words / 4u; v += WG) {
@@ -134,25 +139,14 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         // the tensor; not yet measured on a GPU). The turn after a thread's last loads its last
         // word again, unused.
         for (; wi < words; wi += WG) {
-            let next = min(wi + WG, last);
-            let na = words4(base, next);
-            let nga = groups_at(tensor_rows, next * 8u);
-            var nb = vec4<u32>();
-            var ngb = Affine4();
-            if (DROWS == 8u) {
-                nb = words4(base_b, next);
-                ngb = groups_at(tensor_rows_b, next * 8u);
-            }
+            let next = turn_at(qd, min(wi + WG, last));
             let c = wi * 8u;
             let xa = xin4(xo, c, &ss);
             let xb = xin4(xo, c + 4u, &ss);
             let xsum = dot(xa + xb, vec4<f32>(1.0));
-            a += apply_groups(word_dots(qa, xa, xb), ga, xsum);
-            if (DROWS == 8u) { b += apply_groups(word_dots(qb, xa, xb), gb, xsum); }
-            qa = na;
-            qb = nb;
-            ga = nga;
-            gb = ngb;
+            a += apply_groups(word_dots(turn.a, xa, xb), turn.ga, xsum);
+            if (DROWS == 8u) { b += apply_groups(word_dots(turn.b, xa, xb), turn.gb, xsum); }
+            turn = next;
         }
         finish_decode(id, a, b, ss, t0, first, nr);
         return;

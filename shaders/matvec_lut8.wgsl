@@ -44,6 +44,21 @@ fn codes16(base4: vec4<u32>, v: u32) -> Codes16 {
     return Codes16(codes4[base4.x + v], codes4[base4.y + v], codes4[base4.z + v], codes4[base4.w + v]);
 }
 
+// A decode turn's loads for both quads of rows: their code vectors v and group scales (loaded a
+// turn ahead: see the decode path).
+struct Turn { a: Codes16, b: Codes16, ga: Affine4, gb: Affine4 }
+
+fn turn_at(qd: Quads, v: u32) -> Turn {
+    var t = Turn();
+    t.a = codes16(qd.base / 4u, v);
+    t.ga = groups_at(qd.rows, v * 16u);
+    if (DROWS == 8u) {
+        t.b = codes16(qd.base_b / 4u, v);
+        t.gb = groups_at(qd.rows_b, v * 16u);
+    }
+    return t;
+}
+
 // The dot products of 4 rows' code vectors q with the x vectors xs (see dot16).
 fn wide_dots(q: Codes16, xs: mat4x4<f32>) -> vec4<f32> {
     return vec4<f32>(dot16(q.r0, xs), dot16(q.r1, xs), dot16(q.r2, xs), dot16(q.r3, xs));
@@ -114,8 +129,6 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         let vectors = select(0u, words / 4u, wide);
         let wide_words = select(0u, words, wide);
         let last = max(vectors, 1u) - 1u;
-        let base4 = base / 4u;
-        let base4_b = base_b / 4u;
         // A thread's first turn of codes and group scales is loaded before the codebook and its
         // barrier, and each next turn's before this turn's are decoded: a workgroup of
         // Phi-3.5's qkv or o_proj takes its rows in one turn, and waited on the codebook's load,
@@ -123,38 +136,17 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         // dispatch by the H200's fit, against 2 for the copy kernel; unmeasured on a GPU). The
         // turn after a thread's last loads its last vector again, unused.
         var v = id.lid;
-        var qa = Codes16();
-        var qb = Codes16();
-        var ga = Affine4();
-        var gb = Affine4();
-        if (v < vectors) {
-            qa = codes16(base4, v);
-            ga = groups_at(tensor_rows, v * 16u);
-            if (DROWS == 8u) {
-                qb = codes16(base4_b, v);
-                gb = groups_at(tensor_rows_b, v * 16u);
-            }
-        }
+        var turn = Turn();
+        if (v < vectors) { turn = turn_at(qd, v); }
         load_codebook(id.lid);
         for (; v < vectors; v += WG) {
-            let next = min(v + WG, last);
-            let na = codes16(base4, next);
-            let nga = groups_at(tensor_rows, next * 16u);
-            var nb = Codes16();
-            var ngb = Affine4();
-            if (DROWS == 8u) {
-                nb = codes16(base4_b, next);
-                ngb = groups_at(tensor_rows_b, next * 16u);
-            }
+            let next = turn_at(qd, min(v + WG, last));
             let c = v * 16u;
             let xs = mat4x4<f32>(xin4(xo, c, &ss), xin4(xo, c + 4u, &ss), xin4(xo, c + 8u, &ss), xin4(xo, c + 12u, &ss));
             let xsum = dot(xs[0] + xs[1] + xs[2] + xs[3], vec4<f32>(1.0));
-            a += apply_groups(wide_dots(qa, xs), ga, xsum);
-            if (DROWS == 8u) { b += apply_groups(wide_dots(qb, xs), gb, xsum); }
-            qa = na;
-            qb = nb;
-            ga = nga;
-            gb = ngb;
+            a += apply_groups(wide_dots(turn.a, xs), turn.ga, xsum);
+            if (DROWS == 8u) { b += apply_groups(wide_dots(turn.b, xs), turn.gb, xsum); }
+            turn = next;
         }
         // Word by word where the vectors were not used (a row is whole vectors when they were:
         // its stride, a multiple of 4 words, is its word count).
