@@ -47,8 +47,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     for (var i = lid; i < p.hd; i += WG) { qs[i] = qkv[q_at + i]; }
     workgroupBarrier();
     // Up to WG positions (every decoded token's below the split, which takes longer contexts):
-    // a position a thread, its score kept in a register and its weight in workgroup memory
-    // instead of a row of `scores` written and read back twice, a storage barrier between.
+    // a position a thread, its score kept in a register and its weight in local_scores.
     let local = len <= WG;
     var total = 0.0;
     if (local) {
@@ -85,7 +84,8 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     let gi = lid / p.hd;
     let i = lid % p.hd;
     var acc = 0.0;
-    if (gi < groups) { acc = weighted_values(local, sbase, gi, len, groups, kv_dim, g * p.hd + i); }
+    let wt = Weights(local, select(sbase, 0u, local));
+    if (gi < groups) { acc = weighted_values(wt, gi, len, groups, kv_dim, g * p.hd + i); }
     red[lid] = acc;
     workgroupBarrier();
     if (lid < p.hd) {

@@ -39,29 +39,33 @@ fn v4(i: vec4<u32>) -> vec4<f32> {
     return bitcast<vec4<f32>>(vec4<u32>(v_cache[i.x], v_cache[i.y], v_cache[i.z], v_cache[i.w]));
 }
 
-// A context's weights in workgroup memory, where a workgroup holds them all (attention.wgsl's
-// decode path: up to 256 positions, a thread each), instead of a row of `scores`.
+// The weights of a context (attention.wgsl, up to 256 positions) or of a range of it
+// (attention_split.wgsl, up to 64) in workgroup memory, a position a thread, where the
+// workgroup holds them all, instead of a row of `scores` written, read back and rewritten
+// across a storage barrier.
 var<workgroup> local_scores: array<f32, 256>;
 
-// Score j of the row at sbase: from `scores`, or with `local` from local_scores.
-fn score_at(local: bool, sbase: u32, j: u32) -> f32 {
-    if (local) { return local_scores[j]; }
-    return scores[sbase + j];
+// Where weighted_values reads the weights: a row of `scores` from `at`, or (`local`)
+// local_scores, whose entry 0 is position `at`.
+struct Weights { local: bool, at: u32 }
+
+fn weight(wt: Weights, j: u32) -> f32 {
+    if (wt.local) { return local_scores[j - wt.at]; }
+    return scores[wt.at + j];
 }
 
-// Σ score j · the value of dimension vb at position j, for j from `first` below `end` in steps
-// of `stride` (scores as score_at reads them): four positions a turn, their scores and values
-// loaded together (one a turn waited on memory each time).
-fn weighted_values(local: bool, sbase: u32, first: u32, end: u32, stride: u32, kv_dim: u32, vb: u32) -> f32 {
+// Σ weight j · the value of dimension vb at position j, for j from `first` below `end` in steps
+// of `stride`: four positions a turn, their weights and values loaded together (one a turn
+// waited on memory each time).
+fn weighted_values(wt: Weights, first: u32, end: u32, stride: u32, kv_dim: u32, vb: u32) -> f32 {
     var acc = 0.0;
     var j = first;
     for (; j + 3u * stride < end; j += 4u * stride) {
         let js = vec4<u32>(j) + vec4<u32>(0u, 1u, 2u, 3u) * stride;
-        let s = vec4<f32>(score_at(local, sbase, js.x), score_at(local, sbase, js.y),
-                          score_at(local, sbase, js.z), score_at(local, sbase, js.w));
+        let s = vec4<f32>(weight(wt, js.x), weight(wt, js.y), weight(wt, js.z), weight(wt, js.w));
         acc += dot(s, v4(js * kv_dim + vb));
     }
-    for (; j < end; j += stride) { acc += score_at(local, sbase, j) * v_at(j * kv_dim + vb); }
+    for (; j < end; j += stride) { acc += weight(wt, j) * v_at(j * kv_dim + vb); }
     return acc;
 }
 

@@ -34,6 +34,9 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     }
     let j1 = min(j0 + per, len);
     let kv_dim = p.nkv * p.hd;
+    // Ranges of up to WG positions (contexts up to 2048): a position a thread, its score in a
+    // register and its weight in local_scores (see attention.wgsl).
+    let local = j1 - j0 <= WG;
     for (var hh = 0u; hh < group; hh++) {
         let h = g * group + hh;
         for (var i = lid; i < p.hd; i += WG) { qs[i] = qkv[h * p.hd + i]; }
@@ -42,9 +45,10 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
         // WG threads' maxes (one barrier, where a tree reduction takes six).
         let sbase = h * p.max_ctx;
         var mx = -3.0e38;
+        var d = -3.0e38;
         for (var j = j0 + lid; j < j1; j += WG) {
-            let d = score(j * kv_dim + g * p.hd);
-            scores[sbase + j] = d;
+            d = score(j * kv_dim + g * p.hd);
+            if (!local) { scores[sbase + j] = d; }
             mx = max(mx, d);
         }
         maxes[lid] = mx;
@@ -52,19 +56,25 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
         var m = maxes[0];
         for (var i = 1u; i < WG; i++) { m = max(m, maxes[i]); }
         var sum = 0.0;
-        for (var j = j0 + lid; j < j1; j += WG) {
-            let e = exp(scores[sbase + j] - m);
-            scores[sbase + j] = e;
-            sum += e;
+        if (local) {
+            if (j0 + lid < j1) { sum = exp(d - m); }
+            local_scores[lid] = sum;
+        } else {
+            for (var j = j0 + lid; j < j1; j += WG) {
+                let e = exp(scores[sbase + j] - m);
+                scores[sbase + j] = e;
+                sum += e;
+            }
         }
         sums[lid] = sum;
-        storageBarrier();
+        if (!local) { storageBarrier(); }
         workgroupBarrier();
         // The range's weighted values: a thread per dimension, consecutive dimensions' values
         // read side by side.
         let at = ((h * SPLITS) + c) * (p.hd + 2u);
+        let wt = Weights(local, select(sbase, j0, local));
         for (var i = lid; i < p.hd; i += WG) {
-            parts[at + 2u + i] = weighted_values(false, sbase, j0, j1, 1u, kv_dim, g * p.hd + i);
+            parts[at + 2u + i] = weighted_values(wt, j0, j1, 1u, kv_dim, g * p.hd + i);
         }
         if (lid == 0u) {
             var s = 0.0;
