@@ -45,9 +45,8 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
         // WG threads' maxes (one barrier, where a tree reduction takes six).
         let sbase = h * p.max_ctx;
         var mx = -3.0e38;
-        var d = -3.0e38;
         for (var j = j0 + lid; j < j1; j += WG) {
-            d = score(j * kv_dim + g * p.hd);
+            let d = score(j * kv_dim + g * p.hd);
             if (!local) { scores[sbase + j] = d; }
             mx = max(mx, d);
         }
@@ -57,7 +56,8 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
         for (var i = 1u; i < WG; i++) { m = max(m, maxes[i]); }
         var sum = 0.0;
         if (local) {
-            if (j0 + lid < j1) { sum = exp(d - m); }
+            // A thread's one position: its max is its score.
+            if (j0 + lid < j1) { sum = exp(mx - m); }
             local_scores[lid] = sum;
         } else {
             for (var j = j0 + lid; j < j1; j += WG) {
