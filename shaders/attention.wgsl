@@ -1,7 +1,8 @@
 // Causal grouped-query attention of each new token over the cache: token t (position
 // step.pos + t) sees positions 0..=step.pos + t; query head h reads KV head h / (nh / nkv).
 // One workgroup per (head, token): decode is the one-token case (unless split:
-// attention_split.wgsl).
+// attention_split.wgsl), which rotates and appends its own q, k and v where fusion is on
+// (attention_common.wgsl); batches read what rope_store.wgsl wrote.
 {{ATTENTION_COMMON}}
 @group(0) @binding(4) var<storage, read_write> out: array<f32>;
 
@@ -40,19 +41,24 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     let t = wid.y;
     if (t >= step.n) { return; }
     let len = step.pos + t + 1u;
-    let g = h / (p.nh / p.nkv);
-    let kv_dim = p.nkv * p.hd;
-    let q_at = t * (p.nh + 2u * p.nkv) * p.hd + h * p.hd;
+    let last = len - 1u;
+    let group = p.nh / p.nkv;
+    let g = h / group;
     let sbase = (t * p.nh + h) * p.max_ctx;
-    for (var i = lid; i < p.hd; i += WG) { qs[i] = qkv[q_at + i]; }
+    stage_query(lid, WG, h, t, last);
+    if (fused()) { stage_new(lid, WG, g, last); }
     workgroupBarrier();
+    // The last query head of each KV head appends the decoded token's key and value (the
+    // last, so that where workgroups run in order, as on lavapipe, a read of the row before it
+    // is written fails the tests).
+    if (fused() && h % group == group - 1u) { append_new(lid, WG, g, last); }
     // Up to WG positions (every decoded token's below the split, which takes longer contexts):
     // a position a thread, its score kept in a register and its weight in local_scores.
     let local = len <= WG;
     var total = 0.0;
     if (local) {
         var d = -3.0e38;
-        if (lid < len) { d = score(lid * kv_dim + g * p.hd); }
+        if (lid < len) { d = score_at(lid, last, g); }
         let m = reduce(lid, d, true);
         var e = 0.0;
         if (lid < len) { e = exp(d - m); }
@@ -62,7 +68,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     } else {
         var mx = -3.0e38;
         for (var j = lid; j < len; j += WG) {
-            let d = score(j * kv_dim + g * p.hd);
+            let d = score_at(j, last, g);
             scores[sbase + j] = d;
             mx = max(mx, d);
         }
@@ -85,7 +91,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     let i = lid % p.hd;
     var acc = 0.0;
     let wt = Weights(local, select(sbase, 0u, local));
-    if (gi < groups) { acc = weighted_values(wt, gi, len, groups, kv_dim, g * p.hd + i); }
+    if (gi < groups) { acc = weighted_values_at(wt, gi, len, groups, g, i, last, gi == 0u); }
     red[lid] = acc;
     workgroupBarrier();
     if (lid < p.hd) {

@@ -1,15 +1,17 @@
 // Shared by attention.wgsl and attention_split.wgsl (spliced in at their ATTENTION_COMMON
-// placeholder): parameters, the bindings both have (each adds binding 4, its output), and cache
-// reads. The caches hold f32 bits, or with kv_f16 two f16 values per word (see
-// rope_store.wgsl); head_dim is even (the engine checks), so keys are read in pairs.
-struct AttentionParams { nh: u32, nkv: u32, hd: u32, max_ctx: u32, scale: f32, kv_f16: u32, _pad1: u32, _pad2: u32 }
+// placeholder): parameters, the bindings both have (each adds binding 4, its output), cache
+// reads, and a decoded token's own rotation and cache append. The caches hold f32 bits, or with
+// kv_f16 two f16 values per word (see rope_store.wgsl); head_dim is even (the engine checks), so
+// keys are read in pairs.
+struct AttentionParams { nh: u32, nkv: u32, hd: u32, max_ctx: u32, scale: f32, kv_f16: u32, rope_fused: u32, _pad2: u32 }
 struct Step { pos: u32, n: u32, _pad0: u32, _pad1: u32 }
 @group(0) @binding(0) var<storage, read> qkv: array<f32>;
-@group(0) @binding(1) var<storage, read> k_cache: array<u32>;
-@group(0) @binding(2) var<storage, read> v_cache: array<u32>;
+@group(0) @binding(1) var<storage, read_write> k_cache: array<u32>;
+@group(0) @binding(2) var<storage, read_write> v_cache: array<u32>;
 @group(0) @binding(3) var<storage, read_write> scores: array<f32>;
 @group(0) @binding(5) var<uniform> p: AttentionParams;
 @group(0) @binding(6) var<uniform> step: Step;
+{{ROPE_COMMON}}
 
 // Keys i and i + 1 (i even).
 fn k_pair(i: u32) -> vec2<f32> {
@@ -106,4 +108,81 @@ fn score(k_at: u32) -> f32 {
         d += qs[i] * k.x + qs[i + 1u] * k.y;
     }
     return d * p.scale;
+}
+
+// A decoded token's attention rotates its own q and k (rope_common.wgsl) and appends its k and v
+// to the cache, one workgroup per KV head writing them, where fusion is on (one-token batches):
+// rope_store's dispatch a layer saved, which cost ≈ 8 µs on the H200 whatever its work (4-8 % of
+// a token). Nothing in the dispatch reads the cache row it writes: the token's own key and value
+// come from k_new and v_new.
+fn fused() -> bool { return step.n == 1u && p.rope_fused != 0u; }
+
+// The decoded token's key (rotated) and value of one KV head, rounded as the cache holds them.
+var<workgroup> k_new: array<f32, 256>;
+var<workgroup> v_new: array<f32, 256>;
+
+fn as_cached(x: f32) -> f32 {
+    if (p.kv_f16 != 0u) { return unpack2x16float(pack2x16float(vec2<f32>(x, 0.0))).x; }
+    return x;
+}
+
+// Stages query head h of token t (position pos) into qs, rotated here when fused() (else
+// rope_store has rotated it in qkv), by threads lid, lid + wg, ….
+fn stage_query(lid: u32, wg: u32, h: u32, t: u32, pos: u32) {
+    let q_at = t * (p.nh + 2u * p.nkv) * p.hd + h * p.hd;
+    for (var i = lid; i < p.hd; i += wg) {
+        if (fused()) { qs[i] = rotated(q_at, i, pos); } else { qs[i] = qkv[q_at + i]; }
+    }
+}
+
+// Stages the decoded token's key and value of KV head g into k_new and v_new (fused() only).
+fn stage_new(lid: u32, wg: u32, g: u32, pos: u32) {
+    let k_at = (p.nh + g) * p.hd;
+    let v_at = (p.nh + p.nkv + g) * p.hd;
+    for (var i = lid; i < p.hd; i += wg) {
+        k_new[i] = as_cached(rotated(k_at, i, pos));
+        v_new[i] = as_cached(qkv[v_at + i]);
+    }
+}
+
+// Appends k_new and v_new to the caches at pos (after the barrier that follows stage_new).
+fn append_new(lid: u32, wg: u32, g: u32, pos: u32) {
+    let at = pos * p.nkv * p.hd + g * p.hd;
+    if (p.kv_f16 != 0u) {
+        for (var i = 2u * lid; i < p.hd; i += 2u * wg) {
+            k_cache[(at + i) / 2u] = pack2x16float(vec2<f32>(k_new[i], k_new[i + 1u]));
+            v_cache[(at + i) / 2u] = pack2x16float(vec2<f32>(v_new[i], v_new[i + 1u]));
+        }
+    } else {
+        for (var i = lid; i < p.hd; i += wg) {
+            k_cache[at + i] = bitcast<u32>(k_new[i]);
+            v_cache[at + i] = bitcast<u32>(v_new[i]);
+        }
+    }
+}
+
+// The staged query's score against position j of KV head g; with fused(), the decoded token's
+// own position (`last`) against k_new.
+fn score_at(j: u32, last: u32, g: u32) -> f32 {
+    if (fused() && j == last) {
+        var d = 0.0;
+        for (var i = 0u; i < p.hd; i += 2u) { d += qs[i] * k_new[i] + qs[i + 1u] * k_new[i + 1u]; }
+        return d * p.scale;
+    }
+    return score(j * p.nkv * p.hd + g * p.hd);
+}
+
+// weighted_values of dimension i of KV head g over positions first..end; with fused() and a
+// range that ends at the decoded token's own position (`last`), that position's value comes
+// from v_new, added by the one thread of the dimension that `owns` it.
+fn weighted_values_at(
+    wt: Weights, first: u32, end: u32, stride: u32, g: u32, i: u32, last: u32, owns: bool,
+) -> f32 {
+    let kv_dim = p.nkv * p.hd;
+    if (fused() && end == last + 1u) {
+        var acc = weighted_values(wt, first, last, stride, kv_dim, g * p.hd + i);
+        if (owns) { acc += weight(wt, last) * v_new[i]; }
+        return acc;
+    }
+    return weighted_values(wt, first, end, stride, kv_dim, g * p.hd + i);
 }

@@ -33,20 +33,26 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
         return;
     }
     let j1 = min(j0 + per, len);
-    let kv_dim = p.nkv * p.hd;
+    let last = len - 1u;
+    // The range that holds the decoded token stages its key and value and appends them.
+    if (fused() && j1 == len) {
+        stage_new(lid, WG, g, last);
+        workgroupBarrier();
+        append_new(lid, WG, g, last);
+    }
     // Ranges of up to WG positions (contexts up to 2048): a position a thread, its score in a
     // register and its weight in local_scores (see attention.wgsl).
     let local = j1 - j0 <= WG;
     for (var hh = 0u; hh < group; hh++) {
         let h = g * group + hh;
-        for (var i = lid; i < p.hd; i += WG) { qs[i] = qkv[h * p.hd + i]; }
+        stage_query(lid, WG, h, 0u, last);
         workgroupBarrier();
         // Scores of the range (a thread per position), then its max: every thread reads the
         // WG threads' maxes (one barrier, where a tree reduction takes six).
         let sbase = h * p.max_ctx;
         var mx = -3.0e38;
         for (var j = j0 + lid; j < j1; j += WG) {
-            let d = score(j * kv_dim + g * p.hd);
+            let d = score_at(j, last, g);
             if (!local) { scores[sbase + j] = d; }
             mx = max(mx, d);
         }
@@ -74,7 +80,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
         let at = ((h * SPLITS) + c) * (p.hd + 2u);
         let wt = Weights(local, select(sbase, j0, local));
         for (var i = lid; i < p.hd; i += WG) {
-            parts[at + 2u + i] = weighted_values(wt, j0, j1, 1u, kv_dim, g * p.hd + i);
+            parts[at + 2u + i] = weighted_values_at(wt, j0, j1, 1u, g, i, last, true);
         }
         if (lid == 0u) {
             var s = 0.0;

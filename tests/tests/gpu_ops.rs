@@ -8,8 +8,8 @@ use qins_runtime::engine::{block_on, Select};
 use qins_runtime::format::TensorEntry;
 use qins_runtime::gpu::{
     AttentionIo, Compute, DecodeAttention, DecodeLoads, Dispatch, GpuContext, GpuOptions,
-    GpuTensor, HeadShape, Input, Kernels, MatvecIo, MatvecProbe, Prefill, RmsnormParams, Rows,
-    Runs, SelectParams, Step,
+    GpuTensor, HeadShape, Input, Kernels, MatvecIo, MatvecProbe, Prefill, RmsnormParams,
+    RopeTables, Rows, Runs, SelectParams, Step,
 };
 use qins_runtime::model::Rope;
 use qins_tests::{gpu, gpu_with, gpu_with_max_binding};
@@ -127,8 +127,9 @@ fn run_all(ctx: &GpuContext, dispatches: &[Dispatch], n: usize) {
 /// default mat-vec path); the last three decode the default 8 rows a workgroup (with both
 /// reductions), the first two 4. Decode workgroups: 64 threads in the first, by the tensor's
 /// shape in the second (192 here: its rows take few loads), 64 in the third (no subgroups), 256
-/// in the fourth, 128 in the fifth. The third and fourth take 8 rows a workgroup on the mat-vec prefill path, the others 4
-/// (shapes of 1, 3, 5, 17 and 65 rows leave the second quad part-filled or empty).
+/// in the fourth, 128 in the fifth. The third and fourth take 8 rows a workgroup on the mat-vec
+/// prefill path, the others 4 (shapes of 1, 3, 5, 17 and 65 rows leave the second quad
+/// part-filled or empty).
 fn contexts(max_binding: u64) -> [(GpuContext, bool); 5] {
     let shared = gpu_with(GpuOptions {
         no_subgroups: true,
@@ -575,104 +576,172 @@ fn add_bias_matches_cpu() {
     }
 }
 
-/// Rotary embedding + cache append, then causal attention, against the CPU reference over three
-/// batches (4, 5 and 1 tokens, so later ones attend to earlier cached positions): 3 query heads
-/// sharing 1 KV head, head_dim 10 of which only 6 rotate (partial rotary), a longrope-like
-/// scale; with the f32 cache (1e-5) and the packed f16 one (2e-3, f16's rounding of k and v).
+/// Rotary embedding + cache append, then causal attention, against the CPU reference over four
+/// batches (4, 5, 1 and 1 tokens, so later ones attend to earlier cached positions, the last to
+/// a position a one-token batch appended): 3 query heads sharing 1 KV head, head_dim 10 of which
+/// only 6 rotate (partial rotary), a longrope-like scale; with the f32 cache (1e-5) and the
+/// packed f16 one (2e-3, f16's rounding of k and v); whole and split decode attention; one-token
+/// batches rotating and appending inside attention (fused) and in rope_store (`no_fusion`).
 #[test]
 fn rope_store_and_attention_match_cpu() {
-    let ctx = gpu();
-    let k = Kernels::new(&ctx);
-    for kv_f16 in [false, true] {
-        let s = HeadShape {
-            nh: 3,
-            nkv: 1,
-            hd: 10,
-            rot_half: 3,
-            max_ctx: 16,
-            kv_f16,
-        };
-        let rope = Rope {
-            inv_freq: vec![1.0, 0.3, 0.05],
-            scale: 1.1,
-            rotary_dim: 6,
-        };
-        let row = (s.nh + 2 * s.nkv) * s.hd;
-        let (q_dim, kv_dim) = (s.nh * s.hd, s.nkv * s.hd);
-        let inv_freq = ctx.storage("inv_freq", bytemuck::cast_slice(&rope.inv_freq));
-        let params = k.rope_params(&s, rope.scale);
-        let caches = [
-            ctx.scratch("k", s.cache_words()),
-            ctx.scratch("v", s.cache_words()),
-        ];
-        let scores = ctx.scratch("scores", 8 * s.nh * s.max_ctx);
-        let parts = ctx.scratch("parts", s.attention_parts());
-        let (mut k_cpu, mut v_cpu) = (Vec::new(), Vec::new());
-        let tol = if kv_f16 { 2e-3 } else { 1e-5 };
-        let mut pos = 0;
-        for n in [4usize, 5, 1] {
-            let qkv = values(n * row, 7 + n as u32);
-            let qkv_gpu = ctx.storage("qkv", bytemuck::cast_slice(&qkv));
-            let out = ctx.scratch("out", n * q_dim);
-            let st = step(&ctx, pos as u32, n as u32);
-            let store = k.rope_store(
-                &s,
-                &qkv_gpu,
-                &inv_freq,
-                [&caches[0], &caches[1]],
-                &params,
-                &st,
-            );
-            let io = AttentionIo {
-                qkv: &qkv_gpu,
-                caches: [&caches[0], &caches[1]],
-                scores: &scores,
-                parts: &parts,
-                out: &out,
-            };
-            let attend = k.attention(&s, io, &st, DecodeAttention::Split);
-            let all: Vec<&Dispatch> = std::iter::once(&store).chain(&attend).collect();
-            Kernels::run(&ctx, &all, n as u32);
-
-            let mut q = Vec::new();
-            for (t, r) in qkv.chunks(row).enumerate() {
-                let mut r = r.to_vec();
-                r[..q_dim + kv_dim]
-                    .chunks_mut(s.hd)
-                    .for_each(|head| rope.apply(head, pos + t));
-                q.extend_from_slice(&r[..q_dim]);
-                k_cpu.extend_from_slice(&r[q_dim..q_dim + kv_dim]);
-                v_cpu.extend_from_slice(&r[q_dim + kv_dim..]);
-            }
-            let heads = Heads {
-                nh: s.nh,
-                nkv: s.nkv,
-                hd: s.hd,
-            };
-            let want = attention(&q, &k_cpu, &v_cpu, pos, n, heads);
-            let what = format!("kv_f16={kv_f16} batch of {n} at {pos}");
-            let rotated = block_on(ctx.read_f32(&qkv_gpu, 0, n * row)).unwrap();
-            let q_gpu: Vec<f32> = rotated
-                .chunks(row)
-                .flat_map(|r| r[..q_dim].to_vec())
-                .collect();
-            close(&q_gpu, &q, 1e-5, &format!("rotated q, {what}"));
-            close(
-                &block_on(ctx.read_f32(&out, 0, n * q_dim)).unwrap(),
-                &want,
-                tol,
-                &format!("attention, {what}"),
-            );
-            pos += n;
+    let unfused = gpu_with(GpuOptions {
+        no_fusion: true,
+        ..Default::default()
+    });
+    for ctx in [gpu(), unfused] {
+        let k = Kernels::new(&ctx);
+        for (kv_f16, mode) in [
+            (false, DecodeAttention::Split),
+            (true, DecodeAttention::Split),
+            (false, DecodeAttention::Whole),
+            (true, DecodeAttention::Whole),
+        ] {
+            rope_and_attention_case(&ctx, &k, kv_f16, mode);
         }
     }
+}
+
+fn rope_and_attention_case(ctx: &GpuContext, k: &Kernels, kv_f16: bool, mode: DecodeAttention) {
+    let s = HeadShape {
+        nh: 3,
+        nkv: 1,
+        hd: 10,
+        rot_half: 3,
+        max_ctx: 16,
+        kv_f16,
+    };
+    let rope = Rope {
+        inv_freq: vec![1.0, 0.3, 0.05],
+        scale: 1.1,
+        rotary_dim: 6,
+    };
+    let row = (s.nh + 2 * s.nkv) * s.hd;
+    let (q_dim, kv_dim) = (s.nh * s.hd, s.nkv * s.hd);
+    let inv_freq = ctx.storage("inv_freq", bytemuck::cast_slice(&rope.inv_freq));
+    let params = k.rope_params(&s, rope.scale);
+    let caches = [
+        ctx.scratch("k", s.cache_words()),
+        ctx.scratch("v", s.cache_words()),
+    ];
+    let scores = ctx.scratch("scores", 8 * s.nh * s.max_ctx);
+    let parts = ctx.scratch("parts", s.attention_parts());
+    let (mut k_cpu, mut v_cpu) = (Vec::new(), Vec::new());
+    let tol = if kv_f16 { 2e-3 } else { 1e-5 };
+    let mut pos = 0;
+    for n in [4usize, 5, 1, 1] {
+        let qkv = values(n * row, 7 + (n + pos) as u32);
+        let qkv_gpu = ctx.storage("qkv", bytemuck::cast_slice(&qkv));
+        let out = ctx.scratch("out", n * q_dim);
+        let st = step(ctx, pos as u32, n as u32);
+        let io = AttentionIo {
+            qkv: &qkv_gpu,
+            rope: RopeTables {
+                inv_freq: &inv_freq,
+                params: &params,
+            },
+            caches: [&caches[0], &caches[1]],
+            scores: &scores,
+            parts: &parts,
+            out: &out,
+        };
+        let attend = k.attention(&s, io, &st, mode);
+        let ran: Vec<&str> = attend
+            .iter()
+            .filter(|d| d.runs_for(n as u32, pos as u32))
+            .map(|d| d.name_for(n as u32, pos as u32))
+            .collect();
+        // A one-token batch with fusion rotates inside its attention; otherwise rope_store.
+        let stored = n > 1 || !ctx.fusion;
+        assert_eq!(ran[0] == "rope_store", stored, "{ran:?}");
+        Kernels::run(ctx, &attend.iter().collect::<Vec<_>>(), n as u32);
+
+        let mut q = Vec::new();
+        for (t, r) in qkv.chunks(row).enumerate() {
+            let mut r = r.to_vec();
+            r[..q_dim + kv_dim]
+                .chunks_mut(s.hd)
+                .for_each(|head| rope.apply(head, pos + t));
+            q.extend_from_slice(&r[..q_dim]);
+            k_cpu.extend_from_slice(&r[q_dim..q_dim + kv_dim]);
+            v_cpu.extend_from_slice(&r[q_dim + kv_dim..]);
+        }
+        let heads = Heads {
+            nh: s.nh,
+            nkv: s.nkv,
+            hd: s.hd,
+        };
+        let want = attention(&q, &k_cpu, &v_cpu, pos, n, heads);
+        let what = format!("{mode:?} kv_f16={kv_f16} batch of {n} at {pos}, {ran:?}");
+        // rope_store rotates q in place; a fused decode leaves qkv as it was.
+        let q_gpu: Vec<f32> = block_on(ctx.read_f32(&qkv_gpu, 0, n * row))
+            .unwrap()
+            .chunks(row)
+            .flat_map(|r| r[..q_dim].to_vec())
+            .collect();
+        let q_raw: Vec<f32> = qkv.chunks(row).flat_map(|r| r[..q_dim].to_vec()).collect();
+        let q_want = if stored { &q } else { &q_raw };
+        close(&q_gpu, q_want, 1e-5, &format!("q in qkv, {what}"));
+        close(
+            &block_on(ctx.read_f32(&out, 0, n * q_dim)).unwrap(),
+            &want,
+            tol,
+            &format!("attention, {what}"),
+        );
+        // Either way the batch's keys and values are in the caches.
+        let cached = cache_rows(ctx, &s, [&caches[0], &caches[1]], pos, n);
+        let len = (pos + n) * kv_dim;
+        close(
+            &cached[0],
+            &k_cpu[pos * kv_dim..len],
+            tol,
+            &format!("k cache, {what}"),
+        );
+        close(
+            &cached[1],
+            &v_cpu[pos * kv_dim..len],
+            tol,
+            &format!("v cache, {what}"),
+        );
+        pos += n;
+    }
+}
+
+/// Positions pos..pos + n of the K and V caches as f32s.
+fn cache_rows(
+    ctx: &GpuContext,
+    s: &HeadShape,
+    caches: [&wgpu::Buffer; 2],
+    pos: usize,
+    n: usize,
+) -> [Vec<f32>; 2] {
+    let kv_dim = s.nkv * s.hd;
+    let (first, count) = if s.kv_f16 {
+        (pos * kv_dim / 2, n * kv_dim / 2)
+    } else {
+        (pos * kv_dim, n * kv_dim)
+    };
+    caches.map(|c| {
+        let words = block_on(ctx.read_f32(c, first, count)).unwrap();
+        if !s.kv_f16 {
+            return words;
+        }
+        words
+            .iter()
+            .flat_map(|w| {
+                let b = w.to_bits();
+                [b as u16, (b >> 16) as u16].map(|h| half::f16::from_bits(h).to_f32())
+            })
+            .collect()
+    })
 }
 
 /// Decoded tokens' attention split over ranges of the context and combined, against the CPU
 /// and the whole-context kernel, and the auto mode's choice of the two by position: grouped
 /// heads (3 query heads a KV head), head_dims of 10 and 34 (the key loads' turns and their
 /// tail), contexts shorter than the split count, ranges of one and two positions, a last range
-/// shorter than the others, ranges longer than a workgroup, both cache types.
+/// shorter than the others, ranges longer than a workgroup, both cache types. Each decoded
+/// token rotates its q and k and appends its k and v inside attention (fusion on): the token's
+/// own position is scored from workgroup memory and its cache row checked afterwards.
 #[test]
 fn split_decode_attention_matches_cpu_across_ranges() {
     let ctx = gpu();
@@ -696,7 +765,16 @@ fn split_decode_attention_matches_cpu_across_ranges() {
         };
         let (q_dim, kv_dim) = (s.nh * s.hd, s.nkv * s.hd);
         let row = q_dim + 2 * kv_dim;
-        // The caches written straight from known values (rope_store has its own test).
+        let rope = Rope {
+            inv_freq: (0..hd / 2)
+                .map(|i| 10000f32.powf(-2.0 * i as f32 / hd as f32))
+                .collect(),
+            scale: 1.0,
+            rotary_dim: hd,
+        };
+        let inv_freq = ctx.storage("inv_freq", bytemuck::cast_slice(&rope.inv_freq));
+        let params = k.rope_params(&s, rope.scale);
+        // The caches written straight from known values.
         let keys = values(s.max_ctx * kv_dim, 3);
         let vals = values(s.max_ctx * kv_dim, 4);
         let cache = |v: &[f32]| {
@@ -721,7 +799,7 @@ fn split_decode_attention_matches_cpu_across_ranges() {
             }
         };
         let (kc, vc) = (cache(&keys), cache(&vals));
-        let (kr, vr) = (round(&keys), round(&vals));
+        let (mut kr, mut vr) = (round(&keys), round(&vals));
         let scores = ctx.scratch("scores", s.nh * s.max_ctx);
         let parts = ctx.scratch("parts", s.attention_parts());
         // Query rows of ±1.5 (15× values()), so that the softmax is far from flat.
@@ -740,6 +818,10 @@ fn split_decode_attention_matches_cpu_across_ranges() {
                 let out = ctx.scratch("out", q_dim);
                 let io = AttentionIo {
                     qkv: &qkv_gpu,
+                    rope: RopeTables {
+                        inv_freq: &inv_freq,
+                        params: &params,
+                    },
                     caches: [&kc, &vc],
                     scores: &scores,
                     parts: &parts,
@@ -764,16 +846,37 @@ fn split_decode_attention_matches_cpu_across_ranges() {
                 outs.push(block_on(ctx.read_f32(&out, 0, q_dim)).unwrap());
             }
             let len = pos + 1;
+            let what = format!("kv_f16={kv_f16} hd={hd} at {pos}");
+            // The token's own key (rotated) and value, appended at pos by the kernel.
+            let mut new = qkv.clone();
+            new[..q_dim + kv_dim]
+                .chunks_mut(hd)
+                .for_each(|head| rope.apply(head, pos));
+            let [k_row, v_row] = cache_rows(&ctx, &s, [&kc, &vc], pos, 1);
+            let tol = if kv_f16 { 2e-3 } else { 1e-5 };
+            close(
+                &k_row,
+                &new[q_dim..q_dim + kv_dim],
+                tol,
+                &format!("k at pos, {what}"),
+            );
+            close(
+                &v_row,
+                &new[q_dim + kv_dim..],
+                tol,
+                &format!("v at pos, {what}"),
+            );
+            kr[pos * kv_dim..len * kv_dim].copy_from_slice(&k_row);
+            vr[pos * kv_dim..len * kv_dim].copy_from_slice(&v_row);
             // The CPU reference attends over the cache's first len positions, the new one last.
             let want = attention(
-                &qkv[..q_dim],
+                &new[..q_dim],
                 &kr[..len * kv_dim],
                 &vr[..len * kv_dim],
                 pos,
                 1,
                 heads,
             );
-            let what = format!("kv_f16={kv_f16} hd={hd} at {pos}");
             close(&outs[0], &want, 1e-5, &format!("split, {what}"));
             close(&outs[1], &want, 1e-5, &format!("whole, {what}"));
             close(&outs[2], &want, 1e-5, &format!("auto, {what}"));

@@ -16,7 +16,7 @@ use qins_runtime::codec::{Codec, Layout};
 use qins_runtime::format::TensorEntry;
 use qins_runtime::gpu::{
     AttentionIo, DecodeAttention, Dispatch, GpuContext, GpuOptions, GpuTensor, HeadShape, Input,
-    Kernels, MatvecIo, MatvecProbe, SelectParams, Step,
+    Kernels, MatvecIo, MatvecProbe, RopeTables, SelectParams, Step,
 };
 use serde_json::json;
 use web_time::Instant;
@@ -224,6 +224,8 @@ fn run() -> Result<()> {
             ctx.scratch("v", s.cache_words()),
         );
         let qkv = ctx.scratch("qkv", (nh + 2 * nkv) * hd);
+        let inv_freq = ctx.scratch("inv_freq", hd / 2);
+        let rope = k.rope_params(&s, 1.0);
         let scores = ctx.scratch("scores", nh * s.max_ctx);
         let parts = ctx.scratch("parts", s.attention_parts());
         let out = ctx.scratch("out", nh * hd);
@@ -232,6 +234,10 @@ fn run() -> Result<()> {
             for mode in [DecodeAttention::Split, DecodeAttention::Whole] {
                 let io = AttentionIo {
                     qkv: &qkv,
+                    rope: RopeTables {
+                        inv_freq: &inv_freq,
+                        params: &rope,
+                    },
                     caches: [&kc, &vc],
                     scores: &scores,
                     parts: &parts,

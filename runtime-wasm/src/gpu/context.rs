@@ -48,8 +48,9 @@ pub struct GpuOptions {
     /// 8-bit codes, words for 4-bit ones (the H200's best of each).
     #[cfg_attr(feature = "cli", arg(long, value_enum, default_value_t = DecodeLoads::Auto))]
     pub decode_loads: DecodeLoads,
-    /// Run RMSNorm and SiLU·mul as their own dispatches in decode too, instead of fused into
-    /// the mat-vec that reads their output (A/B runs; the tests run both).
+    /// Run RMSNorm, SiLU·mul and rope_store (rotation and cache append) as their own
+    /// dispatches in decode too, instead of fused into the mat-vec or the attention that reads
+    /// their output (A/B runs; the tests run both).
     #[cfg_attr(feature = "cli", arg(long))]
     pub no_fusion: bool,
     /// A decoded token's attention: one workgroup per query head over the whole context,
@@ -164,7 +165,8 @@ pub struct GpuContext {
     pub prefill: Prefill,
     /// The LUT decode mat-vecs' code loads.
     pub decode_loads: DecodeLoads,
-    /// Decode fuses RMSNorm and SiLU·mul into the mat-vecs that read their output.
+    /// Decode fuses RMSNorm and SiLU·mul into the mat-vecs that read their output, and the
+    /// rotation and cache append into attention.
     pub fusion: bool,
     /// How a decoded token's attention runs.
     pub decode_attention: DecodeAttention,

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 #[cfg(not(target_arch = "wasm32"))]
 use std::io::Read;
 
-use super::kernels::{AttentionIo, Dispatch, HeadShape, Kernels};
+use super::kernels::{AttentionIo, Dispatch, HeadShape, Kernels, RopeTables};
 use super::params::{RmsnormParams, RopeParams, Rows, SelectParams, Step};
 #[cfg(not(target_arch = "wasm32"))]
 use super::GpuLoader;
@@ -244,9 +244,12 @@ impl GpuModel {
             if let Some(bias) = &lw.attn_qkv_bias {
                 body.push(k.add_bias(&qkv, bias.values(), qkv_dim, &step));
             }
-            body.push(k.rope_store(&shape, &qkv, &inv_freq, [kc, vc], &rope_params, &step));
             let io = AttentionIo {
                 qkv: &qkv,
+                rope: RopeTables {
+                    inv_freq: &inv_freq,
+                    params: &rope_params,
+                },
                 caches: [kc, vc],
                 scores: &scores,
                 parts: &parts,

@@ -147,14 +147,23 @@ impl Dispatch {
     }
 }
 
-/// Attention's buffers: the batch's q, k and v rows in, the layer's caches, the work buffers
-/// (scores of the batched kernel, partial sums of split decode) and the output rows.
+/// Attention's buffers: the batch's q, k and v rows in (rotated in place), the rotary tables,
+/// the layer's caches, the work buffers (scores of the batched kernel, partial sums of split
+/// decode) and the output rows.
 pub struct AttentionIo<'a> {
     pub qkv: &'a wgpu::Buffer,
+    pub rope: RopeTables<'a>,
     pub caches: [&'a wgpu::Buffer; 2],
     pub scores: &'a wgpu::Buffer,
     pub parts: &'a wgpu::Buffer,
     pub out: &'a wgpu::Buffer,
+}
+
+/// The rotary tables: `inv_freq` (f32s) and a [`Kernels::rope_params`] uniform.
+#[derive(Clone, Copy)]
+pub struct RopeTables<'a> {
+    pub inv_freq: &'a wgpu::Buffer,
+    pub params: &'a wgpu::Buffer,
 }
 
 /// What rope_store.wgsl and attention.wgsl need to know of the heads and the KV cache.
@@ -225,8 +234,16 @@ pub struct Kernels {
     pub copy: wgpu::ComputePipeline,
 }
 
-/// What attention.wgsl and attention_split.wgsl share (spliced in at ATTENTION_COMMON).
-const ATTENTION_COMMON: &str = include_str!("../../../shaders/attention_common.wgsl");
+/// What attention.wgsl and attention_split.wgsl share (spliced in at ATTENTION_COMMON), with
+/// the rotation they share with rope_store.wgsl (at ROPE_COMMON, inside it).
+const ATTENTION_COMMON: [(&str, &str); 2] = [
+    (
+        "ATTENTION_COMMON",
+        include_str!("../../../shaders/attention_common.wgsl"),
+    ),
+    ("ROPE_COMMON", ROPE_COMMON),
+];
+const ROPE_COMMON: &str = include_str!("../../../shaders/rope_common.wgsl");
 
 /// The tensor bindings the mat-vec and tiled kernels share (spliced in at WEIGHTS), with the
 /// group scale decoding they share with embed.wgsl (at GROUP_AFFINE, inside it).
@@ -375,7 +392,11 @@ impl Kernels {
             rope_store: pipeline(
                 ctx,
                 "rope_store",
-                include_str!("../../../shaders/rope_store.wgsl"),
+                &preprocess(
+                    "rope_store",
+                    include_str!("../../../shaders/rope_store.wgsl"),
+                    &[("ROPE_COMMON", ROPE_COMMON)],
+                ),
             ),
             attention: pipeline(
                 ctx,
@@ -383,7 +404,7 @@ impl Kernels {
                 &preprocess(
                     "attention",
                     include_str!("../../../shaders/attention.wgsl"),
-                    &[("ATTENTION_COMMON", ATTENTION_COMMON)],
+                    &ATTENTION_COMMON,
                 ),
             ),
             split_attention: Default::default(),
@@ -427,7 +448,8 @@ impl Kernels {
                     "attention_split",
                     include_str!("../../../shaders/attention_split.wgsl"),
                     &[
-                        ("ATTENTION_COMMON", ATTENTION_COMMON),
+                        ATTENTION_COMMON[0],
+                        ATTENTION_COMMON[1],
                         ("SPLIT_CONSTS", &splits),
                     ],
                 ),
@@ -710,8 +732,8 @@ impl Kernels {
         }
     }
 
-    /// rope_store.wgsl's parameters for the heads of `s`; the engine rewrites `scale` when
-    /// longrope switches tables.
+    /// The rotation's parameters for the heads of `s` (rope_common.wgsl); the engine rewrites
+    /// `scale` when longrope switches tables.
     pub fn rope_params(&self, s: &HeadShape, scale: f32) -> wgpu::Buffer {
         self.ctx.uniform(
             "rope",
@@ -727,33 +749,14 @@ impl Kernels {
         )
     }
 
-    /// Rotates each new token's q and k heads in `qkv` in place and appends k and v to the
-    /// caches at the batch's positions.
-    pub fn rope_store(
-        &self,
-        s: &HeadShape,
-        qkv: &wgpu::Buffer,
-        inv_freq: &wgpu::Buffer,
-        caches: [&wgpu::Buffer; 2],
-        params: &wgpu::Buffer,
-        step: &wgpu::Buffer,
-    ) -> Dispatch {
-        let heads = s.nh + 2 * s.nkv;
-        Self::bind(
-            &self.ctx,
-            &self.rope_store,
-            &[qkv, inv_freq, caches[0], caches[1], params, step],
-            [heads as u32, 1, 1],
-        )
-        .named("rope_store")
-        .per_tokens(1, 1)
-    }
-
-    /// Causal attention of each new token's q heads over the caches into `out`; `scores`
-    /// holds BATCH × nh × max_ctx f32s. With [`DecodeAttention::Split`] a one-token batch
+    /// Rotary embedding and cache append, then causal attention of each new token's q heads
+    /// over the caches into `out`; `scores` holds BATCH × nh × max_ctx f32s. rope_store.wgsl
+    /// rotates a batch's q and k heads in `qkv` in place and appends k and v to the caches; a
+    /// one-token batch does both inside its attention instead (a dispatch a layer less), unless
+    /// the device was opened with `no_fusion`. With [`DecodeAttention::Split`] a one-token batch
     /// runs attention_split.wgsl over ranges of the context into `parts` (f32s:
-    /// [`HeadShape::attention_parts`]) and attention_combine.wgsl, a second dispatch
-    /// recorded for one-token batches only.
+    /// [`HeadShape::attention_parts`]) and attention_combine.wgsl, a dispatch recorded for
+    /// one-token batches only.
     pub fn attention(
         &self,
         s: &HeadShape,
@@ -761,6 +764,7 @@ impl Kernels {
         step: &wgpu::Buffer,
         mode: DecodeAttention,
     ) -> Vec<Dispatch> {
+        let fused = self.ctx.fusion;
         let p = self.ctx.uniform(
             "attention",
             &AttentionParams {
@@ -770,29 +774,53 @@ impl Kernels {
                 max_ctx: s.max_ctx as u32,
                 scale: 1.0 / (s.hd as f32).sqrt(),
                 kv_f16: s.kv_f16 as u32,
-                _pad: [0; 2],
+                rope_fused: fused as u32,
+                _pad: 0,
             },
         );
         let [kc, vc] = io.caches;
-        let whole = Self::bind(
+        let (inv_freq, rope) = (io.rope.inv_freq, io.rope.params);
+        let heads = (s.nh + 2 * s.nkv) as u32;
+        let rope_store = Self::bind_at(
             &self.ctx,
-            &self.attention,
-            &[io.qkv, kc, vc, io.scores, io.out, &p, step],
-            [s.nh as u32, 1, 1],
+            &self.rope_store,
+            &[
+                (0, io.qkv),
+                (1, kc),
+                (2, vc),
+                (6, step),
+                (7, inv_freq),
+                (8, rope),
+            ],
+            [heads, 1, 1],
         )
-        .named("attention")
-        .per_tokens(1, 1);
+        .named("rope_store")
+        .per_tokens(1, 1)
+        .only(if fused { Runs::Batches } else { Runs::Always });
+        // attention.wgsl and attention_split.wgsl bind the same buffers but their output.
+        let bind = |pipeline, out, groups| {
+            let buffers = [
+                (0, io.qkv),
+                (1, kc),
+                (2, vc),
+                (3, io.scores),
+                (4, out),
+                (5, &p),
+                (6, step),
+                (7, inv_freq),
+                (8, rope),
+            ];
+            Self::bind_at(&self.ctx, pipeline, &buffers, groups)
+        };
+        let whole = bind(&self.attention, io.out, [s.nh as u32, 1, 1])
+            .named("attention")
+            .per_tokens(1, 1);
         if mode == DecodeAttention::Whole {
-            return vec![whole];
+            return vec![rope_store, whole];
         }
         let (split, combine) = self.split_attention();
-        let split = Self::bind(
-            &self.ctx,
-            split,
-            &[io.qkv, kc, vc, io.scores, io.parts, &p, step],
-            [s.nkv as u32, Self::ATTENTION_SPLITS as u32, 1],
-        )
-        .named("attention_split");
+        let groups = [s.nkv as u32, Self::ATTENTION_SPLITS as u32, 1];
+        let split = bind(split, io.parts, groups).named("attention_split");
         let combine = Self::bind(
             &self.ctx,
             combine,
@@ -805,6 +833,7 @@ impl Kernels {
             _ => 0,
         };
         vec![
+            rope_store,
             whole.with_decode_from(split, from),
             combine.only(Runs::OneTokenFrom(from)),
         ]

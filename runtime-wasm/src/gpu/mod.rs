@@ -13,7 +13,7 @@ pub use context::{
     matvec_partial_len, Compute, DecodeAttention, DecodeLoads, GpuContext, GpuOptions, Prefill,
 };
 pub use engine::{CacheConfig, GpuEngine, GpuModel, BATCH};
-pub use kernels::{AttentionIo, Dispatch, HeadShape, Kernels, Matvec, Runs, Tile};
+pub use kernels::{AttentionIo, Dispatch, HeadShape, Kernels, Matvec, RopeTables, Runs, Tile};
 pub use loader::{GpuLoader, LoadProgress};
 pub use params::{
     kernels_for, AttentionParams, EmbedKind, EmbedParams, MatvecKind, MatvecParams, MatvecProbe,

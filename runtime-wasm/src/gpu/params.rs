@@ -62,8 +62,8 @@ impl RmsnormParams {
     }
 }
 
-/// rope_store.wgsl. `scale` changes with longrope's table: the engine rewrites it in place at
-/// [`RopeParams::SCALE_OFFSET`].
+/// rope_common.wgsl (rope_store.wgsl, and attention's own rotation). `scale` changes with
+/// longrope's table: the engine rewrites it in place at [`RopeParams::SCALE_OFFSET`].
 #[repr(C)]
 #[derive(Debug, Clone, Copy, Pod, Zeroable)]
 pub struct RopeParams {
@@ -90,7 +90,10 @@ pub struct AttentionParams {
     pub max_ctx: u32,
     pub scale: f32,
     pub kv_f16: u32,
-    pub _pad: [u32; 2],
+    /// A one-token batch rotates its q and k and appends its k and v itself (rope_store runs
+    /// for batches only).
+    pub rope_fused: u32,
+    pub _pad: u32,
 }
 
 /// silu_mul.wgsl.
