@@ -1,9 +1,9 @@
 // Shared by attention.wgsl and attention_split.wgsl (spliced in at their ATTENTION_COMMON
 // placeholder): parameters, the bindings both have (each adds binding 4, its output), cache
-// reads, and a decoded token's own rotation and cache append. The caches hold f32 bits, or with
+// reads, and a decoded token's own bias, rotation and cache append. The caches hold f32 bits, or with
 // kv_f16 two f16 values per word (see rope_store.wgsl); head_dim is even (the engine checks), so
 // keys are read in pairs.
-struct AttentionParams { nh: u32, nkv: u32, hd: u32, max_ctx: u32, scale: f32, kv_f16: u32, rope_fused: u32, _pad2: u32 }
+struct AttentionParams { nh: u32, nkv: u32, hd: u32, max_ctx: u32, scale: f32, kv_f16: u32, rope_fused: u32, bias: u32 }
 struct Step { pos: u32, n: u32, _pad0: u32, _pad1: u32 }
 @group(0) @binding(0) var<storage, read> qkv: array<f32>;
 @group(0) @binding(1) var<storage, read_write> k_cache: array<u32>;
@@ -11,6 +11,8 @@ struct Step { pos: u32, n: u32, _pad0: u32, _pad1: u32 }
 @group(0) @binding(3) var<storage, read_write> scores: array<f32>;
 @group(0) @binding(5) var<uniform> p: AttentionParams;
 @group(0) @binding(6) var<uniform> step: Step;
+// The qkv projection's bias (p.bias: Qwen2's), added here to a decoded token's row.
+@group(0) @binding(9) var<storage, read> qkv_bias: array<f32>;
 {{ROPE_COMMON}}
 
 // Keys i and i + 1 (i even).
@@ -110,12 +112,18 @@ fn score(k_at: u32) -> f32 {
     return d * p.scale;
 }
 
-// A decoded token's attention rotates its own q and k (rope_common.wgsl) and appends its k and v
-// to the cache, one workgroup per KV head writing them, where fusion is on (one-token batches):
-// rope_store's dispatch a layer saved, which cost ≈ 8 µs on the H200 whatever its work (4-8 % of
-// a token). Nothing in the dispatch reads the cache row it writes: the token's own key and value
-// come from k_new and v_new.
+// A decoded token's attention adds the qkv bias, rotates its own q and k (rope_common.wgsl) and
+// appends its k and v to the cache, one workgroup per KV head writing them, where fusion is on
+// (one-token batches): the dispatches of add_bias and rope_store saved, which cost ≈ 8 µs each
+// on the H200 whatever their work (rope_store: 4-8 % of a token). Nothing in the dispatch reads
+// the cache row it writes: the token's own key and value come from k_new and v_new.
 fn fused() -> bool { return step.n == 1u && p.rope_fused != 0u; }
+
+// Value i of a decoded token's qkv row (fused() only), its bias added.
+fn qkv_in(i: u32) -> f32 {
+    if (p.bias != 0u) { return qkv[i] + qkv_bias[i]; }
+    return qkv[i];
+}
 
 // The decoded token's key (rotated) and value of one KV head, rounded as the cache holds them.
 var<workgroup> k_new: array<f32, 256>;
@@ -141,7 +149,7 @@ fn stage_new(lid: u32, wg: u32, g: u32, pos: u32) {
     let v_at = (p.nh + p.nkv + g) * p.hd;
     for (var i = lid; i < p.hd; i += wg) {
         k_new[i] = as_cached(rotated(k_at, i, pos));
-        v_new[i] = as_cached(qkv[v_at + i]);
+        v_new[i] = as_cached(qkv_in(v_at + i));
     }
 }
 

@@ -12,6 +12,9 @@ struct Step { pos: u32, n: u32, _pad0: u32, _pad1: u32 }
 @group(0) @binding(6) var<uniform> step: Step;
 {{ROPE_COMMON}}
 
+// The rows as they are (add_bias.wgsl has added a bias before this).
+fn qkv_in(i: u32) -> f32 { return qkv[i]; }
+
 const WG: u32 = 64u;
 // The longest head this kernel takes (the engine checks head_dim against it).
 const MAX_HD: u32 = 256u;
@@ -36,7 +39,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     let base = t * heads * rope.hd + head * rope.hd;
     let is_rotated = head < rope.nh + rope.nkv;
     for (var i = lid; i < rope.hd; i += WG) {
-        if (is_rotated) { vals[i] = rotated(base, i, pos); } else { vals[i] = qkv[base + i]; }
+        if (is_rotated) { vals[i] = rotated(base, i, pos); } else { vals[i] = qkv_in(base + i); }
     }
     workgroupBarrier();
     if (is_rotated) {

@@ -123,7 +123,16 @@ fn tiny_models_match_the_cpu_token_by_token() {
                     decode_threads: f16_compute.then_some(128),
                     ..Default::default()
                 });
-                let (_, mut cpu, mut gpu) = engines_on(ctx, &path, kv_f16);
+                let (manifest, mut cpu, mut gpu) = engines_on(ctx, &path, kv_f16);
+                // A decoded token: qkv (its norm fused), attention (bias, rotation and cache
+                // append fused), o_proj, gate_up, down a layer; embedding, head and select's
+                // (f16 products leave the norms of LUT mat-vecs unfused).
+                if !f16_compute {
+                    let layers = manifest.config.num_layers;
+                    let fixed = 2 + Kernels::SELECT_DISPATCHES as usize;
+                    let recorded = gpu.model.dispatches_per_token();
+                    assert_eq!(recorded, 5 * layers + fixed, "{name}");
+                }
                 // A prompt, then single tokens past the longrope switch at 32 positions.
                 let (prompt, rest) = ids.split_at(20);
                 let what = format!(
@@ -393,8 +402,8 @@ fn a_profiled_decode_times_every_dispatch_and_changes_nothing() {
             .map_or(0.0, |t| t.dispatches_per_token)
     };
     let layers = manifest.config.num_layers as f64;
-    // Auto decode attention at a short context: the whole kernel, no split one; the rotation
-    // and cache append inside it (no rope_store).
+    // Auto decode attention at a short context: the whole kernel, no split one; the bias,
+    // rotation and cache append inside it (no add_bias, no rope_store).
     for k in ["matvec attn_qkv", "matvec ffn_down", "attention"] {
         assert_eq!(count(k), layers, "{k}: {kernels:?}");
     }
@@ -405,7 +414,11 @@ fn a_profiled_decode_times_every_dispatch_and_changes_nothing() {
         "{kernels:?}"
     );
     assert_eq!(
-        count("rmsnorm") + count("silu_mul") + count("attention_split") + count("rope_store"),
+        count("rmsnorm")
+            + count("silu_mul")
+            + count("attention_split")
+            + count("rope_store")
+            + count("add_bias"),
         0.0,
         "{kernels:?}"
     );

@@ -580,8 +580,9 @@ fn add_bias_matches_cpu() {
 /// batches (4, 5, 1 and 1 tokens, so later ones attend to earlier cached positions, the last to
 /// a position a one-token batch appended): 3 query heads sharing 1 KV head, head_dim 10 of which
 /// only 6 rotate (partial rotary), a longrope-like scale; with the f32 cache (1e-5) and the
-/// packed f16 one (2e-3, f16's rounding of k and v); whole and split decode attention; one-token
-/// batches rotating and appending inside attention (fused) and in rope_store (`no_fusion`).
+/// packed f16 one (2e-3, f16's rounding of k and v); whole and split decode attention; with and
+/// without a qkv bias (Qwen2's); one-token batches adding the bias, rotating and appending
+/// inside attention (fused) and in add_bias and rope_store (`no_fusion`).
 #[test]
 fn rope_store_and_attention_match_cpu() {
     let unfused = gpu_with(GpuOptions {
@@ -590,18 +591,24 @@ fn rope_store_and_attention_match_cpu() {
     });
     for ctx in [gpu(), unfused] {
         let k = Kernels::new(&ctx);
-        for (kv_f16, mode) in [
-            (false, DecodeAttention::Split),
-            (true, DecodeAttention::Split),
-            (false, DecodeAttention::Whole),
-            (true, DecodeAttention::Whole),
+        for (kv_f16, mode, bias) in [
+            (false, DecodeAttention::Split, false),
+            (true, DecodeAttention::Split, true),
+            (false, DecodeAttention::Whole, true),
+            (true, DecodeAttention::Whole, false),
         ] {
-            rope_and_attention_case(&ctx, &k, kv_f16, mode);
+            rope_and_attention_case(&ctx, &k, kv_f16, mode, bias);
         }
     }
 }
 
-fn rope_and_attention_case(ctx: &GpuContext, k: &Kernels, kv_f16: bool, mode: DecodeAttention) {
+fn rope_and_attention_case(
+    ctx: &GpuContext,
+    k: &Kernels,
+    kv_f16: bool,
+    mode: DecodeAttention,
+    with_bias: bool,
+) {
     let s = HeadShape {
         nh: 3,
         nkv: 1,
@@ -625,6 +632,8 @@ fn rope_and_attention_case(ctx: &GpuContext, k: &Kernels, kv_f16: bool, mode: De
     ];
     let scores = ctx.scratch("scores", 8 * s.nh * s.max_ctx);
     let parts = ctx.scratch("parts", s.attention_parts());
+    let bias = values(row, 11);
+    let bias_gpu = ctx.storage("bias", bytemuck::cast_slice(&bias));
     let (mut k_cpu, mut v_cpu) = (Vec::new(), Vec::new());
     let tol = if kv_f16 { 2e-3 } else { 1e-5 };
     let mut pos = 0;
@@ -635,6 +644,7 @@ fn rope_and_attention_case(ctx: &GpuContext, k: &Kernels, kv_f16: bool, mode: De
         let st = step(ctx, pos as u32, n as u32);
         let io = AttentionIo {
             qkv: &qkv_gpu,
+            bias: with_bias.then_some(&bias_gpu),
             rope: RopeTables {
                 inv_freq: &inv_freq,
                 params: &params,
@@ -650,13 +660,23 @@ fn rope_and_attention_case(ctx: &GpuContext, k: &Kernels, kv_f16: bool, mode: De
             .filter(|d| d.runs_for(n as u32, pos as u32))
             .map(|d| d.name_for(n as u32, pos as u32))
             .collect();
-        // A one-token batch with fusion rotates inside its attention; otherwise rope_store.
+        // A one-token batch with fusion adds, rotates and appends inside its attention;
+        // otherwise add_bias and rope_store.
         let stored = n > 1 || !ctx.fusion;
-        assert_eq!(ran[0] == "rope_store", stored, "{ran:?}");
+        assert_eq!(ran.contains(&"rope_store"), stored, "{ran:?}");
+        assert_eq!(ran.contains(&"add_bias"), stored && with_bias, "{ran:?}");
         Kernels::run(ctx, &attend.iter().collect::<Vec<_>>(), n as u32);
 
         let mut q = Vec::new();
-        for (t, r) in qkv.chunks(row).enumerate() {
+        let biased: Vec<f32> = match with_bias {
+            true => qkv
+                .iter()
+                .zip(bias.iter().cycle())
+                .map(|(x, b)| x + b)
+                .collect(),
+            false => qkv.clone(),
+        };
+        for (t, r) in biased.chunks(row).enumerate() {
             let mut r = r.to_vec();
             r[..q_dim + kv_dim]
                 .chunks_mut(s.hd)
@@ -671,8 +691,8 @@ fn rope_and_attention_case(ctx: &GpuContext, k: &Kernels, kv_f16: bool, mode: De
             hd: s.hd,
         };
         let want = attention(&q, &k_cpu, &v_cpu, pos, n, heads);
-        let what = format!("{mode:?} kv_f16={kv_f16} batch of {n} at {pos}, {ran:?}");
-        // rope_store rotates q in place; a fused decode leaves qkv as it was.
+        let what = format!("{mode:?} kv_f16={kv_f16} bias={with_bias} {n} at {pos}, {ran:?}");
+        // add_bias and rope_store work in place; a fused decode leaves qkv as it was.
         let q_gpu: Vec<f32> = block_on(ctx.read_f32(&qkv_gpu, 0, n * row))
             .unwrap()
             .chunks(row)
@@ -818,6 +838,7 @@ fn split_decode_attention_matches_cpu_across_ranges() {
                 let out = ctx.scratch("out", q_dim);
                 let io = AttentionIo {
                     qkv: &qkv_gpu,
+                    bias: None,
                     rope: RopeTables {
                         inv_freq: &inv_freq,
                         params: &params,

@@ -234,6 +234,7 @@ fn run() -> Result<()> {
             for mode in [DecodeAttention::Split, DecodeAttention::Whole] {
                 let io = AttentionIo {
                     qkv: &qkv,
+                    bias: None,
                     rope: RopeTables {
                         inv_freq: &inv_freq,
                         params: &rope,

@@ -241,11 +241,9 @@ impl GpuModel {
                 lw.attn_qkv
                     .matvec_after(&k, attn_norm, input, qkv_io, &step),
             );
-            if let Some(bias) = &lw.attn_qkv_bias {
-                body.push(k.add_bias(&qkv, bias.values(), qkv_dim, &step));
-            }
             let io = AttentionIo {
                 qkv: &qkv,
+                bias: lw.attn_qkv_bias.as_ref().map(|b| b.values()),
                 rope: RopeTables {
                     inv_freq: &inv_freq,
                     params: &rope_params,

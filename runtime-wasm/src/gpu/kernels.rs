@@ -147,11 +147,12 @@ impl Dispatch {
     }
 }
 
-/// Attention's buffers: the batch's q, k and v rows in (rotated in place), the rotary tables,
-/// the layer's caches, the work buffers (scores of the batched kernel, partial sums of split
-/// decode) and the output rows.
+/// Attention's buffers: the batch's q, k and v rows in (biased and rotated in place), the qkv
+/// projection's bias if it has one, the rotary tables, the layer's caches, the work buffers
+/// (scores of the batched kernel, partial sums of split decode) and the output rows.
 pub struct AttentionIo<'a> {
     pub qkv: &'a wgpu::Buffer,
+    pub bias: Option<&'a wgpu::Buffer>,
     pub rope: RopeTables<'a>,
     pub caches: [&'a wgpu::Buffer; 2],
     pub scores: &'a wgpu::Buffer,
@@ -749,11 +750,12 @@ impl Kernels {
         )
     }
 
-    /// Rotary embedding and cache append, then causal attention of each new token's q heads
-    /// over the caches into `out`; `scores` holds BATCH × nh × max_ctx f32s. rope_store.wgsl
-    /// rotates a batch's q and k heads in `qkv` in place and appends k and v to the caches; a
-    /// one-token batch does both inside its attention instead (a dispatch a layer less), unless
-    /// the device was opened with `no_fusion`. With [`DecodeAttention::Split`] a one-token batch
+    /// The qkv bias, rotary embedding and cache append, then causal attention of each new
+    /// token's q heads over the caches into `out`; `scores` holds BATCH × nh × max_ctx f32s.
+    /// add_bias.wgsl adds the bias to a batch's rows, rope_store.wgsl rotates its q and k heads
+    /// in `qkv` in place and appends k and v to the caches; a one-token batch does all three
+    /// inside its attention instead (a dispatch or two a layer less), unless the device was
+    /// opened with `no_fusion`. With [`DecodeAttention::Split`] a one-token batch
     /// runs attention_split.wgsl over ranges of the context into `parts` (f32s:
     /// [`HeadShape::attention_parts`]) and attention_combine.wgsl, a dispatch recorded for
     /// one-token batches only.
@@ -775,12 +777,25 @@ impl Kernels {
                 scale: 1.0 / (s.hd as f32).sqrt(),
                 kv_f16: s.kv_f16 as u32,
                 rope_fused: fused as u32,
-                _pad: 0,
+                bias: io.bias.is_some() as u32,
             },
         );
+        let fused_runs = if fused { Runs::Batches } else { Runs::Always };
+        let heads = (s.nh + 2 * s.nkv) as u32;
+        let placeholder;
+        let bias = match io.bias {
+            Some(b) => b,
+            None => {
+                placeholder = self.ctx.scratch("no qkv bias", 1);
+                &placeholder
+            }
+        };
+        let add_bias = io.bias.map(|b| {
+            let n = heads as usize * s.hd;
+            self.add_bias(io.qkv, b, n, step).only(fused_runs)
+        });
         let [kc, vc] = io.caches;
         let (inv_freq, rope) = (io.rope.inv_freq, io.rope.params);
-        let heads = (s.nh + 2 * s.nkv) as u32;
         let rope_store = Self::bind_at(
             &self.ctx,
             &self.rope_store,
@@ -796,7 +811,7 @@ impl Kernels {
         )
         .named("rope_store")
         .per_tokens(1, 1)
-        .only(if fused { Runs::Batches } else { Runs::Always });
+        .only(fused_runs);
         // attention.wgsl and attention_split.wgsl bind the same buffers but their output.
         let bind = |pipeline, out, groups| {
             let buffers = [
@@ -809,14 +824,17 @@ impl Kernels {
                 (6, step),
                 (7, inv_freq),
                 (8, rope),
+                (9, bias),
             ];
             Self::bind_at(&self.ctx, pipeline, &buffers, groups)
         };
         let whole = bind(&self.attention, io.out, [s.nh as u32, 1, 1])
             .named("attention")
             .per_tokens(1, 1);
+        let mut all: Vec<Dispatch> = add_bias.into_iter().chain([rope_store]).collect();
         if mode == DecodeAttention::Whole {
-            return vec![rope_store, whole];
+            all.push(whole);
+            return all;
         }
         let (split, combine) = self.split_attention();
         let groups = [s.nkv as u32, Self::ATTENTION_SPLITS as u32, 1];
@@ -832,11 +850,9 @@ impl Kernels {
             DecodeAttention::Auto => self.ctx.split_attention_from,
             _ => 0,
         };
-        vec![
-            rope_store,
-            whole.with_decode_from(split, from),
-            combine.only(Runs::OneTokenFrom(from)),
-        ]
+        all.push(whole.with_decode_from(split, from));
+        all.push(combine.only(Runs::OneTokenFrom(from)));
+        all
     }
 
     /// `act[t] = silu(gate[t]) * up[t]` for rows of `ff` gate values then `ff` up values.

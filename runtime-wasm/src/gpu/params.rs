@@ -90,10 +90,11 @@ pub struct AttentionParams {
     pub max_ctx: u32,
     pub scale: f32,
     pub kv_f16: u32,
-    /// A one-token batch rotates its q and k and appends its k and v itself (rope_store runs
-    /// for batches only).
+    /// A one-token batch adds its bias, rotates its q and k and appends its k and v itself
+    /// (add_bias and rope_store run for batches only).
     pub rope_fused: u32,
-    pub _pad: u32,
+    /// The qkv bias binding holds the projection's bias (else a placeholder).
+    pub bias: u32,
 }
 
 /// silu_mul.wgsl.
