@@ -5,6 +5,8 @@
 //! [`F16_COMPUTE_TOLERANCE`]); and greedy decoding of SmolLM2 lut8 equal on the GPU, the f32
 //! reference and the packed CPU engine.
 
+use std::path::{Path, PathBuf};
+
 use qins_runtime::chat::{Generator, Message, SamplingParams};
 use qins_runtime::codec::Codec;
 use qins_runtime::cpu::{CpuEngine, CpuModel};
@@ -52,6 +54,22 @@ fn engines_on(
         model.split_tensors
     );
     (manifest, cpu, GpuEngine::new(model))
+}
+
+/// tiny-llama's long reference ids, and the model converted to lut8 in `dir`.
+fn tiny_llama_lut8(dir: &Path) -> (Vec<u32>, PathBuf) {
+    let name = "tiny-llama";
+    let ids = ids(&reference(name)["logits"]["long"]["ids"]);
+    (ids, convert_to(&fixture(name), Codec::Lut8, dir))
+}
+
+/// The GPU's candidate selection for greedy decoding.
+fn greedy() -> Select {
+    Select {
+        k: 1,
+        penalty: 1.0,
+        seen: Vec::new(),
+    }
 }
 
 fn max_diff(a: &[f32], b: &[f32]) -> f32 {
@@ -240,11 +258,7 @@ fn smollm2_lut8_greedy_is_identical_on_gpu_and_cpu() {
     on_gpu.engine.reset();
     let logits = block_on(on_gpu.engine.extend(&prompt, false)).unwrap();
     let best = (0..logits.len()).fold(0, |b, i| if logits[i] > logits[b] { i } else { b });
-    let greedy = Select {
-        k: 1,
-        penalty: 1.0,
-        seen: Vec::new(),
-    };
+    let greedy = greedy();
     let top = block_on(on_gpu.engine.model.select(&greedy))
         .unwrap()
         .unwrap();
@@ -272,6 +286,37 @@ fn gpu_prefix_reuse_matches_a_fresh_run() {
             d < F16_KV_TOLERANCE,
             "{name}: max |Δ| {d} after reusing {keep} positions"
         );
+    }
+}
+
+/// Decoded tokens alternating between logits read back and candidates chosen on the GPU, at
+/// consecutive positions: each step runs its own dispatches even though the engine recorded the
+/// next position's step ahead as the previous one asked (candidates left stale, or logits not
+/// computed, would differ from the CPU's).
+#[test]
+fn decode_alternating_logits_and_candidates_matches_the_cpu() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ids, path) = tiny_llama_lut8(dir.path());
+    let (_, mut cpu, mut gpu) = engines(&path, false);
+    let greedy = greedy();
+    block_on(gpu.extend(&ids[..10], false)).unwrap();
+    block_on(cpu.extend(&ids[..10], false)).unwrap();
+    for (i, &t) in ids.iter().enumerate().take(22).skip(10) {
+        let want = block_on(cpu.extend(&[t], false)).unwrap();
+        // Two logits steps, then two candidates steps, and so on.
+        if i % 4 < 2 {
+            let got = block_on(gpu.extend(&[t], false)).unwrap();
+            let d = max_diff(&got, &want);
+            assert!(d < 1e-3, "logits at {i}: max |Δ| {d}");
+        } else {
+            let (id, value) = block_on(gpu.extend_select(&[t], &greedy)).unwrap()[0];
+            let best = want.iter().copied().fold(f32::MIN, f32::max);
+            let at = want[id as usize];
+            assert!(
+                (value - at).abs() < 1e-3 && best - at < 1e-3,
+                "candidate at {i}: {id} ({value}, cpu {at}, cpu max {best})"
+            );
+        }
     }
 }
 
@@ -310,9 +355,7 @@ fn tensors_split_across_bindings_match_the_cpu() {
 #[test]
 fn a_chosen_prefill_batch_is_used_and_bad_ones_are_refused() {
     let dir = tempfile::tempdir().unwrap();
-    let name = "tiny-llama";
-    let ids = ids(&reference(name)["logits"]["long"]["ids"]);
-    let path = convert_to(&fixture(name), Codec::Lut8, dir.path());
+    let (ids, path) = tiny_llama_lut8(dir.path());
     let ctx = gpu_with(GpuOptions {
         prefill_batch: Some(7),
         ..Default::default()
@@ -363,9 +406,7 @@ fn a_chosen_prefill_batch_is_used_and_bad_ones_are_refused() {
 #[test]
 fn a_profiled_decode_times_every_dispatch_and_changes_nothing() {
     let dir = tempfile::tempdir().unwrap();
-    let name = "tiny-llama";
-    let ids = ids(&reference(name)["logits"]["long"]["ids"]);
-    let path = convert_to(&fixture(name), Codec::Lut8, dir.path());
+    let (ids, path) = tiny_llama_lut8(dir.path());
     let ctx = gpu_with(GpuOptions {
         profile: true,
         ..Default::default()
@@ -374,11 +415,7 @@ fn a_profiled_decode_times_every_dispatch_and_changes_nothing() {
     let (manifest, _, mut profiled) = engines_on(ctx, &path, false);
     let (_, _, mut plain) = engines(&path, false);
     assert!(plain.model.profile().is_none());
-    let greedy = Select {
-        k: 1,
-        penalty: 1.0,
-        seen: Vec::new(),
-    };
+    let greedy = greedy();
     let (mut a, mut b) = (ids[..5].to_vec(), ids[..5].to_vec());
     for _ in 0..3 {
         let next =

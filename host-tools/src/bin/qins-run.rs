@@ -279,6 +279,9 @@ fn run() -> Result<()> {
             "ttft_ms": s.ttft_ms,
             "prefill_tok_s": s.prefill_tok_s,
             "decode_tok_s": s.decode_tok_s,
+            // A decoded token's host time from its step's call to its submission (µs; null
+            // on the CPU engine): the rest of its wall time is the GPU's and the read-back's.
+            "host_step_us": gen.engine.gpu().and_then(|e| e.model.host_step_us()),
             "prompt_tokens": s.prompt_tokens,
             "generated_tokens": s.generated_tokens,
             // What the engine used (f16 compute falls back to f32 without shader-f16), not

@@ -5,6 +5,7 @@
 use std::collections::HashMap;
 #[cfg(not(target_arch = "wasm32"))]
 use std::io::Read;
+use std::time::Duration;
 
 use super::kernels::{AttentionIo, Dispatch, HeadShape, Kernels, RopeTables};
 use super::params::{RmsnormParams, RopeParams, Rows, SelectParams, Step};
@@ -15,6 +16,7 @@ use crate::engine::{Candidate, Forward, Select, Sequence};
 use crate::format::Manifest;
 use crate::model::{take, ModelConfig, Rope, Tensors};
 use crate::{QinsError, Result};
+use web_time::Instant;
 
 /// Most tokens per prefill batch unless `GpuOptions::prefill_batch` says otherwise: each
 /// weight is read once per batch instead of once per token. A model whose per-token work
@@ -79,6 +81,19 @@ pub struct GpuModel {
     rope: Option<Rope>,
     /// Per-dispatch timestamps of decoded tokens (`--profile`).
     profiler: Option<Profiler>,
+    /// The next position's one-token step, recorded while the GPU ran this one (see `batch`).
+    ahead: Option<(StepKey, wgpu::CommandBuffer)>,
+    /// One-token steps' host time from the call to their submission, and how many.
+    host: (Duration, u32),
+}
+
+/// What a one-token step's commands were recorded for: its position, the logits it computes,
+/// and whether it chooses the sampling candidates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct StepKey {
+    pos: usize,
+    head: Option<Rows>,
+    choose: bool,
 }
 
 impl GpuModel {
@@ -304,6 +319,8 @@ impl GpuModel {
             gpu_bytes,
             rope: Some(rope),
             profiler,
+            ahead: None,
+            host: (Duration::ZERO, 0),
         })
     }
 
@@ -327,16 +344,9 @@ impl GpuModel {
         );
     }
 
-    /// Queues one batch (≤ `batch_tokens` tokens) at position `pos`; `head` picks which logits
-    /// to compute (None: none, the last token's into row 0, or every token's); `choose` adds the
-    /// sampling candidates of row 0 to the same submission (see `prepare_select`).
-    fn batch(&self, tokens: &[u32], pos: usize, head: Option<Rows>, choose: bool) {
-        let n = tokens.len() as u32;
-        self.ctx
-            .write_uniform(&self.step, &Step::new(pos, tokens.len()));
-        self.ctx
-            .queue
-            .write_buffer(&self.tokens, 0, bytemuck::cast_slice(tokens));
+    /// The dispatches of a batch: the body, then the logits `head` picks (None: none, the
+    /// last token's into row 0, or every token's) and the sampling candidates if `choose`.
+    fn dispatches(&self, head: Option<Rows>, choose: bool) -> Vec<&Dispatch> {
         let mut all: Vec<&Dispatch> = self.body.iter().collect();
         match head {
             Some(Rows::All) => all.extend(&self.head_all),
@@ -346,10 +356,59 @@ impl GpuModel {
         if choose {
             all.extend(&self.choose);
         }
+        all
+    }
+
+    /// Queues one batch (≤ `batch_tokens` tokens) at position `pos`; `head` picks which logits
+    /// to compute (see `dispatches`); `choose` adds the sampling candidates of row 0 to the
+    /// same submission (see `prepare_select`).
+    ///
+    /// After a one-token batch it records the same step at the next position while the GPU
+    /// runs this one, and the next call submits that if it asks for it: the host's recording
+    /// of a decoded token's dispatches (SmolLM2's 157: ≈ 400 µs on a 2-core VM) then overlaps
+    /// the GPU's work instead of coming between the read-back of one token and the start of
+    /// the next. Only the step uniform and the token ids change between steps, and both are
+    /// written with `write_buffer`, which lands before the next submission.
+    fn batch(&mut self, tokens: &[u32], pos: usize, head: Option<Rows>, choose: bool) {
+        let started = Instant::now();
+        let n = tokens.len() as u32;
+        let key = StepKey { pos, head, choose };
+        let ahead = self.ahead.take().filter(|(k, _)| n == 1 && *k == key);
+        self.ctx
+            .write_uniform(&self.step, &Step::new(pos, tokens.len()));
+        self.ctx
+            .queue
+            .write_buffer(&self.tokens, 0, bytemuck::cast_slice(tokens));
+        let all = self.dispatches(head, choose);
         match &self.profiler {
-            Some(p) if n == 1 => p.run(&self.ctx, &all, n, pos as u32),
-            _ => Kernels::run_at(&self.ctx, &all, n, pos as u32),
+            Some(p) if n == 1 => return p.run(&self.ctx, &all, n, pos as u32),
+            _ => {}
         }
+        let commands = match ahead {
+            Some((_, recorded)) => recorded,
+            None => Kernels::encode(&self.ctx, &all, n, pos as u32, None).finish(),
+        };
+        self.ctx.queue.submit([commands]);
+        if n == 1 {
+            self.host.0 += started.elapsed();
+            self.host.1 += 1;
+            let next = StepKey {
+                pos: pos + 1,
+                ..key
+            };
+            if next.pos < self.max_ctx {
+                let all = self.dispatches(head, choose);
+                let recorded = Kernels::encode(&self.ctx, &all, 1, next.pos as u32, None);
+                self.ahead = Some((next, recorded.finish()));
+            }
+        }
+    }
+
+    /// One-token batches' mean host time from the call to their submission, in µs (the
+    /// host's own share of a decoded token's critical path, the read-back aside).
+    pub fn host_step_us(&self) -> Option<f64> {
+        let (time, steps) = self.host;
+        (steps > 0).then(|| time.as_secs_f64() * 1e6 / steps as f64)
     }
 
     /// Adds the last batch's kernel times to the profile, if it was timed.
