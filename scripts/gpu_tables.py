@@ -122,8 +122,9 @@ def select(bench):
 
 def runs(out_dir):
     """Every end-to-end run, one row each."""
-    out = ["| run | prompt tokens | prefill tok/s | TTFT ms | decode tok/s | dispatches / token | GPU MB | load s |",
-           "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    out = ["| run | prompt tokens | prefill tok/s | TTFT ms | decode tok/s | dispatches / token | "
+           "host µs / step | GPU MB | load s |",
+           "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for f in sorted(os.listdir(out_dir)):
         if not (f.startswith("run-") and f.endswith(".json")):
             continue
@@ -131,11 +132,13 @@ def runs(out_dir):
         if not r:
             continue
         disp = (r.get("engine") or {}).get("dispatches_per_token") or "—"
+        # A decoded token's host time up to its submission (binaries from session 38 on).
+        host = r.get("host_step_us")
+        host = f"{host:.0f}" if host else "—"
         gpu = r.get("gpu_bytes")
+        gpu = f"{gpu / 1e6:.0f}" if gpu else "—"
         out.append(f'| {f[4:-5]} | {r["prompt_tokens"]} | {r["prefill_tok_s"]:.0f} | {r["ttft_ms"]:.0f} | '
-                   f'{r["decode_tok_s"]:.1f} | {disp} | {gpu / 1e6:.0f} | {r["load_s"]:.2f} |'
-                   if gpu else f'| {f[4:-5]} | {r["prompt_tokens"]} | {r["prefill_tok_s"]:.0f} | '
-                   f'{r["ttft_ms"]:.0f} | {r["decode_tok_s"]:.1f} | {disp} | — | {r["load_s"]:.2f} |')
+                   f'{r["decode_tok_s"]:.1f} | {disp} | {host} | {gpu} | {r["load_s"]:.2f} |')
     return out
 
 
