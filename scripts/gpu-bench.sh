@@ -128,6 +128,7 @@ if [ "${QINS_BENCH_QUICK:-0}" = 1 ]; then
   step run-smollm2-lut8g-vec4 "$NEW/qins-run" "${run[@]}" --decode-loads vec4
   step run-smollm2-lut8g-split "$NEW/qins-run" "${run[@]}" --decode-attention split
   step run-smollm2-lut8g-profile "$NEW/qins-run" "${run[@]}" --profile
+  step run-smollm2-lut8g-p96-profile "$NEW/qins-run" "${run[@]}" --bench-prompt 96 --profile
   exit 0
 fi
 
@@ -175,7 +176,7 @@ step run-smollm2-lut8g-base "$BASE/qins-run" "${run[@]}" --max-tokens 64 "${same
 step run-smollm2-lut8g-base-profile "$BASE/qins-run" "${run[@]}" --max-tokens 64 --profile "${same[@]}"
 step run-smollm2-lut8g-p3000 "$NEW/qins-run" "${run[@]}" --max-tokens 64 --bench-prompt 3000
 # Phi-3.5-mini's shapes: decode (and per kernel), a 512-token prompt on the mat-vec path and
-# tiled, in the default 64-token batches and in 512 (a whole prompt a batch: 8 times the
+# tiled (and per kernel), in the default 64-token batches and in 512 (a whole prompt a batch: 8 times the
 # workgroups a tiled dispatch has), each against the base binary; the base's decode, the other
 # decode variants, WebGPU's default binding limit.
 for codec in lut8g lut4a; do
@@ -185,6 +186,9 @@ for codec in lut8g lut4a; do
   step "run-phi35-$codec" "$NEW/qins-run" "${run[@]}" --max-tokens 64
   step "run-phi35-$codec-profile" "$NEW/qins-run" "${run[@]}" --max-tokens 16 --profile
   step "run-phi35-$codec-p512" "$NEW/qins-run" "${p512[@]}"
+  # Where the prompt's time goes, per kernel (binaries from session 38 on), on both paths.
+  step "run-phi35-$codec-p512-profile" "$NEW/qins-run" "${p512[@]}" --profile
+  step "run-phi35-$codec-p512-tiled-profile" "$NEW/qins-run" "${p512[@]}" --prefill tiled --profile
   step "run-phi35-$codec-p512-base" "$BASE/qins-run" "${p512[@]}" "${same[@]}"
   step "run-phi35-$codec-p512-tiled" "$NEW/qins-run" "${p512[@]}" --prefill tiled
   step "run-phi35-$codec-p512-tiled-base" "$BASE/qins-run" "${p512[@]}" --prefill tiled

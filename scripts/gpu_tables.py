@@ -4,6 +4,7 @@ computed from them: python3 scripts/gpu_tables.py OUT_DIR. Missing steps are lef
 cut short still gives what it measured)."""
 import json
 import os
+import re
 import sys
 
 
@@ -156,12 +157,15 @@ def profiles(out_dir, bench):
         prof = (r or {}).get("profile")
         if not prof:
             continue
-        # The base binary's runs use the same archive as this one's.
-        ins = load(out_dir, "inspect-" + name) or load(out_dir, "inspect-" + name.removesuffix("-base"))
-        role_bytes = {}
+        # The base binary's runs and the longer prompts' use the same archive as this one's.
+        archive = re.sub(r"-p\d+", "", name.removesuffix("-base"))
+        ins = load(out_dir, "inspect-" + name) or load(out_dir, "inspect-" + archive)
+        role_bytes, role_params = {}, {}
         for t in (ins or {}).get("tensors", []):
             role = t["name"].split(".", 2)[2] if t["name"].startswith("layers.") else t["name"]
             role_bytes["matvec " + role] = role_bytes.get("matvec " + role, 0) + t["bytes"]
+            params = t["shape"][0] * t["shape"][1] if len(t.get("shape", [])) == 2 else 0
+            role_params["matvec " + role] = role_params.get("matvec " + role, 0) + params
         plain = load(out_dir, "run-" + name)
         span = prof["gpu_us_per_token"]
         head = f'`{name}` with `--profile`, {prof["tokens"]} decoded tokens timed: GPU span {span:.0f} µs a token'
@@ -179,7 +183,29 @@ def profiles(out_dir, bench):
                        f'{100 * k["share"]:.1f} % | {f"{gbs:.3g}" if gbs else "—"} | '
                        f'{f"{100 * gbs / copy:.0f} %" if gbs and copy else "—"} |')
         out.append("")
+        out += prefill_profile(name, r.get("prefill_profile"), plain, role_params)
     return out
+
+
+def prefill_profile(name, prof, plain, role_params):
+    """The prompt's kernels per prompt token (binaries from session 38 on): a mat-vec's GFLOP/s
+    counts 2 FLOPs a weight a token, the prompt's batches timed one submission each."""
+    if not prof:
+        return []
+    span = prof["gpu_us_per_token"]
+    head = (f'`{name}` prompt with `--profile`, {prof["tokens"]} prompt tokens timed: GPU span '
+            f'{span:.1f} µs a prompt token')
+    if plain and plain.get("prefill_tok_s"):
+        head += f'; the unprofiled prefill takes {1e6 / plain["prefill_tok_s"]:.1f}'
+    out = [head + ".", "",
+           "| kernel | dispatches / prompt token | µs / prompt token | share | GFLOP/s |",
+           "|---|---:|---:|---:|---:|"]
+    for k in prof["kernels"]:
+        params = role_params.get(k["kernel"])
+        gflops = 2 * params / (k["us_per_token"] * 1e3) if params and k["us_per_token"] > 0 else None
+        out.append(f'| {k["kernel"]} | {k["dispatches_per_token"]:.3g} | {k["us_per_token"]:.2f} | '
+                   f'{100 * k["share"]:.1f} % | {f"{gflops:.4g}" if gflops else "—"} |')
+    return out + [""]
 
 
 def bytes_per_token(inspect):

@@ -12,8 +12,8 @@ use qins_runtime::codec::Codec;
 use qins_runtime::cpu::{CpuEngine, CpuModel};
 use qins_runtime::engine::{block_on, Engine, Select};
 use qins_runtime::gpu::{
-    CacheConfig, Compute, DecodeAttention, GpuContext, GpuEngine, GpuModel, GpuOptions, Kernels,
-    Prefill, BATCH,
+    CacheConfig, Compute, DecodeAttention, GpuContext, GpuEngine, GpuModel, GpuOptions, KernelTime,
+    Kernels, Phase, Prefill, BATCH,
 };
 use qins_runtime::load::{open, Backend, LoadOptions};
 use qins_runtime::model::Weights;
@@ -171,7 +171,7 @@ fn tiny_models_match_the_cpu_token_by_token() {
                     worst = worst.max(d);
                 }
                 eprintln!("{what}: max |Δ| {worst:.2e} over {} positions", ids.len());
-                if let Some((kernels, _)) = gpu.model.profile() {
+                if let Some((kernels, _)) = gpu.model.profile(Phase::Decode) {
                     let ran = |k: &str| kernels.iter().any(|t| t.kernel == k);
                     assert!(
                         ran("attention") && ran("attention_split"),
@@ -414,7 +414,7 @@ fn a_profiled_decode_times_every_dispatch_and_changes_nothing() {
     assert!(ctx.profile, "the adapter has no timestamps inside passes");
     let (manifest, _, mut profiled) = engines_on(ctx, &path, false);
     let (_, _, mut plain) = engines(&path, false);
-    assert!(plain.model.profile().is_none());
+    assert!(plain.model.profile(Phase::Decode).is_none());
     let greedy = greedy();
     let (mut a, mut b) = (ids[..5].to_vec(), ids[..5].to_vec());
     for _ in 0..3 {
@@ -429,16 +429,25 @@ fn a_profiled_decode_times_every_dispatch_and_changes_nothing() {
         b.push(next(&mut plain, &rb));
     }
     assert_eq!(a, b);
-    let (kernels, tokens) = profiled.model.profile().unwrap();
-    // The prompt batch is not timed; the two one-token batches after it are.
-    assert_eq!(tokens, 2);
-    let count = |k: &str| {
+    let layers = manifest.config.num_layers as f64;
+    let per_token = |kernels: &[KernelTime], k: &str| {
         kernels
             .iter()
             .find(|t| t.kernel == k)
             .map_or(0.0, |t| t.dispatches_per_token)
     };
-    let layers = manifest.config.num_layers as f64;
+    // The prompt, one batch of 5 tokens: a dispatch a batch is a fifth of one a prompt token;
+    // the norms, the rotation and SiLU·mul run as dispatches of their own there.
+    let (prompt, tokens) = profiled.model.profile(Phase::Prefill).unwrap();
+    assert_eq!(tokens, 5);
+    for k in ["rope_store", "silu_mul", "attention", "matvec attn_qkv"] {
+        let batches = per_token(&prompt, k) * 5.0;
+        assert!((batches - layers).abs() < 1e-9, "{k}: {prompt:?}");
+    }
+    let (kernels, tokens) = profiled.model.profile(Phase::Decode).unwrap();
+    // The two one-token batches after it.
+    assert_eq!(tokens, 2);
+    let count = |k: &str| per_token(&kernels, k);
     // Auto decode attention at a short context: the whole kernel, no split one; the bias,
     // rotation and cache append inside it (no add_bias, no rope_store).
     for k in ["matvec attn_qkv", "matvec ffn_down", "attention"] {

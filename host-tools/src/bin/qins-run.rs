@@ -10,6 +10,7 @@ use qins_host::load::{open, AnyEngine, LoadOptions};
 use qins_runtime::chat::{GenerationStats, Generator, Message, SamplingParams};
 use qins_runtime::engine::{block_on, Engine};
 use qins_runtime::format::Manifest;
+use qins_runtime::gpu::Phase;
 use qins_runtime::QinsError;
 use serde_json::json;
 
@@ -263,15 +264,16 @@ fn run() -> Result<()> {
         drop(run);
         // `--profile`: the decoded tokens' GPU time per kernel, and in all (its first
         // dispatch's start to its last one's end: the rest of a token's wall time is the
-        // host's and the submission's).
-        let profile = gen
-            .engine
-            .gpu()
-            .and_then(|e| e.model.profile())
-            .map(|(kernels, tokens)| {
-                let gpu_us: f64 = kernels.iter().map(|k| k.us_per_token).sum();
-                json!({"tokens": tokens, "gpu_us_per_token": gpu_us, "kernels": kernels})
-            });
+        // host's and the submission's); the prompt's likewise, per prompt token.
+        let profile = |phase| {
+            gen.engine
+                .gpu()
+                .and_then(|e| e.model.profile(phase))
+                .map(|(kernels, tokens)| {
+                    let gpu_us: f64 = kernels.iter().map(|k| k.us_per_token).sum();
+                    json!({"tokens": tokens, "gpu_us_per_token": gpu_us, "kernels": kernels})
+                })
+        };
         print(json!({
             "backend": info.backend,
             "model": args.model.display().to_string(),
@@ -295,7 +297,8 @@ fn run() -> Result<()> {
             "rss_bytes": proc_status_bytes("VmRSS"),
             "peak_rss_bytes": proc_status_bytes("VmHWM"),
             "engine": info,
-            "profile": profile,
+            "profile": profile(Phase::Decode),
+            "prefill_profile": profile(Phase::Prefill),
         }));
     } else if let Some(p) = &args.prompt {
         let mut messages = base_messages(&args);

@@ -11,7 +11,7 @@ use super::kernels::{AttentionIo, Dispatch, HeadShape, Kernels, RopeTables};
 use super::params::{RmsnormParams, RopeParams, Rows, SelectParams, Step};
 #[cfg(not(target_arch = "wasm32"))]
 use super::GpuLoader;
-use super::{GpuContext, GpuTensor, Input, KernelTime, MatvecIo, Profiler};
+use super::{GpuContext, GpuTensor, Input, KernelTime, MatvecIo, Phase, Profiler};
 use crate::engine::{Candidate, Forward, Select, Sequence};
 use crate::format::Manifest;
 use crate::model::{take, ModelConfig, Rope, Tensors};
@@ -79,7 +79,7 @@ pub struct GpuModel {
     pub gpu_bytes: u64,
     /// The rotary table in `inv_freq` and `rope_params`.
     rope: Option<Rope>,
-    /// Per-dispatch timestamps of decoded tokens (`--profile`).
+    /// Per-dispatch timestamps of every batch (`--profile`).
     profiler: Option<Profiler>,
     /// The next position's one-token step, recorded while the GPU ran this one (see `batch`).
     ahead: Option<(StepKey, wgpu::CommandBuffer)>,
@@ -363,8 +363,9 @@ impl GpuModel {
     /// to compute (see `dispatches`); `choose` adds the sampling candidates of row 0 to the
     /// same submission (see `prepare_select`).
     ///
-    /// After a one-token batch it records the same step at the next position while the GPU
-    /// runs this one, and the next call submits that if it asks for it: the host's recording
+    /// After a one-token batch, or a batch that computes its last token's logits (the prompt's
+    /// last), it records the one-token step at the next position while the GPU runs this one,
+    /// and the next call submits that if it asks for it: the host's recording
     /// of a decoded token's dispatches (SmolLM2's 157: ≈ 400 µs on a 2-core VM) then overlaps
     /// the GPU's work instead of coming between the read-back of one token and the start of
     /// the next. Only the step uniform and the token ids change between steps, and both are
@@ -380,9 +381,8 @@ impl GpuModel {
             .queue
             .write_buffer(&self.tokens, 0, bytemuck::cast_slice(tokens));
         let all = self.dispatches(head, choose);
-        match &self.profiler {
-            Some(p) if n == 1 => return p.run(&self.ctx, &all, n, pos as u32),
-            _ => {}
+        if let Some(p) = &self.profiler {
+            return p.run(&self.ctx, &all, n, pos as u32);
         }
         let commands = match ahead {
             Some((_, recorded)) => recorded,
@@ -392,8 +392,11 @@ impl GpuModel {
         if n == 1 {
             self.host.0 += started.elapsed();
             self.host.1 += 1;
+        }
+        // A decoded token, or the prompt's last batch, is followed by a decoded token.
+        if n == 1 || head == Some(Rows::Last) {
             let next = StepKey {
-                pos: pos + 1,
+                pos: pos + tokens.len(),
                 ..key
             };
             if next.pos < self.max_ctx {
@@ -419,10 +422,12 @@ impl GpuModel {
         }
     }
 
-    /// Where decoded tokens' GPU time went, per kernel, and how many tokens were timed (None
-    /// without `--profile` or timestamps).
-    pub fn profile(&self) -> Option<(Vec<KernelTime>, u64)> {
-        self.profiler.as_ref().map(|p| (p.report(), p.tokens()))
+    /// Where decoded tokens' (`Phase::Decode`) or prompt tokens' GPU time went, per kernel,
+    /// and how many tokens were timed (None without `--profile` or timestamps).
+    pub fn profile(&self, phase: Phase) -> Option<(Vec<KernelTime>, u64)> {
+        self.profiler
+            .as_ref()
+            .map(|p| (p.report(phase), p.tokens(phase)))
     }
 
     /// Dispatches one decoded token records at the context's start: the body, the last

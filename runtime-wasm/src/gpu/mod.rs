@@ -19,5 +19,5 @@ pub use params::{
     kernels_for, AttentionParams, EmbedKind, EmbedParams, MatvecKind, MatvecParams, MatvecProbe,
     Output, RmsnormParams, RopeParams, Rows, Sections, SelectParams, SiluMulParams, Step,
 };
-pub use profile::{KernelTime, Profiler};
+pub use profile::{KernelTime, Phase, Profiler};
 pub use tensor::{GpuTensor, Input, MatvecIo, Part};

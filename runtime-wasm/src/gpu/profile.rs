@@ -1,17 +1,19 @@
-//! `--profile`: GPU timestamps between the dispatches of each decoded token, summed per kernel
-//! (a mat-vec per tensor role), so that one run on a GPU says where a token's time goes —
-//! which `qins-bench`'s kernels in isolation cannot (caches, barriers between dependent
-//! dispatches, the small kernels' share). Native only: WebGPU has no timestamps inside a
-//! pass. Timing adds a read-back per token, so profiled runs are not speed runs.
+//! `--profile`: GPU timestamps between the dispatches of each batch, summed per kernel (a
+//! mat-vec per tensor role) apart for decoded tokens and for prompt batches, so that one run on
+//! a GPU says where a token's time goes — which `qins-bench`'s kernels in isolation cannot
+//! (caches, barriers between dependent dispatches, the small kernels' share). Native only:
+//! WebGPU has no timestamps inside a pass. Timing adds a read-back per batch, so profiled runs
+//! are not speed runs.
 
-use std::cell::{Cell, RefCell};
+use std::cell::RefCell;
 use std::collections::BTreeMap;
 
 use super::kernels::{Dispatch, Kernels};
 use super::GpuContext;
 use crate::Result;
 
-/// A decoded token's time in one kernel, summed over its dispatches.
+/// A token's time in one kernel, summed over its dispatches (a prompt token's: its batch's
+/// time over the batch's tokens).
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct KernelTime {
     /// The kernel, or "matvec ROLE" for a mat-vec (see [`Dispatch::name`]).
@@ -22,15 +24,38 @@ pub struct KernelTime {
     pub share: f64,
 }
 
+/// Which batches a profile sums: one-token ones (decode) or longer ones (the prompt's).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    Decode,
+    Prefill,
+}
+
+impl Phase {
+    fn of(n: u32) -> Self {
+        if n <= 1 {
+            Phase::Decode
+        } else {
+            Phase::Prefill
+        }
+    }
+}
+
+/// One phase's sums: kernel → (nanoseconds, dispatches), and the tokens they cover.
+#[derive(Default)]
+struct Totals {
+    kernels: BTreeMap<String, (f64, u64)>,
+    tokens: u64,
+}
+
 pub struct Profiler {
     set: wgpu::QuerySet,
     resolved: wgpu::Buffer,
     period_ns: f64,
-    /// Names of the dispatches the last timed submission recorded, in order.
-    pending: RefCell<Vec<String>>,
-    /// Kernel → (nanoseconds, dispatches) over the timed tokens.
-    totals: RefCell<BTreeMap<String, (f64, u64)>>,
-    tokens: Cell<u64>,
+    /// The last timed submission: its batch's token count and its dispatches' names, in order.
+    pending: RefCell<Option<(u32, Vec<String>)>>,
+    decode: RefCell<Totals>,
+    prefill: RefCell<Totals>,
 }
 
 impl Profiler {
@@ -55,8 +80,15 @@ impl Profiler {
             resolved,
             period_ns: ctx.queue.get_timestamp_period() as f64,
             pending: RefCell::default(),
-            totals: RefCell::default(),
-            tokens: Cell::new(0),
+            decode: RefCell::default(),
+            prefill: RefCell::default(),
+        }
+    }
+
+    fn totals(&self, phase: Phase) -> &RefCell<Totals> {
+        match phase {
+            Phase::Decode => &self.decode,
+            Phase::Prefill => &self.prefill,
         }
     }
 
@@ -77,7 +109,7 @@ impl Profiler {
         let mut enc = Kernels::encode(ctx, dispatches, n, pos, timed.then_some(&self.set));
         if timed {
             enc.resolve_query_set(&self.set, 0..stamps, &self.resolved, 0);
-            *self.pending.borrow_mut() = names;
+            *self.pending.borrow_mut() = Some((n, names));
         }
         ctx.queue.submit([enc.finish()]);
     }
@@ -85,32 +117,32 @@ impl Profiler {
     /// Adds the last timed submission's kernel times to the totals (nothing when none is
     /// pending).
     pub async fn collect(&self, ctx: &GpuContext) -> Result<()> {
-        let names = std::mem::take(&mut *self.pending.borrow_mut());
-        if names.is_empty() {
+        let Some((n, names)) = self.pending.borrow_mut().take() else {
             return Ok(());
-        }
+        };
         let bytes = ctx
             .read_back(&self.resolved, 0, (names.len() as u64 + 1) * 8)
             .await?;
         let stamps: Vec<u64> = bytemuck::pod_collect_to_vec(&bytes);
-        let mut totals = self.totals.borrow_mut();
+        let mut totals = self.totals(Phase::of(n)).borrow_mut();
         for (name, pair) in names.into_iter().zip(stamps.windows(2)) {
             // Wrapping: a device's timestamps may have fewer than 64 valid bits.
             let ns = pair[1].wrapping_sub(pair[0]) as f64 * self.period_ns;
-            let e = totals.entry(name).or_default();
+            let e = totals.kernels.entry(name).or_default();
             e.0 += ns;
             e.1 += 1;
         }
-        self.tokens.set(self.tokens.get() + 1);
+        totals.tokens += n as u64;
         Ok(())
     }
 
-    /// Per-token kernel times over the timed tokens, the largest first.
-    pub fn report(&self) -> Vec<KernelTime> {
-        let tokens = self.tokens.get().max(1) as f64;
-        let totals = self.totals.borrow();
-        let all: f64 = totals.values().map(|(ns, _)| ns).sum();
+    /// Per-token kernel times of `phase` over its timed tokens, the largest first.
+    pub fn report(&self, phase: Phase) -> Vec<KernelTime> {
+        let totals = self.totals(phase).borrow();
+        let tokens = totals.tokens.max(1) as f64;
+        let all: f64 = totals.kernels.values().map(|(ns, _)| ns).sum();
         let mut rows: Vec<KernelTime> = totals
+            .kernels
             .iter()
             .map(|(kernel, &(ns, count))| KernelTime {
                 kernel: kernel.clone(),
@@ -123,8 +155,8 @@ impl Profiler {
         rows
     }
 
-    /// Decoded tokens timed so far.
-    pub fn tokens(&self) -> u64 {
-        self.tokens.get()
+    /// Tokens of `phase` timed so far.
+    pub fn tokens(&self, phase: Phase) -> u64 {
+        self.totals(phase).borrow().tokens
     }
 }
