@@ -27,9 +27,14 @@ def kernels(bench, decode_alts, prefill_alts):
     decode_alts = [(label, by_kernel(b)) for label, b in decode_alts if b]
     prefill_alts = [(label, by_kernel(b)) for label, b in prefill_alts if b]
     probes = [("ArithmeticCodebook", "no codebook (lookups, its load and barrier)"), ("NoGroups", "no group scales")]
+    # The same dispatch in a chain with a bind group, and a source buffer, of its own each
+    # (binaries from session 38 on).
+    chained = "".join(f'; {label} {r["us"]:.2f} µs' for label, r in
+                      [("with its own bind group", by_kernel(bench).get(("dispatch, own bind group", None))),
+                       ("from its own buffer", by_kernel(bench).get(("dispatch, own buffer", None)))] if r)
     out = [f'Device: `{bench["device"]}`; copy kernel {copy:.0f} GB/s; a submission waited on and '
-           f'read back {bench["submit_us"]:.1f} µs; a dispatch inside a submission {bench["dispatch_us"]:.2f} µs. '
-           'Shares of copy: the tensor repeated (from the caches where it fits them) / from memory '
+           f'read back {bench["submit_us"]:.1f} µs; a dispatch inside a submission {bench["dispatch_us"]:.2f} µs'
+           f'{chained}. Shares of copy: the tensor repeated (from the caches where it fits them) / from memory '
            '(copies of it in turn), where the binary measured both.', "",
            "| codec | shape | decode µs | GB/s | of copy | from memory µs | "
            + "".join(f"probe {label}: µs from memory | " for _, label in probes)

@@ -166,6 +166,28 @@ fn run() -> Result<()> {
     let dispatch = time(&ctx, args.iters, 100, &[&tiny], 1)?;
     rows_out.push(json!({"kernel": "submit + read-back", "us": submit * 1e6}));
     rows_out.push(json!({"kernel": "dispatch in a submission", "us": dispatch * 1e6}));
+    // In the model every dispatch has its own bind group and most read buffers the previous
+    // ones did not touch, and on the H200 a model dispatch cost ≈ 8 µs or more whatever its
+    // work (session 35). The same 256-byte copy in a chain of 64 dispatches: each with its own
+    // bind group over one source, then each from its own 16 MiB buffer (1 MiB on --small),
+    // which a cold TLB or a buffer's first use would slow.
+    let (chain, own_bytes) = if args.small {
+        (16, 1 << 20)
+    } else {
+        (64, 16 << 20)
+    };
+    let own_groups: Vec<Dispatch> = (0..chain).map(|_| k.copy(&src, &dst, 256)).collect();
+    let sources: Vec<wgpu::Buffer> = (0..chain)
+        .map(|_| ctx.scratch("chain src", own_bytes / 4))
+        .collect();
+    let own_buffers: Vec<Dispatch> = sources.iter().map(|s| k.copy(s, &dst, 256)).collect();
+    for (kernel, d) in [
+        ("dispatch, own bind group", &own_groups),
+        ("dispatch, own buffer", &own_buffers),
+    ] {
+        let secs = time(&ctx, args.iters, 1, &d.iter().collect::<Vec<_>>(), 1)? / chain as f64;
+        rows_out.push(json!({"kernel": kernel, "us": secs * 1e6}));
+    }
     // The row of dispatches `d` on one token, as `kernel` on `shape` moving `moved` bytes.
     let timed_row =
         |kernel: String, shape: &str, moved: f64, d: &[Dispatch], extra: serde_json::Value| {
