@@ -4,7 +4,8 @@
 // tokens already seen with a repetition penalty: logit × 1/penalty if positive, × penalty if not
 // (multiplications, which WGSL rounds exactly like the CPU sampler). A radix select over
 // order-preserving keys, one 8-bit digit per round, finds the k-th largest key, then a last
-// pass gathers. out = [count, threshold key, 0, 0, then (id, value bits) pairs, at most CAP].
+// pass gathers. out = [count, threshold key, pick.wgsl's greedy choice (id, value bits), then
+// (id, value bits) pairs, at most CAP].
 //
 // Five dispatches of this kernel (`round.r` 0-4), each in workgroups of SLICE tokens over the
 // row: round r < 4 counts digit r of the keys that match the digits found so far into its
@@ -12,7 +13,6 @@
 // digit from that round's histogram (every workgroup the same, so none waits on another).
 // One workgroup for the whole row took the H200 128-234 µs a token: its 256 threads read the
 // row five times, every key's first digit in the same few bins of one histogram's atomics.
-struct SelectParams { n: u32, k: u32, penalty: f32, inv_penalty: f32 }
 struct Round { r: u32, _pad0: u32, _pad1: u32, _pad2: u32 }
 @group(0) @binding(0) var<storage, read> logits: array<f32>;
 @group(0) @binding(1) var<storage, read> seen: array<u32>;
@@ -23,12 +23,12 @@ struct Round { r: u32, _pad0: u32, _pad1: u32, _pad2: u32 }
 // k are still to find below them, for round r + 1 (written by round r's first workgroup).
 @group(0) @binding(4) var<storage, read_write> work: array<atomic<u32>>;
 @group(0) @binding(5) var<uniform> round: Round;
+{{SELECT_COMMON}}
 
 const WG: u32 = 256u;
 // Tokens a workgroup takes: PER a thread.
 const PER: u32 = 4u;
 const SLICE: u32 = WG * PER;
-const CAP: u32 = 1024u;
 const STATE: u32 = 1024u;
 var<workgroup> hist: array<atomic<u32>, 256>;
 // Sums of the previous round's bins from each bin up, and the digit they pick.
@@ -36,20 +36,6 @@ var<workgroup> suffix: array<u32, 256>;
 var<workgroup> digit: u32;
 
 struct State { prefix: u32, mask: u32, remaining: u32 }
-
-fn value(i: u32) -> f32 {
-    let v = logits[i];
-    if (p.penalty != 1.0 && ((seen[i / 32u] >> (i % 32u)) & 1u) == 1u) {
-        return select(v * p.penalty, v * p.inv_penalty, v > 0.0);
-    }
-    return v;
-}
-
-// An unsigned key that orders like the float.
-fn key(v: f32) -> u32 {
-    let b = bitcast<u32>(v);
-    return select(b | 0x80000000u, ~b, (b >> 31u) == 1u);
-}
 
 fn shift_of(r: u32) -> u32 {
     return 24u - 8u * r;

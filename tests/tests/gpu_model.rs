@@ -143,11 +143,13 @@ fn tiny_models_match_the_cpu_token_by_token() {
                 });
                 let (manifest, mut cpu, mut gpu) = engines_on(ctx, &path, kv_f16);
                 // A decoded token: qkv (its norm fused), attention (bias, rotation and cache
-                // append fused), o_proj, gate_up, down a layer; embedding, head and select's
-                // (f16 products leave the norms of LUT mat-vecs unfused).
+                // append fused), o_proj, gate_up, down a layer; embedding, head, select's and,
+                // greedy and unprofiled, the pick (f16 products leave the norms of LUT
+                // mat-vecs unfused).
                 if !f16_compute {
                     let layers = manifest.config.num_layers;
-                    let fixed = 2 + Kernels::SELECT_DISPATCHES as usize;
+                    let pick = usize::from(attention != DecodeAttention::Auto);
+                    let fixed = 2 + Kernels::SELECT_DISPATCHES as usize + pick;
                     let recorded = gpu.model.dispatches_per_token();
                     assert_eq!(recorded, 5 * layers + fixed, "{name}");
                 }
@@ -317,6 +319,79 @@ fn decode_alternating_logits_and_candidates_matches_the_cpu() {
                 "candidate at {i}: {id} ({value}, cpu {at}, cpu max {best})"
             );
         }
+    }
+}
+
+/// `steps` greedy tokens after `prompt`, chosen from `extend_select`'s candidates as the
+/// sampler would (the largest value, the lowest id among its ties), with `penalty` on every
+/// token so far.
+fn greedy_tokens<E: Engine>(e: &mut E, prompt: &[u32], steps: usize, penalty: f32) -> Vec<u32> {
+    let mut history = prompt.to_vec();
+    let mut run = prompt.to_vec();
+    for _ in 0..steps {
+        let mut seen = history.clone();
+        seen.sort_unstable();
+        seen.dedup();
+        let sel = Select {
+            k: 1,
+            penalty,
+            seen,
+        };
+        let cands = block_on(e.extend_select(&run, &sel)).unwrap();
+        let best = cands
+            .iter()
+            .max_by(|a, b| a.1.total_cmp(&b.1).then(b.0.cmp(&a.0)))
+            .unwrap();
+        history.push(best.0);
+        run = vec![best.0];
+    }
+    history.split_off(prompt.len())
+}
+
+/// Greedy decoding queues each next step before the host reads the last one back, its token
+/// chosen on the GPU (pick.wgsl): with and without a repetition penalty (the pick marks its
+/// token seen on the GPU) the tokens are the CPU's and those of an engine that waits, every
+/// step after the first was the queued one, and a sequence cut back and extended with other
+/// tokens afterwards gives the CPU's logits (what the last, unused queued step wrote is
+/// overwritten or never read).
+#[test]
+fn greedy_decoding_queued_ahead_matches_the_cpu_and_leaves_nothing_behind() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ids, path) = tiny_llama_lut8(dir.path());
+    let steps = 10;
+    // A penalty strong enough to change each choice (tiny-llama repeats one token without).
+    for penalty in [1.0, 20.0] {
+        let (_, mut cpu, mut gpu) = engines(&path, false);
+        let waits = gpu_with(GpuOptions {
+            no_speculation: true,
+            ..Default::default()
+        });
+        let (_, _, mut waiting) = engines_on(waits, &path, false);
+        let prompt = &ids[..7];
+        let want = greedy_tokens(&mut cpu, prompt, steps, penalty);
+        let got = greedy_tokens(&mut gpu, prompt, steps, penalty);
+        let waited = greedy_tokens(&mut waiting, prompt, steps, penalty);
+        assert_eq!(got, want, "penalty {penalty}: queued against the CPU");
+        assert_eq!(waited, want, "penalty {penalty}: waiting against the CPU");
+        assert_eq!(
+            gpu.model.queued_steps(),
+            steps as u64 - 1,
+            "penalty {penalty}"
+        );
+        assert_eq!(waiting.model.queued_steps(), 0);
+        // Back to 2 decoded tokens, then other tokens, every position's logits.
+        let keep = prompt.len() + 2;
+        gpu.truncate(keep);
+        cpu.truncate(keep);
+        let more = &ids[20..26];
+        let d = max_diff(
+            &block_on(gpu.extend(more, true)).unwrap(),
+            &block_on(cpu.extend(more, true)).unwrap(),
+        );
+        assert!(d < 1e-3, "penalty {penalty}: max |Δ| {d} after the cut");
+        // And greedy again from there: a new chain of queued steps.
+        let again = greedy_tokens(&mut gpu, &[ids[26]], 4, penalty);
+        assert_eq!(again, greedy_tokens(&mut cpu, &[ids[26]], 4, penalty));
     }
 }
 

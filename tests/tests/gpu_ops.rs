@@ -907,18 +907,27 @@ fn split_decode_attention_matches_cpu_across_ranges() {
 
 /// Splitting works by whole rows: a row wider than a binding is refused with the limit named.
 /// Sampling candidates on the GPU (select.wgsl) against `Select::pick`: odd lengths, k from 1
-/// to the whole row, many ties, negative values and the repetition penalty.
+/// to the whole row, many ties, negative values and the repetition penalty; for k = 1 the
+/// greedy choice too (pick.wgsl): the lowest id among the ties, from the candidates or, where
+/// more tie than they hold, from the row, written as the next token and marked seen.
 #[test]
 fn select_matches_cpu() {
     let ctx = gpu();
     let k = Kernels::new(&ctx);
     let cap = Kernels::SELECT_CAP;
-    // One slice of the row a workgroup, a few, and many (70001: 69 workgroups).
-    for n in [1usize, 7, 300, 4099, 70001] {
+    // One slice of the row a workgroup, a few, and many (70001: 69 workgroups); 2500 equal
+    // values (more ties than the candidates hold, at 4099 and 70001 too).
+    for n in [1usize, 7, 300, 4099, 70001, 2500] {
         // Few distinct values, so the k-th is usually tied.
         let row: Vec<f32> = values(n, n as u32)
             .iter()
-            .map(|v| (v * 8.0).round() / 4.0)
+            .map(|v| {
+                if n == 2500 {
+                    -0.5
+                } else {
+                    (v * 8.0).round() / 4.0
+                }
+            })
             .collect();
         let seen: Vec<u32> = (0..n as u32).step_by(3).collect();
         let logits = ctx.storage("logits", bytemuck::cast_slice(&row));
@@ -928,11 +937,23 @@ fn select_matches_cpu() {
         }
         let seen_b = ctx.storage("seen", bytemuck::cast_slice(&bits));
         let out = ctx.scratch("out", 4 + 2 * cap);
+        let tokens = ctx.scratch("tokens", 4);
         let params = k.select_params(SelectParams::new(n, 1, 1.0));
         // The same dispatches for every selection, as the engine runs them: each run leaves
         // the kernel's work buffer and the count ready for the next.
         let d = k.select(&logits, &seen_b, &out, &params, n);
-        for (kk, penalty) in [(1, 1.0), (5, 1.0), (40, 1.3), (n, 1.0), (3, 0.8), (1, 1.0)] {
+        let pick = k.pick(&logits, &seen_b, &out, &params, &tokens);
+        let cases = [
+            (1, 1.0),
+            (5, 1.0),
+            (40, 1.3),
+            (n, 1.0),
+            (3, 0.8),
+            (1, 1.3),
+            (1, 0.8),
+            (1, 1.0),
+        ];
+        for (kk, penalty) in cases {
             let sel = Select {
                 k: kk,
                 penalty,
@@ -940,13 +961,36 @@ fn select_matches_cpu() {
             };
             let want = sel.pick(&row);
             ctx.write_uniform(&params, &SelectParams::new(n, kk.min(n), penalty));
-            run_all(&ctx, &d, 1);
+            // The pick marks its token seen: every case starts from the same bits.
+            ctx.queue
+                .write_buffer(&seen_b, 0, bytemuck::cast_slice(&bits));
+            if kk == 1 {
+                Kernels::run(&ctx, &d.iter().chain([&pick]).collect::<Vec<_>>(), 1);
+            } else {
+                run_all(&ctx, &d, 1);
+            }
             let w: Vec<u32> = bytemuck::cast_slice(
                 &block_on(ctx.read_back(&out, 0, (4 + 2 * cap) as u64 * 4)).unwrap(),
             )
             .to_vec();
             let what = format!("n={n} k={kk} penalty={penalty}");
             assert_eq!(w[0] as usize, want.len(), "{what}: count");
+            if kk == 1 {
+                // `want` is in id order, all tied at the largest value.
+                let (id, value) = want[0];
+                assert_eq!((w[2], w[3]), (id, value.to_bits()), "{what}: pick");
+                let next = block_on(ctx.read_f32(&tokens, 0, 1)).unwrap()[0].to_bits();
+                assert_eq!(next, id, "{what}: the next step's token");
+                let marked: Vec<u32> = bytemuck::cast_slice(
+                    &block_on(ctx.read_back(&seen_b, 0, bits.len() as u64 * 4)).unwrap(),
+                )
+                .to_vec();
+                let mut want_bits = bits.clone();
+                if penalty != 1.0 {
+                    want_bits[id as usize / 32] |= 1 << (id % 32);
+                }
+                assert_eq!(marked, want_bits, "{what}: seen after the pick");
+            }
             if want.len() > cap {
                 continue;
             }

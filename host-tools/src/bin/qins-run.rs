@@ -284,6 +284,9 @@ fn run() -> Result<()> {
             // A decoded token's host time from its step's call to its submission (µs; null
             // on the CPU engine): the rest of its wall time is the GPU's and the read-back's.
             "host_step_us": gen.engine.gpu().and_then(|e| e.model.host_step_us()),
+            // Decoded tokens whose step the GPU had queued before their call (greedy decoding,
+            // the token chosen on the GPU; null on the CPU engine).
+            "queued_steps": gen.engine.gpu().map(|e| e.model.queued_steps()),
             "prompt_tokens": s.prompt_tokens,
             "generated_tokens": s.generated_tokens,
             // What the engine used (f16 compute falls back to f32 without shader-f16), not

@@ -7,7 +7,9 @@ pub type Candidate = (u32, f32);
 
 /// What the sampler needs of a logits row: every token whose penalised logit is at least the
 /// `k`-th largest (ties included). Engines may answer it on the device
-/// (shaders/select.wgsl) instead of returning the whole row.
+/// (shaders/select.wgsl) instead of returning the whole row; for k = 1 they may answer with
+/// the lowest id among the largest value's ties alone, the one the sampler picks from them
+/// (the GPU engine does, so that it can queue the next step with it: shaders/pick.wgsl).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Select {
     pub k: usize,

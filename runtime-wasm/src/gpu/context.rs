@@ -88,6 +88,11 @@ pub struct GpuOptions {
     /// prints where a token's time goes, per kernel. Adds a read-back a token.
     #[cfg_attr(feature = "cli", arg(long))]
     pub profile: bool,
+    /// Greedy decoding (temperature 0, or top-k 1) queues each decoded token's next step
+    /// before reading it back, the token chosen on the GPU (pick.wgsl); this turns that off
+    /// (A/B runs: each step then waits for the host to read the last one back).
+    #[cfg_attr(feature = "cli", arg(long))]
+    pub no_speculation: bool,
 }
 
 /// How a decoded token's attention runs (see [`GpuOptions::decode_attention`]).
@@ -184,6 +189,9 @@ pub struct GpuContext {
     /// The device was opened with timestamps inside passes: decoded tokens are timed per
     /// dispatch (`--profile`).
     pub profile: bool,
+    /// Greedy decoding queues the next step before reading this one back (see
+    /// [`GpuOptions::no_speculation`]).
+    pub speculate: bool,
     /// Part of the decode mat-vecs' work left out, for qins-bench's diagnosis (set on a clone
     /// of the context before `Kernels::new`; never by the engine, whose results it changes).
     pub matvec_probe: crate::gpu::MatvecProbe,
@@ -362,6 +370,7 @@ impl GpuContext {
                 .unwrap_or(crate::gpu::Kernels::MATVEC_ROWS),
             decode_threads,
             profile,
+            speculate: !opts.no_speculation,
             matvec_probe: Default::default(),
             limits,
             lost,
@@ -506,41 +515,68 @@ impl GpuContext {
     /// Copies `len` bytes of `src` back to the host. Natively this waits on the device; in the
     /// browser the map completes from the event loop, so the caller must be async there.
     pub async fn read_back(&self, src: &wgpu::Buffer, offset: u64, len: u64) -> Result<Vec<u8>> {
-        let staging = self.device.create_buffer(&wgpu::BufferDescriptor {
-            label: Some("readback"),
+        let staging = self.read_out_buffer("readback", len);
+        let mut enc = self.device.create_command_encoder(&Default::default());
+        enc.copy_buffer_to_buffer(src, offset, &staging, 0, len);
+        let done = self.queue.submit([enc.finish()]);
+        self.read_mapped(&staging, len, done).await
+    }
+
+    /// A buffer to copy results into and map for reading (`read_mapped`).
+    pub fn read_out_buffer(&self, label: &str, len: u64) -> wgpu::Buffer {
+        self.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some(label),
             size: len,
             usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
             mapped_at_creation: false,
-        });
-        let mut enc = self.device.create_command_encoder(&Default::default());
-        enc.copy_buffer_to_buffer(src, offset, &staging, 0, len);
-        self.queue.submit([enc.finish()]);
-        let slice = staging.slice(..);
+        })
+    }
+
+    /// The first `len` bytes of `staging` (a `read_out_buffer`) once submission `done`, the
+    /// last to write it, has run. Natively it waits for that submission only: a step queued
+    /// after it keeps the GPU busy meanwhile (`GpuModel::forward_select`).
+    pub async fn read_mapped(
+        &self,
+        staging: &wgpu::Buffer,
+        len: u64,
+        done: wgpu::SubmissionIndex,
+    ) -> Result<Vec<u8>> {
+        let slice = staging.slice(..len);
         let (tx, rx) = futures_channel::oneshot::channel();
         slice.map_async(wgpu::MapMode::Read, move |r| {
             let _ = tx.send(r);
         });
         #[cfg(not(target_arch = "wasm32"))]
-        if let Err(e) = self.device.poll(wgpu::PollType::wait_indefinitely()) {
+        if let Err(e) = self.device.poll(wgpu::PollType::Wait {
+            submission_index: Some(done),
+            timeout: None,
+        }) {
             self.lost()?;
             return Err(gpu_err("GPU wait failed", e));
         }
+        #[cfg(target_arch = "wasm32")]
+        let _ = done;
         let mapped = rx.await;
+        // Unmapped before any error returns: the engine's read-out buffers are used again.
+        let bytes = match &mapped {
+            Ok(Ok(())) => {
+                let bytes = slice.get_mapped_range().map(|r| r.to_vec());
+                staging.unmap();
+                Some(bytes.map_err(|e| gpu_err("readback range", e)))
+            }
+            _ => None,
+        };
         self.lost()?;
         if let Some(e) = read(&self.uncaptured) {
             return Err(gpu_err("GPU error", e));
         }
-        // A map of a buffer made just above fails only when the device is gone; the lost
-        // callback may not have run yet (the browser resolves `device.lost` in a later task).
+        // A map fails only when the device is gone (a buffer mapped already would be this
+        // crate's bug); the lost callback may not have run yet (the browser resolves
+        // `device.lost` in a later task).
         mapped
             .map_err(|_| QinsError::DeviceLost("the read-back was dropped".into()))?
             .map_err(|e| QinsError::DeviceLost(format!("the GPU did not return results ({e})")))?;
-        let bytes = slice
-            .get_mapped_range()
-            .map_err(|e| gpu_err("readback range", e))?
-            .to_vec();
-        staging.unmap();
-        Ok(bytes)
+        bytes.expect("mapped")
     }
 
     pub async fn read_f32(

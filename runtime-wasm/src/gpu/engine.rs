@@ -62,6 +62,11 @@ pub struct GpuModel {
     candidates: wgpu::Buffer,
     /// The sampling candidates' dispatches (select.wgsl's rounds and gather).
     choose: Vec<Dispatch>,
+    /// Greedy decoding's choice on the GPU (pick.wgsl), the next step's token.
+    pick: Dispatch,
+    /// Two buffers a step's candidates are copied into for the host to read, by the parity of
+    /// the step's last position: one step is read while the next one, queued, runs.
+    read_outs: [wgpu::Buffer; 2],
     /// Embedding and every layer, for a batch.
     body: Vec<Dispatch>,
     /// Final norm and output head for the batch's last token only, or for all of them.
@@ -81,19 +86,71 @@ pub struct GpuModel {
     rope: Option<Rope>,
     /// Per-dispatch timestamps of every batch (`--profile`).
     profiler: Option<Profiler>,
-    /// The next position's one-token step, recorded while the GPU ran this one (see `batch`).
+    /// The next position's one-token step, recorded while the GPU ran this one (see `submit`).
     ahead: Option<(StepKey, wgpu::CommandBuffer)>,
+    /// A greedy step submitted before its call, its token chosen on the GPU by the step
+    /// before it (see `forward_select`).
+    queued: Option<Queued>,
+    /// Calls that found their step queued.
+    queued_used: u64,
     /// One-token steps' host time from the call to their submission, and how many.
     host: (Duration, u32),
 }
 
-/// What a one-token step's commands were recorded for: its position, the logits it computes,
-/// and whether it chooses the sampling candidates.
+/// What a step's commands were recorded for: its position, the logits it computes, whether it
+/// chooses the sampling candidates, and where it copies them for the host.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct StepKey {
     pos: usize,
     head: Option<Rows>,
     choose: bool,
+    readout: Option<Readout>,
+}
+
+/// A step's candidates for the host: the first `words` of the candidates buffer (header and
+/// pairs), copied by the step's own command buffer into read-out buffer `slot` (no submission
+/// or buffer of its own, as `GpuContext::read_back` takes), after the greedy pick if `pick`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Readout {
+    slot: usize,
+    words: u64,
+    pick: bool,
+}
+
+impl Readout {
+    /// For the step whose last position is `last`: the slots alternate, so consecutive steps
+    /// never share one.
+    fn at(last: usize, words: u64, pick: bool) -> Self {
+        Self {
+            slot: last % 2,
+            words,
+            pick,
+        }
+    }
+}
+
+/// A greedy step already submitted: the one-token step at `pos` whose token is the previous
+/// step's choice (`input`, known once that step is read back), with the selection it ran.
+struct Queued {
+    pos: usize,
+    input: Option<u32>,
+    penalty: f32,
+    /// The penalised tokens it ran with: the previous call's and that call's choice (the
+    /// pick adds it to the GPU's bitset).
+    seen: Vec<u32>,
+    done: wgpu::SubmissionIndex,
+}
+
+impl Queued {
+    /// Whether it is the step a call for `tokens` from `start` with `sel` asks for.
+    fn serves(&self, tokens: &[u32], start: usize, sel: &Select) -> bool {
+        tokens.len() == 1
+            && start == self.pos
+            && self.input == Some(tokens[0])
+            && sel.k <= 1
+            && sel.penalty == self.penalty
+            && (sel.penalty == 1.0 || sel.seen == self.seen)
+    }
 }
 
 impl GpuModel {
@@ -296,6 +353,9 @@ impl GpuModel {
         let (head_last, head_all) = (head(Rows::Last), head(Rows::All));
         let select_params = k.select_params(SelectParams::new(vocab, 1, 1.0));
         let choose = k.select(&logits, &seen, &candidates, &select_params, vocab);
+        let pick = k.pick(&logits, &seen, &candidates, &select_params, &tokens);
+        let read_out_bytes = (4 + 2 * Kernels::SELECT_CAP as u64) * 4;
+        let read_outs = [0, 1].map(|_| ctx.read_out_buffer("candidates read-out", read_out_bytes));
         let profiler = ctx.profile.then(|| Profiler::new(&ctx));
         Ok(Self {
             ctx,
@@ -309,6 +369,8 @@ impl GpuModel {
             select_params,
             candidates,
             choose,
+            pick,
+            read_outs,
             body,
             head_last,
             head_all,
@@ -320,15 +382,19 @@ impl GpuModel {
             rope: Some(rope),
             profiler,
             ahead: None,
+            queued: None,
+            queued_used: 0,
             host: (Duration::ZERO, 0),
         })
     }
 
-    /// Switches the rotary tables to `rope` if the cache was built with others.
+    /// Switches the rotary tables to `rope` if the cache was built with others; a step
+    /// queued with the old ones is then not the one asked for.
     fn use_rope(&mut self, rope: &Rope) {
         if self.rope.as_ref() != Some(rope) {
             self.set_rope(rope);
             self.rope = Some(rope.clone());
+            self.queued = None;
         }
     }
 
@@ -345,8 +411,9 @@ impl GpuModel {
     }
 
     /// The dispatches of a batch: the body, then the logits `head` picks (None: none, the
-    /// last token's into row 0, or every token's) and the sampling candidates if `choose`.
-    fn dispatches(&self, head: Option<Rows>, choose: bool) -> Vec<&Dispatch> {
+    /// last token's into row 0, or every token's), the sampling candidates if `choose`, and
+    /// the greedy choice if `pick`.
+    fn dispatches(&self, head: Option<Rows>, choose: bool, pick: bool) -> Vec<&Dispatch> {
         let mut all: Vec<&Dispatch> = self.body.iter().collect();
         match head {
             Some(Rows::All) => all.extend(&self.head_all),
@@ -356,55 +423,74 @@ impl GpuModel {
         if choose {
             all.extend(&self.choose);
         }
+        if pick {
+            all.push(&self.pick);
+        }
         all
     }
 
-    /// Queues one batch (≤ `batch_tokens` tokens) at position `pos`; `head` picks which logits
-    /// to compute (see `dispatches`); `choose` adds the sampling candidates of row 0 to the
-    /// same submission (see `prepare_select`).
-    ///
-    /// After a one-token batch, or a batch that computes its last token's logits (the prompt's
-    /// last), it records the one-token step at the next position while the GPU runs this one,
-    /// and the next call submits that if it asks for it: the host's recording
-    /// of a decoded token's dispatches (SmolLM2's 157: ≈ 400 µs on a 2-core VM) then overlaps
-    /// the GPU's work instead of coming between the read-back of one token and the start of
-    /// the next. Only the step uniform and the token ids change between steps, and both are
-    /// written with `write_buffer`, which lands before the next submission.
-    fn batch(&mut self, tokens: &[u32], pos: usize, head: Option<Rows>, choose: bool) {
-        let started = Instant::now();
-        let n = tokens.len() as u32;
-        let key = StepKey { pos, head, choose };
-        let ahead = self.ahead.take().filter(|(k, _)| n == 1 && *k == key);
-        self.ctx
-            .write_uniform(&self.step, &Step::new(pos, tokens.len()));
+    /// The commands of the step `key` of `n` tokens: its dispatches in one pass, then its
+    /// read-out copy.
+    fn record(&self, n: usize, key: StepKey) -> wgpu::CommandBuffer {
+        let pick = key.readout.is_some_and(|r| r.pick);
+        let all = self.dispatches(key.head, key.choose, pick);
+        let mut enc = Kernels::encode(&self.ctx, &all, n as u32, key.pos as u32, None);
+        if let Some(r) = key.readout {
+            enc.copy_buffer_to_buffer(&self.candidates, 0, &self.read_outs[r.slot], 0, r.words * 4);
+        }
+        enc.finish()
+    }
+
+    /// Queues one batch of `tokens` (≤ `batch_tokens`) as the step `key` (see `submit`).
+    fn batch(&mut self, tokens: &[u32], key: StepKey) -> Option<wgpu::SubmissionIndex> {
         self.ctx
             .queue
             .write_buffer(&self.tokens, 0, bytemuck::cast_slice(tokens));
-        let all = self.dispatches(head, choose);
+        self.submit(tokens.len(), key)
+    }
+
+    /// Submits the step `key` of `n` tokens, whose ids are in the tokens buffer already
+    /// (written by `batch`, or by the previous step's pick); None when profiled (the profiler
+    /// submits).
+    ///
+    /// After a one-token batch, or a batch that computes its last token's logits (the prompt's
+    /// last), it records the one-token step at the next position while the GPU runs this one,
+    /// and the next submission uses that if it is the same step: the host's recording of a
+    /// decoded token's dispatches (SmolLM2's 158: ≈ 400 µs on a 2-core VM) then overlaps the
+    /// GPU's work instead of coming between the read-back of one token and the start of the
+    /// next. Only the step uniform and the token ids change between steps, and both are
+    /// written with `write_buffer`, which lands before the next submission.
+    fn submit(&mut self, n: usize, key: StepKey) -> Option<wgpu::SubmissionIndex> {
+        let started = Instant::now();
+        let ahead = self.ahead.take().filter(|(k, _)| n == 1 && *k == key);
+        self.ctx.write_uniform(&self.step, &Step::new(key.pos, n));
         if let Some(p) = &self.profiler {
-            return p.run(&self.ctx, &all, n, pos as u32);
+            let all = self.dispatches(key.head, key.choose, false);
+            p.run(&self.ctx, &all, n as u32, key.pos as u32);
+            return None;
         }
         let commands = match ahead {
             Some((_, recorded)) => recorded,
-            None => Kernels::encode(&self.ctx, &all, n, pos as u32, None).finish(),
+            None => self.record(n, key),
         };
-        self.ctx.queue.submit([commands]);
+        let done = self.ctx.queue.submit([commands]);
         if n == 1 {
             self.host.0 += started.elapsed();
             self.host.1 += 1;
         }
         // A decoded token, or the prompt's last batch, is followed by a decoded token.
-        if n == 1 || head == Some(Rows::Last) {
+        if n == 1 || key.head == Some(Rows::Last) {
+            let pos = key.pos + n;
             let next = StepKey {
-                pos: pos + tokens.len(),
+                pos,
+                readout: key.readout.map(|r| Readout::at(pos, r.words, r.pick)),
                 ..key
             };
-            if next.pos < self.max_ctx {
-                let all = self.dispatches(head, choose);
-                let recorded = Kernels::encode(&self.ctx, &all, 1, next.pos as u32, None);
-                self.ahead = Some((next, recorded.finish()));
+            if pos < self.max_ctx {
+                self.ahead = Some((next, self.record(1, next)));
             }
         }
+        Some(done)
     }
 
     /// One-token batches' mean host time from the call to their submission, in µs (the
@@ -430,12 +516,26 @@ impl GpuModel {
             .map(|p| (p.report(phase), p.tokens(phase)))
     }
 
-    /// Dispatches one decoded token records at the context's start: the body, the last
-    /// token's head, the sampling candidates — one submission, one read-back (auto decode
-    /// attention adds a dispatch a layer from `GpuContext::split_attention_from` positions).
+    /// Dispatches one greedily decoded token records at the context's start: the body, the
+    /// last token's head, the sampling candidates and the pick (unless profiled or
+    /// `no_speculation`) — one submission, one read-back (auto decode attention adds a
+    /// dispatch a layer from `GpuContext::split_attention_from` positions).
     pub fn dispatches_per_token(&self) -> usize {
         let recorded = |d: &[Dispatch]| d.iter().filter(|d| d.runs_for(1, 0)).count();
-        recorded(&self.body) + recorded(&self.head_last) + self.choose.len()
+        recorded(&self.body)
+            + recorded(&self.head_last)
+            + self.choose.len()
+            + usize::from(self.speculates())
+    }
+
+    /// Decoded tokens whose step was queued before their call (greedy decoding).
+    pub fn queued_steps(&self) -> u64 {
+        self.queued_used
+    }
+
+    /// Whether greedy decoding queues each next step before reading this one back.
+    pub fn speculates(&self) -> bool {
+        self.ctx.speculate && self.profiler.is_none()
     }
 
     async fn read_logits(&self, rows: usize) -> Result<Vec<f32>> {
@@ -466,26 +566,57 @@ impl GpuModel {
         k
     }
 
+    /// Words of the candidates buffer a read for `k` takes: the header and pairs up to k
+    /// (most rows have few ties).
+    fn candidate_words(k: usize) -> usize {
+        4 + 2 * (k + 16).min(Kernels::SELECT_CAP)
+    }
+
     /// The candidates the select kernel chose (up to `k` and their ties), None when more
     /// values tie at the k-th than the kernel returns (the caller then reads the row).
     async fn read_candidates(&self, k: usize) -> Result<Option<Vec<Candidate>>> {
-        // Header and pairs up to k (most rows have few ties), in one read.
-        let words = 4 + 2 * (k + 16).min(Kernels::SELECT_CAP);
+        let words = Self::candidate_words(k);
         let b = self
             .ctx
             .read_back(&self.candidates, 0, words as u64 * 4)
             .await?;
-        // Copied, not cast: a Vec<u8> need not be 4-byte aligned.
-        let w: Vec<u32> = bytemuck::pod_collect_to_vec(&b);
+        Ok(Self::candidates_in(&bytemuck::pod_collect_to_vec(&b)))
+    }
+
+    /// The candidates in the first words of the candidates buffer, None when more tie than
+    /// those hold.
+    fn candidates_in(w: &[u32]) -> Option<Vec<Candidate>> {
         let count = w[0] as usize;
-        if 4 + 2 * count > words {
-            return Ok(None);
-        }
-        Ok(Some(
+        (4 + 2 * count <= w.len()).then(|| {
             (0..count)
                 .map(|j| (w[4 + 2 * j], f32::from_bits(w[5 + 2 * j])))
-                .collect(),
-        ))
+                .collect()
+        })
+    }
+
+    /// Queues `tokens` from `start` in batches, the last computing its last token's logits and
+    /// candidates (copied out as `readout` says); each batch timed when profiled.
+    async fn select_batches(
+        &mut self,
+        tokens: &[u32],
+        start: usize,
+        readout: Option<Readout>,
+    ) -> Result<Option<wgpu::SubmissionIndex>> {
+        let end = start + tokens.len();
+        let mut done = None;
+        for (i, chunk) in tokens.chunks(self.batch_tokens).enumerate() {
+            let pos = start + i * self.batch_tokens;
+            let last = pos + chunk.len() == end;
+            let key = StepKey {
+                pos,
+                head: last.then_some(Rows::Last),
+                choose: last,
+                readout: readout.filter(|_| last),
+            };
+            done = self.batch(chunk, key);
+            self.collect_profile().await?;
+        }
+        Ok(done)
     }
 
     /// The candidates for `sel` chosen on the GPU from the last computed logits row 0: a few
@@ -511,7 +642,15 @@ impl Forward for GpuModel {
     fn truncate(&mut self, _len: usize) {}
 
     /// Runs `tokens` like `forward` without reading logits back, then chooses the candidates
-    /// on the GPU.
+    /// on the GPU; with k = 1 (greedy) only the choice comes back, the lowest id among the
+    /// largest values' ties (what the sampler picks from all of them).
+    ///
+    /// Greedy decoding queues the next position's step before it reads this one back (unless
+    /// `no_speculation`): that step's token is the one this step's pick wrote on the GPU, so
+    /// the GPU runs it while the host reads, samples and streams this token, and the next call
+    /// finds it running (`Queued::serves`) and queues the one after. A call that asks for
+    /// anything else leaves it to finish unread: what it wrote (the cache at a position past
+    /// the sequence, the token buffer, a penalty bit) is rewritten before anything reads it.
     async fn forward_select(
         &mut self,
         tokens: &[u32],
@@ -520,19 +659,67 @@ impl Forward for GpuModel {
         sel: &Select,
     ) -> Result<Vec<Candidate>> {
         self.use_rope(rope);
-        let k = self.prepare_select(sel);
-        let batches = tokens.len().div_ceil(self.batch_tokens);
-        for (i, chunk) in tokens.chunks(self.batch_tokens).enumerate() {
-            let last = i + 1 == batches;
-            self.batch(
-                chunk,
-                start + i * self.batch_tokens,
-                last.then_some(Rows::Last),
-                last,
-            );
-            self.collect_profile().await?;
+        let queued = self.queued.take().filter(|q| q.serves(tokens, start, sel));
+        let k = sel.k.clamp(1, self.cfg.vocab_size);
+        let end = start + tokens.len();
+        if self.profiler.is_some() {
+            // Each batch timed and waited for, the candidates read in a submission of their own.
+            self.prepare_select(sel);
+            self.select_batches(tokens, start, None).await?;
+            return match self.read_candidates(k).await? {
+                Some(c) => Ok(c),
+                None => Ok(sel.pick(&self.read_logits(1).await?)),
+            };
         }
-        match self.read_candidates(k).await? {
+        let greedy = k == 1 && self.speculates();
+        let words = if greedy { 4 } else { Self::candidate_words(k) } as u64;
+        let readout = Readout::at(end - 1, words, greedy);
+        let done = match queued {
+            Some(q) => {
+                self.queued_used += 1;
+                q.done
+            }
+            None => {
+                self.prepare_select(sel);
+                let done = self.select_batches(tokens, start, Some(readout)).await?;
+                done.expect("one batch at least, not profiled")
+            }
+        };
+        if greedy && end < self.max_ctx {
+            let next = StepKey {
+                pos: end,
+                head: Some(Rows::Last),
+                choose: true,
+                readout: Some(Readout::at(end, words, true)),
+            };
+            let queued = self.submit(1, next).expect("not profiled");
+            self.queued = Some(Queued {
+                pos: end,
+                input: None,
+                penalty: sel.penalty,
+                seen: Vec::new(),
+                done: queued,
+            });
+        }
+        let b = self
+            .ctx
+            .read_mapped(&self.read_outs[readout.slot], words * 4, done)
+            .await?;
+        let w: Vec<u32> = bytemuck::pod_collect_to_vec(&b);
+        if greedy {
+            let id = w[2];
+            if let Some(q) = &mut self.queued {
+                q.input = Some(id);
+                if sel.penalty != 1.0 {
+                    q.seen = sel.seen.clone();
+                    if let Err(at) = q.seen.binary_search(&id) {
+                        q.seen.insert(at, id);
+                    }
+                }
+            }
+            return Ok(vec![(id, f32::from_bits(w[3]))]);
+        }
+        match Self::candidates_in(&w) {
             Some(c) => Ok(c),
             None => Ok(sel.pick(&self.read_logits(1).await?)),
         }
@@ -548,6 +735,7 @@ impl Forward for GpuModel {
         all: bool,
     ) -> Result<Vec<f32>> {
         self.use_rope(rope);
+        self.queued = None;
         let mut out = Vec::new();
         let batches = tokens.len().div_ceil(self.batch_tokens);
         for (i, chunk) in tokens.chunks(self.batch_tokens).enumerate() {
@@ -559,7 +747,13 @@ impl Forward for GpuModel {
             } else {
                 None
             };
-            self.batch(chunk, start + i * self.batch_tokens, head, false);
+            let key = StepKey {
+                pos: start + i * self.batch_tokens,
+                head,
+                choose: false,
+                readout: None,
+            };
+            self.batch(chunk, key);
             self.collect_profile().await?;
             if all {
                 out.extend(self.read_logits(chunk.len()).await?);

@@ -232,6 +232,7 @@ pub struct Kernels {
     pub add_bias: wgpu::ComputePipeline,
     pub embed: wgpu::ComputePipeline,
     pub select: wgpu::ComputePipeline,
+    pub pick: wgpu::ComputePipeline,
     pub copy: wgpu::ComputePipeline,
 }
 
@@ -253,6 +254,9 @@ const WEIGHTS: [(&str, &str); 2] = [
     ("GROUP_AFFINE", GROUP_AFFINE),
 ];
 const GROUP_AFFINE: &str = include_str!("../../../shaders/group_affine.wgsl");
+
+/// A token's penalised value and its ordering key, for select.wgsl and pick.wgsl.
+const SELECT_COMMON: &str = include_str!("../../../shaders/select_common.wgsl");
 
 /// The explicit preprocessing step: `{{NAME}}` placeholders replaced by values. A placeholder
 /// left without a value, or a value whose placeholder is not in `src`, is a bug in this
@@ -431,7 +435,24 @@ impl Kernels {
                     ],
                 ),
             ),
-            select: pipeline(ctx, "select", include_str!("../../../shaders/select.wgsl")),
+            select: pipeline(
+                ctx,
+                "select",
+                &preprocess(
+                    "select",
+                    include_str!("../../../shaders/select.wgsl"),
+                    &[("SELECT_COMMON", SELECT_COMMON)],
+                ),
+            ),
+            pick: pipeline(
+                ctx,
+                "pick",
+                &preprocess(
+                    "pick",
+                    include_str!("../../../shaders/pick.wgsl"),
+                    &[("SELECT_COMMON", SELECT_COMMON)],
+                ),
+            ),
             copy: pipeline(ctx, "copy", include_str!("../../../shaders/copy.wgsl")),
         }
     }
@@ -932,6 +953,26 @@ impl Kernels {
                 .named("select")
             })
             .collect()
+    }
+
+    /// The greedy choice after `select`'s dispatches with k = 1 (pick.wgsl): into `out`'s
+    /// words 2 and 3 (id, value bits), `tokens[0]` (the next step's input) and, with a
+    /// penalty, the `seen` bitset.
+    pub fn pick(
+        &self,
+        logits: &wgpu::Buffer,
+        seen: &wgpu::Buffer,
+        out: &wgpu::Buffer,
+        params: &wgpu::Buffer,
+        tokens: &wgpu::Buffer,
+    ) -> Dispatch {
+        Self::bind(
+            &self.ctx,
+            &self.pick,
+            &[logits, seen, out, params, tokens],
+            Self::grid(1),
+        )
+        .named("pick")
     }
 
     /// A uniform holding `p`, to rewrite per call with [`GpuContext::write_uniform`].
