@@ -121,6 +121,7 @@ if [ "${QINS_BENCH_QUICK:-0}" = 1 ]; then
   convert smollm2-lut8g --synthetic smollm2-135m --synthetic-layers 2 --codec lut8g
   run=("$WORK/smollm2-lut8g.qins" --backend gpu --bench --max-tokens 4 --ctx 256)
   step run-smollm2-lut8g "$NEW/qins-run" "${run[@]}"
+  step run-smollm2-lut8g-nospec "$NEW/qins-run" "${run[@]}" --no-speculation
   step run-smollm2-lut8g-p96 "$NEW/qins-run" "${run[@]}" --bench-prompt 96
   step run-smollm2-lut8g-p96-tiled "$NEW/qins-run" "${run[@]}" --bench-prompt 96 --prefill tiled
   step run-smollm2-lut8g-p96-prows8 "$NEW/qins-run" "${run[@]}" --bench-prompt 96 --prefill-rows 8
@@ -170,6 +171,8 @@ step matvec-threads256 "$NEW/qins-bench" "${k[@]}" --batch 0 --no-probes --decod
 made smollm2-lut8g
 run=("$WORK/smollm2-lut8g.qins" --backend gpu --bench --ctx 4096)
 step run-smollm2-lut8g "$NEW/qins-run" "${run[@]}" --max-tokens 64
+# Greedy decoding without the next step queued before the read-back (session 39's A/B).
+step run-smollm2-lut8g-nospec "$NEW/qins-run" "${run[@]}" --max-tokens 64 --no-speculation
 step run-smollm2-lut8g-profile "$NEW/qins-run" "${run[@]}" --max-tokens 64 --profile
 step run-smollm2-lut8g-p512 "$NEW/qins-run" "${run[@]}" --max-tokens 8 --bench-prompt 512
 step run-smollm2-lut8g-base "$BASE/qins-run" "${run[@]}" --max-tokens 64 "${same[@]}"
@@ -184,6 +187,7 @@ for codec in lut8g lut4a; do
   run=("$WORK/phi35-$codec.qins" --backend gpu --bench --ctx 1024)
   p512=("${run[@]}" --max-tokens 8 --bench-prompt 512)
   step "run-phi35-$codec" "$NEW/qins-run" "${run[@]}" --max-tokens 64
+  step "run-phi35-$codec-nospec" "$NEW/qins-run" "${run[@]}" --max-tokens 64 --no-speculation
   step "run-phi35-$codec-profile" "$NEW/qins-run" "${run[@]}" --max-tokens 16 --profile
   step "run-phi35-$codec-p512" "$NEW/qins-run" "${p512[@]}"
   # Where the prompt's time goes, per kernel (binaries from session 38 on), on both paths.

@@ -129,8 +129,8 @@ def select(bench):
 def runs(out_dir):
     """Every end-to-end run, one row each."""
     out = ["| run | prompt tokens | prefill tok/s | TTFT ms | decode tok/s | dispatches / token | "
-           "host µs / step | GPU MB | load s |",
-           "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+           "host µs / step | queued steps | GPU MB | load s |",
+           "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for f in sorted(os.listdir(out_dir)):
         if not (f.startswith("run-") and f.endswith(".json")):
             continue
@@ -141,10 +141,13 @@ def runs(out_dir):
         # A decoded token's host time up to its submission (binaries from session 38 on).
         host = r.get("host_step_us")
         host = f"{host:.0f}" if host else "—"
+        # Decoded tokens whose step the GPU had queued (greedy, binaries from session 39 on).
+        queued = r.get("queued_steps")
+        queued = "—" if queued is None else f"{queued} of {r['generated_tokens']}"
         gpu = r.get("gpu_bytes")
         gpu = f"{gpu / 1e6:.0f}" if gpu else "—"
         out.append(f'| {f[4:-5]} | {r["prompt_tokens"]} | {r["prefill_tok_s"]:.0f} | {r["ttft_ms"]:.0f} | '
-                   f'{r["decode_tok_s"]:.1f} | {disp} | {host} | {gpu} | {r["load_s"]:.2f} |')
+                   f'{r["decode_tok_s"]:.1f} | {disp} | {host} | {queued} | {gpu} | {r["load_s"]:.2f} |')
     return out
 
 
