@@ -7,7 +7,7 @@
 
 use std::path::{Path, PathBuf};
 
-use qins_runtime::chat::{Generator, Message, SamplingParams};
+use qins_runtime::chat::{Generator, Message, Sampler, SamplingParams};
 use qins_runtime::codec::Codec;
 use qins_runtime::cpu::{CpuEngine, CpuModel};
 use qins_runtime::engine::{block_on, Engine, Select};
@@ -68,7 +68,7 @@ fn greedy() -> Select {
     Select {
         k: 1,
         penalty: 1.0,
-        seen: Vec::new(),
+        ..Default::default()
     }
 }
 
@@ -322,45 +322,53 @@ fn decode_alternating_logits_and_candidates_matches_the_cpu() {
     }
 }
 
-/// `steps` greedy tokens after `prompt`, chosen from `extend_select`'s candidates as the
-/// sampler would (the largest value, the lowest id among its ties), with `penalty` on every
-/// token so far.
-fn greedy_tokens<E: Engine>(e: &mut E, prompt: &[u32], steps: usize, penalty: f32) -> Vec<u32> {
+/// `steps` tokens after `prompt` as a `Generation` samples them with `params`: the sampler's
+/// selection, the engine's candidates, the sampler's choice.
+fn sampled_tokens<E: Engine>(
+    e: &mut E,
+    prompt: &[u32],
+    steps: usize,
+    params: &SamplingParams,
+) -> Vec<u32> {
+    let mut sampler = Sampler::new(params.clone());
     let mut history = prompt.to_vec();
     let mut run = prompt.to_vec();
     for _ in 0..steps {
-        let mut seen = history.clone();
-        seen.sort_unstable();
-        seen.dedup();
-        let sel = Select {
-            k: 1,
-            penalty,
-            seen,
-        };
-        let cands = block_on(e.extend_select(&run, &sel)).unwrap();
-        let best = cands
-            .iter()
-            .max_by(|a, b| a.1.total_cmp(&b.1).then(b.0.cmp(&a.0)))
-            .unwrap();
-        history.push(best.0);
-        run = vec![best.0];
+        let sel = sampler.selection(&history).expect("top-k or greedy");
+        let id = sampler.sample_from(block_on(e.extend_select(&run, &sel)).unwrap());
+        history.push(id);
+        run = vec![id];
     }
     history.split_off(prompt.len())
 }
 
-/// Greedy decoding queues each next step before the host reads the last one back, its token
-/// chosen on the GPU (pick.wgsl): with and without a repetition penalty (the pick marks its
-/// token seen on the GPU) the tokens are the CPU's and those of an engine that waits, every
-/// step after the first was the queued one, and a sequence cut back and extended with other
-/// tokens afterwards gives the CPU's logits (what the last, unused queued step wrote is
-/// overwritten or never read).
+/// Decoding queues each next step before the host reads the last one back, its token chosen
+/// on the GPU (pick.wgsl): greedy, with and without a repetition penalty (the pick marks its
+/// token seen on the GPU), and drawn with top-k, top-p, min-p and a penalty (the GPU draws
+/// with the sampler's next uniform numbers, the host's draw decides). The tokens are the
+/// CPU's and those of an engine that waits; every step after the first was the queued one
+/// (the GPU drew as the CPU did); and a sequence cut back and extended with other tokens
+/// afterwards gives the CPU's logits (what the last, unused queued step wrote is overwritten
+/// or never read).
 #[test]
-fn greedy_decoding_queued_ahead_matches_the_cpu_and_leaves_nothing_behind() {
+fn decoding_queued_ahead_matches_the_cpu_and_leaves_nothing_behind() {
     let dir = tempfile::tempdir().unwrap();
     let (ids, path) = tiny_llama_lut8(dir.path());
     let steps = 10;
+    let greedy = |penalty| SamplingParams {
+        repetition_penalty: penalty,
+        ..Default::default()
+    };
+    let drawn = SamplingParams {
+        temperature: 0.9,
+        top_k: 40,
+        top_p: 0.95,
+        min_p: 0.02,
+        repetition_penalty: 1.1,
+        seed: 5,
+    };
     // A penalty strong enough to change each choice (tiny-llama repeats one token without).
-    for penalty in [1.0, 20.0] {
+    for params in [greedy(1.0), greedy(20.0), drawn] {
         let (_, mut cpu, mut gpu) = engines(&path, false);
         let waits = gpu_with(GpuOptions {
             no_speculation: true,
@@ -368,16 +376,12 @@ fn greedy_decoding_queued_ahead_matches_the_cpu_and_leaves_nothing_behind() {
         });
         let (_, _, mut waiting) = engines_on(waits, &path, false);
         let prompt = &ids[..7];
-        let want = greedy_tokens(&mut cpu, prompt, steps, penalty);
-        let got = greedy_tokens(&mut gpu, prompt, steps, penalty);
-        let waited = greedy_tokens(&mut waiting, prompt, steps, penalty);
-        assert_eq!(got, want, "penalty {penalty}: queued against the CPU");
-        assert_eq!(waited, want, "penalty {penalty}: waiting against the CPU");
-        assert_eq!(
-            gpu.model.queued_steps(),
-            steps as u64 - 1,
-            "penalty {penalty}"
-        );
+        let want = sampled_tokens(&mut cpu, prompt, steps, &params);
+        let got = sampled_tokens(&mut gpu, prompt, steps, &params);
+        let waited = sampled_tokens(&mut waiting, prompt, steps, &params);
+        assert_eq!(got, want, "{params:?}: queued against the CPU");
+        assert_eq!(waited, want, "{params:?}: waiting against the CPU");
+        assert_eq!(gpu.model.queued_steps(), steps as u64 - 1, "{params:?}");
         assert_eq!(waiting.model.queued_steps(), 0);
         // Back to 2 decoded tokens, then other tokens, every position's logits.
         let keep = prompt.len() + 2;
@@ -388,10 +392,10 @@ fn greedy_decoding_queued_ahead_matches_the_cpu_and_leaves_nothing_behind() {
             &block_on(gpu.extend(more, true)).unwrap(),
             &block_on(cpu.extend(more, true)).unwrap(),
         );
-        assert!(d < 1e-3, "penalty {penalty}: max |Δ| {d} after the cut");
-        // And greedy again from there: a new chain of queued steps.
-        let again = greedy_tokens(&mut gpu, &[ids[26]], 4, penalty);
-        assert_eq!(again, greedy_tokens(&mut cpu, &[ids[26]], 4, penalty));
+        assert!(d < 1e-3, "{params:?}: max |Δ| {d} after the cut");
+        // And again from there: a new chain of queued steps.
+        let again = sampled_tokens(&mut gpu, &[ids[26]], 4, &params);
+        assert_eq!(again, sampled_tokens(&mut cpu, &[ids[26]], 4, &params));
     }
 }
 

@@ -2,14 +2,15 @@
 //! multiples of the workgroup size, single rows, K not a multiple of 4), like llama.cpp's
 //! test-backend-ops.
 
+use qins_runtime::chat::{Sampler, SamplingParams};
 use qins_runtime::codec::{decode, encode, Codec, TEST_VARIANTS};
 use qins_runtime::cpu::{attention, rms_norm, Heads};
 use qins_runtime::engine::{block_on, Select};
 use qins_runtime::format::TensorEntry;
 use qins_runtime::gpu::{
     AttentionIo, Compute, DecodeAttention, DecodeLoads, Dispatch, GpuContext, GpuOptions,
-    GpuTensor, HeadShape, Input, Kernels, MatvecIo, MatvecProbe, Prefill, RmsnormParams,
-    RopeTables, Rows, Runs, SelectParams, Step,
+    GpuTensor, HeadShape, Input, Kernels, MatvecIo, MatvecProbe, PickParams, Prefill,
+    RmsnormParams, RopeTables, Rows, Runs, SelectParams, Step,
 };
 use qins_runtime::model::Rope;
 use qins_tests::{gpu, gpu_with, gpu_with_max_binding};
@@ -942,7 +943,8 @@ fn select_matches_cpu() {
         // The same dispatches for every selection, as the engine runs them: each run leaves
         // the kernel's work buffer and the count ready for the next.
         let d = k.select(&logits, &seen_b, &out, &params, n);
-        let pick = k.pick(&logits, &seen_b, &out, &params, &tokens);
+        let greedy = ctx.uniform("pick", &PickParams::default());
+        let pick = k.pick(&logits, &seen_b, &out, &params, &tokens, &greedy);
         let cases = [
             (1, 1.0),
             (5, 1.0),
@@ -958,6 +960,7 @@ fn select_matches_cpu() {
                 k: kk,
                 penalty,
                 seen: seen.clone(),
+                draw: None,
             };
             let want = sel.pick(&row);
             ctx.write_uniform(&params, &SelectParams::new(n, kk.min(n), penalty));
@@ -1003,6 +1006,99 @@ fn select_matches_cpu() {
                 got, want,
                 "{what}: candidates and their penalised values, bit for bit"
             );
+        }
+    }
+}
+
+/// pick.wgsl's draw among select.wgsl's candidates against `Sampler::sample_with`, the CPU
+/// draw the host makes: top-k of 5 and 40, temperatures from 0.3 to 1.5, top-p, min-p, a
+/// penalty, rows with distinct values (close or spread) and with hundreds tied (their order by id), uniform
+/// numbers across [0, 1); and nothing to draw from (out[2] = NONE, a valid token next) where
+/// more tie than the kernel keeps.
+#[test]
+fn pick_draws_as_the_sampler() {
+    let ctx = gpu();
+    let k = Kernels::new(&ctx);
+    let n = 4099;
+    for row_kind in ["distinct", "spread", "tied", "flat"] {
+        let row: Vec<f32> = values(n, 7)
+            .iter()
+            .map(|v| match row_kind {
+                "distinct" => v * 50.0,
+                // The top 40 about 4 apart: min-p and top-p cut among them.
+                "spread" => v * 2000.0,
+                "tied" => (v * 40.0).round() / 8.0,
+                _ => 0.25,
+            })
+            .collect();
+        let seen: Vec<u32> = (0..n as u32).step_by(5).collect();
+        let mut bits = vec![0u32; n.div_ceil(32)];
+        for &t in &seen {
+            bits[t as usize / 32] |= 1 << (t % 32);
+        }
+        let logits = ctx.storage("logits", bytemuck::cast_slice(&row));
+        let seen_b = ctx.storage("seen", bytemuck::cast_slice(&bits));
+        let out = ctx.scratch("out", 4 + 2 * Kernels::SELECT_CAP);
+        let tokens = ctx.scratch("tokens", 4);
+        let params = k.select_params(SelectParams::new(n, 1, 1.0));
+        let draw = ctx.uniform("pick", &PickParams::default());
+        let mut all = k.select(&logits, &seen_b, &out, &params, n);
+        all.push(k.pick(&logits, &seen_b, &out, &params, &tokens, &draw));
+        let cases = [
+            (5, 0.7, 1.0, 0.0, 1.0),
+            (40, 1.0, 0.9, 0.0, 1.3),
+            (40, 1.5, 1.0, 0.2, 1.0),
+            (40, 0.3, 0.5, 0.1, 1.1),
+        ];
+        for (top_k, temperature, top_p, min_p, penalty) in cases {
+            let sp = SamplingParams {
+                temperature,
+                top_k,
+                top_p,
+                min_p,
+                repetition_penalty: penalty,
+                seed: 0,
+            };
+            let sel = Select {
+                k: top_k,
+                penalty,
+                seen: seen.clone(),
+                draw: None,
+            };
+            let cands = sel.pick(&row);
+            for i in 0..16 {
+                let u = (i as f32 + 0.37) / 16.0;
+                ctx.write_uniform(&params, &SelectParams::new(n, top_k, penalty));
+                let p = PickParams {
+                    temperature,
+                    top_p,
+                    min_p,
+                    u,
+                    sample: 1,
+                    _pad: [0; 3],
+                };
+                ctx.write_uniform(&draw, &p);
+                ctx.queue
+                    .write_buffer(&seen_b, 0, bytemuck::cast_slice(&bits));
+                run_all(&ctx, &all, 1);
+                let w: Vec<u32> =
+                    bytemuck::cast_slice(&block_on(ctx.read_back(&out, 0, 16)).unwrap()).to_vec();
+                let next: Vec<u32> =
+                    bytemuck::cast_slice(&block_on(ctx.read_back(&tokens, 0, 4)).unwrap()).to_vec();
+                let what = format!("{row_kind} k={top_k} t={temperature} p={top_p} min_p={min_p} penalty={penalty} u={u}");
+                if cands.len() > Kernels::SELECT_CAP {
+                    assert_eq!(
+                        (w[2], next[0]),
+                        (u32::MAX, 0),
+                        "{what}: nothing to draw from"
+                    );
+                    continue;
+                }
+                let want = Sampler::sample_with(&sp, cands.clone(), u);
+                let value = cands.iter().find(|c| c.0 == want).unwrap().1;
+                assert_eq!((w[2], w[3]), (want, value.to_bits()), "{what}: the draw");
+                assert_eq!(next[0], want, "{what}: the next step's token");
+            }
         }
     }
 }

@@ -2,7 +2,7 @@ use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
 
-use crate::engine::{Candidate, Select};
+use crate::engine::{Candidate, Draw, Select};
 
 /// Sampling settings; temperature 0 is greedy.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -61,7 +61,8 @@ impl Sampler {
     }
 
     /// The candidates the next choice needs after `history`, or None when it needs the whole
-    /// row (sampling without top-k: top-p and min-p are relative to every token).
+    /// row (sampling without top-k: top-p and min-p are relative to every token); with top-k
+    /// sampling, the draw it will make among them, for engines that make it on the device.
     pub fn selection(&self, history: &[u32]) -> Option<Select> {
         let p = &self.params;
         let k = if p.temperature <= 0.0 {
@@ -76,10 +77,22 @@ impl Sampler {
         } else {
             distinct(history)
         };
+        // A draw among more than one candidate: its uniform numbers are the next two of the
+        // stream (`sample_from` takes one a token).
+        let draw = (k > 1).then(|| {
+            let mut ahead = self.rng.clone();
+            Draw {
+                temperature: p.temperature,
+                top_p: p.top_p,
+                min_p: p.min_p,
+                u: [ahead.random::<f32>(), ahead.random::<f32>()],
+            }
+        });
         Some(Select {
             k,
             penalty: p.repetition_penalty,
             seen,
+            draw,
         })
     }
 
@@ -89,14 +102,24 @@ impl Sampler {
             k: logits.len(),
             penalty: self.params.repetition_penalty,
             seen: distinct(history),
+            draw: None,
         };
         self.sample_from(every.pick(logits))
     }
 
     /// Picks the next token from candidates (penalised already): all of a row, or at least
     /// what [`Sampler::selection`] asked for — the choice is the same either way.
-    pub fn sample_from(&mut self, mut cands: Vec<Candidate>) -> u32 {
-        let p = &self.params;
+    pub fn sample_from(&mut self, cands: Vec<Candidate>) -> u32 {
+        // One uniform number a draw, none when greedy (what `selection` looks ahead at).
+        let draws = self.params.temperature > 0.0 && !cands.is_empty();
+        let u = if draws { self.rng.random::<f32>() } else { 0.0 };
+        Self::sample_with(&self.params, cands, u)
+    }
+
+    /// The choice among candidates for `p` with the uniform number `u` (in [0, 1)): what
+    /// `sample_from` draws, and what shaders/pick.wgsl computes in the same order of
+    /// operations (tested against it).
+    pub fn sample_with(p: &SamplingParams, mut cands: Vec<Candidate>, u: f32) -> u32 {
         // By descending value, ties by id (for determinism).
         cands.sort_unstable_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
         if p.temperature <= 0.0 || cands.is_empty() {
@@ -130,7 +153,7 @@ impl Sampler {
             keep = keep.min(n.count().max(1));
         }
         let total: f32 = probs[..keep].iter().sum();
-        let mut r = self.rng.random::<f32>() * total;
+        let mut r = u * total;
         for (i, &pr) in probs[..keep].iter().enumerate() {
             r -= pr;
             if r <= 0.0 {

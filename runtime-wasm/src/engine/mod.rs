@@ -6,7 +6,7 @@
 mod select;
 mod sequence;
 
-pub use select::{Candidate, Select};
+pub use select::{Candidate, Draw, Select};
 pub use sequence::{Forward, Sequence};
 
 use crate::model::ModelConfig;

@@ -10,13 +10,32 @@ pub type Candidate = (u32, f32);
 /// (shaders/select.wgsl) instead of returning the whole row; for k = 1 they may answer with
 /// the lowest id among the largest value's ties alone, the one the sampler picks from them
 /// (the GPU engine does, so that it can queue the next step with it: shaders/pick.wgsl).
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct Select {
     pub k: usize,
     /// 1 disables; see `SamplingParams::repetition_penalty` (chat).
     pub penalty: f32,
     /// Distinct tokens the penalty applies to.
     pub seen: Vec<u32>,
+    /// The sampler's draw among the k candidates, for an engine that draws on the device too
+    /// (None: greedy, or the engine is not asked to).
+    pub draw: Option<Draw>,
+}
+
+/// How the sampler will draw among a row's k candidates (`Sampler::sample_with`), for an
+/// engine that makes the same draw on the device so that the next step can start before the
+/// host has drawn (the GPU engine's pick.wgsl). The device's arithmetic (its `exp`, its
+/// division) may differ from the CPU's in the last bits, so the host's draw decides: the
+/// engine feeds the next step the device's choice and drops that step where the host chose
+/// otherwise.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Draw {
+    pub temperature: f32,
+    pub top_p: f32,
+    pub min_p: f32,
+    /// The uniform numbers of this draw and of the next step's (the sampler's random stream
+    /// looked ahead).
+    pub u: [f32; 2],
 }
 
 impl Select {

@@ -88,9 +88,10 @@ pub struct GpuOptions {
     /// prints where a token's time goes, per kernel. Adds a read-back a token.
     #[cfg_attr(feature = "cli", arg(long))]
     pub profile: bool,
-    /// Greedy decoding (temperature 0, or top-k 1) queues each decoded token's next step
-    /// before reading it back, the token chosen on the GPU (pick.wgsl); this turns that off
-    /// (A/B runs: each step then waits for the host to read the last one back).
+    /// Decoding (greedy, or sampling with top-k) queues each decoded token's next step before
+    /// reading it back, the token chosen on the GPU (pick.wgsl) and confirmed by the host's
+    /// own choice; this turns that off (A/B runs: each step then waits for the host to read
+    /// the last one back).
     #[cfg_attr(feature = "cli", arg(long))]
     pub no_speculation: bool,
 }
@@ -189,7 +190,7 @@ pub struct GpuContext {
     /// The device was opened with timestamps inside passes: decoded tokens are timed per
     /// dispatch (`--profile`).
     pub profile: bool,
-    /// Greedy decoding queues the next step before reading this one back (see
+    /// Decoding queues the next step before reading this one back (see
     /// [`GpuOptions::no_speculation`]).
     pub speculate: bool,
     /// Part of the decode mat-vecs' work left out, for qins-bench's diagnosis (set on a clone
@@ -533,19 +534,48 @@ impl GpuContext {
     }
 
     /// The first `len` bytes of `staging` (a `read_out_buffer`) once submission `done`, the
-    /// last to write it, has run. Natively it waits for that submission only: a step queued
-    /// after it keeps the GPU busy meanwhile (`GpuModel::forward_select`).
+    /// last to write it, has run.
     pub async fn read_mapped(
         &self,
         staging: &wgpu::Buffer,
         len: u64,
         done: wgpu::SubmissionIndex,
     ) -> Result<Vec<u8>> {
-        let slice = staging.slice(..len);
+        self.finish_read(self.begin_read(staging, len, done)).await
+    }
+
+    /// Asks for the map of `staging`'s first `len` bytes now, for `finish_read` to wait on:
+    /// a step submitted between the two does not delay the read, although WebGPU resolves a
+    /// map only after every submission made before the map was asked for (natively it waits
+    /// for submission `done` alone).
+    pub fn begin_read(
+        &self,
+        staging: &wgpu::Buffer,
+        len: u64,
+        done: wgpu::SubmissionIndex,
+    ) -> PendingRead {
         let (tx, rx) = futures_channel::oneshot::channel();
-        slice.map_async(wgpu::MapMode::Read, move |r| {
-            let _ = tx.send(r);
-        });
+        staging
+            .slice(..len)
+            .map_async(wgpu::MapMode::Read, move |r| {
+                let _ = tx.send(r);
+            });
+        PendingRead {
+            staging: staging.clone(),
+            len,
+            done,
+            mapped: rx,
+        }
+    }
+
+    /// The bytes of a `begin_read`, once its map completes.
+    pub async fn finish_read(&self, pending: PendingRead) -> Result<Vec<u8>> {
+        let PendingRead {
+            staging,
+            len,
+            done,
+            mapped,
+        } = pending;
         #[cfg(not(target_arch = "wasm32"))]
         if let Err(e) = self.device.poll(wgpu::PollType::Wait {
             submission_index: Some(done),
@@ -556,11 +586,11 @@ impl GpuContext {
         }
         #[cfg(target_arch = "wasm32")]
         let _ = done;
-        let mapped = rx.await;
+        let mapped = mapped.await;
         // Unmapped before any error returns: the engine's read-out buffers are used again.
         let bytes = match &mapped {
             Ok(Ok(())) => {
-                let bytes = slice.get_mapped_range().map(|r| r.to_vec());
+                let bytes = staging.slice(..len).get_mapped_range().map(|r| r.to_vec());
                 staging.unmap();
                 Some(bytes.map_err(|e| gpu_err("readback range", e)))
             }
@@ -591,6 +621,14 @@ impl GpuContext {
         // Copied, not cast: a Vec<u8> need not be 4-byte aligned.
         Ok(bytemuck::pod_collect_to_vec(&bytes))
     }
+}
+
+/// A read-out buffer's map asked for (`GpuContext::begin_read`), not yet waited on.
+pub struct PendingRead {
+    staging: wgpu::Buffer,
+    len: u64,
+    done: wgpu::SubmissionIndex,
+    mapped: futures_channel::oneshot::Receiver<std::result::Result<(), wgpu::BufferAsyncError>>,
 }
 
 /// `navigator.gpu` exists (in a page or a worker): wgpu would only say "no adapter" otherwise.

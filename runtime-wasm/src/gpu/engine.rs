@@ -8,11 +8,11 @@ use std::io::Read;
 use std::time::Duration;
 
 use super::kernels::{AttentionIo, Dispatch, HeadShape, Kernels, RopeTables};
-use super::params::{RmsnormParams, RopeParams, Rows, SelectParams, Step};
+use super::params::{PickParams, RmsnormParams, RopeParams, Rows, SelectParams, Step};
 #[cfg(not(target_arch = "wasm32"))]
 use super::GpuLoader;
 use super::{GpuContext, GpuTensor, Input, KernelTime, MatvecIo, Phase, Profiler};
-use crate::engine::{Candidate, Forward, Select, Sequence};
+use crate::engine::{Candidate, Draw, Forward, Select, Sequence};
 use crate::format::Manifest;
 use crate::model::{take, ModelConfig, Rope, Tensors};
 use crate::{QinsError, Result};
@@ -62,11 +62,13 @@ pub struct GpuModel {
     candidates: wgpu::Buffer,
     /// The sampling candidates' dispatches (select.wgsl's rounds and gather).
     choose: Vec<Dispatch>,
-    /// Greedy decoding's choice on the GPU (pick.wgsl), the next step's token.
+    /// The choice on the GPU (pick.wgsl), the next step's token, and how it draws.
     pick: Dispatch,
-    /// Two buffers a step's candidates are copied into for the host to read, by the parity of
-    /// the step's last position: one step is read while the next one, queued, runs.
-    read_outs: [wgpu::Buffer; 2],
+    pick_params: wgpu::Buffer,
+    /// Buffers a step's candidates are copied into for the host to read, by its last
+    /// position: the step read, the one queued behind it and the one recorded ahead of that
+    /// each have their own (a buffer being mapped may not be in a submission).
+    read_outs: [wgpu::Buffer; 3],
     /// Embedding and every layer, for a batch.
     body: Vec<Dispatch>,
     /// Final norm and output head for the batch's last token only, or for all of them.
@@ -118,39 +120,52 @@ struct Readout {
 }
 
 impl Readout {
-    /// For the step whose last position is `last`: the slots alternate, so consecutive steps
-    /// never share one.
+    /// For the step whose last position is `last`: the slots turn, so three consecutive
+    /// steps never share one.
     fn at(last: usize, words: u64, pick: bool) -> Self {
         Self {
-            slot: last % 2,
+            slot: last % 3,
             words,
             pick,
         }
     }
 }
 
-/// A greedy step already submitted: the one-token step at `pos` whose token is the previous
-/// step's choice (`input`, known once that step is read back), with the selection it ran.
+/// A step already submitted: the one-token step at `pos` whose token is the previous step's
+/// choice on the GPU (`input`, known once that step is read back), with the selection and
+/// draw it ran.
 struct Queued {
     pos: usize,
     input: Option<u32>,
+    k: usize,
     penalty: f32,
-    /// The penalised tokens it ran with: the previous call's and that call's choice (the
-    /// pick adds it to the GPU's bitset).
+    /// The penalised tokens it ran with: the previous call's and the GPU's choice (the pick
+    /// adds it to the GPU's bitset).
     seen: Vec<u32>,
+    /// Its draw (None: greedy), with the uniform number it drew with.
+    draw: Option<PickParams>,
     done: wgpu::SubmissionIndex,
 }
 
 impl Queued {
-    /// Whether it is the step a call for `tokens` from `start` with `sel` asks for.
-    fn serves(&self, tokens: &[u32], start: usize, sel: &Select) -> bool {
+    /// Whether it is the step a call for `tokens` from `start` with `sel` asks for: the token
+    /// the host chose is the one the GPU fed it (a draw whose arithmetic rounded otherwise,
+    /// or a caller that asks for something else, leaves it unused).
+    fn serves(&self, tokens: &[u32], start: usize, sel: &Select, k: usize) -> bool {
         tokens.len() == 1
             && start == self.pos
             && self.input == Some(tokens[0])
-            && sel.k <= 1
+            && k == self.k
             && sel.penalty == self.penalty
             && (sel.penalty == 1.0 || sel.seen == self.seen)
+            && self.draw == draw_of(sel, k).map(|d| PickParams::new(Some(&d), 0))
     }
+}
+
+/// The draw `sel` asks for among its k candidates, if any (with k = 1 there is nothing to
+/// draw: the greedy pick is the sampler's choice).
+fn draw_of(sel: &Select, k: usize) -> Option<Draw> {
+    sel.draw.filter(|_| k > 1)
 }
 
 impl GpuModel {
@@ -353,9 +368,18 @@ impl GpuModel {
         let (head_last, head_all) = (head(Rows::Last), head(Rows::All));
         let select_params = k.select_params(SelectParams::new(vocab, 1, 1.0));
         let choose = k.select(&logits, &seen, &candidates, &select_params, vocab);
-        let pick = k.pick(&logits, &seen, &candidates, &select_params, &tokens);
+        let pick_params = ctx.uniform("pick", &PickParams::default());
+        let pick = k.pick(
+            &logits,
+            &seen,
+            &candidates,
+            &select_params,
+            &tokens,
+            &pick_params,
+        );
         let read_out_bytes = (4 + 2 * Kernels::SELECT_CAP as u64) * 4;
-        let read_outs = [0, 1].map(|_| ctx.read_out_buffer("candidates read-out", read_out_bytes));
+        let read_outs =
+            [0, 1, 2].map(|_| ctx.read_out_buffer("candidates read-out", read_out_bytes));
         let profiler = ctx.profile.then(|| Profiler::new(&ctx));
         Ok(Self {
             ctx,
@@ -370,6 +394,7 @@ impl GpuModel {
             candidates,
             choose,
             pick,
+            pick_params,
             read_outs,
             body,
             head_last,
@@ -516,8 +541,8 @@ impl GpuModel {
             .map(|p| (p.report(phase), p.tokens(phase)))
     }
 
-    /// Dispatches one greedily decoded token records at the context's start: the body, the
-    /// last token's head, the sampling candidates and the pick (unless profiled or
+    /// Dispatches one decoded token (greedy or top-k) records at the context's start: the
+    /// body, the last token's head, the sampling candidates and the pick (unless profiled or
     /// `no_speculation`) — one submission, one read-back (auto decode attention adds a
     /// dispatch a layer from `GpuContext::split_attention_from` positions).
     pub fn dispatches_per_token(&self) -> usize {
@@ -533,7 +558,8 @@ impl GpuModel {
         self.queued_used
     }
 
-    /// Whether greedy decoding queues each next step before reading this one back.
+    /// Whether decoding queues each next step before reading this one back (greedy, or a
+    /// draw the sampler describes).
     pub fn speculates(&self) -> bool {
         self.ctx.speculate && self.profiler.is_none()
     }
@@ -562,6 +588,10 @@ impl GpuModel {
         self.ctx.write_uniform(
             &self.select_params,
             &SelectParams::new(vocab, k, sel.penalty),
+        );
+        self.ctx.write_uniform(
+            &self.pick_params,
+            &PickParams::new(draw_of(sel, k).as_ref(), 0),
         );
         k
     }
@@ -645,12 +675,14 @@ impl Forward for GpuModel {
     /// on the GPU; with k = 1 (greedy) only the choice comes back, the lowest id among the
     /// largest values' ties (what the sampler picks from all of them).
     ///
-    /// Greedy decoding queues the next position's step before it reads this one back (unless
-    /// `no_speculation`): that step's token is the one this step's pick wrote on the GPU, so
-    /// the GPU runs it while the host reads, samples and streams this token, and the next call
-    /// finds it running (`Queued::serves`) and queues the one after. A call that asks for
-    /// anything else leaves it to finish unread: what it wrote (the cache at a position past
-    /// the sequence, the token buffer, a penalty bit) is rewritten before anything reads it.
+    /// Greedy decoding, and sampling whose draw `sel` describes, queue the next position's
+    /// step before reading this one back (unless `no_speculation`): that step's token is the
+    /// one this step's pick chose on the GPU, so the GPU runs it while the host reads,
+    /// samples and streams this token, and the next call finds it running (`Queued::serves`)
+    /// and queues the one after. A call that asks for anything else — a token the host drew
+    /// otherwise than the GPU, other tokens, logits — leaves it to finish unread: what it wrote
+    /// (the cache one position past the sequence, the token buffer, a penalty bit, the logits)
+    /// is rewritten before anything reads it.
     async fn forward_select(
         &mut self,
         tokens: &[u32],
@@ -659,8 +691,11 @@ impl Forward for GpuModel {
         sel: &Select,
     ) -> Result<Vec<Candidate>> {
         self.use_rope(rope);
-        let queued = self.queued.take().filter(|q| q.serves(tokens, start, sel));
         let k = sel.k.clamp(1, self.cfg.vocab_size);
+        let queued = self
+            .queued
+            .take()
+            .filter(|q| q.serves(tokens, start, sel, k));
         let end = start + tokens.len();
         if self.profiler.is_some() {
             // Each batch timed and waited for, the candidates read in a submission of their own.
@@ -671,9 +706,16 @@ impl Forward for GpuModel {
                 None => Ok(sel.pick(&self.read_logits(1).await?)),
             };
         }
-        let greedy = k == 1 && self.speculates();
-        let words = if greedy { 4 } else { Self::candidate_words(k) } as u64;
-        let readout = Readout::at(end - 1, words, greedy);
+        let draw = draw_of(sel, k);
+        let ahead = self.speculates() && (k == 1 || draw.is_some());
+        // Greedy reads the choice alone; a draw every candidate the kernel keeps, since the
+        // row it was chosen from is gone once the queued step has run.
+        let words = match (ahead, k) {
+            (false, _) => Self::candidate_words(k),
+            (true, 1) => 4,
+            (true, _) => 4 + 2 * Kernels::SELECT_CAP,
+        } as u64;
+        let readout = Readout::at(end - 1, words, ahead);
         let done = match queued {
             Some(q) => {
                 self.queued_used += 1;
@@ -685,43 +727,61 @@ impl Forward for GpuModel {
                 done.expect("one batch at least, not profiled")
             }
         };
-        if greedy && end < self.max_ctx {
+        // The map asked for before the next step is queued (see `GpuContext::begin_read`).
+        let read = self
+            .ctx
+            .begin_read(&self.read_outs[readout.slot], words * 4, done);
+        if ahead && end < self.max_ctx {
             let next = StepKey {
                 pos: end,
                 head: Some(Rows::Last),
                 choose: true,
                 readout: Some(Readout::at(end, words, true)),
             };
+            // Its draw's uniform number is the one after this step's.
+            let params = PickParams::new(draw.as_ref(), 1);
+            self.ctx.write_uniform(&self.pick_params, &params);
             let queued = self.submit(1, next).expect("not profiled");
             self.queued = Some(Queued {
                 pos: end,
                 input: None,
+                k,
                 penalty: sel.penalty,
                 seen: Vec::new(),
+                draw: draw.map(|_| params),
                 done: queued,
             });
         }
-        let b = self
-            .ctx
-            .read_mapped(&self.read_outs[readout.slot], words * 4, done)
-            .await?;
+        let b = self.ctx.finish_read(read).await?;
         let w: Vec<u32> = bytemuck::pod_collect_to_vec(&b);
-        if greedy {
-            let id = w[2];
-            if let Some(q) = &mut self.queued {
-                q.input = Some(id);
-                if sel.penalty != 1.0 {
-                    q.seen = sel.seen.clone();
-                    if let Err(at) = q.seen.binary_search(&id) {
-                        q.seen.insert(at, id);
-                    }
+        if !ahead {
+            return match Self::candidates_in(&w) {
+                Some(c) => Ok(c),
+                None => Ok(sel.pick(&self.read_logits(1).await?)),
+            };
+        }
+        let chosen = w[2];
+        if let Some(q) = &mut self.queued {
+            q.input = Some(chosen);
+            if sel.penalty != 1.0 {
+                q.seen = sel.seen.clone();
+                if let Err(at) = q.seen.binary_search(&chosen) {
+                    q.seen.insert(at, chosen);
                 }
             }
-            return Ok(vec![(id, f32::from_bits(w[3]))]);
+        }
+        if k == 1 {
+            return Ok(vec![(chosen, f32::from_bits(w[3]))]);
         }
         match Self::candidates_in(&w) {
             Some(c) => Ok(c),
-            None => Ok(sel.pick(&self.read_logits(1).await?)),
+            None => {
+                // More tied than the kernel keeps (SELECT_CAP): the row again, from this step
+                // run once more (it writes the same cache entries), nothing queued after it.
+                self.queued = None;
+                let last = &tokens[tokens.len() - 1..];
+                Ok(sel.pick(&self.forward(last, end - 1, rope, false).await?))
+            }
         }
     }
 

@@ -955,9 +955,9 @@ impl Kernels {
             .collect()
     }
 
-    /// The greedy choice after `select`'s dispatches with k = 1 (pick.wgsl): into `out`'s
-    /// words 2 and 3 (id, value bits), `tokens[0]` (the next step's input) and, with a
-    /// penalty, the `seen` bitset.
+    /// The choice after `select`'s dispatches (pick.wgsl), greedy or drawn as the uniform
+    /// `draw` (a [`PickParams`](super::PickParams)) says: into `out`'s words 2 and 3 (id,
+    /// value bits), `tokens[0]` (the next step's input) and, with a penalty, the `seen` bitset.
     pub fn pick(
         &self,
         logits: &wgpu::Buffer,
@@ -965,11 +965,12 @@ impl Kernels {
         out: &wgpu::Buffer,
         params: &wgpu::Buffer,
         tokens: &wgpu::Buffer,
+        draw: &wgpu::Buffer,
     ) -> Dispatch {
         Self::bind(
             &self.ctx,
             &self.pick,
-            &[logits, seen, out, params, tokens],
+            &[logits, seen, out, params, tokens, draw],
             Self::grid(1),
         )
         .named("pick")

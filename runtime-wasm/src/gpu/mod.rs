@@ -17,7 +17,8 @@ pub use kernels::{AttentionIo, Dispatch, HeadShape, Kernels, Matvec, RopeTables,
 pub use loader::{GpuLoader, LoadProgress};
 pub use params::{
     kernels_for, AttentionParams, EmbedKind, EmbedParams, MatvecKind, MatvecParams, MatvecProbe,
-    Output, RmsnormParams, RopeParams, Rows, Sections, SelectParams, SiluMulParams, Step,
+    Output, PickParams, RmsnormParams, RopeParams, Rows, Sections, SelectParams, SiluMulParams,
+    Step,
 };
 pub use profile::{KernelTime, Phase, Profiler};
 pub use tensor::{GpuTensor, Input, MatvecIo, Part};

@@ -134,6 +134,35 @@ impl SelectParams {
     }
 }
 
+/// pick.wgsl's draw: greedy (`sample` 0), or the sampler's draw with the uniform number `u`.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Pod, Zeroable)]
+pub struct PickParams {
+    pub temperature: f32,
+    pub top_p: f32,
+    pub min_p: f32,
+    pub u: f32,
+    pub sample: u32,
+    pub _pad: [u32; 3],
+}
+
+impl PickParams {
+    /// The draw `d` makes with its uniform number `u` (None: greedy).
+    pub fn new(d: Option<&crate::engine::Draw>, u: usize) -> Self {
+        match d {
+            None => Self::default(),
+            Some(d) => Self {
+                temperature: d.temperature,
+                top_p: d.top_p,
+                min_p: d.min_p,
+                u: d.u[u],
+                sample: 1,
+                _pad: [0; 3],
+            },
+        }
+    }
+}
+
 /// Where a stored tensor's sections sit, in the u32 words the kernels index (docs/FORMAT.md):
 /// the fields the mat-vec and embedding parameters share, flattened into their WGSL structs
 /// (a `#[repr(C)]` struct of u32s nests without padding).
