@@ -171,8 +171,12 @@ step matvec-threads256 "$NEW/qins-bench" "${k[@]}" --batch 0 --no-probes --decod
 made smollm2-lut8g
 run=("$WORK/smollm2-lut8g.qins" --backend gpu --bench --ctx 4096)
 step run-smollm2-lut8g "$NEW/qins-run" "${run[@]}" --max-tokens 64
-# Greedy decoding without the next step queued before the read-back (session 39's A/B).
+# Without the next step queued before the read-back (session 39's A/B), greedy and drawn
+# (top-k 40: the GPU draws too, the host's draw confirms it).
 step run-smollm2-lut8g-nospec "$NEW/qins-run" "${run[@]}" --max-tokens 64 --no-speculation
+topk=(--temperature 0.7 --top-k 40 --top-p 0.95 --seed 1)
+step run-smollm2-lut8g-topk "$NEW/qins-run" "${run[@]}" --max-tokens 64 "${topk[@]}"
+step run-smollm2-lut8g-topk-nospec "$NEW/qins-run" "${run[@]}" --max-tokens 64 "${topk[@]}" --no-speculation
 step run-smollm2-lut8g-profile "$NEW/qins-run" "${run[@]}" --max-tokens 64 --profile
 step run-smollm2-lut8g-p512 "$NEW/qins-run" "${run[@]}" --max-tokens 8 --bench-prompt 512
 step run-smollm2-lut8g-base "$BASE/qins-run" "${run[@]}" --max-tokens 64 "${same[@]}"
