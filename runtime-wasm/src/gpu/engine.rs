@@ -707,7 +707,9 @@ impl Forward for GpuModel {
             };
         }
         let draw = draw_of(sel, k);
-        let ahead = self.speculates() && (k == 1 || draw.is_some());
+        // A draw among more candidates than the kernel keeps would find nothing to draw from
+        // on the GPU and run every step twice (see the fallback below).
+        let ahead = self.speculates() && (k == 1 || (draw.is_some() && k <= Kernels::SELECT_CAP));
         // Greedy reads the choice alone; a draw every candidate the kernel keeps, since the
         // row it was chosen from is gone once the queued step has run.
         let words = match (ahead, k) {
