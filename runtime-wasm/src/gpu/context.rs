@@ -520,10 +520,10 @@ impl GpuContext {
         let mut enc = self.device.create_command_encoder(&Default::default());
         enc.copy_buffer_to_buffer(src, offset, &staging, 0, len);
         let done = self.queue.submit([enc.finish()]);
-        self.read_mapped(&staging, len, done).await
+        self.finish_read(self.begin_read(&staging, len, done)).await
     }
 
-    /// A buffer to copy results into and map for reading (`read_mapped`).
+    /// A buffer to copy results into and map for reading (`begin_read`).
     pub fn read_out_buffer(&self, label: &str, len: u64) -> wgpu::Buffer {
         self.device.create_buffer(&wgpu::BufferDescriptor {
             label: Some(label),
@@ -533,18 +533,8 @@ impl GpuContext {
         })
     }
 
-    /// The first `len` bytes of `staging` (a `read_out_buffer`) once submission `done`, the
-    /// last to write it, has run.
-    pub async fn read_mapped(
-        &self,
-        staging: &wgpu::Buffer,
-        len: u64,
-        done: wgpu::SubmissionIndex,
-    ) -> Result<Vec<u8>> {
-        self.finish_read(self.begin_read(staging, len, done)).await
-    }
-
-    /// Asks for the map of `staging`'s first `len` bytes now, for `finish_read` to wait on:
+    /// Asks for the map of `staging`'s first `len` bytes (a `read_out_buffer`, last written by
+    /// submission `done`) now, for `finish_read` to wait on:
     /// a step submitted between the two does not delay the read, although WebGPU resolves a
     /// map only after every submission made before the map was asked for (natively it waits
     /// for submission `done` alone).

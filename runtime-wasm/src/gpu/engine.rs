@@ -25,6 +25,9 @@ use web_time::Instant;
 /// refused.
 pub const BATCH: usize = 64;
 
+/// Words of the candidates buffer select.wgsl fills: its header and every pair it keeps.
+const CANDIDATE_WORDS: usize = 4 + 2 * Kernels::SELECT_CAP;
+
 /// The longest head rope_store.wgsl takes (its workgroup array).
 const MAX_HEAD_DIM: usize = 256;
 
@@ -90,8 +93,8 @@ pub struct GpuModel {
     profiler: Option<Profiler>,
     /// The next position's one-token step, recorded while the GPU ran this one (see `submit`).
     ahead: Option<(StepKey, wgpu::CommandBuffer)>,
-    /// A greedy step submitted before its call, its token chosen on the GPU by the step
-    /// before it (see `forward_select`).
+    /// A step submitted before its call (greedy or drawn), its token chosen on the GPU by the
+    /// step before it (see `forward_select`).
     queued: Option<Queued>,
     /// Calls that found their step queued.
     queued_used: u64,
@@ -296,7 +299,7 @@ impl GpuModel {
         let scores = scratch("scores", b * cfg.num_heads * max_ctx);
         let parts = scratch("attention partial sums", shape.attention_parts());
         let seen = scratch("seen", vocab.div_ceil(32));
-        let candidates = scratch("candidates", 4 + 2 * Kernels::SELECT_CAP);
+        let candidates = scratch("candidates", CANDIDATE_WORDS);
         let tokens = scratch("tokens", b);
         let caches: Vec<(wgpu::Buffer, wgpu::Buffer)> = (0..cfg.num_layers)
             .map(|_| {
@@ -377,9 +380,8 @@ impl GpuModel {
             &tokens,
             &pick_params,
         );
-        let read_out_bytes = (4 + 2 * Kernels::SELECT_CAP as u64) * 4;
-        let read_outs =
-            [0, 1, 2].map(|_| ctx.read_out_buffer("candidates read-out", read_out_bytes));
+        let read_outs = [0, 1, 2]
+            .map(|_| ctx.read_out_buffer("candidates read-out", CANDIDATE_WORDS as u64 * 4));
         let profiler = ctx.profile.then(|| Profiler::new(&ctx));
         Ok(Self {
             ctx,
@@ -553,7 +555,7 @@ impl GpuModel {
             + usize::from(self.speculates())
     }
 
-    /// Decoded tokens whose step was queued before their call (greedy decoding).
+    /// Decoded tokens whose step was queued before their call (greedy or top-k decoding).
     pub fn queued_steps(&self) -> u64 {
         self.queued_used
     }
@@ -715,7 +717,7 @@ impl Forward for GpuModel {
         let words = match (ahead, k) {
             (false, _) => Self::candidate_words(k),
             (true, 1) => 4,
-            (true, _) => 4 + 2 * Kernels::SELECT_CAP,
+            (true, _) => CANDIDATE_WORDS,
         } as u64;
         let readout = Readout::at(end - 1, words, ahead);
         let done = match queued {
