@@ -70,11 +70,51 @@ pub fn router(state: Arc<ApiState>) -> Router {
             )
         })
         .layer(middleware::from_fn_with_state(state.clone(), authorize))
+        .layer(middleware::from_fn(refuse_oversized))
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(state);
     Router::new()
         .route("/health", get(|| async { Json(json!({"status": "ok"})) }))
         .nest("/v1", v1)
+}
+
+/// Most an oversized body is read and dropped, and for how long, before its 413 is sent.
+const DRAIN_BYTES: u64 = 32 << 20;
+const DRAIN_TIME: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// A body whose Content-Length is over MAX_BODY gets its 413 only after the server has read
+/// (and dropped) what the client sends, bounded in bytes and time: a client such as Python's
+/// http.client writes its whole body before it reads the reply, and a server that answers and
+/// closes early resets the connection under it (a broken pipe instead of the 413). This is
+/// nginx's lingering close; hyper does not drain an unread body itself.
+async fn refuse_oversized(req: Request, next: Next) -> Response {
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    let Some(len) = declared.filter(|&n| n > MAX_BODY as u64) else {
+        return next.run(req).await;
+    };
+    let mut err = ApiError::bad_request(
+        "body",
+        format!("the body is {len} bytes, more than the {MAX_BODY} bytes a request may have"),
+    );
+    err.status = StatusCode::PAYLOAD_TOO_LARGE;
+    let mut response = err.into_response();
+    response.headers_mut().insert(
+        header::CONNECTION,
+        header::HeaderValue::from_static("close"),
+    );
+    if len > DRAIN_BYTES {
+        return response;
+    }
+    let mut body = req.into_body().into_data_stream();
+    let drain = async { while let Some(Ok(_)) = body.next().await {} };
+    if tokio::time::timeout(DRAIN_TIME, drain).await.is_err() {
+        tracing::debug!("an oversized body was still arriving after {DRAIN_TIME:?}");
+    }
+    response
 }
 
 /// The bearer check, in constant time (subtle) so the key cannot be guessed byte by byte.
