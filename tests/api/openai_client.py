@@ -159,6 +159,26 @@ def raw(body, headers=None, path="/v1/chat/completions"):
         return e.code, json.loads(e.read())
 
 
+def chunked(size, piece=1 << 20):
+    """A body of `size` spaces in HTTP/1.1 chunks."""
+    return (f"{piece:x}\r\n".encode() + b" " * piece + b"\r\n") * (size // piece) + b"0\r\n\r\n"
+
+
+def written_whole(headers, body):
+    """POST body to the chat route over a plain socket, all of it written before the reply is
+    read: the reply's status and JSON body."""
+    url = urllib.parse.urlsplit(base)
+    with socket.create_connection((url.hostname, url.port), timeout=60) as sock:
+        sock.sendall(f"POST /v1/chat/completions HTTP/1.1\r\nHost: {url.netloc}\r\n"
+                     f"Connection: close\r\nContent-Type: application/json\r\n{headers}\r\n\r\n".encode() + body)
+        reply = sock.makefile("rb").read()
+    head, _, rest = reply.partition(b"\r\n\r\n")
+    status = int(head.split()[1])
+    if b"transfer-encoding: chunked" in head.lower():
+        rest = rest.split(b"\r\n", 1)[1]
+    return status, json.loads(rest[:rest.rindex(b"}") + 1])
+
+
 def bad_requests_get_openai_errors():
     for body, status, param in [
         (b"{not json", 400, "body"),
@@ -172,19 +192,18 @@ def bad_requests_get_openai_errors():
         got, err = raw(body)
         assert got == status, (got, err)
         assert err["error"]["type"] == "invalid_request_error" and err["error"]["param"] == param, err
-    # a client that writes its whole body before reading (as http.client does) gets the 413, not
-    # a reset connection, even when the body is more than the sockets' buffers hold (the server
-    # reads and drops the rest first; 5 MiB above fits them on some machines, not on others)
-    url = urllib.parse.urlsplit(base)
-    with socket.create_connection((url.hostname, url.port), timeout=60) as sock:
-        size = 24 << 20
-        sock.sendall(f"POST /v1/chat/completions HTTP/1.1\r\nHost: {url.netloc}\r\n"
-                     f"Authorization: Bearer {key}\r\nContent-Type: application/json\r\n"
-                     f"Content-Length: {size}\r\n\r\n".encode() + b" " * size)
-        reply = sock.makefile("rb").read()
-    head, _, body = reply.partition(b"\r\n\r\n")
-    assert head.startswith(b"HTTP/1.1 413"), head
-    assert json.loads(body)["error"]["param"] == "body", body
+    # a client that writes its whole body before reading (as http.client does) gets its refusal,
+    # not a reset connection, even when the body is more than the sockets' buffers hold (the
+    # server reads and drops the rest first; 5 MiB above fits them on some machines, not on
+    # others): declared too large, chunked too large, and a wrong key
+    for headers, body, status in [
+        (f"Authorization: Bearer {key}\r\nContent-Length: {24 << 20}", b" " * (24 << 20), 413),
+        (f"Authorization: Bearer {key}\r\nTransfer-Encoding: chunked", chunked(24 << 20), 413),
+        (f"Authorization: Bearer wrong\r\nContent-Length: {24 << 20}", b" " * (24 << 20), 401),
+    ]:
+        got, err = written_whole(headers, body)
+        assert got == status, (got, err)
+        assert err["error"]["param" if status == 413 else "code"] in ("body", "invalid_api_key"), err
     got, err = raw(json.dumps({"model": "nope", "messages": chat}).encode())
     assert got == 404 and err["error"]["code"] == "model_not_found", err
     try:
@@ -202,7 +221,7 @@ def bad_requests_get_openai_errors():
 
 
 for name, fn in list(globals().items()):
-    if callable(fn) and fn.__module__ == "__main__" and name not in ("check", "raw"):
+    if callable(fn) and fn.__module__ == "__main__" and name not in ("check", "raw", "chunked", "written_whole"):
         check(name, fn)
 if failures:
     sys.exit(f"{len(failures)} failed: {', '.join(failures)}")

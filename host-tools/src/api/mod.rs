@@ -11,10 +11,10 @@ use std::convert::Infallible;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use axum::body::Bytes;
+use axum::body::{Body, BodyDataStream, Bytes};
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, Request, State};
-use axum::http::{header, StatusCode};
+use axum::http::{header, HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
@@ -69,8 +69,8 @@ pub fn router(state: Arc<ApiState>) -> Router {
                 "no such endpoint",
             )
         })
+        .layer(middleware::from_fn(read_body))
         .layer(middleware::from_fn_with_state(state.clone(), authorize))
-        .layer(middleware::from_fn(refuse_oversized))
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(state);
     Router::new()
@@ -78,46 +78,91 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .nest("/v1", v1)
 }
 
-/// Most an oversized body is read and dropped, and for how long, before its 413 is sent.
+/// Most of a refused request's body that is read and dropped, and for how long, before the
+/// refusal is sent.
 const DRAIN_BYTES: u64 = 32 << 20;
 const DRAIN_TIME: std::time::Duration = std::time::Duration::from_secs(10);
 
-/// A body whose Content-Length is over MAX_BODY gets its 413 only after the server has read
-/// (and dropped) what the client sends, bounded in bytes and time: a client such as Python's
-/// http.client writes its whole body before it reads the reply, and a server that answers and
-/// closes early resets the connection under it (a broken pipe instead of the 413). This is
-/// nginx's lingering close; hyper does not drain an unread body itself.
-async fn refuse_oversized(req: Request, next: Next) -> Response {
+/// Reads the body before the route sees it, at most MAX_BODY bytes (declared or, chunked, as
+/// they come). One over it gets its 413 only after the server has read and dropped the rest,
+/// up to DRAIN_BYTES: a client such as Python's http.client writes its whole body before it
+/// reads the reply, and a server that answers and closes early resets the connection under it
+/// (a broken pipe instead of the 413; hyper does not drain an unread body itself).
+async fn read_body(req: Request, next: Next) -> Response {
     let declared = req
         .headers()
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
-    let Some(len) = declared.filter(|&n| n > MAX_BODY as u64) else {
-        return next.run(req).await;
-    };
+    let (parts, body) = req.into_parts();
+    let mut stream = body.into_data_stream();
+    match declared {
+        Some(n) if n > DRAIN_BYTES => return closing(too_large(declared)),
+        Some(n) if n > MAX_BODY as u64 => {
+            return after_draining(stream, 0, too_large(declared)).await
+        }
+        _ => {}
+    }
+    // Grown as bytes arrive, never by what the header claims.
+    let mut bytes = Vec::new();
+    while let Some(chunk) = stream.next().await {
+        let chunk = match chunk {
+            Ok(c) => c,
+            Err(e) => {
+                return ApiError::bad_request("body", format!("the body could not be read: {e}"))
+                    .into_response()
+            }
+        };
+        if bytes.len() + chunk.len() > MAX_BODY {
+            let read = (bytes.len() + chunk.len()) as u64;
+            return after_draining(stream, read, too_large(None)).await;
+        }
+        bytes.extend_from_slice(&chunk);
+    }
+    next.run(Request::from_parts(parts, Body::from(bytes)))
+        .await
+}
+
+fn too_large(declared: Option<u64>) -> ApiError {
+    let size = declared.map_or_else(|| "more".to_string(), |n| format!("{n} bytes,"));
     let mut err = ApiError::bad_request(
         "body",
-        format!("the body is {len} bytes, more than the {MAX_BODY} bytes a request may have"),
+        format!("the body is {size} more than the {MAX_BODY} bytes a request may have"),
     );
     err.status = StatusCode::PAYLOAD_TOO_LARGE;
+    err
+}
+
+/// The refusal, sent once the request's unread body (`read` bytes of it gone already) has been
+/// read and dropped, up to DRAIN_BYTES and DRAIN_TIME (nginx's lingering close); Connection:
+/// close where it was cut short.
+async fn after_draining(mut rest: BodyDataStream, mut read: u64, err: ApiError) -> Response {
+    let all_read = async {
+        while let Some(chunk) = rest.next().await {
+            read += chunk.map_or(DRAIN_BYTES, |c| c.len() as u64);
+            if read > DRAIN_BYTES {
+                return false;
+            }
+        }
+        true
+    };
+    match tokio::time::timeout(DRAIN_TIME, all_read).await {
+        Ok(true) => err.into_response(),
+        _ => closing(err),
+    }
+}
+
+fn closing(err: ApiError) -> Response {
     let mut response = err.into_response();
-    response.headers_mut().insert(
-        header::CONNECTION,
-        header::HeaderValue::from_static("close"),
-    );
-    if len > DRAIN_BYTES {
-        return response;
-    }
-    let mut body = req.into_body().into_data_stream();
-    let drain = async { while let Some(Ok(_)) = body.next().await {} };
-    if tokio::time::timeout(DRAIN_TIME, drain).await.is_err() {
-        tracing::debug!("an oversized body was still arriving after {DRAIN_TIME:?}");
-    }
+    response
+        .headers_mut()
+        .insert(header::CONNECTION, HeaderValue::from_static("close"));
     response
 }
 
-/// The bearer check, in constant time (subtle) so the key cannot be guessed byte by byte.
+/// The bearer check, in constant time (subtle) so the key cannot be guessed byte by byte, before
+/// the body is read (a client without the key never has it held); a refused body is drained as
+/// an oversized one is.
 async fn authorize(State(s): State<Arc<ApiState>>, req: Request, next: Next) -> Response {
     if let Some(key) = &s.api_key {
         use subtle::ConstantTimeEq;
@@ -128,13 +173,13 @@ async fn authorize(State(s): State<Arc<ApiState>>, req: Request, next: Next) -> 
             .and_then(|v| v.strip_prefix("Bearer "))
             .unwrap_or("");
         if !bool::from(given.as_bytes().ct_eq(key.as_bytes())) {
-            return ApiError::new(
+            let err = ApiError::new(
                 StatusCode::UNAUTHORIZED,
                 "authentication_error",
                 "missing or wrong API key (Authorization: Bearer KEY)",
             )
-            .with_code("invalid_api_key")
-            .into_response();
+            .with_code("invalid_api_key");
+            return after_draining(req.into_body().into_data_stream(), 0, err).await;
         }
     }
     next.run(req).await
