@@ -10,6 +10,7 @@ use super::{AnyEngine, Backend, EngineInfo, LoadOptions, LoadStages};
 use crate::background::Background;
 use crate::chat::{Generator, Tokenizer};
 use crate::codec::decode;
+use crate::cpu::packed::Kernels;
 use crate::cpu::{CpuEngine, CpuModel, Packed};
 use crate::engine::Engine;
 use crate::format::{Manifest, TensorReader};
@@ -112,7 +113,16 @@ struct CpuSink {
     tensors: CpuTensors,
     decode_s: f64,
     fallback: Option<String>,
+    /// Bytes of 8-bit levels expanded so far (`PackedMatrix::expand_levels`), and the
+    /// matrices left to slow lookups.
+    expanded: usize,
+    slow_matrices: usize,
 }
+
+/// Most memory the packed CPU engine spends on expanded 8-bit levels (2 bytes a weight): a
+/// model up to about half a billion 8-bit weights runs without lookups on AVX2; a larger one
+/// expands its first matrices only, so its memory stays near the archive's size plus this.
+const EXPAND_BUDGET: usize = 1 << 30;
 
 enum CpuTensors {
     Packed(HashMap<String, Packed>),
@@ -153,6 +163,19 @@ pub struct Loaded {
     pub info: EngineInfo,
 }
 
+/// Says so where matrices of 8-bit codes are left to slow lookups (AVX2 gathers, past
+/// EXPAND_BUDGET): a user who sees only a slow chat would not guess that a lut4a archive of
+/// the same model is several times faster.
+fn warn_of_slow_lookups(matrices: usize, kernels: &Kernels) {
+    tracing::warn!(
+        "{matrices} matrices of 8-bit codes run slowly on this CPU: its {} kernels look each \
+         code up with gathers (no AVX-512 VBMI), and expanding them would take more than \
+         {} MiB; a lut4a archive of the same model decodes several times faster here",
+        kernels.name,
+        EXPAND_BUDGET >> 20
+    );
+}
+
 impl Loader {
     /// `expected_len`: the archive's length when known (file size, Content-Length).
     pub fn new(device: &Device, expected_len: Option<u64>, opts: &LoadOptions) -> Self {
@@ -162,6 +185,8 @@ impl Loader {
                 tensors,
                 decode_s: 0.0,
                 fallback,
+                expanded: 0,
+                slow_matrices: 0,
             })
         };
         let sink = match device {
@@ -191,13 +216,20 @@ impl Loader {
             Sink::Gpu(g) => g.feed(bytes),
             Sink::Cpu(c) => {
                 let (tensors, decode_s) = (&mut c.tensors, &mut c.decode_s);
+                let (expanded, slow) = (&mut c.expanded, &mut c.slow_matrices);
                 c.reader.feed(bytes, &mut |t, bytes| {
                     let start = Instant::now();
                     let (rows, cols) = t.rows_cols();
                     let name = t.name.clone();
                     match tensors {
                         CpuTensors::Packed(p) => {
-                            p.insert(name, Packed::from_stored(t.codec, rows, cols, &bytes)?);
+                            let mut t = Packed::from_stored(t.codec, rows, cols, &bytes)?;
+                            if let Packed::Matrix(m) = &mut t {
+                                let k = Kernels::best();
+                                *expanded += m.expand_levels(k, EXPAND_BUDGET - *expanded);
+                                *slow += usize::from(m.slow_lookups(k));
+                            }
+                            p.insert(name, t);
                         }
                         CpuTensors::Reference(d) => {
                             d.insert(name, decode(t.codec, &bytes, rows, cols)?);
@@ -281,7 +313,11 @@ impl Loader {
                             |t, spec| Ok(t.for_role(spec.role)),
                             Packed::values_len,
                         )?;
-                        info.cpu_kernels = Some(crate::cpu::packed::Kernels::best().name);
+                        let kernels = Kernels::best();
+                        info.cpu_kernels = Some(kernels.name);
+                        if c.slow_matrices > 0 {
+                            warn_of_slow_lookups(c.slow_matrices, kernels);
+                        }
                         info.cpu_fallback = c.fallback;
                         AnyEngine::Cpu(CpuEngine::with_context(CpuModel::new(cfg.clone(), w), ctx))
                     }

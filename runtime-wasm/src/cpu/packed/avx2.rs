@@ -26,6 +26,9 @@ pub fn kernels() -> Option<Kernels> {
         row4_q16: Some(|rows, first, l, a, out| unsafe { rows4_q16(rows, first, l, a, out) }),
         row8_q16: None,
         row8_q16_prompts: false,
+        rows8_expanded: Some(|rows, first, step, a, out| unsafe {
+            rows8_expanded(rows, first, step, a, out)
+        }),
     })
 }
 
@@ -125,10 +128,20 @@ unsafe fn rows4_q16(
     tokens: &[Q16Blocks],
     out: &mut [f32],
 ) {
-    let done = one_pass(rows, first, tokens, out, 16, |row, a, o| match a.len() {
-        1 => row_tokens::<1>(row, levels, a, o),
-        2 | 3 => row_tokens::<2>(row, levels, a, o),
-        _ => row_tokens::<4>(row, levels, a, o),
+    let table = _mm_loadu_si128(levels.levels.as_ptr() as *const _);
+    let scale = Levels {
+        min: levels.min,
+        step: levels.step,
+    };
+    let done = one_pass(rows, first, tokens, out, 16, |row, a, o| {
+        // SAFETY: `one_pass` hands whole rows: block b's 16 code bytes are the row's.
+        let load = |b: usize| block_levels(row.codes.add(16 * b), table);
+        let dot = |w, v| block_dot(w, v);
+        match a.len() {
+            1 => row_tokens::<1, _>(row, scale, a, o, load, dot),
+            2 | 3 => row_tokens::<2, _>(row, scale, a, o, load, dot),
+            _ => row_tokens::<4, _>(row, scale, a, o, load, dot),
+        }
     });
     if !done {
         each_row(rows, first, levels, tokens, out, |r, l, a, s| {
@@ -137,19 +150,61 @@ unsafe fn rows4_q16(
     }
 }
 
-/// One row times the first T tokens into `out[..T]`; returns T. Per run of 8 groups the
-/// scales are converted once and each token's factors (scale × activation scale) and
-/// codes-free terms take a vector each; each block's levels are looked up once for the T
-/// tokens. One token alternates two sums so that one FMA's latency hides behind the other's.
-#[inline]
+/// Grouped 8-bit rows expanded to their levels (as kernels::Rows8Expanded): the one-pass
+/// kernel of the 4-bit rows with each block's 32 levels loaded instead of looked up, a block
+/// of 64 bytes. Where gathers made lut8g decode 3-4× slower than lut4a (RESULTS.md, session 40).
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn row_tokens<const T: usize>(
-    row: OneRow,
-    levels: &Levels4,
+unsafe fn rows8_expanded(
+    rows: CodeRows,
+    first: usize,
+    step: f32,
     tokens: &[Q16Blocks],
     out: &mut [f32],
+) -> bool {
+    let scale = Levels { min: 0.0, step };
+    one_pass(rows, first, tokens, out, 64, |row, a, o| {
+        // SAFETY: `one_pass` hands whole rows: block b's 64 bytes of levels are the row's.
+        let load = |b: usize| {
+            let p = row.codes.add(64 * b) as *const __m256i;
+            [_mm256_loadu_si256(p), _mm256_loadu_si256(p.add(1))]
+        };
+        let dot = |[lo, hi]: [__m256i; 2], v: *const i16| {
+            let v = v as *const __m256i;
+            let sum = _mm256_add_epi32(
+                _mm256_madd_epi16(lo, _mm256_loadu_si256(v)),
+                _mm256_madd_epi16(hi, _mm256_loadu_si256(v.add(1))),
+            );
+            _mm256_cvtepi32_ps(sum)
+        };
+        match a.len() {
+            1 => row_tokens::<1, _>(row, scale, a, o, load, dot),
+            _ => row_tokens::<2, _>(row, scale, a, o, load, dot),
+        }
+    })
+}
+
+/// A row's weights as `row_tokens` takes them: `scale_g · (min + step · level) + offset_g`.
+#[derive(Clone, Copy)]
+struct Levels {
+    min: f32,
+    step: f32,
+}
+
+/// One row times the first T tokens into `out[..T]`; returns T. Per run of 8 groups the
+/// scales are converted once and each token's factors (scale × activation scale) and
+/// codes-free terms take a vector each; each block's levels are read once (`load`) for the T
+/// tokens and dotted with each token's block (`dot`: 8 partial sums). One token alternates two
+/// sums so that one FMA's latency hides behind the other's.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn row_tokens<const T: usize, W: Copy>(
+    row: OneRow,
+    levels: Levels,
+    tokens: &[Q16Blocks],
+    out: &mut [f32],
+    load: impl Fn(usize) -> W,
+    dot: impl Fn(W, *const i16) -> __m256,
 ) -> usize {
-    let table = _mm_loadu_si128(levels.levels.as_ptr() as *const _);
     let (min, lanes) = (
         _mm256_set1_ps(levels.min),
         _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7),
@@ -180,10 +235,10 @@ unsafe fn row_tokens<const T: usize>(
         }
         let block = |k: usize, sums: &mut [__m256; T]| {
             let b = g + k;
-            let w = block_levels(row.codes.add(16 * b), table);
+            let w = load(b);
             for t in 0..T {
-                let dot = block_dot(w, tokens[t].values.as_ptr().add(32 * b));
-                sums[t] = _mm256_fmadd_ps(dot, _mm256_set1_ps(factors[t][k]), sums[t]);
+                let d = dot(w, tokens[t].values.as_ptr().add(32 * b));
+                sums[t] = _mm256_fmadd_ps(d, _mm256_set1_ps(factors[t][k]), sums[t]);
             }
         };
         let [even, odd] = &mut sums;

@@ -36,6 +36,8 @@ pub fn kernels(base: &Kernels) -> Option<Kernels> {
         },
         // Eight tokens per pass: faster than f32 tiles for prompts (RESULTS.md, session 28).
         row8_q16_prompts: vnni,
+        // Its `row8` permutes bytes in registers: nothing to gain from expanded levels.
+        rows8_expanded: None,
         ..*base
     })
 }

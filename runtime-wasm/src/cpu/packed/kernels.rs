@@ -182,6 +182,23 @@ impl Levels8 {
 pub type Rows8Q16 =
     fn(rows: CodeRows<'_>, first: usize, levels: &Levels8, tokens: &[Q16Blocks], out: &mut [f32]);
 
+/// Rows of grouped 8-bit codes whose levels were looked up once, at load ([`expand_levels`]:
+/// i16, each block's 32 in its activations' order, as the bytes of `rows.codes`, 64 a block)
+/// times quantized tokens, as [`Rows8Q16`] with `step` its levels' step. For the sets whose
+/// lookups are slow (AVX2 gathers): twice the memory of the codes, no lookup per use. False,
+/// with nothing written, where the rows are not whole blocks of groups of one block.
+pub type Rows8Expanded =
+    fn(rows: CodeRows<'_>, first: usize, step: f32, tokens: &[Q16Blocks], out: &mut [f32]) -> bool;
+
+/// A row of 8-bit codes (whole blocks of 32) as the levels [`Rows8Expanded`] reads, appended to
+/// `out`: each block's even columns, then its odd ones, the order of [`Q16Blocks`]' values.
+pub fn expand_levels(codes: &[u8], levels: &Levels8, out: &mut Vec<i16>) {
+    for block in codes.chunks_exact(32) {
+        out.extend((0..16).map(|i| levels.levels[block[2 * i] as usize]));
+        out.extend((0..16).map(|i| levels.levels[block[2 * i + 1] as usize]));
+    }
+}
+
 /// The portable [`Rows8Q16`], a row and a token at a time: the reference for the SIMD ones,
 /// and what they fall back to for groups of more than one block.
 pub fn rows8_q16(
@@ -256,6 +273,9 @@ pub struct Kernels {
     /// decoding each weight tile once in f32 for all the tokens (SIMD128: one by one), only
     /// single tokens do.
     pub row8_q16_prompts: bool,
+    /// The kernel for grouped 8-bit rows expanded to their levels at load, where this set has
+    /// no `row8_q16` and its `row8` looks codes up slowly (the loader expands within a budget).
+    pub rows8_expanded: Option<Rows8Expanded>,
 }
 
 impl Kernels {
@@ -268,6 +288,7 @@ impl Kernels {
         row4_q16: Some(|rows, first, l, a, out| each_row(rows, first, l, a, out, row4_q16)),
         row8_q16: None,
         row8_q16_prompts: false,
+        rows8_expanded: None,
     };
 
     /// The portable set with the portable 8-bit integer kernel (which no set picks by itself:
@@ -286,6 +307,7 @@ impl Kernels {
         Kernels {
             row4_q16: None,
             row8_q16: None,
+            rows8_expanded: None,
             ..self
         }
     }

@@ -3,7 +3,8 @@
 use half::f16;
 
 use super::kernels::{
-    self, CodeRows, Codebook8, Kernels, Levels4, Levels8, Q16Blocks, Rows4Q16, Rows8Q16,
+    self, CodeRows, Codebook8, Kernels, Levels4, Levels8, Q16Blocks, Rows4Q16, Rows8Expanded,
+    Rows8Q16,
 };
 use crate::codec::{decode_row, Codec, Layout, RowCodes, Section};
 use crate::cpu::ops::for_each_chunk;
@@ -26,6 +27,9 @@ pub struct PackedMatrix {
     /// The 8-bit codebook as integer levels, where the shape suits the integer kernels
     /// (columns in whole blocks, groups of one block).
     levels8: Option<Box<Levels8>>,
+    /// The 8-bit codes' levels looked up once ([`Self::expand_levels`]), for the kernel sets
+    /// whose lookups are slow.
+    expanded: Option<Vec<i16>>,
 }
 
 /// A matrix's integer kernel and the levels it reads.
@@ -33,6 +37,7 @@ pub struct PackedMatrix {
 enum Integer<'a> {
     Four(Levels4, Rows4Q16),
     Eight(&'a Levels8, Rows8Q16),
+    Expanded(&'a Levels8, Rows8Expanded),
 }
 
 /// Rows per parallel work item of a mat-vec: enough work to be worth a task.
@@ -91,7 +96,27 @@ impl PackedMatrix {
             codebook,
             levels,
             levels8,
+            expanded: None,
         })
+    }
+
+    /// Looks the 8-bit codes' levels up once and keeps them (2 bytes a weight besides the
+    /// codes) where `k` has a kernel for them and none that reads the codes in integers, and
+    /// they take at most `budget` bytes; returns the bytes added (0: nothing expanded).
+    pub fn expand_levels(&mut self, k: &Kernels, budget: usize) -> usize {
+        let (Some(levels), Some(_), None) = (&self.levels8, k.rows8_expanded, k.row8_q16) else {
+            return 0;
+        };
+        if self.rows * self.cols * 2 > budget {
+            return 0;
+        }
+        let mut out = Vec::with_capacity(self.rows * self.cols);
+        for r in 0..self.rows {
+            kernels::expand_levels(self.codes(r), levels, &mut out);
+        }
+        let added = out.len() * 2;
+        self.expanded = Some(out);
+        added
     }
 
     pub fn rows(&self) -> usize {
@@ -211,6 +236,27 @@ impl PackedMatrix {
         }
     }
 
+    /// Whether `k` multiplies this matrix by looking each 8-bit code up on its own in a slow
+    /// way (the sets with a kernel for expanded levels), the levels not expanded.
+    pub fn slow_lookups(&self, k: &Kernels) -> bool {
+        let integer = self.levels8.is_some() && k.row8_q16.is_some();
+        self.codec.code_bits() == 8
+            && k.rows8_expanded.is_some()
+            && self.expanded.is_none()
+            && !integer
+    }
+
+    /// The expanded levels as the rows [`Rows8Expanded`] reads (empty where not expanded).
+    fn expanded_rows(&self) -> CodeRows<'_> {
+        let row_bytes = 2 * self.cols;
+        CodeRows {
+            codes: bytemuck::cast_slice(self.expanded.as_deref().unwrap_or_default()),
+            stride: row_bytes,
+            row_bytes,
+            ..self.code_rows()
+        }
+    }
+
     /// `x` summed over each group of columns (the affine codecs need it).
     fn group_sums(&self, x: &[f32]) -> Vec<f32> {
         if self.codec.has_offset() {
@@ -246,6 +292,13 @@ impl PackedMatrix {
             (_, _, Some(levels), Some(kernel)) if n == 1 || k.row8_q16_prompts => {
                 Integer::Eight(levels, kernel)
             }
+            // Prompts stay on f32 tiles, which read the codes once for all their tokens.
+            (_, _, Some(levels), None) if n <= MATVEC_TOKENS && self.expanded.is_some() => {
+                match k.rows8_expanded {
+                    Some(kernel) => Integer::Expanded(levels, kernel),
+                    None => return false,
+                }
+            }
             _ => return false,
         };
         if n == 0 {
@@ -264,6 +317,11 @@ impl PackedMatrix {
             match integer {
                 Integer::Four(levels, kernel) => kernel(rows, first, &levels, &tokens, chunk),
                 Integer::Eight(levels, kernel) => kernel(rows, first, levels, &tokens, chunk),
+                Integer::Expanded(levels, kernel) => {
+                    if !kernel(self.expanded_rows(), first, levels.step, &tokens, chunk) {
+                        kernels::rows8_q16(rows, first, levels, &tokens, chunk);
+                    }
+                }
             }
         });
         if let Some(by_row) = by_row {

@@ -23,6 +23,7 @@ pub fn kernels() -> Kernels {
         row4_q16: Some(|rows, first, l, a, out| unsafe { rows4_q16(rows, first, l, a, out) }),
         row8_q16: None,
         row8_q16_prompts: false,
+        rows8_expanded: None,
     }
 }
 

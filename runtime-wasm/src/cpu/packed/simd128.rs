@@ -28,6 +28,7 @@ pub fn kernels() -> Kernels {
         // Prompts of 8-bit codes: 80 tok/s through f32 tiles against 53 through this kernel
         // (SmolLM2 lut8g in Chromium, 42 tokens); single tokens 14 against 19.
         row8_q16_prompts: false,
+        rows8_expanded: None,
     }
 }
 

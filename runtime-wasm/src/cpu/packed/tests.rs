@@ -95,8 +95,8 @@ fn the_integer_kernels_stay_within_the_quantization_bound() {
             ("lut4", k.row4_q16.is_some()),
             ("lut4a", k.row4_q16.is_some()),
             ("int4", k.row4_q16.is_some()),
-            ("lut8g", k.row8_q16.is_some()),
-            ("lut8a", k.row8_q16.is_some()),
+            ("lut8g", k.row8_q16.is_some() || k.rows8_expanded.is_some()),
+            ("lut8a", k.row8_q16.is_some() || k.rows8_expanded.is_some()),
         ];
         for (codec, _) in codecs.iter().filter(|(_, has)| *has) {
             for group in [32, 64] {
@@ -104,7 +104,13 @@ fn the_integer_kernels_stay_within_the_quantization_bound() {
                 for &(rows, cols) in BLOCK_SHAPES {
                     let (bytes, _) = encode(codec, &weights(rows * cols, 5), rows, cols).unwrap();
                     let w = decode(codec, &bytes, rows, cols).unwrap();
-                    let m = PackedMatrix::new(codec, rows, cols, &bytes).unwrap();
+                    let mut m = PackedMatrix::new(codec, rows, cols, &bytes).unwrap();
+                    // Sets that read 8-bit levels expanded at load (one token and two):
+                    // groups of one block are, others keep their exact f32 products.
+                    let expanded = m.expand_levels(k, usize::MAX);
+                    let expands = k.rows8_expanded.is_some() && codec.code_bits() == 8;
+                    assert_eq!(expanded > 0, expands && group == 32, "{}", k.name);
+                    assert_eq!(m.expand_levels(k, 0), 0, "over the budget");
                     let codebook = decode_codebook(codec, rows, cols, &bytes);
                     // How far a level may be from its codebook entry, per unit of scale.
                     let level_error = match codec.code_bits() {
