@@ -1,6 +1,7 @@
 //! x86_64 kernels on AVX2 + FMA + F16C (every x86 CPU since 2013–2015), chosen at run time.
 //! 8-bit codes look their weights up with one gather per 8 columns (the 1 KiB codebook stays
-//! in L1); 4-bit codes with two in-register permutes of the 16-entry codebook and a blend.
+//! in L1), or, grouped and expanded to their levels at load, are read as i16 with no lookup;
+//! 4-bit codes with two in-register permutes of the 16-entry codebook and a blend.
 //! Written with intrinsics because no maintained crate offers LUT dot products.
 
 use std::arch::x86_64::*;
