@@ -169,8 +169,9 @@ pub struct Loaded {
 fn warn_of_slow_lookups(matrices: usize, kernels: &Kernels) {
     tracing::warn!(
         "{matrices} matrices of 8-bit codes run slowly on this CPU: its {} kernels look each \
-         code up with gathers (no AVX-512 VBMI), and expanding them would take more than \
-         {} MiB; a lut4a archive of the same model decodes several times faster here",
+         code up with gathers (no AVX-512 VBMI), and only grouped codes (lut8g, lut8a) within \
+         {} MiB a model are expanded to levels instead; a lut4a archive of the same model \
+         decodes several times faster here",
         kernels.name,
         EXPAND_BUDGET >> 20
     );
