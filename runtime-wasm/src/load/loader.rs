@@ -16,7 +16,7 @@ use crate::engine::Engine;
 use crate::format::{Manifest, TensorReader};
 use crate::gpu::{GpuContext, GpuEngine, GpuLoader, LoadProgress};
 use crate::load::info::AdapterInfo;
-use crate::model::{Tensors, Weights};
+use crate::model::{TensorSpec, Tensors, Weights};
 use crate::{QinsError, Result};
 
 /// Where the model will run: chosen, and the GPU device opened, before any byte is read.
@@ -113,15 +113,12 @@ struct CpuSink {
     tensors: CpuTensors,
     decode_s: f64,
     fallback: Option<String>,
-    /// Bytes of 8-bit levels expanded so far (`PackedMatrix::expand_levels`), and the
-    /// matrices left to slow lookups.
-    expanded: usize,
-    slow_matrices: usize,
 }
 
-/// Most memory the packed CPU engine spends on expanded 8-bit levels (2 bytes a weight): a
-/// model up to about half a billion 8-bit weights runs without lookups on AVX2; a larger one
-/// expands its first matrices only, so its memory stays near the archive's size plus this.
+/// Most memory the packed CPU engine spends on expanded 8-bit levels (2 bytes a weight), at
+/// the end of a load: a model up to about half a billion multiplied 8-bit weights runs
+/// without lookups on AVX2; a larger one expands its first matrices (in forward order) only,
+/// so its memory stays near the archive's size plus this.
 const EXPAND_BUDGET: usize = 1 << 30;
 
 enum CpuTensors {
@@ -186,8 +183,6 @@ impl Loader {
                 tensors,
                 decode_s: 0.0,
                 fallback,
-                expanded: 0,
-                slow_matrices: 0,
             })
         };
         let sink = match device {
@@ -217,20 +212,13 @@ impl Loader {
             Sink::Gpu(g) => g.feed(bytes),
             Sink::Cpu(c) => {
                 let (tensors, decode_s) = (&mut c.tensors, &mut c.decode_s);
-                let (expanded, slow) = (&mut c.expanded, &mut c.slow_matrices);
                 c.reader.feed(bytes, &mut |t, bytes| {
                     let start = Instant::now();
                     let (rows, cols) = t.rows_cols();
                     let name = t.name.clone();
                     match tensors {
                         CpuTensors::Packed(p) => {
-                            let mut t = Packed::from_stored(t.codec, rows, cols, &bytes)?;
-                            if let Packed::Matrix(m) = &mut t {
-                                let k = Kernels::best();
-                                *expanded += m.expand_levels(k, EXPAND_BUDGET - *expanded);
-                                *slow += usize::from(m.slow_lookups(k));
-                            }
-                            p.insert(name, t);
+                            p.insert(name, Packed::from_stored(t.codec, rows, cols, &bytes)?);
                         }
                         CpuTensors::Reference(d) => {
                             d.insert(name, decode(t.codec, &bytes, rows, cols)?);
@@ -308,16 +296,27 @@ impl Loader {
                 let mut info = EngineInfo::of_manifest(&manifest, self.received);
                 let engine = match c.tensors {
                     CpuTensors::Packed(t) => {
-                        let w = Tensors::from_named(
-                            cfg,
-                            t,
-                            |t, spec| Ok(t.for_role(spec.role)),
-                            Packed::values_len,
-                        )?;
                         let kernels = Kernels::best();
+                        // Bytes of 8-bit levels expanded, and matrices left to slow lookups.
+                        let (mut expanded, mut slow) = (0, 0);
+                        // The embedding table is multiplied only where the output is tied
+                        // to it; otherwise its rows are only read.
+                        let multiplied =
+                            |name: &str| name != "token_embd" || cfg.tie_word_embeddings;
+                        let place = |t: Packed, spec: &TensorSpec| {
+                            let mut t = t.for_role(spec.role);
+                            if let Packed::Matrix(m) = &mut t {
+                                if multiplied(&spec.name) {
+                                    expanded += m.expand_levels(kernels, EXPAND_BUDGET - expanded);
+                                    slow += usize::from(m.slow_lookups(kernels));
+                                }
+                            }
+                            Ok(t)
+                        };
+                        let w = Tensors::from_named(cfg, t, place, Packed::values_len)?;
                         info.cpu_kernels = Some(kernels.name);
-                        if c.slow_matrices > 0 {
-                            warn_of_slow_lookups(c.slow_matrices, kernels);
+                        if slow > 0 {
+                            warn_of_slow_lookups(slow, kernels);
                         }
                         info.cpu_fallback = c.fallback;
                         AnyEngine::Cpu(CpuEngine::with_context(CpuModel::new(cfg.clone(), w), ctx))
