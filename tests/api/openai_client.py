@@ -196,14 +196,15 @@ def bad_requests_get_openai_errors():
     # not a reset connection, even when the body is more than the sockets' buffers hold (the
     # server reads and drops the rest first; 5 MiB above fits them on some machines, not on
     # others): declared too large, chunked too large, and a wrong key
-    for headers, body, status in [
-        (f"Authorization: Bearer {key}\r\nContent-Length: {24 << 20}", b" " * (24 << 20), 413),
-        (f"Authorization: Bearer {key}\r\nTransfer-Encoding: chunked", chunked(24 << 20), 413),
-        (f"Authorization: Bearer wrong\r\nContent-Length: {24 << 20}", b" " * (24 << 20), 401),
+    for headers, body, status, field, value in [
+        (f"Authorization: Bearer {key}\r\nContent-Length: {24 << 20}", b" " * (24 << 20), 413, "param", "body"),
+        (f"Authorization: Bearer {key}\r\nTransfer-Encoding: chunked", chunked(24 << 20), 413, "param", "body"),
+        (f"Authorization: Bearer wrong\r\nContent-Length: {24 << 20}", b" " * (24 << 20), 401, "code",
+         "invalid_api_key"),
     ]:
         got, err = written_whole(headers, body)
         assert got == status, (got, err)
-        assert err["error"]["param" if status == 413 else "code"] in ("body", "invalid_api_key"), err
+        assert err["error"][field] == value, err
     got, err = raw(json.dumps({"model": "nope", "messages": chat}).encode())
     assert got == 404 and err["error"]["code"] == "model_not_found", err
     try:

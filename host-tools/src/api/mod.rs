@@ -139,7 +139,10 @@ fn too_large(declared: Option<u64>) -> ApiError {
 async fn after_draining(mut rest: BodyDataStream, mut read: u64, err: ApiError) -> Response {
     let all_read = async {
         while let Some(chunk) = rest.next().await {
-            read += chunk.map_or(DRAIN_BYTES, |c| c.len() as u64);
+            let Ok(chunk) = chunk else {
+                return false;
+            };
+            read += chunk.len() as u64;
             if read > DRAIN_BYTES {
                 return false;
             }
