@@ -96,8 +96,9 @@ async fn requests(path: &str) -> f64 {
     get(&stats, path).as_f64().unwrap_or(0.0)
 }
 
-async fn expected() -> JsValue {
-    fetch_json(&archive("tiny.expected.json")).await
+/// The native engine's answers for `archive` (`tiny`, `tiny-lut8g`), made by `dev.sh web-test`.
+async fn expected(archive_name: &str) -> JsValue {
+    fetch_json(&archive(&format!("{archive_name}.expected.json"))).await
 }
 
 fn ids_of(v: &JsValue) -> Vec<u32> {
@@ -130,7 +131,11 @@ async fn greedy_reply(engine: &QinsEngine, exp: &JsValue) -> (Vec<u32>, JsValue)
 }
 
 async fn assert_matches_native(engine: &QinsEngine) {
-    let exp = expected().await;
+    assert_matches_native_on(engine, "tiny").await
+}
+
+async fn assert_matches_native_on(engine: &QinsEngine, archive_name: &str) {
+    let exp = expected(archive_name).await;
     let ids = ids_of(&get(&exp, "logits_ids"));
     let want: Vec<f32> = js_sys::Array::from(&get(&exp, "logits"))
         .iter()
@@ -236,6 +241,36 @@ async fn the_cpu_engine_runs_in_wasm_and_matches_the_native_engine() {
     assert_matches_native(&engine).await;
 }
 
+/// The default codec's grouped 8-bit codes have their levels expanded at load within the wasm
+/// memory left beside the codes and the KV cache: with room, every multiplied matrix's (the
+/// tied embedding included); with none (a limit of exactly what the model needs), none, the
+/// codes looked up as stored. Both give the native engine's logits and greedy reply.
+#[wasm_bindgen_test]
+async fn the_cpu_engine_expands_8_bit_levels_within_the_memory_left() {
+    let engine = QinsEngine::new();
+    let url = archive("tiny-lut8g.qins");
+    let info = load(&engine, &url, r#"{"cache":false,"backend":"cpu"}"#)
+        .await
+        .expect("load on the CPU");
+    // Every weight but the norms' (two a layer and the final one, 64 wide in tiny-llama).
+    let norms = (2.0 * num(&info, "layers") + 1.0) * 64.0;
+    let matrices = num(&info, "params") - norms;
+    assert_eq!(num(&info, "expanded_bytes"), 2.0 * matrices);
+    assert_matches_native_on(&engine, "tiny-lut8g").await;
+
+    let over = r#"{"cache":false,"backend":"cpu","wasm_memory_limit":1000}"#;
+    let err = load(&engine, &url, over).await.expect_err("over the limit");
+    assert_eq!(kind(&err), "memory-limit", "{err:?}");
+    assert_eq!(num(&err, "available"), 1000.0);
+    let needed = num(&err, "needed");
+    let exact = format!(r#"{{"cache":false,"backend":"cpu","wasm_memory_limit":{needed}}}"#);
+    let info = load(&engine, &url, &exact)
+        .await
+        .expect("a model within the limit loads");
+    assert_eq!(num(&info, "expanded_bytes"), 0.0);
+    assert_matches_native_on(&engine, "tiny-lut8g").await;
+}
+
 /// Every kernel set of this wasm build (SIMD128) against the portable one, on odd shapes
 /// (remainders of 4, 8 and 16 columns, groups of 6 and 12) and batches, for every codec.
 #[wasm_bindgen_test]
@@ -299,14 +334,28 @@ fn the_wasm_simd_kernels_match_the_portable_ones() {
                     } else {
                         &exact
                     };
-                    let got = m.matmul_t_with(k, &x, n);
-                    for (g, w) in got.iter().zip(want) {
-                        let tol = 1e-4 * (1.0 + w.abs()) * (cols as f32).sqrt();
-                        assert!(
-                            (g - w).abs() <= tol,
-                            "{} {name}/{group} {rows}x{cols} n={n}: {g} vs {w}",
-                            k.name
-                        );
+                    // The levels expanded at load, where the set expands these codes: the
+                    // same integers as the portable 8-bit kernel's lookups.
+                    let mut e = PackedMatrix::new(codec, rows, cols, &bytes).unwrap();
+                    let expanded = e.expand_levels(k, usize::MAX) > 0;
+                    let expands = k.rows8_expanded.is_some()
+                        && codec.code_bits() == 8
+                        && codec.group() == Some(32)
+                        && cols % 32 == 0;
+                    assert_eq!(expanded, expands, "{} {name}/{group} {rows}x{cols}", k.name);
+                    let mut runs = vec![(m.matmul_t_with(k, &x, n), want, "codes")];
+                    if expanded {
+                        runs.push((e.matmul_t_with(k, &x, n), &integer, "expanded"));
+                    }
+                    for (got, want, kind) in runs {
+                        for (g, w) in got.iter().zip(want) {
+                            let tol = 1e-4 * (1.0 + w.abs()) * (cols as f32).sqrt();
+                            assert!(
+                                (g - w).abs() <= tol,
+                                "{} ({kind}) {name}/{group} {rows}x{cols} n={n}: {g} vs {w}",
+                                k.name
+                            );
+                        }
                     }
                 }
             }

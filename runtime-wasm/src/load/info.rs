@@ -96,6 +96,11 @@ pub struct EngineInfo {
     /// software adapter. None when the CPU was asked for, or a GPU runs.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cpu_fallback: Option<String>,
+    /// Bytes the packed CPU engine spends on 8-bit levels expanded at load (2 a weight; 0
+    /// where its kernels read the codes as they are, or none were within the budget: natively
+    /// 1 GiB, in a tab at most what WebAssembly memory has left beside the codes and the KV
+    /// cache).
+    pub expanded_bytes: u64,
     /// None on the CPU engines.
     pub adapter: Option<AdapterInfo>,
     /// Arithmetic of the LUT mat-vecs' products: "f16" only where asked for and available.
@@ -142,6 +147,7 @@ impl EngineInfo {
             backend: "cpu",
             cpu_kernels: None,
             cpu_fallback: None,
+            expanded_bytes: 0,
             adapter: None,
             precision: "f32",
             kv_cache: "f32",

@@ -83,14 +83,7 @@ const WASM_MEMORY_LIMIT: u64 = (4 << 30) - (256 << 20);
 /// weights there).
 #[cfg(target_arch = "wasm32")]
 fn check_fits_in_wasm(m: &Manifest, packed: bool, context: usize, limit: u64) -> Result<()> {
-    let weights: u64 = if packed {
-        m.tensors.iter().map(|t| t.bytes).sum()
-    } else {
-        m.tensors.iter().map(|t| t.elements() as u64 * 4).sum()
-    };
-    let c = &m.config;
-    let positions = context.min(c.max_position_embeddings) as u64;
-    let kv = 2 * c.num_layers as u64 * positions * c.kv_dim() as u64 * 4;
+    let (weights, kv, positions) = wasm_bytes(m, packed, context);
     let needed = weights + kv;
     if needed > limit {
         return Err(QinsError::MemoryLimit {
@@ -104,6 +97,21 @@ fn check_fits_in_wasm(m: &Manifest, packed: bool, context: usize, limit: u64) ->
         });
     }
     Ok(())
+}
+
+/// The bytes of wasm32 memory a model's weights (`packed`: as stored, else f32) and its full
+/// KV cache for `context` positions take, and those positions.
+#[cfg(target_arch = "wasm32")]
+fn wasm_bytes(m: &Manifest, packed: bool, context: usize) -> (u64, u64, u64) {
+    let weights: u64 = if packed {
+        m.tensors.iter().map(|t| t.bytes).sum()
+    } else {
+        m.tensors.iter().map(|t| t.elements() as u64 * 4).sum()
+    };
+    let c = &m.config;
+    let positions = context.min(c.max_position_embeddings) as u64;
+    let kv = 2 * c.num_layers as u64 * positions * c.kv_dim() as u64 * 4;
+    (weights, kv, positions)
 }
 
 /// The CPU engines' side of a load: each tensor, as it completes, kept in its codes (the
@@ -120,6 +128,21 @@ struct CpuSink {
 /// without lookups on AVX2; a larger one expands its first matrices (in forward order) only,
 /// so its memory stays near the archive's size plus this.
 const EXPAND_BUDGET: usize = 1 << 30;
+
+/// [`EXPAND_BUDGET`], less in a tab: what wasm32 memory has left once the model's codes and
+/// full KV cache are counted (the limit `check_fits_in_wasm` applies), so that expanding
+/// never makes a model that fits run out of memory.
+#[cfg(target_arch = "wasm32")]
+fn expand_budget(m: &Manifest, opts: &LoadOptions) -> usize {
+    let limit = opts.wasm_memory_limit.unwrap_or(WASM_MEMORY_LIMIT);
+    let (weights, kv, _) = wasm_bytes(m, true, opts.max_context);
+    let left = limit.saturating_sub(weights + kv);
+    EXPAND_BUDGET.min(usize::try_from(left).unwrap_or(usize::MAX))
+}
+#[cfg(not(target_arch = "wasm32"))]
+fn expand_budget(_: &Manifest, _: &LoadOptions) -> usize {
+    EXPAND_BUDGET
+}
 
 enum CpuTensors {
     Packed(HashMap<String, Packed>),
@@ -160,17 +183,17 @@ pub struct Loaded {
     pub info: EngineInfo,
 }
 
-/// Says so where matrices of 8-bit codes are left to slow lookups (AVX2 gathers, past
-/// EXPAND_BUDGET): a user who sees only a slow chat would not guess that a lut4a archive of
-/// the same model is several times faster.
-fn warn_of_slow_lookups(matrices: usize, kernels: &Kernels) {
+/// Says so where matrices of 8-bit codes are left to slow lookups (AVX2 gathers, SIMD128's
+/// one by one, past the expansion budget): a user who sees only a slow chat would not guess
+/// that a lut4a archive of the same model is several times faster.
+fn warn_of_slow_lookups(matrices: usize, kernels: &Kernels, budget: usize) {
     tracing::warn!(
         "{matrices} matrices of 8-bit codes run slowly on this CPU: its {} kernels look each \
-         code up with gathers (no AVX-512 VBMI), and only grouped codes (lut8g, lut8a) within \
+         code up on its own (no AVX-512 VBMI), and only grouped codes (lut8g, lut8a) within \
          {} MiB a model are expanded to levels instead; a lut4a archive of the same model \
          decodes several times faster here",
         kernels.name,
-        EXPAND_BUDGET >> 20
+        budget >> 20
     );
 }
 
@@ -299,6 +322,7 @@ impl Loader {
                         let kernels = Kernels::best();
                         // Bytes of 8-bit levels expanded, and matrices left to slow lookups.
                         let (mut expanded, mut slow) = (0, 0);
+                        let budget = expand_budget(&manifest, &self.opts);
                         // The embedding table is multiplied only where the output is tied
                         // to it; otherwise its rows are only read.
                         let multiplied =
@@ -307,7 +331,7 @@ impl Loader {
                             let mut t = t.for_role(spec.role);
                             if let Packed::Matrix(m) = &mut t {
                                 if multiplied(&spec.name) {
-                                    expanded += m.expand_levels(kernels, EXPAND_BUDGET - expanded);
+                                    expanded += m.expand_levels(kernels, budget - expanded);
                                     slow += usize::from(m.slow_lookups(kernels));
                                 }
                             }
@@ -315,8 +339,9 @@ impl Loader {
                         };
                         let w = Tensors::from_named(cfg, t, place, Packed::values_len)?;
                         info.cpu_kernels = Some(kernels.name);
+                        info.expanded_bytes = expanded as u64;
                         if slow > 0 {
-                            warn_of_slow_lookups(slow, kernels);
+                            warn_of_slow_lookups(slow, kernels, budget);
                         }
                         info.cpu_fallback = c.fallback;
                         AnyEngine::Cpu(CpuEngine::with_context(CpuModel::new(cfg.clone(), w), ctx))

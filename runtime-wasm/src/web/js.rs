@@ -11,10 +11,21 @@ use wasm_bindgen_futures::{future_to_promise, JsFuture};
 use super::source;
 use crate::{QinsError, Result};
 
-/// A rejected promise's value: an Error with `kind` set.
+/// A rejected promise's value: an Error with `kind` set, and for a model too big for wasm
+/// memory the bytes it `needed` and those `available`, so that a page can say by how much.
 pub fn to_js_error(e: &QinsError) -> JsValue {
     let err = js_sys::Error::new(&e.to_string());
-    let _ = js_sys::Reflect::set(&err, &"kind".into(), &e.kind().into());
+    let set = |key: &str, value: JsValue| {
+        let _ = js_sys::Reflect::set(&err, &key.into(), &value);
+    };
+    set("kind", e.kind().into());
+    if let QinsError::MemoryLimit {
+        needed, available, ..
+    } = e
+    {
+        set("needed", (*needed as f64).into());
+        set("available", (*available as f64).into());
+    }
     err.into()
 }
 

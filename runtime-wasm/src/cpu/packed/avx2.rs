@@ -30,6 +30,7 @@ pub fn kernels() -> Option<Kernels> {
         rows8_expanded: Some(|rows, first, step, a, out| unsafe {
             rows8_expanded(rows, first, step, a, out)
         }),
+        expanded_prompts: false,
     })
 }
 

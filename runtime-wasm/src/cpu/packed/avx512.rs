@@ -38,6 +38,7 @@ pub fn kernels(base: &Kernels) -> Option<Kernels> {
         row8_q16_prompts: vnni,
         // Its `row8` permutes bytes in registers: nothing to gain from expanded levels.
         rows8_expanded: None,
+        expanded_prompts: false,
         ..*base
     })
 }

@@ -273,9 +273,13 @@ pub struct Kernels {
     /// decoding each weight tile once in f32 for all the tokens (SIMD128: one by one), only
     /// single tokens do.
     pub row8_q16_prompts: bool,
-    /// The kernel for grouped 8-bit rows expanded to their levels at load, where this set has
-    /// no `row8_q16` and its `row8` looks codes up slowly (the loader expands within a budget).
+    /// The kernel for grouped 8-bit rows expanded to their levels at load, where this set
+    /// looks codes up slowly (the loader expands within a budget); expanded rows take it
+    /// rather than `row8_q16`.
     pub rows8_expanded: Option<Rows8Expanded>,
+    /// Whether prompts take `rows8_expanded` too; where not, expanded rows' prompts decode
+    /// f32 tiles from the codes (AVX2: sgemm multiplies them faster than its 2-token passes).
+    pub expanded_prompts: bool,
 }
 
 impl Kernels {
@@ -289,6 +293,7 @@ impl Kernels {
         row8_q16: None,
         row8_q16_prompts: false,
         rows8_expanded: None,
+        expanded_prompts: false,
     };
 
     /// The portable set with the portable 8-bit integer kernel (which no set picks by itself:

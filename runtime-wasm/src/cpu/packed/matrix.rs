@@ -101,10 +101,10 @@ impl PackedMatrix {
     }
 
     /// Looks the 8-bit codes' levels up once and keeps them (2 bytes a weight besides the
-    /// codes) where `k` has a kernel for them and none that reads the codes in integers, and
-    /// they take at most `budget` bytes; returns the bytes added (0: nothing expanded).
+    /// codes) where `k` has a kernel for them and they take at most `budget` bytes; returns
+    /// the bytes added (0: nothing expanded).
     pub fn expand_levels(&mut self, k: &Kernels, budget: usize) -> usize {
-        let (Some(levels), Some(_), None) = (&self.levels8, k.rows8_expanded, k.row8_q16) else {
+        let (Some(levels), Some(_)) = (&self.levels8, k.rows8_expanded) else {
             return 0;
         };
         if self.rows * self.cols * 2 > budget {
@@ -239,11 +239,7 @@ impl PackedMatrix {
     /// Whether `k` multiplies this matrix by looking each 8-bit code up on its own in a slow
     /// way (the sets with a kernel for expanded levels), the levels not expanded.
     pub fn slow_lookups(&self, k: &Kernels) -> bool {
-        let integer = self.levels8.is_some() && k.row8_q16.is_some();
-        self.codec.code_bits() == 8
-            && k.rows8_expanded.is_some()
-            && self.expanded.is_none()
-            && !integer
+        self.codec.code_bits() == 8 && k.rows8_expanded.is_some() && self.expanded.is_none()
     }
 
     /// The expanded levels as the rows [`Rows8Expanded`] reads (empty where not expanded).
@@ -287,18 +283,16 @@ impl PackedMatrix {
     /// integer kernel, when the matrix and `k` have one (false otherwise, `out` untouched):
     /// the activations quantized once, each run of rows read once for all the tokens.
     fn integer_matmul(&self, k: &Kernels, x: &[f32], n: usize, out: &mut [f32]) -> bool {
-        let integer = match (self.levels, k.row4_q16, &self.levels8, k.row8_q16) {
+        let expanded = self.expanded.is_some().then_some(k.rows8_expanded).flatten();
+        let integer = match (self.levels, k.row4_q16, &self.levels8, expanded, k.row8_q16) {
             (Some(levels), Some(kernel), ..) => Integer::Four(levels, kernel),
-            (_, _, Some(levels), Some(kernel)) if n == 1 || k.row8_q16_prompts => {
+            (_, _, Some(levels), Some(kernel), _) if n <= MATVEC_TOKENS || k.expanded_prompts => {
+                Integer::Expanded(levels, kernel)
+            }
+            (_, _, Some(levels), None, Some(kernel)) if n == 1 || k.row8_q16_prompts => {
                 Integer::Eight(levels, kernel)
             }
-            // Prompts stay on f32 tiles, which read the codes once for all their tokens.
-            (_, _, Some(levels), None) if n <= MATVEC_TOKENS && self.expanded.is_some() => {
-                match k.rows8_expanded {
-                    Some(kernel) => Integer::Expanded(levels, kernel),
-                    None => return false,
-                }
-            }
+            // Other prompts take f32 tiles, which read the codes once for all their tokens.
             _ => return false,
         };
         if n == 0 {

@@ -28,7 +28,8 @@ pub fn kernels() -> Kernels {
         // Prompts of 8-bit codes: 80 tok/s through f32 tiles against 53 through this kernel
         // (SmolLM2 lut8g in Chromium, 42 tokens); single tokens 14 against 19.
         row8_q16_prompts: false,
-        rows8_expanded: None,
+        rows8_expanded: Some(rows8_expanded),
+        expanded_prompts: true,
     }
 }
 
@@ -165,6 +166,27 @@ fn rows8_q16(
     if !done {
         kernels::rows8_q16(rows, first, levels, tokens, out);
     }
+}
+
+/// Grouped 8-bit rows expanded to their levels (as kernels::Rows8Expanded): [`rows8_q16`]
+/// with each block's 32 levels loaded (64 bytes) instead of looked up one by one, which made
+/// lut8g decode 2.5× slower than lut4a in the browser (RESULTS.md, session 41).
+fn rows8_expanded(
+    rows: CodeRows,
+    first: usize,
+    step: f32,
+    tokens: &[Q16Blocks],
+    out: &mut [f32],
+) -> bool {
+    one_pass(rows, first, tokens, out, 64, |row, a, o| {
+        let load = |b: usize| {
+            // SAFETY: `one_pass` hands whole rows: block b's 64 bytes of levels are the row's,
+            // already in the activations' order.
+            let p = unsafe { row.codes.add(64 * b) } as *const v128;
+            std::array::from_fn(|i| unsafe { v128_load(p.add(i)) })
+        };
+        row_tokens(row, (0.0, step), a, o, load, sum_wide)
+    })
 }
 
 /// One row times the first of `tokens`: four, two or one of them; returns how many.

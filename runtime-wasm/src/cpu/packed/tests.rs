@@ -91,6 +91,11 @@ fn the_integer_kernels_stay_within_the_quantization_bound() {
         .iter()
         .any(|k| k.name == "portable" && k.row4_q16.is_some()));
     for k in &sets {
+        // Prompts too, to test the expanded kernels' passes of several tokens.
+        let k = &Kernels {
+            expanded_prompts: true,
+            ..*k
+        };
         let codecs = [
             ("lut4", k.row4_q16.is_some()),
             ("lut4a", k.row4_q16.is_some()),
