@@ -283,7 +283,11 @@ impl PackedMatrix {
     /// integer kernel, when the matrix and `k` have one (false otherwise, `out` untouched):
     /// the activations quantized once, each run of rows read once for all the tokens.
     fn integer_matmul(&self, k: &Kernels, x: &[f32], n: usize, out: &mut [f32]) -> bool {
-        let expanded = self.expanded.is_some().then_some(k.rows8_expanded).flatten();
+        let expanded = self
+            .expanded
+            .is_some()
+            .then_some(k.rows8_expanded)
+            .flatten();
         let integer = match (self.levels, k.row4_q16, &self.levels8, expanded, k.row8_q16) {
             (Some(levels), Some(kernel), ..) => Integer::Four(levels, kernel),
             (_, _, Some(levels), Some(kernel), _) if n <= MATVEC_TOKENS || k.expanded_prompts => {
