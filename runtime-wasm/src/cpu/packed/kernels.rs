@@ -208,21 +208,54 @@ pub fn rows8_q16(
     tokens: &[Q16Blocks],
     out: &mut [f32],
 ) {
-    let f32_of = |h: u16| half::f16::from_bits(h).to_f32();
     let l = |c: u8| levels.levels[c as usize] as i32;
+    rows8_portable(rows, first, levels.step, tokens, out, 32, |q, i| {
+        (l(q[2 * i]), l(q[2 * i + 1]))
+    });
+}
+
+/// The portable [`Rows8Expanded`], as [`rows8_q16`]: what the SIMD ones fall back to (never,
+/// for the rows [`expand_levels`] makes: whole blocks, groups of one block).
+pub fn rows8_expanded(
+    rows: CodeRows,
+    first: usize,
+    step: f32,
+    tokens: &[Q16Blocks],
+    out: &mut [f32],
+) -> bool {
+    let l = |b: &[u8], i: usize| i16::from_le_bytes([b[2 * i], b[2 * i + 1]]) as i32;
+    rows8_portable(rows, first, step, tokens, out, 64, |b, i| {
+        (l(b, i), l(b, 16 + i))
+    });
+    true
+}
+
+/// Rows of 8-bit levels times tokens, a row and a token at a time: `pair(block, i)` is the
+/// levels of a block's columns 2i and 2i + 1 from its `block_bytes` bytes.
+fn rows8_portable(
+    rows: CodeRows,
+    first: usize,
+    step: f32,
+    tokens: &[Q16Blocks],
+    out: &mut [f32],
+    block_bytes: usize,
+    pair: impl Fn(&[u8], usize) -> (i32, i32),
+) {
+    let f32_of = |h: u16| half::f16::from_bits(h).to_f32();
     for (i, out) in out.chunks_mut(tokens.len().max(1)).enumerate() {
         let row = rows.row(first + i).expect("rows inside the matrix");
         for (o, a) in out.iter_mut().zip(tokens) {
             let blocks: Vec<f32> = row
                 .codes
-                .chunks_exact(32)
+                .chunks_exact(block_bytes)
                 .zip(a.values.chunks_exact(32))
                 .zip(&a.scales)
                 .map(|((q, v), d)| {
                     // A pair fits i32 (the SIMD kernels' lanes); 32 products need i64.
                     let sum: i64 = (0..16)
                         .map(|i| {
-                            (l(q[2 * i]) * v[i] as i32 + l(q[2 * i + 1]) * v[16 + i] as i32) as i64
+                            let (even, odd) = pair(q, i);
+                            (even * v[i] as i32 + odd * v[16 + i] as i32) as i64
                         })
                         .sum();
                     d * sum as f32
@@ -235,7 +268,7 @@ pub fn rows8_q16(
                         .nth(g)
                         .map_or(0.0, |b| b.iter().sum());
                     let offset = row.offsets.get(g).map_or(0.0, |&o| f32_of(o));
-                    f32_of(s) * levels.step * dot + offset * x_sum
+                    f32_of(s) * step * dot + offset * x_sum
                 })
                 .sum();
         }

@@ -28,7 +28,7 @@ pub struct PackedMatrix {
     /// (columns in whole blocks, groups of one block).
     levels8: Option<Box<Levels8>>,
     /// The 8-bit codes' levels looked up once ([`Self::expand_levels`]), for the kernel sets
-    /// whose lookups are slow.
+    /// whose lookups are slow; the codes are dropped from `words` then.
     expanded: Option<Vec<i16>>,
 }
 
@@ -100,11 +100,14 @@ impl PackedMatrix {
         })
     }
 
-    /// Looks the 8-bit codes' levels up once and keeps them (2 bytes a weight besides the
-    /// codes) where `k` has a kernel for them and they take at most `budget` bytes; returns
-    /// the bytes added (0: nothing expanded).
+    /// Looks the 8-bit codes' levels up once and keeps them instead of the codes (2 bytes a
+    /// weight for 1) where `k` has a kernel for them and they take at most `budget` bytes;
+    /// returns the bytes of levels (0: nothing expanded). Products then read the levels, and
+    /// decoded rows (embedding rows, prompt tiles) are `scale · step · level + offset`, within
+    /// `scale · step / 2` of the codebook's value (step: 1/16383 of its largest).
     pub fn expand_levels(&mut self, k: &Kernels, budget: usize) -> usize {
-        let (Some(levels), Some(_)) = (&self.levels8, k.rows8_expanded) else {
+        let (Some(levels), Some(_), None) = (&self.levels8, k.rows8_expanded, &self.expanded)
+        else {
             return 0;
         };
         if self.rows * self.cols * 2 > budget {
@@ -116,7 +119,16 @@ impl PackedMatrix {
         }
         let added = out.len() * 2;
         self.expanded = Some(out);
+        // The codes are the last section: what precedes them (codebook, scales, offsets) stays.
+        self.words.truncate(self.layout.codes.offset.div_ceil(4));
+        self.words.shrink_to_fit();
         added
+    }
+
+    /// Bytes this matrix keeps: its stored sections (without the codes where expanded) and
+    /// expanded levels.
+    pub fn stored_bytes(&self) -> usize {
+        self.words.len() * 4 + self.expanded.as_ref().map_or(0, |l| l.len() * 2)
     }
 
     pub fn rows(&self) -> usize {
@@ -316,8 +328,9 @@ impl PackedMatrix {
                 Integer::Four(levels, kernel) => kernel(rows, first, &levels, &tokens, chunk),
                 Integer::Eight(levels, kernel) => kernel(rows, first, levels, &tokens, chunk),
                 Integer::Expanded(levels, kernel) => {
-                    if !kernel(self.expanded_rows(), first, levels.step, &tokens, chunk) {
-                        kernels::rows8_q16(rows, first, levels, &tokens, chunk);
+                    let rows = self.expanded_rows();
+                    if !kernel(rows, first, levels.step, &tokens, chunk) {
+                        kernels::rows8_expanded(rows, first, levels.step, &tokens, chunk);
                     }
                 }
             }
@@ -338,6 +351,14 @@ impl PackedMatrix {
     }
 
     fn decode_row(&self, r: usize, out: &mut [f32]) {
+        if let (Some(levels), Some(l8)) = (&self.expanded, &self.levels8) {
+            return self.decode_expanded_row(
+                &levels[r * self.cols..][..self.cols],
+                l8.step,
+                r,
+                out,
+            );
+        }
         match self.codec {
             Codec::F32 => {
                 let w: &[f32] = bytemuck::cast_slice(self.section(self.layout.codes));
@@ -367,6 +388,24 @@ impl PackedMatrix {
                     &offsets,
                     out,
                 );
+            }
+        }
+    }
+
+    /// Row `r` from its expanded `levels` (each block's even columns, then its odd ones).
+    fn decode_expanded_row(&self, levels: &[i16], step: f32, r: usize, out: &mut [f32]) {
+        let (mut scales, mut offsets) = (Vec::new(), Vec::new());
+        self.scales(r, &mut scales);
+        if self.codec.has_offset() {
+            self.group_halves(self.layout.offsets, r, &mut offsets);
+        }
+        let blocks = levels.chunks_exact(32).zip(out.chunks_exact_mut(32));
+        for (b, (levels, out)) in blocks.enumerate() {
+            let (s, o) = (scales[b] * step, offsets.get(b).copied().unwrap_or(0.0));
+            let (even, odd) = levels.split_at(16);
+            for (pair, (&e, &d)) in out.chunks_exact_mut(2).zip(even.iter().zip(odd)) {
+                pair[0] = s * e as f32 + o;
+                pair[1] = s * d as f32 + o;
             }
         }
     }

@@ -1,7 +1,7 @@
 //! Every packed kernel set against the f32 reference (decode, then a plain product) on odd
 //! shapes, for every codec, one token and batches: like the GPU ops tests (tests/gpu_ops.rs).
 
-use super::kernels::{Levels4, Levels8};
+use super::kernels::{self, Levels4, Levels8};
 use super::{Kernels, PackedMatrix};
 use crate::codec::{decode, encode, Codec};
 
@@ -87,6 +87,7 @@ fn the_integer_kernels_stay_within_the_quantization_bound() {
     // Each set with an integer kernel, and the portable 8-bit one.
     let mut sets = Kernels::available();
     sets.push(Kernels::portable_integer());
+    sets.push(portable_expanded());
     assert!(sets
         .iter()
         .any(|k| k.name == "portable" && k.row4_q16.is_some()));
@@ -182,6 +183,50 @@ fn q16_bound(
     }
     let exact: f64 = x.iter().zip(w).map(|(a, b)| (a * b).abs() as f64).sum();
     bound * 1.001 + 1e-5 * exact + 1e-6
+}
+
+/// The portable set with the portable kernel for expanded levels (the SIMD ones' fallback).
+fn portable_expanded() -> Kernels {
+    Kernels {
+        name: "portable expanded",
+        rows8_expanded: Some(kernels::rows8_expanded),
+        ..Kernels::PORTABLE
+    }
+}
+
+/// Expanded matrices keep their levels instead of their codes (2 bytes a weight for 1), and
+/// decode rows (embedding rows, prompt tiles) from them within half a level's step of the
+/// codebook's value, times the group's scale.
+#[test]
+fn expanded_rows_decode_within_half_a_level_of_the_codes() {
+    for name in ["lut8g", "lut8a"] {
+        let codec = Codec::from_name(name, 32).unwrap();
+        let (rows, cols) = (9, 96);
+        let (bytes, _) = encode(codec, &weights(rows * cols, 3), rows, cols).unwrap();
+        let want = decode(codec, &bytes, rows, cols).unwrap();
+        let mut m = PackedMatrix::new(codec, rows, cols, &bytes).unwrap();
+        let codes = m.stored_bytes();
+        assert_eq!(
+            m.expand_levels(&portable_expanded(), usize::MAX),
+            2 * rows * cols
+        );
+        assert_eq!(
+            m.stored_bytes(),
+            codes - rows * cols + 2 * rows * cols,
+            "{name}"
+        );
+        let codebook = decode_codebook(codec, rows, cols, &bytes);
+        let half_step = Levels8::new(&codebook.try_into().unwrap()).unwrap().step * 0.5;
+        let mut got = vec![0f32; (rows - 2) * cols];
+        m.decode_rows(2, &mut got);
+        let mut scales = Vec::new();
+        for (i, (g, w)) in got.iter().zip(&want[2 * cols..]).enumerate() {
+            let (r, c) = (2 + i / cols, i % cols);
+            m.scales(r, &mut scales);
+            let bound = scales[c / 32].abs() * half_step * 1.001 + 1e-6 * w.abs();
+            assert!((g - w).abs() <= bound, "{name} [{r},{c}]: {g} vs {w}");
+        }
+    }
 }
 
 #[test]
