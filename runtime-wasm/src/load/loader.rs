@@ -189,7 +189,7 @@ pub struct Loaded {
 fn warn_of_slow_lookups(matrices: usize, kernels: &Kernels, budget: usize) {
     tracing::warn!(
         "{matrices} matrices of 8-bit codes run slowly on this CPU: its {} kernels look each \
-         code up on its own (no AVX-512 VBMI), and only grouped codes (lut8g, lut8a) within \
+         code up on its own (AVX2 gathers, SIMD128 one by one), and only grouped codes (lut8g, lut8a) within \
          {} MiB a model are expanded to levels instead; a lut4a archive of the same model \
          decodes several times faster here",
         kernels.name,
