@@ -175,7 +175,9 @@ def speed(a, log):
             continue
         r = last_json(run([os.path.join(BIN, "qins-run"), model, "--backend", backend, "--bench",
                            "--max-tokens", str(tokens)]))
-        adapter = r.get("adapter") or "CPU"
+        # The CPU rows name their kernel set: AVX-512 and AVX2-only machines differ by 2-3x on lut8g.
+        kernels = (r.get("engine") or {}).get("cpu_kernels")
+        adapter = r.get("adapter") or (f"CPU ({kernels})" if kernels else "CPU")
         rows.append({"name": name, "where": adapter if isinstance(adapter, str) else json.dumps(adapter),
                      "load_ms": r["load_s"] * 1e3, "cached_load_ms": None, "prefill_tok_s": r["prefill_tok_s"],
                      "ttft_ms": r["ttft_ms"], "decode_tok_s": r["decode_tok_s"], "tokens": tokens,
