@@ -213,12 +213,13 @@ fn sum_small([a, b, c, d]: [v128; 4]) -> v128 {
     f32x4_convert_i32x4(i32x4_add(i32x4_add(a, b), i32x4_add(c, d)))
 }
 
-/// As [`sum_small`] for 8-bit levels (up to ±16383 times activations up to ±32767): a pair
-/// fits i32, two do not, so each is converted before they are added.
+/// As [`sum_small`] for 8-bit levels (up to ±16383 times activations up to ±32767): two
+/// lanes' pairs fit i32 (4 · 16383 · 32767 < 2³¹, as in the AVX2 kernel's `dot`), four do
+/// not, so the two halves are converted before they are added.
 #[inline(always)]
-fn sum_wide(p: [v128; 4]) -> v128 {
-    let f = p.map(|v| f32x4_convert_i32x4(v));
-    f32x4_add(f32x4_add(f[0], f[1]), f32x4_add(f[2], f[3]))
+fn sum_wide([a, b, c, d]: [v128; 4]) -> v128 {
+    let half = |x, y| f32x4_convert_i32x4(i32x4_add(x, y));
+    f32x4_add(half(a, b), half(c, d))
 }
 
 /// Every f16's f32 value (256 KiB, made at the first use). WebAssembly has no f16
