@@ -244,7 +244,8 @@ async fn the_cpu_engine_runs_in_wasm_and_matches_the_native_engine() {
 /// The default codec's grouped 8-bit codes have their levels expanded at load within the wasm
 /// memory left beside the codes and the KV cache: with room, every multiplied matrix's (the
 /// tied embedding included); with none (a limit of exactly what the model needs), none, the
-/// codes looked up as stored. Both give the native engine's logits and greedy reply.
+/// codes looked up as stored; none with `no_expand`. The first two give the native engine's
+/// logits and greedy reply.
 #[wasm_bindgen_test]
 async fn the_cpu_engine_expands_8_bit_levels_within_the_memory_left() {
     let engine = QinsEngine::new();
@@ -269,6 +270,16 @@ async fn the_cpu_engine_expands_8_bit_levels_within_the_memory_left() {
         .expect("a model within the limit loads");
     assert_eq!(num(&info, "expanded_bytes"), 0.0);
     assert_matches_native_on(&engine, "tiny-lut8g").await;
+
+    // Asked not to: the codes as stored, whatever the room.
+    let info = load(
+        &engine,
+        &url,
+        r#"{"cache":false,"backend":"cpu","no_expand":true}"#,
+    )
+    .await
+    .expect("load on the CPU without expanding");
+    assert_eq!(num(&info, "expanded_bytes"), 0.0);
 }
 
 /// Every kernel set of this wasm build (SIMD128) against the portable one, on odd shapes

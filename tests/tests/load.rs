@@ -93,6 +93,44 @@ fn checkpoint_with_extra_token(dir: &Path) -> std::path::PathBuf {
     out
 }
 
+/// Grouped 8-bit codes are replaced by their levels at load where this CPU's kernels read
+/// levels (AVX2 without AVX-512 VBMI), every multiplied matrix's; none with `no_expand`, and
+/// none where the kernels read the codes. Every way gives the reference engine's logits.
+#[test]
+fn the_cpu_engine_expands_8_bit_levels_unless_asked_not_to() {
+    use qins_runtime::cpu::packed::Kernels;
+    let dir = tempfile::tempdir().unwrap();
+    let codec = Codec::from_name("lut8g", 32).unwrap();
+    let path = convert_to(&fixture("tiny-llama"), codec, dir.path());
+    let mut reference = open(&path, &opts(Backend::Reference, 64)).unwrap();
+    let want = block_on(reference.generator.engine.extend(&[1, 5, 9], false)).unwrap();
+    let expands = Kernels::best().rows8_expanded.is_some();
+    for no_expand in [false, true] {
+        let o = LoadOptions {
+            no_expand,
+            ..opts(Backend::Cpu, 64)
+        };
+        let mut loaded = open(&path, &o).unwrap();
+        let info = &loaded.info;
+        // Every weight but the norms' (two a layer and the final one, 64 wide in tiny-llama).
+        let matrices = info.params - (2 * info.layers + 1) * 64;
+        let bytes = if expands && !no_expand {
+            2 * matrices
+        } else {
+            0
+        };
+        assert_eq!(info.expanded_bytes, bytes as u64, "no_expand: {no_expand}");
+        let got = block_on(loaded.generator.engine.extend(&[1, 5, 9], false)).unwrap();
+        let worst = (got.iter().zip(&want))
+            .map(|(a, b)| (a - b).abs())
+            .fold(0f32, f32::max);
+        assert!(
+            worst < 1e-2,
+            "no_expand {no_expand}: {worst} from the reference"
+        );
+    }
+}
+
 #[test]
 fn a_tokenizer_larger_than_the_vocabulary_is_refused_by_every_engine() {
     let dir = tempfile::tempdir().unwrap();

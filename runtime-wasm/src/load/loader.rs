@@ -129,18 +129,21 @@ struct CpuSink {
 /// so its memory stays near the archive's size plus this.
 const EXPAND_BUDGET: usize = 1 << 30;
 
-/// [`EXPAND_BUDGET`], less in a tab: what wasm32 memory has left once the model's codes and
-/// full KV cache are counted (the limit `check_fits_in_wasm` applies), so that expanding
-/// never makes a model that fits run out of memory.
-#[cfg(target_arch = "wasm32")]
-fn expand_budget(m: &Manifest, opts: &LoadOptions) -> usize {
-    let limit = opts.wasm_memory_limit.unwrap_or(WASM_MEMORY_LIMIT);
-    let (weights, kv, _) = wasm_bytes(m, true, opts.max_context);
-    let left = limit.saturating_sub(weights + kv);
-    EXPAND_BUDGET.min(usize::try_from(left).unwrap_or(usize::MAX))
-}
-#[cfg(not(target_arch = "wasm32"))]
-fn expand_budget(_: &Manifest, _: &LoadOptions) -> usize {
+/// [`EXPAND_BUDGET`] (0 with `no_expand`), less in a tab: what wasm32 memory has left once the
+/// model's codes and full KV cache are counted (the limit `check_fits_in_wasm` applies), so
+/// that expanding never makes a model that fits run out of memory.
+fn expand_budget(_m: &Manifest, opts: &LoadOptions) -> usize {
+    if opts.no_expand {
+        return 0;
+    }
+    #[cfg(target_arch = "wasm32")]
+    {
+        let limit = opts.wasm_memory_limit.unwrap_or(WASM_MEMORY_LIMIT);
+        let (weights, kv, _) = wasm_bytes(_m, true, opts.max_context);
+        let left = limit.saturating_sub(weights + kv);
+        EXPAND_BUDGET.min(usize::try_from(left).unwrap_or(usize::MAX))
+    }
+    #[cfg(not(target_arch = "wasm32"))]
     EXPAND_BUDGET
 }
 
@@ -340,7 +343,7 @@ impl Loader {
                         let w = Tensors::from_named(cfg, t, place, Packed::values_len)?;
                         info.cpu_kernels = Some(kernels.name);
                         info.expanded_bytes = expanded as u64;
-                        if slow > 0 {
+                        if slow > 0 && !self.opts.no_expand {
                             warn_of_slow_lookups(slow, kernels, budget);
                         }
                         info.cpu_fallback = c.fallback;

@@ -59,6 +59,12 @@ pub struct LoadOptions {
     /// larger model is refused as soon as its manifest is read. Lower it to keep a tab small.
     #[cfg_attr(feature = "cli", arg(skip))]
     pub wasm_memory_limit: Option<u64>,
+    /// Keep grouped 8-bit codes (lut8g, lut8a) as stored on the CPU engine where its kernels
+    /// would replace them by 16-bit levels at load (AVX2 without AVX-512 VBMI, the browser):
+    /// the archive's memory instead of about twice it, at about a third of the decode speed
+    /// there (docs/RESULTS.md, sessions 40–41).
+    #[cfg_attr(feature = "cli", arg(long))]
+    pub no_expand: bool,
 }
 
 impl Default for LoadOptions {
@@ -69,6 +75,7 @@ impl Default for LoadOptions {
             kv_cache: KvPrecision::F16,
             gpu: GpuOptions::default(),
             wasm_memory_limit: None,
+            no_expand: false,
         }
     }
 }
