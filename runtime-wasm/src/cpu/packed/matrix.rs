@@ -114,6 +114,7 @@ impl PackedMatrix {
             return 0;
         }
         let mut out = Vec::with_capacity(self.rows * self.cols);
+        crate::huge_pages::advise(&out);
         for r in 0..self.rows {
             kernels::expand_levels(self.codes(r), levels, &mut out);
         }
