@@ -375,44 +375,11 @@ fn the_wasm_simd_kernels_match_the_portable_ones() {
 }
 
 /// The SIMD128 8-bit kernels' i32 sums hold the largest products (levels ±16383 times
-/// activations 32767, a lane's four products of one sign), codes and expanded levels alike:
-/// as the native test of the same name.
+/// activations 32767), codes and expanded levels alike: the native tests' check.
 #[wasm_bindgen_test]
 fn the_8_bit_integer_kernels_hold_the_largest_products() {
-    use qins_runtime::codec::{encode, Codec};
-    use qins_runtime::cpu::packed::{Kernels, PackedMatrix};
-    let k = Kernels {
-        expanded_prompts: true,
-        row8_q16_prompts: true,
-        ..*Kernels::best()
-    };
-    let (rows, cols) = (4, 96);
-    // Rows 0 and 1 alternate signs by column, rows 2 and 3 are constant.
-    let sign = |r: usize, c: usize| match r {
-        0 | 1 if c % 2 == 1 => -1.0,
-        3 => -1.0,
-        _ => 1.0,
-    };
-    let w: Vec<f32> = (0..rows * cols)
-        .map(|i| 0.75 * sign(i / cols, i % cols))
-        .collect();
-    for name in ["lut8g", "lut8a"] {
-        let codec = Codec::from_name(name, 32).unwrap();
-        let (bytes, _) = encode(codec, &w, rows, cols).unwrap();
-        for expand in [false, true] {
-            let mut m = PackedMatrix::new(codec, rows, cols, &bytes).unwrap();
-            if expand {
-                assert!(m.expand_levels(&k, usize::MAX) > 0, "{name} expands");
-            }
-            for n in [1, 2, 5] {
-                let got = m.matmul_t_with(&k, &vec![2.0; n * cols], n);
-                for (i, g) in got.iter().enumerate() {
-                    let want: f32 = (0..cols).map(|c| 1.5 * sign(i % rows, c)).sum();
-                    assert!((g - want).abs() < 0.05, "{name} n={n} [{i}]: {g}");
-                }
-            }
-        }
-    }
+    use qins_runtime::cpu::packed::{checks, Kernels};
+    checks::assert_8_bit_kernels_hold_the_largest_products(Kernels::best());
 }
 
 /// A model whose weights and KV cache cannot fit the tab's WebAssembly memory is refused as

@@ -151,61 +151,15 @@ fn the_integer_kernels_stay_within_the_quantization_bound() {
     }
 }
 
-/// The largest products the 8-bit integer kernels meet — every level ±16383 (weights of one
-/// magnitude) times every activation 32767 (equal activations) — fit their i32 sums: four
-/// products a lane (4 · 16383 · 32767 < 2³¹) before the conversion to f32.
+/// The 8-bit integer kernels of every set hold the largest products in their i32 sums
+/// (`checks`; the browser runs the same check on SIMD128).
 #[test]
 fn the_8_bit_integer_kernels_hold_the_largest_products() {
     let mut sets = Kernels::available();
     sets.push(Kernels::portable_integer());
     sets.push(portable_expanded());
-    // Rows 0 and 1 alternate signs by column (a lane's four products share a sign), rows 2
-    // and 3 are constant (for lut8a, whose offsets take a constant row).
-    let (rows, cols) = (4, 96);
-    let sign = |r: usize, c: usize| match r {
-        0 | 1 if c % 2 == 1 => -1.0,
-        3 => -1.0,
-        _ => 1.0,
-    };
-    let w: Vec<f32> = (0..rows * cols)
-        .map(|i| 0.75 * sign(i / cols, i % cols))
-        .collect();
-    for name in ["lut8g", "lut8a"] {
-        let codec = Codec::from_name(name, 32).unwrap();
-        let (bytes, _) = encode(codec, &w, rows, cols).unwrap();
-        // The weights are the codebook's largest entry times their scale: levels ±16383.
-        let largest = decode_codebook(codec, rows, cols, &bytes)
-            .iter()
-            .fold(0f32, |m, v| m.max(v.abs()));
-        let mut scales = Vec::new();
-        let m = PackedMatrix::new(codec, rows, cols, &bytes).unwrap();
-        m.scales(0, &mut scales);
-        assert!(
-            (largest * scales[0].abs() - 0.75).abs() < 1e-3,
-            "{name}: {largest}"
-        );
-        for k in sets
-            .iter()
-            .filter(|k| k.row8_q16.is_some() || k.rows8_expanded.is_some())
-        {
-            let k = &Kernels {
-                expanded_prompts: true,
-                ..*k
-            };
-            let mut m = PackedMatrix::new(codec, rows, cols, &bytes).unwrap();
-            m.expand_levels(k, usize::MAX);
-            for n in [1, 2, 5] {
-                let got = m.matmul_t_with(k, &vec![2.0; n * cols], n);
-                for (i, g) in got.iter().enumerate() {
-                    let want: f32 = (0..cols).map(|c| 1.5 * sign(i % rows, c)).sum();
-                    assert!(
-                        (g - want).abs() < 0.05,
-                        "{} {name} n={n} [{i}]: {g}",
-                        k.name
-                    );
-                }
-            }
-        }
+    for k in &sets {
+        super::checks::assert_8_bit_kernels_hold_the_largest_products(k);
     }
 }
 
