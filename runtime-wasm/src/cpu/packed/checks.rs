@@ -30,11 +30,9 @@ pub fn assert_8_bit_kernels_hold_the_largest_products(k: &Kernels) {
         let codec = Codec::from_name(name, 32).unwrap();
         let (bytes, _) = encode(codec, &w, rows, cols).unwrap();
         // The weights are the codebook's largest entry times their scale: levels ±16383.
-        let cb = codec.layout(rows, cols).unwrap().codebook;
-        let largest = bytes[cb.offset..cb.end()]
-            .chunks_exact(4)
-            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]).abs())
-            .fold(0f32, f32::max);
+        let largest = decode_codebook(codec, rows, cols, &bytes)
+            .iter()
+            .fold(0f32, |m, v| m.max(v.abs()));
         let mut scales = Vec::new();
         PackedMatrix::new(codec, rows, cols, &bytes)
             .unwrap()
@@ -68,4 +66,14 @@ pub fn assert_8_bit_kernels_hold_the_largest_products(k: &Kernels) {
             }
         }
     }
+}
+
+/// The codebook of an encoded tensor.
+#[doc(hidden)]
+pub fn decode_codebook(codec: Codec, rows: usize, cols: usize, bytes: &[u8]) -> Vec<f32> {
+    let cb = codec.layout(rows, cols).unwrap().codebook;
+    bytes[cb.offset..cb.end()]
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .collect()
 }

@@ -311,7 +311,7 @@ pub struct Kernels {
     /// rather than `row8_q16`.
     pub rows8_expanded: Option<Rows8Expanded>,
     /// Whether prompts take `rows8_expanded` too; where not, expanded rows' prompts decode
-    /// f32 tiles from the codes (AVX2: sgemm multiplies them faster than its 2-token passes).
+    /// f32 tiles from the levels (AVX2: sgemm multiplies them faster than its 2-token passes).
     pub expanded_prompts: bool,
 }
 

@@ -1,6 +1,7 @@
 //! Every packed kernel set against the f32 reference (decode, then a plain product) on odd
 //! shapes, for every codec, one token and batches: like the GPU ops tests (tests/gpu_ops.rs).
 
+use super::checks::decode_codebook;
 use super::kernels::{self, Levels4, Levels8};
 use super::{Kernels, PackedMatrix};
 use crate::codec::{decode, encode, Codec};
@@ -161,15 +162,6 @@ fn the_8_bit_integer_kernels_hold_the_largest_products() {
     for k in &sets {
         super::checks::assert_8_bit_kernels_hold_the_largest_products(k);
     }
-}
-
-/// The codebook of an encoded tensor.
-fn decode_codebook(codec: Codec, rows: usize, cols: usize, bytes: &[u8]) -> Vec<f32> {
-    let cb = codec.layout(rows, cols).unwrap().codebook;
-    bytes[cb.offset..cb.end()]
-        .chunks_exact(4)
-        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-        .collect()
 }
 
 /// The most a row's integer product may differ from the exact one: each activation rounds by
