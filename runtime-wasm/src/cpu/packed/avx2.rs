@@ -11,6 +11,11 @@ use super::kernels::{
     OneRow, Q16Blocks, Row4Codes,
 };
 
+/// Prompts of this many tokens take f32 tiles rather than the integer kernels: SmolLM2 lut4a
+/// prefill at 64 tokens, 278 tok/s on tiles against 262, at 32, 186 against 251, at 256, 330-390
+/// against 203 (RESULTS.md, session 42).
+const PROMPT_TILES_FROM: usize = 48;
+
 /// These kernels when this CPU has the instructions they use.
 pub fn kernels() -> Option<Kernels> {
     let ok = is_x86_feature_detected!("avx2")
@@ -30,7 +35,7 @@ pub fn kernels() -> Option<Kernels> {
         rows8_expanded: Some(|rows, first, step, a, out| unsafe {
             rows8_expanded(rows, first, step, a, out)
         }),
-        expanded_prompts: false,
+        prompt_tiles_from: PROMPT_TILES_FROM,
     })
 }
 

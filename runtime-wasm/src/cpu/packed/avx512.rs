@@ -38,7 +38,12 @@ pub fn kernels(base: &Kernels) -> Option<Kernels> {
         row8_q16_prompts: vnni,
         // Its `row8` permutes bytes in registers: nothing to gain from expanded levels.
         rows8_expanded: None,
-        expanded_prompts: false,
+        // One pass of VNNI integer kernels beat f32 tiles on prompts (session 28); without
+        // VNNI the 4-bit kernel is AVX2's, and so is its crossover.
+        prompt_tiles_from: match vnni {
+            true => usize::MAX,
+            false => base.prompt_tiles_from,
+        },
         ..*base
     })
 }

@@ -12,7 +12,7 @@ use crate::codec::{encode, Codec};
 pub fn assert_8_bit_kernels_hold_the_largest_products(k: &Kernels) {
     let k = &Kernels {
         row8_q16_prompts: true,
-        expanded_prompts: true,
+        prompt_tiles_from: usize::MAX,
         ..*k
     };
     // Rows 0 and 1 alternate signs by column (a lane's four products share a sign), rows 2

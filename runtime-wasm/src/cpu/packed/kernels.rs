@@ -310,9 +310,12 @@ pub struct Kernels {
     /// looks codes up slowly (the loader expands within a budget); expanded rows take it
     /// rather than `row8_q16`.
     pub rows8_expanded: Option<Rows8Expanded>,
-    /// Whether prompts take `rows8_expanded` too; where not, expanded rows' prompts decode
-    /// f32 tiles from the levels (AVX2: sgemm multiplies them faster than its 2-token passes).
-    pub expanded_prompts: bool,
+    /// Prompts of this many tokens or more leave `row4_q16` and `rows8_expanded` for f32
+    /// tiles: each tile of rows decoded once (from the codes, or the expanded levels) for all
+    /// the tokens and multiplied by sgemm, a fixed cost a matrix that a long prompt repays and
+    /// a short one does not (AVX2: the crossover is near 48 tokens, RESULTS.md, session 42).
+    /// `usize::MAX`: never (SIMD128, where sgemm has no SIMD kernel).
+    pub prompt_tiles_from: usize,
 }
 
 impl Kernels {
@@ -326,7 +329,7 @@ impl Kernels {
         row8_q16: None,
         row8_q16_prompts: false,
         rows8_expanded: None,
-        expanded_prompts: false,
+        prompt_tiles_from: usize::MAX,
     };
 
     /// The portable set with the portable 8-bit integer kernel (which no set picks by itself:
@@ -351,14 +354,22 @@ impl Kernels {
     }
 
     /// The fastest set this CPU runs, detected once; `QINS_CPU_KERNELS=portable` (or another
-    /// set's name) picks one by name, for benchmarks and for ruling a kernel out.
+    /// set's name) picks one by name, for benchmarks and for ruling a kernel out, and
+    /// `QINS_PROMPT_TILES_FROM=N` moves its `prompt_tiles_from` (benchmarks of the crossover).
     pub fn best() -> &'static Kernels {
         static BEST: std::sync::OnceLock<Kernels> = std::sync::OnceLock::new();
         BEST.get_or_init(|| {
             let all = Self::available();
             let asked = std::env::var("QINS_CPU_KERNELS").ok();
             let named = asked.and_then(|n| all.iter().find(|k| k.name == n).copied());
-            named.or(all.last().copied()).unwrap_or(Self::PORTABLE)
+            let best = named.or(all.last().copied()).unwrap_or(Self::PORTABLE);
+            let tiles = std::env::var("QINS_PROMPT_TILES_FROM").ok();
+            Kernels {
+                prompt_tiles_from: tiles
+                    .and_then(|n| n.parse().ok())
+                    .unwrap_or(best.prompt_tiles_from),
+                ..best
+            }
         })
     }
 

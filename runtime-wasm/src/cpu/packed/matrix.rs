@@ -301,11 +301,11 @@ impl PackedMatrix {
             .is_some()
             .then_some(k.rows8_expanded)
             .flatten();
+        // Single tokens always take the integer kernels; prompts until tiles pay.
+        let short = n <= MATVEC_TOKENS || n < k.prompt_tiles_from;
         let integer = match (self.levels, k.row4_q16, &self.levels8, expanded, k.row8_q16) {
-            (Some(levels), Some(kernel), ..) => Integer::Four(levels, kernel),
-            (_, _, Some(levels), Some(kernel), _) if n <= MATVEC_TOKENS || k.expanded_prompts => {
-                Integer::Expanded(levels, kernel)
-            }
+            (Some(levels), Some(kernel), ..) if short => Integer::Four(levels, kernel),
+            (_, _, Some(levels), Some(kernel), _) if short => Integer::Expanded(levels, kernel),
             (_, _, Some(levels), None, Some(kernel)) if n == 1 || k.row8_q16_prompts => {
                 Integer::Eight(levels, kernel)
             }

@@ -24,7 +24,7 @@ pub fn kernels() -> Kernels {
         row8_q16: None,
         row8_q16_prompts: false,
         rows8_expanded: None,
-        expanded_prompts: false,
+        prompt_tiles_from: usize::MAX,
     }
 }
 

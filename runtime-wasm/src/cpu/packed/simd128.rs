@@ -29,7 +29,7 @@ pub fn kernels() -> Kernels {
         // (SmolLM2 lut8g in Chromium, 42 tokens); single tokens 14 against 19.
         row8_q16_prompts: false,
         rows8_expanded: Some(rows8_expanded),
-        expanded_prompts: true,
+        prompt_tiles_from: usize::MAX,
     }
 }
 

@@ -95,7 +95,7 @@ fn the_integer_kernels_stay_within_the_quantization_bound() {
     for k in &sets {
         // Prompts too, to test the expanded kernels' passes of several tokens.
         let k = &Kernels {
-            expanded_prompts: true,
+            prompt_tiles_from: usize::MAX,
             ..*k
         };
         let codecs = [
