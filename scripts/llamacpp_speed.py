@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """llama.cpp's CPU speed on the same model, prompt and token counts as `qins-run --bench`
 (the peer figure for docs/RESULTS.md):  python3 scripts/llamacpp_speed.py GGUF [TYPE ...]
-Prints one JSON object per type (default F32 Q8_0): prefill and decode tokens/s, TTFT."""
+Prints one JSON object per type (default F32 Q8_0): prefill and decode tokens/s, TTFT.
+PROMPT_TOKENS=N repeats the prompt's tokens to N, as `qins-run --bench --bench-prompt N` does."""
 import json
 import os
 import sys
@@ -26,8 +27,12 @@ def main():
         path = f32 if ty == "F32" else os.path.join(tmp, f"{ty}.gguf")
         if ty != "F32":
             quantize(f32, path, ty)
-        llm = llama_cpp.Llama(model_path=path, n_ctx=512, n_batch=512, verbose=False, n_threads=int(os.environ.get("THREADS", os.cpu_count())))
+        n = int(os.environ.get("PROMPT_TOKENS", 0))
+        ctx = max(512, n + 128)  # the scores array has n_batch rows
+        llm = llama_cpp.Llama(model_path=path, n_ctx=ctx, n_batch=ctx, verbose=False, n_threads=int(os.environ.get("THREADS", os.cpu_count())))
         toks = llm.tokenize(PROMPT.encode(), add_bos=False, special=True)
+        if n:
+            toks = [toks[i % len(toks)] for i in range(n)]
         t0 = time.perf_counter()
         llm.eval(toks)
         t1 = time.perf_counter()

@@ -29,6 +29,7 @@ pub fn kernels() -> Option<Kernels> {
         row4: |q, cb, x, g, s| unsafe { row4(q, cb, x, g, s) },
         dot_f16: |w, x| unsafe { dot_f16(w, x) },
         dot_f32: |w, x| unsafe { dot_f32(w, x) },
+        axpy_f32: |a, x, y| unsafe { axpy_f32(a, x, y) },
         row4_q16: Some(|rows, first, l, a, out| unsafe { rows4_q16(rows, first, l, a, out) }),
         row8_q16: None,
         row8_q16_prompts: false,
@@ -323,6 +324,25 @@ unsafe fn dot_f16(w: &[u16], x: &[f32]) -> f32 {
         .map(|c| half::f16::from_bits(w[c]).to_f32() * x[c])
         .sum();
     hsum(acc) + rest
+}
+
+#[target_feature(enable = "avx2,fma")]
+unsafe fn axpy_f32(a: f32, x: &[f32], y: &mut [f32]) {
+    let (n, av) = (x.len().min(y.len()), _mm256_set1_ps(a));
+    let mut c = 0;
+    while c + 8 <= n {
+        // SAFETY: c + 8 <= n bounds the reads of x and the read and write of y.
+        let (xp, yp) = (x.as_ptr().add(c), y.as_mut_ptr().add(c));
+        _mm256_storeu_ps(
+            yp,
+            _mm256_fmadd_ps(av, _mm256_loadu_ps(xp), _mm256_loadu_ps(yp)),
+        );
+        c += 8;
+    }
+    y[c..n]
+        .iter_mut()
+        .zip(&x[c..n])
+        .for_each(|(y, x)| *y += a * x);
 }
 
 #[target_feature(enable = "avx2,fma")]

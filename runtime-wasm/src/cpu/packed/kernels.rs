@@ -288,6 +288,8 @@ pub type Rows4Q16 =
 pub type DotF16 = fn(w: &[u16], x: &[f32]) -> f32;
 /// Σ w_c · x_c over f32 weights.
 pub type DotF32 = fn(w: &[f32], x: &[f32]) -> f32;
+/// `y += a · x` over the shorter of the two (attention's weighted sum of values).
+pub type AxpyF32 = fn(a: f32, x: &[f32], y: &mut [f32]);
 
 /// A set of kernels, all from one instruction set.
 #[derive(Clone, Copy)]
@@ -297,6 +299,7 @@ pub struct Kernels {
     pub row4: Row4,
     pub dot_f16: DotF16,
     pub dot_f32: DotF32,
+    pub axpy_f32: AxpyF32,
     /// The integer kernel for 4-bit rows, where this set has one worth using; without it the
     /// 4-bit codecs run on `row4`, exactly (no activation quantization).
     pub row4_q16: Option<Rows4Q16>,
@@ -325,6 +328,7 @@ impl Kernels {
         row4,
         dot_f16,
         dot_f32,
+        axpy_f32,
         row4_q16: Some(|rows, first, l, a, out| each_row(rows, first, l, a, out, row4_q16)),
         row8_q16: None,
         row8_q16_prompts: false,
@@ -607,6 +611,12 @@ fn dot_f16(w: &[u16], x: &[f32]) -> f32 {
         .zip(x)
         .map(|(&w, x)| half::f16::from_bits(w).to_f32() * x)
         .sum()
+}
+
+/// Vectorised by the compiler where the target's baseline has SIMD (aarch64, wasm32 with
+/// SIMD128); x86_64's baseline is SSE2, hence AVX2's own.
+fn axpy_f32(a: f32, x: &[f32], y: &mut [f32]) {
+    y.iter_mut().zip(x).for_each(|(y, x)| *y += a * x);
 }
 
 fn dot_f32(w: &[f32], x: &[f32]) -> f32 {

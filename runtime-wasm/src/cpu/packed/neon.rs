@@ -20,6 +20,7 @@ pub fn kernels() -> Kernels {
         row4: |q, cb, x, g, s| unsafe { row4(q, cb, x, g, s) },
         dot_f16: |w, x| unsafe { dot_f16(w, x) },
         dot_f32: |w, x| unsafe { dot_f32(w, x) },
+        axpy_f32: Kernels::PORTABLE.axpy_f32,
         row4_q16: Some(|rows, first, l, a, out| unsafe { rows4_q16(rows, first, l, a, out) }),
         row8_q16: None,
         row8_q16_prompts: false,

@@ -79,6 +79,29 @@ fn every_kernel_set_matches_the_decoded_reference() {
     }
 }
 
+#[test]
+fn every_set_s_attention_products_match_the_portable_ones() {
+    for k in Kernels::available() {
+        for n in [0, 1, 7, 8, 9, 63, 64, 65, 100] {
+            let (x, y0) = (weights(n, 1), weights(n, 2));
+            let want: f32 = x.iter().zip(&y0).map(|(a, b)| a * b).sum();
+            let got = (k.dot_f32)(&x, &y0);
+            assert!(
+                (got - want).abs() <= 1e-5 * (1.0 + want.abs()),
+                "{} dot n={n}",
+                k.name
+            );
+            let mut y = y0.clone();
+            (k.axpy_f32)(0.75, &x, &mut y);
+            for (i, (got, (x, y0))) in y.iter().zip(x.iter().zip(&y0)).enumerate() {
+                // FMA rounds once where the portable loop rounds twice.
+                let want = y0 + 0.75 * x;
+                assert!((got - want).abs() <= 1e-6, "{} axpy n={n} [{i}]", k.name);
+            }
+        }
+    }
+}
+
 /// Shapes the integer kernels take: columns in whole blocks of 32.
 const BLOCK_SHAPES: &[(usize, usize)] =
     &[(1, 32), (3, 64), (33, 96), (70, 160), (5, 576), (2, 1056)];
