@@ -1,6 +1,7 @@
 //! The decoder forward pass, written as one readable pass over the canonical tensors.
 
-use super::ops::{add_bias, rms_norm, silu_mul, softmax_in_place};
+use super::attention::{attention, Heads};
+use super::ops::{add_bias, rms_norm, silu_mul};
 use super::tensor::CpuTensor;
 use crate::model::{Layer, ModelConfig, Rope, Tensors};
 use crate::{QinsError, Result};
@@ -188,53 +189,4 @@ pub fn decoder_layer<T: CpuTensor>(
     observe(MatrixInput::FfnDown, &act);
     let down = lw.ffn_down.matmul_t(&act, n, ff, h);
     x.iter_mut().zip(&down).for_each(|(x, d)| *x += d);
-}
-
-/// The attention heads: query heads, key/value heads they share in groups, head width.
-#[derive(Debug, Clone, Copy)]
-pub struct Heads {
-    pub nh: usize,
-    pub nkv: usize,
-    pub hd: usize,
-}
-
-/// Causal grouped-query attention of `n` new queries (positions start..start+n) over the cache.
-pub fn attention(
-    q: &[f32],
-    k: &[f32],
-    v: &[f32],
-    start: usize,
-    n: usize,
-    heads: Heads,
-) -> Vec<f32> {
-    let Heads { nh, nkv, hd } = heads;
-    let (q_dim, kv_dim) = (nh * hd, nkv * hd);
-    let group = nh / nkv;
-    let scale = 1.0 / (hd as f32).sqrt();
-    // The SIMD dot product (a strict left-to-right sum does not vectorise, and over a long
-    // prompt the scores were a quarter of a prefill's time) and weighted sum (x86_64's
-    // baseline vectorises it 4 lanes wide, without FMA).
-    let super::packed::Kernels {
-        dot_f32: dot,
-        axpy_f32: axpy,
-        ..
-    } = *super::packed::Kernels::best();
-    let mut out = vec![0f32; n * q_dim];
-    let head_of_token = |i: usize, o: &mut [f32]| {
-        let (t, head) = (i / nh, i % nh);
-        let (visible, g) = (start + t + 1, head / group);
-        let qh = &q[t * q_dim + head * hd..t * q_dim + (head + 1) * hd];
-        let mut scores: Vec<f32> = (0..visible)
-            .map(|j| dot(qh, &k[j * kv_dim + g * hd..j * kv_dim + (g + 1) * hd]) * scale)
-            .collect();
-        softmax_in_place(&mut scores);
-        for (j, p) in scores.iter().enumerate() {
-            axpy(*p, &v[j * kv_dim + g * hd..j * kv_dim + (g + 1) * hd], o);
-        }
-    };
-    // Each head of each query is independent: spread them over cores on native targets.
-    // By head, not by query, so that a decoded token's attention (one query, whose cost
-    // grows with the context) is not left to one core.
-    super::ops::for_each_chunk(&mut out, hd, head_of_token);
-    out
 }

@@ -2,15 +2,15 @@
 //! result is held to, and the packed engine, which runs the same forward pass on the stored
 //! codes (`packed/`).
 
+mod attention;
 mod engine;
 mod forward;
 mod ops;
 pub mod packed;
 mod tensor;
 
+pub use attention::{attention, Heads};
 pub use engine::{CpuEngine, CpuRunner, PackedEngine};
-pub use forward::{
-    attention, decoder_layer, embed, CpuModel, Heads, KvCache, LayerKv, MatrixInput,
-};
+pub use forward::{decoder_layer, embed, CpuModel, KvCache, LayerKv, MatrixInput};
 pub use ops::{add_bias, matmul_t, rms_norm, silu_mul, softmax_in_place};
 pub use tensor::{CpuTensor, Packed};

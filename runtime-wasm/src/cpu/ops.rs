@@ -20,6 +20,14 @@ pub(crate) fn for_each_chunk(
         .for_each(|(i, chunk)| task(i, chunk));
 }
 
+/// The threads `for_each_chunk` spreads its tasks over.
+pub(crate) fn threads() -> usize {
+    #[cfg(feature = "parallel")]
+    return rayon::current_num_threads();
+    #[cfg(not(feature = "parallel"))]
+    1
+}
+
 /// `out[n][m] = Σ_k x[n][k] · w[m][k]`: activations times a row-major weight matrix transposed
 /// (`w` is [out_features, in_features], as stored). matrixmultiply does the blocking and, on
 /// native targets, the threading.

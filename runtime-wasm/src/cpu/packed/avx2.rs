@@ -29,7 +29,8 @@ pub fn kernels() -> Option<Kernels> {
         row4: |q, cb, x, g, s| unsafe { row4(q, cb, x, g, s) },
         dot_f16: |w, x| unsafe { dot_f16(w, x) },
         dot_f32: |w, x| unsafe { dot_f32(w, x) },
-        axpy_f32: |a, x, y| unsafe { axpy_f32(a, x, y) },
+        scores_f32: |q, k, stride, out| unsafe { scores_f32(q, k, stride, out) },
+        weighted_sum_f32: |p, v, stride, out| unsafe { weighted_sum_f32(p, v, stride, out) },
         row4_q16: Some(|rows, first, l, a, out| unsafe { rows4_q16(rows, first, l, a, out) }),
         row8_q16: None,
         row8_q16_prompts: false,
@@ -326,23 +327,81 @@ unsafe fn dot_f16(w: &[u16], x: &[f32]) -> f32 {
     hsum(acc) + rest
 }
 
+/// Four keys at a time: their sums reduce together (two horizontal adds and a lane add for
+/// four, where one key alone takes five shuffles and adds).
 #[target_feature(enable = "avx2,fma")]
-unsafe fn axpy_f32(a: f32, x: &[f32], y: &mut [f32]) {
-    let (n, av) = (x.len().min(y.len()), _mm256_set1_ps(a));
-    let mut c = 0;
-    while c + 8 <= n {
-        // SAFETY: c + 8 <= n bounds the reads of x and the read and write of y.
-        let (xp, yp) = (x.as_ptr().add(c), y.as_mut_ptr().add(c));
-        _mm256_storeu_ps(
-            yp,
-            _mm256_fmadd_ps(av, _mm256_loadu_ps(xp), _mm256_loadu_ps(yp)),
+unsafe fn scores_f32(q: &[f32], k: &[f32], stride: usize, out: &mut [f32]) {
+    let (d, keys) = (q.len(), out.len());
+    let whole = d / 8 * 8;
+    // The exact reads: the last key's row ends at (keys - 1) · stride + d.
+    assert!(keys == 0 || k.len() >= (keys - 1) * stride + d);
+    let tail = |j: usize| -> f32 { (whole..d).map(|c| q[c] * k[j * stride + c]).sum() };
+    let mut j = 0;
+    while j + 4 <= keys {
+        let mut acc = [_mm256_setzero_ps(); 4];
+        let mut c = 0;
+        while c < whole {
+            // SAFETY: c + 8 <= whole <= d; key j + i's row c .. c + 8 is inside k (assert).
+            let qv = _mm256_loadu_ps(q.as_ptr().add(c));
+            for (i, acc) in acc.iter_mut().enumerate() {
+                let kv = _mm256_loadu_ps(k.as_ptr().add((j + i) * stride + c));
+                *acc = _mm256_fmadd_ps(qv, kv, *acc);
+            }
+            c += 8;
+        }
+        let pairs = _mm256_hadd_ps(
+            _mm256_hadd_ps(acc[0], acc[1]),
+            _mm256_hadd_ps(acc[2], acc[3]),
         );
-        c += 8;
+        let sums = _mm_add_ps(
+            _mm256_castps256_ps128(pairs),
+            _mm256_extractf128_ps::<1>(pairs),
+        );
+        let mut four = [0f32; 4];
+        _mm_storeu_ps(four.as_mut_ptr(), sums);
+        for i in 0..4 {
+            out[j + i] = four[i] + tail(j + i);
+        }
+        j += 4;
     }
-    y[c..n]
-        .iter_mut()
-        .zip(&x[c..n])
-        .for_each(|(y, x)| *y += a * x);
+    for (j, o) in out.iter_mut().enumerate().skip(j) {
+        *o = dot_f32(q, &k[j * stride..][..d]);
+    }
+}
+
+/// 64 columns at a time held in eight registers over all the rows, so that each row costs
+/// eight loads and FMAs and the sums are stored once.
+#[target_feature(enable = "avx2,fma")]
+unsafe fn weighted_sum_f32(p: &[f32], v: &[f32], stride: usize, out: &mut [f32]) {
+    let (d, rows) = (out.len(), p.len());
+    assert!(rows == 0 || v.len() >= (rows - 1) * stride + d);
+    let mut c = 0;
+    while c + 8 <= d {
+        let width = ((d - c) / 8).min(8);
+        let mut acc = [_mm256_setzero_ps(); 8];
+        for (i, acc) in acc.iter_mut().enumerate().take(width) {
+            // SAFETY: c + 8 · i + 8 <= d, inside out.
+            *acc = _mm256_loadu_ps(out.as_ptr().add(c + 8 * i));
+        }
+        for (j, &pj) in p.iter().enumerate() {
+            let (pv, row) = (_mm256_set1_ps(pj), v.as_ptr().add(j * stride + c));
+            for (i, acc) in acc.iter_mut().enumerate().take(width) {
+                // SAFETY: row j's columns c + 8i .. c + 8i + 8 < d are inside v (assert).
+                *acc = _mm256_fmadd_ps(pv, _mm256_loadu_ps(row.add(8 * i)), *acc);
+            }
+        }
+        for (i, acc) in acc.iter().enumerate().take(width) {
+            _mm256_storeu_ps(out.as_mut_ptr().add(c + 8 * i), *acc);
+        }
+        c += 8 * width;
+    }
+    for (j, &pj) in p.iter().enumerate() {
+        let row = &v[j * stride..][..d];
+        out[c..]
+            .iter_mut()
+            .zip(&row[c..])
+            .for_each(|(o, v)| *o += pj * v);
+    }
 }
 
 #[target_feature(enable = "avx2,fma")]

@@ -288,8 +288,12 @@ pub type Rows4Q16 =
 pub type DotF16 = fn(w: &[u16], x: &[f32]) -> f32;
 /// Σ w_c · x_c over f32 weights.
 pub type DotF32 = fn(w: &[f32], x: &[f32]) -> f32;
-/// `y += a · x` over the shorter of the two (attention's weighted sum of values).
-pub type AxpyF32 = fn(a: f32, x: &[f32], y: &mut [f32]);
+/// Attention's scores: `out[j] = Σ_c q_c · k[j · stride + c]` for j < out.len(), c < q.len()
+/// (keys in rows of `stride` values; `k` holds every row read).
+pub type ScoresF32 = fn(q: &[f32], k: &[f32], stride: usize, out: &mut [f32]);
+/// Attention's weighted sum: `out[c] += Σ_j p_j · v[j · stride + c]` for j < p.len(), c <
+/// out.len() (values in rows of `stride` values; `v` holds every row read).
+pub type WeightedSumF32 = fn(p: &[f32], v: &[f32], stride: usize, out: &mut [f32]);
 
 /// A set of kernels, all from one instruction set.
 #[derive(Clone, Copy)]
@@ -299,7 +303,8 @@ pub struct Kernels {
     pub row4: Row4,
     pub dot_f16: DotF16,
     pub dot_f32: DotF32,
-    pub axpy_f32: AxpyF32,
+    pub scores_f32: ScoresF32,
+    pub weighted_sum_f32: WeightedSumF32,
     /// The integer kernel for 4-bit rows, where this set has one worth using; without it the
     /// 4-bit codecs run on `row4`, exactly (no activation quantization).
     pub row4_q16: Option<Rows4Q16>,
@@ -328,7 +333,8 @@ impl Kernels {
         row4,
         dot_f16,
         dot_f32,
-        axpy_f32,
+        scores_f32,
+        weighted_sum_f32,
         row4_q16: Some(|rows, first, l, a, out| each_row(rows, first, l, a, out, row4_q16)),
         row8_q16: None,
         row8_q16_prompts: false,
@@ -613,10 +619,19 @@ fn dot_f16(w: &[u16], x: &[f32]) -> f32 {
         .sum()
 }
 
+fn scores_f32(q: &[f32], k: &[f32], stride: usize, out: &mut [f32]) {
+    for (j, o) in out.iter_mut().enumerate() {
+        *o = dot_f32(q, &k[j * stride..][..q.len()]);
+    }
+}
+
 /// Vectorised by the compiler where the target's baseline has SIMD (aarch64, wasm32 with
 /// SIMD128); x86_64's baseline is SSE2, hence AVX2's own.
-fn axpy_f32(a: f32, x: &[f32], y: &mut [f32]) {
-    y.iter_mut().zip(x).for_each(|(y, x)| *y += a * x);
+fn weighted_sum_f32(p: &[f32], v: &[f32], stride: usize, out: &mut [f32]) {
+    for (j, &p) in p.iter().enumerate() {
+        let row = &v[j * stride..][..out.len()];
+        out.iter_mut().zip(row).for_each(|(o, v)| *o += p * v);
+    }
 }
 
 fn dot_f32(w: &[f32], x: &[f32]) -> f32 {

@@ -23,7 +23,8 @@ pub fn kernels() -> Kernels {
         row4,
         dot_f16,
         dot_f32,
-        axpy_f32: Kernels::PORTABLE.axpy_f32,
+        scores_f32: Kernels::PORTABLE.scores_f32,
+        weighted_sum_f32: Kernels::PORTABLE.weighted_sum_f32,
         row4_q16: Some(rows4_q16),
         row8_q16: Some(rows8_q16),
         // Prompts of 8-bit codes: 80 tok/s through f32 tiles against 53 through this kernel
