@@ -620,8 +620,15 @@ fn dot_f16(w: &[u16], x: &[f32]) -> f32 {
 }
 
 fn scores_f32(q: &[f32], k: &[f32], stride: usize, out: &mut [f32]) {
+    scores_by_dot(dot_f32, q, k, stride, out);
+}
+
+/// [`ScoresF32`] a key at a time with `dot` (the sets without a scores kernel of their own
+/// use their dot product).
+#[inline(always)]
+pub(super) fn scores_by_dot(dot: DotF32, q: &[f32], k: &[f32], stride: usize, out: &mut [f32]) {
     for (j, o) in out.iter_mut().enumerate() {
-        *o = dot_f32(q, &k[j * stride..][..q.len()]);
+        *o = dot(q, &k[j * stride..][..q.len()]);
     }
 }
 

@@ -8,8 +8,8 @@
 use std::arch::aarch64::*;
 
 use super::kernels::{
-    each_row, one_pass, row4_q16_blocks, scales_and_base, two_sums, CodeRows, Codebook8, Kernels,
-    Levels4, OneRow, Q16Blocks, Row4Codes,
+    self, each_row, one_pass, row4_q16_blocks, scales_and_base, two_sums, CodeRows, Codebook8,
+    Kernels, Levels4, OneRow, Q16Blocks, Row4Codes,
 };
 
 pub fn kernels() -> Kernels {
@@ -20,7 +20,9 @@ pub fn kernels() -> Kernels {
         row4: |q, cb, x, g, s| unsafe { row4(q, cb, x, g, s) },
         dot_f16: |w, x| unsafe { dot_f16(w, x) },
         dot_f32: |w, x| unsafe { dot_f32(w, x) },
-        scores_f32: Kernels::PORTABLE.scores_f32,
+        scores_f32: |q, k, stride, out| {
+            kernels::scores_by_dot(|w, x| unsafe { dot_f32(w, x) }, q, k, stride, out)
+        },
         weighted_sum_f32: Kernels::PORTABLE.weighted_sum_f32,
         row4_q16: Some(|rows, first, l, a, out| unsafe { rows4_q16(rows, first, l, a, out) }),
         row8_q16: None,

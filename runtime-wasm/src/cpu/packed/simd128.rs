@@ -23,7 +23,7 @@ pub fn kernels() -> Kernels {
         row4,
         dot_f16,
         dot_f32,
-        scores_f32: Kernels::PORTABLE.scores_f32,
+        scores_f32: |q, k, stride, out| kernels::scores_by_dot(dot_f32, q, k, stride, out),
         weighted_sum_f32: Kernels::PORTABLE.weighted_sum_f32,
         row4_q16: Some(rows4_q16),
         row8_q16: Some(rows8_q16),
