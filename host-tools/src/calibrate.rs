@@ -15,7 +15,7 @@ use anyhow::{bail, Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 use qins_runtime::chat::Tokenizer;
 use qins_runtime::codec::Importance;
-use qins_runtime::cpu::{decoder_layer, embed, rms_norm, LayerKv, MatrixInput};
+use qins_runtime::cpu::{decoder_layer, embed, rms_norm, KvRows, LayerKv, MatrixInput};
 use qins_runtime::model::{Rope, Tensors};
 
 use crate::import::Imported;
@@ -152,7 +152,7 @@ pub fn calibrate(imp: &Imported, text: &str, opts: &CalibrationOptions) -> Resul
             SquareSums::new(cfg.intermediate_size),
         ];
         for x in xs.iter_mut() {
-            let (mut k, mut v) = (Vec::new(), Vec::new());
+            let (mut k, mut v) = (KvRows::new(false), KvRows::new(false));
             let kv = LayerKv {
                 k: &mut k,
                 v: &mut v,

@@ -290,10 +290,10 @@ fn run() -> Result<()> {
             "prompt_tokens": s.prompt_tokens,
             "generated_tokens": s.generated_tokens,
             // What the engine used (f16 compute falls back to f32 without shader-f16), not
-            // what was asked for; null on the CPU engine.
+            // what was asked for; null on the CPU engine (but the KV cache's precision).
             "adapter": info.adapter.as_ref().map(|_| info.summary()),
             "gpu_bytes": info.adapter.as_ref().map(|_| info.gpu_bytes),
-            "kv_cache": info.adapter.as_ref().map(|_| info.kv_cache),
+            "kv_cache": info.kv_cache,
             "compute": info.adapter.as_ref().map(|_| info.precision),
             // Resident memory after the run and its peak (the load maps the archive, so the
             // peak holds the file's pages and the loaded tensors at once); null off Linux.

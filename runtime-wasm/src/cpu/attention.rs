@@ -8,8 +8,9 @@
 //! sum — combined per query afterwards. A decoded token is one query over a long context, so
 //! its context is split until every core has tasks (flash-decoding); a prompt has a task per
 //! query and key/value head already. The scores and weighted sums are the kernel set's
-//! (`Kernels::scores_f32`, `weighted_sum_f32`: AVX2 reduces four keys at once and keeps 64
-//! output columns in registers over all the rows).
+//! (`Kernels::scores_f32`, `weighted_sum_f32`, and their f16 twins for the packed engine's
+//! f16 cache: AVX2 reduces four keys at once and keeps 64 output columns in registers over
+//! all the rows).
 
 use super::ops::{for_each_chunk, threads};
 use super::packed::Kernels;
@@ -26,12 +27,31 @@ pub struct Heads {
 /// schedule and combine than they save.
 const MIN_SPLIT: usize = 128;
 
+/// A layer's cached keys or values, [positions, nkv · hd]: f32s or f16 bits.
+#[derive(Clone, Copy)]
+pub enum KvView<'a> {
+    F32(&'a [f32]),
+    F16(&'a [u16]),
+}
+
 /// Causal grouped-query attention of `n` new queries (positions start..start+n, [n, nh · hd])
-/// over the cache's keys and values ([start + n, nkv · hd] each): [n, nh · hd].
+/// over the cache's keys and values ([start + n, nkv · hd] each, f32): [n, nh · hd].
 pub fn attention(
     q: &[f32],
     k: &[f32],
     v: &[f32],
+    start: usize,
+    n: usize,
+    heads: Heads,
+) -> Vec<f32> {
+    attention_over(q, KvView::F32(k), KvView::F32(v), start, n, heads)
+}
+
+/// [`attention`] over keys and values in either precision.
+pub fn attention_over(
+    q: &[f32],
+    k: KvView,
+    v: KvView,
     start: usize,
     n: usize,
     heads: Heads,
@@ -92,17 +112,13 @@ fn partial(
         scale,
     }: Shape,
     queries: &[f32],
-    (k, v): (&[f32], &[f32]),
+    (k, v): (KvView, KvView),
     g: usize,
     context: std::ops::Range<usize>,
     part: &mut [f32],
 ) {
     let Heads { nkv, hd, .. } = heads;
-    let Kernels {
-        scores_f32,
-        weighted_sum_f32,
-        ..
-    } = *Kernels::best();
+    let kernels = Kernels::best();
     let (outputs, stats) = part.split_at_mut(group * hd);
     let (maxima, sums) = stats.split_at_mut(group);
     let len = context.len();
@@ -114,7 +130,10 @@ fn partial(
     let (stride, first) = (nkv * hd, context.start * nkv * hd + g * hd);
     let mut scores = vec![0f32; group * len];
     for (qh, scores) in queries.chunks_exact(hd).zip(scores.chunks_exact_mut(len)) {
-        scores_f32(qh, &k[first..], stride, scores);
+        match k {
+            KvView::F32(k) => (kernels.scores_f32)(qh, &k[first..], stride, scores),
+            KvView::F16(k) => (kernels.scores_f16)(qh, &k[first..], stride, scores),
+        }
         scores.iter_mut().for_each(|s| *s *= scale);
     }
     for (h, scores) in scores.chunks_exact_mut(len).enumerate() {
@@ -127,7 +146,10 @@ fn partial(
         (maxima[h], sums[h]) = (max, sum);
     }
     for (p, o) in scores.chunks_exact(len).zip(outputs.chunks_exact_mut(hd)) {
-        weighted_sum_f32(p, &v[first..], stride, o);
+        match v {
+            KvView::F32(v) => (kernels.weighted_sum_f32)(p, &v[first..], stride, o),
+            KvView::F16(v) => (kernels.weighted_sum_f16)(p, &v[first..], stride, o),
+        }
     }
 }
 
@@ -162,6 +184,7 @@ fn combine(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use half::f16;
 
     /// Attention as the formula reads: per query and head, softmax of the scaled scores over
     /// the visible positions, then the weighted sum of values.
@@ -200,6 +223,15 @@ mod tests {
                 (s >> 8) as f32 / (1u32 << 24) as f32 * 4.0 - 2.0
             })
             .collect()
+    }
+
+    fn assert_close(got: &[f32], want: &[f32], what: &str) {
+        for (j, (g, w)) in got.iter().zip(want).enumerate() {
+            assert!(
+                (g - w).abs() <= 1e-5 * (1.0 + w.abs()),
+                "{what} [{j}]: {g} vs {w}"
+            );
+        }
     }
 
     #[test]
@@ -270,12 +302,17 @@ mod tests {
             let v = values(len * h.nkv * h.hd, seed + 3);
             let want = naive(&q, &k, &v, start, n, h);
             let got = attention(&q, &k, &v, start, n, h);
-            for (j, (g, w)) in got.iter().zip(&want).enumerate() {
-                assert!(
-                    (g - w).abs() <= 1e-5 * (1.0 + w.abs()),
-                    "{h:?} start {start} n {n} [{j}]: {g} vs {w}"
-                );
-            }
+            let what = format!("{h:?} start {start} n {n}");
+            assert_close(&got, &want, &what);
+            // An f16 cache: the formula on the values its bits hold.
+            let bits =
+                |x: &[f32]| -> Vec<u16> { x.iter().map(|&x| f16::from_f32(x).to_bits()).collect() };
+            let of =
+                |b: &[u16]| -> Vec<f32> { b.iter().map(|&h| f16::from_bits(h).to_f32()).collect() };
+            let (k16, v16) = (bits(&k), bits(&v));
+            let want = naive(&q, &of(&k16), &of(&v16), start, n, h);
+            let got = attention_over(&q, KvView::F16(&k16), KvView::F16(&v16), start, n, h);
+            assert_close(&got, &want, &format!("{what}, f16"));
         }
     }
 

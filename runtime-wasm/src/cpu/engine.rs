@@ -55,15 +55,16 @@ pub type CpuEngine<T = Vec<f32>> = Sequence<CpuRunner<T>>;
 pub type PackedEngine = CpuEngine<super::Packed>;
 
 impl<T: CpuTensor> CpuEngine<T> {
-    /// The engine over the model's whole context.
+    /// The engine over the model's whole context, with an f32 KV cache.
     pub fn new(model: CpuModel<T>) -> Self {
         let max_len = model.cfg.max_position_embeddings;
-        Self::with_context(model, max_len)
+        Self::with_context(model, max_len, false)
     }
 
-    /// The engine over at most `max_len` positions (`--ctx`), like the GPU engine's cache.
-    pub fn with_context(model: CpuModel<T>, max_len: usize) -> Self {
-        let cache = KvCache::new(model.cfg.num_layers);
+    /// The engine over at most `max_len` positions (`--ctx`), like the GPU engine's cache,
+    /// with f16 keys and values when `kv_f16`.
+    pub fn with_context(model: CpuModel<T>, max_len: usize, kv_f16: bool) -> Self {
+        let cache = KvCache::new(model.cfg.num_layers, kv_f16);
         let max_len = max_len.clamp(1, model.cfg.max_position_embeddings.max(1));
         Sequence::with(CpuRunner {
             model,

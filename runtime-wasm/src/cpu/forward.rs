@@ -1,24 +1,72 @@
 //! The decoder forward pass, written as one readable pass over the canonical tensors.
 
-use super::attention::{attention, Heads};
+use super::attention::{attention_over, Heads, KvView};
 use super::ops::{add_bias, rms_norm, silu_mul};
 use super::tensor::CpuTensor;
 use crate::model::{Layer, ModelConfig, Rope, Tensors};
 use crate::{QinsError, Result};
 
+/// One layer's keys or values, [positions, kv_dim]: f32 (the reference's), or f16 bits, half
+/// the memory and half of what a long context's attention reads per token (the packed
+/// engine's default, as the GPU engine's).
+#[derive(Clone, Debug)]
+pub enum KvRows {
+    F32(Vec<f32>),
+    F16(Vec<u16>),
+}
+
+impl KvRows {
+    pub fn new(f16: bool) -> Self {
+        match f16 {
+            true => Self::F16(Vec::new()),
+            false => Self::F32(Vec::new()),
+        }
+    }
+    /// Appends rows (rounded to the nearest f16 in an f16 cache).
+    pub fn push(&mut self, rows: &[f32]) {
+        match self {
+            Self::F32(v) => v.extend_from_slice(rows),
+            Self::F16(v) => v.extend(rows.iter().map(|&x| half::f16::from_f32(x).to_bits())),
+        }
+    }
+    /// The values held.
+    pub fn len(&self) -> usize {
+        match self {
+            Self::F32(v) => v.len(),
+            Self::F16(v) => v.len(),
+        }
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    /// Keeps the first `values`.
+    pub fn truncate(&mut self, values: usize) {
+        match self {
+            Self::F32(v) => v.truncate(values),
+            Self::F16(v) => v.truncate(values),
+        }
+    }
+    pub fn view(&self) -> KvView<'_> {
+        match self {
+            Self::F32(v) => KvView::F32(v),
+            Self::F16(v) => KvView::F16(v),
+        }
+    }
+}
+
 /// Keys and values of every layer for the positions computed so far ([len, kv_dim] each).
-#[derive(Default)]
 pub struct KvCache {
-    k: Vec<Vec<f32>>,
-    v: Vec<Vec<f32>>,
+    k: Vec<KvRows>,
+    v: Vec<KvRows>,
     len: usize,
 }
 
 impl KvCache {
-    pub fn new(layers: usize) -> Self {
+    /// An empty cache of `layers` layers, in f16 or f32.
+    pub fn new(layers: usize, f16: bool) -> Self {
         Self {
-            k: vec![Vec::new(); layers],
-            v: vec![Vec::new(); layers],
+            k: vec![KvRows::new(f16); layers],
+            v: vec![KvRows::new(f16); layers],
             len: 0,
         }
     }
@@ -27,6 +75,10 @@ impl KvCache {
     }
     pub fn is_empty(&self) -> bool {
         self.len == 0
+    }
+    /// Whether it keeps f16s.
+    pub fn is_f16(&self) -> bool {
+        matches!(self.k.first(), Some(KvRows::F16(_)))
     }
     /// Keeps the first `len` positions.
     pub fn truncate(&mut self, len: usize) {
@@ -44,7 +96,7 @@ impl KvCache {
         self.k
             .iter_mut()
             .chain(self.v.iter_mut())
-            .for_each(Vec::clear);
+            .for_each(|c| c.truncate(0));
         self.len = 0;
     }
 }
@@ -129,8 +181,8 @@ pub enum MatrixInput {
 /// One layer's key/value cache: the positions before `start` are in `k` and `v`, and the new
 /// positions are appended.
 pub struct LayerKv<'a> {
-    pub k: &'a mut Vec<f32>,
-    pub v: &'a mut Vec<f32>,
+    pub k: &'a mut KvRows,
+    pub v: &'a mut KvRows,
     pub start: usize,
 }
 
@@ -171,10 +223,10 @@ pub fn decoder_layer<T: CpuTensor>(
         ks.chunks_exact_mut(hd)
             .for_each(|head| rope.apply(head, pos));
         q.extend_from_slice(&qs);
-        k.extend_from_slice(&ks);
-        v.extend_from_slice(vs);
+        k.push(&ks);
+        v.push(vs);
     }
-    let attn = attention(&q, k, v, start, n, Heads { nh, nkv, hd });
+    let attn = attention_over(&q, k.view(), v.view(), start, n, Heads { nh, nkv, hd });
     observe(MatrixInput::AttnOutput, &attn);
     let o = lw.attn_output.matmul_t(&attn, n, q_dim, h);
     x.iter_mut().zip(&o).for_each(|(x, o)| *x += o);

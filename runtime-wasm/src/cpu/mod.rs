@@ -9,8 +9,8 @@ mod ops;
 pub mod packed;
 mod tensor;
 
-pub use attention::{attention, Heads};
+pub use attention::{attention, attention_over, Heads, KvView};
 pub use engine::{CpuEngine, CpuRunner, PackedEngine};
-pub use forward::{decoder_layer, embed, CpuModel, KvCache, LayerKv, MatrixInput};
+pub use forward::{decoder_layer, embed, CpuModel, KvCache, KvRows, LayerKv, MatrixInput};
 pub use ops::{add_bias, matmul_t, rms_norm, silu_mul, softmax_in_place};
 pub use tensor::{CpuTensor, Packed};

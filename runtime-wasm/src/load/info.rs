@@ -169,7 +169,10 @@ impl EngineInfo {
         match &self.adapter {
             None => {
                 let engine = match self.cpu_kernels {
-                    Some(k) => format!("the CPU ({k} kernels on the archive's codes)"),
+                    Some(k) => format!(
+                        "the CPU ({k} kernels on the archive's codes, {} KV cache)",
+                        self.kv_cache
+                    ),
                     None => "the CPU (f32 reference)".to_string(),
                 };
                 match &self.cpu_fallback {

@@ -82,8 +82,8 @@ const WASM_MEMORY_LIMIT: u64 = (4 << 30) - (256 << 20);
 /// full KV cache cannot fit in `limit` bytes of wasm32 memory (only the CPU engines keep
 /// weights there).
 #[cfg(target_arch = "wasm32")]
-fn check_fits_in_wasm(m: &Manifest, packed: bool, context: usize, limit: u64) -> Result<()> {
-    let (weights, kv, positions) = wasm_bytes(m, packed, context);
+fn check_fits_in_wasm(m: &Manifest, packed: bool, opts: &LoadOptions, limit: u64) -> Result<()> {
+    let (weights, kv, positions) = wasm_bytes(m, packed, opts);
     let needed = weights + kv;
     if needed > limit {
         return Err(QinsError::MemoryLimit {
@@ -100,17 +100,18 @@ fn check_fits_in_wasm(m: &Manifest, packed: bool, context: usize, limit: u64) ->
 }
 
 /// The bytes of wasm32 memory a model's weights (`packed`: as stored, else f32) and its full
-/// KV cache for `context` positions take, and those positions.
+/// KV cache for the context `opts` asks take (in f16 or f32), and those positions.
 #[cfg(target_arch = "wasm32")]
-fn wasm_bytes(m: &Manifest, packed: bool, context: usize) -> (u64, u64, u64) {
+fn wasm_bytes(m: &Manifest, packed: bool, opts: &LoadOptions) -> (u64, u64, u64) {
     let weights: u64 = if packed {
         m.tensors.iter().map(|t| t.bytes).sum()
     } else {
         m.tensors.iter().map(|t| t.elements() as u64 * 4).sum()
     };
     let c = &m.config;
-    let positions = context.min(c.max_position_embeddings) as u64;
-    let kv = 2 * c.num_layers as u64 * positions * c.kv_dim() as u64 * 4;
+    let positions = opts.max_context.min(c.max_position_embeddings) as u64;
+    let value = if opts.kv_f16(!packed) { 2 } else { 4 };
+    let kv = 2 * c.num_layers as u64 * positions * c.kv_dim() as u64 * value;
     (weights, kv, positions)
 }
 
@@ -139,7 +140,7 @@ fn expand_budget(_m: &Manifest, opts: &LoadOptions) -> usize {
     #[cfg(target_arch = "wasm32")]
     {
         let limit = opts.wasm_memory_limit.unwrap_or(WASM_MEMORY_LIMIT);
-        let (weights, kv, _) = wasm_bytes(_m, true, opts.max_context);
+        let (weights, kv, _) = wasm_bytes(_m, true, opts);
         let left = limit.saturating_sub(weights + kv);
         EXPAND_BUDGET.min(usize::try_from(left).unwrap_or(usize::MAX))
     }
@@ -261,7 +262,7 @@ impl Loader {
                 if let Sink::Cpu(c) = &self.sink {
                     let packed = matches!(c.tensors, CpuTensors::Packed(_));
                     let limit = self.opts.wasm_memory_limit.unwrap_or(WASM_MEMORY_LIMIT);
-                    check_fits_in_wasm(m, packed, self.opts.max_context, limit)?;
+                    check_fits_in_wasm(m, packed, &self.opts, limit)?;
                 }
                 let source = Tokenizer::checked(m)?;
                 self.tokenizer = Some(Background::start("tokenizer", move || source.build()));
@@ -347,7 +348,10 @@ impl Loader {
                             warn_of_slow_lookups(slow, kernels, budget);
                         }
                         info.cpu_fallback = c.fallback;
-                        AnyEngine::Cpu(CpuEngine::with_context(CpuModel::new(cfg.clone(), w), ctx))
+                        let kv_f16 = self.opts.kv_f16(false);
+                        info.kv_cache = if kv_f16 { "f16" } else { "f32" };
+                        let model = CpuModel::new(cfg.clone(), w);
+                        AnyEngine::Cpu(CpuEngine::with_context(model, ctx, kv_f16))
                     }
                     CpuTensors::Reference(t) => {
                         let w = Weights::from_tensors(cfg, t)?;
@@ -355,6 +359,7 @@ impl Loader {
                         AnyEngine::Reference(CpuEngine::with_context(
                             CpuModel::new(cfg.clone(), w),
                             ctx,
+                            false,
                         ))
                     }
                 };

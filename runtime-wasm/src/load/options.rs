@@ -35,6 +35,14 @@ pub enum KvPrecision {
     F32,
 }
 
+impl LoadOptions {
+    /// Whether an engine keeps f16 keys and values: the GPU and packed CPU engines as
+    /// asked, the f32 reference never (`reference`: the engine is the reference).
+    pub fn kv_f16(&self, reference: bool) -> bool {
+        !reference && self.kv_cache == KvPrecision::F16
+    }
+}
+
 /// Options of a load. Unknown JavaScript fields are ignored; a known field with a bad value
 /// is a `bad-request` before any device is opened or byte downloaded.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -48,7 +56,7 @@ pub struct LoadOptions {
     /// Context length: the KV-cache positions (capped by the model's own context).
     #[cfg_attr(feature = "cli", arg(long = "ctx", default_value_t = 4096))]
     pub max_context: usize,
-    /// KV-cache precision on the GPU.
+    /// KV-cache precision on the GPU and in the packed CPU engine (the reference keeps f32).
     #[cfg_attr(feature = "cli", arg(long, value_enum, default_value_t = KvPrecision::F16))]
     pub kv_cache: KvPrecision,
     #[serde(flatten)]

@@ -31,6 +31,8 @@ pub fn kernels() -> Option<Kernels> {
         dot_f32: |w, x| unsafe { dot_f32(w, x) },
         scores_f32: |q, k, stride, out| unsafe { scores_f32(q, k, stride, out) },
         weighted_sum_f32: |p, v, stride, out| unsafe { weighted_sum_f32(p, v, stride, out) },
+        scores_f16: |q, k, stride, out| unsafe { scores_f16(q, k, stride, out) },
+        weighted_sum_f16: |p, v, stride, out| unsafe { weighted_sum_f16(p, v, stride, out) },
         row4_q16: Some(|rows, first, l, a, out| unsafe { rows4_q16(rows, first, l, a, out) }),
         row8_q16: None,
         row8_q16_prompts: false,
@@ -327,15 +329,55 @@ unsafe fn dot_f16(w: &[u16], x: &[f32]) -> f32 {
     hsum(acc) + rest
 }
 
-/// Four keys at a time: their sums reduce together (two horizontal adds and a lane add for
-/// four, where one key alone takes five shuffles and adds).
 #[target_feature(enable = "avx2,fma")]
 unsafe fn scores_f32(q: &[f32], k: &[f32], stride: usize, out: &mut [f32]) {
+    scores(q, k, stride, out, |p| _mm256_loadu_ps(p), |x| x);
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn scores_f16(q: &[f32], k: &[u16], stride: usize, out: &mut [f32]) {
+    scores(q, k, stride, out, |p| load_f16(p), f32_of_f16);
+}
+
+#[target_feature(enable = "avx2,fma")]
+unsafe fn weighted_sum_f32(p: &[f32], v: &[f32], stride: usize, out: &mut [f32]) {
+    weighted_sum(p, v, stride, out, |p| _mm256_loadu_ps(p), |x| x);
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn weighted_sum_f16(p: &[f32], v: &[u16], stride: usize, out: &mut [f32]) {
+    weighted_sum(p, v, stride, out, |p| load_f16(p), f32_of_f16);
+}
+
+/// Eight f16s (as bits) from `p` as f32s.
+#[inline]
+#[target_feature(enable = "avx2,f16c")]
+unsafe fn load_f16(p: *const u16) -> __m256 {
+    _mm256_cvtph_ps(_mm_loadu_si128(p as *const __m128i))
+}
+
+fn f32_of_f16(h: u16) -> f32 {
+    half::f16::from_bits(h).to_f32()
+}
+
+/// Attention's scores over keys of either precision (`load8`: eight values from a pointer
+/// as f32s, `one`: one value): four keys at a time, whose sums reduce together (two
+/// horizontal adds and a lane add for four, where one key alone takes five shuffles and adds).
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn scores<T: Copy>(
+    q: &[f32],
+    k: &[T],
+    stride: usize,
+    out: &mut [f32],
+    load8: impl Fn(*const T) -> __m256,
+    one: impl Fn(T) -> f32,
+) {
     let (d, keys) = (q.len(), out.len());
     let whole = d / 8 * 8;
     // The exact reads: the last key's row ends at (keys - 1) · stride + d.
     assert!(keys == 0 || k.len() >= (keys - 1) * stride + d);
-    let tail = |j: usize| -> f32 { (whole..d).map(|c| q[c] * k[j * stride + c]).sum() };
+    let tail = |j: usize| -> f32 { (whole..d).map(|c| q[c] * one(k[j * stride + c])).sum() };
     let mut j = 0;
     while j + 4 <= keys {
         let mut acc = [_mm256_setzero_ps(); 4];
@@ -344,7 +386,7 @@ unsafe fn scores_f32(q: &[f32], k: &[f32], stride: usize, out: &mut [f32]) {
             // SAFETY: c + 8 <= whole <= d; key j + i's row c .. c + 8 is inside k (assert).
             let qv = _mm256_loadu_ps(q.as_ptr().add(c));
             for (i, acc) in acc.iter_mut().enumerate() {
-                let kv = _mm256_loadu_ps(k.as_ptr().add((j + i) * stride + c));
+                let kv = load8(k.as_ptr().add((j + i) * stride + c));
                 *acc = _mm256_fmadd_ps(qv, kv, *acc);
             }
             c += 8;
@@ -364,15 +406,32 @@ unsafe fn scores_f32(q: &[f32], k: &[f32], stride: usize, out: &mut [f32]) {
         }
         j += 4;
     }
-    for (j, o) in out.iter_mut().enumerate().skip(j) {
-        *o = dot_f32(q, &k[j * stride..][..d]);
+    while j < keys {
+        let (mut acc, mut c) = (_mm256_setzero_ps(), 0);
+        while c < whole {
+            // SAFETY: as above, for key j.
+            let kv = load8(k.as_ptr().add(j * stride + c));
+            acc = _mm256_fmadd_ps(_mm256_loadu_ps(q.as_ptr().add(c)), kv, acc);
+            c += 8;
+        }
+        out[j] = hsum(acc) + tail(j);
+        j += 1;
     }
 }
 
-/// 64 columns at a time held in eight registers over all the rows, so that each row costs
-/// eight loads and FMAs and the sums are stored once.
+/// Attention's weighted sum over values of either precision (as [`scores`]): 64 columns at a
+/// time held in eight registers over all the rows, so that each row costs eight loads and
+/// FMAs and the sums are stored once.
+#[inline]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn weighted_sum_f32(p: &[f32], v: &[f32], stride: usize, out: &mut [f32]) {
+unsafe fn weighted_sum<T: Copy>(
+    p: &[f32],
+    v: &[T],
+    stride: usize,
+    out: &mut [f32],
+    load8: impl Fn(*const T) -> __m256,
+    one: impl Fn(T) -> f32,
+) {
     let (d, rows) = (out.len(), p.len());
     assert!(rows == 0 || v.len() >= (rows - 1) * stride + d);
     let mut c = 0;
@@ -387,7 +446,7 @@ unsafe fn weighted_sum_f32(p: &[f32], v: &[f32], stride: usize, out: &mut [f32])
             let (pv, row) = (_mm256_set1_ps(pj), v.as_ptr().add(j * stride + c));
             for (i, acc) in acc.iter_mut().enumerate().take(width) {
                 // SAFETY: row j's columns c + 8i .. c + 8i + 8 < d are inside v (assert).
-                *acc = _mm256_fmadd_ps(pv, _mm256_loadu_ps(row.add(8 * i)), *acc);
+                *acc = _mm256_fmadd_ps(pv, load8(row.add(8 * i)), *acc);
             }
         }
         for (i, acc) in acc.iter().enumerate().take(width) {
@@ -400,7 +459,7 @@ unsafe fn weighted_sum_f32(p: &[f32], v: &[f32], stride: usize, out: &mut [f32])
         out[c..]
             .iter_mut()
             .zip(&row[c..])
-            .for_each(|(o, v)| *o += pj * v);
+            .for_each(|(o, &v)| *o += pj * one(v));
     }
 }
 

@@ -294,6 +294,10 @@ pub type ScoresF32 = fn(q: &[f32], k: &[f32], stride: usize, out: &mut [f32]);
 /// Attention's weighted sum: `out[c] += Σ_j p_j · v[j · stride + c]` for j < p.len(), c <
 /// out.len() (values in rows of `stride` values; `v` holds every row read).
 pub type WeightedSumF32 = fn(p: &[f32], v: &[f32], stride: usize, out: &mut [f32]);
+/// [`ScoresF32`] over keys as f16 bits.
+pub type ScoresF16 = fn(q: &[f32], k: &[u16], stride: usize, out: &mut [f32]);
+/// [`WeightedSumF32`] over values as f16 bits.
+pub type WeightedSumF16 = fn(p: &[f32], v: &[u16], stride: usize, out: &mut [f32]);
 
 /// A set of kernels, all from one instruction set.
 #[derive(Clone, Copy)]
@@ -305,6 +309,8 @@ pub struct Kernels {
     pub dot_f32: DotF32,
     pub scores_f32: ScoresF32,
     pub weighted_sum_f32: WeightedSumF32,
+    pub scores_f16: ScoresF16,
+    pub weighted_sum_f16: WeightedSumF16,
     /// The integer kernel for 4-bit rows, where this set has one worth using; without it the
     /// 4-bit codecs run on `row4`, exactly (no activation quantization).
     pub row4_q16: Option<Rows4Q16>,
@@ -335,6 +341,8 @@ impl Kernels {
         dot_f32,
         scores_f32,
         weighted_sum_f32,
+        scores_f16,
+        weighted_sum_f16,
         row4_q16: Some(|rows, first, l, a, out| each_row(rows, first, l, a, out, row4_q16)),
         row8_q16: None,
         row8_q16_prompts: false,
@@ -623,12 +631,31 @@ fn scores_f32(q: &[f32], k: &[f32], stride: usize, out: &mut [f32]) {
     scores_by_dot(dot_f32, q, k, stride, out);
 }
 
-/// [`ScoresF32`] a key at a time with `dot` (the sets without a scores kernel of their own
-/// use their dot product).
+fn scores_f16(q: &[f32], k: &[u16], stride: usize, out: &mut [f32]) {
+    scores_by_dot(dot_f16, q, k, stride, out);
+}
+
+/// [`ScoresF32`] (or its f16 twin) a key at a time with `dot(key, q)` (the sets without a
+/// scores kernel of their own use their dot products).
 #[inline(always)]
-pub(super) fn scores_by_dot(dot: DotF32, q: &[f32], k: &[f32], stride: usize, out: &mut [f32]) {
+pub(super) fn scores_by_dot<T>(
+    dot: fn(&[T], &[f32]) -> f32,
+    q: &[f32],
+    k: &[T],
+    stride: usize,
+    out: &mut [f32],
+) {
     for (j, o) in out.iter_mut().enumerate() {
-        *o = dot(q, &k[j * stride..][..q.len()]);
+        *o = dot(&k[j * stride..][..q.len()], q);
+    }
+}
+
+fn weighted_sum_f16(p: &[f32], v: &[u16], stride: usize, out: &mut [f32]) {
+    for (j, &p) in p.iter().enumerate() {
+        let row = &v[j * stride..][..out.len()];
+        for (o, &h) in out.iter_mut().zip(row) {
+            *o += p * half::f16::from_bits(h).to_f32();
+        }
     }
 }
 

@@ -24,6 +24,10 @@ pub fn kernels() -> Kernels {
             kernels::scores_by_dot(|w, x| unsafe { dot_f32(w, x) }, q, k, stride, out)
         },
         weighted_sum_f32: Kernels::PORTABLE.weighted_sum_f32,
+        scores_f16: |q, k, stride, out| {
+            kernels::scores_by_dot(|w, x| unsafe { dot_f16(w, x) }, q, k, stride, out)
+        },
+        weighted_sum_f16: |p, v, stride, out| unsafe { weighted_sum_f16(p, v, stride, out) },
         row4_q16: Some(|rows, first, l, a, out| unsafe { rows4_q16(rows, first, l, a, out) }),
         row8_q16: None,
         row8_q16_prompts: false,
@@ -297,6 +301,30 @@ unsafe fn dot_f16(w: &[u16], x: &[f32]) -> f32 {
         .map(|c| half::f16::from_bits(w[c]).to_f32() * x[c])
         .sum();
     vaddvq_f32(vaddq_f32(a0, a1)) + rest
+}
+
+/// Attention's weighted sum over f16 values (as kernels::WeightedSumF16): the portable
+/// loop would convert each value in software.
+#[target_feature(enable = "neon")]
+unsafe fn weighted_sum_f16(p: &[f32], v: &[u16], stride: usize, out: &mut [f32]) {
+    let d = out.len();
+    for (j, &pj) in p.iter().enumerate() {
+        let row = &v[j * stride..][..d];
+        let mut c = 0;
+        while c + 8 <= d {
+            // SAFETY: c + 8 <= d bounds the reads of the row and of out, and the writes.
+            let h = vld1q_u16(row.as_ptr().add(c));
+            let o = out.as_mut_ptr().add(c);
+            let lo = f16_to_f32(vmovl_u16(vget_low_u16(h)));
+            let hi = f16_to_f32(vmovl_u16(vget_high_u16(h)));
+            vst1q_f32(o, vfmaq_n_f32(vld1q_f32(o), lo, pj));
+            vst1q_f32(o.add(4), vfmaq_n_f32(vld1q_f32(o.add(4)), hi, pj));
+            c += 8;
+        }
+        for (o, &h) in out[c..].iter_mut().zip(&row[c..]) {
+            *o += pj * half::f16::from_bits(h).to_f32();
+        }
+    }
 }
 
 #[target_feature(enable = "neon")]

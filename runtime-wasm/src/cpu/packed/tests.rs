@@ -5,6 +5,7 @@ use super::checks::decode_codebook;
 use super::kernels::{self, Levels4, Levels8};
 use super::{Kernels, PackedMatrix};
 use crate::codec::{decode, encode, Codec};
+use half::f16;
 
 /// Bell-ish weights with a few outliers, deterministic.
 fn weights(n: usize, seed: u32) -> Vec<f32> {
@@ -89,24 +90,35 @@ fn every_set_s_attention_products_match_the_formula() {
                 let stride = d + 3;
                 let q = weights(d, 1);
                 let m = weights(rows.max(1) * stride, 2);
-                let mut scores = vec![0f32; rows];
-                (k.scores_f32)(&q, &m, stride, &mut scores);
-                for (j, got) in scores.iter().enumerate() {
-                    let want: f32 = (0..d).map(|c| q[c] * m[j * stride + c]).sum();
-                    let bound = 1e-5 * (1.0 + want.abs());
-                    assert!((got - want).abs() <= bound, "{} scores d={d} [{j}]", k.name);
-                }
+                // The f16 kernels on the same rows as f16 bits, against the formula on the
+                // values those bits hold.
+                let m16: Vec<u16> = m.iter().map(|&x| f16::from_f32(x).to_bits()).collect();
+                let m_of16: Vec<f32> = m16.iter().map(|&h| f16::from_bits(h).to_f32()).collect();
                 let (p, out0) = (weights(rows, 3), weights(d, 4));
-                let mut out = out0.clone();
-                (k.weighted_sum_f32)(&p, &m, stride, &mut out);
-                for (c, got) in out.iter().enumerate() {
-                    let want = out0[c] + (0..rows).map(|j| p[j] * m[j * stride + c]).sum::<f32>();
-                    let bound = 1e-5 * (1.0 + want.abs());
-                    assert!(
-                        (got - want).abs() <= bound,
-                        "{} sum d={d} rows={rows} [{c}]",
-                        k.name
-                    );
+                for (precision, m_want) in [("f32", &m), ("f16", &m_of16)] {
+                    let mut scores = vec![0f32; rows];
+                    match precision {
+                        "f32" => (k.scores_f32)(&q, &m, stride, &mut scores),
+                        _ => (k.scores_f16)(&q, &m16, stride, &mut scores),
+                    }
+                    for (j, got) in scores.iter().enumerate() {
+                        let want: f32 = (0..d).map(|c| q[c] * m_want[j * stride + c]).sum();
+                        let bound = 1e-5 * (1.0 + want.abs());
+                        let what = format!("{} {precision} scores d={d} [{j}]", k.name);
+                        assert!((got - want).abs() <= bound, "{what}: {got} vs {want}");
+                    }
+                    let mut out = out0.clone();
+                    match precision {
+                        "f32" => (k.weighted_sum_f32)(&p, &m, stride, &mut out),
+                        _ => (k.weighted_sum_f16)(&p, &m16, stride, &mut out),
+                    }
+                    for (c, got) in out.iter().enumerate() {
+                        let sum: f32 = (0..rows).map(|j| p[j] * m_want[j * stride + c]).sum();
+                        let want = out0[c] + sum;
+                        let bound = 1e-5 * (1.0 + want.abs());
+                        let what = format!("{} {precision} sum d={d} rows={rows} [{c}]", k.name);
+                        assert!((got - want).abs() <= bound, "{what}: {got} vs {want}");
+                    }
                 }
             }
         }
