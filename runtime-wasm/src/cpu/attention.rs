@@ -184,6 +184,7 @@ fn combine(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cpu::packed::tests::weights as values;
     use half::f16;
 
     /// Attention as the formula reads: per query and head, softmax of the scaled scores over
@@ -213,24 +214,9 @@ mod tests {
         out
     }
 
-    fn values(n: usize, seed: u32) -> Vec<f32> {
-        let mut s = seed.wrapping_mul(2654435761).max(1);
-        (0..n)
-            .map(|_| {
-                s ^= s << 13;
-                s ^= s >> 17;
-                s ^= s << 5;
-                (s >> 8) as f32 / (1u32 << 24) as f32 * 4.0 - 2.0
-            })
-            .collect()
-    }
-
     fn assert_close(got: &[f32], want: &[f32], what: &str) {
         for (j, (g, w)) in got.iter().zip(want).enumerate() {
-            assert!(
-                (g - w).abs() <= 1e-5 * (1.0 + w.abs()),
-                "{what} [{j}]: {g} vs {w}"
-            );
+            assert!((g - w).abs() <= 1e-5 * (1.0 + w.abs()), "{what} [{j}]: {g} vs {w}");
         }
     }
 

@@ -13,7 +13,7 @@ mod neon;
 #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
 mod simd128;
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 
 pub use kernels::{Codebook8, Kernels};
 pub use matrix::PackedMatrix;

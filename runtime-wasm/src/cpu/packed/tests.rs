@@ -7,8 +7,8 @@ use super::{Kernels, PackedMatrix};
 use crate::codec::{decode, encode, Codec};
 use half::f16;
 
-/// Bell-ish weights with a few outliers, deterministic.
-fn weights(n: usize, seed: u32) -> Vec<f32> {
+/// Bell-ish weights with a few outliers, deterministic (the attention tests' inputs too).
+pub(crate) fn weights(n: usize, seed: u32) -> Vec<f32> {
     let mut s = seed.wrapping_mul(2654435761).max(1);
     (0..n)
         .map(|i| {
