@@ -29,17 +29,16 @@ pub(crate) fn threads() -> usize {
 }
 
 /// `out[n][m] = Σ_k x[n][k] · w[m][k]`: activations times a row-major weight matrix transposed
-/// (`w` is [out_features, in_features], as stored). matrixmultiply does the blocking and, on
-/// native targets, the threading.
+/// (`w` is [out_features, in_features], as stored).
 pub fn matmul_t(x: &[f32], w: &[f32], n: usize, k: usize, m: usize) -> Vec<f32> {
     assert_eq!(x.len(), n * k, "activation shape");
     assert_eq!(w.len(), m * k, "weight shape");
-    let mut out = vec![0f32; n * m];
     // One token (decode): a plain dot product per row, rows spread over cores. sgemm's packing
-    // buys nothing for a single column and its threading does not split this shape.
+    // buys nothing for a single column.
     #[cfg(feature = "parallel")]
     if n == 1 {
         use rayon::prelude::*;
+        let mut out = vec![0f32; m];
         out.par_chunks_mut(256).enumerate().for_each(|(b, chunk)| {
             for (i, o) in chunk.iter_mut().enumerate() {
                 let row = &w[(b * 256 + i) * k..(b * 256 + i + 1) * k];
@@ -48,25 +47,98 @@ pub fn matmul_t(x: &[f32], w: &[f32], n: usize, k: usize, m: usize) -> Vec<f32> 
         });
         return out;
     }
-    // SAFETY: the asserts above bound every index sgemm derives from these strides.
-    unsafe {
-        matrixmultiply::sgemm(
-            n,
-            k,
-            m,
-            1.0,
-            x.as_ptr(),
-            k as isize,
-            1,
-            w.as_ptr(),
-            1,
-            k as isize,
-            0.0,
-            out.as_mut_ptr(),
-            m as isize,
-            1,
-        );
+    matmul_t_by_runs(x, n, k, m, Rows::F32(w))
+}
+
+/// f32 values of a run of weight rows that [`matmul_t_by_runs`] multiplies at a time: 1 MiB,
+/// within a core's L2 on the machines that matter.
+const RUN_VALUES: usize = 1 << 18;
+
+/// Where [`matmul_t_by_runs`] gets a run of weight rows.
+#[derive(Clone, Copy)]
+pub(crate) enum Rows<'a> {
+    /// Row-major f32 rows, read where they are.
+    F32(&'a [f32]),
+    /// `decode(r0, tile)` writes rows r0 .. r0 + tile.len() / k into `tile`.
+    Decode(&'a (dyn Fn(usize, &mut [f32]) + Sync)),
+}
+
+/// `*mut f32` that tasks share: each writes only its own columns of the output.
+#[derive(Clone, Copy)]
+struct SharedOut(*mut f32);
+// SAFETY: matmul_t_by_runs's tasks write disjoint elements through it and the caller holds
+// the buffer until all of them have finished.
+unsafe impl Send for SharedOut {}
+unsafe impl Sync for SharedOut {}
+
+/// `task(i)` for i in 0..count, on the thread pool on native targets (the `parallel` feature),
+/// in order on one thread otherwise.
+fn for_each_task(count: usize, task: impl Fn(usize) + Sync + Send) {
+    #[cfg(feature = "parallel")]
+    {
+        use rayon::prelude::*;
+        (0..count).into_par_iter().for_each(task);
     }
+    #[cfg(not(feature = "parallel"))]
+    (0..count).for_each(task);
+}
+
+/// `out[n][m] = Σ_k x[n][k] · w[r][k]` over w's rows from `rows`. Runs of rows are tasks on
+/// the thread pool, each (decoding its tile, then) multiplying every token by it with
+/// single-threaded sgemm straight into its columns of `out`: matrixmultiply's own threading
+/// stops at 4 threads and splits short prompts badly, and a decoded tile stays in its core's
+/// cache between being written and being read.
+pub(crate) fn matmul_t_by_runs(x: &[f32], n: usize, k: usize, m: usize, rows: Rows) -> Vec<f32> {
+    assert_eq!(x.len(), n * k, "activation shape");
+    if let Rows::F32(w) = rows {
+        assert_eq!(w.len(), m * k, "weight shape");
+    }
+    let mut out = vec![0f32; n * m];
+    if n == 0 || m == 0 {
+        return out;
+    }
+    // With several threads, at least four runs a thread where the matrix allows, so that the
+    // cores finish together; at least 16 rows a run, so that sgemm's packing of the tokens is
+    // shared by enough rows.
+    let threads = threads();
+    let balanced = if threads > 1 { m.div_ceil(4 * threads) } else { m };
+    let run = (RUN_VALUES / k.max(1)).min(balanced).max(16).min(m);
+    let shared = SharedOut(out.as_mut_ptr());
+    for_each_task(m.div_ceil(run), |i| {
+        let out = shared;
+        let r0 = i * run;
+        let rb = run.min(m - r0);
+        let mut tile = Vec::new();
+        let w = match rows {
+            Rows::F32(w) => &w[r0 * k..][..rb * k],
+            Rows::Decode(decode) => {
+                tile.resize(rb * k, 0f32);
+                decode(r0, &mut tile);
+                &tile[..]
+            }
+        };
+        // SAFETY: A is x ([n, k]), B the run's rows transposed ([k, rb]), C the columns
+        // r0 .. r0 + rb of out ([n, m], row stride m): inside each buffer, and no other
+        // task writes these columns.
+        unsafe {
+            matrixmultiply::sgemm(
+                n,
+                k,
+                rb,
+                1.0,
+                x.as_ptr(),
+                k as isize,
+                1,
+                w.as_ptr(),
+                1,
+                k as isize,
+                0.0,
+                out.0.add(r0),
+                m as isize,
+                1,
+            );
+        }
+    });
     out
 }
 
@@ -121,6 +193,11 @@ mod tests {
             (3, 5, 7),
             (17, 33, 9),
             (2, 130, 65),
+            // Several runs of rows, the last one short; no tokens.
+            (9, 64, 203),
+            (0, 3, 4),
+            // Rows so long that a run is held to its 16-row minimum.
+            (3, 70_000, 37),
         ] {
             let x: Vec<f32> = (0..n * k)
                 .map(|i| ((i * 7 % 13) as f32 - 6.0) * 0.1)
@@ -131,9 +208,11 @@ mod tests {
             let got = matmul_t(&x, &w, n, k, m);
             for i in 0..n {
                 for j in 0..m {
-                    let want: f32 = (0..k).map(|t| x[i * k + t] * w[j * k + t]).sum();
+                    let products = (0..k).map(|t| (x[i * k + t] * w[j * k + t]) as f64);
+                    let want: f64 = products.clone().sum();
+                    let scale: f64 = products.map(f64::abs).sum();
                     assert!(
-                        (got[i * m + j] - want).abs() < 1e-4,
+                        (got[i * m + j] as f64 - want).abs() <= 1e-6 * scale + 1e-6,
                         "{n}x{k}x{m} [{i},{j}]"
                     );
                 }

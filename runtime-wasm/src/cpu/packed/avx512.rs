@@ -13,6 +13,10 @@ use super::kernels::{
     Levels8, OneRow, Q16Blocks, Row4Codes,
 };
 
+/// Prompts of this many tokens take f32 tiles on a CPU with VNNI (on one without, AVX2's
+/// crossover holds).
+const VNNI_PROMPT_TILES_FROM: usize = 32;
+
 /// These kernels when this CPU has the instructions they use (`base`: the AVX2 set, whose f16
 /// and f32 dot products they keep).
 pub fn kernels(base: &Kernels) -> Option<Kernels> {
@@ -34,14 +38,17 @@ pub fn kernels(base: &Kernels) -> Option<Kernels> {
             true => Some(|rows, first, l, a, out| unsafe { rows8_q16(rows, first, l, a, out) }),
             false => None,
         },
-        // Eight tokens per pass: faster than f32 tiles for prompts (RESULTS.md, session 28).
+        // Eight tokens per pass: faster than f32 tiles for prompts shorter than
+        // `prompt_tiles_from` (RESULTS.md, sessions 28 and 43).
         row8_q16_prompts: vnni,
         // Its `row8` permutes bytes in registers: nothing to gain from expanded levels.
         rows8_expanded: None,
-        // One pass of VNNI integer kernels beat f32 tiles on prompts (session 28); without
+        // Since tiles are runs spread over the cores (session 43), VNNI's integer kernels win
+        // only short prompts: SmolLM2 prefill at 32 tokens, lut8g 365 tok/s on tiles against
+        // 315, lut4a 317 against 334; at 64, 495 against 331 and 461 against 344. Without
         // VNNI the 4-bit kernel is AVX2's, and so is its crossover.
         prompt_tiles_from: match vnni {
-            true => usize::MAX,
+            true => VNNI_PROMPT_TILES_FROM,
             false => base.prompt_tiles_from,
         },
         ..*base

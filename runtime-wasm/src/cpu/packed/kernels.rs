@@ -316,9 +316,9 @@ pub struct Kernels {
     pub row4_q16: Option<Rows4Q16>,
     /// The integer kernel for grouped 8-bit rows, where this set has one faster than `row8`.
     pub row8_q16: Option<Rows8Q16>,
-    /// Whether prompts (several tokens) take `row8_q16` too; where its lookups cost more than
-    /// decoding each weight tile once in f32 for all the tokens (SIMD128: one by one), only
-    /// single tokens do.
+    /// Whether prompts shorter than `prompt_tiles_from` take `row8_q16` too; where its lookups
+    /// cost more than decoding each weight tile once in f32 for all the tokens (SIMD128: one by
+    /// one), only single tokens do.
     pub row8_q16_prompts: bool,
     /// The kernel for grouped 8-bit rows expanded to their levels at load, where this set
     /// looks codes up slowly (the loader expands within a budget); expanded rows take it

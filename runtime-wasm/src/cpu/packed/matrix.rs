@@ -7,7 +7,7 @@ use super::kernels::{
     Rows8Q16,
 };
 use crate::codec::{decode_row, Codec, Layout, RowCodes, Section};
-use crate::cpu::ops::for_each_chunk;
+use crate::cpu::ops::{for_each_chunk, matmul_t_by_runs, Rows};
 use crate::{QinsError, Result};
 
 /// A `rows × cols` matrix in its stored layout (crate::codec): codebook, scales, offsets and
@@ -42,8 +42,6 @@ enum Integer<'a> {
 
 /// Rows per parallel work item of a mat-vec: enough work to be worth a task.
 const ROWS_PER_TASK: usize = 32;
-/// f32 values of weights decoded at a time for a mat-mat (4 MiB: an L2-to-L3-sized tile).
-const TILE_VALUES: usize = 1 << 20;
 /// Up to this many tokens a mat-mat is that many mat-vecs: decoding a tile to f32 costs about
 /// as much as two mat-vecs over it.
 const MATVEC_TOKENS: usize = 2;
@@ -306,7 +304,7 @@ impl PackedMatrix {
         let integer = match (self.levels, k.row4_q16, &self.levels8, expanded, k.row8_q16) {
             (Some(levels), Some(kernel), ..) if short => Integer::Four(levels, kernel),
             (_, _, Some(levels), Some(kernel), _) if short => Integer::Expanded(levels, kernel),
-            (_, _, Some(levels), None, Some(kernel)) if n == 1 || k.row8_q16_prompts => {
+            (_, _, Some(levels), None, Some(kernel)) if n == 1 || (k.row8_q16_prompts && short) => {
                 Integer::Eight(levels, kernel)
             }
             // Other prompts take f32 tiles, which read the codes once for all their tokens.
@@ -425,35 +423,13 @@ impl PackedMatrix {
             }
             return out;
         }
-        // Each tile of rows is decoded once for all n tokens, then multiplied by sgemm.
-        let tile_rows = (TILE_VALUES / kk.max(1)).clamp(1, m.max(1));
-        let mut tile = vec![0f32; tile_rows * kk];
-        for r0 in (0..m).step_by(tile_rows) {
-            let rb = tile_rows.min(m - r0);
-            let tile = &mut tile[..rb * kk];
-            self.decode_rows(r0, tile);
-            // SAFETY: A is x ([n, kk]), B the tile transposed ([kk, rb]), C the columns
-            // r0..r0 + rb of out ([n, m]); the strides stay inside each buffer.
-            unsafe {
-                matrixmultiply::sgemm(
-                    n,
-                    kk,
-                    rb,
-                    1.0,
-                    x.as_ptr(),
-                    kk as isize,
-                    1,
-                    tile.as_ptr(),
-                    1,
-                    kk as isize,
-                    0.0,
-                    out.as_mut_ptr().add(r0),
-                    m as isize,
-                    1,
-                );
+        // Each run of rows is decoded once for all n tokens, then multiplied by sgemm.
+        let decode = |r0: usize, tile: &mut [f32]| {
+            for (i, row) in tile.chunks_exact_mut(kk).enumerate() {
+                self.decode_row(r0 + i, row);
             }
-        }
-        out
+        };
+        matmul_t_by_runs(x, n, kk, m, Rows::Decode(&decode))
     }
 
     /// [`Self::matmul_t_with`] on the fastest kernels this CPU has.
