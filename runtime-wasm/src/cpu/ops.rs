@@ -50,9 +50,11 @@ pub fn matmul_t(x: &[f32], w: &[f32], n: usize, k: usize, m: usize) -> Vec<f32> 
     matmul_t_by_runs(x, n, k, m, Rows::F32(w))
 }
 
-/// f32 values of a run of weight rows that [`matmul_t_by_runs`] multiplies at a time: 1 MiB,
-/// within a core's L2 on the machines that matter.
-const RUN_VALUES: usize = 1 << 18;
+/// f32 values of a run of weight rows that [`matmul_t_by_runs`] multiplies at a time, at most
+/// (4 MiB): each run repacks the tokens, and on one thread (the browser) SmolLM2 lut8g prefill
+/// of 256 tokens ran at 376-383 tok/s with 1 MiB runs, 403-415 with 4 MiB ones and 401-410
+/// with 16 MiB (the whole-matrix tiles before, 417-440; RESULTS.md, session 43).
+const RUN_VALUES: usize = 1 << 20;
 
 /// Where [`matmul_t_by_runs`] gets a run of weight rows.
 #[derive(Clone, Copy)]
