@@ -216,7 +216,10 @@ mod tests {
 
     fn assert_close(got: &[f32], want: &[f32], what: &str) {
         for (j, (g, w)) in got.iter().zip(want).enumerate() {
-            assert!((g - w).abs() <= 1e-5 * (1.0 + w.abs()), "{what} [{j}]: {g} vs {w}");
+            assert!(
+                (g - w).abs() <= 1e-5 * (1.0 + w.abs()),
+                "{what} [{j}]: {g} vs {w}"
+            );
         }
     }
 

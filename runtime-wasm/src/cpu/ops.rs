@@ -103,45 +103,61 @@ pub(crate) fn matmul_t_by_runs(x: &[f32], n: usize, k: usize, m: usize, rows: Ro
     // cores finish together; at least 16 rows a run, so that sgemm's packing of the tokens is
     // shared by enough rows.
     let threads = threads();
-    let balanced = if threads > 1 { m.div_ceil(4 * threads) } else { m };
+    let balanced = if threads > 1 {
+        m.div_ceil(4 * threads)
+    } else {
+        m
+    };
     let run = (RUN_VALUES / k.max(1)).min(balanced).max(16).min(m);
     let shared = SharedOut(out.as_mut_ptr());
     for_each_task(m.div_ceil(run), |i| {
         let out = shared;
         let r0 = i * run;
         let rb = run.min(m - r0);
-        let mut tile = Vec::new();
-        let w = match rows {
-            Rows::F32(w) => &w[r0 * k..][..rb * k],
-            Rows::Decode(decode) => {
-                tile.resize(rb * k, 0f32);
-                decode(r0, &mut tile);
-                &tile[..]
+        let multiply = |w: &[f32]| {
+            // SAFETY: A is x ([n, k]), B the run's rows transposed ([k, rb]), C the columns
+            // r0 .. r0 + rb of out ([n, m], row stride m): inside each buffer, and no other
+            // task writes these columns.
+            unsafe {
+                matrixmultiply::sgemm(
+                    n,
+                    k,
+                    rb,
+                    1.0,
+                    x.as_ptr(),
+                    k as isize,
+                    1,
+                    w.as_ptr(),
+                    1,
+                    k as isize,
+                    0.0,
+                    out.0.add(r0),
+                    m as isize,
+                    1,
+                );
             }
         };
-        // SAFETY: A is x ([n, k]), B the run's rows transposed ([k, rb]), C the columns
-        // r0 .. r0 + rb of out ([n, m], row stride m): inside each buffer, and no other
-        // task writes these columns.
-        unsafe {
-            matrixmultiply::sgemm(
-                n,
-                k,
-                rb,
-                1.0,
-                x.as_ptr(),
-                k as isize,
-                1,
-                w.as_ptr(),
-                1,
-                k as isize,
-                0.0,
-                out.0.add(r0),
-                m as isize,
-                1,
-            );
+        match rows {
+            Rows::F32(w) => multiply(&w[r0 * k..][..rb * k]),
+            // Each thread keeps its tile between runs: a fresh one was zeroed (and, above the
+            // allocator's threshold, faulted in) for every run.
+            Rows::Decode(decode) => TILE.with_borrow_mut(|tile| {
+                if tile.len() < rb * k {
+                    tile.resize(rb * k, 0f32);
+                }
+                let tile = &mut tile[..rb * k];
+                decode(r0, tile);
+                multiply(tile)
+            }),
         }
     });
     out
+}
+
+thread_local! {
+    /// The tile that [`matmul_t_by_runs`] decodes runs into, one per thread, as long as the
+    /// longest run it has decoded.
+    static TILE: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
 /// RMSNorm of each row of `x` ([rows, dim]) in place, as transformers computes it in f32.
