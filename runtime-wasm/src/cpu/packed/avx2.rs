@@ -27,6 +27,7 @@ pub fn kernels() -> Option<Kernels> {
         name: "avx2",
         row8: |q, cb, x, g, s| unsafe { row8(q, cb, x, g, s) },
         row4: |q, cb, x, g, s| unsafe { row4(q, cb, x, g, s) },
+        decode8: Kernels::PORTABLE.decode8,
         dot_f16: |w, x| unsafe { dot_f16(w, x) },
         dot_f32: |w, x| unsafe { dot_f32(w, x) },
         scores_f32: |q, k, stride, out| unsafe { scores_f32(q, k, stride, out) },

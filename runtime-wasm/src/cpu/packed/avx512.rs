@@ -30,6 +30,7 @@ pub fn kernels(base: &Kernels) -> Option<Kernels> {
         name: "avx512",
         row8: |q, cb, x, g, s| unsafe { row8(q, cb, x, g, s) },
         row4: |q, cb, x, g, s| unsafe { row4(q, cb, x, g, s) },
+        decode8: |q, cb, g, s, out| unsafe { decode8(q, cb, g, s, out) },
         row4_q16: match vnni {
             true => Some(|rows, first, l, a, out| unsafe { rows4_q16(rows, first, l, a, out) }),
             false => base.row4_q16,
@@ -78,38 +79,39 @@ fn interleave_order() -> [u8; 64] {
     order
 }
 
-#[target_feature(enable = "avx512f,avx512bw,avx512vbmi,avx2,fma")]
-unsafe fn row8(codes: &[u8], cb: &Codebook8, x: &[f32], group: usize, scales: &[f32]) -> f32 {
-    let n = x.len().min(codes.len());
-    // Whole 16-column vectors must share a scale: groups of a multiple of 16, or one scale.
-    let blocks = if group.is_multiple_of(16) || scales.len() == 1 {
-        n / 64
-    } else {
-        0
-    };
-    let order = interleave_order();
-    // SAFETY: every load below reads 64 bytes inside `order`, a plane (256 bytes), `codes`
-    // (64·b + 64 <= n) or `x` (16 floats at 64·b + 16·k + 16 <= n).
-    let order = _mm512_loadu_si512(order.as_ptr() as *const _);
-    let table =
-        |p: usize, t: usize| _mm512_loadu_si512(cb.planes[p].as_ptr().add(64 * t) as *const _);
-    let planes: [[__m512i; 4]; 4] = std::array::from_fn(|p| std::array::from_fn(|t| table(p, t)));
-    // The scale of column c, without a division per vector: groups are powers of two here
-    // (16, 32, 64…) but for odd archives.
-    let shift = group.is_power_of_two().then(|| group.trailing_zeros());
-    let scale_of = |c: usize| match (scales.len(), shift) {
-        (1, _) => scales[0],
-        (_, Some(shift)) => scales[c >> shift],
-        _ => scales[c / group],
-    };
-    // Two sums: one FMA's latency hides behind the other's.
-    let (mut total, mut total2) = (_mm512_setzero_ps(), _mm512_setzero_ps());
-    for b in 0..blocks {
-        let q = _mm512_permutexvar_epi8(
-            order,
-            _mm512_loadu_si512(codes.as_ptr().add(64 * b) as *const _),
-        );
+/// The codebook's byte planes in registers, and the code order that [`Lookup8::block`] wants.
+struct Lookup8 {
+    order: __m512i,
+    planes: [[__m512i; 4]; 4],
+}
+
+impl Lookup8 {
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vbmi")]
+    fn new(cb: &Codebook8) -> Self {
+        let order = interleave_order();
+        // SAFETY: each load reads 64 bytes inside `order` or a plane (256 bytes).
+        unsafe {
+            let table = |p: usize, t: usize| {
+                _mm512_loadu_si512(cb.planes[p].as_ptr().add(64 * t) as *const _)
+            };
+            Self {
+                order: _mm512_loadu_si512(order.as_ptr() as *const _),
+                planes: std::array::from_fn(|p| std::array::from_fn(|t| table(p, t))),
+            }
+        }
+    }
+
+    /// 64 codes' values: vector k holds columns 16k .. 16k + 16 as f32 bits.
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vbmi")]
+    fn block(&self, codes: &[u8; 64]) -> [__m512i; 4] {
+        // SAFETY: the load reads the 64 bytes of `codes`.
+        let q = _mm512_permutexvar_epi8(self.order, unsafe {
+            _mm512_loadu_si512(codes.as_ptr() as *const _)
+        });
         let upper = _mm512_movepi8_mask(q);
+        let planes = &self.planes;
         let byte = |p: usize| {
             let lo = _mm512_permutex2var_epi8(planes[p][0], q, planes[p][1]);
             let hi = _mm512_permutex2var_epi8(planes[p][2], q, planes[p][3]);
@@ -118,16 +120,65 @@ unsafe fn row8(codes: &[u8], cb: &Codebook8, x: &[f32], group: usize, scales: &[
         let (b0, b1, b2, b3) = (byte(0), byte(1), byte(2), byte(3));
         let (lo01, hi01) = (_mm512_unpacklo_epi8(b0, b1), _mm512_unpackhi_epi8(b0, b1));
         let (lo23, hi23) = (_mm512_unpacklo_epi8(b2, b3), _mm512_unpackhi_epi8(b2, b3));
-        let w = [
+        [
             _mm512_unpacklo_epi16(lo01, lo23),
             _mm512_unpackhi_epi16(lo01, lo23),
             _mm512_unpacklo_epi16(hi01, hi23),
             _mm512_unpackhi_epi16(hi01, hi23),
-        ];
+        ]
+    }
+}
+
+/// Column c's scale, without a division per vector where groups are powers of two (16, 32,
+/// 64…, all but odd archives).
+#[derive(Clone, Copy)]
+struct ScaleOf<'a> {
+    scales: &'a [f32],
+    group: usize,
+    shift: Option<u32>,
+}
+
+impl<'a> ScaleOf<'a> {
+    fn new(scales: &'a [f32], group: usize) -> Self {
+        let shift = group.is_power_of_two().then(|| group.trailing_zeros());
+        Self { scales, group, shift }
+    }
+
+    #[inline]
+    fn at(self, c: usize) -> f32 {
+        match (self.scales.len(), self.shift) {
+            (1, _) => self.scales[0],
+            (_, Some(shift)) => self.scales[c >> shift],
+            _ => self.scales[c / self.group],
+        }
+    }
+
+    /// Blocks of 64 columns whose 16-column vectors each share a scale: groups of a multiple
+    /// of 16, or one scale.
+    fn blocks(self, n: usize) -> usize {
+        match self.group.is_multiple_of(16) || self.scales.len() == 1 {
+            true => n / 64,
+            false => 0,
+        }
+    }
+}
+
+#[target_feature(enable = "avx512f,avx512bw,avx512vbmi,avx2,fma")]
+unsafe fn row8(codes: &[u8], cb: &Codebook8, x: &[f32], group: usize, scales: &[f32]) -> f32 {
+    let n = x.len().min(codes.len());
+    let scale_of = ScaleOf::new(scales, group);
+    let blocks = scale_of.blocks(n);
+    let lookup = Lookup8::new(cb);
+    // Two sums: one FMA's latency hides behind the other's.
+    let (mut total, mut total2) = (_mm512_setzero_ps(), _mm512_setzero_ps());
+    for (b, block) in codes[..64 * blocks].chunks_exact(64).enumerate() {
+        let w = lookup.block(block.try_into().unwrap());
         for (k, w) in w.into_iter().enumerate() {
             let c = 64 * b + 16 * k;
-            let prod = _mm512_mul_ps(_mm512_castsi512_ps(w), _mm512_loadu_ps(x.as_ptr().add(c)));
-            let s = _mm512_set1_ps(scale_of(c));
+            // SAFETY: 16 floats at c + 16 <= 64 · blocks <= x.len().
+            let x = unsafe { _mm512_loadu_ps(x.as_ptr().add(c)) };
+            let prod = _mm512_mul_ps(_mm512_castsi512_ps(w), x);
+            let s = _mm512_set1_ps(scale_of.at(c));
             if k % 2 == 0 {
                 total = _mm512_fmadd_ps(prod, s, total);
             } else {
@@ -136,9 +187,29 @@ unsafe fn row8(codes: &[u8], cb: &Codebook8, x: &[f32], group: usize, scales: &[
         }
     }
     let rest: f32 = (64 * blocks..n)
-        .map(|c| scale_of(c) * cb.values[codes[c] as usize] * x[c])
+        .map(|c| scale_of.at(c) * cb.values[codes[c] as usize] * x[c])
         .sum();
     hsum512(_mm512_add_ps(total, total2)) + rest
+}
+
+#[target_feature(enable = "avx512f,avx512bw,avx512vbmi")]
+unsafe fn decode8(codes: &[u8], cb: &Codebook8, group: usize, scales: &[f32], out: &mut [f32]) {
+    let n = out.len().min(codes.len());
+    let scale_of = ScaleOf::new(scales, group);
+    let blocks = scale_of.blocks(n);
+    let lookup = Lookup8::new(cb);
+    for (b, block) in codes[..64 * blocks].chunks_exact(64).enumerate() {
+        let w = lookup.block(block.try_into().unwrap());
+        for (k, w) in w.into_iter().enumerate() {
+            let c = 64 * b + 16 * k;
+            let v = _mm512_mul_ps(_mm512_castsi512_ps(w), _mm512_set1_ps(scale_of.at(c)));
+            // SAFETY: 16 floats at c + 16 <= 64 · blocks <= out.len().
+            unsafe { _mm512_storeu_ps(out.as_mut_ptr().add(c), v) };
+        }
+    }
+    for c in 64 * blocks..n {
+        out[c] = scale_of.at(c) * cb.values[codes[c] as usize];
+    }
 }
 
 /// A block's 32 codes as their i16 levels (one byte shuffle, widened), the block's even

@@ -29,6 +29,10 @@ impl Codebook8 {
 /// One row of 8-bit codes: `codes.len() == x.len()`, `scales.len() == x.len().div_ceil(group)`.
 pub type Row8 =
     fn(codes: &[u8], codebook: &Codebook8, x: &[f32], group: usize, scales: &[f32]) -> f32;
+/// One row of 8-bit codes decoded: `out[c] = scales[c / group] · codebook[codes[c]]`, exactly
+/// as `codec::decode_row` does (a prompt tile's rows).
+pub type Decode8 =
+    fn(codes: &[u8], codebook: &Codebook8, group: usize, scales: &[f32], out: &mut [f32]);
 /// One row of 4-bit codes, two per byte, the even column in the low nibble: `codes.len() ==
 /// x.len().div_ceil(2)`; `group` is even, so no byte straddles two groups. The codebook's
 /// first 16 entries are the 4-bit codebook.
@@ -305,6 +309,7 @@ pub struct Kernels {
     pub name: &'static str,
     pub row8: Row8,
     pub row4: Row4,
+    pub decode8: Decode8,
     pub dot_f16: DotF16,
     pub dot_f32: DotF32,
     pub scores_f32: ScoresF32,
@@ -337,6 +342,7 @@ impl Kernels {
         name: "portable",
         row8,
         row4,
+        decode8,
         dot_f16,
         dot_f32,
         scores_f32,
@@ -422,6 +428,15 @@ fn row8(codes: &[u8], codebook: &Codebook8, x: &[f32], group: usize, scales: &[f
                 .sum::<f32>()
         })
         .sum()
+}
+
+fn decode8(codes: &[u8], codebook: &Codebook8, group: usize, scales: &[f32], out: &mut [f32]) {
+    let codebook = &codebook.values;
+    for ((out, q), s) in out.chunks_mut(group).zip(codes.chunks(group)).zip(scales) {
+        for (w, &q) in out.iter_mut().zip(q) {
+            *w = s * codebook[q as usize];
+        }
+    }
 }
 
 fn row4(codes: &[u8], codebook: &Codebook8, x: &[f32], group: usize, scales: &[f32]) -> f32 {

@@ -391,6 +391,24 @@ impl PackedMatrix {
         }
     }
 
+    /// Row `r` decoded as [`Self::decode_row`] does, 8-bit codes by `k`'s `decode8`.
+    pub(super) fn tile_row(&self, k: &Kernels, r: usize, out: &mut [f32]) {
+        let float = matches!(self.codec, Codec::F32 | Codec::F16);
+        if float || self.expanded.is_some() || self.codec.code_bits() != 8 {
+            return self.decode_row(r, out);
+        }
+        let mut scales = Vec::new();
+        self.scales(r, &mut scales);
+        (k.decode8)(self.codes(r), &self.codebook, self.group(), &scales, out);
+        if self.codec.has_offset() {
+            let mut offsets = Vec::new();
+            self.group_halves(self.layout.offsets, r, &mut offsets);
+            for (out, o) in out.chunks_mut(self.group()).zip(offsets) {
+                out.iter_mut().for_each(|w| *w += o);
+            }
+        }
+    }
+
     /// Row `r` from its expanded `levels` (each block's even columns, then its odd ones).
     fn decode_expanded_row(&self, levels: &[i16], step: f32, r: usize, out: &mut [f32]) {
         let (mut scales, mut offsets) = (Vec::new(), Vec::new());
@@ -426,7 +444,7 @@ impl PackedMatrix {
         // Each run of rows is decoded once for all n tokens, then multiplied by sgemm.
         let decode = |r0: usize, tile: &mut [f32]| {
             for (i, row) in tile.chunks_exact_mut(kk).enumerate() {
-                self.decode_row(r0 + i, row);
+                self.tile_row(k, r0 + i, row);
             }
         };
         matmul_t_by_runs(x, n, kk, m, Rows::Decode(&decode))

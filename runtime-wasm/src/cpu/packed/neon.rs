@@ -18,6 +18,7 @@ pub fn kernels() -> Kernels {
         name: "neon",
         row8: |q, cb, x, g, s| unsafe { row8(q, cb, x, g, s) },
         row4: |q, cb, x, g, s| unsafe { row4(q, cb, x, g, s) },
+        decode8: Kernels::PORTABLE.decode8,
         dot_f16: |w, x| unsafe { dot_f16(w, x) },
         dot_f32: |w, x| unsafe { dot_f32(w, x) },
         scores_f32: |q, k, stride, out| {

@@ -21,6 +21,7 @@ pub fn kernels() -> Kernels {
         name: "simd128",
         row8,
         row4,
+        decode8: Kernels::PORTABLE.decode8,
         dot_f16,
         dot_f32,
         scores_f32: |q, k, stride, out| kernels::scores_by_dot(dot_f32, q, k, stride, out),

@@ -293,6 +293,26 @@ fn rows_decode_as_the_reference_does() {
 }
 
 #[test]
+fn every_set_decodes_tile_rows_as_the_reference_does() {
+    // Bit for bit: a tile's rows are the reference's rows. 200 and 583 columns leave part of a
+    // 64-column block; groups of 12 do not fill whole vectors.
+    for k in Kernels::available() {
+        for codec in codecs() {
+            for (rows, cols) in [(3, 200), (2, 583)] {
+                let (bytes, _) = encode(codec, &weights(rows * cols, 9), rows, cols).unwrap();
+                let want = decode(codec, &bytes, rows, cols).unwrap();
+                let m = PackedMatrix::new(codec, rows, cols, &bytes).unwrap();
+                for (r, want) in want.chunks_exact(cols).enumerate() {
+                    let mut got = vec![f32::NAN; cols];
+                    m.tile_row(&k, r, &mut got);
+                    assert_eq!(got, want, "{} {} {rows}x{cols} row {r}", k.name, codec.name());
+                }
+            }
+        }
+    }
+}
+
+#[test]
 fn a_tensor_of_the_wrong_size_is_refused() {
     let codec = Codec::from_name("lut8g", 32).unwrap();
     let (bytes, _) = encode(codec, &weights(4 * 64, 1), 4, 64).unwrap();
