@@ -141,7 +141,11 @@ struct ScaleOf<'a> {
 impl<'a> ScaleOf<'a> {
     fn new(scales: &'a [f32], group: usize) -> Self {
         let shift = group.is_power_of_two().then(|| group.trailing_zeros());
-        Self { scales, group, shift }
+        Self {
+            scales,
+            group,
+            shift,
+        }
     }
 
     #[inline]

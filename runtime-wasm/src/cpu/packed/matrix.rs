@@ -350,80 +350,57 @@ impl PackedMatrix {
     }
 
     fn decode_row(&self, r: usize, out: &mut [f32]) {
-        if let (Some(levels), Some(l8)) = (&self.expanded, &self.levels8) {
-            return self.decode_expanded_row(
-                &levels[r * self.cols..][..self.cols],
-                l8.step,
-                r,
-                out,
-            );
+        self.decode_row_with(None, r, out, &mut RowScratch::default())
+    }
+
+    /// Row `r` decoded, 8-bit codes by `k`'s `decode8` where a set is given (bit for bit the
+    /// same values); `scratch` carries the scales' buffers from row to row of a tile.
+    pub(super) fn decode_row_with(
+        &self,
+        k: Option<&Kernels>,
+        r: usize,
+        out: &mut [f32],
+        scratch: &mut RowScratch,
+    ) {
+        if matches!(self.codec, Codec::F32 | Codec::F16) {
+            return self.decode_float_row(r, out);
         }
-        match self.codec {
-            Codec::F32 => {
-                let w: &[f32] = bytemuck::cast_slice(self.section(self.layout.codes));
-                out.copy_from_slice(&w[r * self.cols..(r + 1) * self.cols]);
-            }
-            Codec::F16 => {
-                let w = self.halves(self.layout.codes);
-                for (o, &h) in out.iter_mut().zip(&w[r * self.cols..(r + 1) * self.cols]) {
-                    *o = f16::from_bits(h).to_f32();
+        let RowScratch { scales, offsets } = scratch;
+        self.scales(r, scales);
+        offsets.clear();
+        if self.codec.has_offset() {
+            self.group_halves(self.layout.offsets, r, offsets);
+        }
+        if let (Some(levels), Some(l8)) = (&self.expanded, &self.levels8) {
+            let levels = &levels[r * self.cols..][..self.cols];
+            return expanded_row(levels, l8.step, scales, offsets, out);
+        }
+        match k {
+            Some(k) if self.codec.code_bits() == 8 => {
+                (k.decode8)(self.codes(r), &self.codebook, self.group(), scales, out);
+                for (out, &o) in out.chunks_mut(self.group()).zip(offsets.iter()) {
+                    out.iter_mut().for_each(|w| *w += o);
                 }
             }
             _ => {
-                let (mut scales, mut offsets) = (Vec::new(), Vec::new());
-                self.scales(r, &mut scales);
-                if self.codec.has_offset() {
-                    self.group_halves(self.layout.offsets, r, &mut offsets);
-                }
                 let codes = RowCodes {
                     codes: self.codes(r),
                     nibbles: self.codec.code_bits() == 4,
                 };
-                decode_row(
-                    codes,
-                    &self.codebook.values,
-                    self.group(),
-                    &scales,
-                    &offsets,
-                    out,
-                );
+                let cb = &self.codebook.values;
+                decode_row(codes, cb, self.group(), scales, offsets, out);
             }
         }
     }
 
-    /// Row `r` decoded as [`Self::decode_row`] does, 8-bit codes by `k`'s `decode8`.
-    pub(super) fn tile_row(&self, k: &Kernels, r: usize, out: &mut [f32]) {
-        let float = matches!(self.codec, Codec::F32 | Codec::F16);
-        if float || self.expanded.is_some() || self.codec.code_bits() != 8 {
-            return self.decode_row(r, out);
+    fn decode_float_row(&self, r: usize, out: &mut [f32]) {
+        if self.codec == Codec::F32 {
+            let w: &[f32] = bytemuck::cast_slice(self.section(self.layout.codes));
+            return out.copy_from_slice(&w[r * self.cols..(r + 1) * self.cols]);
         }
-        let mut scales = Vec::new();
-        self.scales(r, &mut scales);
-        (k.decode8)(self.codes(r), &self.codebook, self.group(), &scales, out);
-        if self.codec.has_offset() {
-            let mut offsets = Vec::new();
-            self.group_halves(self.layout.offsets, r, &mut offsets);
-            for (out, o) in out.chunks_mut(self.group()).zip(offsets) {
-                out.iter_mut().for_each(|w| *w += o);
-            }
-        }
-    }
-
-    /// Row `r` from its expanded `levels` (each block's even columns, then its odd ones).
-    fn decode_expanded_row(&self, levels: &[i16], step: f32, r: usize, out: &mut [f32]) {
-        let (mut scales, mut offsets) = (Vec::new(), Vec::new());
-        self.scales(r, &mut scales);
-        if self.codec.has_offset() {
-            self.group_halves(self.layout.offsets, r, &mut offsets);
-        }
-        let blocks = levels.chunks_exact(32).zip(out.chunks_exact_mut(32));
-        for (b, (levels, out)) in blocks.enumerate() {
-            let (s, o) = (scales[b] * step, offsets.get(b).copied().unwrap_or(0.0));
-            let (even, odd) = levels.split_at(16);
-            for (pair, (&e, &d)) in out.chunks_exact_mut(2).zip(even.iter().zip(odd)) {
-                pair[0] = s * e as f32 + o;
-                pair[1] = s * d as f32 + o;
-            }
+        let w = self.halves(self.layout.codes);
+        for (o, &h) in out.iter_mut().zip(&w[r * self.cols..(r + 1) * self.cols]) {
+            *o = f16::from_bits(h).to_f32();
         }
     }
 
@@ -443,8 +420,9 @@ impl PackedMatrix {
         }
         // Each run of rows is decoded once for all n tokens, then multiplied by sgemm.
         let decode = |r0: usize, tile: &mut [f32]| {
+            let scratch = &mut RowScratch::default();
             for (i, row) in tile.chunks_exact_mut(kk).enumerate() {
-                self.tile_row(k, r0 + i, row);
+                self.decode_row_with(Some(k), r0 + i, row, scratch);
             }
         };
         matmul_t_by_runs(x, n, kk, m, Rows::Decode(&decode))
@@ -453,5 +431,26 @@ impl PackedMatrix {
     /// [`Self::matmul_t_with`] on the fastest kernels this CPU has.
     pub fn matmul_t(&self, x: &[f32], n: usize) -> Vec<f32> {
         self.matmul_t_with(Kernels::best(), x, n)
+    }
+}
+
+/// The buffers a row's decode fills with its scales and offsets as f32, kept over a tile's rows.
+#[derive(Default)]
+pub(super) struct RowScratch {
+    scales: Vec<f32>,
+    offsets: Vec<f32>,
+}
+
+/// A row from its expanded `levels` (each block's even columns, then its odd ones): `scale ·
+/// step · level + offset`.
+fn expanded_row(levels: &[i16], step: f32, scales: &[f32], offsets: &[f32], out: &mut [f32]) {
+    let blocks = levels.chunks_exact(32).zip(out.chunks_exact_mut(32));
+    for (b, (levels, out)) in blocks.enumerate() {
+        let (s, o) = (scales[b] * step, offsets.get(b).copied().unwrap_or(0.0));
+        let (even, odd) = levels.split_at(16);
+        for (pair, (&e, &d)) in out.chunks_exact_mut(2).zip(even.iter().zip(odd)) {
+            pair[0] = s * e as f32 + o;
+            pair[1] = s * d as f32 + o;
+        }
     }
 }

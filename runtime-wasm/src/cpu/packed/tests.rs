@@ -3,6 +3,7 @@
 
 use super::checks::decode_codebook;
 use super::kernels::{self, Levels4, Levels8};
+use super::matrix::RowScratch;
 use super::{Kernels, PackedMatrix};
 use crate::codec::{decode, encode, Codec};
 use half::f16;
@@ -294,18 +295,31 @@ fn rows_decode_as_the_reference_does() {
 
 #[test]
 fn every_set_decodes_tile_rows_as_the_reference_does() {
-    // Bit for bit: a tile's rows are the reference's rows. 200 and 583 columns leave part of a
-    // 64-column block; groups of 12 do not fill whole vectors.
+    // Bit for bit: a tile's rows are the reference's rows, their scales' buffers shared from
+    // row to row. 200 and 583 columns leave part of a 64-column block; groups of 12 do not
+    // fill whole vectors; 576 columns in groups of 32 are expanded by the sets that expand.
+    let tile = |m: &PackedMatrix, k: &Kernels, rows: usize, cols: usize| {
+        let mut got = vec![f32::NAN; rows * cols];
+        let scratch = &mut RowScratch::default();
+        for (r, row) in got.chunks_exact_mut(cols).enumerate() {
+            m.decode_row_with(Some(k), r, row, scratch);
+        }
+        got
+    };
     for k in Kernels::available() {
         for codec in codecs() {
-            for (rows, cols) in [(3, 200), (2, 583)] {
+            for (rows, cols) in [(3, 200), (2, 583), (3, 576)] {
                 let (bytes, _) = encode(codec, &weights(rows * cols, 9), rows, cols).unwrap();
                 let want = decode(codec, &bytes, rows, cols).unwrap();
-                let m = PackedMatrix::new(codec, rows, cols, &bytes).unwrap();
-                for (r, want) in want.chunks_exact(cols).enumerate() {
-                    let mut got = vec![f32::NAN; cols];
-                    m.tile_row(&k, r, &mut got);
-                    assert_eq!(got, want, "{} {} {rows}x{cols} row {r}", k.name, codec.name());
+                let mut m = PackedMatrix::new(codec, rows, cols, &bytes).unwrap();
+                let name = format!("{} {} {rows}x{cols}", k.name, codec.name());
+                assert_eq!(tile(&m, &k, rows, cols), want, "{name}");
+                // Expanded rows are the levels' values (within half a step of the codebook's,
+                // tested above), the same whether decoded in a tile or one by one.
+                if m.expand_levels(&k, usize::MAX) > 0 {
+                    let mut one_by_one = vec![0f32; rows * cols];
+                    m.decode_rows(0, &mut one_by_one);
+                    assert_eq!(tile(&m, &k, rows, cols), one_by_one, "{name} expanded");
                 }
             }
         }
