@@ -13,9 +13,11 @@ use super::kernels::{
     Levels8, OneRow, Q16Blocks, Row4Codes,
 };
 
-/// Prompts of this many tokens take f32 tiles on a CPU with VNNI (on one without, AVX2's
-/// crossover holds).
-const VNNI_PROMPT_TILES_FROM: usize = 32;
+/// Prompts of this many tokens of 8-bit codes take f32 tiles rather than the VNNI kernel:
+/// since tiles are runs spread over the cores (session 43), prefill at 32 tokens, SmolLM2
+/// lut8g 365 tok/s on tiles against 315, Phi-3.5-mini shapes 237 against 214; at 64, 495
+/// against 331 and 331 against 218.
+const VNNI_8_BIT_TILES_FROM: usize = 32;
 
 /// These kernels when this CPU has the instructions they use (`base`: the AVX2 set, whose f16
 /// and f32 dot products they keep).
@@ -39,19 +41,17 @@ pub fn kernels(base: &Kernels) -> Option<Kernels> {
             true => Some(|rows, first, l, a, out| unsafe { rows8_q16(rows, first, l, a, out) }),
             false => None,
         },
-        // Eight tokens per pass: faster than f32 tiles for prompts shorter than
-        // `prompt_tiles_from` (RESULTS.md, sessions 28 and 43).
-        row8_q16_prompts: vnni,
+        // Eight tokens per pass: faster than f32 tiles for short prompts (RESULTS.md, sessions
+        // 28 and 43).
+        row8_q16_prompts_below: match vnni {
+            true => VNNI_8_BIT_TILES_FROM,
+            false => 0,
+        },
         // Its `row8` permutes bytes in registers: nothing to gain from expanded levels.
         rows8_expanded: None,
-        // Since tiles are runs spread over the cores (session 43), VNNI's integer kernels win
-        // only short prompts: SmolLM2 prefill at 32 tokens, lut8g 365 tok/s on tiles against
-        // 315, lut4a 317 against 334; at 64, 495 against 331 and 461 against 344. Without
-        // VNNI the 4-bit kernel is AVX2's, and so is its crossover.
-        prompt_tiles_from: match vnni {
-            true => VNNI_PROMPT_TILES_FROM,
-            false => base.prompt_tiles_from,
-        },
+        // The 4-bit kernel's crossover is AVX2's, with VNNI or without: Phi-3.5-mini shapes,
+        // lut4a at 32 tokens, 236 tok/s in integers against 187 on tiles, equal at 48, 275
+        // against 236 at 64 (session 43).
         ..*base
     })
 }

@@ -11,7 +11,7 @@ use crate::codec::{encode, Codec};
 #[doc(hidden)]
 pub fn assert_8_bit_kernels_hold_the_largest_products(k: &Kernels) {
     let k = &Kernels {
-        row8_q16_prompts: true,
+        row8_q16_prompts_below: usize::MAX,
         prompt_tiles_from: usize::MAX,
         ..*k
     };

@@ -321,10 +321,11 @@ pub struct Kernels {
     pub row4_q16: Option<Rows4Q16>,
     /// The integer kernel for grouped 8-bit rows, where this set has one faster than `row8`.
     pub row8_q16: Option<Rows8Q16>,
-    /// Whether prompts shorter than `prompt_tiles_from` take `row8_q16` too; where its lookups
-    /// cost more than decoding each weight tile once in f32 for all the tokens (SIMD128: one by
-    /// one), only single tokens do.
-    pub row8_q16_prompts: bool,
+    /// Prompts shorter than this take `row8_q16` too, longer ones f32 tiles (single tokens
+    /// always take it): 0 where its lookups cost more than decoding each weight tile once in
+    /// f32 for all the tokens (SIMD128: one by one). Its own crossover, not
+    /// `prompt_tiles_from`: 8-bit codes gain from tiles sooner than 4-bit ones (VNNI).
+    pub row8_q16_prompts_below: usize,
     /// The kernel for grouped 8-bit rows expanded to their levels at load, where this set
     /// looks codes up slowly (the loader expands within a budget); expanded rows take it
     /// rather than `row8_q16`.
@@ -351,7 +352,7 @@ impl Kernels {
         weighted_sum_f16,
         row4_q16: Some(|rows, first, l, a, out| each_row(rows, first, l, a, out, row4_q16)),
         row8_q16: None,
-        row8_q16_prompts: false,
+        row8_q16_prompts_below: 0,
         rows8_expanded: None,
         prompt_tiles_from: usize::MAX,
     };
@@ -362,7 +363,7 @@ impl Kernels {
         Kernels {
             name: "portable integer",
             row8_q16: Some(rows8_q16),
-            row8_q16_prompts: true,
+            row8_q16_prompts_below: usize::MAX,
             ..Self::PORTABLE
         }
     }
@@ -379,7 +380,8 @@ impl Kernels {
 
     /// The fastest set this CPU runs, detected once; `QINS_CPU_KERNELS=portable` (or another
     /// set's name) picks one by name, for benchmarks and for ruling a kernel out, and
-    /// `QINS_PROMPT_TILES_FROM=N` moves its `prompt_tiles_from` (benchmarks of the crossover).
+    /// `QINS_PROMPT_TILES_FROM=N` moves its `prompt_tiles_from` and, where it has one, its
+    /// 8-bit kernel's crossover (benchmarks of the crossovers).
     pub fn best() -> &'static Kernels {
         static BEST: std::sync::OnceLock<Kernels> = std::sync::OnceLock::new();
         BEST.get_or_init(|| {
@@ -388,11 +390,13 @@ impl Kernels {
             let named = asked.and_then(|n| all.iter().find(|k| k.name == n).copied());
             let best = named.or(all.last().copied()).unwrap_or(Self::PORTABLE);
             let tiles = std::env::var("QINS_PROMPT_TILES_FROM").ok();
-            Kernels {
-                prompt_tiles_from: tiles
-                    .and_then(|n| n.parse().ok())
-                    .unwrap_or(best.prompt_tiles_from),
-                ..best
+            match tiles.and_then(|n| n.parse().ok()) {
+                Some(n) => Kernels {
+                    prompt_tiles_from: n,
+                    row8_q16_prompts_below: best.row8_q16_prompts_below.min(n),
+                    ..best
+                },
+                None => best,
             }
         })
     }

@@ -304,7 +304,7 @@ impl PackedMatrix {
         let integer = match (self.levels, k.row4_q16, &self.levels8, expanded, k.row8_q16) {
             (Some(levels), Some(kernel), ..) if short => Integer::Four(levels, kernel),
             (_, _, Some(levels), Some(kernel), _) if short => Integer::Expanded(levels, kernel),
-            (_, _, Some(levels), None, Some(kernel)) if n == 1 || (k.row8_q16_prompts && short) => {
+            (_, _, Some(levels), None, Some(kernel)) if n == 1 || n < k.row8_q16_prompts_below => {
                 Integer::Eight(levels, kernel)
             }
             // Other prompts take f32 tiles, which read the codes once for all their tokens.

@@ -31,7 +31,7 @@ pub fn kernels() -> Kernels {
         weighted_sum_f16: |p, v, stride, out| unsafe { weighted_sum_f16(p, v, stride, out) },
         row4_q16: Some(|rows, first, l, a, out| unsafe { rows4_q16(rows, first, l, a, out) }),
         row8_q16: None,
-        row8_q16_prompts: false,
+        row8_q16_prompts_below: 0,
         rows8_expanded: None,
         prompt_tiles_from: usize::MAX,
     }

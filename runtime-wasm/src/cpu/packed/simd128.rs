@@ -32,7 +32,7 @@ pub fn kernels() -> Kernels {
         row8_q16: Some(rows8_q16),
         // Prompts of 8-bit codes: 80 tok/s through f32 tiles against 53 through this kernel
         // (SmolLM2 lut8g in Chromium, 42 tokens); single tokens 14 against 19.
-        row8_q16_prompts: false,
+        row8_q16_prompts_below: 0,
         rows8_expanded: Some(rows8_expanded),
         prompt_tiles_from: usize::MAX,
     }
