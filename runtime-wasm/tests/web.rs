@@ -337,7 +337,7 @@ fn the_wasm_simd_kernels_match_the_portable_ones() {
                     // An 8-bit integer kernel quantizes the activations as the portable one
                     // does; it takes prompts here too, to test its passes of several tokens.
                     let k = &Kernels {
-                        row8_q16_prompts: true,
+                        row8_q16_prompts_below: usize::MAX,
                         ..*k
                     };
                     let want = if k.row8_q16.is_some() {
