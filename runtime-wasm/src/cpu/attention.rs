@@ -12,7 +12,7 @@
 //! f16 cache: AVX2 reduces four keys at once and keeps 64 output columns in registers over
 //! all the rows).
 
-use super::ops::{for_each_chunk, threads};
+use super::ops::{exp_from_max, for_each_chunk, threads};
 use super::packed::Kernels;
 
 /// The attention heads: query heads, key/value heads they share in groups, head width.
@@ -137,13 +137,7 @@ fn partial(
         scores.iter_mut().for_each(|s| *s *= scale);
     }
     for (h, scores) in scores.chunks_exact_mut(len).enumerate() {
-        let max = scores.iter().fold(f32::NEG_INFINITY, |m, &s| m.max(s));
-        let mut sum = 0.0;
-        for s in scores.iter_mut() {
-            *s = (*s - max).exp();
-            sum += *s;
-        }
-        (maxima[h], sums[h]) = (max, sum);
+        (maxima[h], sums[h]) = exp_from_max(scores);
     }
     for (p, o) in scores.chunks_exact(len).zip(outputs.chunks_exact_mut(hd)) {
         match v {

@@ -190,13 +190,20 @@ pub fn silu_mul(gu: &[f32], ff: usize) -> Vec<f32> {
 }
 
 pub fn softmax_in_place(x: &mut [f32]) {
+    let (_, sum) = exp_from_max(x);
+    x.iter_mut().for_each(|v| *v /= sum);
+}
+
+/// `x` replaced by exp(x − max x), unnormalised: returns the maximum and the exponentials' sum
+/// (a softmax before its division, which attention's partials defer).
+pub(crate) fn exp_from_max(x: &mut [f32]) -> (f32, f32) {
     let max = x.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
     let mut sum = 0.0;
     for v in x.iter_mut() {
         *v = (*v - max).exp();
         sum += *v;
     }
-    x.iter_mut().for_each(|v| *v /= sum);
+    (max, sum)
 }
 
 #[cfg(test)]

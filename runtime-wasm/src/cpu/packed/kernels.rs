@@ -434,13 +434,13 @@ fn row8(codes: &[u8], codebook: &Codebook8, x: &[f32], group: usize, scales: &[f
         .sum()
 }
 
+/// The reference decode itself, without offsets.
 fn decode8(codes: &[u8], codebook: &Codebook8, group: usize, scales: &[f32], out: &mut [f32]) {
-    let codebook = &codebook.values;
-    for ((out, q), s) in out.chunks_mut(group).zip(codes.chunks(group)).zip(scales) {
-        for (w, &q) in out.iter_mut().zip(q) {
-            *w = s * codebook[q as usize];
-        }
-    }
+    let codes = crate::codec::RowCodes {
+        codes,
+        nibbles: false,
+    };
+    crate::codec::decode_row(codes, &codebook.values, group, scales, &[], out);
 }
 
 fn row4(codes: &[u8], codebook: &Codebook8, x: &[f32], group: usize, scales: &[f32]) -> f32 {

@@ -350,14 +350,14 @@ impl PackedMatrix {
     }
 
     fn decode_row(&self, r: usize, out: &mut [f32]) {
-        self.decode_row_with(None, r, out, &mut RowScratch::default())
+        self.decode_row_with(&Kernels::PORTABLE, r, out, &mut RowScratch::default())
     }
 
-    /// Row `r` decoded, 8-bit codes by `k`'s `decode8` where a set is given (bit for bit the
-    /// same values); `scratch` carries the scales' buffers from row to row of a tile.
+    /// Row `r` decoded, 8-bit codes by `k`'s `decode8` (every set's are bit for bit the
+    /// reference's); `scratch` carries the scales' buffers from row to row of a tile.
     pub(super) fn decode_row_with(
         &self,
-        k: Option<&Kernels>,
+        k: &Kernels,
         r: usize,
         out: &mut [f32],
         scratch: &mut RowScratch,
@@ -375,21 +375,18 @@ impl PackedMatrix {
             let levels = &levels[r * self.cols..][..self.cols];
             return expanded_row(levels, l8.step, scales, offsets, out);
         }
-        match k {
-            Some(k) if self.codec.code_bits() == 8 => {
-                (k.decode8)(self.codes(r), &self.codebook, self.group(), scales, out);
-                for (out, &o) in out.chunks_mut(self.group()).zip(offsets.iter()) {
-                    out.iter_mut().for_each(|w| *w += o);
-                }
+        if self.codec.code_bits() == 8 {
+            (k.decode8)(self.codes(r), &self.codebook, self.group(), scales, out);
+            for (out, &o) in out.chunks_mut(self.group()).zip(offsets.iter()) {
+                out.iter_mut().for_each(|w| *w += o);
             }
-            _ => {
-                let codes = RowCodes {
-                    codes: self.codes(r),
-                    nibbles: self.codec.code_bits() == 4,
-                };
-                let cb = &self.codebook.values;
-                decode_row(codes, cb, self.group(), scales, offsets, out);
-            }
+        } else {
+            let codes = RowCodes {
+                codes: self.codes(r),
+                nibbles: self.codec.code_bits() == 4,
+            };
+            let cb = &self.codebook.values;
+            decode_row(codes, cb, self.group(), scales, offsets, out);
         }
     }
 
@@ -422,7 +419,7 @@ impl PackedMatrix {
         let decode = |r0: usize, tile: &mut [f32]| {
             let scratch = &mut RowScratch::default();
             for (i, row) in tile.chunks_exact_mut(kk).enumerate() {
-                self.decode_row_with(Some(k), r0 + i, row, scratch);
+                self.decode_row_with(k, r0 + i, row, scratch);
             }
         };
         matmul_t_by_runs(x, n, kk, m, Rows::Decode(&decode))
